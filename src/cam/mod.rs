@@ -1,0 +1,196 @@
+//! The Score-CAM algorithm as pure functions over tensors: no threads, no ONNX Runtime.
+//!
+//! An explanation is planned from the clean pass's activations ([`MaskPlan`]), its masked
+//! inputs are built a batch at a time ([`MaskPlan::fill_batch`]), the model scores them
+//! (whoever runs it), and [`combine`] turns the scores into a map. The engine runs those
+//! steps across worker threads; [`explain_with`] runs them in-line for tests and tools.
+
+mod scorecam;
+mod upsample;
+
+pub use scorecam::{MaskPlan, MaskSource, TargetScores, class_scores, combine, explain_with};
+pub use upsample::{Align, Resampler, resize};
+
+use serde::{Deserialize, Serialize};
+
+/// The numerical convention of a Score-CAM implementation (see `scorecam-presets.md`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    /// haofanwang/Score-CAM: half-pixel masks, softmax-probability weights, sum at input size.
+    #[default]
+    Official,
+    /// jacobgil/pytorch-grad-cam: corner-aligned masks, softmax over channel logits.
+    PytorchGradCam,
+    /// frgfm/torch-cam: normalise at feature size, logit increase, map at feature size.
+    Torchcam,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 3] = [Preset::Official, Preset::PytorchGradCam, Preset::Torchcam];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Preset::Official => "official",
+            Preset::PytorchGradCam => "pytorch_grad_cam",
+            Preset::Torchcam => "torchcam",
+        }
+    }
+
+    /// Whether the preset computes its map at feature resolution before upsampling, so a
+    /// caller may ask for that map itself.
+    pub fn has_feature_map(self) -> bool {
+        !matches!(self, Preset::Official)
+    }
+}
+
+impl std::str::FromStr for Preset {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Preset::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown preset `{s}` (expected official, pytorch_grad_cam or torchcam)"))
+    }
+}
+
+impl std::fmt::Display for Preset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A single-channel map, row-major.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Map {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<f32>,
+}
+
+impl Map {
+    pub fn new(width: usize, height: usize, data: Vec<f32>) -> Self {
+        assert_eq!(data.len(), width * height, "map data does not match its size");
+        Self { width, height, data }
+    }
+
+    /// Resizes with half-pixel bilinear sampling (what OpenCV and `F.interpolate` do).
+    pub fn resized(&self, width: usize, height: usize) -> Map {
+        if (width, height) == (self.width, self.height) {
+            return self.clone();
+        }
+        let data = resize(&self.data, (self.height, self.width), (height, width), Align::HalfPixel);
+        Map::new(width, height, data)
+    }
+}
+
+/// The target layer's activations for one image: K channels of h×w.
+#[derive(Clone, Debug)]
+pub struct Activations {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub data: Vec<f32>,
+}
+
+impl Activations {
+    pub fn new(channels: usize, height: usize, width: usize, data: Vec<f32>) -> Self {
+        assert_eq!(data.len(), channels * height * width, "activation data does not match its shape");
+        Self { channels, height, width, data }
+    }
+
+    pub fn channel(&self, k: usize) -> &[f32] {
+        let n = self.height * self.width;
+        &self.data[k * n..(k + 1) * n]
+    }
+
+    /// A channel is constant when every value is equal; its upsampled map is then constant
+    /// too (bilinear taps are convex combinations), so its min-max mask is degenerate.
+    pub fn is_constant(&self, k: usize) -> bool {
+        let c = self.channel(k);
+        c.iter().all(|&v| v == c[0])
+    }
+}
+
+/// What one explanation produced for one target.
+#[derive(Clone, Debug)]
+pub struct Saliency {
+    /// The map at the model's input resolution (H×W), values in 0..1.
+    pub input: Map,
+    /// The map at the target layer's resolution (h×w), for presets that compute one.
+    pub feature: Option<Map>,
+}
+
+/// Min and max of a slice (NaN-free inputs assumed; `(inf, -inf)` when empty).
+pub(crate) fn min_max(values: &[f32]) -> (f32, f32) {
+    values
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+}
+
+/// `(v - min) / (max - min)` in place; a constant slice becomes all zeros (the official
+/// code returns no map there; zeros are the honest image of "no evidence").
+pub(crate) fn normalize_min_max(values: &mut [f32]) {
+    let (lo, hi) = min_max(values);
+    if !(hi > lo) {
+        values.fill(0.0);
+        return;
+    }
+    let range = hi - lo;
+    values.iter_mut().for_each(|v| *v = (*v - lo) / range);
+}
+
+/// `v -= min; v /= (max + eps)` in place, the libraries' epsilon-guarded normalisation.
+pub(crate) fn normalize_shift_eps(values: &mut [f32], eps: f32) {
+    let (lo, _) = min_max(values);
+    values.iter_mut().for_each(|v| *v -= lo);
+    let (_, hi) = min_max(values);
+    values.iter_mut().for_each(|v| *v /= hi + eps);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_max_normalisation_spans_zero_to_one() {
+        let mut v = vec![2.0, 4.0, 3.0];
+        normalize_min_max(&mut v);
+        assert_eq!(v, vec![0.0, 1.0, 0.5]);
+    }
+
+    #[test]
+    fn constant_and_all_zero_maps_normalise_to_zero_without_nan() {
+        for fill in [0.0f32, 3.5, -1.0] {
+            let mut v = vec![fill; 5];
+            normalize_min_max(&mut v);
+            assert!(v.iter().all(|x| *x == 0.0), "{fill}: {v:?}");
+            let mut v = vec![fill; 5];
+            normalize_shift_eps(&mut v, 1e-7);
+            assert!(v.iter().all(|x| *x == 0.0 && !x.is_nan()), "{fill}: {v:?}");
+        }
+    }
+
+    #[test]
+    fn epsilon_normalisation_shifts_then_scales() {
+        let mut v = vec![1.0, 3.0];
+        normalize_shift_eps(&mut v, 1e-7);
+        assert!((v[0] - 0.0).abs() < 1e-9);
+        assert!((v[1] - 2.0 / (2.0 + 1e-7)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn preset_names_round_trip() {
+        for p in Preset::ALL {
+            assert_eq!(p.as_str().parse::<Preset>().unwrap(), p);
+        }
+        assert!("gradcam".parse::<Preset>().is_err());
+    }
+
+    #[test]
+    fn constant_channel_detection() {
+        let a = Activations::new(2, 1, 3, vec![0.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
+        assert!(a.is_constant(0));
+        assert!(!a.is_constant(1));
+    }
+}
