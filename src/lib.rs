@@ -6,9 +6,11 @@
 //! worker threads, `render` turns maps into PNG/JSON, and `http`/`cli` are thin faces.
 
 pub mod cam;
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod imaging;
 pub mod model;
+pub mod pipeline;
 pub mod render;
 pub mod runtime;

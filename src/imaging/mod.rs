@@ -1,1 +1,21 @@
-//! (in progress)
+//! From uploaded bytes to the model's input tensor: decode (with limits), orient, convert
+//! to RGB, resize per the manifest, normalise to C×H×W f32.
+
+mod decode;
+mod preprocess;
+
+pub use decode::{ImageLimits, decode};
+pub use preprocess::{Preprocessed, Region, preprocess};
+
+/// Why an upload could not become an input tensor. All are the client's input at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ImagingError {
+    #[error("the image is empty (0 bytes)")]
+    Empty,
+    #[error("unrecognised image format; send PNG, JPEG, WebP, GIF, BMP or TIFF")]
+    UnsupportedFormat,
+    #[error("the image could not be decoded: {0}")]
+    Decode(String),
+    #[error("the image is too large: {0}")]
+    TooLarge(String),
+}

@@ -1,1 +1,102 @@
-//! (in progress)
+//! Turning maps into what users look at: colour maps, overlays, PNG and the JSON document.
+
+mod colormap;
+mod document;
+#[rustfmt::skip]
+mod tables;
+
+pub use colormap::Colormap;
+pub use document::{ExplainDocument, Explanation, Prediction, predictions, softmax};
+
+use image::{ImageEncoder, RgbImage};
+
+use crate::cam::Map;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("could not encode the PNG: {0}")]
+    Encode(String),
+    #[error("the map is {map_w}×{map_h} but the image is {img_w}×{img_h}")]
+    SizeMismatch { map_w: usize, map_h: usize, img_w: u32, img_h: u32 },
+    #[error("alpha must be within 0..=1, got {0}")]
+    Alpha(f32),
+}
+
+/// The map painted with a colour map, one pixel per map value.
+pub fn heatmap(map: &Map, cmap: Colormap) -> RgbImage {
+    let mut img = RgbImage::new(map.width as u32, map.height as u32);
+    for (px, v) in img.pixels_mut().zip(&map.data) {
+        px.0 = cmap.color(*v);
+    }
+    img
+}
+
+/// `alpha · heatmap + (1 − alpha) · image`, as pytorch-grad-cam's `show_cam_on_image`
+/// (with alpha = 1 − image_weight).
+pub fn overlay(image: &RgbImage, map: &Map, cmap: Colormap, alpha: f32) -> Result<RgbImage, RenderError> {
+    if !(0.0..=1.0).contains(&alpha) {
+        return Err(RenderError::Alpha(alpha));
+    }
+    if (map.width as u32, map.height as u32) != image.dimensions() {
+        return Err(RenderError::SizeMismatch {
+            map_w: map.width,
+            map_h: map.height,
+            img_w: image.width(),
+            img_h: image.height(),
+        });
+    }
+    let mut out = image.clone();
+    for (px, v) in out.pixels_mut().zip(&map.data) {
+        let heat = cmap.color(*v);
+        for c in 0..3 {
+            let blended = alpha * f32::from(heat[c]) + (1.0 - alpha) * f32::from(px[c]);
+            px[c] = blended.round().clamp(0.0, 255.0) as u8;
+        }
+    }
+    Ok(out)
+}
+
+/// PNG bytes of an RGB image (fast compression: these are responses, not archives).
+pub fn encode_png(image: &RgbImage) -> Result<Vec<u8>, RenderError> {
+    let mut bytes = Vec::new();
+    image::codecs::png::PngEncoder::new_with_quality(
+        &mut bytes,
+        image::codecs::png::CompressionType::Fast,
+        image::codecs::png::FilterType::Adaptive,
+    )
+    .write_image(image.as_raw(), image.width(), image.height(), image::ExtendedColorType::Rgb8)
+    .map_err(|e| RenderError::Encode(e.to_string()))?;
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heatmap_paints_each_value_with_the_colour_map() {
+        let map = Map::new(2, 1, vec![0.0, 1.0]);
+        let img = heatmap(&map, Colormap::Jet);
+        assert_eq!(img.get_pixel(0, 0).0, [0, 0, 128]);
+        assert_eq!(img.get_pixel(1, 0).0, [128, 0, 0]);
+    }
+
+    #[test]
+    fn overlay_blends_by_alpha() {
+        let image = RgbImage::from_pixel(1, 1, image::Rgb([100, 100, 100]));
+        let map = Map::new(1, 1, vec![1.0]); // jet(1) = (128, 0, 0)
+        assert_eq!(overlay(&image, &map, Colormap::Jet, 0.5).unwrap().get_pixel(0, 0).0, [114, 50, 50]);
+        assert_eq!(overlay(&image, &map, Colormap::Jet, 0.0).unwrap().get_pixel(0, 0).0, [100, 100, 100]);
+        assert_eq!(overlay(&image, &map, Colormap::Jet, 1.0).unwrap().get_pixel(0, 0).0, [128, 0, 0]);
+        assert!(overlay(&image, &map, Colormap::Jet, 1.5).is_err());
+        assert!(overlay(&image, &Map::new(2, 1, vec![0.0; 2]), Colormap::Jet, 0.5).is_err());
+    }
+
+    #[test]
+    fn png_round_trips() {
+        let img = heatmap(&Map::new(3, 2, vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0]), Colormap::Viridis);
+        let bytes = encode_png(&img).unwrap();
+        let back = image::load_from_memory(&bytes).unwrap().into_rgb8();
+        assert_eq!(back, img);
+    }
+}

@@ -1,0 +1,283 @@
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::cam::Preset;
+use crate::config::Config;
+use crate::engine::{Engine, Progress, TargetSpec};
+use crate::model::ModelRegistry;
+use crate::pipeline::{self, ExplainParams, OutputFormat, Rendered, Resolution};
+use crate::render::Colormap;
+use crate::runtime;
+
+#[derive(Debug, Parser)]
+#[command(name = "scorecam", version, about = "Score-CAM saliency maps for ONNX image classifiers")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Configuration file (default: config/default.toml when present).
+    #[arg(long, global = true, env = "SCORECAM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Folder of model packages.
+    #[arg(long, global = true, env = "SCORECAM_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// Path of libonnxruntime.so (ORT_DYLIB_PATH takes precedence).
+    #[arg(long, global = true, env = "SCORECAM_ORT_LIBRARY")]
+    pub ort_library: Option<PathBuf>,
+    /// Worker count.
+    #[arg(long, global = true, env = "SCORECAM_WORKERS")]
+    pub workers: Option<usize>,
+    /// ONNX Runtime intra-op threads per worker (0 = cores / workers).
+    #[arg(long, global = true, env = "SCORECAM_INTRA_THREADS")]
+    pub intra_threads: Option<usize>,
+    /// Most masked inputs per forward pass.
+    #[arg(long, global = true, env = "SCORECAM_MAX_BATCH_SIZE")]
+    pub max_batch_size: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Explain images: write an overlay PNG, a heatmap PNG or the JSON document per image.
+    Explain(ExplainArgs),
+    /// Print the top-k classes of images.
+    Predict(PredictArgs),
+    /// List the model packages.
+    Models,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Class indices to explain (several allowed; they share one set of masked passes).
+    #[arg(long = "target", num_args = 1..)]
+    pub targets: Vec<usize>,
+    /// Explain the k most probable classes (default 1 when no --target is given).
+    #[arg(long, conflicts_with = "targets")]
+    pub top_k: Option<usize>,
+    #[arg(long, default_value = "official", value_parser = parse::<Preset>)]
+    pub preset: Preset,
+    #[arg(long, default_value = "png", value_parser = parse::<OutputFormat>)]
+    pub format: OutputFormat,
+    #[arg(long, default_value = "input", value_parser = parse::<Resolution>)]
+    pub resolution: Resolution,
+    #[arg(long, default_value = "jet", value_parser = parse::<Colormap>)]
+    pub colormap: Colormap,
+    /// Heatmap opacity over the image.
+    #[arg(long, default_value_t = 0.5)]
+    pub alpha: f32,
+    /// Output file (one image), folder (several), or `-` for standard output.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    #[arg(long)]
+    pub model: Option<String>,
+    #[arg(long, default_value_t = 5)]
+    pub top_k: usize,
+}
+
+fn parse<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T, String> {
+    s.parse()
+}
+
+/// Everything a command needs, built from the configuration.
+struct Context {
+    config: Config,
+    engine: Arc<Engine>,
+}
+
+impl Context {
+    fn start(global: &GlobalArgs) -> Result<Self, String> {
+        let mut config = Config::load(global.config.as_deref()).map_err(|e| e.to_string())?;
+        if let Some(d) = &global.models_dir {
+            config.models.dir = d.clone();
+        }
+        if let Some(l) = &global.ort_library {
+            config.runtime.library = Some(l.clone());
+        }
+        if let Some(w) = global.workers {
+            config.engine.workers = w;
+        }
+        if let Some(t) = global.intra_threads {
+            config.engine.session.intra_threads = t;
+        }
+        if let Some(b) = global.max_batch_size {
+            config.engine.max_batch_size = b;
+        }
+        let (lib, source) = runtime::resolve_library(config.runtime.library.as_deref(), "cpu").map_err(|e| e.to_string())?;
+        runtime::init(&lib).map_err(|e| e.to_string())?;
+        tracing::debug!(library = %lib.display(), ?source, "ONNX Runtime loaded");
+        let registry = ModelRegistry::discover(&config.models.dir).map_err(|e| e.to_string())?;
+        let engine = Engine::start(registry, config.effective_engine()).map_err(|e| e.to_string())?;
+        Ok(Self { config, engine: Arc::new(engine) })
+    }
+
+    fn model_name(&self, requested: Option<&str>) -> String {
+        requested
+            .map(str::to_string)
+            .or_else(|| self.config.models.default.clone().filter(|d| self.engine.registry().get(d).is_ok()))
+            .unwrap_or_else(|| self.engine.registry().all()[0].name.clone())
+    }
+}
+
+/// Runs a parsed command line; the error is what to print before exiting non-zero.
+pub async fn run(cli: Cli) -> Result<(), String> {
+    let ctx = Context::start(&cli.global)?;
+    let result = match cli.command {
+        Command::Explain(args) => explain(&ctx, args).await,
+        Command::Predict(args) => predict(&ctx, args).await,
+        Command::Models => models(&ctx),
+    };
+    ctx.engine.shutdown(Duration::from_secs(1)).await;
+    result
+}
+
+fn read(path: &Path) -> Result<Arc<[u8]>, String> {
+    std::fs::read(path).map(Arc::from).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn output_path(args: &ExplainArgs, image: &Path) -> PathBuf {
+    let ext = if args.format == OutputFormat::Json { "json" } else { "png" };
+    let name = format!("{}.scorecam.{ext}", image.file_stem().and_then(|s| s.to_str()).unwrap_or("image"));
+    match &args.output {
+        Some(o) if args.images.len() == 1 && !o.is_dir() => o.clone(),
+        Some(dir) => dir.join(name),
+        None => PathBuf::from(name),
+    }
+}
+
+async fn explain(ctx: &Context, args: ExplainArgs) -> Result<(), String> {
+    let model = ctx.model_name(args.model.as_deref());
+    if let Some(dir) = args.output.as_ref().filter(|_| args.images.len() > 1) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let to_stdout = args.output.as_deref() == Some(Path::new("-"));
+    for image in &args.images {
+        let bytes = read(image)?;
+        let progress = Arc::new(Progress::default());
+        let params = ExplainParams {
+            targets: match (&args.targets, args.top_k) {
+                (t, _) if !t.is_empty() => TargetSpec::Classes(t.clone()),
+                (_, k) => TargetSpec::TopK(k.unwrap_or(1)),
+            },
+            preset: args.preset,
+            format: args.format,
+            resolution: args.resolution,
+            colormap: args.colormap,
+            alpha: args.alpha,
+            progress: Some(progress.clone()),
+            ..ExplainParams::new(&model)
+        };
+        let bar = ProgressBar::start(progress, &image.display().to_string());
+        let result = pipeline::explain(&ctx.engine, bytes, &ctx.config.limits, params).await;
+        bar.finish().await;
+        let rendered = result.map_err(|e| format!("{}: {e}", image.display()))?;
+        let (bytes, summary) = match rendered {
+            Rendered::Json(doc) => {
+                let s = format!("{} passes", doc.stats.forward_passes);
+                (serde_json::to_vec(&doc).map_err(|e| e.to_string())?, s)
+            }
+            Rendered::Image { png, target, stats, timings } => (
+                png,
+                format!(
+                    "class {} ({}) p={:.4}, {} passes in {:.0} ms",
+                    target.index, target.label, target.score, stats.forward_passes, timings.total_ms
+                ),
+            ),
+        };
+        if to_stdout {
+            use std::io::Write;
+            std::io::stdout().write_all(&bytes).map_err(|e| e.to_string())?;
+        } else {
+            let out = output_path(&args, image);
+            std::fs::write(&out, bytes).map_err(|e| format!("{}: {e}", out.display()))?;
+            eprintln!("{} -> {}: {summary}", image.display(), out.display());
+        }
+    }
+    Ok(())
+}
+
+async fn predict(ctx: &Context, args: PredictArgs) -> Result<(), String> {
+    let model = ctx.model_name(args.model.as_deref());
+    for image in &args.images {
+        let doc = pipeline::predict(&ctx.engine, read(image)?, &ctx.config.limits, &model, args.top_k)
+            .await
+            .map_err(|e| format!("{}: {e}", image.display()))?;
+        println!("{}", image.display());
+        for p in doc.predictions {
+            println!("  {:>4}  {:.4}  {}", p.index, p.score, p.label);
+        }
+    }
+    Ok(())
+}
+
+fn models(ctx: &Context) -> Result<(), String> {
+    for (i, m) in ctx.engine.registry().all().iter().enumerate() {
+        let [_, h, w] = m.info.input_chw;
+        let [k, fh, fw] = m.info.feature_khw;
+        println!(
+            "{}\n  input {w}×{h} ({:?}), target layer {k}×{fh}×{fw}: {}\n  {} classes, provider {}\n  {}",
+            m.name,
+            m.manifest.input.resize,
+            m.manifest.target_layer.description,
+            m.info.classes,
+            ctx.engine.provider(i).as_str(),
+            m.manifest.description
+        );
+    }
+    Ok(())
+}
+
+/// A terminal progress bar over an explanation's masked passes (silent when stderr is not
+/// a terminal, so logs and pipes stay clean).
+struct ProgressBar {
+    task: Option<tokio::task::JoinHandle<()>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ProgressBar {
+    fn start(progress: Arc<Progress>, name: &str) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if !std::io::stderr().is_terminal() {
+            return Self { task: None, stop };
+        }
+        let bar = indicatif::ProgressBar::new(0).with_message(name.to_string());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} passes ({eta})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                bar.set_length(progress.total() as u64);
+                bar.set_position(progress.done() as u64);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            bar.finish_and_clear();
+        });
+        Self { task: Some(task), stop }
+    }
+
+    async fn finish(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.task {
+            let _ = t.await;
+        }
+    }
+}

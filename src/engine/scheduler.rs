@@ -1,0 +1,442 @@
+//! The scheduler thread: owns every job, forms batches across jobs (round-robin, so a
+//! small job is not stuck behind a large one), scatters results back, enforces deadlines.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::job::{JobEntry, JobKind, JobOutput, RawExplanation, RunStats, StageTimings, TargetSpec, top_k};
+use super::stats::EngineStats;
+use super::worker::{Batch, BatchKind, BatchResult, Pool, Segment, SegmentOutput};
+use super::{EngineConfig, EngineError};
+use crate::cam::{Activations, MaskPlan, TargetScores};
+use crate::model::ModelRegistry;
+
+pub(crate) enum Command {
+    Submit(Box<JobEntry>),
+    Cancel(usize),
+    Done(Box<BatchResult>),
+    Shutdown,
+}
+
+/// Batches in flight per worker: one running, one being prepared.
+const WORKER_DEPTH: usize = 2;
+
+enum State {
+    /// Waiting for (or in) the clean pass.
+    Clean { dispatched: bool },
+    Masked(Box<MaskedState>),
+}
+
+struct MaskedState {
+    plan: Arc<MaskPlan>,
+    targets: Arc<[usize]>,
+    clean_logits: Vec<f32>,
+    next: usize,
+    done: usize,
+    scores: Vec<TargetScores>,
+}
+
+struct Active {
+    entry: Box<JobEntry>,
+    state: State,
+    /// When the job's currently pending passes became available.
+    pending_since: Instant,
+    stats: RunStats,
+    timings: StageTimings,
+    masked_started: Option<Instant>,
+}
+
+impl Active {
+    fn pending(&self) -> usize {
+        match &self.state {
+            State::Clean { dispatched } => usize::from(!dispatched),
+            State::Masked(m) => m.plan.len() - m.next,
+        }
+    }
+}
+
+pub(crate) struct Scheduler {
+    registry: ModelRegistry,
+    config: EngineConfig,
+    pool: Pool,
+    stats: Arc<EngineStats>,
+    waiting: VecDeque<Box<JobEntry>>,
+    jobs: HashMap<usize, Active>,
+    /// Round-robin order of running jobs.
+    order: VecDeque<usize>,
+    in_flight: Vec<usize>,
+}
+
+impl Scheduler {
+    pub fn new(registry: ModelRegistry, config: EngineConfig, pool: Pool, stats: Arc<EngineStats>) -> Self {
+        let in_flight = vec![0; pool.workers()];
+        Self {
+            registry,
+            config,
+            pool,
+            stats,
+            waiting: VecDeque::new(),
+            jobs: HashMap::new(),
+            order: VecDeque::new(),
+            in_flight,
+        }
+    }
+
+    pub fn run(mut self, commands: mpsc::Receiver<Command>) {
+        let mut wake = Duration::from_millis(100);
+        loop {
+            let first = match commands.recv_timeout(wake) {
+                Ok(c) => Some(c),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut shutdown = false;
+            for cmd in first.into_iter().chain(std::iter::from_fn(|| commands.try_recv().ok())) {
+                match cmd {
+                    Command::Submit(entry) => {
+                        self.stats.queued_jobs.fetch_add(1, Ordering::Relaxed);
+                        self.waiting.push_back(entry);
+                    }
+                    Command::Cancel(id) => self.cancel(id),
+                    Command::Done(result) => self.complete(*result),
+                    Command::Shutdown => shutdown = true,
+                }
+            }
+            if shutdown {
+                break;
+            }
+            let now = Instant::now();
+            self.expire(now);
+            self.promote(now);
+            wake = self.dispatch(now);
+        }
+        for entry in self.waiting.drain(..) {
+            let _ = entry.reply.send(Err(EngineError::ShuttingDown));
+        }
+        for (_, job) in self.jobs.drain() {
+            let _ = job.entry.reply.send(Err(EngineError::ShuttingDown));
+        }
+    }
+
+    fn cancel(&mut self, id: usize) {
+        if let Some(pos) = self.waiting.iter().position(|e| e.id == id) {
+            self.waiting.remove(pos);
+            self.stats.queued_jobs.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(job) = self.remove(id) {
+            let _ = job.entry.reply.send(Err(EngineError::Cancelled));
+        }
+    }
+
+    fn remove(&mut self, id: usize) -> Option<Active> {
+        let job = self.jobs.remove(&id)?;
+        self.order.retain(|j| *j != id);
+        self.stats.running_jobs.fetch_sub(1, Ordering::Relaxed);
+        Some(job)
+    }
+
+    fn fail(&mut self, id: usize, error: EngineError) {
+        if let Some(job) = self.remove(id) {
+            let _ = job.entry.reply.send(Err(error));
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let past = |d: Option<Instant>| d.is_some_and(|d| d <= now);
+        let expired: Vec<usize> =
+            self.jobs.values().filter(|j| past(j.entry.request.deadline)).map(|j| j.entry.id).collect();
+        for id in expired {
+            self.fail(id, EngineError::DeadlineExceeded);
+        }
+        let mut kept = VecDeque::with_capacity(self.waiting.len());
+        for entry in self.waiting.drain(..) {
+            if past(entry.request.deadline) {
+                self.stats.queued_jobs.fetch_sub(1, Ordering::Relaxed);
+                let _ = entry.reply.send(Err(EngineError::DeadlineExceeded));
+            } else {
+                kept.push_back(entry);
+            }
+        }
+        self.waiting = kept;
+    }
+
+    fn promote(&mut self, now: Instant) {
+        while self.jobs.len() < self.config.max_concurrent_jobs.max(1) {
+            let Some(entry) = self.waiting.pop_front() else { break };
+            self.stats.queued_jobs.fetch_sub(1, Ordering::Relaxed);
+            if entry.cancelled.load(Ordering::SeqCst) {
+                continue;
+            }
+            self.stats.running_jobs.fetch_add(1, Ordering::Relaxed);
+            let id = entry.id;
+            let timings = StageTimings { queue_ms: ms(now - entry.submitted), ..Default::default() };
+            let active = Active {
+                entry,
+                state: State::Clean { dispatched: false },
+                pending_since: now,
+                stats: RunStats::default(),
+                timings,
+                masked_started: None,
+            };
+            self.jobs.insert(id, active);
+            self.order.push_back(id);
+        }
+    }
+
+    /// Sends batches to workers with free slots; returns how long to sleep before the
+    /// next look (a held, partly filled batch or a deadline may need it sooner).
+    fn dispatch(&mut self, now: Instant) -> Duration {
+        let delay = Duration::from_millis(self.config.max_batch_delay_ms);
+        let mut wake = Duration::from_millis(100);
+        if let Some(d) = self.jobs.values().filter_map(|j| j.entry.request.deadline).min() {
+            wake = wake.min(d.saturating_duration_since(now));
+        }
+        loop {
+            let Some(worker) = (0..self.in_flight.len()).min_by_key(|w| self.in_flight[*w]) else { break };
+            if self.in_flight[worker] >= WORKER_DEPTH {
+                break;
+            }
+            let Some((batch, oldest)) = self.form_batch() else { break };
+            if batch.len() < self.config.max_batch_size && now.duration_since(oldest) < delay {
+                // Hold a partial batch briefly so other jobs' passes can join it.
+                self.unform(&batch);
+                wake = wake.min(delay - now.duration_since(oldest));
+                break;
+            }
+            self.stats.batch_size.observe(batch.len() as f64);
+            for seg in &batch.segments {
+                if let Some(job) = self.jobs.get_mut(&seg.job) {
+                    job.stats.batch_size = job.stats.batch_size.max(batch.len());
+                    job.stats.forward_passes += seg.passes.len();
+                    if batch.kind == BatchKind::Masked && job.masked_started.is_none() {
+                        job.masked_started = Some(now);
+                    }
+                }
+            }
+            self.in_flight[worker] += 1;
+            if let Err(batch) = self.pool.send(worker, batch) {
+                self.in_flight[worker] -= 1;
+                for seg in &batch.segments {
+                    self.fail(seg.job, EngineError::Internal(format!("worker {worker} is not running")));
+                }
+                break;
+            }
+        }
+        wake
+    }
+
+    /// Picks the next batch: clean passes first (they gate everything else), then masked
+    /// passes shared round-robin among the jobs of one model. Marks the passes taken.
+    fn form_batch(&mut self) -> Option<(Batch, Instant)> {
+        let max = self.config.max_batch_size.max(1);
+        let first_clean = self.order.iter().find(|id| matches!(self.jobs[id].state, State::Clean { dispatched: false }));
+        if let Some(&first) = first_clean {
+            let model = self.jobs[&first].entry.model;
+            let ids: Vec<usize> = self
+                .order
+                .iter()
+                .copied()
+                .filter(|id| {
+                    let j = &self.jobs[id];
+                    j.entry.model == model && matches!(j.state, State::Clean { dispatched: false })
+                })
+                .take(max)
+                .collect();
+            let mut oldest = Instant::now();
+            let segments = ids
+                .iter()
+                .map(|id| {
+                    let job = self.jobs.get_mut(id).expect("listed job exists");
+                    job.state = State::Clean { dispatched: true };
+                    oldest = oldest.min(job.pending_since);
+                    Segment {
+                        job: *id,
+                        input: job.entry.request.input.clone(),
+                        plan: None,
+                        targets: Arc::from([]),
+                        passes: 0..1,
+                    }
+                })
+                .collect();
+            return Some((Batch { model, kind: BatchKind::Clean, segments }, oldest));
+        }
+        let first = *self.order.iter().find(|id| self.jobs[id].pending() > 0)?;
+        let model = self.jobs[&first].entry.model;
+        // Rotate so the next batch starts with the next job: round-robin across batches too.
+        let start = self.order.iter().position(|id| *id == first).unwrap_or(0);
+        self.order.rotate_left(start);
+        let mut candidates: Vec<(usize, usize)> = self
+            .order
+            .iter()
+            .filter(|id| self.jobs[id].entry.model == model)
+            .map(|id| (*id, self.jobs[id].pending()))
+            .filter(|(_, p)| *p > 0)
+            .collect();
+        // Deal slots one at a time round the jobs until the batch is full.
+        let mut take = vec![0usize; candidates.len()];
+        let mut left = max;
+        while left > 0 {
+            let mut progressed = false;
+            for (i, (_, pending)) in candidates.iter_mut().enumerate() {
+                if left > 0 && *pending > 0 {
+                    *pending -= 1;
+                    take[i] += 1;
+                    left -= 1;
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        self.order.rotate_left(1.min(self.order.len()));
+        let mut oldest = Instant::now();
+        let mut segments = Vec::new();
+        for ((id, _), n) in candidates.drain(..).zip(take) {
+            if n == 0 {
+                continue;
+            }
+            let job = self.jobs.get_mut(&id).expect("listed job exists");
+            oldest = oldest.min(job.pending_since);
+            let State::Masked(m) = &mut job.state else { continue };
+            let passes = m.next..m.next + n;
+            m.next += n;
+            segments.push(Segment {
+                job: id,
+                input: job.entry.request.input.clone(),
+                plan: Some(m.plan.clone()),
+                targets: m.targets.clone(),
+                passes,
+            });
+        }
+        Some((Batch { model, kind: BatchKind::Masked, segments }, oldest))
+    }
+
+    /// Gives a held batch's passes back to their jobs (they are always the latest taken).
+    fn unform(&mut self, batch: &Batch) {
+        for seg in &batch.segments {
+            if let Some(job) = self.jobs.get_mut(&seg.job) {
+                match &mut job.state {
+                    State::Clean { dispatched } => *dispatched = false,
+                    State::Masked(m) => m.next = seg.passes.start,
+                }
+            }
+        }
+    }
+
+    fn complete(&mut self, result: BatchResult) {
+        self.in_flight[result.worker] = self.in_flight[result.worker].saturating_sub(1);
+        let model_name = self.registry.all()[result.batch.model].name.clone();
+        let kind = result.batch.kind;
+        let passes = result.batch.len() as u64;
+        match kind {
+            BatchKind::Clean => self.stats.clean_passes.fetch_add(passes, Ordering::Relaxed),
+            BatchKind::Masked => self.stats.masked_passes.fetch_add(passes, Ordering::Relaxed),
+        };
+        let outputs = match result.outcome {
+            Ok(outputs) => outputs,
+            Err(message) => {
+                tracing::error!(model = %model_name, %message, "batch failed");
+                if let Ok(mut f) = self.stats.model_failures.lock() {
+                    f.push((model_name.clone(), message.clone()));
+                }
+                for seg in &result.batch.segments {
+                    self.fail(seg.job, EngineError::Runtime { model: model_name.clone(), message: message.clone() });
+                }
+                return;
+            }
+        };
+        for (seg, output) in result.batch.segments.iter().zip(outputs) {
+            if !self.jobs.contains_key(&seg.job) {
+                continue; // cancelled or expired meanwhile
+            }
+            match output {
+                SegmentOutput::Clean { features, logits } => self.clean_done(seg.job, features, logits, result.elapsed),
+                SegmentOutput::Masked { scores } => self.masked_done(seg.job, seg.passes.start, scores),
+            }
+        }
+    }
+
+    fn clean_done(&mut self, id: usize, features: Vec<f32>, logits: Vec<f32>, elapsed: Duration) {
+        let model = self.registry.all()[self.jobs[&id].entry.model].clone();
+        let job = self.jobs.get_mut(&id).expect("checked by caller");
+        job.timings.features_ms = ms(elapsed);
+        let JobKind::Explain { preset, targets } = job.entry.request.kind.clone() else {
+            let job = self.remove(id).expect("present");
+            let _ = job.entry.reply.send(Ok(JobOutput::Predicted { logits }));
+            return;
+        };
+        let targets: Vec<usize> = match targets {
+            TargetSpec::Classes(c) => c,
+            TargetSpec::TopK(k) => top_k(&logits, k.max(1)),
+        };
+        let [k, fh, fw] = model.info.feature_khw;
+        let [_, h, w] = model.info.input_chw;
+        let plan = Arc::new(MaskPlan::new(preset, Activations::new(k, fh, fw, features), (h, w)));
+        job.stats.skipped_channels = plan.skipped_channels();
+        self.stats.skipped_channels.fetch_add(plan.skipped_channels() as u64, Ordering::Relaxed);
+        if let Some(p) = &job.entry.request.progress {
+            p.set_total(plan.len());
+        }
+        let scores = targets
+            .iter()
+            .map(|&t| TargetScores {
+                clean_logit: logits[t],
+                logits: vec![0.0; plan.len()],
+                probs: vec![0.0; plan.len()],
+            })
+            .collect();
+        job.pending_since = Instant::now();
+        job.state = State::Masked(Box::new(MaskedState {
+            plan,
+            targets: targets.into(),
+            clean_logits: logits,
+            next: 0,
+            done: 0,
+            scores,
+        }));
+        self.finish_if_done(id);
+    }
+
+    fn masked_done(&mut self, id: usize, start: usize, scores: Vec<Vec<(f32, f32)>>) {
+        let job = self.jobs.get_mut(&id).expect("checked by caller");
+        let State::Masked(m) = &mut job.state else { return };
+        for (i, per_target) in scores.iter().enumerate() {
+            for (ts, (z, p)) in m.scores.iter_mut().zip(per_target) {
+                ts.logits[start + i] = *z;
+                ts.probs[start + i] = *p;
+            }
+        }
+        m.done += scores.len();
+        if let Some(p) = &job.entry.request.progress {
+            p.add(scores.len());
+        }
+        self.finish_if_done(id);
+    }
+
+    fn finish_if_done(&mut self, id: usize) {
+        let done = matches!(&self.jobs[&id].state, State::Masked(m) if m.done == m.plan.len());
+        if !done {
+            return;
+        }
+        let mut job = self.remove(id).expect("present");
+        let State::Masked(m) = job.state else { unreachable!("checked above") };
+        job.timings.masked_ms = job.masked_started.map(|t| ms(t.elapsed())).unwrap_or(0.0);
+        let raw = RawExplanation {
+            clean_logits: m.clean_logits,
+            targets: m.targets.to_vec(),
+            plan: m.plan,
+            scores: m.scores,
+            stats: job.stats,
+            timings: job.timings,
+        };
+        let _ = job.entry.reply.send(Ok(JobOutput::Explained(Box::new(raw))));
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}

@@ -1,0 +1,105 @@
+//! Engine counters, read by the metrics endpoint and the CLI.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use super::StageTimings;
+
+/// A fixed-bucket histogram (Prometheus semantics: cumulative on export).
+#[derive(Debug)]
+pub struct Histogram {
+    pub bounds: Vec<f64>,
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &[f64]) -> Self {
+        Self {
+            bounds: bounds.to_vec(),
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, v: f64) {
+        let i = self.bounds.iter().position(|b| v <= *b).unwrap_or(self.bounds.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add((v * 1e6).max(0.0) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (upper bound, cumulative count) per bucket, then the +Inf total, the sum and count.
+    pub fn snapshot(&self) -> (Vec<(f64, u64)>, f64, u64) {
+        let mut acc = 0;
+        let buckets = self
+            .bounds
+            .iter()
+            .zip(&self.counts)
+            .map(|(b, c)| {
+                acc += c.load(Ordering::Relaxed);
+                (*b, acc)
+            })
+            .collect();
+        (buckets, self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6, self.count.load(Ordering::Relaxed))
+    }
+}
+
+const SECONDS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+const SIZES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+
+#[derive(Debug)]
+pub struct EngineStats {
+    workers_alive: AtomicUsize,
+    pub masked_passes: AtomicU64,
+    pub clean_passes: AtomicU64,
+    pub skipped_channels: AtomicU64,
+    pub rejected: AtomicU64,
+    pub queued_jobs: AtomicUsize,
+    pub running_jobs: AtomicUsize,
+    pub batch_size: Histogram,
+    pub stage_seconds: Vec<(&'static str, Histogram)>,
+    /// The last failure per model, for readiness reporting.
+    pub model_failures: Mutex<Vec<(String, String)>>,
+}
+
+impl EngineStats {
+    pub fn new(_workers: usize) -> Self {
+        Self {
+            workers_alive: AtomicUsize::new(0),
+            masked_passes: AtomicU64::new(0),
+            clean_passes: AtomicU64::new(0),
+            skipped_channels: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            queued_jobs: AtomicUsize::new(0),
+            running_jobs: AtomicUsize::new(0),
+            batch_size: Histogram::new(SIZES),
+            stage_seconds: ["queue", "features", "masked", "combine", "total"]
+                .into_iter()
+                .map(|s| (s, Histogram::new(SECONDS)))
+                .collect(),
+            model_failures: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn workers_alive(&self) -> usize {
+        self.workers_alive.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn worker_started(&self) {
+        self.workers_alive.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn worker_stopped(&self) {
+        self.workers_alive.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn observe_timings(&self, t: &StageTimings) {
+        let values = [t.queue_ms, t.features_ms, t.masked_ms, t.combine_ms, t.total_ms];
+        for ((_, h), ms) in self.stage_seconds.iter().zip(values) {
+            h.observe(ms / 1e3);
+        }
+    }
+}

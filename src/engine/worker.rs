@@ -1,0 +1,248 @@
+//! Workers: each has a preparation thread that builds batch tensors and an inference
+//! thread that owns its ONNX Runtime sessions.
+
+use std::ops::Range;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::EngineConfig;
+use super::scheduler::Command;
+use super::stats::EngineStats;
+use crate::cam::{MaskPlan, class_scores};
+use crate::model::ModelRegistry;
+use crate::runtime::{ModelSessions, ProviderKind, RuntimeError, SessionConfig};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BatchKind {
+    /// Clean images: features and logits are wanted.
+    Clean,
+    /// Masked inputs built from a plan: only the target classes' scores are wanted.
+    Masked,
+}
+
+/// One job's share of a batch.
+pub(crate) struct Segment {
+    pub job: usize,
+    pub input: Arc<[f32]>,
+    pub plan: Option<Arc<MaskPlan>>,
+    pub targets: Arc<[usize]>,
+    pub passes: Range<usize>,
+}
+
+pub(crate) struct Batch {
+    pub model: usize,
+    pub kind: BatchKind,
+    pub segments: Vec<Segment>,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.segments.iter().map(|s| s.passes.len()).sum()
+    }
+}
+
+pub(crate) enum SegmentOutput {
+    Clean { features: Vec<f32>, logits: Vec<f32> },
+    /// Per pass, per target: (logit, probability).
+    Masked { scores: Vec<Vec<(f32, f32)>> },
+}
+
+pub(crate) struct BatchResult {
+    pub worker: usize,
+    pub batch: Batch,
+    pub outcome: Result<Vec<SegmentOutput>, String>,
+    pub elapsed: Duration,
+}
+
+/// Handles to the workers' preparation threads.
+pub(crate) struct Pool {
+    senders: Vec<mpsc::Sender<Batch>>,
+}
+
+impl Pool {
+    /// Starts every worker and waits until each has opened and warmed its sessions.
+    pub fn start(
+        registry: &ModelRegistry,
+        config: &EngineConfig,
+        providers: &[ProviderKind],
+        results: mpsc::Sender<Command>,
+        stats: Arc<EngineStats>,
+    ) -> Result<Self, RuntimeError> {
+        let mut senders = Vec::new();
+        for id in 0..config.workers.max(1) {
+            let (tx, rx) = mpsc::channel::<Batch>();
+            let (ready_tx, ready_rx) = mpsc::channel();
+            let setup = WorkerSetup {
+                id,
+                registry: registry.clone(),
+                session: config.session.clone(),
+                providers: providers.to_vec(),
+                results: results.clone(),
+                stats: stats.clone(),
+            };
+            spawn_worker(setup, rx, ready_tx)?;
+            ready_rx
+                .recv()
+                .map_err(|_| RuntimeError::OutputShape(format!("worker {id} exited during start-up")))??;
+            senders.push(tx);
+        }
+        Ok(Self { senders })
+    }
+
+    pub fn workers(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// Hands a batch to a worker; gives it back if that worker is gone.
+    pub fn send(&self, worker: usize, batch: Batch) -> Result<(), Batch> {
+        self.senders[worker].send(batch).map_err(|e| e.0)
+    }
+}
+
+struct WorkerSetup {
+    id: usize,
+    registry: ModelRegistry,
+    session: SessionConfig,
+    providers: Vec<ProviderKind>,
+    results: mpsc::Sender<Command>,
+    stats: Arc<EngineStats>,
+}
+
+fn spawn_worker(
+    setup: WorkerSetup,
+    batches: mpsc::Receiver<Batch>,
+    ready: mpsc::Sender<Result<(), RuntimeError>>,
+) -> Result<(), RuntimeError> {
+    // Depth 1: the preparation thread builds at most one batch ahead of inference, which
+    // bounds memory to two batch tensors per worker.
+    let (prepared_tx, prepared_rx) = mpsc::sync_channel::<(Batch, Vec<f32>)>(1);
+    let registry = setup.registry.clone();
+    let spawn_err = |e: std::io::Error| RuntimeError::OutputShape(format!("could not start a worker thread: {e}"));
+    std::thread::Builder::new()
+        .name(format!("scorecam-prep-{}", setup.id))
+        .spawn(move || {
+            for batch in batches {
+                let tensor = build_tensor(&registry, &batch);
+                if prepared_tx.send((batch, tensor)).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(spawn_err)?;
+    std::thread::Builder::new()
+        .name(format!("scorecam-infer-{}", setup.id))
+        .spawn(move || inference_loop(setup, prepared_rx, ready))
+        .map_err(spawn_err)?;
+    Ok(())
+}
+
+/// Stacks a batch's inputs: clean images copied, masked ones built from their plans.
+fn build_tensor(registry: &ModelRegistry, batch: &Batch) -> Vec<f32> {
+    let [c, h, w] = registry.all()[batch.model].info.input_chw;
+    let per = c * h * w;
+    let mut tensor = vec![0.0f32; batch.len() * per];
+    let mut offset = 0;
+    for seg in &batch.segments {
+        let n = seg.passes.len();
+        let out = &mut tensor[offset * per..(offset + n) * per];
+        match (&seg.plan, batch.kind) {
+            (Some(plan), BatchKind::Masked) => plan.fill_batch(&seg.input, seg.passes.clone(), out),
+            _ => out.copy_from_slice(&seg.input),
+        }
+        offset += n;
+    }
+    tensor
+}
+
+fn inference_loop(
+    setup: WorkerSetup,
+    prepared: mpsc::Receiver<(Batch, Vec<f32>)>,
+    ready: mpsc::Sender<Result<(), RuntimeError>>,
+) {
+    let mut sessions = match open_and_warm(&setup) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    setup.stats.worker_started();
+    let _alive = AliveGuard(setup.stats.clone());
+    let _ = ready.send(Ok(()));
+    for (batch, tensor) in prepared {
+        let started = Instant::now();
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run_batch(&mut sessions[batch.model], &batch, &tensor)))
+            .unwrap_or_else(|panic| Err(format!("worker panicked: {}", panic_message(&panic))));
+        let result = BatchResult { worker: setup.id, batch, outcome, elapsed: started.elapsed() };
+        if setup.results.send(Command::Done(Box::new(result))).is_err() {
+            break;
+        }
+    }
+}
+
+struct AliveGuard(Arc<EngineStats>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.worker_stopped();
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+fn open_and_warm(setup: &WorkerSetup) -> Result<Vec<ModelSessions>, RuntimeError> {
+    setup
+        .registry
+        .all()
+        .iter()
+        .zip(&setup.providers)
+        .map(|(model, provider)| {
+            let mut s =
+                ModelSessions::open(&model.extractor_path(), &model.head_path(), model.info.into(), &setup.session, *provider)?;
+            // Warm-up: the first run allocates arenas and picks kernels; do it before ready.
+            let [c, h, w] = model.info.input_chw;
+            s.logits(&vec![0.0; c * h * w], 1)?;
+            Ok(s)
+        })
+        .collect()
+}
+
+fn run_batch(sessions: &mut ModelSessions, batch: &Batch, tensor: &[f32]) -> Result<Vec<SegmentOutput>, String> {
+    let n = batch.len();
+    match batch.kind {
+        BatchKind::Clean => {
+            let features = sessions.features(tensor, n).map_err(|e| e.to_string())?;
+            let logits = sessions.head_logits(&features, n).map_err(|e| e.to_string())?;
+            let (fper, lper) = (features.len() / n, logits.len() / n);
+            Ok(batch
+                .segments
+                .iter()
+                .enumerate()
+                .map(|(i, _)| SegmentOutput::Clean {
+                    features: features[i * fper..(i + 1) * fper].to_vec(),
+                    logits: logits[i * lper..(i + 1) * lper].to_vec(),
+                })
+                .collect())
+        }
+        BatchKind::Masked => {
+            let logits = sessions.logits(tensor, n).map_err(|e| e.to_string())?;
+            let per = logits.len() / n;
+            let mut rows = logits.chunks_exact(per);
+            Ok(batch
+                .segments
+                .iter()
+                .map(|seg| SegmentOutput::Masked {
+                    scores: rows.by_ref().take(seg.passes.len()).map(|row| class_scores(row, &seg.targets)).collect(),
+                })
+                .collect())
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Decoding with limits enforced before any pixel buffer is allocated.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use serde::{Deserialize, Serialize};
+
+use super::ImagingError;
+
+/// Bounds on what a decoder may allocate for one upload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImageLimits {
+    pub max_width: u32,
+    pub max_height: u32,
+    /// Width × height after orientation (rotation does not change it, but it is the figure
+    /// that bounds every later buffer).
+    pub max_pixels: u64,
+    /// Bytes the decoder may allocate in all.
+    pub max_alloc_bytes: u64,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        Self { max_width: 8192, max_height: 8192, max_pixels: 40_000_000, max_alloc_bytes: 512 << 20 }
+    }
+}
+
+/// Decodes PNG, JPEG, WebP, GIF (first frame), BMP or TIFF into RGB, with EXIF orientation
+/// applied. Grey, alpha and 16-bit images are converted (alpha dropped, as PIL's
+/// `convert("RGB")` does, which is what the reference pipelines use).
+pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, ImagingError> {
+    if bytes.is_empty() {
+        return Err(ImagingError::Empty);
+    }
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ImagingError::Decode(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(ImagingError::UnsupportedFormat);
+    }
+    let mut decoder_limits = image::Limits::default();
+    decoder_limits.max_image_width = Some(limits.max_width);
+    decoder_limits.max_image_height = Some(limits.max_height);
+    decoder_limits.max_alloc = Some(limits.max_alloc_bytes);
+    reader.limits(decoder_limits);
+    let mut decoder = reader.into_decoder().map_err(map_err(limits))?;
+    let (w, h) = decoder.dimensions();
+    if w == 0 || h == 0 {
+        return Err(ImagingError::Decode(format!("the image has no pixels ({w}×{h})")));
+    }
+    if u64::from(w) * u64::from(h) > limits.max_pixels {
+        return Err(ImagingError::TooLarge(format!("{w}×{h} is over the limit of {} pixels", limits.max_pixels)));
+    }
+    // A broken EXIF block should not cost the user their request: treat it as upright.
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(map_err(limits))?;
+    img.apply_orientation(orientation);
+    Ok(img.into_rgb8())
+}
+
+fn map_err(limits: &ImageLimits) -> impl Fn(image::ImageError) -> ImagingError + '_ {
+    move |e| match e {
+        image::ImageError::Limits(l) => ImagingError::TooLarge(format!(
+            "{l} (limits: {}×{} pixels, {} bytes decoded)",
+            limits.max_width, limits.max_height, limits.max_alloc_bytes
+        )),
+        image::ImageError::Unsupported(u) => ImagingError::Decode(u.to_string()),
+        other => ImagingError::Decode(other.to_string()),
+    }
+}

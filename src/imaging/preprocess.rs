@@ -1,0 +1,101 @@
+//! Resizing per the manifest and normalisation to the model's input tensor.
+
+use image::RgbImage;
+use image::imageops::{self, FilterType};
+
+use crate::cam::Map;
+use crate::model::{InputSpec, ResizeMode};
+
+/// The rectangle of the original image that the model saw, in original pixels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Region {
+    pub x: f64,
+    pub y: f64,
+    pub width: f64,
+    pub height: f64,
+}
+
+/// One image ready for the model, and what is needed to map results back onto it.
+#[derive(Clone, Debug)]
+pub struct Preprocessed {
+    /// 3×H×W, normalised.
+    pub tensor: Vec<f32>,
+    pub input_width: usize,
+    pub input_height: usize,
+    pub original_width: u32,
+    pub original_height: u32,
+    pub region: Region,
+}
+
+impl Preprocessed {
+    /// Places a map at the model's input resolution onto the original image's pixels:
+    /// stretched back over the whole image, or over the centre crop (zero outside it).
+    pub fn map_to_original(&self, map: &Map) -> Map {
+        let (ow, oh) = (self.original_width as usize, self.original_height as usize);
+        let r = self.region;
+        if r.x == 0.0 && r.y == 0.0 && r.width == ow as f64 && r.height == oh as f64 {
+            return map.resized(ow, oh);
+        }
+        let x0 = r.x.round().max(0.0) as usize;
+        let y0 = r.y.round().max(0.0) as usize;
+        let cw = (r.width.round() as usize).clamp(1, ow - x0.min(ow - 1));
+        let ch = (r.height.round() as usize).clamp(1, oh - y0.min(oh - 1));
+        let inner = map.resized(cw, ch);
+        let mut data = vec![0.0f32; ow * oh];
+        for (row, src) in inner.data.chunks_exact(cw).enumerate() {
+            let start = (y0 + row) * ow + x0;
+            data[start..start + cw].copy_from_slice(src);
+        }
+        Map::new(ow, oh, data)
+    }
+}
+
+/// Resizes per the manifest (an image already at the input size passes through untouched)
+/// and normalises with the manifest's mean/std.
+pub fn preprocess(img: &RgbImage, spec: &InputSpec) -> Preprocessed {
+    let (ow, oh) = img.dimensions();
+    let (w, h) = (spec.width, spec.height);
+    let full = Region { x: 0.0, y: 0.0, width: f64::from(ow), height: f64::from(oh) };
+    let (resized, region) = if (ow, oh) == (w, h) {
+        (None, full)
+    } else {
+        match spec.resize {
+            ResizeMode::Stretch => (Some(imageops::resize(img, w, h, FilterType::Triangle)), full),
+            ResizeMode::ShorterSideCrop => {
+                let target = f64::from(spec.crop_from.unwrap_or(w.max(h)));
+                let scale = target / f64::from(ow.min(oh));
+                // At least the crop size, so the centre crop always fits.
+                let rw = ((f64::from(ow) * scale).round() as u32).max(w);
+                let rh = ((f64::from(oh) * scale).round() as u32).max(h);
+                let big = imageops::resize(img, rw, rh, FilterType::Triangle);
+                let (cx, cy) = ((rw - w) / 2, (rh - h) / 2);
+                let crop = imageops::crop_imm(&big, cx, cy, w, h).to_image();
+                let (sx, sy) = (f64::from(ow) / f64::from(rw), f64::from(oh) / f64::from(rh));
+                let region = Region {
+                    x: f64::from(cx) * sx,
+                    y: f64::from(cy) * sy,
+                    width: f64::from(w) * sx,
+                    height: f64::from(h) * sy,
+                };
+                (Some(crop), region)
+            }
+        }
+    };
+    let src = resized.as_ref().unwrap_or(img);
+    let plane = (w * h) as usize;
+    let mut tensor = vec![0.0f32; 3 * plane];
+    for (i, p) in src.pixels().enumerate() {
+        for c in 0..3 {
+            let v = f32::from(p[c]) / 255.0;
+            tensor[c * plane + i] = (v - spec.mean[c]) / spec.std[c];
+        }
+    }
+    Preprocessed {
+        tensor,
+        input_width: w as usize,
+        input_height: h as usize,
+        original_width: ow,
+        original_height: oh,
+        region,
+    }
+}

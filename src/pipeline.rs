@@ -1,0 +1,279 @@
+//! One explanation or prediction from uploaded bytes to a rendered result: the core that
+//! the CLI and the HTTP API both call, so the two faces cannot drift apart.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use image::RgbImage;
+use serde::Serialize;
+
+use crate::cam::{Map, Preset};
+use crate::engine::{Engine, EngineError, JobRequest, Progress, RunStats, StageTimings, TargetSpec};
+use crate::imaging::{self, ImageLimits, ImagingError, Preprocessed};
+use crate::model::ModelPackage;
+use crate::render::{self, Colormap, ExplainDocument, Explanation, Prediction, RenderError};
+
+/// What the caller wants back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// The heatmap blended over the uploaded image.
+    #[default]
+    Png,
+    /// The coloured heatmap alone.
+    Heatmap,
+    /// The JSON document with raw saliency values.
+    Json,
+}
+
+impl std::str::FromStr for OutputFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "png" => Ok(Self::Png),
+            "heatmap" => Ok(Self::Heatmap),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("unknown format `{s}` (expected png, heatmap or json)")),
+        }
+    }
+}
+
+/// At which resolution maps are returned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resolution {
+    /// The uploaded image's own size.
+    #[default]
+    Input,
+    /// The model's input size (H×W).
+    Model,
+    /// The target layer's size (h×w), for presets that compute a map there.
+    Feature,
+}
+
+impl std::str::FromStr for Resolution {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "input" => Ok(Self::Input),
+            "model" => Ok(Self::Model),
+            "feature" => Ok(Self::Feature),
+            _ => Err(format!("unknown resolution `{s}` (expected input, model or feature)")),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ExplainParams {
+    pub model: String,
+    pub targets: TargetSpec,
+    pub preset: Preset,
+    pub format: OutputFormat,
+    pub resolution: Resolution,
+    pub colormap: Colormap,
+    pub alpha: f32,
+    pub deadline: Option<Instant>,
+    pub progress: Option<Arc<Progress>>,
+}
+
+impl ExplainParams {
+    pub fn new(model: &str) -> Self {
+        Self {
+            model: model.into(),
+            targets: TargetSpec::TopK(1),
+            preset: Preset::default(),
+            format: OutputFormat::default(),
+            resolution: Resolution::default(),
+            colormap: Colormap::default(),
+            alpha: 0.5,
+            deadline: None,
+            progress: None,
+        }
+    }
+}
+
+/// Most targets one request may explain (each is a full map in the response).
+pub const MAX_TARGETS: usize = 10;
+
+/// A rendered explanation.
+#[derive(Debug)]
+pub enum Rendered {
+    Image {
+        png: Vec<u8>,
+        /// The explained target (the first one when several were asked for).
+        target: Prediction,
+        stats: RunStats,
+        timings: StageTimings,
+    },
+    Json(Box<ExplainDocument>),
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PredictDocument {
+    pub model: String,
+    pub predictions: Vec<Prediction>,
+    pub timings_ms: PredictTimings,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct PredictTimings {
+    pub decode_ms: f64,
+    pub inference_ms: f64,
+}
+
+/// Everything that can fail between bytes in and a result out.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Imaging(#[from] ImagingError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error("invalid parameter: {0}")]
+    InvalidParameter(String),
+}
+
+fn model<'e>(engine: &'e Engine, name: &str) -> Result<&'e Arc<ModelPackage>, PipelineError> {
+    engine.registry().get(name).map_err(|_| EngineError::UnknownModel(name.to_string()).into())
+}
+
+/// Checks parameters against the model before any work is done.
+pub fn validate(package: &ModelPackage, p: &ExplainParams) -> Result<(), PipelineError> {
+    let classes = package.info.classes;
+    let invalid = |m: String| Err(PipelineError::InvalidParameter(m));
+    match &p.targets {
+        TargetSpec::Classes(c) if c.is_empty() => return invalid("target needs at least one class index".into()),
+        TargetSpec::Classes(c) if c.len() > MAX_TARGETS => {
+            return invalid(format!("at most {MAX_TARGETS} targets per request, got {}", c.len()));
+        }
+        TargetSpec::Classes(c) => {
+            if let Some(&class) = c.iter().find(|&&c| c >= classes) {
+                return Err(EngineError::InvalidTarget { class, classes }.into());
+            }
+        }
+        TargetSpec::TopK(k) if *k == 0 || *k > MAX_TARGETS.min(classes) => {
+            return invalid(format!("top_k must be within 1..={}, got {k}", MAX_TARGETS.min(classes)));
+        }
+        TargetSpec::TopK(_) => {}
+    }
+    if !(0.0..=1.0).contains(&p.alpha) {
+        return invalid(format!("alpha must be within 0..=1, got {}", p.alpha));
+    }
+    if p.resolution == Resolution::Feature && !p.preset.has_feature_map() {
+        return invalid(format!("preset `{}` has no feature-resolution map; use resolution=input or model", p.preset));
+    }
+    if p.format == OutputFormat::Png && p.resolution != Resolution::Input {
+        return invalid("the png overlay is drawn at the uploaded image's size; use format=heatmap or json for other resolutions".into());
+    }
+    Ok(())
+}
+
+async fn decode(bytes: Arc<[u8]>, limits: ImageLimits, package: Arc<ModelPackage>) -> Result<(RgbImage, Preprocessed), PipelineError> {
+    tokio::task::spawn_blocking(move || {
+        let image = imaging::decode(&bytes, &limits)?;
+        let pre = imaging::preprocess(&image, &package.manifest.input);
+        Ok((image, pre))
+    })
+    .await
+    .map_err(|e| EngineError::Internal(format!("decoding task failed: {e}")))?
+}
+
+/// Runs the clean pass only and returns the top-k classes.
+pub async fn predict(
+    engine: &Engine,
+    bytes: Arc<[u8]>,
+    limits: &ImageLimits,
+    model_name: &str,
+    top_k: usize,
+) -> Result<PredictDocument, PipelineError> {
+    let package = model(engine, model_name)?.clone();
+    if top_k == 0 || top_k > package.info.classes {
+        return Err(PipelineError::InvalidParameter(format!("top_k must be within 1..={}, got {top_k}", package.info.classes)));
+    }
+    let t = Instant::now();
+    let (_, pre) = decode(bytes, limits.clone(), package.clone()).await?;
+    let decode_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let logits = engine.predict(model_name, pre.tensor).await?;
+    Ok(PredictDocument {
+        model: package.name.clone(),
+        predictions: render::predictions(&logits, &package.labels, top_k),
+        timings_ms: PredictTimings { decode_ms, inference_ms: t.elapsed().as_secs_f64() * 1e3 },
+    })
+}
+
+/// Decodes, explains and renders one image.
+pub async fn explain(
+    engine: &Engine,
+    bytes: Arc<[u8]>,
+    limits: &ImageLimits,
+    params: ExplainParams,
+) -> Result<Rendered, PipelineError> {
+    let package = model(engine, &params.model)?.clone();
+    validate(&package, &params)?;
+    let (image, pre) = decode(bytes, limits.clone(), package.clone()).await?;
+    let mut request = JobRequest::explain(&params.model, pre.tensor.clone(), params.preset, params.targets.clone());
+    request.deadline = params.deadline;
+    request.progress = params.progress.clone();
+    let outcome = engine.explain(request).await?;
+    let rendered = tokio::task::spawn_blocking(move || render_outcome(&package, &params, &image, &pre, outcome))
+        .await
+        .map_err(|e| EngineError::Internal(format!("rendering task failed: {e}")))??;
+    Ok(rendered)
+}
+
+fn render_outcome(
+    package: &ModelPackage,
+    params: &ExplainParams,
+    image: &RgbImage,
+    pre: &Preprocessed,
+    outcome: crate::engine::ExplainOutcome,
+) -> Result<Rendered, PipelineError> {
+    let probs = render::softmax(&outcome.logits);
+    let target_of = |i: usize| Prediction { index: i, label: package.label(i).to_string(), score: probs[i] };
+    let pick = |map: &crate::cam::Saliency| -> Map {
+        match params.resolution {
+            Resolution::Input => pre.map_to_original(&map.input),
+            Resolution::Model => map.input.clone(),
+            Resolution::Feature => map.feature.clone().unwrap_or_else(|| map.input.clone()),
+        }
+    };
+    match params.format {
+        OutputFormat::Json => {
+            let explanations = outcome
+                .targets
+                .iter()
+                .zip(&outcome.maps)
+                .map(|(&t, m)| Explanation { target: target_of(t), saliency: pick(m) })
+                .collect();
+            Ok(Rendered::Json(Box::new(ExplainDocument {
+                model: package.name.clone(),
+                method: "scorecam".into(),
+                preset: params.preset.to_string(),
+                predictions: render::predictions(&outcome.logits, &package.labels, 5),
+                explanations,
+                stats: outcome.stats,
+                timings_ms: outcome.timings,
+            })))
+        }
+        OutputFormat::Png | OutputFormat::Heatmap => {
+            let (&target, map) = outcome
+                .targets
+                .first()
+                .zip(outcome.maps.first())
+                .ok_or_else(|| EngineError::Internal("explanation without a map".into()))?;
+            let map = pick(map);
+            let img = match params.format {
+                OutputFormat::Png => render::overlay(image, &map, params.colormap, params.alpha)?,
+                _ => render::heatmap(&map, params.colormap),
+            };
+            Ok(Rendered::Image {
+                png: render::encode_png(&img)?,
+                target: target_of(target),
+                stats: outcome.stats,
+                timings: outcome.timings,
+            })
+        }
+    }
+}

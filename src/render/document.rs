@@ -1,0 +1,48 @@
+//! The JSON document an explanation returns (the CLI and HTTP API share it).
+
+use serde::Serialize;
+
+use crate::cam::Map;
+use crate::engine::{RunStats, StageTimings};
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Prediction {
+    pub index: usize,
+    pub label: String,
+    /// Softmax probability.
+    pub score: f32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Explanation {
+    pub target: Prediction,
+    pub saliency: Map,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ExplainDocument {
+    pub model: String,
+    pub method: String,
+    pub preset: String,
+    pub predictions: Vec<Prediction>,
+    pub explanations: Vec<Explanation>,
+    pub stats: RunStats,
+    pub timings_ms: StageTimings,
+}
+
+/// Softmax over all classes.
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f64> = logits.iter().map(|z| f64::from(z - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.iter().map(|e| (e / sum) as f32).collect()
+}
+
+/// The k most probable classes, most probable first.
+pub fn predictions(logits: &[f32], labels: &[String], k: usize) -> Vec<Prediction> {
+    let probs = softmax(logits);
+    crate::engine::top_k(logits, k)
+        .into_iter()
+        .map(|i| Prediction { index: i, label: labels.get(i).cloned().unwrap_or_default(), score: probs[i] })
+        .collect()
+}

@@ -1,0 +1,159 @@
+//! One model's pair of ONNX Runtime sessions (extractor and head), owned by one worker.
+
+use std::path::Path;
+
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::TensorRef;
+use serde::{Deserialize, Serialize};
+
+use super::{ProviderConfig, ProviderKind, RuntimeError};
+
+/// How sessions are built. Workers × `intra_threads` should not exceed the cores.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Threads ONNX Runtime uses inside one operator (per worker).
+    pub intra_threads: usize,
+    /// Graph optimisation level 0 (none) to 3 (all, with layout changes).
+    pub optimization_level: u8,
+    /// Let idle ONNX Runtime threads spin for work; faster hand-offs, but burns a core
+    /// that mask building could use.
+    pub spinning: bool,
+    pub provider: ProviderConfig,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self { intra_threads: 0, optimization_level: 3, spinning: false, provider: ProviderConfig::default() }
+    }
+}
+
+/// A graph's single input and single output as ONNX Runtime reports them (-1 = dynamic).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GraphSignature {
+    pub input_name: String,
+    pub input_shape: Vec<i64>,
+    pub output_name: String,
+    pub output_shape: Vec<i64>,
+}
+
+/// Reads the first input and output of a session (the model layer validates the rest).
+pub fn read_signature(session: &Session) -> Result<GraphSignature, String> {
+    let shape = |o: &ort::value::Outlet| -> Result<Vec<i64>, String> {
+        o.dtype()
+            .tensor_shape()
+            .map(|s| s.to_vec())
+            .ok_or_else(|| format!("`{}` is not a tensor", o.name()))
+    };
+    let input = session.inputs().first().ok_or("the graph has no input")?;
+    let output = session.outputs().first().ok_or("the graph has no output")?;
+    if session.inputs().len() != 1 {
+        return Err(format!("the graph has {} inputs, expected 1", session.inputs().len()));
+    }
+    Ok(GraphSignature {
+        input_name: input.name().to_string(),
+        input_shape: shape(input)?,
+        output_name: output.name().to_string(),
+        output_shape: shape(output)?,
+    })
+}
+
+/// Opens one session with the configured threads, optimisation and provider.
+pub fn open_session(path: &Path, cfg: &SessionConfig, provider: ProviderKind) -> Result<Session, RuntimeError> {
+    let wrap = |e: ort::Error| RuntimeError::Session { path: path.to_path_buf(), source: e };
+    let env = super::library::environment().ok_or_else(|| RuntimeError::LibraryLoad {
+        path: path.to_path_buf(),
+        reason: "ONNX Runtime was not initialised before opening a session".into(),
+    })?;
+    let level = match cfg.optimization_level {
+        0 => GraphOptimizationLevel::Disable,
+        1 => GraphOptimizationLevel::Level1,
+        2 => GraphOptimizationLevel::Level2,
+        _ => GraphOptimizationLevel::All,
+    };
+    let builder = Session::builder(&env)
+        .map_err(wrap)?
+        .with_optimization_level(level)
+        .map_err(|e| wrap(e.into()))?
+        .with_intra_threads(cfg.intra_threads)
+        .map_err(|e| wrap(e.into()))?
+        .with_intra_op_spinning(cfg.spinning)
+        .map_err(|e| wrap(e.into()))?
+        .with_execution_providers(cfg.provider.dispatch(provider))
+        .map_err(|e| wrap(e.into()))?;
+    let mut builder = builder;
+    builder.commit_from_file(path).map_err(wrap)
+}
+
+/// The two sessions of one model, with the shapes needed to run them.
+pub struct ModelSessions {
+    extractor: Session,
+    head: Session,
+    /// C, H, W of one input image.
+    input_chw: [usize; 3],
+    /// K, h, w of one image's features.
+    feature_khw: [usize; 3],
+    classes: usize,
+    provider: ProviderKind,
+}
+
+/// Shape facts a caller already validated (see `model::ModelInfo`).
+#[derive(Clone, Copy, Debug)]
+pub struct SessionShapes {
+    pub input_chw: [usize; 3],
+    pub feature_khw: [usize; 3],
+    pub classes: usize,
+}
+
+impl ModelSessions {
+    pub fn open(
+        extractor: &Path,
+        head: &Path,
+        shapes: SessionShapes,
+        cfg: &SessionConfig,
+        provider: ProviderKind,
+    ) -> Result<Self, RuntimeError> {
+        Ok(Self {
+            extractor: open_session(extractor, cfg, provider)?,
+            head: open_session(head, cfg, provider)?,
+            input_chw: shapes.input_chw,
+            feature_khw: shapes.feature_khw,
+            classes: shapes.classes,
+            provider,
+        })
+    }
+
+    pub fn provider(&self) -> ProviderKind {
+        self.provider
+    }
+
+    fn run_one(session: &mut Session, shape: [usize; 4], data: &[f32], out_len: usize) -> Result<Vec<f32>, RuntimeError> {
+        let input = TensorRef::from_array_view((shape, data))?;
+        let outputs = session.run(ort::inputs![input])?;
+        let (_, values) = outputs[0].try_extract_tensor::<f32>()?;
+        if values.len() != out_len {
+            return Err(RuntimeError::OutputShape(format!("expected {out_len} values, got {}", values.len())));
+        }
+        Ok(values.to_vec())
+    }
+
+    /// The extractor on `n` stacked images: n×K×h×w features.
+    pub fn features(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
+        let [c, h, w] = self.input_chw;
+        let [k, fh, fw] = self.feature_khw;
+        Self::run_one(&mut self.extractor, [n, c, h, w], batch, n * k * fh * fw)
+    }
+
+    /// The head on `n` stacked feature maps: n×classes logits.
+    pub fn head_logits(&mut self, features: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
+        let [k, fh, fw] = self.feature_khw;
+        Self::run_one(&mut self.head, [n, k, fh, fw], features, n * self.classes)
+    }
+
+    /// The full model on `n` stacked images: n×classes logits.
+    pub fn logits(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
+        let features = self.features(batch, n)?;
+        self.head_logits(&features, n)
+    }
+}
