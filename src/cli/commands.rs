@@ -14,7 +14,11 @@ use crate::render::Colormap;
 use crate::runtime;
 
 #[derive(Debug, Parser)]
-#[command(name = "scorecam", version, about = "Score-CAM saliency maps for ONNX image classifiers")]
+#[command(
+    name = "scorecam",
+    version,
+    about = "Score-CAM saliency maps for ONNX image classifiers"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -120,18 +124,29 @@ impl Context {
         if let Some(b) = global.max_batch_size {
             config.engine.max_batch_size = b;
         }
-        let (lib, source) = runtime::resolve_library(config.runtime.library.as_deref(), "cpu").map_err(|e| e.to_string())?;
+        let (lib, source) = runtime::resolve_library(config.runtime.library.as_deref(), "cpu")
+            .map_err(|e| e.to_string())?;
         runtime::init(&lib).map_err(|e| e.to_string())?;
         tracing::debug!(library = %lib.display(), ?source, "ONNX Runtime loaded");
         let registry = ModelRegistry::discover(&config.models.dir).map_err(|e| e.to_string())?;
-        let engine = Engine::start(registry, config.effective_engine()).map_err(|e| e.to_string())?;
-        Ok(Self { config, engine: Arc::new(engine) })
+        let engine =
+            Engine::start(registry, config.effective_engine()).map_err(|e| e.to_string())?;
+        Ok(Self {
+            config,
+            engine: Arc::new(engine),
+        })
     }
 
     fn model_name(&self, requested: Option<&str>) -> String {
         requested
             .map(str::to_string)
-            .or_else(|| self.config.models.default.clone().filter(|d| self.engine.registry().get(d).is_ok()))
+            .or_else(|| {
+                self.config
+                    .models
+                    .default
+                    .clone()
+                    .filter(|d| self.engine.registry().get(d).is_ok())
+            })
             .unwrap_or_else(|| self.engine.registry().all()[0].name.clone())
     }
 }
@@ -149,12 +164,24 @@ pub async fn run(cli: Cli) -> Result<(), String> {
 }
 
 fn read(path: &Path) -> Result<Arc<[u8]>, String> {
-    std::fs::read(path).map(Arc::from).map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::read(path)
+        .map(Arc::from)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn output_path(args: &ExplainArgs, image: &Path) -> PathBuf {
-    let ext = if args.format == OutputFormat::Json { "json" } else { "png" };
-    let name = format!("{}.scorecam.{ext}", image.file_stem().and_then(|s| s.to_str()).unwrap_or("image"));
+    let ext = if args.format == OutputFormat::Json {
+        "json"
+    } else {
+        "png"
+    };
+    let name = format!(
+        "{}.scorecam.{ext}",
+        image
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("image")
+    );
     match &args.output {
         Some(o) if args.images.len() == 1 && !o.is_dir() => o.clone(),
         Some(dir) => dir.join(name),
@@ -193,17 +220,28 @@ async fn explain(ctx: &Context, args: ExplainArgs) -> Result<(), String> {
                 let s = format!("{} passes", doc.stats.forward_passes);
                 (serde_json::to_vec(&doc).map_err(|e| e.to_string())?, s)
             }
-            Rendered::Image { png, target, stats, timings } => (
+            Rendered::Image {
+                png,
+                target,
+                stats,
+                timings,
+            } => (
                 png,
                 format!(
                     "class {} ({}) p={:.4}, {} passes in {:.0} ms",
-                    target.index, target.label, target.score, stats.forward_passes, timings.total_ms
+                    target.index,
+                    target.label,
+                    target.score,
+                    stats.forward_passes,
+                    timings.total_ms
                 ),
             ),
         };
         if to_stdout {
             use std::io::Write;
-            std::io::stdout().write_all(&bytes).map_err(|e| e.to_string())?;
+            std::io::stdout()
+                .write_all(&bytes)
+                .map_err(|e| e.to_string())?;
         } else {
             let out = output_path(&args, image);
             std::fs::write(&out, bytes).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -216,9 +254,15 @@ async fn explain(ctx: &Context, args: ExplainArgs) -> Result<(), String> {
 async fn predict(ctx: &Context, args: PredictArgs) -> Result<(), String> {
     let model = ctx.model_name(args.model.as_deref());
     for image in &args.images {
-        let doc = pipeline::predict(&ctx.engine, read(image)?, &ctx.config.limits, &model, args.top_k)
-            .await
-            .map_err(|e| format!("{}: {e}", image.display()))?;
+        let doc = pipeline::predict(
+            &ctx.engine,
+            read(image)?,
+            &ctx.config.limits,
+            &model,
+            args.top_k,
+        )
+        .await
+        .map_err(|e| format!("{}: {e}", image.display()))?;
         println!("{}", image.display());
         for p in doc.predictions {
             println!("  {:>4}  {:.4}  {}", p.index, p.score, p.label);
@@ -271,7 +315,10 @@ impl ProgressBar {
             }
             bar.finish_and_clear();
         });
-        Self { task: Some(task), stop }
+        Self {
+            task: Some(task),
+            stop,
+        }
     }
 
     async fn finish(self) {

@@ -64,7 +64,13 @@ pub struct JobRequest {
 
 impl JobRequest {
     pub fn predict(model: &str, input: Vec<f32>) -> Self {
-        Self { model: model.into(), input: input.into(), kind: JobKind::Predict, deadline: None, progress: None }
+        Self {
+            model: model.into(),
+            input: input.into(),
+            kind: JobKind::Predict,
+            deadline: None,
+            progress: None,
+        }
     }
 
     pub fn explain(model: &str, input: Vec<f32>, preset: Preset, targets: TargetSpec) -> Self {
@@ -143,8 +149,21 @@ pub(crate) struct JobEntry {
 }
 
 impl JobEntry {
-    pub fn new(id: usize, model: usize, request: JobRequest, reply: Reply, cancelled: Arc<AtomicBool>) -> Self {
-        Self { id, model, request, reply, cancelled, submitted: Instant::now() }
+    pub fn new(
+        id: usize,
+        model: usize,
+        request: JobRequest,
+        reply: Reply,
+        cancelled: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            id,
+            model,
+            request,
+            reply,
+            cancelled,
+            submitted: Instant::now(),
+        }
     }
 }
 

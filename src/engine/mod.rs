@@ -11,7 +11,9 @@ mod scheduler;
 mod stats;
 mod worker;
 
-pub use job::{ExplainOutcome, JobKind, JobRequest, Progress, RunStats, StageTimings, TargetSpec, top_k};
+pub use job::{
+    ExplainOutcome, JobKind, JobRequest, Progress, RunStats, StageTimings, TargetSpec, top_k,
+};
 pub use stats::EngineStats;
 
 use std::sync::Arc;
@@ -103,11 +105,14 @@ impl Engine {
         let stats = Arc::new(EngineStats::new(config.workers));
         let (tx, rx) = mpsc::channel();
         let pool = worker::Pool::start(&registry, &config, &providers, tx.clone(), stats.clone())?;
-        let scheduler = scheduler::Scheduler::new(registry.clone(), config.clone(), pool, stats.clone());
+        let scheduler =
+            scheduler::Scheduler::new(registry.clone(), config.clone(), pool, stats.clone());
         let handle = std::thread::Builder::new()
             .name("scorecam-scheduler".into())
             .spawn(move || scheduler.run(rx))
-            .map_err(|e| RuntimeError::OutputShape(format!("could not start the scheduler: {e}")))?;
+            .map_err(|e| {
+                RuntimeError::OutputShape(format!("could not start the scheduler: {e}"))
+            })?;
         Ok(Self {
             commands: tx,
             registry,
@@ -176,7 +181,9 @@ impl Engine {
         let request = JobRequest::predict(model, input);
         match self.run(request).await? {
             JobOutput::Predicted { logits } => Ok(logits),
-            JobOutput::Explained(..) => Err(EngineError::Internal("predict job returned an explanation".into())),
+            JobOutput::Explained(..) => Err(EngineError::Internal(
+                "predict job returned an explanation".into(),
+            )),
         }
     }
 
@@ -185,12 +192,18 @@ impl Engine {
         let started = Instant::now();
         let output = self.run(request).await?;
         let JobOutput::Explained(raw) = output else {
-            return Err(EngineError::Internal("explain job returned a prediction".into()));
+            return Err(EngineError::Internal(
+                "explain job returned a prediction".into(),
+            ));
         };
         // Combining reads every pass's score and upsamples: CPU work, off the async threads.
         let combined = tokio::task::spawn_blocking(move || {
             let t = Instant::now();
-            let maps: Vec<Saliency> = raw.scores.iter().map(|s| cam::combine(&raw.plan, s)).collect();
+            let maps: Vec<Saliency> = raw
+                .scores
+                .iter()
+                .map(|s| cam::combine(&raw.plan, s))
+                .collect();
             (raw, maps, t.elapsed())
         })
         .await
@@ -213,8 +226,10 @@ impl Engine {
         if self.is_draining() {
             return Err(EngineError::ShuttingDown);
         }
-        let model_index =
-            self.registry.index_of(&request.model).ok_or_else(|| EngineError::UnknownModel(request.model.clone()))?;
+        let model_index = self
+            .registry
+            .index_of(&request.model)
+            .ok_or_else(|| EngineError::UnknownModel(request.model.clone()))?;
         let model = &self.registry.all()[model_index];
         let [c, h, w] = model.info.input_chw;
         if request.input.len() != c * h * w {
@@ -225,10 +240,16 @@ impl Engine {
                 c * h * w
             )));
         }
-        if let JobKind::Explain { targets: TargetSpec::Classes(classes), .. } = &request.kind
+        if let JobKind::Explain {
+            targets: TargetSpec::Classes(classes),
+            ..
+        } = &request.kind
             && let Some(&class) = classes.iter().find(|&&c| c >= model.info.classes)
         {
-            return Err(EngineError::InvalidTarget { class, classes: model.info.classes });
+            return Err(EngineError::InvalidTarget {
+                class,
+                classes: model.info.classes,
+            });
         }
         // Admission: fail fast past capacity rather than queue without bound.
         let capacity = self.config.max_concurrent_jobs + self.config.max_queued_jobs;
@@ -242,10 +263,17 @@ impl Engine {
         let (reply, receive) = tokio::sync::oneshot::channel();
         let cancelled = Arc::new(AtomicBool::new(false));
         let entry = JobEntry::new(id, model_index, request, reply, cancelled.clone());
-        self.commands.send(Command::Submit(Box::new(entry))).map_err(|_| EngineError::ShuttingDown)?;
+        self.commands
+            .send(Command::Submit(Box::new(entry)))
+            .map_err(|_| EngineError::ShuttingDown)?;
         // If this future is dropped (client gone), the guard tells the scheduler to drop the
         // job's remaining passes.
-        let mut cancel = CancelGuard { id, cancelled, commands: self.commands.clone(), armed: true };
+        let mut cancel = CancelGuard {
+            id,
+            cancelled,
+            commands: self.commands.clone(),
+            armed: true,
+        };
         let result = receive.await.map_err(|_| EngineError::ShuttingDown)?;
         cancel.armed = false;
         result

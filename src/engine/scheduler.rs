@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::job::{JobEntry, JobKind, JobOutput, RawExplanation, RunStats, StageTimings, TargetSpec, top_k};
+use super::job::{
+    JobEntry, JobKind, JobOutput, RawExplanation, RunStats, StageTimings, TargetSpec, top_k,
+};
 use super::stats::EngineStats;
 use super::worker::{Batch, BatchKind, BatchResult, Pool, Segment, SegmentOutput};
 use super::{EngineConfig, EngineError};
@@ -26,7 +28,9 @@ const WORKER_DEPTH: usize = 2;
 
 enum State {
     /// Waiting for (or in) the clean pass.
-    Clean { dispatched: bool },
+    Clean {
+        dispatched: bool,
+    },
     Masked(Box<MaskedState>),
 }
 
@@ -71,7 +75,12 @@ pub(crate) struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(registry: ModelRegistry, config: EngineConfig, pool: Pool, stats: Arc<EngineStats>) -> Self {
+    pub fn new(
+        registry: ModelRegistry,
+        config: EngineConfig,
+        pool: Pool,
+        stats: Arc<EngineStats>,
+    ) -> Self {
         let in_flight = vec![0; pool.workers()];
         Self {
             registry,
@@ -94,7 +103,10 @@ impl Scheduler {
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
             let mut shutdown = false;
-            for cmd in first.into_iter().chain(std::iter::from_fn(|| commands.try_recv().ok())) {
+            for cmd in first
+                .into_iter()
+                .chain(std::iter::from_fn(|| commands.try_recv().ok()))
+            {
                 match cmd {
                     Command::Submit(entry) => {
                         self.stats.queued_jobs.fetch_add(1, Ordering::Relaxed);
@@ -146,8 +158,12 @@ impl Scheduler {
 
     fn expire(&mut self, now: Instant) {
         let past = |d: Option<Instant>| d.is_some_and(|d| d <= now);
-        let expired: Vec<usize> =
-            self.jobs.values().filter(|j| past(j.entry.request.deadline)).map(|j| j.entry.id).collect();
+        let expired: Vec<usize> = self
+            .jobs
+            .values()
+            .filter(|j| past(j.entry.request.deadline))
+            .map(|j| j.entry.id)
+            .collect();
         for id in expired {
             self.fail(id, EngineError::DeadlineExceeded);
         }
@@ -165,14 +181,19 @@ impl Scheduler {
 
     fn promote(&mut self, now: Instant) {
         while self.jobs.len() < self.config.max_concurrent_jobs.max(1) {
-            let Some(entry) = self.waiting.pop_front() else { break };
+            let Some(entry) = self.waiting.pop_front() else {
+                break;
+            };
             self.stats.queued_jobs.fetch_sub(1, Ordering::Relaxed);
             if entry.cancelled.load(Ordering::SeqCst) {
                 continue;
             }
             self.stats.running_jobs.fetch_add(1, Ordering::Relaxed);
             let id = entry.id;
-            let timings = StageTimings { queue_ms: ms(now - entry.submitted), ..Default::default() };
+            let timings = StageTimings {
+                queue_ms: ms(now - entry.submitted),
+                ..Default::default()
+            };
             let active = Active {
                 entry,
                 state: State::Clean { dispatched: false },
@@ -191,15 +212,21 @@ impl Scheduler {
     fn dispatch(&mut self, now: Instant) -> Duration {
         let delay = Duration::from_millis(self.config.max_batch_delay_ms);
         let mut wake = Duration::from_millis(100);
-        if let Some(d) = self.jobs.values().filter_map(|j| j.entry.request.deadline).min() {
+        if let Some(d) = self
+            .jobs
+            .values()
+            .filter_map(|j| j.entry.request.deadline)
+            .min()
+        {
             wake = wake.min(d.saturating_duration_since(now));
         }
-        loop {
-            let Some(worker) = (0..self.in_flight.len()).min_by_key(|w| self.in_flight[*w]) else { break };
+        while let Some(worker) = (0..self.in_flight.len()).min_by_key(|w| self.in_flight[*w]) {
             if self.in_flight[worker] >= WORKER_DEPTH {
                 break;
             }
-            let Some((batch, oldest)) = self.form_batch() else { break };
+            let Some((batch, oldest)) = self.form_batch() else {
+                break;
+            };
             if batch.len() < self.config.max_batch_size && now.duration_since(oldest) < delay {
                 // Hold a partial batch briefly so other jobs' passes can join it.
                 self.unform(&batch);
@@ -220,7 +247,10 @@ impl Scheduler {
             if let Err(batch) = self.pool.send(worker, batch) {
                 self.in_flight[worker] -= 1;
                 for seg in &batch.segments {
-                    self.fail(seg.job, EngineError::Internal(format!("worker {worker} is not running")));
+                    self.fail(
+                        seg.job,
+                        EngineError::Internal(format!("worker {worker} is not running")),
+                    );
                 }
                 break;
             }
@@ -232,7 +262,10 @@ impl Scheduler {
     /// passes shared round-robin among the jobs of one model. Marks the passes taken.
     fn form_batch(&mut self) -> Option<(Batch, Instant)> {
         let max = self.config.max_batch_size.max(1);
-        let first_clean = self.order.iter().find(|id| matches!(self.jobs[id].state, State::Clean { dispatched: false }));
+        let first_clean = self
+            .order
+            .iter()
+            .find(|id| matches!(self.jobs[id].state, State::Clean { dispatched: false }));
         if let Some(&first) = first_clean {
             let model = self.jobs[&first].entry.model;
             let ids: Vec<usize> = self
@@ -261,7 +294,14 @@ impl Scheduler {
                     }
                 })
                 .collect();
-            return Some((Batch { model, kind: BatchKind::Clean, segments }, oldest));
+            return Some((
+                Batch {
+                    model,
+                    kind: BatchKind::Clean,
+                    segments,
+                },
+                oldest,
+            ));
         }
         let first = *self.order.iter().find(|id| self.jobs[id].pending() > 0)?;
         let model = self.jobs[&first].entry.model;
@@ -301,7 +341,9 @@ impl Scheduler {
             }
             let job = self.jobs.get_mut(&id).expect("listed job exists");
             oldest = oldest.min(job.pending_since);
-            let State::Masked(m) = &mut job.state else { continue };
+            let State::Masked(m) = &mut job.state else {
+                continue;
+            };
             let passes = m.next..m.next + n;
             m.next += n;
             segments.push(Segment {
@@ -312,7 +354,14 @@ impl Scheduler {
                 passes,
             });
         }
-        Some((Batch { model, kind: BatchKind::Masked, segments }, oldest))
+        Some((
+            Batch {
+                model,
+                kind: BatchKind::Masked,
+                segments,
+            },
+            oldest,
+        ))
     }
 
     /// Gives a held batch's passes back to their jobs (they are always the latest taken).
@@ -334,7 +383,10 @@ impl Scheduler {
         let passes = result.batch.len() as u64;
         match kind {
             BatchKind::Clean => self.stats.clean_passes.fetch_add(passes, Ordering::Relaxed),
-            BatchKind::Masked => self.stats.masked_passes.fetch_add(passes, Ordering::Relaxed),
+            BatchKind::Masked => self
+                .stats
+                .masked_passes
+                .fetch_add(passes, Ordering::Relaxed),
         };
         let outputs = match result.outcome {
             Ok(outputs) => outputs,
@@ -344,7 +396,13 @@ impl Scheduler {
                     f.push((model_name.clone(), message.clone()));
                 }
                 for seg in &result.batch.segments {
-                    self.fail(seg.job, EngineError::Runtime { model: model_name.clone(), message: message.clone() });
+                    self.fail(
+                        seg.job,
+                        EngineError::Runtime {
+                            model: model_name.clone(),
+                            message: message.clone(),
+                        },
+                    );
                 }
                 return;
             }
@@ -354,8 +412,12 @@ impl Scheduler {
                 continue; // cancelled or expired meanwhile
             }
             match output {
-                SegmentOutput::Clean { features, logits } => self.clean_done(seg.job, features, logits, result.elapsed),
-                SegmentOutput::Masked { scores } => self.masked_done(seg.job, seg.passes.start, scores),
+                SegmentOutput::Clean { features, logits } => {
+                    self.clean_done(seg.job, features, logits, result.elapsed)
+                }
+                SegmentOutput::Masked { scores } => {
+                    self.masked_done(seg.job, seg.passes.start, scores)
+                }
             }
         }
     }
@@ -375,9 +437,15 @@ impl Scheduler {
         };
         let [k, fh, fw] = model.info.feature_khw;
         let [_, h, w] = model.info.input_chw;
-        let plan = Arc::new(MaskPlan::new(preset, Activations::new(k, fh, fw, features), (h, w)));
+        let plan = Arc::new(MaskPlan::new(
+            preset,
+            Activations::new(k, fh, fw, features),
+            (h, w),
+        ));
         job.stats.skipped_channels = plan.skipped_channels();
-        self.stats.skipped_channels.fetch_add(plan.skipped_channels() as u64, Ordering::Relaxed);
+        self.stats
+            .skipped_channels
+            .fetch_add(plan.skipped_channels() as u64, Ordering::Relaxed);
         if let Some(p) = &job.entry.request.progress {
             p.set_total(plan.len());
         }
@@ -403,7 +471,9 @@ impl Scheduler {
 
     fn masked_done(&mut self, id: usize, start: usize, scores: Vec<Vec<(f32, f32)>>) {
         let job = self.jobs.get_mut(&id).expect("checked by caller");
-        let State::Masked(m) = &mut job.state else { return };
+        let State::Masked(m) = &mut job.state else {
+            return;
+        };
         for (i, per_target) in scores.iter().enumerate() {
             for (ts, (z, p)) in m.scores.iter_mut().zip(per_target) {
                 ts.logits[start + i] = *z;
@@ -423,7 +493,9 @@ impl Scheduler {
             return;
         }
         let mut job = self.remove(id).expect("present");
-        let State::Masked(m) = job.state else { unreachable!("checked above") };
+        let State::Masked(m) = job.state else {
+            unreachable!("checked above")
+        };
         job.timings.masked_ms = job.masked_started.map(|t| ms(t.elapsed())).unwrap_or(0.0);
         let raw = RawExplanation {
             clean_logits: m.clean_logits,
@@ -433,7 +505,10 @@ impl Scheduler {
             stats: job.stats,
             timings: job.timings,
         };
-        let _ = job.entry.reply.send(Ok(JobOutput::Explained(Box::new(raw))));
+        let _ = job
+            .entry
+            .reply
+            .send(Ok(JobOutput::Explained(Box::new(raw))));
     }
 }
 

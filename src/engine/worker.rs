@@ -44,7 +44,10 @@ impl Batch {
 }
 
 pub(crate) enum SegmentOutput {
-    Clean { features: Vec<f32>, logits: Vec<f32> },
+    Clean {
+        features: Vec<f32>,
+        logits: Vec<f32>,
+    },
     /// Per pass, per target: (logit, probability).
     Masked { scores: Vec<Vec<(f32, f32)>> },
 }
@@ -83,9 +86,9 @@ impl Pool {
                 stats: stats.clone(),
             };
             spawn_worker(setup, rx, ready_tx)?;
-            ready_rx
-                .recv()
-                .map_err(|_| RuntimeError::OutputShape(format!("worker {id} exited during start-up")))??;
+            ready_rx.recv().map_err(|_| {
+                RuntimeError::OutputShape(format!("worker {id} exited during start-up"))
+            })??;
             senders.push(tx);
         }
         Ok(Self { senders })
@@ -119,7 +122,9 @@ fn spawn_worker(
     // bounds memory to two batch tensors per worker.
     let (prepared_tx, prepared_rx) = mpsc::sync_channel::<(Batch, Vec<f32>)>(1);
     let registry = setup.registry.clone();
-    let spawn_err = |e: std::io::Error| RuntimeError::OutputShape(format!("could not start a worker thread: {e}"));
+    let spawn_err = |e: std::io::Error| {
+        RuntimeError::OutputShape(format!("could not start a worker thread: {e}"))
+    };
     std::thread::Builder::new()
         .name(format!("scorecam-prep-{}", setup.id))
         .spawn(move || {
@@ -173,9 +178,16 @@ fn inference_loop(
     let _ = ready.send(Ok(()));
     for (batch, tensor) in prepared {
         let started = Instant::now();
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run_batch(&mut sessions[batch.model], &batch, &tensor)))
-            .unwrap_or_else(|panic| Err(format!("worker panicked: {}", panic_message(&panic))));
-        let result = BatchResult { worker: setup.id, batch, outcome, elapsed: started.elapsed() };
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            run_batch(&mut sessions[batch.model], &batch, &tensor)
+        }))
+        .unwrap_or_else(|panic| Err(format!("worker panicked: {}", panic_message(&panic))));
+        let result = BatchResult {
+            worker: setup.id,
+            batch,
+            outcome,
+            elapsed: started.elapsed(),
+        };
         if setup.results.send(Command::Done(Box::new(result))).is_err() {
             break;
         }
@@ -205,8 +217,13 @@ fn open_and_warm(setup: &WorkerSetup) -> Result<Vec<ModelSessions>, RuntimeError
         .iter()
         .zip(&setup.providers)
         .map(|(model, provider)| {
-            let mut s =
-                ModelSessions::open(&model.extractor_path(), &model.head_path(), model.info.into(), &setup.session, *provider)?;
+            let mut s = ModelSessions::open(
+                &model.extractor_path(),
+                &model.head_path(),
+                model.info.into(),
+                &setup.session,
+                *provider,
+            )?;
             // Warm-up: the first run allocates arenas and picks kernels; do it before ready.
             let [c, h, w] = model.info.input_chw;
             s.logits(&vec![0.0; c * h * w], 1)?;
@@ -215,12 +232,18 @@ fn open_and_warm(setup: &WorkerSetup) -> Result<Vec<ModelSessions>, RuntimeError
         .collect()
 }
 
-fn run_batch(sessions: &mut ModelSessions, batch: &Batch, tensor: &[f32]) -> Result<Vec<SegmentOutput>, String> {
+fn run_batch(
+    sessions: &mut ModelSessions,
+    batch: &Batch,
+    tensor: &[f32],
+) -> Result<Vec<SegmentOutput>, String> {
     let n = batch.len();
     match batch.kind {
         BatchKind::Clean => {
             let features = sessions.features(tensor, n).map_err(|e| e.to_string())?;
-            let logits = sessions.head_logits(&features, n).map_err(|e| e.to_string())?;
+            let logits = sessions
+                .head_logits(&features, n)
+                .map_err(|e| e.to_string())?;
             let (fper, lper) = (features.len() / n, logits.len() / n);
             Ok(batch
                 .segments
@@ -240,7 +263,11 @@ fn run_batch(sessions: &mut ModelSessions, batch: &Batch, tensor: &[f32]) -> Res
                 .segments
                 .iter()
                 .map(|seg| SegmentOutput::Masked {
-                    scores: rows.by_ref().take(seg.passes.len()).map(|row| class_scores(row, &seg.targets)).collect(),
+                    scores: rows
+                        .by_ref()
+                        .take(seg.passes.len())
+                        .map(|row| class_scores(row, &seg.targets))
+                        .collect(),
                 })
                 .collect())
         }

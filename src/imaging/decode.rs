@@ -22,7 +22,12 @@ pub struct ImageLimits {
 
 impl Default for ImageLimits {
     fn default() -> Self {
-        Self { max_width: 8192, max_height: 8192, max_pixels: 40_000_000, max_alloc_bytes: 512 << 20 }
+        Self {
+            max_width: 8192,
+            max_height: 8192,
+            max_pixels: 40_000_000,
+            max_alloc_bytes: 512 << 20,
+        }
     }
 }
 
@@ -47,13 +52,20 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, ImagingErr
     let mut decoder = reader.into_decoder().map_err(map_err(limits))?;
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
-        return Err(ImagingError::Decode(format!("the image has no pixels ({w}×{h})")));
+        return Err(ImagingError::Decode(format!(
+            "the image has no pixels ({w}×{h})"
+        )));
     }
     if u64::from(w) * u64::from(h) > limits.max_pixels {
-        return Err(ImagingError::TooLarge(format!("{w}×{h} is over the limit of {} pixels", limits.max_pixels)));
+        return Err(ImagingError::TooLarge(format!(
+            "{w}×{h} is over the limit of {} pixels",
+            limits.max_pixels
+        )));
     }
     // A broken EXIF block should not cost the user their request: treat it as upright.
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(map_err(limits))?;
     img.apply_orientation(orientation);
     Ok(img.into_rgb8())

@@ -55,12 +55,20 @@ impl Preprocessed {
 pub fn preprocess(img: &RgbImage, spec: &InputSpec) -> Preprocessed {
     let (ow, oh) = img.dimensions();
     let (w, h) = (spec.width, spec.height);
-    let full = Region { x: 0.0, y: 0.0, width: f64::from(ow), height: f64::from(oh) };
+    let full = Region {
+        x: 0.0,
+        y: 0.0,
+        width: f64::from(ow),
+        height: f64::from(oh),
+    };
     let (resized, region) = if (ow, oh) == (w, h) {
         (None, full)
     } else {
         match spec.resize {
-            ResizeMode::Stretch => (Some(imageops::resize(img, w, h, FilterType::Triangle)), full),
+            ResizeMode::Stretch => (
+                Some(imageops::resize(img, w, h, FilterType::Triangle)),
+                full,
+            ),
             ResizeMode::ShorterSideCrop => {
                 let target = f64::from(spec.crop_from.unwrap_or(w.max(h)));
                 let scale = target / f64::from(ow.min(oh));

@@ -25,7 +25,12 @@ pub struct SessionConfig {
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { intra_threads: 0, optimization_level: 3, spinning: false, provider: ProviderConfig::default() }
+        Self {
+            intra_threads: 0,
+            optimization_level: 3,
+            spinning: false,
+            provider: ProviderConfig::default(),
+        }
     }
 }
 
@@ -49,7 +54,10 @@ pub fn read_signature(session: &Session) -> Result<GraphSignature, String> {
     let input = session.inputs().first().ok_or("the graph has no input")?;
     let output = session.outputs().first().ok_or("the graph has no output")?;
     if session.inputs().len() != 1 {
-        return Err(format!("the graph has {} inputs, expected 1", session.inputs().len()));
+        return Err(format!(
+            "the graph has {} inputs, expected 1",
+            session.inputs().len()
+        ));
     }
     Ok(GraphSignature {
         input_name: input.name().to_string(),
@@ -60,8 +68,15 @@ pub fn read_signature(session: &Session) -> Result<GraphSignature, String> {
 }
 
 /// Opens one session with the configured threads, optimisation and provider.
-pub fn open_session(path: &Path, cfg: &SessionConfig, provider: ProviderKind) -> Result<Session, RuntimeError> {
-    let wrap = |e: ort::Error| RuntimeError::Session { path: path.to_path_buf(), source: e };
+pub fn open_session(
+    path: &Path,
+    cfg: &SessionConfig,
+    provider: ProviderKind,
+) -> Result<Session, RuntimeError> {
+    let wrap = |e: ort::Error| RuntimeError::Session {
+        path: path.to_path_buf(),
+        source: e,
+    };
     let env = super::library::environment().ok_or_else(|| RuntimeError::LibraryLoad {
         path: path.to_path_buf(),
         reason: "ONNX Runtime was not initialised before opening a session".into(),
@@ -128,12 +143,20 @@ impl ModelSessions {
         self.provider
     }
 
-    fn run_one(session: &mut Session, shape: [usize; 4], data: &[f32], out_len: usize) -> Result<Vec<f32>, RuntimeError> {
+    fn run_one(
+        session: &mut Session,
+        shape: [usize; 4],
+        data: &[f32],
+        out_len: usize,
+    ) -> Result<Vec<f32>, RuntimeError> {
         let input = TensorRef::from_array_view((shape, data))?;
         let outputs = session.run(ort::inputs![input])?;
         let (_, values) = outputs[0].try_extract_tensor::<f32>()?;
         if values.len() != out_len {
-            return Err(RuntimeError::OutputShape(format!("expected {out_len} values, got {}", values.len())));
+            return Err(RuntimeError::OutputShape(format!(
+                "expected {out_len} values, got {}",
+                values.len()
+            )));
         }
         Ok(values.to_vec())
     }

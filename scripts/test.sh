@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: fetches ONNX Runtime (pinned wheel), sets
+# up the small Python environment the model-splitting tool's tests use, then runs the Rust
+# tests and the Python tests.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+scripts/setup-ort.sh cpu
+scripts/setup-python-tools.sh
+
+cargo test --all-targets --locked
+.venv-tools/bin/python -m pytest -q tests/python

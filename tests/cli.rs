@@ -1,0 +1,163 @@
+//! The `scorecam` binary end to end on the real default model.
+
+mod common;
+
+use std::process::{Command, Output};
+
+fn scorecam(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_scorecam"))
+        .args(args)
+        .current_dir(common::root())
+        .env_remove("ORT_DYLIB_PATH")
+        .output()
+        .expect("binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Peak resident memory of the largest child this process has waited for, in bytes.
+fn children_peak_rss() -> u64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        assert_eq!(
+            libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr()),
+            0
+        );
+        usage.assume_init()
+    };
+    usage.ru_maxrss as u64 * 1024
+}
+
+#[test]
+fn explain_writes_an_overlay_of_the_uploaded_size_within_one_gib() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cat.png");
+    let o = scorecam(&[
+        "explain",
+        "samples/chelsea.png",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("class 285 (Egyptian cat)"),
+        "{}",
+        stderr(&o)
+    );
+    let img = image::open(&out).unwrap();
+    let src = image::open(common::root().join("samples/chelsea.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (src.width(), src.height()));
+    assert_ne!(
+        img.to_rgb8(),
+        src.to_rgb8(),
+        "the overlay changes the image"
+    );
+    let peak = children_peak_rss();
+    assert!(peak < 1 << 30, "peak RSS {peak} bytes");
+}
+
+#[test]
+fn explain_json_to_stdout_has_the_documented_shape() {
+    let o = scorecam(&[
+        "explain",
+        "samples/chelsea.png",
+        "--format",
+        "json",
+        "--preset",
+        "torchcam",
+        "--resolution",
+        "feature",
+        "--target",
+        "285",
+        "281",
+        "-o",
+        "-",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["model"], "efficientnet-lite0");
+    assert_eq!(doc["method"], "scorecam");
+    assert_eq!(doc["preset"], "torchcam");
+    assert_eq!(doc["predictions"][0]["index"], 285);
+    let ex = doc["explanations"].as_array().unwrap();
+    assert_eq!(ex.len(), 2);
+    assert_eq!(ex[1]["target"]["index"], 281);
+    assert_eq!(ex[0]["saliency"]["width"], 7);
+    assert_eq!(ex[0]["saliency"]["data"].as_array().unwrap().len(), 49);
+    for key in ["forward_passes", "skipped_channels", "batch_size"] {
+        assert!(doc["stats"][key].as_u64().unwrap() > 0, "{key}");
+    }
+    assert!(doc["timings_ms"]["total_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn predict_and_models_print_what_they_should() {
+    let o = scorecam(&["predict", "samples/chelsea.png", "--top-k", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("285  0.7992  Egyptian cat"), "{text}");
+    assert_eq!(text.lines().count(), 4, "{text}");
+
+    let o = scorecam(&["models"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("efficientnet-lite0")
+            && text.contains("1280×7×7")
+            && text.contains("1000 classes"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_missing_runtime_library_is_one_clear_error() {
+    let o = Command::new(env!("CARGO_BIN_EXE_scorecam"))
+        .args(["models"])
+        .current_dir(common::root())
+        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so.1.31.1")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("scripts/setup-ort.sh") && err.contains("/nonexistent"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_input_is_reported_not_panicked() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.png");
+    std::fs::write(&junk, b"not an image at all").unwrap();
+    let o = scorecam(&["explain", junk.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("unrecognised image format"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = scorecam(&["explain", "samples/chelsea.png", "--target", "1000"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("out of range"), "{}", stderr(&o));
+
+    let o = scorecam(&[
+        "explain",
+        "samples/chelsea.png",
+        "--resolution",
+        "feature",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no feature-resolution map"),
+        "{}",
+        stderr(&o)
+    );
+}

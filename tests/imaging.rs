@@ -1,0 +1,891 @@
+//! Decoding and preprocessing of uploads, with every image generated on the fly.
+//!
+//! No ONNX Runtime here: only `scorecam::imaging`, `scorecam::model::InputSpec` and
+//! `scorecam::cam::Map`.
+
+use std::io::Cursor;
+
+use image::codecs::gif::GifEncoder;
+use image::codecs::jpeg::JpegEncoder;
+use image::codecs::webp::WebPEncoder;
+use image::{
+    AnimationDecoder, Delay, DynamicImage, Frame, GrayImage, ImageBuffer, ImageEncoder,
+    ImageFormat, Rgb, RgbImage, Rgba, RgbaImage,
+};
+use scorecam::cam::Map;
+use scorecam::imaging::{ImageLimits, ImagingError, Region, decode, preprocess};
+use scorecam::model::{InputSpec, ResizeMode};
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+/// A w×h image whose every pixel is distinct enough to catch transposed or shifted output.
+fn pattern(w: u32, h: u32) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| {
+        Rgb([
+            (x * 37 + 11) as u8,
+            (y * 53 + 7) as u8,
+            ((x + 2 * y) * 19 + 3) as u8,
+        ])
+    })
+}
+
+/// A smooth image (no sharp edges), so lossy codecs stay close to it.
+fn smooth(w: u32, h: u32) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| {
+        Rgb([
+            (40 + (x * 8) % 160) as u8,
+            (60 + (y * 6) % 150) as u8,
+            (200 - ((x + y) * 3) % 150) as u8,
+        ])
+    })
+}
+
+fn encode(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
+    let mut buf = Cursor::new(Vec::new());
+    img.write_to(&mut buf, format)
+        .unwrap_or_else(|e| panic!("encoding {format:?}: {e}"));
+    buf.into_inner()
+}
+
+fn jpeg(img: &RgbImage, quality: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    JpegEncoder::new_with_quality(&mut out, quality)
+        .encode_image(img)
+        .unwrap();
+    out
+}
+
+fn ok(bytes: &[u8]) -> RgbImage {
+    decode(bytes, &ImageLimits::default()).unwrap_or_else(|e| panic!("decode failed: {e}"))
+}
+
+fn err(bytes: &[u8], limits: &ImageLimits) -> ImagingError {
+    match decode(bytes, limits) {
+        Ok(img) => panic!(
+            "decode unexpectedly succeeded ({}×{})",
+            img.width(),
+            img.height()
+        ),
+        Err(e) => e,
+    }
+}
+
+fn assert_same(got: &RgbImage, want: &RgbImage) {
+    assert_eq!(got.dimensions(), want.dimensions(), "size");
+    for (x, y, p) in want.enumerate_pixels() {
+        assert_eq!(got.get_pixel(x, y), p, "pixel ({x}, {y})");
+    }
+}
+
+fn max_abs_diff(a: &RgbImage, b: &RgbImage) -> u8 {
+    assert_eq!(a.dimensions(), b.dimensions(), "size");
+    a.as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(p, q)| p.abs_diff(*q))
+        .max()
+        .unwrap_or(0)
+}
+
+/// CRC-32 (ISO-HDLC, as PNG uses), bit by bit: slow but obviously right.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    let mut body = kind.to_vec();
+    body.extend_from_slice(data);
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&crc32(&body).to_be_bytes());
+}
+
+/// A PNG that is only a signature, an IHDR claiming w×h 8-bit RGB, a stub IDAT and IEND: no pixel data
+/// at all. A decoder that tried to decode it would fail with a decode error (or try to
+/// allocate w×h×3 bytes first); only a size check made up front answers `TooLarge`.
+fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // depth 8, colour type 2 (RGB), deflate, no filter, no interlace
+    png_chunk(&mut out, b"IHDR", &ihdr);
+    // An IDAT with only a zlib header: the header parser reads up to the first IDAT, so
+    // one must be there for the file to get past it; the pixel data itself is missing.
+    png_chunk(&mut out, b"IDAT", &[0x78, 0x9C]);
+    png_chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// Inserts an EXIF APP1 segment right after SOI: "Exif\0\0" and a minimal big-endian TIFF
+/// with one IFD of one entry, Orientation (0x0112), SHORT, count 1, value `orientation`.
+fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+    assert_eq!(&jpeg[..2], &[0xFF, 0xD8], "not a JPEG");
+    let mut tiff = Vec::new();
+    tiff.extend_from_slice(b"MM\x00\x2A"); // big-endian TIFF magic
+    tiff.extend_from_slice(&8u32.to_be_bytes()); // offset of IFD0
+    tiff.extend_from_slice(&1u16.to_be_bytes()); // one entry
+    tiff.extend_from_slice(&0x0112u16.to_be_bytes()); // tag: Orientation
+    tiff.extend_from_slice(&3u16.to_be_bytes()); // type: SHORT
+    tiff.extend_from_slice(&1u32.to_be_bytes()); // count
+    tiff.extend_from_slice(&orientation.to_be_bytes()); // value, left-justified in 4 bytes
+    tiff.extend_from_slice(&[0, 0]);
+    tiff.extend_from_slice(&0u32.to_be_bytes()); // no next IFD
+    let mut payload = b"Exif\x00\x00".to_vec();
+    payload.extend_from_slice(&tiff);
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes()); // length counts itself
+    out.extend_from_slice(&payload);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+fn spec(width: u32, height: u32, resize: ResizeMode, crop_from: Option<u32>) -> InputSpec {
+    InputSpec {
+        width,
+        height,
+        resize,
+        crop_from,
+        mean: [0.5, 0.5, 0.5],
+        std: [0.25, 0.25, 0.25],
+    }
+}
+
+/// The normalisation the spec above asks for, computed the same way in f32.
+fn norm(v: u8) -> f32 {
+    (f32::from(v) / 255.0 - 0.5) / 0.25
+}
+
+// ---------------------------------------------------------------------------------------
+// Formats
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn png_rgb8_decodes_exactly() {
+    let img = pattern(7, 5);
+    let got = ok(&encode(
+        &DynamicImage::ImageRgb8(img.clone()),
+        ImageFormat::Png,
+    ));
+    assert_same(&got, &img);
+}
+
+#[test]
+fn png_rgba8_drops_alpha_without_compositing() {
+    // Alpha varies, including fully transparent: the colour channels must come back as they
+    // are (PIL's convert("RGB")), not blended with black or white.
+    let rgba = RgbaImage::from_fn(6, 4, |x, y| {
+        let p = pattern(6, 4).get_pixel(x, y).0;
+        Rgba([p[0], p[1], p[2], (x * 50) as u8])
+    });
+    let got = ok(&encode(&DynamicImage::ImageRgba8(rgba), ImageFormat::Png));
+    assert_same(&got, &pattern(6, 4));
+}
+
+#[test]
+fn png_grey_becomes_equal_rgb_channels() {
+    let grey = GrayImage::from_fn(5, 3, |x, y| image::Luma([(x * 40 + y * 7 + 1) as u8]));
+    let got = ok(&encode(
+        &DynamicImage::ImageLuma8(grey.clone()),
+        ImageFormat::Png,
+    ));
+    assert_eq!(got.dimensions(), (5, 3));
+    for (x, y, p) in grey.enumerate_pixels() {
+        let l = p.0[0];
+        assert_eq!(got.get_pixel(x, y).0, [l, l, l], "pixel ({x}, {y})");
+    }
+}
+
+#[test]
+fn png_16_bit_is_scaled_to_8_bit() {
+    // Multiples of 257 map exactly onto 8-bit values (65535 / 255 = 257).
+    let wide: ImageBuffer<Rgb<u16>, Vec<u16>> = ImageBuffer::from_fn(4, 3, |x, y| {
+        Rgb([(x * 60) as u16 * 257, (y * 100) as u16 * 257, 65535])
+    });
+    let got = ok(&encode(&DynamicImage::ImageRgb16(wide), ImageFormat::Png));
+    assert_eq!(got.dimensions(), (4, 3));
+    for (x, y, p) in got.enumerate_pixels() {
+        assert_eq!(
+            p.0,
+            [(x * 60) as u8, (y * 100) as u8, 255],
+            "pixel ({x}, {y})"
+        );
+    }
+    // Arbitrary values: scaled (v × 255 / 65535), not just the low or high byte.
+    let odd: ImageBuffer<Rgb<u16>, Vec<u16>> =
+        ImageBuffer::from_pixel(1, 1, Rgb([1000, 0x1234, 0xFEFF]));
+    let got = ok(&encode(&DynamicImage::ImageRgb16(odd), ImageFormat::Png));
+    for (c, v) in [1000u16, 0x1234, 0xFEFF].into_iter().enumerate() {
+        let want = f64::from(v) * 255.0 / 65535.0;
+        assert!(
+            (f64::from(got.get_pixel(0, 0).0[c]) - want).abs() <= 0.5 + 1e-9,
+            "channel {c}: {v} → {:?}",
+            got.get_pixel(0, 0)
+        );
+    }
+}
+
+#[test]
+fn jpeg_decodes_close_to_the_original() {
+    let img = smooth(16, 16);
+    let got = ok(&jpeg(&img, 95));
+    assert_eq!(got.dimensions(), (16, 16));
+    let diff = max_abs_diff(&got, &img);
+    assert!(diff <= 16, "JPEG at quality 95 is off by up to {diff}");
+}
+
+#[test]
+fn webp_lossless_decodes_exactly() {
+    let img = pattern(9, 6);
+    let mut out = Vec::new();
+    WebPEncoder::new_lossless(&mut out)
+        .write_image(
+            img.as_raw(),
+            img.width(),
+            img.height(),
+            image::ExtendedColorType::Rgb8,
+        )
+        .unwrap();
+    assert_eq!(&out[..4], b"RIFF");
+    assert_same(&ok(&out), &img);
+}
+
+#[test]
+fn animated_gif_gives_its_first_frame() {
+    let first = RgbaImage::from_pixel(5, 4, Rgba([255, 0, 0, 255]));
+    let second = RgbaImage::from_pixel(5, 4, Rgba([0, 0, 255, 255]));
+    let mut out = Vec::new();
+    {
+        let mut enc = GifEncoder::new(&mut out);
+        enc.encode_frames(
+            [first, second]
+                .into_iter()
+                .map(|f| Frame::from_parts(f, 0, 0, Delay::from_numer_denom_ms(100, 1))),
+        )
+        .unwrap();
+    }
+    // Both frames really are in the file, so returning the last one would fail the test.
+    let frames = image::codecs::gif::GifDecoder::new(Cursor::new(&out))
+        .unwrap()
+        .into_frames()
+        .collect_frames()
+        .unwrap();
+    assert_eq!(frames.len(), 2);
+    assert_eq!(frames[1].buffer().get_pixel(0, 0).0, [0, 0, 255, 255]);
+    let got = ok(&out);
+    assert_eq!(got.dimensions(), (5, 4));
+    assert!(
+        got.pixels().all(|p| p.0 == [255, 0, 0]),
+        "first frame is red, got {:?}",
+        got.get_pixel(0, 0)
+    );
+}
+
+#[test]
+fn bmp_decodes_exactly() {
+    let img = pattern(7, 3); // odd width: rows are padded to 4 bytes in BMP
+    let bytes = encode(&DynamicImage::ImageRgb8(img.clone()), ImageFormat::Bmp);
+    assert_eq!(&bytes[..2], b"BM");
+    assert_same(&ok(&bytes), &img);
+}
+
+#[test]
+fn tiff_decodes_exactly() {
+    let img = pattern(6, 5);
+    let bytes = encode(&DynamicImage::ImageRgb8(img.clone()), ImageFormat::Tiff);
+    assert!(bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*"));
+    assert_same(&ok(&bytes), &img);
+}
+
+// ---------------------------------------------------------------------------------------
+// EXIF orientation
+// ---------------------------------------------------------------------------------------
+
+/// 4×2 grey image: (0,0) white, (0,1) mid-grey, everything else black. The two marked
+/// pixels tell a rotation from a flip or a transpose.
+fn orientation_source() -> RgbImage {
+    RgbImage::from_fn(4, 2, |x, y| match (x, y) {
+        (0, 0) => Rgb([255, 255, 255]),
+        (0, 1) => Rgb([128, 128, 128]),
+        _ => Rgb([0, 0, 0]),
+    })
+}
+
+/// Luma of a decoded pixel classified as black (0), grey (1) or white (2); JPEG is lossy, so
+/// exact values cannot be compared.
+fn level(img: &RgbImage, x: u32, y: u32) -> u8 {
+    let p = img.get_pixel(x, y).0;
+    let l = (u32::from(p[0]) + u32::from(p[1]) + u32::from(p[2])) / 3;
+    match l {
+        0..=60 => 0,
+        90..=170 => 1,
+        200..=255 => 2,
+        _ => panic!("pixel ({x}, {y}) = {p:?} is neither black, grey nor white"),
+    }
+}
+
+fn levels(img: &RgbImage) -> Vec<Vec<u8>> {
+    (0..img.height())
+        .map(|y| (0..img.width()).map(|x| level(img, x, y)).collect())
+        .collect()
+}
+
+#[test]
+fn jpeg_without_exif_is_upright() {
+    let got = ok(&jpeg(&orientation_source(), 100));
+    assert_eq!(got.dimensions(), (4, 2));
+    assert_eq!(levels(&got), vec![vec![2, 0, 0, 0], vec![1, 0, 0, 0]]);
+}
+
+#[test]
+fn exif_orientation_6_rotates_90_degrees_clockwise() {
+    let bytes = with_exif_orientation(&jpeg(&orientation_source(), 100), 6);
+    let got = ok(&bytes);
+    assert_eq!(got.dimensions(), (2, 4), "4×2 rotated by 90° is 2×4");
+    // Clockwise: the left column becomes the top row, read right to left, so (0,0) white
+    // goes to (1,0) and (0,1) grey goes to (0,0).
+    assert_eq!(
+        levels(&got),
+        vec![vec![1, 2], vec![0, 0], vec![0, 0], vec![0, 0]]
+    );
+}
+
+#[test]
+fn exif_orientation_3_rotates_180_degrees() {
+    let bytes = with_exif_orientation(&jpeg(&orientation_source(), 100), 3);
+    let got = ok(&bytes);
+    assert_eq!(got.dimensions(), (4, 2));
+    // (x, y) → (3 − x, 1 − y): white to the bottom-right, grey to the top-right.
+    assert_eq!(levels(&got), vec![vec![0, 0, 0, 1], vec![0, 0, 0, 2]]);
+}
+
+#[test]
+fn exif_orientation_1_changes_nothing() {
+    let got = ok(&with_exif_orientation(&jpeg(&orientation_source(), 100), 1));
+    assert_eq!(levels(&got), vec![vec![2, 0, 0, 0], vec![1, 0, 0, 0]]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn empty_bytes_are_empty() {
+    assert!(matches!(
+        err(&[], &ImageLimits::default()),
+        ImagingError::Empty
+    ));
+}
+
+#[test]
+fn non_image_bytes_are_an_unsupported_format() {
+    for bytes in [
+        b"this is plainly some text, not an image at all".as_slice(),
+        b"{\"json\": true}".as_slice(),
+        &[
+            0x13, 0x37, 0xBE, 0xEF, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07,
+        ],
+    ] {
+        let e = err(bytes, &ImageLimits::default());
+        assert!(
+            matches!(e, ImagingError::UnsupportedFormat),
+            "{bytes:?}: {e:?}"
+        );
+    }
+}
+
+#[test]
+fn truncated_png_is_a_decode_error() {
+    let bytes = encode(&DynamicImage::ImageRgb8(pattern(32, 32)), ImageFormat::Png);
+    // Cut inside the pixel data, inside the IHDR, and right after the signature.
+    for len in [bytes.len() / 2, bytes.len() - 13, 20, 8] {
+        let e = err(&bytes[..len], &ImageLimits::default());
+        assert!(
+            matches!(e, ImagingError::Decode(_)),
+            "PNG cut to {len} bytes: {e:?}"
+        );
+    }
+}
+
+#[test]
+fn truncated_jpeg_is_a_decode_error() {
+    let bytes = jpeg(&pattern(32, 32), 90);
+    // Cut inside the headers (before the scan): there is nothing to decode.
+    let sos = bytes
+        .windows(2)
+        .position(|w| w == [0xFF, 0xDA])
+        .expect("a JPEG has a scan");
+    for len in [sos, sos / 2, 4] {
+        let e = err(&bytes[..len], &ImageLimits::default());
+        assert!(
+            matches!(e, ImagingError::Decode(_)),
+            "JPEG cut to {len} bytes: {e:?}"
+        );
+    }
+}
+
+#[test]
+fn truncated_jpeg_inside_the_scan_does_not_panic() {
+    // Cut inside the entropy-coded data: whether the decoder reports an error or returns a
+    // partly grey image is its choice, but it must not panic, and a returned image must
+    // have the full size.
+    let bytes = jpeg(&pattern(32, 32), 90);
+    match decode(&bytes[..bytes.len() / 2], &ImageLimits::default()) {
+        Ok(img) => assert_eq!(img.dimensions(), (32, 32)),
+        Err(e) => assert!(matches!(e, ImagingError::Decode(_)), "{e:?}"),
+    }
+}
+
+#[test]
+fn the_crafted_png_header_is_well_formed() {
+    // Guards the next tests: a small header-only PNG is a valid header (so the checks
+    // below fail on size, not on a bad CRC) and, having no pixel data, fails to decode.
+    let e = err(&png_header_only(3, 2), &ImageLimits::default());
+    assert!(matches!(e, ImagingError::Decode(_)), "{e:?}");
+}
+
+#[test]
+fn a_png_claiming_100000_squared_pixels_is_too_large() {
+    let e = err(&png_header_only(100_000, 100_000), &ImageLimits::default());
+    assert!(matches!(e, ImagingError::TooLarge(_)), "{e:?}");
+}
+
+#[test]
+fn a_png_over_max_pixels_but_under_the_side_limits_is_too_large_before_decoding() {
+    // 8000×8000 passes the default 8192-pixel side limits but is 64 M pixels (> 40 M); with
+    // no pixel data present only the up-front pixel count check can say `TooLarge`.
+    let e = err(&png_header_only(8000, 8000), &ImageLimits::default());
+    assert!(matches!(e, ImagingError::TooLarge(_)), "{e:?}");
+}
+
+#[test]
+fn custom_limits_are_enforced() {
+    let bytes = encode(&DynamicImage::ImageRgb8(pattern(20, 10)), ImageFormat::Png);
+    let pixels = ImageLimits {
+        max_pixels: 199,
+        ..ImageLimits::default()
+    };
+    assert!(matches!(err(&bytes, &pixels), ImagingError::TooLarge(_)));
+    let exactly = ImageLimits {
+        max_pixels: 200,
+        ..ImageLimits::default()
+    };
+    assert_eq!(decode(&bytes, &exactly).unwrap().dimensions(), (20, 10));
+    let width = ImageLimits {
+        max_width: 19,
+        ..ImageLimits::default()
+    };
+    assert!(matches!(err(&bytes, &width), ImagingError::TooLarge(_)));
+    let height = ImageLimits {
+        max_height: 9,
+        ..ImageLimits::default()
+    };
+    assert!(matches!(err(&bytes, &height), ImagingError::TooLarge(_)));
+    // Same limits for other formats.
+    let jpg = jpeg(&pattern(20, 10), 90);
+    assert!(matches!(err(&jpg, &pixels), ImagingError::TooLarge(_)));
+    let gif = encode(&DynamicImage::ImageRgb8(pattern(20, 10)), ImageFormat::Gif);
+    assert!(matches!(err(&gif, &pixels), ImagingError::TooLarge(_)));
+}
+
+// ---------------------------------------------------------------------------------------
+// Odd sizes
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_1x1_image_decodes_and_preprocesses() {
+    let img = RgbImage::from_pixel(1, 1, Rgb([10, 128, 250]));
+    let got = ok(&encode(
+        &DynamicImage::ImageRgb8(img.clone()),
+        ImageFormat::Png,
+    ));
+    assert_same(&got, &img);
+    for s in [
+        spec(4, 4, ResizeMode::Stretch, None),
+        spec(4, 4, ResizeMode::ShorterSideCrop, Some(8)),
+    ] {
+        let p = preprocess(&got, &s);
+        assert_eq!(p.tensor.len(), 48);
+        // Upscaling one pixel gives that pixel everywhere.
+        for c in 0..3 {
+            let want = norm(img.get_pixel(0, 0).0[c]);
+            assert!(
+                p.tensor[c * 16..(c + 1) * 16]
+                    .iter()
+                    .all(|v| (v - want).abs() < 1e-5),
+                "{:?}: {:?}",
+                s.resize,
+                p.tensor
+            );
+        }
+        let m = p.map_to_original(&Map::new(4, 4, vec![1.0; 16]));
+        assert_eq!((m.width, m.height), (1, 1));
+        assert!((m.data[0] - 1.0).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn an_extreme_aspect_ratio_decodes_and_preprocesses() {
+    let img = smooth(1, 500);
+    for bytes in [
+        encode(&DynamicImage::ImageRgb8(img.clone()), ImageFormat::Png),
+        jpeg(&img, 95),
+    ] {
+        let got = ok(&bytes);
+        assert_eq!(got.dimensions(), (1, 500));
+        for s in [
+            spec(4, 4, ResizeMode::Stretch, None),
+            spec(4, 4, ResizeMode::ShorterSideCrop, Some(8)),
+        ] {
+            let p = preprocess(&got, &s);
+            assert_eq!(p.tensor.len(), 48);
+            assert!(
+                p.tensor
+                    .iter()
+                    .all(|v| v.is_finite() && (-2.0..=2.0).contains(v)),
+                "{:?}",
+                s.resize
+            );
+            let r = p.region;
+            assert!(
+                r.x >= 0.0
+                    && r.y >= 0.0
+                    && r.x + r.width <= 1.0 + 1e-9
+                    && r.y + r.height <= 500.0 + 1e-9,
+                "{r:?}"
+            );
+            let m = p.map_to_original(&Map::new(4, 4, vec![1.0; 16]));
+            assert_eq!((m.width, m.height), (1, 500));
+            assert!(
+                m.data.iter().any(|v| *v > 0.5),
+                "the map is placed somewhere"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Preprocessing
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn an_image_at_the_input_size_passes_through_unchanged_in_chw_order() {
+    let img = pattern(4, 4);
+    let p = preprocess(&img, &spec(4, 4, ResizeMode::Stretch, None));
+    assert_eq!(p.tensor.len(), 48);
+    assert_eq!((p.input_width, p.input_height), (4, 4));
+    assert_eq!((p.original_width, p.original_height), (4, 4));
+    assert_eq!(
+        p.region,
+        Region {
+            x: 0.0,
+            y: 0.0,
+            width: 4.0,
+            height: 4.0
+        }
+    );
+    // Every value, channel-major: index c·H·W + y·W + x.
+    for (x, y, px) in img.enumerate_pixels() {
+        for c in 0..3 {
+            let i = c * 16 + y as usize * 4 + x as usize;
+            assert_eq!(p.tensor[i], norm(px.0[c]), "c={c} y={y} x={x}");
+        }
+    }
+    // One spelled out: pixel (x=2, y=1), green channel, is at 1·16 + 1·4 + 2 = 22.
+    let g = img.get_pixel(2, 1).0[1];
+    assert_eq!(g, 60); // 1·53 + 7
+    assert_eq!(p.tensor[22], (60.0f32 / 255.0 - 0.5) / 0.25);
+    // Normalisation bounds: 0 → −2, 255 → +2.
+    let extremes = RgbImage::from_fn(4, 4, |x, _| {
+        if x < 2 {
+            Rgb([0, 0, 0])
+        } else {
+            Rgb([255, 255, 255])
+        }
+    });
+    let p = preprocess(&extremes, &spec(4, 4, ResizeMode::Stretch, None));
+    assert_eq!(p.tensor[0], -2.0);
+    assert_eq!(p.tensor[3], 2.0);
+}
+
+#[test]
+fn per_channel_mean_and_std_are_applied_to_their_own_channel() {
+    let img = RgbImage::from_pixel(2, 2, Rgb([255, 255, 255]));
+    let s = InputSpec {
+        width: 2,
+        height: 2,
+        resize: ResizeMode::Stretch,
+        crop_from: None,
+        mean: [0.0, 0.5, 1.0],
+        std: [1.0, 0.5, 0.25],
+    };
+    let p = preprocess(&img, &s);
+    assert_eq!(&p.tensor[0..4], &[1.0; 4]);
+    assert_eq!(&p.tensor[4..8], &[1.0; 4]);
+    assert_eq!(&p.tensor[8..12], &[0.0; 4]);
+}
+
+#[test]
+fn stretch_resizes_the_whole_image() {
+    let img = RgbImage::from_pixel(10, 6, Rgb([200, 100, 50]));
+    let p = preprocess(&img, &spec(4, 4, ResizeMode::Stretch, None));
+    assert_eq!(p.tensor.len(), 48);
+    assert_eq!((p.input_width, p.input_height), (4, 4));
+    assert_eq!((p.original_width, p.original_height), (10, 6));
+    assert_eq!(
+        p.region,
+        Region {
+            x: 0.0,
+            y: 0.0,
+            width: 10.0,
+            height: 6.0
+        }
+    );
+    // A constant image stays constant through resizing.
+    for (c, v) in [200u8, 100, 50].into_iter().enumerate() {
+        assert!(
+            p.tensor[c * 16..(c + 1) * 16]
+                .iter()
+                .all(|t| (t - norm(v)).abs() < 1e-5),
+            "channel {c}"
+        );
+    }
+    // Left half black, right half white: the resized tensor keeps that layout.
+    let halves = RgbImage::from_fn(16, 8, |x, _| {
+        if x < 8 {
+            Rgb([0, 0, 0])
+        } else {
+            Rgb([255, 255, 255])
+        }
+    });
+    let p = preprocess(&halves, &spec(4, 4, ResizeMode::Stretch, None));
+    for y in 0..4 {
+        assert!(
+            p.tensor[y * 4] < -1.9 && p.tensor[y * 4 + 3] > 1.9,
+            "row {y}: {:?}",
+            &p.tensor[y * 4..y * 4 + 4]
+        );
+    }
+    // The map goes back over the whole image.
+    let m = p.map_to_original(&Map::new(4, 4, vec![1.0; 16]));
+    assert_eq!((m.width, m.height), (16, 8));
+    assert!(m.data.iter().all(|v| (v - 1.0).abs() < 1e-6));
+}
+
+#[test]
+fn shorter_side_crop_without_scaling_cuts_the_centre() {
+    // 16×8 with crop_from 8 and a 4×4 input: the shorter side (8) is resized to 8, so the
+    // scale is 1 and the image stays 16×8. The centre 4×4 starts at ((16−4)/2, (8−4)/2) =
+    // (6, 2), which is also its place in the original pixels (scale 1): region x=6, y=2,
+    // 4×4.
+    let img = pattern(16, 8);
+    let p = preprocess(&img, &spec(4, 4, ResizeMode::ShorterSideCrop, Some(8)));
+    assert_eq!(p.tensor.len(), 48);
+    assert_eq!((p.original_width, p.original_height), (16, 8));
+    assert_eq!(
+        p.region,
+        Region {
+            x: 6.0,
+            y: 2.0,
+            width: 4.0,
+            height: 4.0
+        }
+    );
+    // No resampling happened, so the tensor is exactly the crop.
+    for y in 0..4u32 {
+        for x in 0..4u32 {
+            let px = img.get_pixel(6 + x, 2 + y).0;
+            for (c, &v) in px.iter().enumerate() {
+                assert_eq!(
+                    p.tensor[c * 16 + (y * 4 + x) as usize],
+                    norm(v),
+                    "c={c} y={y} x={x}"
+                );
+            }
+        }
+    }
+    // A constant-1 map is 1 on the crop and 0 elsewhere.
+    let m = p.map_to_original(&Map::new(4, 4, vec![1.0; 16]));
+    assert_eq!((m.width, m.height), (16, 8));
+    for y in 0..8 {
+        for x in 0..16 {
+            let inside = (6..10).contains(&x) && (2..6).contains(&y);
+            assert_eq!(
+                m.data[y * 16 + x],
+                if inside { 1.0 } else { 0.0 },
+                "({x}, {y})"
+            );
+        }
+    }
+    // A non-constant map lands cell for cell on the crop (same size, no resampling).
+    let values: Vec<f32> = (0..16).map(|i| i as f32 / 16.0).collect();
+    let m = p.map_to_original(&Map::new(4, 4, values.clone()));
+    for y in 0..4 {
+        for x in 0..4 {
+            assert_eq!(
+                m.data[(2 + y) * 16 + 6 + x],
+                values[y * 4 + x],
+                "({x}, {y})"
+            );
+        }
+    }
+}
+
+#[test]
+fn shorter_side_crop_with_scaling_maps_the_crop_back_to_original_pixels() {
+    // 16×8 with crop_from 4 and a 4×4 input: the shorter side 8 → 4 is a scale of 1/2, so
+    // the image becomes 8×4. Its centre 4×4 starts at ((8−4)/2, (4−4)/2) = (2, 0); in the
+    // original's pixels (× 2) that is x=4, y=0, 8×8: the middle half of the width, all of
+    // the height.
+    // White on x in 2..14, black outside: the crop's bilinear (triangle) taps reach 2
+    // original pixels beyond the region, so that margin keeps the crop all white, while a
+    // crop in the wrong place would take in black.
+    let img = RgbImage::from_fn(16, 8, |x, _| {
+        if (2..14).contains(&x) {
+            Rgb([255, 255, 255])
+        } else {
+            Rgb([0, 0, 0])
+        }
+    });
+    let p = preprocess(&img, &spec(4, 4, ResizeMode::ShorterSideCrop, Some(4)));
+    assert_eq!(p.tensor.len(), 48);
+    assert_eq!(
+        p.region,
+        Region {
+            x: 4.0,
+            y: 0.0,
+            width: 8.0,
+            height: 8.0
+        }
+    );
+    // The crop saw only the white middle.
+    assert!(p.tensor.iter().all(|v| *v > 1.99), "{:?}", p.tensor);
+    let m = p.map_to_original(&Map::new(4, 4, vec![1.0; 16]));
+    assert_eq!((m.width, m.height), (16, 8));
+    for y in 0..8 {
+        for x in 0..16 {
+            let want = if (4..12).contains(&x) { 1.0 } else { 0.0 };
+            assert!(
+                (m.data[y * 16 + x] - want).abs() < 1e-6,
+                "({x}, {y}) = {}",
+                m.data[y * 16 + x]
+            );
+        }
+    }
+}
+
+#[test]
+fn shorter_side_crop_on_a_portrait_image_crops_vertically() {
+    // 8×16 (portrait), crop_from 4, 4×4: scale 1/2 → 4×8, centre 4×4 at (0, 2) → original
+    // x=0, y=4, 8×8.
+    let p = preprocess(
+        &pattern(8, 16),
+        &spec(4, 4, ResizeMode::ShorterSideCrop, Some(4)),
+    );
+    assert_eq!(
+        p.region,
+        Region {
+            x: 0.0,
+            y: 4.0,
+            width: 8.0,
+            height: 8.0
+        }
+    );
+    let m = p.map_to_original(&Map::new(4, 4, vec![1.0; 16]));
+    assert_eq!((m.width, m.height), (8, 16));
+    for y in 0..16 {
+        let want = if (4..12).contains(&y) { 1.0 } else { 0.0 };
+        assert!(
+            m.data[y * 8..y * 8 + 8]
+                .iter()
+                .all(|v| (v - want).abs() < 1e-6),
+            "row {y}"
+        );
+    }
+}
+
+#[test]
+fn decode_then_preprocess_end_to_end() {
+    // The usual path: bytes in, tensor out, for a non-square JPEG.
+    let bytes = jpeg(&smooth(32, 24), 95);
+    let img = ok(&bytes);
+    let p = preprocess(&img, &spec(16, 16, ResizeMode::Stretch, None));
+    assert_eq!(p.tensor.len(), 3 * 16 * 16);
+    assert_eq!((p.original_width, p.original_height), (32, 24));
+    assert!(
+        p.tensor
+            .iter()
+            .all(|v| v.is_finite() && (-2.0..=2.0).contains(v))
+    );
+}
+
+#[test]
+fn bug_max_alloc_bytes_applies_to_every_format() {
+    let img = DynamicImage::ImageRgb8(pattern(32, 32)); // decodes to 32·32·3 = 3072 bytes
+    let limits = ImageLimits {
+        max_alloc_bytes: 1000,
+        ..ImageLimits::default()
+    };
+    let mut bad = Vec::new();
+    for fmt in [
+        ImageFormat::Png,
+        ImageFormat::Jpeg,
+        ImageFormat::Bmp,
+        ImageFormat::Gif,
+        ImageFormat::Tiff,
+        ImageFormat::WebP,
+    ] {
+        let r = decode(&encode(&img, fmt), &limits);
+        if !matches!(r, Err(ImagingError::TooLarge(_))) {
+            bad.push(format!("{fmt:?}: {:?}", r.map(|i| i.dimensions())));
+        }
+    }
+    assert!(bad.is_empty(), "{bad:?}");
+}
+
+#[test]
+fn bug_shorter_side_crop_zooms_an_image_already_at_the_input_size() {
+    let p = preprocess(
+        &pattern(4, 4),
+        &spec(4, 4, ResizeMode::ShorterSideCrop, Some(8)),
+    );
+    assert_eq!(
+        p.region,
+        Region {
+            x: 1.0,
+            y: 1.0,
+            width: 2.0,
+            height: 2.0
+        }
+    );
+}
+
+#[test]
+fn bug_memory_probe() {
+    let bytes = encode(
+        &DynamicImage::ImageRgb8(RgbImage::from_pixel(1, 8192, Rgb([1, 2, 3]))),
+        ImageFormat::Png,
+    );
+    eprintln!("png is {} bytes", bytes.len());
+    let img = ok(&bytes);
+    let t = std::time::Instant::now();
+    let p = preprocess(
+        &img,
+        &spec(224, 224, ResizeMode::ShorterSideCrop, Some(256)),
+    );
+    eprintln!("1x8192 crop_from 256: {:?} in {:?}", p.region, t.elapsed());
+}
