@@ -50,6 +50,8 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve the HTTP API (POST /explain, /predict; GET /models, /healthz, /readyz, /metrics).
+    Serve(ServeArgs),
     /// Explain images: write an overlay PNG, a heatmap PNG or the JSON document per image.
     Explain(ExplainArgs),
     /// Print the top-k classes of images.
@@ -87,6 +89,28 @@ pub struct ExplainArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one; the log says which).
+    #[arg(long, env = "SCORECAM_BIND")]
+    pub bind: Option<String>,
+    /// Log format: pretty or json.
+    #[arg(long, env = "SCORECAM_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Default per-request deadline in milliseconds.
+    #[arg(long, env = "SCORECAM_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Largest request body in bytes.
+    #[arg(long, env = "SCORECAM_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Jobs scheduled at once.
+    #[arg(long, env = "SCORECAM_MAX_CONCURRENT_JOBS")]
+    pub max_concurrent_jobs: Option<usize>,
+    /// Jobs admitted but waiting; past this, 429.
+    #[arg(long, env = "SCORECAM_MAX_QUEUED_JOBS")]
+    pub max_queued_jobs: Option<usize>,
+}
+
+#[derive(Debug, Args)]
 pub struct PredictArgs {
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
@@ -106,9 +130,49 @@ struct Context {
     engine: Arc<Engine>,
 }
 
+/// The configuration file overridden by flags and their environment variables.
+fn configure(global: &GlobalArgs, command: &Command) -> Result<Config, String> {
+    let mut config = Config::load(global.config.as_deref()).map_err(|e| e.to_string())?;
+    if let Command::Serve(a) = command {
+        let s = &mut config.server;
+        if let Some(v) = &a.bind {
+            s.bind = v.clone();
+        }
+        if let Some(v) = &a.log_format {
+            s.log_format = v.clone();
+        }
+        if let Some(v) = a.request_timeout_ms {
+            s.request_timeout_ms = v;
+        }
+        if let Some(v) = a.max_body_bytes {
+            s.max_body_bytes = v;
+        }
+        if let Some(v) = a.max_concurrent_jobs {
+            config.engine.max_concurrent_jobs = v;
+        }
+        if let Some(v) = a.max_queued_jobs {
+            config.engine.max_queued_jobs = v;
+        }
+    }
+    Ok(config)
+}
+
+/// Logs go to standard error, pretty or as JSON lines.
+pub fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "warn,scorecam=info,tower_http=info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
 impl Context {
-    fn start(global: &GlobalArgs) -> Result<Self, String> {
-        let mut config = Config::load(global.config.as_deref()).map_err(|e| e.to_string())?;
+    fn start(global: &GlobalArgs, mut config: Config) -> Result<Self, String> {
         if let Some(d) = &global.models_dir {
             config.models.dir = d.clone();
         }
@@ -153,14 +217,39 @@ impl Context {
 
 /// Runs a parsed command line; the error is what to print before exiting non-zero.
 pub async fn run(cli: Cli) -> Result<(), String> {
-    let ctx = Context::start(&cli.global)?;
+    let config = configure(&cli.global, &cli.command)?;
+    init_logging(&config.server.log_format);
+    let ctx = Context::start(&cli.global, config)?;
     let result = match cli.command {
+        Command::Serve(_) => return serve(ctx).await,
         Command::Explain(args) => explain(&ctx, args).await,
         Command::Predict(args) => predict(&ctx, args).await,
         Command::Models => models(&ctx),
     };
     ctx.engine.shutdown(Duration::from_secs(1)).await;
     result
+}
+
+async fn serve(ctx: Context) -> Result<(), String> {
+    let config = Arc::new(ctx.config.clone());
+    match serde_json::to_string(&*config) {
+        Ok(effective) => tracing::info!(config = %effective, "effective configuration"),
+        Err(e) => tracing::warn!(error = %e, "could not print the configuration"),
+    }
+    let listener = tokio::net::TcpListener::bind(&config.server.bind)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.server.bind))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let state = crate::http::AppState {
+        default_model: ctx.model_name(None),
+        engine: ctx.engine.clone(),
+        config,
+        metrics: Default::default(),
+    };
+    tracing::info!(%addr, models = ctx.engine.registry().all().len(), "listening on http://{addr}");
+    crate::http::serve(listener, state, crate::http::shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn read(path: &Path) -> Result<Arc<[u8]>, String> {

@@ -8,7 +8,7 @@
 
 mod job;
 mod scheduler;
-mod stats;
+pub mod stats;
 mod worker;
 
 pub use job::{

@@ -62,6 +62,14 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, ImagingErr
             limits.max_pixels
         )));
     }
+    // `into_decoder` bypasses the reader's allocation check, so apply it here.
+    if decoder.total_bytes() > limits.max_alloc_bytes {
+        return Err(ImagingError::TooLarge(format!(
+            "{w}×{h} needs {} bytes decoded, over the limit of {}",
+            decoder.total_bytes(),
+            limits.max_alloc_bytes
+        )));
+    }
     // A broken EXIF block should not cost the user their request: treat it as upright.
     let orientation = decoder
         .orientation()
@@ -77,6 +85,12 @@ fn map_err(limits: &ImageLimits) -> impl Fn(image::ImageError) -> ImagingError +
             "{l} (limits: {}×{} pixels, {} bytes decoded)",
             limits.max_width, limits.max_height, limits.max_alloc_bytes
         )),
+        // A format recognised but not built in (HDR, QOI, ICO…) is still unsupported.
+        image::ImageError::Unsupported(u)
+            if matches!(u.kind(), image::error::UnsupportedErrorKind::Format(_)) =>
+        {
+            ImagingError::UnsupportedFormat
+        }
         image::ImageError::Unsupported(u) => ImagingError::Decode(u.to_string()),
         other => ImagingError::Decode(other.to_string()),
     }

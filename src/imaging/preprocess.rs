@@ -61,32 +61,33 @@ pub fn preprocess(img: &RgbImage, spec: &InputSpec) -> Preprocessed {
         width: f64::from(ow),
         height: f64::from(oh),
     };
-    let (resized, region) = if (ow, oh) == (w, h) {
-        (None, full)
-    } else {
-        match spec.resize {
-            ResizeMode::Stretch => (
-                Some(imageops::resize(img, w, h, FilterType::Triangle)),
-                full,
-            ),
-            ResizeMode::ShorterSideCrop => {
-                let target = f64::from(spec.crop_from.unwrap_or(w.max(h)));
-                let scale = target / f64::from(ow.min(oh));
-                // At least the crop size, so the centre crop always fits.
-                let rw = ((f64::from(ow) * scale).round() as u32).max(w);
-                let rh = ((f64::from(oh) * scale).round() as u32).max(h);
-                let big = imageops::resize(img, rw, rh, FilterType::Triangle);
-                let (cx, cy) = ((rw - w) / 2, (rh - h) / 2);
-                let crop = imageops::crop_imm(&big, cx, cy, w, h).to_image();
-                let (sx, sy) = (f64::from(ow) / f64::from(rw), f64::from(oh) / f64::from(rh));
-                let region = Region {
-                    x: f64::from(cx) * sx,
-                    y: f64::from(cy) * sy,
-                    width: f64::from(w) * sx,
-                    height: f64::from(h) * sy,
-                };
-                (Some(crop), region)
-            }
+    let (resized, region) = match spec.resize {
+        ResizeMode::Stretch if (ow, oh) == (w, h) => (None, full),
+        ResizeMode::Stretch => (
+            Some(imageops::resize(img, w, h, FilterType::Triangle)),
+            full,
+        ),
+        ResizeMode::ShorterSideCrop => {
+            // The crop is cut from the original first and only then resized: resizing the
+            // whole image first would let a 1×8192 upload become a 256×2M buffer.
+            let target = f64::from(spec.crop_from.unwrap_or(w.max(h)));
+            let scale = target / f64::from(ow.min(oh));
+            let cw = ((f64::from(w) / scale).round() as u32).clamp(1, ow);
+            let ch = ((f64::from(h) / scale).round() as u32).clamp(1, oh);
+            let (cx, cy) = ((ow - cw) / 2, (oh - ch) / 2);
+            let crop = imageops::crop_imm(img, cx, cy, cw, ch).to_image();
+            let out = if (cw, ch) == (w, h) {
+                crop
+            } else {
+                imageops::resize(&crop, w, h, FilterType::Triangle)
+            };
+            let region = Region {
+                x: f64::from(cx),
+                y: f64::from(cy),
+                width: f64::from(cw),
+                height: f64::from(ch),
+            };
+            (Some(out), region)
         }
     };
     let src = resized.as_ref().unwrap_or(img);

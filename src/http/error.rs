@@ -1,0 +1,120 @@
+//! The one place where failures become HTTP statuses and the one error shape
+//! `{"error": "…", "error_type": "snake_case"}`.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::engine::EngineError;
+use crate::imaging::ImagingError;
+use crate::pipeline::PipelineError;
+
+/// Everything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// The request's structure is wrong (multipart, JSON, base64, missing image).
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("the server is not ready: {0}")]
+    NotReady(String),
+    #[error("no route for {0}")]
+    NotFound(String),
+    #[error("the request did not finish within its deadline")]
+    Timeout,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: String,
+    error_type: &'a str,
+}
+
+impl ApiError {
+    /// Status and machine-readable type, decided here and nowhere else.
+    pub fn status_and_type(&self) -> (StatusCode, &'static str) {
+        use PipelineError as P;
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::InvalidParameter(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter")
+            }
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Pipeline(P::InvalidParameter(_)) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter")
+            }
+            ApiError::Pipeline(P::Render(_)) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter")
+            }
+            ApiError::Pipeline(P::Imaging(e)) => match e {
+                ImagingError::Empty => (StatusCode::BAD_REQUEST, "empty_image"),
+                ImagingError::UnsupportedFormat => (
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_image_format",
+                ),
+                ImagingError::Decode(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_image"),
+                ImagingError::TooLarge(_) => (StatusCode::UNPROCESSABLE_ENTITY, "image_too_large"),
+            },
+            ApiError::Pipeline(P::Engine(e)) => match e {
+                EngineError::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
+                EngineError::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
+                EngineError::Cancelled => (StatusCode::BAD_REQUEST, "cancelled"),
+                EngineError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+                EngineError::InvalidTarget { .. } => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "invalid_target")
+                }
+                EngineError::UnknownModel(_) => (StatusCode::NOT_FOUND, "unknown_model"),
+                EngineError::Runtime { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "model_failure"),
+                EngineError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            },
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        ApiError::Pipeline(e.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, error_type) = self.status_and_type();
+        if status.is_server_error() {
+            tracing::error!(error = %self, error_type, "request failed");
+        } else {
+            tracing::info!(error = %self, error_type, "request rejected");
+        }
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                error: self.to_string(),
+                error_type,
+            }),
+        )
+            .into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
