@@ -9,5 +9,6 @@ cd "$root"
 scripts/setup-ort.sh cpu
 scripts/setup-python-tools.sh
 
-cargo test --all-targets --locked
+# fault-injection lets the HTTP tests inject panics and dead workers (test builds only).
+cargo test --all-targets --locked --features fault-injection
 .venv-tools/bin/python -m pytest -q tests/python

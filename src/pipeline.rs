@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::cam::{Map, Preset};
 use crate::engine::{
-    Engine, EngineError, JobRequest, Progress, RunStats, StageTimings, TargetSpec,
+    Engine, EngineError, Fault, JobRequest, Progress, RunStats, StageTimings, TargetSpec,
 };
 use crate::imaging::{self, ImageLimits, ImagingError, Preprocessed};
 use crate::model::ModelPackage;
@@ -80,6 +80,8 @@ pub struct ExplainParams {
     pub alpha: f32,
     pub deadline: Option<Instant>,
     pub progress: Option<Arc<Progress>>,
+    /// Test-only fault injection (see the `fault-injection` feature).
+    pub fault: Option<Fault>,
 }
 
 impl ExplainParams {
@@ -94,6 +96,7 @@ impl ExplainParams {
             alpha: 0.5,
             deadline: None,
             progress: None,
+            fault: None,
         }
     }
 }
@@ -251,6 +254,7 @@ pub async fn explain(
     );
     request.deadline = params.deadline;
     request.progress = params.progress.clone();
+    request.fault = params.fault;
     let outcome = engine.explain(request).await?;
     let rendered = tokio::task::spawn_blocking(move || {
         render_outcome(&package, &params, &image, &pre, outcome)

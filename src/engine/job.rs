@@ -51,6 +51,16 @@ impl Progress {
     }
 }
 
+/// A fault to inject, for tests of containment (the HTTP layer only accepts it when
+/// built with the `fault-injection` feature).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Panic while this job's passes are processed.
+    Panic,
+    /// End the worker thread that runs this job's batch.
+    KillWorker,
+}
+
 /// A job as a caller describes it.
 #[derive(Clone, Debug)]
 pub struct JobRequest {
@@ -60,6 +70,7 @@ pub struct JobRequest {
     pub kind: JobKind,
     pub deadline: Option<Instant>,
     pub progress: Option<Arc<Progress>>,
+    pub fault: Option<Fault>,
 }
 
 impl JobRequest {
@@ -70,6 +81,7 @@ impl JobRequest {
             kind: JobKind::Predict,
             deadline: None,
             progress: None,
+            fault: None,
         }
     }
 
@@ -80,6 +92,7 @@ impl JobRequest {
             kind: JobKind::Explain { preset, targets },
             deadline: None,
             progress: None,
+            fault: None,
         }
     }
 }

@@ -12,7 +12,7 @@ pub mod stats;
 mod worker;
 
 pub use job::{
-    ExplainOutcome, JobKind, JobRequest, Progress, RunStats, StageTimings, TargetSpec, top_k,
+    ExplainOutcome, Fault, JobKind, JobRequest, Progress, RunStats, StageTimings, TargetSpec, top_k,
 };
 pub use stats::EngineStats;
 
@@ -44,6 +44,8 @@ pub struct EngineConfig {
     pub max_concurrent_jobs: usize,
     /// Jobs admitted but waiting for a running slot; past this, submissions fail fast.
     pub max_queued_jobs: usize,
+    /// Pause before a dead worker is replaced (so a crash loop cannot spin).
+    pub worker_restart_delay_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -55,6 +57,7 @@ impl Default for EngineConfig {
             max_batch_delay_ms: 2,
             max_concurrent_jobs: 8,
             max_queued_jobs: 32,
+            worker_restart_delay_ms: 1000,
         }
     }
 }

@@ -20,6 +20,10 @@ pub(crate) enum Command {
     Submit(Box<JobEntry>),
     Cancel(usize),
     Done(Box<BatchResult>),
+    /// A worker's inference thread ended; its in-flight batches are lost.
+    WorkerExited(usize),
+    /// A replacement worker is ready.
+    WorkerReady(usize, mpsc::Sender<super::worker::Batch>),
     Shutdown,
 }
 
@@ -71,7 +75,9 @@ pub(crate) struct Scheduler {
     jobs: HashMap<usize, Active>,
     /// Round-robin order of running jobs.
     order: VecDeque<usize>,
-    in_flight: Vec<usize>,
+    /// Per worker, the jobs of each batch sent and not yet answered (oldest first).
+    in_flight: Vec<VecDeque<Vec<usize>>>,
+    shutting_down: bool,
 }
 
 impl Scheduler {
@@ -81,7 +87,7 @@ impl Scheduler {
         pool: Pool,
         stats: Arc<EngineStats>,
     ) -> Self {
-        let in_flight = vec![0; pool.workers()];
+        let in_flight = vec![VecDeque::new(); pool.workers()];
         Self {
             registry,
             config,
@@ -91,6 +97,7 @@ impl Scheduler {
             jobs: HashMap::new(),
             order: VecDeque::new(),
             in_flight,
+            shutting_down: false,
         }
     }
 
@@ -114,10 +121,16 @@ impl Scheduler {
                     }
                     Command::Cancel(id) => self.cancel(id),
                     Command::Done(result) => self.complete(*result),
+                    Command::WorkerExited(worker) => self.worker_exited(worker),
+                    Command::WorkerReady(worker, sender) => {
+                        tracing::info!(worker, "replacement worker ready");
+                        self.pool.revive(worker, sender);
+                    }
                     Command::Shutdown => shutdown = true,
                 }
             }
             if shutdown {
+                self.shutting_down = true;
                 break;
             }
             let now = Instant::now();
@@ -131,6 +144,24 @@ impl Scheduler {
         for (_, job) in self.jobs.drain() {
             let _ = job.entry.reply.send(Err(EngineError::ShuttingDown));
         }
+    }
+
+    fn worker_exited(&mut self, worker: usize) {
+        if self.shutting_down {
+            return;
+        }
+        tracing::error!(
+            worker,
+            "worker died; failing its in-flight batches and replacing it"
+        );
+        let lost: Vec<usize> = self.in_flight[worker].drain(..).flatten().collect();
+        for job in lost {
+            self.fail(
+                job,
+                EngineError::Internal(format!("worker {worker} died while running this job")),
+            );
+        }
+        self.pool.replace(worker);
     }
 
     fn cancel(&mut self, id: usize) {
@@ -220,8 +251,11 @@ impl Scheduler {
         {
             wake = wake.min(d.saturating_duration_since(now));
         }
-        while let Some(worker) = (0..self.in_flight.len()).min_by_key(|w| self.in_flight[*w]) {
-            if self.in_flight[worker] >= WORKER_DEPTH {
+        while let Some(worker) = (0..self.in_flight.len())
+            .filter(|w| self.pool.is_live(*w))
+            .min_by_key(|w| self.in_flight[*w].len())
+        {
+            if self.in_flight[worker].len() >= WORKER_DEPTH {
                 break;
             }
             let Some((batch, oldest)) = self.form_batch() else {
@@ -243,9 +277,9 @@ impl Scheduler {
                     }
                 }
             }
-            self.in_flight[worker] += 1;
+            self.in_flight[worker].push_back(batch.segments.iter().map(|s| s.job).collect());
             if let Err(batch) = self.pool.send(worker, batch) {
-                self.in_flight[worker] -= 1;
+                self.in_flight[worker].pop_back();
                 for seg in &batch.segments {
                     self.fail(
                         seg.job,
@@ -291,6 +325,7 @@ impl Scheduler {
                         plan: None,
                         targets: Arc::from([]),
                         passes: 0..1,
+                        fault: job.entry.request.fault,
                     }
                 })
                 .collect();
@@ -352,6 +387,7 @@ impl Scheduler {
                 plan: Some(m.plan.clone()),
                 targets: m.targets.clone(),
                 passes,
+                fault: job.entry.request.fault,
             });
         }
         Some((
@@ -377,7 +413,7 @@ impl Scheduler {
     }
 
     fn complete(&mut self, result: BatchResult) {
-        self.in_flight[result.worker] = self.in_flight[result.worker].saturating_sub(1);
+        self.in_flight[result.worker].pop_front();
         let model_name = self.registry.all()[result.batch.model].name.clone();
         let kind = result.batch.kind;
         let passes = result.batch.len() as u64;
@@ -411,6 +447,20 @@ impl Scheduler {
             if !self.jobs.contains_key(&seg.job) {
                 continue; // cancelled or expired meanwhile
             }
+            let output = match output {
+                Ok(o) => o,
+                Err(message) => {
+                    tracing::error!(model = %model_name, job = seg.job, %message, "job failed");
+                    self.fail(
+                        seg.job,
+                        EngineError::Runtime {
+                            model: model_name.clone(),
+                            message,
+                        },
+                    );
+                    continue;
+                }
+            };
             match output {
                 SegmentOutput::Clean { features, logits } => {
                     self.clean_done(seg.job, features, logits, result.elapsed)

@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::EngineConfig;
+use super::job::Fault;
 use super::scheduler::Command;
 use super::stats::EngineStats;
 use crate::cam::{MaskPlan, class_scores};
@@ -29,6 +30,7 @@ pub(crate) struct Segment {
     pub plan: Option<Arc<MaskPlan>>,
     pub targets: Arc<[usize]>,
     pub passes: Range<usize>,
+    pub fault: Option<Fault>,
 }
 
 pub(crate) struct Batch {
@@ -55,13 +57,17 @@ pub(crate) enum SegmentOutput {
 pub(crate) struct BatchResult {
     pub worker: usize,
     pub batch: Batch,
-    pub outcome: Result<Vec<SegmentOutput>, String>,
+    /// The whole batch failed, or each segment's own outcome.
+    pub outcome: Result<Vec<Result<SegmentOutput, String>>, String>,
     pub elapsed: Duration,
 }
 
-/// Handles to the workers' preparation threads.
+/// Handles to the workers' preparation threads; a dead worker's slot is empty until its
+/// replacement is ready.
 pub(crate) struct Pool {
-    senders: Vec<mpsc::Sender<Batch>>,
+    senders: Vec<Option<mpsc::Sender<Batch>>>,
+    template: WorkerSetup,
+    restart_delay: Duration,
 }
 
 impl Pool {
@@ -73,34 +79,93 @@ impl Pool {
         results: mpsc::Sender<Command>,
         stats: Arc<EngineStats>,
     ) -> Result<Self, RuntimeError> {
-        let mut senders = Vec::new();
-        for id in 0..config.workers.max(1) {
-            let (tx, rx) = mpsc::channel::<Batch>();
-            let (ready_tx, ready_rx) = mpsc::channel();
-            let setup = WorkerSetup {
-                id,
-                registry: registry.clone(),
-                session: config.session.clone(),
-                providers: providers.to_vec(),
-                results: results.clone(),
-                stats: stats.clone(),
-            };
-            spawn_worker(setup, rx, ready_tx)?;
-            ready_rx.recv().map_err(|_| {
-                RuntimeError::OutputShape(format!("worker {id} exited during start-up"))
-            })??;
-            senders.push(tx);
-        }
-        Ok(Self { senders })
+        let template = WorkerSetup {
+            id: 0,
+            registry: registry.clone(),
+            session: config.session.clone(),
+            providers: providers.to_vec(),
+            results,
+            stats,
+        };
+        let senders = (0..config.workers.max(1))
+            .map(|id| start_worker(template.with_id(id)).map(Some))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            senders,
+            template,
+            restart_delay: Duration::from_millis(config.worker_restart_delay_ms),
+        })
     }
 
     pub fn workers(&self) -> usize {
         self.senders.len()
     }
 
+    pub fn is_live(&self, worker: usize) -> bool {
+        self.senders[worker].is_some()
+    }
+
     /// Hands a batch to a worker; gives it back if that worker is gone.
     pub fn send(&self, worker: usize, batch: Batch) -> Result<(), Batch> {
-        self.senders[worker].send(batch).map_err(|e| e.0)
+        match &self.senders[worker] {
+            Some(tx) => tx.send(batch).map_err(|e| e.0),
+            None => Err(batch),
+        }
+    }
+
+    /// Forgets a dead worker and starts its replacement in the background (after a delay,
+    /// so a worker that dies at once cannot spin); the scheduler hears `WorkerReady`.
+    pub fn replace(&mut self, worker: usize) {
+        self.senders[worker] = None;
+        let setup = self.template.with_id(worker);
+        let delay = self.restart_delay;
+        let spawned = std::thread::Builder::new()
+            .name(format!("scorecam-restart-{worker}"))
+            .spawn(move || {
+                std::thread::sleep(delay);
+                let results = setup.results.clone();
+                match start_worker(setup) {
+                    Ok(tx) => {
+                        let _ = results.send(Command::WorkerReady(worker, tx));
+                    }
+                    Err(e) => {
+                        tracing::error!(worker, error = %e, "could not restart worker");
+                        let _ = results.send(Command::WorkerExited(worker));
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(worker, error = %e, "could not start the restart thread");
+        }
+    }
+
+    pub fn revive(&mut self, worker: usize, sender: mpsc::Sender<Batch>) {
+        self.senders[worker] = Some(sender);
+    }
+}
+
+/// Starts one worker and waits until its sessions are open and warm.
+fn start_worker(setup: WorkerSetup) -> Result<mpsc::Sender<Batch>, RuntimeError> {
+    let id = setup.id;
+    let (tx, rx) = mpsc::channel::<Batch>();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    spawn_worker(setup, rx, ready_tx)?;
+    ready_rx
+        .recv()
+        .map_err(|_| RuntimeError::OutputShape(format!("worker {id} exited during start-up")))??;
+    Ok(tx)
+}
+
+impl WorkerSetup {
+    fn with_id(&self, id: usize) -> Self {
+        Self {
+            id,
+            registry: self.registry.clone(),
+            session: self.session.clone(),
+            providers: self.providers.clone(),
+            results: self.results.clone(),
+            stats: self.stats.clone(),
+        }
     }
 }
 
@@ -174,14 +239,23 @@ fn inference_loop(
         }
     };
     setup.stats.worker_started();
-    let _alive = AliveGuard(setup.stats.clone());
+    let _alive = AliveGuard {
+        id: setup.id,
+        stats: setup.stats.clone(),
+        results: setup.results.clone(),
+    };
     let _ = ready.send(Ok(()));
     for (batch, tensor) in prepared {
+        if batch
+            .segments
+            .iter()
+            .any(|s| s.fault == Some(Fault::KillWorker))
+        {
+            tracing::error!(worker = setup.id, "worker stopping (injected fault)");
+            return;
+        }
         let started = Instant::now();
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            run_batch(&mut sessions[batch.model], &batch, &tensor)
-        }))
-        .unwrap_or_else(|panic| Err(format!("worker panicked: {}", panic_message(&panic))));
+        let outcome = run_contained(&mut sessions[batch.model], &batch, &tensor);
         let result = BatchResult {
             worker: setup.id,
             batch,
@@ -194,11 +268,59 @@ fn inference_loop(
     }
 }
 
-struct AliveGuard(Arc<EngineStats>);
+/// Counts the worker as alive while its inference thread runs, and tells the scheduler
+/// when it ends, however it ends.
+struct AliveGuard {
+    id: usize,
+    stats: Arc<EngineStats>,
+    results: mpsc::Sender<Command>,
+}
 
 impl Drop for AliveGuard {
     fn drop(&mut self) {
-        self.0.worker_stopped();
+        self.stats.worker_stopped();
+        let _ = self.results.send(Command::WorkerExited(self.id));
+    }
+}
+
+/// Runs a batch with panics caught. When a batch of several jobs panics, each job's
+/// segment is re-run alone, so only the job that panics fails.
+fn run_contained(
+    sessions: &mut ModelSessions,
+    batch: &Batch,
+    tensor: &[f32],
+) -> Result<Vec<Result<SegmentOutput, String>>, String> {
+    let attempt = |sessions: &mut ModelSessions, batch: &Batch, tensor: &[f32]| {
+        std::panic::catch_unwind(AssertUnwindSafe(|| run_batch(sessions, batch, tensor)))
+            .unwrap_or_else(|panic| Err(format!("worker panicked: {}", panic_message(&panic))))
+    };
+    match attempt(sessions, batch, tensor) {
+        Ok(outputs) => Ok(outputs.into_iter().map(Ok).collect()),
+        Err(e) if batch.segments.len() == 1 => Err(e),
+        Err(_) => {
+            let per = tensor.len() / batch.len().max(1);
+            let mut offset = 0;
+            let mut outputs = Vec::with_capacity(batch.segments.len());
+            for seg in &batch.segments {
+                let n = seg.passes.len();
+                let alone = Batch {
+                    model: batch.model,
+                    kind: batch.kind,
+                    segments: vec![Segment {
+                        job: seg.job,
+                        input: seg.input.clone(),
+                        plan: seg.plan.clone(),
+                        targets: seg.targets.clone(),
+                        passes: seg.passes.clone(),
+                        fault: seg.fault,
+                    }],
+                };
+                let part = &tensor[offset * per..(offset + n) * per];
+                outputs.push(attempt(sessions, &alone, part).map(|mut o| o.remove(0)));
+                offset += n;
+            }
+            Ok(outputs)
+        }
     }
 }
 
@@ -237,6 +359,12 @@ fn run_batch(
     batch: &Batch,
     tensor: &[f32],
 ) -> Result<Vec<SegmentOutput>, String> {
+    // Injected in masked batches, which mix jobs, so the isolation of the others is tested.
+    if batch.kind == BatchKind::Masked
+        && batch.segments.iter().any(|s| s.fault == Some(Fault::Panic))
+    {
+        panic!("injected fault");
+    }
     let n = batch.len();
     match batch.kind {
         BatchKind::Clean => {

@@ -29,6 +29,8 @@ pub struct ImageRequest {
     pub params: Params,
     /// The client sent `Accept: application/json`.
     pub accepts_json: bool,
+    /// An injected fault (only with the `fault-injection` feature).
+    pub fault: Option<crate::engine::Fault>,
 }
 
 /// Named parameters; a name may repeat (`target=1&target=2`).
@@ -160,6 +162,7 @@ impl ImageRequest {
             alpha,
             deadline: Some(self.deadline(state)?),
             progress: None,
+            fault: self.fault,
         })
     }
 
@@ -224,6 +227,7 @@ impl FromRequest<AppState> for ImageRequest {
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|a| a.contains("application/json"));
+        let fault = fault_header(req.headers());
         let mut params = Params::default();
         if let Some(query) = req.uri().query() {
             for (k, v) in url_pairs(query)? {
@@ -320,8 +324,26 @@ impl FromRequest<AppState> for ImageRequest {
             image: Arc::from(image.as_ref()),
             params,
             accepts_json,
+            fault,
         })
     }
+}
+
+#[cfg(feature = "fault-injection")]
+fn fault_header(headers: &axum::http::HeaderMap) -> Option<crate::engine::Fault> {
+    match headers
+        .get("x-scorecam-fault")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some("panic") => Some(crate::engine::Fault::Panic),
+        Some("kill-worker") => Some(crate::engine::Fault::KillWorker),
+        _ => None,
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+fn fault_header(_: &axum::http::HeaderMap) -> Option<crate::engine::Fault> {
+    None
 }
 
 fn multipart_error(limit: usize) -> impl Fn(axum::extract::multipart::MultipartError) -> ApiError {

@@ -1,0 +1,651 @@
+//! The real server (`scorecam serve`, the real default model) on an ephemeral port: every
+//! route, every input form, every error status, overload, deadlines, shutdown, containment.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::Server;
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap()
+}
+
+fn png_part() -> Part {
+    Part::bytes(common::sample_png())
+        .file_name("chelsea.png")
+        .mime_str("image/png")
+        .unwrap()
+}
+
+async fn error_of(resp: reqwest::Response, status: StatusCode) -> String {
+    assert_eq!(resp.status(), status, "{:?}", resp.headers());
+    let body: Value = resp.json().await.expect("errors are JSON");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+    body["error_type"].as_str().expect("error_type").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_and_every_input_form() {
+    let server = Server::start(&[]);
+    let c = client();
+
+    let health: Value = c
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    let ready = c.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(
+        ready.json::<Value>().await.unwrap()["models"][0],
+        "efficientnet-lite0"
+    );
+
+    let models: Value = c
+        .get(server.url("/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let m = &models["models"][0];
+    assert_eq!(models["default"], "efficientnet-lite0");
+    assert_eq!(
+        (
+            m["name"].as_str(),
+            m["channels"].as_u64(),
+            m["labels"].as_u64()
+        ),
+        (Some("efficientnet-lite0"), Some(1280), Some(1000))
+    );
+    assert_eq!(m["execution_provider"], "cpu");
+    assert_eq!(m["input"]["width"], 224);
+    let one: Value = c
+        .get(server.url("/models/efficientnet-lite0"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(&one, m);
+
+    let spec = c
+        .get(server.url("/openapi.yaml"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(spec.starts_with("openapi: 3"));
+
+    // Multipart, PNG overlay by default, target in headers, the upload's size.
+    let resp = c
+        .post(server.url("/explain"))
+        .multipart(Form::new().part("image", png_part()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers().clone();
+    assert_eq!(h["content-type"], "image/png");
+    assert_eq!(h["x-scorecam-target-index"], "285");
+    assert_eq!(h["x-scorecam-target-label"], "Egyptian cat");
+    assert!(
+        h["x-scorecam-target-score"]
+            .to_str()
+            .unwrap()
+            .starts_with("0.799")
+    );
+    assert_eq!(h["x-scorecam-forward-passes"], "535");
+    assert!(h.contains_key("x-request-id") && h.contains_key("server-timing"));
+    let png = image::load_from_memory(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!((png.width(), png.height()), (224, 224));
+    let multipart_png = png.to_rgb8();
+
+    // Raw body with parameters in the query; Accept: application/json selects JSON.
+    let resp = c
+        .post(server.url("/explain?preset=torchcam&resolution=feature&target=285"))
+        .header("content-type", "image/png")
+        .header("accept", "application/json")
+        .body(common::sample_png())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let doc: Value = resp.json().await.unwrap();
+    assert_eq!(doc["preset"], "torchcam");
+    assert_eq!(doc["explanations"][0]["saliency"]["width"], 7);
+    let reference =
+        common::read_npy(&common::root().join("tests/fixtures/reference/chelsea.torchcam.npy")).1;
+    let got: Vec<f32> = doc["explanations"][0]["saliency"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    assert!(common::max_abs_diff(&got, &reference) < 1e-3);
+
+    // JSON with base64 (the KServe convention), two targets, one set of passes.
+    let b64 = base64::engine::general_purpose::STANDARD.encode(common::sample_png());
+    let body = json!({"image": {"b64": b64}, "target": [285, 281], "format": "json", "resolution": "model"});
+    let doc: Value = c
+        .post(server.url("/explain"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["explanations"].as_array().unwrap().len(), 2);
+    assert_eq!(doc["explanations"][1]["target"]["index"], 281);
+    assert_eq!(doc["stats"]["forward_passes"], 535);
+
+    // Heatmap format, viridis, via multipart parameters.
+    let form = Form::new()
+        .part("image", png_part())
+        .text("format", "heatmap")
+        .text("colormap", "viridis");
+    let resp = c
+        .post(server.url("/explain"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let heat = image::load_from_memory(&resp.bytes().await.unwrap())
+        .unwrap()
+        .to_rgb8();
+    assert_ne!(heat, multipart_png);
+
+    // /predict in the three forms.
+    let p1: Value = c
+        .post(server.url("/predict"))
+        .multipart(Form::new().part("image", png_part()).text("top_k", "3"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let p2: Value = c
+        .post(server.url("/predict?top_k=3"))
+        .header("content-type", "image/png")
+        .body(common::sample_png())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let p3: Value = c
+        .post(server.url("/predict"))
+        .json(&json!({"image": {"b64": b64}, "top_k": 3}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(p1["predictions"], p2["predictions"]);
+    assert_eq!(p1["predictions"], p3["predictions"]);
+    assert_eq!(p1["predictions"][0]["label"], "Egyptian cat");
+    assert_eq!(p1["predictions"].as_array().unwrap().len(), 3);
+
+    let metrics = c
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "scorecam_http_requests_total{route=\"/explain\",status=\"200\"} 4",
+        "scorecam_stage_duration_seconds_bucket{stage=\"masked\"",
+        "scorecam_batch_size_bucket",
+        "scorecam_masked_passes_total",
+        "scorecam_skipped_channels_total",
+        "scorecam_queue_depth 0",
+        "scorecam_jobs_running 0",
+    ] {
+        assert!(metrics.contains(name), "missing {name} in\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_bad_input_gets_its_status_and_the_server_stays_ready() {
+    let server = Server::start(&["--max-body-bytes", "200000"]);
+    let c = client();
+    let explain = || c.post(server.url("/explain"));
+    let raw = |q: &str| {
+        c.post(server.url(&format!("/explain{q}")))
+            .header("content-type", "image/png")
+            .body(common::sample_png())
+    };
+
+    let e = error_of(
+        explain()
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(e, "bad_request");
+    let e = error_of(
+        explain()
+            .json(&json!({"image": {"b64": "%%%"}}))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(e, "bad_request");
+    let e = error_of(
+        explain()
+            .multipart(Form::new().text("top_k", "1"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(e, "bad_request");
+    let e = error_of(
+        explain()
+            .header("content-type", "image/png")
+            .body(Vec::new())
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(e, "empty_image");
+    let e = error_of(
+        explain()
+            .header("content-type", "image/png")
+            .body(vec![7u8; 300_000])
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+    assert_eq!(e, "payload_too_large");
+    let big = Part::bytes(vec![7u8; 300_000]).file_name("x.png");
+    let e = error_of(
+        explain()
+            .multipart(Form::new().part("image", big))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+    assert_eq!(e, "payload_too_large");
+    let e = error_of(
+        explain()
+            .header("content-type", "text/plain")
+            .body("hi")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    )
+    .await;
+    assert_eq!(e, "unsupported_media_type");
+    let e = error_of(
+        explain()
+            .header("content-type", "image/png")
+            .body("GIF? no, text")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    )
+    .await;
+    assert_eq!(e, "unsupported_image_format");
+    let mut truncated = common::sample_png();
+    truncated.truncate(2000);
+    let e = error_of(
+        explain()
+            .header("content-type", "image/png")
+            .body(truncated)
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(e, "invalid_image");
+    for (q, kind) in [
+        ("?target=1000", "invalid_target"),
+        ("?top_k=0", "invalid_parameter"),
+        ("?top_k=11", "invalid_parameter"),
+        ("?alpha=2", "invalid_parameter"),
+        ("?preset=gradcam", "invalid_parameter"),
+        ("?method=gradcam", "invalid_parameter"),
+        ("?resolution=feature&format=json", "invalid_parameter"),
+        ("?colour=red", "invalid_parameter"),
+        ("?target=1&top_k=2", "invalid_parameter"),
+        ("?timeout_ms=0", "invalid_parameter"),
+        ("?target=abc", "invalid_parameter"),
+    ] {
+        assert_eq!(
+            error_of(
+                raw(q).send().await.unwrap(),
+                StatusCode::UNPROCESSABLE_ENTITY
+            )
+            .await,
+            kind,
+            "{q}"
+        );
+    }
+    let e = error_of(
+        raw("?model=nope").send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(e, "unknown_model");
+    let e = error_of(
+        c.get(server.url("/nowhere")).send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(e, "not_found");
+    let e = error_of(
+        c.get(server.url("/explain")).send().await.unwrap(),
+        StatusCode::METHOD_NOT_ALLOWED,
+    )
+    .await;
+    assert_eq!(e, "method_not_allowed");
+    // A tiny deadline: 504.
+    let e = error_of(
+        raw("?timeout_ms=20").send().await.unwrap(),
+        StatusCode::GATEWAY_TIMEOUT,
+    )
+    .await;
+    assert_eq!(e, "deadline_exceeded");
+
+    assert_eq!(
+        c.get(server.url("/readyz")).send().await.unwrap().status(),
+        200
+    );
+    let ok = c
+        .post(server.url("/predict"))
+        .header("content-type", "image/png")
+        .body(common::sample_png())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200, "still serving");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_past_capacity_gets_429_with_retry_after() {
+    let server = Server::start(&["--max-concurrent-jobs", "1", "--max-queued-jobs", "1"]);
+    let c = client();
+    let send = || {
+        c.post(server.url("/explain?format=json"))
+            .header("content-type", "image/png")
+            .body(common::sample_png())
+            .send()
+    };
+    let results = futures_join(vec![send(), send(), send(), send()]).await;
+    let statuses: Vec<u16> = results
+        .iter()
+        .map(|r| r.as_ref().unwrap().status().as_u16())
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    let limited = results
+        .into_iter()
+        .map(Result::unwrap)
+        .find(|r| r.status() == 429)
+        .unwrap();
+    assert_eq!(limited.headers()["retry-after"], "1");
+    assert_eq!(
+        error_of(limited, StatusCode::TOO_MANY_REQUESTS).await,
+        "overloaded"
+    );
+}
+
+async fn futures_join<F: std::future::Future + Send + 'static>(futures: Vec<F>) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_explanations_equal_the_sequential_ones() {
+    let server = Server::start(&[]);
+    let c = client();
+    let images: Vec<Vec<u8>> = ["chelsea", "goldfish", "airliner"]
+        .iter()
+        .map(|n| {
+            std::fs::read(common::root().join(format!("tests/fixtures/reference/{n}.png"))).unwrap()
+        })
+        .collect();
+    let run = |img: Vec<u8>| {
+        c.post(server.url("/explain?format=json&resolution=model"))
+            .header("content-type", "image/png")
+            .body(img)
+            .send()
+    };
+    let mut sequential = Vec::new();
+    for img in &images {
+        sequential.push(
+            run(img.clone())
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap(),
+        );
+    }
+    let concurrent = futures_join(images.iter().map(|i| run(i.clone())).collect()).await;
+    for (seq, conc) in sequential.iter().zip(concurrent) {
+        let conc: Value = conc.unwrap().json().await.unwrap();
+        let a: Vec<f32> = seq["explanations"][0]["saliency"]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let b: Vec<f32> = conc["explanations"][0]["saliency"]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        // Batches mix jobs differently, so kernels may sum in another order: float noise only.
+        assert!(common::max_abs_diff(&a, &b) < 1e-4);
+        assert_eq!(
+            seq["stats"]["forward_passes"],
+            conc["stats"]["forward_passes"]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
+    let server = Server::start(&[]);
+    let c = client();
+    let url = server.url("/explain?format=json");
+    let in_flight = tokio::spawn({
+        let c = c.clone();
+        async move {
+            c.post(url)
+                .header("content-type", "image/png")
+                .body(common::sample_png())
+                .send()
+                .await
+        }
+    });
+    // Let the job start, then ask for shutdown.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.terminate();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ready = c.get(server.url("/readyz")).send().await;
+    if let Ok(r) = ready {
+        assert_eq!(r.status(), 503, "draining is not ready");
+    }
+    let resp = in_flight.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    let doc: Value = resp.json().await.unwrap();
+    assert_eq!(doc["explanations"][0]["target"]["index"], 285);
+    assert_eq!(server.wait(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_disconnects_cancels_its_remaining_passes() {
+    let server = Server::start(&[]);
+    let short = reqwest::Client::builder()
+        .timeout(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let r = short
+        .post(server.url("/explain"))
+        .header("content-type", "image/png")
+        .body(common::sample_png())
+        .send()
+        .await;
+    assert!(r.is_err(), "the client gave up");
+    let passes = || async {
+        let m = client()
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        m.lines()
+            .find(|l| l.starts_with("scorecam_masked_passes_total"))
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let a = passes().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let b = passes().await;
+    assert_eq!(a, b, "no passes run after the client left");
+    assert!(
+        a < 534,
+        "the explanation did not run to the end ({a} passes)"
+    );
+}
+
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panic_fails_only_its_own_job() {
+    let server = Server::start(&[]);
+    let c = client();
+    let normal = tokio::spawn({
+        let (c, url) = (c.clone(), server.url("/explain?format=json"));
+        async move {
+            c.post(url)
+                .header("content-type", "image/png")
+                .body(common::sample_png())
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let faulty = c
+        .post(server.url("/explain?format=json"))
+        .header("content-type", "image/png")
+        .header("x-scorecam-fault", "panic")
+        .body(common::sample_png())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_of(faulty, StatusCode::INTERNAL_SERVER_ERROR).await,
+        "model_failure"
+    );
+    assert_eq!(
+        normal.await.unwrap().status(),
+        200,
+        "the other job is unaffected"
+    );
+    assert_eq!(
+        c.get(server.url("/readyz")).send().await.unwrap().status(),
+        200
+    );
+}
+
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_worker_turns_readiness_off_and_is_replaced() {
+    let server = Server::start(&[]);
+    let c = client();
+    let faulty = c
+        .post(server.url("/explain?format=json"))
+        .header("content-type", "image/png")
+        .header("x-scorecam-fault", "kill-worker")
+        .body(common::sample_png())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(faulty.status(), 500);
+    assert_eq!(
+        c.get(server.url("/readyz")).send().await.unwrap().status(),
+        503
+    );
+    let mut ready = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if c.get(server.url("/readyz")).send().await.unwrap().status() == 200 {
+            ready = true;
+            break;
+        }
+    }
+    assert!(ready, "the worker was replaced");
+    let ok = c
+        .post(server.url("/predict"))
+        .header("content-type", "image/png")
+        .body(common::sample_png())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}
