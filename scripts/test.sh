@@ -12,3 +12,4 @@ scripts/setup-python-tools.sh
 # fault-injection lets the HTTP tests inject panics and dead workers (test builds only).
 cargo test --all-targets --locked --features fault-injection
 .venv-tools/bin/python -m pytest -q tests/python
+scripts/contract-test.sh

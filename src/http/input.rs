@@ -54,6 +54,14 @@ impl Params {
         Ok(())
     }
 
+    /// Adds the body's parameters; a name given in the body replaces the query's value.
+    fn merge_over(mut self, body: Params) -> Params {
+        for (k, v) in body.0 {
+            self.0.insert(k, v);
+        }
+        self
+    }
+
     fn one(&self, name: &str) -> Result<Option<&str>, ApiError> {
         match self.0.get(name).map(Vec::as_slice) {
             None | Some([]) => Ok(None),
@@ -228,12 +236,13 @@ impl FromRequest<AppState> for ImageRequest {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|a| a.contains("application/json"));
         let fault = fault_header(req.headers());
-        let mut params = Params::default();
+        let mut query_params = Params::default();
         if let Some(query) = req.uri().query() {
             for (k, v) in url_pairs(query)? {
-                params.push(&k, v)?;
+                query_params.push(&k, v)?;
             }
         }
+        let mut params = Params::default();
         let mime = content_type
             .split(';')
             .next()
@@ -322,7 +331,7 @@ impl FromRequest<AppState> for ImageRequest {
         };
         Ok(Self {
             image: Arc::from(image.as_ref()),
-            params,
+            params: query_params.merge_over(params),
             accepts_json,
             fault,
         })
