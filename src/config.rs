@@ -29,10 +29,7 @@ pub struct ModelsConfig {
 
 impl Default for ModelsConfig {
     fn default() -> Self {
-        Self {
-            dir: PathBuf::from("models"),
-            default: Some("efficientnet-lite0".into()),
-        }
+        Self { dir: PathBuf::from("models"), default: Some("efficientnet-lite0".into()) }
     }
 }
 
@@ -77,32 +74,21 @@ pub enum ConfigError {
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 }
 
 impl Config {
     /// Reads a TOML file; unknown keys are errors so typos do not pass silently.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.into(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-            path: path.into(),
-            message: e.message().to_string(),
-        })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Invalid { path: path.into(), message: e.message().to_string() })
     }
 
     /// The named file, else `config/default.toml` when present, else built-in defaults.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         match path {
             Some(p) => Self::from_file(p),
-            None if Path::new("config/default.toml").is_file() => {
-                Self::from_file(Path::new("config/default.toml"))
-            }
+            None if Path::new("config/default.toml").is_file() => Self::from_file(Path::new("config/default.toml")),
             None => Ok(Self::default()),
         }
     }
@@ -112,9 +98,7 @@ impl Config {
         let mut engine = self.engine.clone();
         engine.workers = engine.workers.max(1);
         if engine.session.intra_threads == 0 {
-            let cores = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1);
+            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
             engine.session.intra_threads = (cores / engine.workers).max(1);
         }
         engine
@@ -134,9 +118,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected() {
-        let err = toml::from_str::<Config>("[engine]\nworkerz = 3\n")
-            .unwrap_err()
-            .to_string();
+        let err = toml::from_str::<Config>("[engine]\nworkerz = 3\n").unwrap_err().to_string();
         assert!(err.contains("workerz"), "{err}");
     }
 

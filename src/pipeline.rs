@@ -8,9 +8,7 @@ use image::RgbImage;
 use serde::Serialize;
 
 use crate::cam::{Map, Preset};
-use crate::engine::{
-    Engine, EngineError, Fault, JobRequest, Progress, RunStats, StageTimings, TargetSpec,
-};
+use crate::engine::{Engine, EngineError, Fault, JobRequest, Progress, RunStats, StageTimings, TargetSpec};
 use crate::imaging::{self, ImageLimits, ImagingError, Preprocessed};
 use crate::model::ModelPackage;
 use crate::render::{self, Colormap, ExplainDocument, Explanation, Prediction, RenderError};
@@ -35,9 +33,7 @@ impl std::str::FromStr for OutputFormat {
             "png" => Ok(Self::Png),
             "heatmap" => Ok(Self::Heatmap),
             "json" => Ok(Self::Json),
-            _ => Err(format!(
-                "unknown format `{s}` (expected png, heatmap or json)"
-            )),
+            _ => Err(format!("unknown format `{s}` (expected png, heatmap or json)")),
         }
     }
 }
@@ -62,9 +58,7 @@ impl std::str::FromStr for Resolution {
             "input" => Ok(Self::Input),
             "model" => Ok(Self::Model),
             "feature" => Ok(Self::Feature),
-            _ => Err(format!(
-                "unknown resolution `{s}` (expected input, model or feature)"
-            )),
+            _ => Err(format!("unknown resolution `{s}` (expected input, model or feature)")),
         }
     }
 }
@@ -144,10 +138,7 @@ pub enum PipelineError {
 }
 
 fn model<'e>(engine: &'e Engine, name: &str) -> Result<&'e Arc<ModelPackage>, PipelineError> {
-    engine
-        .registry()
-        .get(name)
-        .map_err(|_| EngineError::UnknownModel(name.to_string()).into())
+    engine.registry().get(name).map_err(|_| EngineError::UnknownModel(name.to_string()).into())
 }
 
 /// Checks parameters against the model before any work is done.
@@ -159,10 +150,7 @@ pub fn validate(package: &ModelPackage, p: &ExplainParams) -> Result<(), Pipelin
             return invalid("target needs at least one class index".into());
         }
         TargetSpec::Classes(c) if c.len() > MAX_TARGETS => {
-            return invalid(format!(
-                "at most {MAX_TARGETS} targets per request, got {}",
-                c.len()
-            ));
+            return invalid(format!("at most {MAX_TARGETS} targets per request, got {}", c.len()));
         }
         TargetSpec::Classes(c) => {
             if let Some(&class) = c.iter().find(|&&c| c >= classes) {
@@ -170,10 +158,7 @@ pub fn validate(package: &ModelPackage, p: &ExplainParams) -> Result<(), Pipelin
             }
         }
         TargetSpec::TopK(k) if *k == 0 || *k > MAX_TARGETS.min(classes) => {
-            return invalid(format!(
-                "top_k must be within 1..={}, got {k}",
-                MAX_TARGETS.min(classes)
-            ));
+            return invalid(format!("top_k must be within 1..={}, got {k}", MAX_TARGETS.min(classes)));
         }
         TargetSpec::TopK(_) => {}
     }
@@ -181,13 +166,13 @@ pub fn validate(package: &ModelPackage, p: &ExplainParams) -> Result<(), Pipelin
         return invalid(format!("alpha must be within 0..=1, got {}", p.alpha));
     }
     if p.resolution == Resolution::Feature && !p.preset.has_feature_map() {
-        return invalid(format!(
-            "preset `{}` has no feature-resolution map; use resolution=input or model",
-            p.preset
-        ));
+        return invalid(format!("preset `{}` has no feature-resolution map; use resolution=input or model", p.preset));
     }
     if p.format == OutputFormat::Png && p.resolution != Resolution::Input {
-        return invalid("the png overlay is drawn at the uploaded image's size; use format=heatmap or json for other resolutions".into());
+        return invalid(
+            "the png overlay is drawn at the uploaded image's size; use format=heatmap or json for other resolutions"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -229,10 +214,7 @@ pub async fn predict(
     Ok(PredictDocument {
         model: package.name.clone(),
         predictions: render::predictions(&logits, &package.labels, top_k),
-        timings_ms: PredictTimings {
-            decode_ms,
-            inference_ms: t.elapsed().as_secs_f64() * 1e3,
-        },
+        timings_ms: PredictTimings { decode_ms, inference_ms: t.elapsed().as_secs_f64() * 1e3 },
     })
 }
 
@@ -246,21 +228,14 @@ pub async fn explain(
     let package = model(engine, &params.model)?.clone();
     validate(&package, &params)?;
     let (image, pre) = decode(bytes, limits.clone(), package.clone()).await?;
-    let mut request = JobRequest::explain(
-        &params.model,
-        pre.tensor.clone(),
-        params.preset,
-        params.targets.clone(),
-    );
+    let mut request = JobRequest::explain(&params.model, pre.tensor.clone(), params.preset, params.targets.clone());
     request.deadline = params.deadline;
     request.progress = params.progress.clone();
     request.fault = params.fault;
     let outcome = engine.explain(request).await?;
-    let rendered = tokio::task::spawn_blocking(move || {
-        render_outcome(&package, &params, &image, &pre, outcome)
-    })
-    .await
-    .map_err(|e| EngineError::Internal(format!("rendering task failed: {e}")))??;
+    let rendered = tokio::task::spawn_blocking(move || render_outcome(&package, &params, &image, &pre, outcome))
+        .await
+        .map_err(|e| EngineError::Internal(format!("rendering task failed: {e}")))??;
     Ok(rendered)
 }
 
@@ -272,11 +247,7 @@ fn render_outcome(
     outcome: crate::engine::ExplainOutcome,
 ) -> Result<Rendered, PipelineError> {
     let probs = render::softmax(&outcome.logits);
-    let target_of = |i: usize| Prediction {
-        index: i,
-        label: package.label(i).to_string(),
-        score: probs[i],
-    };
+    let target_of = |i: usize| Prediction { index: i, label: package.label(i).to_string(), score: probs[i] };
     let pick = |map: &crate::cam::Saliency| -> Map {
         match params.resolution {
             Resolution::Input => pre.map_to_original(&map.input),
@@ -290,10 +261,7 @@ fn render_outcome(
                 .targets
                 .iter()
                 .zip(&outcome.maps)
-                .map(|(&t, m)| Explanation {
-                    target: target_of(t),
-                    saliency: pick(m),
-                })
+                .map(|(&t, m)| Explanation { target: target_of(t), saliency: pick(m) })
                 .collect();
             Ok(Rendered::Json(Box::new(ExplainDocument {
                 model: package.name.clone(),

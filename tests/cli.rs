@@ -22,10 +22,7 @@ fn children_peak_rss() -> u64 {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage fills the struct it is given.
     let usage = unsafe {
-        assert_eq!(
-            libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr()),
-            0
-        );
+        assert_eq!(libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr()), 0);
         usage.assume_init()
     };
     usage.ru_maxrss as u64 * 1024
@@ -35,26 +32,13 @@ fn children_peak_rss() -> u64 {
 fn explain_writes_an_overlay_of_the_uploaded_size_within_one_gib() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("cat.png");
-    let o = scorecam(&[
-        "explain",
-        "samples/chelsea.png",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let o = scorecam(&["explain", "samples/chelsea.png", "-o", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("class 285 (Egyptian cat)"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("class 285 (Egyptian cat)"), "{}", stderr(&o));
     let img = image::open(&out).unwrap();
     let src = image::open(common::root().join("samples/chelsea.png")).unwrap();
     assert_eq!((img.width(), img.height()), (src.width(), src.height()));
-    assert_ne!(
-        img.to_rgb8(),
-        src.to_rgb8(),
-        "the overlay changes the image"
-    );
+    assert_ne!(img.to_rgb8(), src.to_rgb8(), "the overlay changes the image");
     let peak = children_peak_rss();
     assert!(peak < 1 << 30, "peak RSS {peak} bytes");
 }
@@ -105,9 +89,7 @@ fn predict_and_models_print_what_they_should() {
     assert!(o.status.success(), "{}", stderr(&o));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
-        text.contains("efficientnet-lite0")
-            && text.contains("1280×7×7")
-            && text.contains("1000 classes"),
+        text.contains("efficientnet-lite0") && text.contains("1280×7×7") && text.contains("1000 classes"),
         "{text}"
     );
 }
@@ -122,10 +104,7 @@ fn a_missing_runtime_library_is_one_clear_error() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
-    assert!(
-        err.contains("scripts/setup-ort.sh") && err.contains("/nonexistent"),
-        "{err}"
-    );
+    assert!(err.contains("scripts/setup-ort.sh") && err.contains("/nonexistent"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -136,28 +115,13 @@ fn bad_input_is_reported_not_panicked() {
     std::fs::write(&junk, b"not an image at all").unwrap();
     let o = scorecam(&["explain", junk.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("unrecognised image format"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("unrecognised image format"), "{}", stderr(&o));
 
     let o = scorecam(&["explain", "samples/chelsea.png", "--target", "1000"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("out of range"), "{}", stderr(&o));
 
-    let o = scorecam(&[
-        "explain",
-        "samples/chelsea.png",
-        "--resolution",
-        "feature",
-        "--format",
-        "json",
-    ]);
+    let o = scorecam(&["explain", "samples/chelsea.png", "--resolution", "feature", "--format", "json"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("no feature-resolution map"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("no feature-resolution map"), "{}", stderr(&o));
 }

@@ -12,26 +12,17 @@ use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(300))
-        .build()
-        .unwrap()
+    reqwest::Client::builder().timeout(Duration::from_secs(300)).build().unwrap()
 }
 
 fn png_part() -> Part {
-    Part::bytes(common::sample_png())
-        .file_name("chelsea.png")
-        .mime_str("image/png")
-        .unwrap()
+    Part::bytes(common::sample_png()).file_name("chelsea.png").mime_str("image/png").unwrap()
 }
 
 async fn error_of(resp: reqwest::Response, status: StatusCode) -> String {
     assert_eq!(resp.status(), status, "{:?}", resp.headers());
     let body: Value = resp.json().await.expect("errors are JSON");
-    assert!(
-        body["error"].as_str().is_some_and(|e| !e.is_empty()),
-        "{body}"
-    );
+    assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
     body["error_type"].as_str().expect("error_type").to_string()
 }
 
@@ -40,80 +31,35 @@ async fn every_route_and_every_input_form() {
     let server = Server::start(&[]);
     let c = client();
 
-    let health: Value = c
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = c.get(server.url("/healthz")).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["status"], "ok");
     let ready = c.get(server.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
-    assert_eq!(
-        ready.json::<Value>().await.unwrap()["models"][0],
-        "efficientnet-lite0"
-    );
+    assert_eq!(ready.json::<Value>().await.unwrap()["models"][0], "efficientnet-lite0");
 
-    let models: Value = c
-        .get(server.url("/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = c.get(server.url("/models")).send().await.unwrap().json().await.unwrap();
     let m = &models["models"][0];
     assert_eq!(models["default"], "efficientnet-lite0");
     assert_eq!(
-        (
-            m["name"].as_str(),
-            m["channels"].as_u64(),
-            m["labels"].as_u64()
-        ),
+        (m["name"].as_str(), m["channels"].as_u64(), m["labels"].as_u64()),
         (Some("efficientnet-lite0"), Some(1280), Some(1000))
     );
     assert_eq!(m["execution_provider"], "cpu");
     assert_eq!(m["input"]["width"], 224);
-    let one: Value = c
-        .get(server.url("/models/efficientnet-lite0"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one: Value = c.get(server.url("/models/efficientnet-lite0")).send().await.unwrap().json().await.unwrap();
     assert_eq!(&one, m);
 
-    let spec = c
-        .get(server.url("/openapi.yaml"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let spec = c.get(server.url("/openapi.yaml")).send().await.unwrap().text().await.unwrap();
     assert!(spec.starts_with("openapi: 3"));
 
     // Multipart, PNG overlay by default, target in headers, the upload's size.
-    let resp = c
-        .post(server.url("/explain"))
-        .multipart(Form::new().part("image", png_part()))
-        .send()
-        .await
-        .unwrap();
+    let resp = c.post(server.url("/explain")).multipart(Form::new().part("image", png_part())).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let h = resp.headers().clone();
     assert_eq!(h["content-type"], "image/png");
     assert_eq!(h["x-scorecam-target-index"], "285");
     assert_eq!(h["x-scorecam-target-label"], "Egyptian cat");
-    assert!(
-        h["x-scorecam-target-score"]
-            .to_str()
-            .unwrap()
-            .starts_with("0.799")
-    );
+    assert!(h["x-scorecam-target-score"].to_str().unwrap().starts_with("0.799"));
     assert_eq!(h["x-scorecam-forward-passes"], "535");
     assert!(h.contains_key("x-request-id") && h.contains_key("server-timing"));
     let png = image::load_from_memory(&resp.bytes().await.unwrap()).unwrap();
@@ -133,8 +79,7 @@ async fn every_route_and_every_input_form() {
     let doc: Value = resp.json().await.unwrap();
     assert_eq!(doc["preset"], "torchcam");
     assert_eq!(doc["explanations"][0]["saliency"]["width"], 7);
-    let reference =
-        common::read_npy(&common::root().join("tests/fixtures/reference/chelsea.torchcam.npy")).1;
+    let reference = common::read_npy(&common::root().join("tests/fixtures/reference/chelsea.torchcam.npy")).1;
     let got: Vec<f32> = doc["explanations"][0]["saliency"]["data"]
         .as_array()
         .unwrap()
@@ -146,34 +91,16 @@ async fn every_route_and_every_input_form() {
     // JSON with base64 (the KServe convention), two targets, one set of passes.
     let b64 = base64::engine::general_purpose::STANDARD.encode(common::sample_png());
     let body = json!({"image": {"b64": b64}, "target": [285, 281], "format": "json", "resolution": "model"});
-    let doc: Value = c
-        .post(server.url("/explain"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = c.post(server.url("/explain")).json(&body).send().await.unwrap().json().await.unwrap();
     assert_eq!(doc["explanations"].as_array().unwrap().len(), 2);
     assert_eq!(doc["explanations"][1]["target"]["index"], 281);
     assert_eq!(doc["stats"]["forward_passes"], 535);
 
     // Heatmap format, viridis, via multipart parameters.
-    let form = Form::new()
-        .part("image", png_part())
-        .text("format", "heatmap")
-        .text("colormap", "viridis");
-    let resp = c
-        .post(server.url("/explain"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let form = Form::new().part("image", png_part()).text("format", "heatmap").text("colormap", "viridis");
+    let resp = c.post(server.url("/explain")).multipart(form).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    let heat = image::load_from_memory(&resp.bytes().await.unwrap())
-        .unwrap()
-        .to_rgb8();
+    let heat = image::load_from_memory(&resp.bytes().await.unwrap()).unwrap().to_rgb8();
     assert_ne!(heat, multipart_png);
 
     // /predict in the three forms.
@@ -210,14 +137,7 @@ async fn every_route_and_every_input_form() {
     assert_eq!(p1["predictions"][0]["label"], "Egyptian cat");
     assert_eq!(p1["predictions"].as_array().unwrap().len(), 3);
 
-    let metrics = c
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = c.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
     for name in [
         "scorecam_http_requests_total{route=\"/explain\",status=\"200\"} 4",
         "scorecam_stage_duration_seconds_bucket{stage=\"masked\"",
@@ -237,93 +157,49 @@ async fn every_bad_input_gets_its_status_and_the_server_stays_ready() {
     let c = client();
     let explain = || c.post(server.url("/explain"));
     let raw = |q: &str| {
-        c.post(server.url(&format!("/explain{q}")))
-            .header("content-type", "image/png")
-            .body(common::sample_png())
+        c.post(server.url(&format!("/explain{q}"))).header("content-type", "image/png").body(common::sample_png())
     };
 
     let e = error_of(
-        explain()
-            .header("content-type", "application/json")
-            .body("{not json")
-            .send()
-            .await
-            .unwrap(),
+        explain().header("content-type", "application/json").body("{not json").send().await.unwrap(),
         StatusCode::BAD_REQUEST,
     )
     .await;
     assert_eq!(e, "bad_request");
-    let e = error_of(
-        explain()
-            .json(&json!({"image": {"b64": "%%%"}}))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
+    let e = error_of(explain().json(&json!({"image": {"b64": "%%%"}})).send().await.unwrap(), StatusCode::BAD_REQUEST)
+        .await;
+    assert_eq!(e, "bad_request");
+    let e =
+        error_of(explain().multipart(Form::new().text("top_k", "1")).send().await.unwrap(), StatusCode::BAD_REQUEST)
+            .await;
     assert_eq!(e, "bad_request");
     let e = error_of(
-        explain()
-            .multipart(Form::new().text("top_k", "1"))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
-    assert_eq!(e, "bad_request");
-    let e = error_of(
-        explain()
-            .header("content-type", "image/png")
-            .body(Vec::new())
-            .send()
-            .await
-            .unwrap(),
+        explain().header("content-type", "image/png").body(Vec::new()).send().await.unwrap(),
         StatusCode::BAD_REQUEST,
     )
     .await;
     assert_eq!(e, "empty_image");
     let e = error_of(
-        explain()
-            .header("content-type", "image/png")
-            .body(vec![7u8; 300_000])
-            .send()
-            .await
-            .unwrap(),
+        explain().header("content-type", "image/png").body(vec![7u8; 300_000]).send().await.unwrap(),
         StatusCode::PAYLOAD_TOO_LARGE,
     )
     .await;
     assert_eq!(e, "payload_too_large");
     let big = Part::bytes(vec![7u8; 300_000]).file_name("x.png");
     let e = error_of(
-        explain()
-            .multipart(Form::new().part("image", big))
-            .send()
-            .await
-            .unwrap(),
+        explain().multipart(Form::new().part("image", big)).send().await.unwrap(),
         StatusCode::PAYLOAD_TOO_LARGE,
     )
     .await;
     assert_eq!(e, "payload_too_large");
     let e = error_of(
-        explain()
-            .header("content-type", "text/plain")
-            .body("hi")
-            .send()
-            .await
-            .unwrap(),
+        explain().header("content-type", "text/plain").body("hi").send().await.unwrap(),
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
     )
     .await;
     assert_eq!(e, "unsupported_media_type");
     let e = error_of(
-        explain()
-            .header("content-type", "image/png")
-            .body("GIF? no, text")
-            .send()
-            .await
-            .unwrap(),
+        explain().header("content-type", "image/png").body("GIF? no, text").send().await.unwrap(),
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
     )
     .await;
@@ -331,12 +207,7 @@ async fn every_bad_input_gets_its_status_and_the_server_stays_ready() {
     let mut truncated = common::sample_png();
     truncated.truncate(2000);
     let e = error_of(
-        explain()
-            .header("content-type", "image/png")
-            .body(truncated)
-            .send()
-            .await
-            .unwrap(),
+        explain().header("content-type", "image/png").body(truncated).send().await.unwrap(),
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
@@ -354,46 +225,19 @@ async fn every_bad_input_gets_its_status_and_the_server_stays_ready() {
         ("?timeout_ms=0", "invalid_parameter"),
         ("?target=abc", "invalid_parameter"),
     ] {
-        assert_eq!(
-            error_of(
-                raw(q).send().await.unwrap(),
-                StatusCode::UNPROCESSABLE_ENTITY
-            )
-            .await,
-            kind,
-            "{q}"
-        );
+        assert_eq!(error_of(raw(q).send().await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY).await, kind, "{q}");
     }
-    let e = error_of(
-        raw("?model=nope").send().await.unwrap(),
-        StatusCode::NOT_FOUND,
-    )
-    .await;
+    let e = error_of(raw("?model=nope").send().await.unwrap(), StatusCode::NOT_FOUND).await;
     assert_eq!(e, "unknown_model");
-    let e = error_of(
-        c.get(server.url("/nowhere")).send().await.unwrap(),
-        StatusCode::NOT_FOUND,
-    )
-    .await;
+    let e = error_of(c.get(server.url("/nowhere")).send().await.unwrap(), StatusCode::NOT_FOUND).await;
     assert_eq!(e, "not_found");
-    let e = error_of(
-        c.get(server.url("/explain")).send().await.unwrap(),
-        StatusCode::METHOD_NOT_ALLOWED,
-    )
-    .await;
+    let e = error_of(c.get(server.url("/explain")).send().await.unwrap(), StatusCode::METHOD_NOT_ALLOWED).await;
     assert_eq!(e, "method_not_allowed");
     // A tiny deadline: 504.
-    let e = error_of(
-        raw("?timeout_ms=20").send().await.unwrap(),
-        StatusCode::GATEWAY_TIMEOUT,
-    )
-    .await;
+    let e = error_of(raw("?timeout_ms=20").send().await.unwrap(), StatusCode::GATEWAY_TIMEOUT).await;
     assert_eq!(e, "deadline_exceeded");
 
-    assert_eq!(
-        c.get(server.url("/readyz")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(c.get(server.url("/readyz")).send().await.unwrap().status(), 200);
     let ok = c
         .post(server.url("/predict"))
         .header("content-type", "image/png")
@@ -409,32 +253,16 @@ async fn a_burst_past_capacity_gets_429_with_retry_after() {
     let server = Server::start(&["--max-concurrent-jobs", "1", "--max-queued-jobs", "1"]);
     let c = client();
     let send = || {
-        c.post(server.url("/explain?format=json"))
-            .header("content-type", "image/png")
-            .body(common::sample_png())
-            .send()
+        c.post(server.url("/explain?format=json")).header("content-type", "image/png").body(common::sample_png()).send()
     };
     let results = futures_join(vec![send(), send(), send(), send()]).await;
-    let statuses: Vec<u16> = results
-        .iter()
-        .map(|r| r.as_ref().unwrap().status().as_u16())
-        .collect();
+    let statuses: Vec<u16> = results.iter().map(|r| r.as_ref().unwrap().status().as_u16()).collect();
     assert!(statuses.contains(&429), "{statuses:?}");
     assert!(statuses.contains(&200), "{statuses:?}");
-    assert!(
-        statuses.iter().all(|s| *s == 200 || *s == 429),
-        "{statuses:?}"
-    );
-    let limited = results
-        .into_iter()
-        .map(Result::unwrap)
-        .find(|r| r.status() == 429)
-        .unwrap();
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    let limited = results.into_iter().map(Result::unwrap).find(|r| r.status() == 429).unwrap();
     assert_eq!(limited.headers()["retry-after"], "1");
-    assert_eq!(
-        error_of(limited, StatusCode::TOO_MANY_REQUESTS).await,
-        "overloaded"
-    );
+    assert_eq!(error_of(limited, StatusCode::TOO_MANY_REQUESTS).await, "overloaded");
 }
 
 async fn futures_join<F: std::future::Future + Send + 'static>(futures: Vec<F>) -> Vec<F::Output>
@@ -455,26 +283,14 @@ async fn concurrent_explanations_equal_the_sequential_ones() {
     let c = client();
     let images: Vec<Vec<u8>> = ["chelsea", "goldfish", "airliner"]
         .iter()
-        .map(|n| {
-            std::fs::read(common::root().join(format!("tests/fixtures/reference/{n}.png"))).unwrap()
-        })
+        .map(|n| std::fs::read(common::root().join(format!("tests/fixtures/reference/{n}.png"))).unwrap())
         .collect();
     let run = |img: Vec<u8>| {
-        c.post(server.url("/explain?format=json&resolution=model"))
-            .header("content-type", "image/png")
-            .body(img)
-            .send()
+        c.post(server.url("/explain?format=json&resolution=model")).header("content-type", "image/png").body(img).send()
     };
     let mut sequential = Vec::new();
     for img in &images {
-        sequential.push(
-            run(img.clone())
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap(),
-        );
+        sequential.push(run(img.clone()).await.unwrap().json::<Value>().await.unwrap());
     }
     let concurrent = futures_join(images.iter().map(|i| run(i.clone())).collect()).await;
     for (seq, conc) in sequential.iter().zip(concurrent) {
@@ -493,10 +309,7 @@ async fn concurrent_explanations_equal_the_sequential_ones() {
             .collect();
         // Batches mix jobs differently, so kernels may sum in another order: float noise only.
         assert!(common::max_abs_diff(&a, &b) < 1e-4);
-        assert_eq!(
-            seq["stats"]["forward_passes"],
-            conc["stats"]["forward_passes"]
-        );
+        assert_eq!(seq["stats"]["forward_passes"], conc["stats"]["forward_passes"]);
     }
 }
 
@@ -507,13 +320,7 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
     let url = server.url("/explain?format=json");
     let in_flight = tokio::spawn({
         let c = c.clone();
-        async move {
-            c.post(url)
-                .header("content-type", "image/png")
-                .body(common::sample_png())
-                .send()
-                .await
-        }
+        async move { c.post(url).header("content-type", "image/png").body(common::sample_png()).send().await }
     });
     // Let the job start, then ask for shutdown.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -533,26 +340,12 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_disconnects_cancels_its_remaining_passes() {
     let server = Server::start(&[]);
-    let short = reqwest::Client::builder()
-        .timeout(Duration::from_millis(1500))
-        .build()
-        .unwrap();
-    let r = short
-        .post(server.url("/explain"))
-        .header("content-type", "image/png")
-        .body(common::sample_png())
-        .send()
-        .await;
+    let short = reqwest::Client::builder().timeout(Duration::from_millis(1500)).build().unwrap();
+    let r =
+        short.post(server.url("/explain")).header("content-type", "image/png").body(common::sample_png()).send().await;
     assert!(r.is_err(), "the client gave up");
     let passes = || async {
-        let m = client()
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
         m.lines()
             .find(|l| l.starts_with("scorecam_masked_passes_total"))
             .unwrap()
@@ -567,10 +360,7 @@ async fn a_client_that_disconnects_cancels_its_remaining_passes() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let b = passes().await;
     assert_eq!(a, b, "no passes run after the client left");
-    assert!(
-        a < 534,
-        "the explanation did not run to the end ({a} passes)"
-    );
+    assert!(a < 534, "the explanation did not run to the end ({a} passes)");
 }
 
 #[cfg(feature = "fault-injection")]
@@ -580,14 +370,7 @@ async fn a_panic_fails_only_its_own_job() {
     let c = client();
     let normal = tokio::spawn({
         let (c, url) = (c.clone(), server.url("/explain?format=json"));
-        async move {
-            c.post(url)
-                .header("content-type", "image/png")
-                .body(common::sample_png())
-                .send()
-                .await
-                .unwrap()
-        }
+        async move { c.post(url).header("content-type", "image/png").body(common::sample_png()).send().await.unwrap() }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let faulty = c
@@ -598,19 +381,9 @@ async fn a_panic_fails_only_its_own_job() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_of(faulty, StatusCode::INTERNAL_SERVER_ERROR).await,
-        "model_failure"
-    );
-    assert_eq!(
-        normal.await.unwrap().status(),
-        200,
-        "the other job is unaffected"
-    );
-    assert_eq!(
-        c.get(server.url("/readyz")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(error_of(faulty, StatusCode::INTERNAL_SERVER_ERROR).await, "model_failure");
+    assert_eq!(normal.await.unwrap().status(), 200, "the other job is unaffected");
+    assert_eq!(c.get(server.url("/readyz")).send().await.unwrap().status(), 200);
 }
 
 #[cfg(feature = "fault-injection")]
@@ -627,10 +400,7 @@ async fn a_dead_worker_turns_readiness_off_and_is_replaced() {
         .await
         .unwrap();
     assert_eq!(faulty.status(), 500);
-    assert_eq!(
-        c.get(server.url("/readyz")).send().await.unwrap().status(),
-        503
-    );
+    assert_eq!(c.get(server.url("/readyz")).send().await.unwrap().status(), 503);
     let mut ready = false;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(200)).await;

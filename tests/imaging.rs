@@ -9,8 +9,8 @@ use image::codecs::gif::GifEncoder;
 use image::codecs::jpeg::JpegEncoder;
 use image::codecs::webp::WebPEncoder;
 use image::{
-    AnimationDecoder, Delay, DynamicImage, Frame, GrayImage, ImageBuffer, ImageEncoder,
-    ImageFormat, Rgb, RgbImage, Rgba, RgbaImage,
+    AnimationDecoder, Delay, DynamicImage, Frame, GrayImage, ImageBuffer, ImageEncoder, ImageFormat, Rgb, RgbImage,
+    Rgba, RgbaImage,
 };
 use scorecam::cam::Map;
 use scorecam::imaging::{ImageLimits, ImagingError, Region, decode, preprocess};
@@ -22,38 +22,25 @@ use scorecam::model::{InputSpec, ResizeMode};
 
 /// A w×h image whose every pixel is distinct enough to catch transposed or shifted output.
 fn pattern(w: u32, h: u32) -> RgbImage {
-    RgbImage::from_fn(w, h, |x, y| {
-        Rgb([
-            (x * 37 + 11) as u8,
-            (y * 53 + 7) as u8,
-            ((x + 2 * y) * 19 + 3) as u8,
-        ])
-    })
+    RgbImage::from_fn(w, h, |x, y| Rgb([(x * 37 + 11) as u8, (y * 53 + 7) as u8, ((x + 2 * y) * 19 + 3) as u8]))
 }
 
 /// A smooth image (no sharp edges), so lossy codecs stay close to it.
 fn smooth(w: u32, h: u32) -> RgbImage {
     RgbImage::from_fn(w, h, |x, y| {
-        Rgb([
-            (40 + (x * 8) % 160) as u8,
-            (60 + (y * 6) % 150) as u8,
-            (200 - ((x + y) * 3) % 150) as u8,
-        ])
+        Rgb([(40 + (x * 8) % 160) as u8, (60 + (y * 6) % 150) as u8, (200 - ((x + y) * 3) % 150) as u8])
     })
 }
 
 fn encode(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
     let mut buf = Cursor::new(Vec::new());
-    img.write_to(&mut buf, format)
-        .unwrap_or_else(|e| panic!("encoding {format:?}: {e}"));
+    img.write_to(&mut buf, format).unwrap_or_else(|e| panic!("encoding {format:?}: {e}"));
     buf.into_inner()
 }
 
 fn jpeg(img: &RgbImage, quality: u8) -> Vec<u8> {
     let mut out = Vec::new();
-    JpegEncoder::new_with_quality(&mut out, quality)
-        .encode_image(img)
-        .unwrap();
+    JpegEncoder::new_with_quality(&mut out, quality).encode_image(img).unwrap();
     out
 }
 
@@ -63,11 +50,7 @@ fn ok(bytes: &[u8]) -> RgbImage {
 
 fn err(bytes: &[u8], limits: &ImageLimits) -> ImagingError {
     match decode(bytes, limits) {
-        Ok(img) => panic!(
-            "decode unexpectedly succeeded ({}×{})",
-            img.width(),
-            img.height()
-        ),
+        Ok(img) => panic!("decode unexpectedly succeeded ({}×{})", img.width(), img.height()),
         Err(e) => e,
     }
 }
@@ -81,12 +64,7 @@ fn assert_same(got: &RgbImage, want: &RgbImage) {
 
 fn max_abs_diff(a: &RgbImage, b: &RgbImage) -> u8 {
     assert_eq!(a.dimensions(), b.dimensions(), "size");
-    a.as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(p, q)| p.abs_diff(*q))
-        .max()
-        .unwrap_or(0)
+    a.as_raw().iter().zip(b.as_raw()).map(|(p, q)| p.abs_diff(*q)).max().unwrap_or(0)
 }
 
 /// CRC-32 (ISO-HDLC, as PNG uses), bit by bit: slow but obviously right.
@@ -95,11 +73,7 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
         }
     }
     !crc
@@ -155,14 +129,7 @@ fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
 }
 
 fn spec(width: u32, height: u32, resize: ResizeMode, crop_from: Option<u32>) -> InputSpec {
-    InputSpec {
-        width,
-        height,
-        resize,
-        crop_from,
-        mean: [0.5, 0.5, 0.5],
-        std: [0.25, 0.25, 0.25],
-    }
+    InputSpec { width, height, resize, crop_from, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] }
 }
 
 /// The normalisation the spec above asks for, computed the same way in f32.
@@ -177,10 +144,7 @@ fn norm(v: u8) -> f32 {
 #[test]
 fn png_rgb8_decodes_exactly() {
     let img = pattern(7, 5);
-    let got = ok(&encode(
-        &DynamicImage::ImageRgb8(img.clone()),
-        ImageFormat::Png,
-    ));
+    let got = ok(&encode(&DynamicImage::ImageRgb8(img.clone()), ImageFormat::Png));
     assert_same(&got, &img);
 }
 
@@ -199,10 +163,7 @@ fn png_rgba8_drops_alpha_without_compositing() {
 #[test]
 fn png_grey_becomes_equal_rgb_channels() {
     let grey = GrayImage::from_fn(5, 3, |x, y| image::Luma([(x * 40 + y * 7 + 1) as u8]));
-    let got = ok(&encode(
-        &DynamicImage::ImageLuma8(grey.clone()),
-        ImageFormat::Png,
-    ));
+    let got = ok(&encode(&DynamicImage::ImageLuma8(grey.clone()), ImageFormat::Png));
     assert_eq!(got.dimensions(), (5, 3));
     for (x, y, p) in grey.enumerate_pixels() {
         let l = p.0[0];
@@ -213,21 +174,15 @@ fn png_grey_becomes_equal_rgb_channels() {
 #[test]
 fn png_16_bit_is_scaled_to_8_bit() {
     // Multiples of 257 map exactly onto 8-bit values (65535 / 255 = 257).
-    let wide: ImageBuffer<Rgb<u16>, Vec<u16>> = ImageBuffer::from_fn(4, 3, |x, y| {
-        Rgb([(x * 60) as u16 * 257, (y * 100) as u16 * 257, 65535])
-    });
+    let wide: ImageBuffer<Rgb<u16>, Vec<u16>> =
+        ImageBuffer::from_fn(4, 3, |x, y| Rgb([(x * 60) as u16 * 257, (y * 100) as u16 * 257, 65535]));
     let got = ok(&encode(&DynamicImage::ImageRgb16(wide), ImageFormat::Png));
     assert_eq!(got.dimensions(), (4, 3));
     for (x, y, p) in got.enumerate_pixels() {
-        assert_eq!(
-            p.0,
-            [(x * 60) as u8, (y * 100) as u8, 255],
-            "pixel ({x}, {y})"
-        );
+        assert_eq!(p.0, [(x * 60) as u8, (y * 100) as u8, 255], "pixel ({x}, {y})");
     }
     // Arbitrary values: scaled (v × 255 / 65535), not just the low or high byte.
-    let odd: ImageBuffer<Rgb<u16>, Vec<u16>> =
-        ImageBuffer::from_pixel(1, 1, Rgb([1000, 0x1234, 0xFEFF]));
+    let odd: ImageBuffer<Rgb<u16>, Vec<u16>> = ImageBuffer::from_pixel(1, 1, Rgb([1000, 0x1234, 0xFEFF]));
     let got = ok(&encode(&DynamicImage::ImageRgb16(odd), ImageFormat::Png));
     for (c, v) in [1000u16, 0x1234, 0xFEFF].into_iter().enumerate() {
         let want = f64::from(v) * 255.0 / 65535.0;
@@ -253,12 +208,7 @@ fn webp_lossless_decodes_exactly() {
     let img = pattern(9, 6);
     let mut out = Vec::new();
     WebPEncoder::new_lossless(&mut out)
-        .write_image(
-            img.as_raw(),
-            img.width(),
-            img.height(),
-            image::ExtendedColorType::Rgb8,
-        )
+        .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
         .unwrap();
     assert_eq!(&out[..4], b"RIFF");
     assert_same(&ok(&out), &img);
@@ -272,27 +222,18 @@ fn animated_gif_gives_its_first_frame() {
     {
         let mut enc = GifEncoder::new(&mut out);
         enc.encode_frames(
-            [first, second]
-                .into_iter()
-                .map(|f| Frame::from_parts(f, 0, 0, Delay::from_numer_denom_ms(100, 1))),
+            [first, second].into_iter().map(|f| Frame::from_parts(f, 0, 0, Delay::from_numer_denom_ms(100, 1))),
         )
         .unwrap();
     }
     // Both frames really are in the file, so returning the last one would fail the test.
-    let frames = image::codecs::gif::GifDecoder::new(Cursor::new(&out))
-        .unwrap()
-        .into_frames()
-        .collect_frames()
-        .unwrap();
+    let frames =
+        image::codecs::gif::GifDecoder::new(Cursor::new(&out)).unwrap().into_frames().collect_frames().unwrap();
     assert_eq!(frames.len(), 2);
     assert_eq!(frames[1].buffer().get_pixel(0, 0).0, [0, 0, 255, 255]);
     let got = ok(&out);
     assert_eq!(got.dimensions(), (5, 4));
-    assert!(
-        got.pixels().all(|p| p.0 == [255, 0, 0]),
-        "first frame is red, got {:?}",
-        got.get_pixel(0, 0)
-    );
+    assert!(got.pixels().all(|p| p.0 == [255, 0, 0]), "first frame is red, got {:?}", got.get_pixel(0, 0));
 }
 
 #[test]
@@ -339,9 +280,7 @@ fn level(img: &RgbImage, x: u32, y: u32) -> u8 {
 }
 
 fn levels(img: &RgbImage) -> Vec<Vec<u8>> {
-    (0..img.height())
-        .map(|y| (0..img.width()).map(|x| level(img, x, y)).collect())
-        .collect()
+    (0..img.height()).map(|y| (0..img.width()).map(|x| level(img, x, y)).collect()).collect()
 }
 
 #[test]
@@ -358,10 +297,7 @@ fn exif_orientation_6_rotates_90_degrees_clockwise() {
     assert_eq!(got.dimensions(), (2, 4), "4×2 rotated by 90° is 2×4");
     // Clockwise: the left column becomes the top row, read right to left, so (0,0) white
     // goes to (1,0) and (0,1) grey goes to (0,0).
-    assert_eq!(
-        levels(&got),
-        vec![vec![1, 2], vec![0, 0], vec![0, 0], vec![0, 0]]
-    );
+    assert_eq!(levels(&got), vec![vec![1, 2], vec![0, 0], vec![0, 0], vec![0, 0]]);
 }
 
 #[test]
@@ -385,10 +321,7 @@ fn exif_orientation_1_changes_nothing() {
 
 #[test]
 fn empty_bytes_are_empty() {
-    assert!(matches!(
-        err(&[], &ImageLimits::default()),
-        ImagingError::Empty
-    ));
+    assert!(matches!(err(&[], &ImageLimits::default()), ImagingError::Empty));
 }
 
 #[test]
@@ -396,15 +329,10 @@ fn non_image_bytes_are_an_unsupported_format() {
     for bytes in [
         b"this is plainly some text, not an image at all".as_slice(),
         b"{\"json\": true}".as_slice(),
-        &[
-            0x13, 0x37, 0xBE, 0xEF, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07,
-        ],
+        &[0x13, 0x37, 0xBE, 0xEF, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07],
     ] {
         let e = err(bytes, &ImageLimits::default());
-        assert!(
-            matches!(e, ImagingError::UnsupportedFormat),
-            "{bytes:?}: {e:?}"
-        );
+        assert!(matches!(e, ImagingError::UnsupportedFormat), "{bytes:?}: {e:?}");
     }
 }
 
@@ -414,10 +342,7 @@ fn truncated_png_is_a_decode_error() {
     // Cut inside the pixel data, inside the IHDR, and right after the signature.
     for len in [bytes.len() / 2, bytes.len() - 13, 20, 8] {
         let e = err(&bytes[..len], &ImageLimits::default());
-        assert!(
-            matches!(e, ImagingError::Decode(_)),
-            "PNG cut to {len} bytes: {e:?}"
-        );
+        assert!(matches!(e, ImagingError::Decode(_)), "PNG cut to {len} bytes: {e:?}");
     }
 }
 
@@ -425,16 +350,10 @@ fn truncated_png_is_a_decode_error() {
 fn truncated_jpeg_is_a_decode_error() {
     let bytes = jpeg(&pattern(32, 32), 90);
     // Cut inside the headers (before the scan): there is nothing to decode.
-    let sos = bytes
-        .windows(2)
-        .position(|w| w == [0xFF, 0xDA])
-        .expect("a JPEG has a scan");
+    let sos = bytes.windows(2).position(|w| w == [0xFF, 0xDA]).expect("a JPEG has a scan");
     for len in [sos, sos / 2, 4] {
         let e = err(&bytes[..len], &ImageLimits::default());
-        assert!(
-            matches!(e, ImagingError::Decode(_)),
-            "JPEG cut to {len} bytes: {e:?}"
-        );
+        assert!(matches!(e, ImagingError::Decode(_)), "JPEG cut to {len} bytes: {e:?}");
     }
 }
 
@@ -475,25 +394,13 @@ fn a_png_over_max_pixels_but_under_the_side_limits_is_too_large_before_decoding(
 #[test]
 fn custom_limits_are_enforced() {
     let bytes = encode(&DynamicImage::ImageRgb8(pattern(20, 10)), ImageFormat::Png);
-    let pixels = ImageLimits {
-        max_pixels: 199,
-        ..ImageLimits::default()
-    };
+    let pixels = ImageLimits { max_pixels: 199, ..ImageLimits::default() };
     assert!(matches!(err(&bytes, &pixels), ImagingError::TooLarge(_)));
-    let exactly = ImageLimits {
-        max_pixels: 200,
-        ..ImageLimits::default()
-    };
+    let exactly = ImageLimits { max_pixels: 200, ..ImageLimits::default() };
     assert_eq!(decode(&bytes, &exactly).unwrap().dimensions(), (20, 10));
-    let width = ImageLimits {
-        max_width: 19,
-        ..ImageLimits::default()
-    };
+    let width = ImageLimits { max_width: 19, ..ImageLimits::default() };
     assert!(matches!(err(&bytes, &width), ImagingError::TooLarge(_)));
-    let height = ImageLimits {
-        max_height: 9,
-        ..ImageLimits::default()
-    };
+    let height = ImageLimits { max_height: 9, ..ImageLimits::default() };
     assert!(matches!(err(&bytes, &height), ImagingError::TooLarge(_)));
     // Same limits for other formats.
     let jpg = jpeg(&pattern(20, 10), 90);
@@ -509,24 +416,16 @@ fn custom_limits_are_enforced() {
 #[test]
 fn a_1x1_image_decodes_and_preprocesses() {
     let img = RgbImage::from_pixel(1, 1, Rgb([10, 128, 250]));
-    let got = ok(&encode(
-        &DynamicImage::ImageRgb8(img.clone()),
-        ImageFormat::Png,
-    ));
+    let got = ok(&encode(&DynamicImage::ImageRgb8(img.clone()), ImageFormat::Png));
     assert_same(&got, &img);
-    for s in [
-        spec(4, 4, ResizeMode::Stretch, None),
-        spec(4, 4, ResizeMode::ShorterSideCrop, Some(8)),
-    ] {
+    for s in [spec(4, 4, ResizeMode::Stretch, None), spec(4, 4, ResizeMode::ShorterSideCrop, Some(8))] {
         let p = preprocess(&got, &s);
         assert_eq!(p.tensor.len(), 48);
         // Upscaling one pixel gives that pixel everywhere.
         for c in 0..3 {
             let want = norm(img.get_pixel(0, 0).0[c]);
             assert!(
-                p.tensor[c * 16..(c + 1) * 16]
-                    .iter()
-                    .all(|v| (v - want).abs() < 1e-5),
+                p.tensor[c * 16..(c + 1) * 16].iter().all(|v| (v - want).abs() < 1e-5),
                 "{:?}: {:?}",
                 s.resize,
                 p.tensor
@@ -541,39 +440,18 @@ fn a_1x1_image_decodes_and_preprocesses() {
 #[test]
 fn an_extreme_aspect_ratio_decodes_and_preprocesses() {
     let img = smooth(1, 500);
-    for bytes in [
-        encode(&DynamicImage::ImageRgb8(img.clone()), ImageFormat::Png),
-        jpeg(&img, 95),
-    ] {
+    for bytes in [encode(&DynamicImage::ImageRgb8(img.clone()), ImageFormat::Png), jpeg(&img, 95)] {
         let got = ok(&bytes);
         assert_eq!(got.dimensions(), (1, 500));
-        for s in [
-            spec(4, 4, ResizeMode::Stretch, None),
-            spec(4, 4, ResizeMode::ShorterSideCrop, Some(8)),
-        ] {
+        for s in [spec(4, 4, ResizeMode::Stretch, None), spec(4, 4, ResizeMode::ShorterSideCrop, Some(8))] {
             let p = preprocess(&got, &s);
             assert_eq!(p.tensor.len(), 48);
-            assert!(
-                p.tensor
-                    .iter()
-                    .all(|v| v.is_finite() && (-2.0..=2.0).contains(v)),
-                "{:?}",
-                s.resize
-            );
+            assert!(p.tensor.iter().all(|v| v.is_finite() && (-2.0..=2.0).contains(v)), "{:?}", s.resize);
             let r = p.region;
-            assert!(
-                r.x >= 0.0
-                    && r.y >= 0.0
-                    && r.x + r.width <= 1.0 + 1e-9
-                    && r.y + r.height <= 500.0 + 1e-9,
-                "{r:?}"
-            );
+            assert!(r.x >= 0.0 && r.y >= 0.0 && r.x + r.width <= 1.0 + 1e-9 && r.y + r.height <= 500.0 + 1e-9, "{r:?}");
             let m = p.map_to_original(&Map::new(4, 4, vec![1.0; 16]));
             assert_eq!((m.width, m.height), (1, 500));
-            assert!(
-                m.data.iter().any(|v| *v > 0.5),
-                "the map is placed somewhere"
-            );
+            assert!(m.data.iter().any(|v| *v > 0.5), "the map is placed somewhere");
         }
     }
 }
@@ -589,15 +467,7 @@ fn an_image_at_the_input_size_passes_through_unchanged_in_chw_order() {
     assert_eq!(p.tensor.len(), 48);
     assert_eq!((p.input_width, p.input_height), (4, 4));
     assert_eq!((p.original_width, p.original_height), (4, 4));
-    assert_eq!(
-        p.region,
-        Region {
-            x: 0.0,
-            y: 0.0,
-            width: 4.0,
-            height: 4.0
-        }
-    );
+    assert_eq!(p.region, Region { x: 0.0, y: 0.0, width: 4.0, height: 4.0 });
     // Every value, channel-major: index c·H·W + y·W + x.
     for (x, y, px) in img.enumerate_pixels() {
         for c in 0..3 {
@@ -610,13 +480,7 @@ fn an_image_at_the_input_size_passes_through_unchanged_in_chw_order() {
     assert_eq!(g, 60); // 1·53 + 7
     assert_eq!(p.tensor[22], (60.0f32 / 255.0 - 0.5) / 0.25);
     // Normalisation bounds: 0 → −2, 255 → +2.
-    let extremes = RgbImage::from_fn(4, 4, |x, _| {
-        if x < 2 {
-            Rgb([0, 0, 0])
-        } else {
-            Rgb([255, 255, 255])
-        }
-    });
+    let extremes = RgbImage::from_fn(4, 4, |x, _| if x < 2 { Rgb([0, 0, 0]) } else { Rgb([255, 255, 255]) });
     let p = preprocess(&extremes, &spec(4, 4, ResizeMode::Stretch, None));
     assert_eq!(p.tensor[0], -2.0);
     assert_eq!(p.tensor[3], 2.0);
@@ -646,39 +510,16 @@ fn stretch_resizes_the_whole_image() {
     assert_eq!(p.tensor.len(), 48);
     assert_eq!((p.input_width, p.input_height), (4, 4));
     assert_eq!((p.original_width, p.original_height), (10, 6));
-    assert_eq!(
-        p.region,
-        Region {
-            x: 0.0,
-            y: 0.0,
-            width: 10.0,
-            height: 6.0
-        }
-    );
+    assert_eq!(p.region, Region { x: 0.0, y: 0.0, width: 10.0, height: 6.0 });
     // A constant image stays constant through resizing.
     for (c, v) in [200u8, 100, 50].into_iter().enumerate() {
-        assert!(
-            p.tensor[c * 16..(c + 1) * 16]
-                .iter()
-                .all(|t| (t - norm(v)).abs() < 1e-5),
-            "channel {c}"
-        );
+        assert!(p.tensor[c * 16..(c + 1) * 16].iter().all(|t| (t - norm(v)).abs() < 1e-5), "channel {c}");
     }
     // Left half black, right half white: the resized tensor keeps that layout.
-    let halves = RgbImage::from_fn(16, 8, |x, _| {
-        if x < 8 {
-            Rgb([0, 0, 0])
-        } else {
-            Rgb([255, 255, 255])
-        }
-    });
+    let halves = RgbImage::from_fn(16, 8, |x, _| if x < 8 { Rgb([0, 0, 0]) } else { Rgb([255, 255, 255]) });
     let p = preprocess(&halves, &spec(4, 4, ResizeMode::Stretch, None));
     for y in 0..4 {
-        assert!(
-            p.tensor[y * 4] < -1.9 && p.tensor[y * 4 + 3] > 1.9,
-            "row {y}: {:?}",
-            &p.tensor[y * 4..y * 4 + 4]
-        );
+        assert!(p.tensor[y * 4] < -1.9 && p.tensor[y * 4 + 3] > 1.9, "row {y}: {:?}", &p.tensor[y * 4..y * 4 + 4]);
     }
     // The map goes back over the whole image.
     let m = p.map_to_original(&Map::new(4, 4, vec![1.0; 16]));
@@ -696,25 +537,13 @@ fn shorter_side_crop_without_scaling_cuts_the_centre() {
     let p = preprocess(&img, &spec(4, 4, ResizeMode::ShorterSideCrop, Some(8)));
     assert_eq!(p.tensor.len(), 48);
     assert_eq!((p.original_width, p.original_height), (16, 8));
-    assert_eq!(
-        p.region,
-        Region {
-            x: 6.0,
-            y: 2.0,
-            width: 4.0,
-            height: 4.0
-        }
-    );
+    assert_eq!(p.region, Region { x: 6.0, y: 2.0, width: 4.0, height: 4.0 });
     // No resampling happened, so the tensor is exactly the crop.
     for y in 0..4u32 {
         for x in 0..4u32 {
             let px = img.get_pixel(6 + x, 2 + y).0;
             for (c, &v) in px.iter().enumerate() {
-                assert_eq!(
-                    p.tensor[c * 16 + (y * 4 + x) as usize],
-                    norm(v),
-                    "c={c} y={y} x={x}"
-                );
+                assert_eq!(p.tensor[c * 16 + (y * 4 + x) as usize], norm(v), "c={c} y={y} x={x}");
             }
         }
     }
@@ -724,11 +553,7 @@ fn shorter_side_crop_without_scaling_cuts_the_centre() {
     for y in 0..8 {
         for x in 0..16 {
             let inside = (6..10).contains(&x) && (2..6).contains(&y);
-            assert_eq!(
-                m.data[y * 16 + x],
-                if inside { 1.0 } else { 0.0 },
-                "({x}, {y})"
-            );
+            assert_eq!(m.data[y * 16 + x], if inside { 1.0 } else { 0.0 }, "({x}, {y})");
         }
     }
     // A non-constant map lands cell for cell on the crop (same size, no resampling).
@@ -736,11 +561,7 @@ fn shorter_side_crop_without_scaling_cuts_the_centre() {
     let m = p.map_to_original(&Map::new(4, 4, values.clone()));
     for y in 0..4 {
         for x in 0..4 {
-            assert_eq!(
-                m.data[(2 + y) * 16 + 6 + x],
-                values[y * 4 + x],
-                "({x}, {y})"
-            );
+            assert_eq!(m.data[(2 + y) * 16 + 6 + x], values[y * 4 + x], "({x}, {y})");
         }
     }
 }
@@ -754,24 +575,10 @@ fn shorter_side_crop_with_scaling_maps_the_crop_back_to_original_pixels() {
     // White on x in 2..14, black outside: the crop's bilinear (triangle) taps reach 2
     // original pixels beyond the region, so that margin keeps the crop all white, while a
     // crop in the wrong place would take in black.
-    let img = RgbImage::from_fn(16, 8, |x, _| {
-        if (2..14).contains(&x) {
-            Rgb([255, 255, 255])
-        } else {
-            Rgb([0, 0, 0])
-        }
-    });
+    let img = RgbImage::from_fn(16, 8, |x, _| if (2..14).contains(&x) { Rgb([255, 255, 255]) } else { Rgb([0, 0, 0]) });
     let p = preprocess(&img, &spec(4, 4, ResizeMode::ShorterSideCrop, Some(4)));
     assert_eq!(p.tensor.len(), 48);
-    assert_eq!(
-        p.region,
-        Region {
-            x: 4.0,
-            y: 0.0,
-            width: 8.0,
-            height: 8.0
-        }
-    );
+    assert_eq!(p.region, Region { x: 4.0, y: 0.0, width: 8.0, height: 8.0 });
     // The crop saw only the white middle.
     assert!(p.tensor.iter().all(|v| *v > 1.99), "{:?}", p.tensor);
     let m = p.map_to_original(&Map::new(4, 4, vec![1.0; 16]));
@@ -779,11 +586,7 @@ fn shorter_side_crop_with_scaling_maps_the_crop_back_to_original_pixels() {
     for y in 0..8 {
         for x in 0..16 {
             let want = if (4..12).contains(&x) { 1.0 } else { 0.0 };
-            assert!(
-                (m.data[y * 16 + x] - want).abs() < 1e-6,
-                "({x}, {y}) = {}",
-                m.data[y * 16 + x]
-            );
+            assert!((m.data[y * 16 + x] - want).abs() < 1e-6, "({x}, {y}) = {}", m.data[y * 16 + x]);
         }
     }
 }
@@ -792,29 +595,13 @@ fn shorter_side_crop_with_scaling_maps_the_crop_back_to_original_pixels() {
 fn shorter_side_crop_on_a_portrait_image_crops_vertically() {
     // 8×16 (portrait), crop_from 4, 4×4: scale 1/2 → 4×8, centre 4×4 at (0, 2) → original
     // x=0, y=4, 8×8.
-    let p = preprocess(
-        &pattern(8, 16),
-        &spec(4, 4, ResizeMode::ShorterSideCrop, Some(4)),
-    );
-    assert_eq!(
-        p.region,
-        Region {
-            x: 0.0,
-            y: 4.0,
-            width: 8.0,
-            height: 8.0
-        }
-    );
+    let p = preprocess(&pattern(8, 16), &spec(4, 4, ResizeMode::ShorterSideCrop, Some(4)));
+    assert_eq!(p.region, Region { x: 0.0, y: 4.0, width: 8.0, height: 8.0 });
     let m = p.map_to_original(&Map::new(4, 4, vec![1.0; 16]));
     assert_eq!((m.width, m.height), (8, 16));
     for y in 0..16 {
         let want = if (4..12).contains(&y) { 1.0 } else { 0.0 };
-        assert!(
-            m.data[y * 8..y * 8 + 8]
-                .iter()
-                .all(|v| (v - want).abs() < 1e-6),
-            "row {y}"
-        );
+        assert!(m.data[y * 8..y * 8 + 8].iter().all(|v| (v - want).abs() < 1e-6), "row {y}");
     }
 }
 
@@ -826,11 +613,7 @@ fn decode_then_preprocess_end_to_end() {
     let p = preprocess(&img, &spec(16, 16, ResizeMode::Stretch, None));
     assert_eq!(p.tensor.len(), 3 * 16 * 16);
     assert_eq!((p.original_width, p.original_height), (32, 24));
-    assert!(
-        p.tensor
-            .iter()
-            .all(|v| v.is_finite() && (-2.0..=2.0).contains(v))
-    );
+    assert!(p.tensor.iter().all(|v| v.is_finite() && (-2.0..=2.0).contains(v)));
 }
 
 // Regressions for problems found while writing these tests.
@@ -838,59 +621,26 @@ fn decode_then_preprocess_end_to_end() {
 #[test]
 fn the_decoded_allocation_limit_applies_to_every_format() {
     let img = DynamicImage::ImageRgb8(pattern(32, 32)); // 3072 bytes decoded
-    let limits = ImageLimits {
-        max_alloc_bytes: 1000,
-        ..ImageLimits::default()
-    };
-    for f in [
-        ImageFormat::Png,
-        ImageFormat::Jpeg,
-        ImageFormat::Bmp,
-        ImageFormat::Gif,
-        ImageFormat::WebP,
-        ImageFormat::Tiff,
-    ] {
-        assert!(
-            matches!(err(&encode(&img, f), &limits), ImagingError::TooLarge(_)),
-            "{f:?}"
-        );
+    let limits = ImageLimits { max_alloc_bytes: 1000, ..ImageLimits::default() };
+    for f in
+        [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Bmp, ImageFormat::Gif, ImageFormat::WebP, ImageFormat::Tiff]
+    {
+        assert!(matches!(err(&encode(&img, f), &limits), ImagingError::TooLarge(_)), "{f:?}");
     }
 }
 
 #[test]
 fn shorter_side_crop_of_a_needle_image_works_on_the_crop_only() {
     // 1×8192 with crop_from 256 used to be resized whole to 256×2,097,152 (1.6 GB).
-    let p = preprocess(
-        &pattern(1, 8192),
-        &spec(4, 4, ResizeMode::ShorterSideCrop, Some(256)),
-    );
+    let p = preprocess(&pattern(1, 8192), &spec(4, 4, ResizeMode::ShorterSideCrop, Some(256)));
     assert_eq!(p.tensor.len(), 48);
-    assert_eq!(
-        p.region,
-        Region {
-            x: 0.0,
-            y: 4095.0,
-            width: 1.0,
-            height: 1.0
-        }
-    );
+    assert_eq!(p.region, Region { x: 0.0, y: 4095.0, width: 1.0, height: 1.0 });
 }
 
 #[test]
 fn an_image_already_at_the_input_size_is_still_zoomed_by_shorter_side_crop() {
-    let p = preprocess(
-        &pattern(4, 4),
-        &spec(4, 4, ResizeMode::ShorterSideCrop, Some(8)),
-    );
-    assert_eq!(
-        p.region,
-        Region {
-            x: 1.0,
-            y: 1.0,
-            width: 2.0,
-            height: 2.0
-        }
-    );
+    let p = preprocess(&pattern(4, 4), &spec(4, 4, ResizeMode::ShorterSideCrop, Some(8)));
+    assert_eq!(p.region, Region { x: 1.0, y: 1.0, width: 2.0, height: 2.0 });
 }
 
 #[test]
@@ -898,8 +648,5 @@ fn a_recognised_but_disabled_format_is_unsupported() {
     // A minimal QOI header: the crate knows the format but it is not built in.
     let mut qoi = b"qoif".to_vec();
     qoi.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 3, 0]);
-    assert!(matches!(
-        err(&qoi, &ImageLimits::default()),
-        ImagingError::UnsupportedFormat
-    ));
+    assert!(matches!(err(&qoi, &ImageLimits::default()), ImagingError::UnsupportedFormat));
 }

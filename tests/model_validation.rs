@@ -51,11 +51,7 @@ fn edit_manifest(dir: &Path, from: &str, to: &str) {
 
 fn load_err(dir: &Path) -> ModelError {
     match ModelPackage::load(dir) {
-        Ok(p) => panic!(
-            "{} loaded although it is broken: {:?}",
-            dir.display(),
-            p.info
-        ),
+        Ok(p) => panic!("{} loaded although it is broken: {:?}", dir.display(), p.info),
         Err(e) => e,
     }
 }
@@ -65,10 +61,7 @@ fn load_err(dir: &Path) -> ModelError {
 fn assert_names(err: &ModelError, dir: &Path, file: &str, needles: &[&str]) -> String {
     let msg = err.to_string();
     let path = dir.join(file).display().to_string();
-    assert!(
-        msg.starts_with(&path),
-        "expected the error to name {path}, got: {msg}"
-    );
+    assert!(msg.starts_with(&path), "expected the error to name {path}, got: {msg}");
     for n in needles {
         assert!(msg.contains(n), "expected `{n}` in: {msg}");
     }
@@ -102,11 +95,7 @@ fn the_fixture_package_loads_in_place() {
 #[test]
 fn labels_with_a_trailing_newline_or_crlf_still_load() {
     let (_tmp, dir) = scratch();
-    fs::write(
-        dir.join("labels.txt"),
-        "zero\r\none\r\ntwo\r\nthree\r\nfour\r\n",
-    )
-    .unwrap();
+    fs::write(dir.join("labels.txt"), "zero\r\none\r\ntwo\r\nthree\r\nfour\r\n").unwrap();
     let p = ModelPackage::load(&dir).unwrap();
     assert_eq!(p.labels, ["zero", "one", "two", "three", "four"]);
 }
@@ -116,10 +105,7 @@ fn a_head_with_7_input_channels_does_not_match_the_extractor() {
     let (_tmp, dir) = scratch();
     replace_with_variant(&dir, "head.onnx", "head_7ch.onnx");
     let e = load_err(&dir);
-    assert!(
-        matches!(&e, ModelError::Mismatch { path, .. } if *path == dir.join("head.onnx")),
-        "{e:?}"
-    );
+    assert!(matches!(&e, ModelError::Mismatch { path, .. } if *path == dir.join("head.onnx")), "{e:?}");
     // The head's input [?×7×4×4] against the extractor's output [?×6×4×4].
     assert_names(&e, &dir, "head.onnx", &["7×4×4", "6×4×4"]);
 }
@@ -129,10 +115,7 @@ fn an_extractor_with_a_fixed_batch_is_refused() {
     let (_tmp, dir) = scratch();
     replace_with_variant(&dir, "extractor.onnx", "extractor_static_batch.onnx");
     let e = load_err(&dir);
-    assert!(
-        matches!(&e, ModelError::Mismatch { path, .. } if *path == dir.join("extractor.onnx")),
-        "{e:?}"
-    );
+    assert!(matches!(&e, ModelError::Mismatch { path, .. } if *path == dir.join("extractor.onnx")), "{e:?}");
     assert_names(&e, &dir, "extractor.onnx", &["batch", "1×3×16×16"]);
 }
 
@@ -141,10 +124,7 @@ fn a_head_with_3_classes_does_not_match_5_labels() {
     let (_tmp, dir) = scratch();
     replace_with_variant(&dir, "head.onnx", "head_3classes.onnx");
     let e = load_err(&dir);
-    assert!(
-        matches!(&e, ModelError::Mismatch { path, .. } if *path == dir.join("labels.txt")),
-        "{e:?}"
-    );
+    assert!(matches!(&e, ModelError::Mismatch { path, .. } if *path == dir.join("labels.txt")), "{e:?}");
     assert_names(&e, &dir, "labels.txt", &["5 labels", "3 classes"]);
 }
 
@@ -158,12 +138,7 @@ fn six_labels_for_five_classes_are_refused() {
 
 #[test]
 fn labels_with_an_empty_line_are_refused() {
-    for text in [
-        "zero\none\n\ntwo\nthree",
-        "zero\none\ntwo\nthree\n   \nfour",
-        "",
-        "\n",
-    ] {
+    for text in ["zero\none\n\ntwo\nthree", "zero\none\ntwo\nthree\n   \nfour", "", "\n"] {
         let (_tmp, dir) = scratch();
         fs::write(dir.join("labels.txt"), text).unwrap();
         let e = load_err(&dir);
@@ -186,16 +161,10 @@ fn a_manifest_width_that_differs_from_the_graph_is_refused() {
     let (_tmp, dir) = scratch();
     edit_manifest(&dir, "width = 16", "width = 32");
     let e = load_err(&dir);
-    assert!(
-        matches!(&e, ModelError::Mismatch { path, .. } if *path == dir.join("extractor.onnx")),
-        "{e:?}"
-    );
+    assert!(matches!(&e, ModelError::Mismatch { path, .. } if *path == dir.join("extractor.onnx")), "{e:?}");
     // The graph's 16×16 against the manifest's height 16 × width 32.
     let msg = assert_names(&e, &dir, "extractor.onnx", &["16×16", "model.toml", "32"]);
-    assert!(
-        msg.contains("16×32"),
-        "the manifest's size is given as H×W: {msg}"
-    );
+    assert!(msg.contains("16×32"), "the manifest's size is given as H×W: {msg}");
 }
 
 #[test]
@@ -253,11 +222,7 @@ fn a_missing_extractor_is_refused() {
 #[test]
 fn a_garbage_extractor_is_refused() {
     let (_tmp, dir) = scratch();
-    fs::write(
-        dir.join("extractor.onnx"),
-        b"this is not an ONNX protobuf \x00\x01\x02\xff\xfe",
-    )
-    .unwrap();
+    fs::write(dir.join("extractor.onnx"), b"this is not an ONNX protobuf \x00\x01\x02\xff\xfe").unwrap();
     let e = load_err(&dir);
     assert!(matches!(&e, ModelError::Graph { .. }), "{e:?}");
     assert_names(&e, &dir, "extractor.onnx", &["ONNX"]);
@@ -326,10 +291,7 @@ fn discover_on_a_folder_without_packages_is_no_models() {
     init_ort();
     let tmp = tempfile::tempdir().unwrap();
     let e = ModelRegistry::discover(tmp.path()).unwrap_err();
-    assert!(
-        matches!(&e, ModelError::NoModels(p) if p == tmp.path()),
-        "{e:?}"
-    );
+    assert!(matches!(&e, ModelError::NoModels(p) if p == tmp.path()), "{e:?}");
     // Folders without a model.toml do not count.
     fs::create_dir(tmp.path().join("empty")).unwrap();
     let e = ModelRegistry::discover(tmp.path()).unwrap_err();
@@ -343,10 +305,7 @@ fn discover_on_a_missing_folder_names_it() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("no-such-folder");
     let e = ModelRegistry::discover(&missing).unwrap_err();
-    assert!(
-        matches!(&e, ModelError::Io { path, .. } if *path == missing),
-        "{e:?}"
-    );
+    assert!(matches!(&e, ModelError::Io { path, .. } if *path == missing), "{e:?}");
 }
 
 #[test]

@@ -17,23 +17,15 @@ const CASES: [&str; 4] = ["chelsea", "goldfish", "golden_retriever", "airliner"]
 const TOLERANCE: f32 = 1e-3;
 
 fn cases() -> Value {
-    let text = std::fs::read_to_string(common::root().join("tests/fixtures/reference/cases.json"))
-        .unwrap();
+    let text = std::fs::read_to_string(common::root().join("tests/fixtures/reference/cases.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
 fn image(case: &str) -> Arc<[u8]> {
-    std::fs::read(common::root().join(format!("tests/fixtures/reference/{case}.png")))
-        .unwrap()
-        .into()
+    std::fs::read(common::root().join(format!("tests/fixtures/reference/{case}.png"))).unwrap().into()
 }
 
-async fn explain_json(
-    case: &str,
-    preset: Preset,
-    resolution: Resolution,
-    targets: TargetSpec,
-) -> ExplainDocument {
+async fn explain_json(case: &str, preset: Preset, resolution: Resolution, targets: TargetSpec) -> ExplainDocument {
     let engine = common::default_engine();
     let params = ExplainParams {
         preset,
@@ -42,10 +34,7 @@ async fn explain_json(
         format: OutputFormat::Json,
         ..ExplainParams::new("efficientnet-lite0")
     };
-    match pipeline::explain(&engine, image(case), &ImageLimits::default(), params)
-        .await
-        .unwrap()
-    {
+    match pipeline::explain(&engine, image(case), &ImageLimits::default(), params).await.unwrap() {
         Rendered::Json(doc) => *doc,
         Rendered::Image { .. } => panic!("asked for JSON"),
     }
@@ -59,44 +48,23 @@ async fn every_preset_matches_its_peer_library_on_every_case() {
         let active = expected["active_channels"].as_u64().unwrap() as usize;
         for preset in Preset::ALL {
             // torch-cam returns its map at feature resolution; the others at 224×224.
-            let resolution = if preset == Preset::Torchcam {
-                Resolution::Feature
-            } else {
-                Resolution::Input
-            };
+            let resolution = if preset == Preset::Torchcam { Resolution::Feature } else { Resolution::Input };
             let doc = explain_json(case, preset, resolution, TargetSpec::TopK(1)).await;
-            let (shape, want) = common::read_npy(
-                &common::root().join(format!("tests/fixtures/reference/{case}.{preset}.npy")),
-            );
+            let (shape, want) =
+                common::read_npy(&common::root().join(format!("tests/fixtures/reference/{case}.{preset}.npy")));
             let got = &doc.explanations[0].saliency;
-            assert_eq!(
-                [got.height, got.width],
-                [shape[0], shape[1]],
-                "{case}/{preset}: map size"
-            );
+            assert_eq!([got.height, got.width], [shape[0], shape[1]], "{case}/{preset}: map size");
             let diff = common::max_abs_diff(&got.data, &want);
             assert!(diff <= TOLERANCE, "{case}/{preset}: max |Δ| = {diff}");
 
             // The explained class is the reference's argmax, with its probability.
             let target = &doc.explanations[0].target;
-            assert_eq!(
-                target.index as u64,
-                expected["cls"].as_u64().unwrap(),
-                "{case}: class"
-            );
+            assert_eq!(target.index as u64, expected["cls"].as_u64().unwrap(), "{case}: class");
             let prob = expected["prob"].as_f64().unwrap() as f32;
-            assert!(
-                (target.score - prob).abs() < 1e-4,
-                "{case}: p = {} vs {prob}",
-                target.score
-            );
+            assert!((target.score - prob).abs() < 1e-4, "{case}: p = {} vs {prob}", target.score);
             let top5: Vec<u64> = doc.predictions.iter().map(|p| p.index as u64).collect();
-            let want5: Vec<u64> = expected["logits_top5"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap())
-                .collect();
+            let want5: Vec<u64> =
+                expected["logits_top5"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
             assert_eq!(top5, want5, "{case}: top-5");
 
             // Exact savings: official skips constant channels; the others add one shared pass.
@@ -105,10 +73,7 @@ async fn every_preset_matches_its_peer_library_on_every_case() {
                 Preset::Official => {
                     assert_eq!(passes, active + 1, "{case}: clean pass + active channels")
                 }
-                _ => assert!(
-                    passes <= active + 2,
-                    "{case}/{preset}: {passes} passes for {active} active channels"
-                ),
+                _ => assert!(passes <= active + 2, "{case}/{preset}: {passes} passes for {active} active channels"),
             }
             assert_eq!(doc.stats.skipped_channels, 1280 - active);
         }
@@ -117,35 +82,14 @@ async fn every_preset_matches_its_peer_library_on_every_case() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_targets_cost_the_passes_of_one_and_give_the_same_maps() {
-    let one = explain_json(
-        "chelsea",
-        Preset::Official,
-        Resolution::Model,
-        TargetSpec::Classes(vec![285]),
-    )
-    .await;
-    let two = explain_json(
-        "chelsea",
-        Preset::Official,
-        Resolution::Model,
-        TargetSpec::Classes(vec![285, 281]),
-    )
-    .await;
+    let one = explain_json("chelsea", Preset::Official, Resolution::Model, TargetSpec::Classes(vec![285])).await;
+    let two = explain_json("chelsea", Preset::Official, Resolution::Model, TargetSpec::Classes(vec![285, 281])).await;
     assert_eq!(one.stats.forward_passes, two.stats.forward_passes);
     assert_eq!(two.explanations.len(), 2);
     assert_eq!(two.explanations[1].target.index, 281);
-    assert_eq!(
-        one.explanations[0].saliency.data,
-        two.explanations[0].saliency.data
-    );
-    let d = common::max_abs_diff(
-        &two.explanations[0].saliency.data,
-        &two.explanations[1].saliency.data,
-    );
-    assert!(
-        d > 0.01,
-        "different classes should give different maps (max |Δ| = {d})"
-    );
+    assert_eq!(one.explanations[0].saliency.data, two.explanations[0].saliency.data);
+    let d = common::max_abs_diff(&two.explanations[0].saliency.data, &two.explanations[1].saliency.data);
+    assert!(d > 0.01, "different classes should give different maps (max |Δ| = {d})");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -154,21 +98,10 @@ async fn maps_come_back_at_the_uploaded_resolution() {
     let img = image::load_from_memory(&image("goldfish")).unwrap();
     let resized = img.resize_exact(300, 200, image::imageops::FilterType::Triangle);
     let mut bytes = Vec::new();
-    resized
-        .write_to(
-            &mut std::io::Cursor::new(&mut bytes),
-            image::ImageFormat::Png,
-        )
-        .unwrap();
+    resized.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
     let engine = common::default_engine();
-    let params = ExplainParams {
-        format: OutputFormat::Json,
-        ..ExplainParams::new("efficientnet-lite0")
-    };
-    let Rendered::Json(doc) =
-        pipeline::explain(&engine, bytes.into(), &ImageLimits::default(), params)
-            .await
-            .unwrap()
+    let params = ExplainParams { format: OutputFormat::Json, ..ExplainParams::new("efficientnet-lite0") };
+    let Rendered::Json(doc) = pipeline::explain(&engine, bytes.into(), &ImageLimits::default(), params).await.unwrap()
     else {
         panic!("asked for JSON")
     };

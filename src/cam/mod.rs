@@ -50,9 +50,7 @@ impl std::str::FromStr for Preset {
         Preset::ALL
             .into_iter()
             .find(|p| p.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown preset `{s}` (expected official, pytorch_grad_cam or torchcam)")
-            })
+            .ok_or_else(|| format!("unknown preset `{s}` (expected official, pytorch_grad_cam or torchcam)"))
     }
 }
 
@@ -72,16 +70,8 @@ pub struct Map {
 
 impl Map {
     pub fn new(width: usize, height: usize, data: Vec<f32>) -> Self {
-        assert_eq!(
-            data.len(),
-            width * height,
-            "map data does not match its size"
-        );
-        Self {
-            width,
-            height,
-            data,
-        }
+        assert_eq!(data.len(), width * height, "map data does not match its size");
+        Self { width, height, data }
     }
 
     /// Resizes with half-pixel bilinear sampling (what OpenCV and `F.interpolate` do).
@@ -89,12 +79,7 @@ impl Map {
         if (width, height) == (self.width, self.height) {
             return self.clone();
         }
-        let data = resize(
-            &self.data,
-            (self.height, self.width),
-            (height, width),
-            Align::HalfPixel,
-        );
+        let data = resize(&self.data, (self.height, self.width), (height, width), Align::HalfPixel);
         Map::new(width, height, data)
     }
 }
@@ -110,17 +95,8 @@ pub struct Activations {
 
 impl Activations {
     pub fn new(channels: usize, height: usize, width: usize, data: Vec<f32>) -> Self {
-        assert_eq!(
-            data.len(),
-            channels * height * width,
-            "activation data does not match its shape"
-        );
-        Self {
-            channels,
-            height,
-            width,
-            data,
-        }
+        assert_eq!(data.len(), channels * height * width, "activation data does not match its shape");
+        Self { channels, height, width, data }
     }
 
     pub fn channel(&self, k: usize) -> &[f32] {
@@ -147,11 +123,7 @@ pub struct Saliency {
 
 /// Min and max of a slice (NaN-free inputs assumed; `(inf, -inf)` when empty).
 pub(crate) fn min_max(values: &[f32]) -> (f32, f32) {
-    values
-        .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
-        })
+    values.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))
 }
 
 /// `(v - min) / (max - min)` in place; a constant slice becomes all zeros (the official

@@ -3,10 +3,7 @@
 
 use std::ops::Range;
 
-use super::{
-    Activations, Align, Map, Preset, Resampler, Saliency, min_max, normalize_min_max,
-    normalize_shift_eps,
-};
+use super::{Activations, Align, Map, Preset, Resampler, Saliency, min_max, normalize_min_max, normalize_shift_eps};
 
 /// What one masked pass feeds the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,15 +58,7 @@ impl MaskPlan {
             Preset::Official | Preset::Torchcam => Align::HalfPixel,
         };
         let up = Resampler::new((activations.height, activations.width), input_hw, align);
-        Self {
-            preset,
-            activations,
-            input_hw,
-            passes,
-            channel_pass,
-            skipped: constant.len(),
-            up,
-        }
+        Self { preset, activations, input_hw, passes, channel_pass, skipped: constant.len(), up }
     }
 
     pub fn preset(&self) -> Preset {
@@ -103,11 +92,7 @@ impl MaskPlan {
     pub fn fill_batch(&self, x: &[f32], passes: Range<usize>, out: &mut [f32]) {
         let hw = self.input_hw.0 * self.input_hw.1;
         assert_eq!(x.len() % hw, 0, "input does not match the plan's size");
-        assert_eq!(
-            out.len(),
-            passes.len() * x.len(),
-            "output buffer does not match the batch"
-        );
+        assert_eq!(out.len(), passes.len() * x.len(), "output buffer does not match the batch");
         let mut mask = vec![0.0f32; hw];
         for (dst, source) in out.chunks_exact_mut(x.len()).zip(&self.passes[passes]) {
             match *source {
@@ -206,19 +191,12 @@ pub fn combine(plan: &MaskPlan, scores: &TargetScores) -> Saliency {
         Preset::Official => {
             // Σ_k w_k Up(A_k) = Up(Σ_k w_k A_k): bilinear upsampling is linear, so the sum
             // is taken at feature size and upsampled once; ReLU comes after, as in the code.
-            let weights = plan
-                .channel_pass
-                .iter()
-                .enumerate()
-                .filter_map(|(k, p)| p.map(|p| (k, scores.probs[p])));
+            let weights = plan.channel_pass.iter().enumerate().filter_map(|(k, p)| p.map(|p| (k, scores.probs[p])));
             let sum = weighted_sum(act, weights);
             let mut map = Resampler::new(feature_hw, (h, w), Align::HalfPixel).apply(&sum);
             relu(&mut map);
             normalize_min_max(&mut map);
-            Saliency {
-                input: Map::new(w, h, map),
-                feature: None,
-            }
+            Saliency { input: Map::new(w, h, map), feature: None }
         }
         Preset::PytorchGradCam | Preset::Torchcam => {
             let raw: Vec<f32> = plan
@@ -235,11 +213,7 @@ pub fn combine(plan: &MaskPlan, scores: &TargetScores) -> Saliency {
             let weights = softmax(&raw);
             let mut cam = weighted_sum(act, weights.into_iter().enumerate());
             relu(&mut cam);
-            let eps = if plan.preset == Preset::Torchcam {
-                1e-8
-            } else {
-                1e-7
-            };
+            let eps = if plan.preset == Preset::Torchcam { 1e-8 } else { 1e-7 };
             normalize_shift_eps(&mut cam, eps);
             let feature = Map::new(act.width, act.height, cam);
             let mut input = feature.resized(w, h);
@@ -247,10 +221,7 @@ pub fn combine(plan: &MaskPlan, scores: &TargetScores) -> Saliency {
                 // pytorch-grad-cam normalises once more after cv2.resize.
                 normalize_shift_eps(&mut input.data, 1e-7);
             }
-            Saliency {
-                input,
-                feature: Some(feature),
-            }
+            Saliency { input, feature: Some(feature) }
         }
     }
 }
@@ -281,11 +252,7 @@ pub fn explain_with(
         buf.resize((end - start) * x.len(), 0.0);
         plan.fill_batch(x, start..end, &mut buf);
         let logits = score(&buf, end - start);
-        assert_eq!(
-            logits.len(),
-            (end - start) * classes,
-            "scorer returned the wrong shape"
-        );
+        assert_eq!(logits.len(), (end - start) * classes, "scorer returned the wrong shape");
         for row in logits.chunks_exact(classes) {
             for (ts, (z, p)) in per_target.iter_mut().zip(class_scores(row, targets)) {
                 ts.logits.push(z);
@@ -312,11 +279,7 @@ mod tests {
     impl Linear {
         fn new(classes: usize, inputs: usize) -> Self {
             let weights = (0..classes)
-                .map(|c| {
-                    (0..inputs)
-                        .map(|i| (((c * 31 + i * 17) % 13) as f32 - 6.0) * 0.05)
-                        .collect()
-                })
+                .map(|c| (0..inputs).map(|i| (((c * 31 + i * 17) % 13) as f32 - 6.0) * 0.05).collect())
                 .collect();
             let bias = (0..classes).map(|c| c as f32 * 0.1).collect();
             Self { weights, bias }
@@ -331,9 +294,7 @@ mod tests {
         }
 
         fn batch(&self, xs: &[f32], n: usize) -> Vec<f32> {
-            xs.chunks_exact(xs.len() / n)
-                .flat_map(|x| self.logits(x))
-                .collect()
+            xs.chunks_exact(xs.len() / n).flat_map(|x| self.logits(x)).collect()
         }
     }
 
@@ -350,9 +311,7 @@ mod tests {
     }
 
     fn input(h: usize, w: usize) -> Vec<f32> {
-        (0..3 * h * w)
-            .map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0)
-            .collect()
+        (0..3 * h * w).map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0).collect()
     }
 
     fn softmax_ref(v: &[f32]) -> Vec<f32> {
@@ -363,9 +322,7 @@ mod tests {
     }
 
     fn masked(x: &[f32], mask: &[f32]) -> Vec<f32> {
-        x.chunks_exact(mask.len())
-            .flat_map(|c| c.iter().zip(mask).map(|(a, m)| a * m))
-            .collect()
+        x.chunks_exact(mask.len()).flat_map(|c| c.iter().zip(mask).map(|(a, m)| a * m)).collect()
     }
 
     /// Straight from the spec, with none of the savings: every channel upsampled, official
@@ -396,10 +353,7 @@ mod tests {
                 }
                 relu(&mut sum);
                 normalize_min_max(&mut sum);
-                Saliency {
-                    input: Map::new(hw.1, hw.0, sum),
-                    feature: None,
-                }
+                Saliency { input: Map::new(hw.1, hw.0, sum), feature: None }
             }
             Preset::PytorchGradCam | Preset::Torchcam => {
                 let scores: Vec<f32> = (0..act.channels)
@@ -407,60 +361,38 @@ mod tests {
                         let m = if preset == Preset::PytorchGradCam {
                             let u = up(act.channel(k), Align::Corners);
                             let (lo, hi) = min_max(&u);
-                            u.iter()
-                                .map(|v| (v - lo) / (hi - lo + 1e-8))
-                                .collect::<Vec<_>>()
+                            u.iter().map(|v| (v - lo) / (hi - lo + 1e-8)).collect::<Vec<_>>()
                         } else {
                             let a = act.channel(k);
                             let (lo, _) = min_max(a);
                             let n: Vec<f32> = a.iter().map(|v| v - lo).collect();
                             let (_, hi) = min_max(&n);
-                            up(
-                                &n.iter().map(|v| v / (hi + 1e-8)).collect::<Vec<_>>(),
-                                Align::HalfPixel,
-                            )
+                            up(&n.iter().map(|v| v / (hi + 1e-8)).collect::<Vec<_>>(), Align::HalfPixel)
                         };
                         let z = model.logits(&masked(x, &m))[c];
-                        if preset == Preset::Torchcam {
-                            z - clean
-                        } else {
-                            z
-                        }
+                        if preset == Preset::Torchcam { z - clean } else { z }
                     })
                     .collect();
                 let w = softmax_ref(&scores);
                 let mut cam = vec![0.0f32; fhw.0 * fhw.1];
                 for (k, wk) in w.iter().enumerate() {
-                    cam.iter_mut()
-                        .zip(act.channel(k))
-                        .for_each(|(s, a)| *s += wk * a);
+                    cam.iter_mut().zip(act.channel(k)).for_each(|(s, a)| *s += wk * a);
                 }
                 relu(&mut cam);
-                let eps = if preset == Preset::Torchcam {
-                    1e-8
-                } else {
-                    1e-7
-                };
+                let eps = if preset == Preset::Torchcam { 1e-8 } else { 1e-7 };
                 normalize_shift_eps(&mut cam, eps);
                 let mut big = resize(&cam, fhw, hw, Align::HalfPixel);
                 if preset == Preset::PytorchGradCam {
                     normalize_shift_eps(&mut big, 1e-7);
                 }
-                Saliency {
-                    input: Map::new(hw.1, hw.0, big),
-                    feature: Some(Map::new(fhw.1, fhw.0, cam)),
-                }
+                Saliency { input: Map::new(hw.1, hw.0, big), feature: Some(Map::new(fhw.1, fhw.0, cam)) }
             }
         }
     }
 
     fn assert_close(a: &[f32], b: &[f32], tol: f32) {
         assert_eq!(a.len(), b.len());
-        let worst = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
+        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
         assert!(worst <= tol, "max |Δ| = {worst}");
     }
 
@@ -473,8 +405,7 @@ mod tests {
         for preset in Preset::ALL {
             let plan = MaskPlan::new(preset, activations(), hw);
             for batch in [1, 2, 64] {
-                let maps =
-                    explain_with(&plan, &x, &clean, &[0, 3], batch, |b, n| model.batch(b, n));
+                let maps = explain_with(&plan, &x, &clean, &[0, 3], batch, |b, n| model.batch(b, n));
                 for (map, class) in maps.iter().zip([0, 3]) {
                     let want = reference(preset, &model, &activations(), &x, hw, class);
                     assert_close(&map.input.data, &want.input.data, 1e-5);
@@ -492,21 +423,11 @@ mod tests {
     #[test]
     fn official_skips_constant_channels_and_others_share_one_zero_pass() {
         let official = MaskPlan::new(Preset::Official, activations(), (4, 6));
-        assert_eq!(
-            official.passes(),
-            &[MaskSource::Channel(0), MaskSource::Channel(1)]
-        );
+        assert_eq!(official.passes(), &[MaskSource::Channel(0), MaskSource::Channel(1)]);
         assert_eq!(official.skipped_channels(), 2);
         for preset in [Preset::PytorchGradCam, Preset::Torchcam] {
             let plan = MaskPlan::new(preset, activations(), (4, 6));
-            assert_eq!(
-                plan.passes(),
-                &[
-                    MaskSource::Channel(0),
-                    MaskSource::Channel(1),
-                    MaskSource::Zero
-                ]
-            );
+            assert_eq!(plan.passes(), &[MaskSource::Channel(0), MaskSource::Channel(1), MaskSource::Zero]);
             assert_eq!(plan.skipped_channels(), 2);
         }
     }
@@ -537,10 +458,7 @@ mod tests {
         let plan = MaskPlan::new(Preset::Torchcam, activations(), (2, 3));
         let mut out = vec![9.0; 2 * 18];
         plan.fill_batch(&input(2, 3), 1..3, &mut out);
-        assert!(
-            out[18..].iter().all(|v| *v == 0.0),
-            "second pass is the shared zero input"
-        );
+        assert!(out[18..].iter().all(|v| *v == 0.0), "second pass is the shared zero input");
         assert!(out[..18].iter().any(|v| *v != 0.0));
     }
 
@@ -549,14 +467,7 @@ mod tests {
         let act = Activations::new(2, 2, 2, vec![0.0; 8]);
         let plan = MaskPlan::new(Preset::Official, act, (4, 4));
         assert!(plan.is_empty());
-        let maps = explain_with(
-            &plan,
-            &input(4, 4),
-            &[0.0, 1.0],
-            &[1],
-            8,
-            |_, _| unreachable!(),
-        );
+        let maps = explain_with(&plan, &input(4, 4), &[0.0, 1.0], &[1], 8, |_, _| unreachable!());
         assert!(maps[0].input.data.iter().all(|v| *v == 0.0));
     }
 

@@ -57,18 +57,8 @@ impl Resampler {
     /// If any dimension is zero (callers validate sizes before building one).
     pub fn new(src: (usize, usize), dst: (usize, usize), align: Align) -> Self {
         let ((src_h, src_w), (dst_h, dst_w)) = (src, dst);
-        assert!(
-            src_h > 0 && src_w > 0 && dst_h > 0 && dst_w > 0,
-            "empty grid"
-        );
-        Self {
-            src_h,
-            src_w,
-            dst_h,
-            dst_w,
-            rows: taps(src_h, dst_h, align),
-            cols: taps(src_w, dst_w, align),
-        }
+        assert!(src_h > 0 && src_w > 0 && dst_h > 0 && dst_w > 0, "empty grid");
+        Self { src_h, src_w, dst_h, dst_w, rows: taps(src_h, dst_h, align), cols: taps(src_w, dst_w, align) }
     }
 
     pub fn dst_len(&self) -> usize {
@@ -81,10 +71,7 @@ impl Resampler {
         assert_eq!(dst.len(), self.dst_len());
         // Horizontal pass for every source row first: src_h × dst_w intermediate values.
         let mut horiz = vec![0.0f32; self.src_h * self.dst_w];
-        for (row, out) in src
-            .chunks_exact(self.src_w)
-            .zip(horiz.chunks_exact_mut(self.dst_w))
-        {
+        for (row, out) in src.chunks_exact(self.src_w).zip(horiz.chunks_exact_mut(self.dst_w)) {
             for (o, t) in out.iter_mut().zip(&self.cols) {
                 *o = (1.0 - t.w1) * row[t.i0] + t.w1 * row[t.i1];
             }
@@ -106,12 +93,7 @@ impl Resampler {
 }
 
 /// One-off resize of a row-major map.
-pub fn resize(
-    src: &[f32],
-    src_hw: (usize, usize),
-    dst_hw: (usize, usize),
-    align: Align,
-) -> Vec<f32> {
+pub fn resize(src: &[f32], src_hw: (usize, usize), dst_hw: (usize, usize), align: Align) -> Vec<f32> {
     Resampler::new(src_hw, dst_hw, align).apply(src)
 }
 

@@ -14,11 +14,7 @@ use crate::render::Colormap;
 use crate::runtime;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "scorecam",
-    version,
-    about = "Score-CAM saliency maps for ONNX image classifiers"
-)]
+#[command(name = "scorecam", version, about = "Score-CAM saliency maps for ONNX image classifiers")]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -161,14 +157,8 @@ fn configure(global: &GlobalArgs, command: &Command) -> Result<Config, String> {
 pub fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "warn,scorecam=info,tower_http=info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
 }
 
 impl Context {
@@ -188,29 +178,19 @@ impl Context {
         if let Some(b) = global.max_batch_size {
             config.engine.max_batch_size = b;
         }
-        let (lib, source) = runtime::resolve_library(config.runtime.library.as_deref(), "cpu")
-            .map_err(|e| e.to_string())?;
+        let (lib, source) =
+            runtime::resolve_library(config.runtime.library.as_deref(), "cpu").map_err(|e| e.to_string())?;
         runtime::init(&lib).map_err(|e| e.to_string())?;
         tracing::debug!(library = %lib.display(), ?source, "ONNX Runtime loaded");
         let registry = ModelRegistry::discover(&config.models.dir).map_err(|e| e.to_string())?;
-        let engine =
-            Engine::start(registry, config.effective_engine()).map_err(|e| e.to_string())?;
-        Ok(Self {
-            config,
-            engine: Arc::new(engine),
-        })
+        let engine = Engine::start(registry, config.effective_engine()).map_err(|e| e.to_string())?;
+        Ok(Self { config, engine: Arc::new(engine) })
     }
 
     fn model_name(&self, requested: Option<&str>) -> String {
         requested
             .map(str::to_string)
-            .or_else(|| {
-                self.config
-                    .models
-                    .default
-                    .clone()
-                    .filter(|d| self.engine.registry().get(d).is_ok())
-            })
+            .or_else(|| self.config.models.default.clone().filter(|d| self.engine.registry().get(d).is_ok()))
             .unwrap_or_else(|| self.engine.registry().all()[0].name.clone())
     }
 }
@@ -247,30 +227,16 @@ async fn serve(ctx: Context) -> Result<(), String> {
         metrics: Default::default(),
     };
     tracing::info!(%addr, models = ctx.engine.registry().all().len(), "listening on http://{addr}");
-    crate::http::serve(listener, state, crate::http::shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())
+    crate::http::serve(listener, state, crate::http::shutdown_signal()).await.map_err(|e| e.to_string())
 }
 
 fn read(path: &Path) -> Result<Arc<[u8]>, String> {
-    std::fs::read(path)
-        .map(Arc::from)
-        .map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::read(path).map(Arc::from).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn output_path(args: &ExplainArgs, image: &Path) -> PathBuf {
-    let ext = if args.format == OutputFormat::Json {
-        "json"
-    } else {
-        "png"
-    };
-    let name = format!(
-        "{}.scorecam.{ext}",
-        image
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("image")
-    );
+    let ext = if args.format == OutputFormat::Json { "json" } else { "png" };
+    let name = format!("{}.scorecam.{ext}", image.file_stem().and_then(|s| s.to_str()).unwrap_or("image"));
     match &args.output {
         Some(o) if args.images.len() == 1 && !o.is_dir() => o.clone(),
         Some(dir) => dir.join(name),
@@ -309,28 +275,17 @@ async fn explain(ctx: &Context, args: ExplainArgs) -> Result<(), String> {
                 let s = format!("{} passes", doc.stats.forward_passes);
                 (serde_json::to_vec(&doc).map_err(|e| e.to_string())?, s)
             }
-            Rendered::Image {
-                png,
-                target,
-                stats,
-                timings,
-            } => (
+            Rendered::Image { png, target, stats, timings } => (
                 png,
                 format!(
                     "class {} ({}) p={:.4}, {} passes in {:.0} ms",
-                    target.index,
-                    target.label,
-                    target.score,
-                    stats.forward_passes,
-                    timings.total_ms
+                    target.index, target.label, target.score, stats.forward_passes, timings.total_ms
                 ),
             ),
         };
         if to_stdout {
             use std::io::Write;
-            std::io::stdout()
-                .write_all(&bytes)
-                .map_err(|e| e.to_string())?;
+            std::io::stdout().write_all(&bytes).map_err(|e| e.to_string())?;
         } else {
             let out = output_path(&args, image);
             std::fs::write(&out, bytes).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -343,15 +298,9 @@ async fn explain(ctx: &Context, args: ExplainArgs) -> Result<(), String> {
 async fn predict(ctx: &Context, args: PredictArgs) -> Result<(), String> {
     let model = ctx.model_name(args.model.as_deref());
     for image in &args.images {
-        let doc = pipeline::predict(
-            &ctx.engine,
-            read(image)?,
-            &ctx.config.limits,
-            &model,
-            args.top_k,
-        )
-        .await
-        .map_err(|e| format!("{}: {e}", image.display()))?;
+        let doc = pipeline::predict(&ctx.engine, read(image)?, &ctx.config.limits, &model, args.top_k)
+            .await
+            .map_err(|e| format!("{}: {e}", image.display()))?;
         println!("{}", image.display());
         for p in doc.predictions {
             println!("  {:>4}  {:.4}  {}", p.index, p.score, p.label);
@@ -404,10 +353,7 @@ impl ProgressBar {
             }
             bar.finish_and_clear();
         });
-        Self {
-            task: Some(task),
-            stop,
-        }
+        Self { task: Some(task), stop }
     }
 
     async fn finish(self) {

@@ -162,21 +162,8 @@ pub(crate) struct JobEntry {
 }
 
 impl JobEntry {
-    pub fn new(
-        id: usize,
-        model: usize,
-        request: JobRequest,
-        reply: Reply,
-        cancelled: Arc<AtomicBool>,
-    ) -> Self {
-        Self {
-            id,
-            model,
-            request,
-            reply,
-            cancelled,
-            submitted: Instant::now(),
-        }
+    pub fn new(id: usize, model: usize, request: JobRequest, reply: Reply, cancelled: Arc<AtomicBool>) -> Self {
+        Self { id, model, request, reply, cancelled, submitted: Instant::now() }
     }
 }
 

@@ -11,9 +11,7 @@ mod scheduler;
 pub mod stats;
 mod worker;
 
-pub use job::{
-    ExplainOutcome, Fault, JobKind, JobRequest, Progress, RunStats, StageTimings, TargetSpec, top_k,
-};
+pub use job::{ExplainOutcome, Fault, JobKind, JobRequest, Progress, RunStats, StageTimings, TargetSpec, top_k};
 pub use stats::EngineStats;
 
 use std::sync::Arc;
@@ -100,22 +98,16 @@ impl Engine {
     /// Starts the scheduler and the workers, opens every model's sessions in every worker
     /// and runs one warm-up batch per model before returning (so "started" means "ready").
     pub fn start(registry: ModelRegistry, config: EngineConfig) -> Result<Self, RuntimeError> {
-        let providers = registry
-            .all()
-            .iter()
-            .map(|_| config.session.provider.select())
-            .collect::<Result<Vec<_>, _>>()?;
+        let providers =
+            registry.all().iter().map(|_| config.session.provider.select()).collect::<Result<Vec<_>, _>>()?;
         let stats = Arc::new(EngineStats::new(config.workers));
         let (tx, rx) = mpsc::channel();
         let pool = worker::Pool::start(&registry, &config, &providers, tx.clone(), stats.clone())?;
-        let scheduler =
-            scheduler::Scheduler::new(registry.clone(), config.clone(), pool, stats.clone());
+        let scheduler = scheduler::Scheduler::new(registry.clone(), config.clone(), pool, stats.clone());
         let handle = std::thread::Builder::new()
             .name("scorecam-scheduler".into())
             .spawn(move || scheduler.run(rx))
-            .map_err(|e| {
-                RuntimeError::OutputShape(format!("could not start the scheduler: {e}"))
-            })?;
+            .map_err(|e| RuntimeError::OutputShape(format!("could not start the scheduler: {e}")))?;
         Ok(Self {
             commands: tx,
             registry,
@@ -184,9 +176,7 @@ impl Engine {
         let request = JobRequest::predict(model, input);
         match self.run(request).await? {
             JobOutput::Predicted { logits } => Ok(logits),
-            JobOutput::Explained(..) => Err(EngineError::Internal(
-                "predict job returned an explanation".into(),
-            )),
+            JobOutput::Explained(..) => Err(EngineError::Internal("predict job returned an explanation".into())),
         }
     }
 
@@ -195,18 +185,12 @@ impl Engine {
         let started = Instant::now();
         let output = self.run(request).await?;
         let JobOutput::Explained(raw) = output else {
-            return Err(EngineError::Internal(
-                "explain job returned a prediction".into(),
-            ));
+            return Err(EngineError::Internal("explain job returned a prediction".into()));
         };
         // Combining reads every pass's score and upsamples: CPU work, off the async threads.
         let combined = tokio::task::spawn_blocking(move || {
             let t = Instant::now();
-            let maps: Vec<Saliency> = raw
-                .scores
-                .iter()
-                .map(|s| cam::combine(&raw.plan, s))
-                .collect();
+            let maps: Vec<Saliency> = raw.scores.iter().map(|s| cam::combine(&raw.plan, s)).collect();
             (raw, maps, t.elapsed())
         })
         .await
@@ -216,23 +200,15 @@ impl Engine {
         timings.combine_ms = combine_time.as_secs_f64() * 1e3;
         timings.total_ms = started.elapsed().as_secs_f64() * 1e3;
         self.stats.observe_timings(&timings);
-        Ok(ExplainOutcome {
-            logits: raw.clean_logits,
-            targets: raw.targets,
-            maps,
-            stats: raw.stats,
-            timings,
-        })
+        Ok(ExplainOutcome { logits: raw.clean_logits, targets: raw.targets, maps, stats: raw.stats, timings })
     }
 
     async fn run(&self, request: JobRequest) -> Result<JobOutput, EngineError> {
         if self.is_draining() {
             return Err(EngineError::ShuttingDown);
         }
-        let model_index = self
-            .registry
-            .index_of(&request.model)
-            .ok_or_else(|| EngineError::UnknownModel(request.model.clone()))?;
+        let model_index =
+            self.registry.index_of(&request.model).ok_or_else(|| EngineError::UnknownModel(request.model.clone()))?;
         let model = &self.registry.all()[model_index];
         let [c, h, w] = model.info.input_chw;
         if request.input.len() != c * h * w {
@@ -243,16 +219,10 @@ impl Engine {
                 c * h * w
             )));
         }
-        if let JobKind::Explain {
-            targets: TargetSpec::Classes(classes),
-            ..
-        } = &request.kind
+        if let JobKind::Explain { targets: TargetSpec::Classes(classes), .. } = &request.kind
             && let Some(&class) = classes.iter().find(|&&c| c >= model.info.classes)
         {
-            return Err(EngineError::InvalidTarget {
-                class,
-                classes: model.info.classes,
-            });
+            return Err(EngineError::InvalidTarget { class, classes: model.info.classes });
         }
         // Admission: fail fast past capacity rather than queue without bound.
         let capacity = self.config.max_concurrent_jobs + self.config.max_queued_jobs;
@@ -266,17 +236,10 @@ impl Engine {
         let (reply, receive) = tokio::sync::oneshot::channel();
         let cancelled = Arc::new(AtomicBool::new(false));
         let entry = JobEntry::new(id, model_index, request, reply, cancelled.clone());
-        self.commands
-            .send(Command::Submit(Box::new(entry)))
-            .map_err(|_| EngineError::ShuttingDown)?;
+        self.commands.send(Command::Submit(Box::new(entry))).map_err(|_| EngineError::ShuttingDown)?;
         // If this future is dropped (client gone), the guard tells the scheduler to drop the
         // job's remaining passes.
-        let mut cancel = CancelGuard {
-            id,
-            cancelled,
-            commands: self.commands.clone(),
-            armed: true,
-        };
+        let mut cancel = CancelGuard { id, cancelled, commands: self.commands.clone(), armed: true };
         let result = receive.await.map_err(|_| EngineError::ShuttingDown)?;
         cancel.armed = false;
         result

@@ -7,9 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::job::{
-    JobEntry, JobKind, JobOutput, RawExplanation, RunStats, StageTimings, TargetSpec, top_k,
-};
+use super::job::{JobEntry, JobKind, JobOutput, RawExplanation, RunStats, StageTimings, TargetSpec, top_k};
 use super::stats::EngineStats;
 use super::worker::{Batch, BatchKind, BatchResult, Pool, Segment, SegmentOutput};
 use super::{EngineConfig, EngineError};
@@ -81,12 +79,7 @@ pub(crate) struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(
-        registry: ModelRegistry,
-        config: EngineConfig,
-        pool: Pool,
-        stats: Arc<EngineStats>,
-    ) -> Self {
+    pub fn new(registry: ModelRegistry, config: EngineConfig, pool: Pool, stats: Arc<EngineStats>) -> Self {
         let in_flight = vec![VecDeque::new(); pool.workers()];
         Self {
             registry,
@@ -110,10 +103,7 @@ impl Scheduler {
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
             let mut shutdown = false;
-            for cmd in first
-                .into_iter()
-                .chain(std::iter::from_fn(|| commands.try_recv().ok()))
-            {
+            for cmd in first.into_iter().chain(std::iter::from_fn(|| commands.try_recv().ok())) {
                 match cmd {
                     Command::Submit(entry) => {
                         self.stats.queued_jobs.fetch_add(1, Ordering::Relaxed);
@@ -150,16 +140,10 @@ impl Scheduler {
         if self.shutting_down {
             return;
         }
-        tracing::error!(
-            worker,
-            "worker died; failing its in-flight batches and replacing it"
-        );
+        tracing::error!(worker, "worker died; failing its in-flight batches and replacing it");
         let lost: Vec<usize> = self.in_flight[worker].drain(..).flatten().collect();
         for job in lost {
-            self.fail(
-                job,
-                EngineError::Internal(format!("worker {worker} died while running this job")),
-            );
+            self.fail(job, EngineError::Internal(format!("worker {worker} died while running this job")));
         }
         self.pool.replace(worker);
     }
@@ -189,12 +173,8 @@ impl Scheduler {
 
     fn expire(&mut self, now: Instant) {
         let past = |d: Option<Instant>| d.is_some_and(|d| d <= now);
-        let expired: Vec<usize> = self
-            .jobs
-            .values()
-            .filter(|j| past(j.entry.request.deadline))
-            .map(|j| j.entry.id)
-            .collect();
+        let expired: Vec<usize> =
+            self.jobs.values().filter(|j| past(j.entry.request.deadline)).map(|j| j.entry.id).collect();
         for id in expired {
             self.fail(id, EngineError::DeadlineExceeded);
         }
@@ -221,10 +201,7 @@ impl Scheduler {
             }
             self.stats.running_jobs.fetch_add(1, Ordering::Relaxed);
             let id = entry.id;
-            let timings = StageTimings {
-                queue_ms: ms(now - entry.submitted),
-                ..Default::default()
-            };
+            let timings = StageTimings { queue_ms: ms(now - entry.submitted), ..Default::default() };
             let active = Active {
                 entry,
                 state: State::Clean { dispatched: false },
@@ -243,17 +220,11 @@ impl Scheduler {
     fn dispatch(&mut self, now: Instant) -> Duration {
         let delay = Duration::from_millis(self.config.max_batch_delay_ms);
         let mut wake = Duration::from_millis(100);
-        if let Some(d) = self
-            .jobs
-            .values()
-            .filter_map(|j| j.entry.request.deadline)
-            .min()
-        {
+        if let Some(d) = self.jobs.values().filter_map(|j| j.entry.request.deadline).min() {
             wake = wake.min(d.saturating_duration_since(now));
         }
-        while let Some(worker) = (0..self.in_flight.len())
-            .filter(|w| self.pool.is_live(*w))
-            .min_by_key(|w| self.in_flight[*w].len())
+        while let Some(worker) =
+            (0..self.in_flight.len()).filter(|w| self.pool.is_live(*w)).min_by_key(|w| self.in_flight[*w].len())
         {
             if self.in_flight[worker].len() >= WORKER_DEPTH {
                 break;
@@ -281,10 +252,7 @@ impl Scheduler {
             if let Err(batch) = self.pool.send(worker, batch) {
                 self.in_flight[worker].pop_back();
                 for seg in &batch.segments {
-                    self.fail(
-                        seg.job,
-                        EngineError::Internal(format!("worker {worker} is not running")),
-                    );
+                    self.fail(seg.job, EngineError::Internal(format!("worker {worker} is not running")));
                 }
                 break;
             }
@@ -296,10 +264,8 @@ impl Scheduler {
     /// passes shared round-robin among the jobs of one model. Marks the passes taken.
     fn form_batch(&mut self) -> Option<(Batch, Instant)> {
         let max = self.config.max_batch_size.max(1);
-        let first_clean = self
-            .order
-            .iter()
-            .find(|id| matches!(self.jobs[id].state, State::Clean { dispatched: false }));
+        let first_clean =
+            self.order.iter().find(|id| matches!(self.jobs[id].state, State::Clean { dispatched: false }));
         if let Some(&first) = first_clean {
             let model = self.jobs[&first].entry.model;
             let ids: Vec<usize> = self
@@ -329,14 +295,7 @@ impl Scheduler {
                     }
                 })
                 .collect();
-            return Some((
-                Batch {
-                    model,
-                    kind: BatchKind::Clean,
-                    segments,
-                },
-                oldest,
-            ));
+            return Some((Batch { model, kind: BatchKind::Clean, segments }, oldest));
         }
         let first = *self.order.iter().find(|id| self.jobs[id].pending() > 0)?;
         let model = self.jobs[&first].entry.model;
@@ -390,14 +349,7 @@ impl Scheduler {
                 fault: job.entry.request.fault,
             });
         }
-        Some((
-            Batch {
-                model,
-                kind: BatchKind::Masked,
-                segments,
-            },
-            oldest,
-        ))
+        Some((Batch { model, kind: BatchKind::Masked, segments }, oldest))
     }
 
     /// Gives a held batch's passes back to their jobs (they are always the latest taken).
@@ -419,10 +371,7 @@ impl Scheduler {
         let passes = result.batch.len() as u64;
         match kind {
             BatchKind::Clean => self.stats.clean_passes.fetch_add(passes, Ordering::Relaxed),
-            BatchKind::Masked => self
-                .stats
-                .masked_passes
-                .fetch_add(passes, Ordering::Relaxed),
+            BatchKind::Masked => self.stats.masked_passes.fetch_add(passes, Ordering::Relaxed),
         };
         let outputs = match result.outcome {
             Ok(outputs) => outputs,
@@ -432,13 +381,7 @@ impl Scheduler {
                     f.push((model_name.clone(), message.clone()));
                 }
                 for seg in &result.batch.segments {
-                    self.fail(
-                        seg.job,
-                        EngineError::Runtime {
-                            model: model_name.clone(),
-                            message: message.clone(),
-                        },
-                    );
+                    self.fail(seg.job, EngineError::Runtime { model: model_name.clone(), message: message.clone() });
                 }
                 return;
             }
@@ -451,23 +394,13 @@ impl Scheduler {
                 Ok(o) => o,
                 Err(message) => {
                     tracing::error!(model = %model_name, job = seg.job, %message, "job failed");
-                    self.fail(
-                        seg.job,
-                        EngineError::Runtime {
-                            model: model_name.clone(),
-                            message,
-                        },
-                    );
+                    self.fail(seg.job, EngineError::Runtime { model: model_name.clone(), message });
                     continue;
                 }
             };
             match output {
-                SegmentOutput::Clean { features, logits } => {
-                    self.clean_done(seg.job, features, logits, result.elapsed)
-                }
-                SegmentOutput::Masked { scores } => {
-                    self.masked_done(seg.job, seg.passes.start, scores)
-                }
+                SegmentOutput::Clean { features, logits } => self.clean_done(seg.job, features, logits, result.elapsed),
+                SegmentOutput::Masked { scores } => self.masked_done(seg.job, seg.passes.start, scores),
             }
         }
     }
@@ -487,15 +420,9 @@ impl Scheduler {
         };
         let [k, fh, fw] = model.info.feature_khw;
         let [_, h, w] = model.info.input_chw;
-        let plan = Arc::new(MaskPlan::new(
-            preset,
-            Activations::new(k, fh, fw, features),
-            (h, w),
-        ));
+        let plan = Arc::new(MaskPlan::new(preset, Activations::new(k, fh, fw, features), (h, w)));
         job.stats.skipped_channels = plan.skipped_channels();
-        self.stats
-            .skipped_channels
-            .fetch_add(plan.skipped_channels() as u64, Ordering::Relaxed);
+        self.stats.skipped_channels.fetch_add(plan.skipped_channels() as u64, Ordering::Relaxed);
         if let Some(p) = &job.entry.request.progress {
             p.set_total(plan.len());
         }
@@ -543,9 +470,7 @@ impl Scheduler {
             return;
         }
         let mut job = self.remove(id).expect("present");
-        let State::Masked(m) = job.state else {
-            unreachable!("checked above")
-        };
+        let State::Masked(m) = job.state else { unreachable!("checked above") };
         job.timings.masked_ms = job.masked_started.map(|t| ms(t.elapsed())).unwrap_or(0.0);
         let raw = RawExplanation {
             clean_logits: m.clean_logits,
@@ -555,10 +480,7 @@ impl Scheduler {
             stats: job.stats,
             timings: job.timings,
         };
-        let _ = job
-            .entry
-            .reply
-            .send(Ok(JobOutput::Explained(Box::new(raw))));
+        let _ = job.entry.reply.send(Ok(JobOutput::Explained(Box::new(raw))));
     }
 }
 

@@ -25,14 +25,9 @@ impl Histogram {
     }
 
     pub fn observe(&self, v: f64) {
-        let i = self
-            .bounds
-            .iter()
-            .position(|b| v <= *b)
-            .unwrap_or(self.bounds.len());
+        let i = self.bounds.iter().position(|b| v <= *b).unwrap_or(self.bounds.len());
         self.counts[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add((v * 1e6).max(0.0) as u64, Ordering::Relaxed);
+        self.sum_micros.fetch_add((v * 1e6).max(0.0) as u64, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -48,17 +43,11 @@ impl Histogram {
                 (*b, acc)
             })
             .collect();
-        (
-            buckets,
-            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
-            self.count.load(Ordering::Relaxed),
-        )
+        (buckets, self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6, self.count.load(Ordering::Relaxed))
     }
 }
 
-const SECONDS: &[f64] = &[
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-];
+const SECONDS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 const SIZES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
 #[derive(Debug)]
@@ -108,13 +97,7 @@ impl EngineStats {
     }
 
     pub(crate) fn observe_timings(&self, t: &StageTimings) {
-        let values = [
-            t.queue_ms,
-            t.features_ms,
-            t.masked_ms,
-            t.combine_ms,
-            t.total_ms,
-        ];
+        let values = [t.queue_ms, t.features_ms, t.masked_ms, t.combine_ms, t.total_ms];
         for ((_, h), ms) in self.stage_seconds.iter().zip(values) {
             h.observe(ms / 1e3);
         }

@@ -51,7 +51,9 @@ pub(crate) enum SegmentOutput {
         logits: Vec<f32>,
     },
     /// Per pass, per target: (logit, probability).
-    Masked { scores: Vec<Vec<(f32, f32)>> },
+    Masked {
+        scores: Vec<Vec<(f32, f32)>>,
+    },
 }
 
 pub(crate) struct BatchResult {
@@ -90,11 +92,7 @@ impl Pool {
         let senders = (0..config.workers.max(1))
             .map(|id| start_worker(template.with_id(id)).map(Some))
             .collect::<Result<_, _>>()?;
-        Ok(Self {
-            senders,
-            template,
-            restart_delay: Duration::from_millis(config.worker_restart_delay_ms),
-        })
+        Ok(Self { senders, template, restart_delay: Duration::from_millis(config.worker_restart_delay_ms) })
     }
 
     pub fn workers(&self) -> usize {
@@ -119,21 +117,19 @@ impl Pool {
         self.senders[worker] = None;
         let setup = self.template.with_id(worker);
         let delay = self.restart_delay;
-        let spawned = std::thread::Builder::new()
-            .name(format!("scorecam-restart-{worker}"))
-            .spawn(move || {
-                std::thread::sleep(delay);
-                let results = setup.results.clone();
-                match start_worker(setup) {
-                    Ok(tx) => {
-                        let _ = results.send(Command::WorkerReady(worker, tx));
-                    }
-                    Err(e) => {
-                        tracing::error!(worker, error = %e, "could not restart worker");
-                        let _ = results.send(Command::WorkerExited(worker));
-                    }
+        let spawned = std::thread::Builder::new().name(format!("scorecam-restart-{worker}")).spawn(move || {
+            std::thread::sleep(delay);
+            let results = setup.results.clone();
+            match start_worker(setup) {
+                Ok(tx) => {
+                    let _ = results.send(Command::WorkerReady(worker, tx));
                 }
-            });
+                Err(e) => {
+                    tracing::error!(worker, error = %e, "could not restart worker");
+                    let _ = results.send(Command::WorkerExited(worker));
+                }
+            }
+        });
         if let Err(e) = spawned {
             tracing::error!(worker, error = %e, "could not start the restart thread");
         }
@@ -150,9 +146,7 @@ fn start_worker(setup: WorkerSetup) -> Result<mpsc::Sender<Batch>, RuntimeError>
     let (tx, rx) = mpsc::channel::<Batch>();
     let (ready_tx, ready_rx) = mpsc::channel();
     spawn_worker(setup, rx, ready_tx)?;
-    ready_rx
-        .recv()
-        .map_err(|_| RuntimeError::OutputShape(format!("worker {id} exited during start-up")))??;
+    ready_rx.recv().map_err(|_| RuntimeError::OutputShape(format!("worker {id} exited during start-up")))??;
     Ok(tx)
 }
 
@@ -187,9 +181,7 @@ fn spawn_worker(
     // bounds memory to two batch tensors per worker.
     let (prepared_tx, prepared_rx) = mpsc::sync_channel::<(Batch, Vec<f32>)>(1);
     let registry = setup.registry.clone();
-    let spawn_err = |e: std::io::Error| {
-        RuntimeError::OutputShape(format!("could not start a worker thread: {e}"))
-    };
+    let spawn_err = |e: std::io::Error| RuntimeError::OutputShape(format!("could not start a worker thread: {e}"));
     std::thread::Builder::new()
         .name(format!("scorecam-prep-{}", setup.id))
         .spawn(move || {
@@ -239,29 +231,16 @@ fn inference_loop(
         }
     };
     setup.stats.worker_started();
-    let _alive = AliveGuard {
-        id: setup.id,
-        stats: setup.stats.clone(),
-        results: setup.results.clone(),
-    };
+    let _alive = AliveGuard { id: setup.id, stats: setup.stats.clone(), results: setup.results.clone() };
     let _ = ready.send(Ok(()));
     for (batch, tensor) in prepared {
-        if batch
-            .segments
-            .iter()
-            .any(|s| s.fault == Some(Fault::KillWorker))
-        {
+        if batch.segments.iter().any(|s| s.fault == Some(Fault::KillWorker)) {
             tracing::error!(worker = setup.id, "worker stopping (injected fault)");
             return;
         }
         let started = Instant::now();
         let outcome = run_contained(&mut sessions[batch.model], &batch, &tensor);
-        let result = BatchResult {
-            worker: setup.id,
-            batch,
-            outcome,
-            elapsed: started.elapsed(),
-        };
+        let result = BatchResult { worker: setup.id, batch, outcome, elapsed: started.elapsed() };
         if setup.results.send(Command::Done(Box::new(result))).is_err() {
             break;
         }
@@ -354,24 +333,16 @@ fn open_and_warm(setup: &WorkerSetup) -> Result<Vec<ModelSessions>, RuntimeError
         .collect()
 }
 
-fn run_batch(
-    sessions: &mut ModelSessions,
-    batch: &Batch,
-    tensor: &[f32],
-) -> Result<Vec<SegmentOutput>, String> {
+fn run_batch(sessions: &mut ModelSessions, batch: &Batch, tensor: &[f32]) -> Result<Vec<SegmentOutput>, String> {
     // Injected in masked batches, which mix jobs, so the isolation of the others is tested.
-    if batch.kind == BatchKind::Masked
-        && batch.segments.iter().any(|s| s.fault == Some(Fault::Panic))
-    {
+    if batch.kind == BatchKind::Masked && batch.segments.iter().any(|s| s.fault == Some(Fault::Panic)) {
         panic!("injected fault");
     }
     let n = batch.len();
     match batch.kind {
         BatchKind::Clean => {
             let features = sessions.features(tensor, n).map_err(|e| e.to_string())?;
-            let logits = sessions
-                .head_logits(&features, n)
-                .map_err(|e| e.to_string())?;
+            let logits = sessions.head_logits(&features, n).map_err(|e| e.to_string())?;
             let (fper, lper) = (features.len() / n, logits.len() / n);
             Ok(batch
                 .segments
@@ -391,11 +362,7 @@ fn run_batch(
                 .segments
                 .iter()
                 .map(|seg| SegmentOutput::Masked {
-                    scores: rows
-                        .by_ref()
-                        .take(seg.passes.len())
-                        .map(|row| class_scores(row, &seg.targets))
-                        .collect(),
+                    scores: rows.by_ref().take(seg.passes.len()).map(|row| class_scores(row, &seg.targets)).collect(),
                 })
                 .collect())
         }

@@ -46,29 +46,18 @@ impl ApiError {
         use PipelineError as P;
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::UnsupportedMediaType(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-            }
-            ApiError::InvalidParameter(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter")
-            }
+            ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::InvalidParameter(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            ApiError::Pipeline(P::InvalidParameter(_)) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter")
-            }
-            ApiError::Pipeline(P::Render(_)) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter")
-            }
+            ApiError::Pipeline(P::InvalidParameter(_)) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter"),
+            ApiError::Pipeline(P::Render(_)) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter"),
             ApiError::Pipeline(P::Imaging(e)) => match e {
                 ImagingError::Empty => (StatusCode::BAD_REQUEST, "empty_image"),
-                ImagingError::UnsupportedFormat => (
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_image_format",
-                ),
+                ImagingError::UnsupportedFormat => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_image_format"),
                 ImagingError::Decode(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_image"),
                 ImagingError::TooLarge(_) => (StatusCode::UNPROCESSABLE_ENTITY, "image_too_large"),
             },
@@ -77,9 +66,7 @@ impl ApiError {
                 EngineError::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
                 EngineError::Cancelled => (StatusCode::BAD_REQUEST, "cancelled"),
                 EngineError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-                EngineError::InvalidTarget { .. } => {
-                    (StatusCode::UNPROCESSABLE_ENTITY, "invalid_target")
-                }
+                EngineError::InvalidTarget { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_target"),
                 EngineError::UnknownModel(_) => (StatusCode::NOT_FOUND, "unknown_model"),
                 EngineError::Runtime { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "model_failure"),
                 EngineError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -102,18 +89,9 @@ impl IntoResponse for ApiError {
         } else {
             tracing::info!(error = %self, error_type, "request rejected");
         }
-        let mut response = (
-            status,
-            Json(ErrorBody {
-                error: self.to_string(),
-                error_type,
-            }),
-        )
-            .into_response();
+        let mut response = (status, Json(ErrorBody { error: self.to_string(), error_type })).into_response();
         if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

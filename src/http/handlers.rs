@@ -28,64 +28,33 @@ fn ensure_accepting(state: &AppState) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub async fn explain(
-    State(state): State<AppState>,
-    req: ImageRequest,
-) -> Result<Response, ApiError> {
+pub async fn explain(State(state): State<AppState>, req: ImageRequest) -> Result<Response, ApiError> {
     ensure_accepting(&state)?;
     let params = req.explain_params(&state)?;
-    let deadline = params
-        .deadline
-        .map(|d| tokio::time::Instant::from_std(d) + DEADLINE_SLACK);
+    let deadline = params.deadline.map(|d| tokio::time::Instant::from_std(d) + DEADLINE_SLACK);
     let work = pipeline::explain(&state.engine, req.image, &state.config.limits, params);
     let rendered = match deadline {
-        Some(d) => tokio::time::timeout_at(d, work)
-            .await
-            .map_err(|_| ApiError::Timeout)??,
+        Some(d) => tokio::time::timeout_at(d, work).await.map_err(|_| ApiError::Timeout)??,
         None => work.await?,
     };
     Ok(match rendered {
         Rendered::Json(doc) => Json(doc).into_response(),
-        Rendered::Image {
-            png,
-            target,
-            stats,
-            timings,
-        } => {
+        Rendered::Image { png, target, stats, timings } => {
             let mut headers = HeaderMap::new();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
-            let label: String = target
-                .label
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_graphic() || c == ' ' {
-                        c
-                    } else {
-                        '?'
-                    }
-                })
-                .collect();
+            let label: String =
+                target.label.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
             let pairs = [
                 ("x-scorecam-target-index", target.index.to_string()),
                 ("x-scorecam-target-label", label),
                 ("x-scorecam-target-score", format!("{:.6}", target.score)),
-                (
-                    "x-scorecam-forward-passes",
-                    stats.forward_passes.to_string(),
-                ),
-                (
-                    "x-scorecam-skipped-channels",
-                    stats.skipped_channels.to_string(),
-                ),
+                ("x-scorecam-forward-passes", stats.forward_passes.to_string()),
+                ("x-scorecam-skipped-channels", stats.skipped_channels.to_string()),
                 (
                     "server-timing",
                     format!(
                         "queue;dur={:.1}, features;dur={:.1}, masked;dur={:.1}, combine;dur={:.1}, total;dur={:.1}",
-                        timings.queue_ms,
-                        timings.features_ms,
-                        timings.masked_ms,
-                        timings.combine_ms,
-                        timings.total_ms
+                        timings.queue_ms, timings.features_ms, timings.masked_ms, timings.combine_ms, timings.total_ms
                     ),
                 ),
             ];
@@ -99,19 +68,10 @@ pub async fn explain(
     })
 }
 
-pub async fn predict(
-    State(state): State<AppState>,
-    req: ImageRequest,
-) -> Result<Response, ApiError> {
+pub async fn predict(State(state): State<AppState>, req: ImageRequest) -> Result<Response, ApiError> {
     ensure_accepting(&state)?;
     let (model, top_k, deadline) = req.predict_params(&state)?;
-    let work = pipeline::predict(
-        &state.engine,
-        req.image,
-        &state.config.limits,
-        &model,
-        top_k,
-    );
+    let work = pipeline::predict(&state.engine, req.image, &state.config.limits, &model, top_k);
     let doc = tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), work)
         .await
         .map_err(|_| ApiError::Timeout)??;
@@ -154,11 +114,7 @@ fn summary(state: &AppState, index: usize, m: &ModelPackage) -> ModelSummary {
     ModelSummary {
         name: m.name.clone(),
         description: m.manifest.description.clone(),
-        input: InputSummary {
-            width: w,
-            height: h,
-            resize: m.manifest.input.resize,
-        },
+        input: InputSummary { width: w, height: h, resize: m.manifest.input.resize },
         target_layer: LayerSummary {
             description: m.manifest.target_layer.description.clone(),
             channels: k,
@@ -182,33 +138,17 @@ pub struct ModelList {
 }
 
 pub async fn models(State(state): State<AppState>) -> Json<ModelList> {
-    let models = state
-        .engine
-        .registry()
-        .all()
-        .iter()
-        .enumerate()
-        .map(|(i, m)| summary(&state, i, m))
-        .collect();
-    Json(ModelList {
-        default: state.default_model.clone(),
-        models,
-    })
+    let models = state.engine.registry().all().iter().enumerate().map(|(i, m)| summary(&state, i, m)).collect();
+    Json(ModelList { default: state.default_model.clone(), models })
 }
 
-pub async fn model(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<ModelSummary>, ApiError> {
-    let index =
-        state.engine.registry().index_of(&name).ok_or_else(|| {
-            ApiError::from(crate::engine::EngineError::UnknownModel(name.clone()))
-        })?;
-    Ok(Json(summary(
-        &state,
-        index,
-        &state.engine.registry().all()[index],
-    )))
+pub async fn model(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<ModelSummary>, ApiError> {
+    let index = state
+        .engine
+        .registry()
+        .index_of(&name)
+        .ok_or_else(|| ApiError::from(crate::engine::EngineError::UnknownModel(name.clone())))?;
+    Ok(Json(summary(&state, index, &state.engine.registry().all()[index])))
 }
 
 pub async fn healthz() -> Json<serde_json::Value> {
@@ -222,33 +162,15 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Va
     }
     let alive = engine.stats().workers_alive();
     if alive < engine.config().workers {
-        return Err(ApiError::NotReady(format!(
-            "{alive} of {} workers alive",
-            engine.config().workers
-        )));
+        return Err(ApiError::NotReady(format!("{alive} of {} workers alive", engine.config().workers)));
     }
-    let models: Vec<_> = engine
-        .registry()
-        .all()
-        .iter()
-        .map(|m| m.name.clone())
-        .collect();
-    Ok(Json(
-        serde_json::json!({ "status": "ready", "models": models, "workers": alive }),
-    ))
+    let models: Vec<_> = engine.registry().all().iter().map(|m| m.name.clone()).collect();
+    Ok(Json(serde_json::json!({ "status": "ready", "models": models, "workers": alive })))
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let body = state
-        .metrics
-        .render(state.engine.stats(), state.engine.is_ready());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
+    let body = state.metrics.render(state.engine.stats(), state.engine.is_ready());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 
 pub async fn openapi() -> impl IntoResponse {

@@ -40,15 +40,11 @@ pub struct Params(HashMap<String, Vec<String>>);
 impl Params {
     fn push(&mut self, name: &str, value: String) -> Result<(), ApiError> {
         if value.len() > MAX_PARAM_BYTES {
-            return Err(ApiError::BadRequest(format!(
-                "parameter `{name}` is longer than {MAX_PARAM_BYTES} bytes"
-            )));
+            return Err(ApiError::BadRequest(format!("parameter `{name}` is longer than {MAX_PARAM_BYTES} bytes")));
         }
         let count: usize = self.0.values().map(Vec::len).sum();
         if count >= MAX_PARAMS {
-            return Err(ApiError::BadRequest(format!(
-                "more than {MAX_PARAMS} parameters"
-            )));
+            return Err(ApiError::BadRequest(format!("more than {MAX_PARAMS} parameters")));
         }
         self.0.entry(name.to_string()).or_default().push(value);
         Ok(())
@@ -66,9 +62,7 @@ impl Params {
         match self.0.get(name).map(Vec::as_slice) {
             None | Some([]) => Ok(None),
             Some([v]) => Ok(Some(v.as_str())),
-            Some(_) => Err(ApiError::InvalidParameter(format!(
-                "`{name}` given more than once"
-            ))),
+            Some(_) => Err(ApiError::InvalidParameter(format!("`{name}` given more than once"))),
         }
     }
 
@@ -77,21 +71,16 @@ impl Params {
         T::Err: std::fmt::Display,
     {
         self.one(name)?
-            .map(|v| {
-                v.trim()
-                    .parse::<T>()
-                    .map_err(|e| ApiError::InvalidParameter(format!("`{name}`: {e}")))
-            })
+            .map(|v| v.trim().parse::<T>().map_err(|e| ApiError::InvalidParameter(format!("`{name}`: {e}"))))
             .transpose()
     }
 
     /// Fails on names outside `known`: a typo should not silently become a default.
     fn only(&self, known: &[&str]) -> Result<(), ApiError> {
         match self.0.keys().find(|k| !known.contains(&k.as_str())) {
-            Some(k) => Err(ApiError::InvalidParameter(format!(
-                "unknown parameter `{k}` (known: {})",
-                known.join(", ")
-            ))),
+            Some(k) => {
+                Err(ApiError::InvalidParameter(format!("unknown parameter `{k}` (known: {})", known.join(", "))))
+            }
             None => Ok(()),
         }
     }
@@ -101,9 +90,9 @@ impl Params {
         let mut out = Vec::new();
         for v in self.0.get("target").into_iter().flatten() {
             for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                let class = part.parse().map_err(|_| {
-                    ApiError::InvalidParameter(format!("`target`: `{part}` is not a class index"))
-                })?;
+                let class = part
+                    .parse()
+                    .map_err(|_| ApiError::InvalidParameter(format!("`target`: `{part}` is not a class index")))?;
                 out.push(class);
             }
         }
@@ -111,18 +100,8 @@ impl Params {
     }
 }
 
-const EXPLAIN_PARAMS: &[&str] = &[
-    "model",
-    "target",
-    "top_k",
-    "method",
-    "preset",
-    "format",
-    "resolution",
-    "colormap",
-    "alpha",
-    "timeout_ms",
-];
+const EXPLAIN_PARAMS: &[&str] =
+    &["model", "target", "top_k", "method", "preset", "format", "resolution", "colormap", "alpha", "timeout_ms"];
 const PREDICT_PARAMS: &[&str] = &["model", "top_k", "timeout_ms"];
 
 impl ImageRequest {
@@ -134,17 +113,13 @@ impl ImageRequest {
         if let Some(method) = p.one("method")?
             && method != "scorecam"
         {
-            return Err(ApiError::InvalidParameter(format!(
-                "`method`: unknown method `{method}` (expected scorecam)"
-            )));
+            return Err(ApiError::InvalidParameter(format!("`method`: unknown method `{method}` (expected scorecam)")));
         }
         let targets = p.targets()?;
         let top_k: Option<usize> = p.parse("top_k")?;
         let targets = match (targets.is_empty(), top_k) {
             (false, Some(_)) => {
-                return Err(ApiError::InvalidParameter(
-                    "give `target` or `top_k`, not both".into(),
-                ));
+                return Err(ApiError::InvalidParameter("give `target` or `top_k`, not both".into()));
             }
             (false, None) => TargetSpec::Classes(targets),
             (true, k) => TargetSpec::TopK(k.unwrap_or(1)),
@@ -156,9 +131,7 @@ impl ImageRequest {
         };
         let alpha: f32 = p.parse("alpha")?.unwrap_or(0.5);
         if !(0.0..=1.0).contains(&alpha) {
-            return Err(ApiError::InvalidParameter(format!(
-                "`alpha` must be within 0..=1, got {alpha}"
-            )));
+            return Err(ApiError::InvalidParameter(format!("`alpha` must be within 0..=1, got {alpha}")));
         }
         Ok(ExplainParams {
             model: self.model(state)?,
@@ -176,27 +149,16 @@ impl ImageRequest {
 
     pub fn predict_params(&self, state: &AppState) -> Result<(String, usize, Instant), ApiError> {
         self.params.only(PREDICT_PARAMS)?;
-        Ok((
-            self.model(state)?,
-            self.params.parse("top_k")?.unwrap_or(5),
-            self.deadline(state)?,
-        ))
+        Ok((self.model(state)?, self.params.parse("top_k")?.unwrap_or(5), self.deadline(state)?))
     }
 
     fn model(&self, state: &AppState) -> Result<String, ApiError> {
-        Ok(self
-            .params
-            .one("model")?
-            .map(str::to_string)
-            .unwrap_or_else(|| state.default_model.clone()))
+        Ok(self.params.one("model")?.map(str::to_string).unwrap_or_else(|| state.default_model.clone()))
     }
 
     fn deadline(&self, state: &AppState) -> Result<Instant, ApiError> {
         let server = &state.config.server;
-        let ms: u64 = self
-            .params
-            .parse("timeout_ms")?
-            .unwrap_or(server.request_timeout_ms);
+        let ms: u64 = self.params.parse("timeout_ms")?.unwrap_or(server.request_timeout_ms);
         if ms == 0 || ms > server.max_request_timeout_ms {
             return Err(ApiError::InvalidParameter(format!(
                 "`timeout_ms` must be within 1..={}, got {ms}",
@@ -224,12 +186,8 @@ impl FromRequest<AppState> for ImageRequest {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let limit = state.config.server.max_body_bytes;
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        let content_type =
+            req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
         let accepts_json = req
             .headers()
             .get(header::ACCEPT)
@@ -243,22 +201,13 @@ impl FromRequest<AppState> for ImageRequest {
             }
         }
         let mut params = Params::default();
-        let mime = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_string();
+        let mime = content_type.split(';').next().unwrap_or("").trim().to_string();
         let image = if mime == "multipart/form-data" {
             let mut multipart = Multipart::from_request(req, state)
                 .await
                 .map_err(|e| ApiError::BadRequest(format!("invalid multipart request: {e}")))?;
             let mut image = None;
-            while let Some(field) = multipart
-                .next_field()
-                .await
-                .map_err(multipart_error(limit))?
-            {
+            while let Some(field) = multipart.next_field().await.map_err(multipart_error(limit))? {
                 let name = field.name().unwrap_or("").to_string();
                 let bytes = field.bytes().await.map_err(multipart_error(limit))?;
                 if name == "image" {
@@ -267,37 +216,29 @@ impl FromRequest<AppState> for ImageRequest {
                     }
                     image = Some(bytes);
                 } else {
-                    let value = String::from_utf8(bytes.to_vec()).map_err(|_| {
-                        ApiError::BadRequest(format!("part `{name}` is not UTF-8 text"))
-                    })?;
+                    let value = String::from_utf8(bytes.to_vec())
+                        .map_err(|_| ApiError::BadRequest(format!("part `{name}` is not UTF-8 text")))?;
                     params.push(&name, value)?;
                 }
             }
-            image.ok_or_else(|| {
-                ApiError::BadRequest("multipart request has no `image` part".into())
-            })?
+            image.ok_or_else(|| ApiError::BadRequest("multipart request has no `image` part".into()))?
         } else if mime == "application/json" {
-            let body = axum::body::to_bytes(req.into_body(), limit)
-                .await
-                .map_err(body_error(limit))?;
-            let value: Value = serde_json::from_slice(&body)
-                .map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))?;
+            let body = axum::body::to_bytes(req.into_body(), limit).await.map_err(body_error(limit))?;
+            let value: Value =
+                serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))?;
             let Value::Object(map) = value else {
-                return Err(ApiError::BadRequest(
-                    "the JSON body must be an object".into(),
-                ));
+                return Err(ApiError::BadRequest("the JSON body must be an object".into()));
             };
             let mut image = None;
             for (key, v) in map {
                 if key == "image" {
-                    let b64 = v.get("b64").and_then(Value::as_str).ok_or_else(|| {
-                        ApiError::BadRequest("`image` must be {\"b64\": \"<base64>\"}".into())
-                    })?;
+                    let b64 = v
+                        .get("b64")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| ApiError::BadRequest("`image` must be {\"b64\": \"<base64>\"}".into()))?;
                     let bytes = base64::engine::general_purpose::STANDARD
                         .decode(b64.trim())
-                        .map_err(|e| {
-                            ApiError::BadRequest(format!("`image.b64` is not valid base64: {e}"))
-                        })?;
+                        .map_err(|e| ApiError::BadRequest(format!("`image.b64` is not valid base64: {e}")))?;
                     image = Some(axum::body::Bytes::from(bytes));
                     continue;
                 }
@@ -321,29 +262,19 @@ impl FromRequest<AppState> for ImageRequest {
             }
             image.ok_or_else(|| ApiError::BadRequest("the JSON body has no `image`".into()))?
         } else if mime.starts_with("image/") || mime == "application/octet-stream" {
-            axum::body::to_bytes(req.into_body(), limit)
-                .await
-                .map_err(body_error(limit))?
+            axum::body::to_bytes(req.into_body(), limit).await.map_err(body_error(limit))?
         } else {
             return Err(ApiError::UnsupportedMediaType(format!(
                 "unsupported Content-Type `{mime}`: send multipart/form-data, image/*, or application/json"
             )));
         };
-        Ok(Self {
-            image: Arc::from(image.as_ref()),
-            params: query_params.merge_over(params),
-            accepts_json,
-            fault,
-        })
+        Ok(Self { image: Arc::from(image.as_ref()), params: query_params.merge_over(params), accepts_json, fault })
     }
 }
 
 #[cfg(feature = "fault-injection")]
 fn fault_header(headers: &axum::http::HeaderMap) -> Option<crate::engine::Fault> {
-    match headers
-        .get("x-scorecam-fault")
-        .and_then(|v| v.to_str().ok())
-    {
+    match headers.get("x-scorecam-fault").and_then(|v| v.to_str().ok()) {
         Some("panic") => Some(crate::engine::Fault::Panic),
         Some("kill-worker") => Some(crate::engine::Fault::KillWorker),
         _ => None,

@@ -7,9 +7,7 @@ use std::sync::atomic::Ordering;
 
 use crate::engine::{EngineStats, stats::Histogram};
 
-const LATENCY: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-];
+const LATENCY: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
 
 /// Requests by route and status, and latency by route.
 #[derive(Default)]
@@ -24,9 +22,7 @@ impl HttpMetrics {
             *r.entry((route.to_string(), status)).or_default() += 1;
         }
         let h = self.latency.lock().map(|mut l| {
-            l.entry(route.to_string())
-                .or_insert_with(|| std::sync::Arc::new(Histogram::new(LATENCY)))
-                .clone()
+            l.entry(route.to_string()).or_insert_with(|| std::sync::Arc::new(Histogram::new(LATENCY))).clone()
         });
         if let Ok(h) = h {
             h.observe(seconds);
@@ -36,32 +32,18 @@ impl HttpMetrics {
     pub fn render(&self, engine: &EngineStats, ready: bool) -> String {
         let mut out = String::new();
         let o = &mut out;
-        let _ = writeln!(
-            o,
-            "# HELP scorecam_http_requests_total HTTP requests by route and status."
-        );
+        let _ = writeln!(o, "# HELP scorecam_http_requests_total HTTP requests by route and status.");
         let _ = writeln!(o, "# TYPE scorecam_http_requests_total counter");
         if let Ok(r) = self.requests.lock() {
             for ((route, status), n) in r.iter() {
-                let _ = writeln!(
-                    o,
-                    "scorecam_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
-                );
+                let _ = writeln!(o, "scorecam_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
             }
         }
-        let _ = writeln!(
-            o,
-            "# HELP scorecam_http_request_duration_seconds HTTP request latency by route."
-        );
+        let _ = writeln!(o, "# HELP scorecam_http_request_duration_seconds HTTP request latency by route.");
         let _ = writeln!(o, "# TYPE scorecam_http_request_duration_seconds histogram");
         if let Ok(l) = self.latency.lock() {
             for (route, h) in l.iter() {
-                histogram(
-                    o,
-                    "scorecam_http_request_duration_seconds",
-                    &format!("route=\"{route}\""),
-                    h,
-                );
+                histogram(o, "scorecam_http_request_duration_seconds", &format!("route=\"{route}\""), h);
             }
         }
         let _ = writeln!(
@@ -70,12 +52,7 @@ impl HttpMetrics {
         );
         let _ = writeln!(o, "# TYPE scorecam_stage_duration_seconds histogram");
         for (stage, h) in &engine.stage_seconds {
-            histogram(
-                o,
-                "scorecam_stage_duration_seconds",
-                &format!("stage=\"{stage}\""),
-                h,
-            );
+            histogram(o, "scorecam_stage_duration_seconds", &format!("stage=\"{stage}\""), h);
         }
         let _ = writeln!(o, "# HELP scorecam_batch_size Inputs per forward pass.");
         let _ = writeln!(o, "# TYPE scorecam_batch_size histogram");
@@ -111,21 +88,9 @@ impl HttpMetrics {
                 "Jobs admitted and waiting to run.",
                 engine.queued_jobs.load(Ordering::Relaxed) as u64,
             ),
-            (
-                "scorecam_jobs_running",
-                "Jobs being scheduled.",
-                engine.running_jobs.load(Ordering::Relaxed) as u64,
-            ),
-            (
-                "scorecam_workers_alive",
-                "Workers with live sessions.",
-                engine.workers_alive() as u64,
-            ),
-            (
-                "scorecam_ready",
-                "1 when the server accepts work.",
-                u64::from(ready),
-            ),
+            ("scorecam_jobs_running", "Jobs being scheduled.", engine.running_jobs.load(Ordering::Relaxed) as u64),
+            ("scorecam_workers_alive", "Workers with live sessions.", engine.workers_alive() as u64),
+            ("scorecam_ready", "1 when the server accepts work.", u64::from(ready)),
         ];
         for (name, help, v) in gauges {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
@@ -141,11 +106,7 @@ fn histogram(o: &mut String, name: &str, labels: &str, h: &Histogram) {
         let _ = writeln!(o, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {n}");
     }
     let _ = writeln!(o, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
-    let braces = if labels.is_empty() {
-        String::new()
-    } else {
-        format!("{{{labels}}}")
-    };
+    let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
     let _ = writeln!(o, "{name}_sum{braces} {sum}");
     let _ = writeln!(o, "{name}_count{braces} {count}");
 }

@@ -21,9 +21,7 @@ use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 const REQUEST_ID: &str = "x-request-id";
@@ -35,25 +33,16 @@ struct NextRequestId(Arc<AtomicU64>);
 impl MakeRequestId for NextRequestId {
     fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
         let n = self.0.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{:08x}-{n}", std::process::id()))
-            .ok()
-            .map(RequestId::new)
+        HeaderValue::from_str(&format!("{:08x}-{n}", std::process::id())).ok().map(RequestId::new)
     }
 }
 
 async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let started = Instant::now();
     let response = next.run(req).await;
-    state.metrics.observe(
-        &route,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
+    state.metrics.observe(&route, response.status().as_u16(), started.elapsed().as_secs_f64());
     response
 }
 
@@ -77,14 +66,9 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(PropagateRequestIdLayer::new(
-            axum::http::HeaderName::from_static(REQUEST_ID),
-        ))
+        .layer(PropagateRequestIdLayer::new(axum::http::HeaderName::from_static(REQUEST_ID)))
         .layer(trace)
-        .layer(SetRequestIdLayer::new(
-            axum::http::HeaderName::from_static(REQUEST_ID),
-            NextRequestId::default(),
-        ))
+        .layer(SetRequestIdLayer::new(axum::http::HeaderName::from_static(REQUEST_ID), NextRequestId::default()))
         .with_state(state)
 }
 
@@ -102,10 +86,7 @@ pub async fn serve(
         let engine = engine.clone();
         async move {
             shutdown.await;
-            tracing::info!(
-                in_flight = engine.in_flight(),
-                "shutdown requested: draining"
-            );
+            tracing::info!(in_flight = engine.in_flight(), "shutdown requested: draining");
             engine.begin_drain();
             let until = Instant::now() + grace;
             while engine.in_flight() > 0 && Instant::now() < until {
@@ -113,9 +94,7 @@ pub async fn serve(
             }
         }
     };
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(drained)
-        .await?;
+    axum::serve(listener, router(state)).with_graceful_shutdown(drained).await?;
     engine.shutdown(Duration::from_secs(1)).await;
     tracing::info!("stopped");
     Ok(())

@@ -22,12 +22,7 @@ pub struct ImageLimits {
 
 impl Default for ImageLimits {
     fn default() -> Self {
-        Self {
-            max_width: 8192,
-            max_height: 8192,
-            max_pixels: 40_000_000,
-            max_alloc_bytes: 512 << 20,
-        }
+        Self { max_width: 8192, max_height: 8192, max_pixels: 40_000_000, max_alloc_bytes: 512 << 20 }
     }
 }
 
@@ -38,9 +33,8 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, ImagingErr
     if bytes.is_empty() {
         return Err(ImagingError::Empty);
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| ImagingError::Decode(e.to_string()))?;
+    let mut reader =
+        ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| ImagingError::Decode(e.to_string()))?;
     if reader.format().is_none() {
         return Err(ImagingError::UnsupportedFormat);
     }
@@ -52,15 +46,10 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, ImagingErr
     let mut decoder = reader.into_decoder().map_err(map_err(limits))?;
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
-        return Err(ImagingError::Decode(format!(
-            "the image has no pixels ({w}×{h})"
-        )));
+        return Err(ImagingError::Decode(format!("the image has no pixels ({w}×{h})")));
     }
     if u64::from(w) * u64::from(h) > limits.max_pixels {
-        return Err(ImagingError::TooLarge(format!(
-            "{w}×{h} is over the limit of {} pixels",
-            limits.max_pixels
-        )));
+        return Err(ImagingError::TooLarge(format!("{w}×{h} is over the limit of {} pixels", limits.max_pixels)));
     }
     // `into_decoder` bypasses the reader's allocation check, so apply it here.
     if decoder.total_bytes() > limits.max_alloc_bytes {
@@ -71,9 +60,7 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, ImagingErr
         )));
     }
     // A broken EXIF block should not cost the user their request: treat it as upright.
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(map_err(limits))?;
     img.apply_orientation(orientation);
     Ok(img.into_rgb8())
@@ -86,9 +73,7 @@ fn map_err(limits: &ImageLimits) -> impl Fn(image::ImageError) -> ImagingError +
             limits.max_width, limits.max_height, limits.max_alloc_bytes
         )),
         // A format recognised but not built in (HDR, QOI, ICO…) is still unsupported.
-        image::ImageError::Unsupported(u)
-            if matches!(u.kind(), image::error::UnsupportedErrorKind::Format(_)) =>
-        {
+        image::ImageError::Unsupported(u) if matches!(u.kind(), image::error::UnsupportedErrorKind::Format(_)) => {
             ImagingError::UnsupportedFormat
         }
         image::ImageError::Unsupported(u) => ImagingError::Decode(u.to_string()),

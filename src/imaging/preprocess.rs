@@ -55,18 +55,10 @@ impl Preprocessed {
 pub fn preprocess(img: &RgbImage, spec: &InputSpec) -> Preprocessed {
     let (ow, oh) = img.dimensions();
     let (w, h) = (spec.width, spec.height);
-    let full = Region {
-        x: 0.0,
-        y: 0.0,
-        width: f64::from(ow),
-        height: f64::from(oh),
-    };
+    let full = Region { x: 0.0, y: 0.0, width: f64::from(ow), height: f64::from(oh) };
     let (resized, region) = match spec.resize {
         ResizeMode::Stretch if (ow, oh) == (w, h) => (None, full),
-        ResizeMode::Stretch => (
-            Some(imageops::resize(img, w, h, FilterType::Triangle)),
-            full,
-        ),
+        ResizeMode::Stretch => (Some(imageops::resize(img, w, h, FilterType::Triangle)), full),
         ResizeMode::ShorterSideCrop => {
             // The crop is cut from the original first and only then resized: resizing the
             // whole image first would let a 1×8192 upload become a 256×2M buffer.
@@ -76,17 +68,8 @@ pub fn preprocess(img: &RgbImage, spec: &InputSpec) -> Preprocessed {
             let ch = ((f64::from(h) / scale).round() as u32).clamp(1, oh);
             let (cx, cy) = ((ow - cw) / 2, (oh - ch) / 2);
             let crop = imageops::crop_imm(img, cx, cy, cw, ch).to_image();
-            let out = if (cw, ch) == (w, h) {
-                crop
-            } else {
-                imageops::resize(&crop, w, h, FilterType::Triangle)
-            };
-            let region = Region {
-                x: f64::from(cx),
-                y: f64::from(cy),
-                width: f64::from(cw),
-                height: f64::from(ch),
-            };
+            let out = if (cw, ch) == (w, h) { crop } else { imageops::resize(&crop, w, h, FilterType::Triangle) };
+            let region = Region { x: f64::from(cx), y: f64::from(cy), width: f64::from(cw), height: f64::from(ch) };
             (Some(out), region)
         }
     };

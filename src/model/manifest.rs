@@ -54,14 +54,8 @@ pub struct TargetLayer {
 
 impl Manifest {
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
-            path: path.into(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|message| ModelError::Manifest {
-            path: path.into(),
-            message,
-        })
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
+        Self::parse(&text).map_err(|message| ModelError::Manifest { path: path.into(), message })
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -77,10 +71,8 @@ impl Manifest {
                 return Err(format!("{name} = {v} must be in 1..={MAX_SIDE}"));
             }
         }
-        if let Some(s) = i
-            .std
-            .iter()
-            .find(|s| s.partial_cmp(&&0.0) != Some(std::cmp::Ordering::Greater) || !s.is_finite())
+        if let Some(s) =
+            i.std.iter().find(|s| s.partial_cmp(&&0.0) != Some(std::cmp::Ordering::Greater) || !s.is_finite())
         {
             return Err(format!("input.std must be positive and finite, got {s}"));
         }
@@ -91,12 +83,10 @@ impl Manifest {
             (ResizeMode::ShorterSideCrop, None) => {
                 Err("input.resize = \"shorter_side_crop\" needs input.crop_from".into())
             }
-            (ResizeMode::ShorterSideCrop, Some(c)) if c < i.width.max(i.height) || c > MAX_SIDE => {
-                Err(format!(
-                    "input.crop_from = {c} must be at least the input size ({}) and at most {MAX_SIDE}",
-                    i.width.max(i.height)
-                ))
-            }
+            (ResizeMode::ShorterSideCrop, Some(c)) if c < i.width.max(i.height) || c > MAX_SIDE => Err(format!(
+                "input.crop_from = {c} must be at least the input size ({}) and at most {MAX_SIDE}",
+                i.width.max(i.height)
+            )),
             (ResizeMode::Stretch, Some(_)) => {
                 Err("input.crop_from only applies to resize = \"shorter_side_crop\"".into())
             }
@@ -137,37 +127,23 @@ description = "t"
     fn invalid_manifests_say_what_is_wrong() {
         assert!(err(&GOOD.replace("width = 224", "width = 0")).contains("input.width"));
         assert!(err(&GOOD.replace("0.229,", "0.0,")).contains("input.std"));
+        assert!(err(&GOOD.replace("[target_layer]\ndescription = \"t\"", "")).contains("target_layer"));
         assert!(
-            err(&GOOD.replace("[target_layer]\ndescription = \"t\"", "")).contains("target_layer")
+            err(&GOOD.replace("height = 224", "height = 224\nresize = \"shorter_side_crop\"")).contains("crop_from")
         );
+        assert!(err(&GOOD.replace("height = 224", "height = 224\nresize = \"zoom\"")).contains("zoom"));
+        assert!(err(&GOOD.replace("license = \"l\"", "license = \"l\"\ncolour = 1")).contains("colour"));
         assert!(
-            err(&GOOD.replace(
-                "height = 224",
-                "height = 224\nresize = \"shorter_side_crop\""
-            ))
-            .contains("crop_from")
-        );
-        assert!(
-            err(&GOOD.replace("height = 224", "height = 224\nresize = \"zoom\"")).contains("zoom")
-        );
-        assert!(
-            err(&GOOD.replace("license = \"l\"", "license = \"l\"\ncolour = 1")).contains("colour")
-        );
-        assert!(
-            err(&GOOD.replace(
-                "height = 224",
-                "height = 224\nresize = \"shorter_side_crop\"\ncrop_from = 100"
-            ))
-            .contains("at least")
+            err(&GOOD.replace("height = 224", "height = 224\nresize = \"shorter_side_crop\"\ncrop_from = 100"))
+                .contains("at least")
         );
     }
 
     #[test]
     fn shorter_side_crop_with_crop_from_is_accepted() {
-        let m = Manifest::parse(&GOOD.replace(
-            "height = 224",
-            "height = 224\nresize = \"shorter_side_crop\"\ncrop_from = 256",
-        ))
+        let m = Manifest::parse(
+            &GOOD.replace("height = 224", "height = 224\nresize = \"shorter_side_crop\"\ncrop_from = 256"),
+        )
         .unwrap();
         assert_eq!(m.input.crop_from, Some(256));
     }

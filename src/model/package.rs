@@ -19,11 +19,7 @@ pub struct ModelInfo {
 
 impl From<ModelInfo> for SessionShapes {
     fn from(i: ModelInfo) -> Self {
-        SessionShapes {
-            input_chw: i.input_chw,
-            feature_khw: i.feature_khw,
-            classes: i.classes,
-        }
+        SessionShapes { input_chw: i.input_chw, feature_khw: i.feature_khw, classes: i.classes }
     }
 }
 
@@ -55,10 +51,7 @@ impl ModelPackage {
         let name = dir
             .file_name()
             .and_then(|n| n.to_str())
-            .ok_or_else(|| ModelError::Manifest {
-                path: dir.into(),
-                message: "folder name is not UTF-8".into(),
-            })?
+            .ok_or_else(|| ModelError::Manifest { path: dir.into(), message: "folder name is not UTF-8".into() })?
             .to_string();
         let manifest = Manifest::from_file(&dir.join("model.toml"))?;
         let labels = read_labels(&dir.join("labels.txt"))?;
@@ -67,59 +60,31 @@ impl ModelPackage {
         let ext_sig = signature(&extractor)?;
         let head_sig = signature(&head)?;
         let info = validate_signatures(dir, &manifest, labels.len(), &ext_sig, &head_sig)?;
-        Ok(Self {
-            name,
-            dir: dir.to_path_buf(),
-            manifest,
-            labels,
-            info,
-        })
+        Ok(Self { name, dir: dir.to_path_buf(), manifest, labels, info })
     }
 }
 
 fn read_labels(path: &Path) -> Result<Vec<String>, ModelError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
-        path: path.into(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
     let labels: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
     if labels.is_empty() || labels.iter().any(String::is_empty) {
-        return Err(ModelError::Labels {
-            path: path.into(),
-            message: "expected one non-empty label per line".into(),
-        });
+        return Err(ModelError::Labels { path: path.into(), message: "expected one non-empty label per line".into() });
     }
     Ok(labels)
 }
 
 fn signature(path: &Path) -> Result<GraphSignature, ModelError> {
     if !path.is_file() {
-        return Err(ModelError::Io {
-            path: path.into(),
-            source: std::io::ErrorKind::NotFound.into(),
-        });
+        return Err(ModelError::Io { path: path.into(), source: std::io::ErrorKind::NotFound.into() });
     }
-    let cfg = SessionConfig {
-        intra_threads: 1,
-        optimization_level: 0,
-        ..Default::default()
-    };
-    let session =
-        runtime::open_session(path, &cfg, ProviderKind::Cpu).map_err(|e| ModelError::Graph {
-            path: path.into(),
-            message: e.to_string(),
-        })?;
-    runtime::read_signature(&session).map_err(|message| ModelError::Graph {
-        path: path.into(),
-        message,
-    })
+    let cfg = SessionConfig { intra_threads: 1, optimization_level: 0, ..Default::default() };
+    let session = runtime::open_session(path, &cfg, ProviderKind::Cpu)
+        .map_err(|e| ModelError::Graph { path: path.into(), message: e.to_string() })?;
+    runtime::read_signature(&session).map_err(|message| ModelError::Graph { path: path.into(), message })
 }
 
 fn dims(shape: &[i64]) -> String {
-    let parts: Vec<String> = shape
-        .iter()
-        .map(|d| if *d < 0 { "?".into() } else { d.to_string() })
-        .collect();
+    let parts: Vec<String> = shape.iter().map(|d| if *d < 0 { "?".into() } else { d.to_string() }).collect();
     format!("[{}]", parts.join("×"))
 }
 
@@ -134,17 +99,11 @@ pub fn validate_signatures(
     let ext_path = dir.join("extractor.onnx");
     let head_path = dir.join("head.onnx");
     fn fail<T>(path: &Path, message: String) -> Result<T, ModelError> {
-        Err(ModelError::Mismatch {
-            path: path.into(),
-            message,
-        })
+        Err(ModelError::Mismatch { path: path.into(), message })
     }
     let rank = |path: &Path, what: &str, shape: &[i64], want: usize| -> Result<(), ModelError> {
         if shape.len() != want {
-            return fail(
-                path,
-                format!("{what} has shape {}, expected rank {want}", dims(shape)),
-            );
+            return fail(path, format!("{what} has shape {}, expected rank {want}", dims(shape)));
         }
         if shape[0] >= 0 {
             return fail(
@@ -166,69 +125,33 @@ pub fn validate_signatures(
     let (w, h) = (manifest.input.width as i64, manifest.input.height as i64);
     let input = &ext.input_shape;
     if input[1] != 3 {
-        return fail(
-            &ext_path,
-            format!(
-                "input has {} channels ({}); expected 3 (RGB)",
-                input[1],
-                dims(input)
-            ),
-        );
+        return fail(&ext_path, format!("input has {} channels ({}); expected 3 (RGB)", input[1], dims(input)));
     }
     if (input[2] >= 0 && input[2] != h) || (input[3] >= 0 && input[3] != w) {
-        return fail(
-            &ext_path,
-            format!("input is {} but model.toml says {h}×{w}", dims(input)),
-        );
+        return fail(&ext_path, format!("input is {} but model.toml says {h}×{w}", dims(input)));
     }
     let features = &ext.output_shape;
     if features[1..].iter().any(|d| *d <= 0) {
-        return fail(
-            &ext_path,
-            format!(
-                "output {} must have fixed channel and spatial sizes",
-                dims(features)
-            ),
-        );
+        return fail(&ext_path, format!("output {} must have fixed channel and spatial sizes", dims(features)));
     }
     if head.input_shape[1..] != features[1..]
-        && head.input_shape[1..]
-            .iter()
-            .zip(&features[1..])
-            .any(|(a, b)| *a >= 0 && a != b)
+        && head.input_shape[1..].iter().zip(&features[1..]).any(|(a, b)| *a >= 0 && a != b)
     {
         return fail(
             &head_path,
-            format!(
-                "input {} does not match the extractor's output {}",
-                dims(&head.input_shape),
-                dims(features)
-            ),
+            format!("input {} does not match the extractor's output {}", dims(&head.input_shape), dims(features)),
         );
     }
     let classes = head.output_shape[1];
     if classes <= 0 {
-        return fail(
-            &head_path,
-            format!(
-                "output {} must have a fixed class count",
-                dims(&head.output_shape)
-            ),
-        );
+        return fail(&head_path, format!("output {} must have a fixed class count", dims(&head.output_shape)));
     }
     if classes as usize != labels {
-        return fail(
-            &dir.join("labels.txt"),
-            format!("{labels} labels but head.onnx outputs {classes} classes"),
-        );
+        return fail(&dir.join("labels.txt"), format!("{labels} labels but head.onnx outputs {classes} classes"));
     }
     Ok(ModelInfo {
         input_chw: [3, h as usize, w as usize],
-        feature_khw: [
-            features[1] as usize,
-            features[2] as usize,
-            features[3] as usize,
-        ],
+        feature_khw: [features[1] as usize, features[2] as usize, features[3] as usize],
         classes: classes as usize,
     })
 }

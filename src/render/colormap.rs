@@ -17,12 +17,7 @@ pub enum Colormap {
 }
 
 impl Colormap {
-    pub const ALL: [Colormap; 4] = [
-        Colormap::Jet,
-        Colormap::Viridis,
-        Colormap::Inferno,
-        Colormap::Gray,
-    ];
+    pub const ALL: [Colormap; 4] = [Colormap::Jet, Colormap::Viridis, Colormap::Inferno, Colormap::Gray];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -36,11 +31,7 @@ impl Colormap {
     /// The colour of a value in 0..1, quantised as `np.uint8(255 * v)` (truncation), the
     /// way pytorch-grad-cam feeds `cv2.applyColorMap`; out-of-range and NaN are clamped.
     pub fn color(self, v: f32) -> [u8; 3] {
-        let i = if v.is_nan() {
-            0
-        } else {
-            (v.clamp(0.0, 1.0) * 255.0) as usize
-        };
+        let i = if v.is_nan() { 0 } else { (v.clamp(0.0, 1.0) * 255.0) as usize };
         match self {
             Colormap::Jet => tables::JET[i],
             Colormap::Viridis => tables::VIRIDIS[i],
@@ -56,9 +47,7 @@ impl std::str::FromStr for Colormap {
         Colormap::ALL
             .into_iter()
             .find(|c| c.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown colormap `{s}` (expected jet, viridis, inferno or gray)")
-            })
+            .ok_or_else(|| format!("unknown colormap `{s}` (expected jet, viridis, inferno or gray)"))
     }
 }
 
@@ -69,13 +58,8 @@ mod tests {
     #[test]
     fn jet_matches_opencv_anchor_values() {
         // cv2.applyColorMap(np.array([[0],[64],[128],[192],[255]], np.uint8), COLORMAP_JET), as RGB.
-        let want = [
-            (0, [0, 0, 128]),
-            (64, [0, 128, 255]),
-            (128, [130, 255, 126]),
-            (192, [255, 124, 0]),
-            (255, [128, 0, 0]),
-        ];
+        let want =
+            [(0, [0, 0, 128]), (64, [0, 128, 255]), (128, [130, 255, 126]), (192, [255, 124, 0]), (255, [128, 0, 0])];
         for (i, rgb) in want {
             assert_eq!(Colormap::Jet.color(i as f32 / 255.0), rgb, "index {i}");
         }

@@ -43,10 +43,6 @@ pub fn predictions(logits: &[f32], labels: &[String], k: usize) -> Vec<Predictio
     let probs = softmax(logits);
     crate::engine::top_k(logits, k)
         .into_iter()
-        .map(|i| Prediction {
-            index: i,
-            label: labels.get(i).cloned().unwrap_or_default(),
-            score: probs[i],
-        })
+        .map(|i| Prediction { index: i, label: labels.get(i).cloned().unwrap_or_default(), score: probs[i] })
         .collect()
 }

@@ -17,12 +17,7 @@ pub enum RenderError {
     #[error("could not encode the PNG: {0}")]
     Encode(String),
     #[error("the map is {map_w}×{map_h} but the image is {img_w}×{img_h}")]
-    SizeMismatch {
-        map_w: usize,
-        map_h: usize,
-        img_w: u32,
-        img_h: u32,
-    },
+    SizeMismatch { map_w: usize, map_h: usize, img_w: u32, img_h: u32 },
     #[error("alpha must be within 0..=1, got {0}")]
     Alpha(f32),
 }
@@ -38,12 +33,7 @@ pub fn heatmap(map: &Map, cmap: Colormap) -> RgbImage {
 
 /// `alpha · heatmap + (1 − alpha) · image`, as pytorch-grad-cam's `show_cam_on_image`
 /// (with alpha = 1 − image_weight).
-pub fn overlay(
-    image: &RgbImage,
-    map: &Map,
-    cmap: Colormap,
-    alpha: f32,
-) -> Result<RgbImage, RenderError> {
+pub fn overlay(image: &RgbImage, map: &Map, cmap: Colormap, alpha: f32) -> Result<RgbImage, RenderError> {
     if !(0.0..=1.0).contains(&alpha) {
         return Err(RenderError::Alpha(alpha));
     }
@@ -74,12 +64,7 @@ pub fn encode_png(image: &RgbImage) -> Result<Vec<u8>, RenderError> {
         image::codecs::png::CompressionType::Fast,
         image::codecs::png::FilterType::Adaptive,
     )
-    .write_image(
-        image.as_raw(),
-        image.width(),
-        image.height(),
-        image::ExtendedColorType::Rgb8,
-    )
+    .write_image(image.as_raw(), image.width(), image.height(), image::ExtendedColorType::Rgb8)
     .map_err(|e| RenderError::Encode(e.to_string()))?;
     Ok(bytes)
 }
@@ -100,37 +85,16 @@ mod tests {
     fn overlay_blends_by_alpha() {
         let image = RgbImage::from_pixel(1, 1, image::Rgb([100, 100, 100]));
         let map = Map::new(1, 1, vec![1.0]); // jet(1) = (128, 0, 0)
-        assert_eq!(
-            overlay(&image, &map, Colormap::Jet, 0.5)
-                .unwrap()
-                .get_pixel(0, 0)
-                .0,
-            [114, 50, 50]
-        );
-        assert_eq!(
-            overlay(&image, &map, Colormap::Jet, 0.0)
-                .unwrap()
-                .get_pixel(0, 0)
-                .0,
-            [100, 100, 100]
-        );
-        assert_eq!(
-            overlay(&image, &map, Colormap::Jet, 1.0)
-                .unwrap()
-                .get_pixel(0, 0)
-                .0,
-            [128, 0, 0]
-        );
+        assert_eq!(overlay(&image, &map, Colormap::Jet, 0.5).unwrap().get_pixel(0, 0).0, [114, 50, 50]);
+        assert_eq!(overlay(&image, &map, Colormap::Jet, 0.0).unwrap().get_pixel(0, 0).0, [100, 100, 100]);
+        assert_eq!(overlay(&image, &map, Colormap::Jet, 1.0).unwrap().get_pixel(0, 0).0, [128, 0, 0]);
         assert!(overlay(&image, &map, Colormap::Jet, 1.5).is_err());
         assert!(overlay(&image, &Map::new(2, 1, vec![0.0; 2]), Colormap::Jet, 0.5).is_err());
     }
 
     #[test]
     fn png_round_trips() {
-        let img = heatmap(
-            &Map::new(3, 2, vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0]),
-            Colormap::Viridis,
-        );
+        let img = heatmap(&Map::new(3, 2, vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0]), Colormap::Viridis);
         let bytes = encode_png(&img).unwrap();
         let back = image::load_from_memory(&bytes).unwrap().into_rgb8();
         assert_eq!(back, img);

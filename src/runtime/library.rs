@@ -20,10 +20,7 @@ pub enum LibrarySource {
 /// `.ort/<variant>/` folder that `scripts/setup-ort.sh` fills (searched upwards from the
 /// working directory and from the executable, so `cargo run`, tests and an installed
 /// binary all find it).
-pub fn resolve_library(
-    configured: Option<&Path>,
-    variant: &str,
-) -> Result<(PathBuf, LibrarySource), RuntimeError> {
+pub fn resolve_library(configured: Option<&Path>, variant: &str) -> Result<(PathBuf, LibrarySource), RuntimeError> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         return Ok((PathBuf::from(p), LibrarySource::Environment));
     }
@@ -42,13 +39,10 @@ pub fn resolve_library(
             searched.push(candidate.display().to_string());
         }
     }
-    Err(RuntimeError::LibraryNotFound {
-        searched: format!("ORT_DYLIB_PATH, config, {}", searched.join(", ")),
-    })
+    Err(RuntimeError::LibraryNotFound { searched: format!("ORT_DYLIB_PATH, config, {}", searched.join(", ")) })
 }
 
-static ENVIRONMENT: OnceLock<Result<(ort::environment::Environment, PathBuf), String>> =
-    OnceLock::new();
+static ENVIRONMENT: OnceLock<Result<(ort::environment::Environment, PathBuf), String>> = OnceLock::new();
 
 /// Loads ONNX Runtime and creates the process-wide environment (once; later calls return
 /// the first result, because ONNX Runtime allows one environment per process).
@@ -58,18 +52,12 @@ pub fn init(path: &Path) -> Result<ort::environment::Environment, RuntimeError> 
             return Err(format!("{} does not exist", path.display()));
         }
         let builder = ort::init_from(path).map_err(|e| e.to_string())?;
-        let env = builder
-            .with_name("scorecam")
-            .build()
-            .map_err(|e| e.to_string())?;
+        let env = builder.with_name("scorecam").build().map_err(|e| e.to_string())?;
         Ok((env, path.to_path_buf()))
     });
     match result {
         Ok((env, _)) => Ok(env.clone()),
-        Err(reason) => Err(RuntimeError::LibraryLoad {
-            path: path.to_path_buf(),
-            reason: reason.clone(),
-        }),
+        Err(reason) => Err(RuntimeError::LibraryLoad { path: path.to_path_buf(), reason: reason.clone() }),
     }
 }
 
@@ -89,15 +77,9 @@ mod tests {
     fn missing_library_is_a_clear_error_that_says_how_to_fix_it() {
         // A path that cannot exist; `init` is process-global, so only the message is checked
         // through the error type rather than by loading.
-        let err = RuntimeError::LibraryLoad {
-            path: "/nope/libonnxruntime.so".into(),
-            reason: "does not exist".into(),
-        };
+        let err = RuntimeError::LibraryLoad { path: "/nope/libonnxruntime.so".into(), reason: "does not exist".into() };
         let msg = err.to_string();
-        assert!(
-            msg.contains("scripts/setup-ort.sh") && msg.contains("ORT_DYLIB_PATH"),
-            "{msg}"
-        );
+        assert!(msg.contains("scripts/setup-ort.sh") && msg.contains("ORT_DYLIB_PATH"), "{msg}");
     }
 
     #[test]

@@ -10,9 +10,7 @@ mod session;
 
 pub use library::{LibrarySource, ORT_VERSION, init, resolve_library};
 pub use provider::{DevicePolicy, ProviderConfig, ProviderKind};
-pub use session::{
-    GraphSignature, ModelSessions, SessionConfig, SessionShapes, open_session, read_signature,
-};
+pub use session::{GraphSignature, ModelSessions, SessionConfig, SessionShapes, open_session, read_signature};
 
 use std::path::PathBuf;
 

@@ -94,42 +94,23 @@ mod tests {
     use super::*;
 
     fn cuda(policy: DevicePolicy) -> ProviderConfig {
-        ProviderConfig {
-            kind: ProviderKind::Cuda,
-            policy,
-            ..Default::default()
-        }
+        ProviderConfig { kind: ProviderKind::Cuda, policy, ..Default::default() }
     }
 
     #[test]
     fn prefer_falls_back_to_cpu_when_cuda_is_absent() {
-        assert_eq!(
-            cuda(DevicePolicy::Prefer).resolve(false).unwrap(),
-            ProviderKind::Cpu
-        );
+        assert_eq!(cuda(DevicePolicy::Prefer).resolve(false).unwrap(), ProviderKind::Cpu);
     }
 
     #[test]
     fn require_fails_with_a_clear_error_when_cuda_is_absent() {
-        let err = cuda(DevicePolicy::Require)
-            .resolve(false)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("cuda") && err.contains("setup-ort.sh gpu"),
-            "{err}"
-        );
+        let err = cuda(DevicePolicy::Require).resolve(false).unwrap_err().to_string();
+        assert!(err.contains("cuda") && err.contains("setup-ort.sh gpu"), "{err}");
     }
 
     #[test]
     fn cuda_is_used_when_present_and_cpu_always_stays_cpu() {
-        assert_eq!(
-            cuda(DevicePolicy::Require).resolve(true).unwrap(),
-            ProviderKind::Cuda
-        );
-        assert_eq!(
-            ProviderConfig::default().resolve(true).unwrap(),
-            ProviderKind::Cpu
-        );
+        assert_eq!(cuda(DevicePolicy::Require).resolve(true).unwrap(), ProviderKind::Cuda);
+        assert_eq!(ProviderConfig::default().resolve(true).unwrap(), ProviderKind::Cpu);
     }
 }

@@ -25,12 +25,7 @@ pub struct SessionConfig {
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self {
-            intra_threads: 0,
-            optimization_level: 3,
-            spinning: false,
-            provider: ProviderConfig::default(),
-        }
+        Self { intra_threads: 0, optimization_level: 3, spinning: false, provider: ProviderConfig::default() }
     }
 }
 
@@ -46,18 +41,12 @@ pub struct GraphSignature {
 /// Reads the first input and output of a session (the model layer validates the rest).
 pub fn read_signature(session: &Session) -> Result<GraphSignature, String> {
     let shape = |o: &ort::value::Outlet| -> Result<Vec<i64>, String> {
-        o.dtype()
-            .tensor_shape()
-            .map(|s| s.to_vec())
-            .ok_or_else(|| format!("`{}` is not a tensor", o.name()))
+        o.dtype().tensor_shape().map(|s| s.to_vec()).ok_or_else(|| format!("`{}` is not a tensor", o.name()))
     };
     let input = session.inputs().first().ok_or("the graph has no input")?;
     let output = session.outputs().first().ok_or("the graph has no output")?;
     if session.inputs().len() != 1 {
-        return Err(format!(
-            "the graph has {} inputs, expected 1",
-            session.inputs().len()
-        ));
+        return Err(format!("the graph has {} inputs, expected 1", session.inputs().len()));
     }
     Ok(GraphSignature {
         input_name: input.name().to_string(),
@@ -68,15 +57,8 @@ pub fn read_signature(session: &Session) -> Result<GraphSignature, String> {
 }
 
 /// Opens one session with the configured threads, optimisation and provider.
-pub fn open_session(
-    path: &Path,
-    cfg: &SessionConfig,
-    provider: ProviderKind,
-) -> Result<Session, RuntimeError> {
-    let wrap = |e: ort::Error| RuntimeError::Session {
-        path: path.to_path_buf(),
-        source: e,
-    };
+pub fn open_session(path: &Path, cfg: &SessionConfig, provider: ProviderKind) -> Result<Session, RuntimeError> {
+    let wrap = |e: ort::Error| RuntimeError::Session { path: path.to_path_buf(), source: e };
     let env = super::library::environment().ok_or_else(|| RuntimeError::LibraryLoad {
         path: path.to_path_buf(),
         reason: "ONNX Runtime was not initialised before opening a session".into(),
@@ -153,10 +135,7 @@ impl ModelSessions {
         let outputs = session.run(ort::inputs![input])?;
         let (_, values) = outputs[0].try_extract_tensor::<f32>()?;
         if values.len() != out_len {
-            return Err(RuntimeError::OutputShape(format!(
-                "expected {out_len} values, got {}",
-                values.len()
-            )));
+            return Err(RuntimeError::OutputShape(format!("expected {out_len} values, got {}", values.len())));
         }
         Ok(values.to_vec())
     }

@@ -12,8 +12,7 @@ pub fn root() -> PathBuf {
 }
 
 pub fn init_runtime() {
-    let (lib, _) =
-        scorecam::runtime::resolve_library(None, "cpu").expect("run scripts/setup-ort.sh first");
+    let (lib, _) = scorecam::runtime::resolve_library(None, "cpu").expect("run scripts/setup-ort.sh first");
     scorecam::runtime::init(&lib).expect("ONNX Runtime loads");
 }
 
@@ -23,16 +22,10 @@ pub fn default_engine() -> Arc<Engine> {
     ENGINE
         .get_or_init(|| {
             init_runtime();
-            let registry =
-                ModelRegistry::discover(&root().join("models")).expect("default model loads");
-            let config = EngineConfig {
-                max_batch_size: 64,
-                ..EngineConfig::default()
-            };
+            let registry = ModelRegistry::discover(&root().join("models")).expect("default model loads");
+            let config = EngineConfig { max_batch_size: 64, ..EngineConfig::default() };
             let mut config = config;
-            config.session.intra_threads = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1);
+            config.session.intra_threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
             Arc::new(Engine::start(registry, config).expect("engine starts"))
         })
         .clone()
@@ -44,36 +37,19 @@ pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     assert_eq!(&bytes[..6], b"\x93NUMPY", "{} is not .npy", path.display());
     let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
     let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
-    assert!(
-        header.contains("'descr': '<f4'"),
-        "expected little-endian f32: {header}"
-    );
+    assert!(header.contains("'descr': '<f4'"), "expected little-endian f32: {header}");
     assert!(header.contains("'fortran_order': False"));
-    let shape_str = header
-        .split("'shape': (")
-        .nth(1)
-        .unwrap()
-        .split(')')
-        .next()
-        .unwrap();
-    let shape: Vec<usize> = shape_str
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    let data: Vec<f32> = bytes[10 + header_len..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+    let shape_str = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+    let shape: Vec<usize> = shape_str.split(',').filter_map(|s| s.trim().parse().ok()).collect();
+    let data: Vec<f32> =
+        bytes[10 + header_len..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
     assert_eq!(data.len(), shape.iter().product::<usize>());
     (shape, data)
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "maps differ in size");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 /// The real `scorecam serve` on an ephemeral loopback port.
@@ -101,10 +77,7 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = log.clone();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(i) = line.find("listening on http://") {
                     let rest = &line[i + "listening on ".len()..];
                     let end = rest.find('"').unwrap_or(rest.len());
@@ -113,12 +86,10 @@ impl Server {
                 sink.lock().unwrap().push(line);
             }
         });
-        let base = rx
-            .recv_timeout(std::time::Duration::from_secs(120))
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!("server did not start: {:?}", log.lock().unwrap())
-            });
+        let base = rx.recv_timeout(std::time::Duration::from_secs(120)).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("server did not start: {:?}", log.lock().unwrap())
+        });
         Server { child, base, log }
     }
 

@@ -1,0 +1,306 @@
+//! `cargo bench --bench scorecam [-- --quick] [--images DIR] [--out FILE]`
+//!
+//! 1. raw throughput of the full model (extractor + head) at batch 1, 8, 16, 32, 64;
+//! 2. Score-CAM end to end per preset: time, forward passes, overhead ratio;
+//! 3. the HTTP server on loopback: explanations per minute and latency percentiles at 1,
+//!    2, 4 and 8 concurrent clients, /predict throughput, the server's peak RSS;
+//! 4. machine details.
+//!
+//! `--quick` runs one tiny iteration of everything; so does the binary when `cargo test
+//! --all-targets` runs it (CI's smoke test, so the benchmark never rots).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use scorecam::cam::Preset;
+use scorecam::engine::{Engine, EngineConfig, TargetSpec};
+use scorecam::imaging::ImageLimits;
+use scorecam::model::ModelRegistry;
+use scorecam::pipeline::{self, ExplainParams, OutputFormat};
+use scorecam::runtime::{self, ModelSessions, ProviderKind, SessionConfig};
+
+struct Options {
+    quick: bool,
+    /// The quick run uses the tiny generated test model, so it takes seconds.
+    models: PathBuf,
+    images: Vec<PathBuf>,
+    out: Option<PathBuf>,
+    threads: usize,
+}
+
+fn options() -> Options {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = value("--images").map(PathBuf::from).unwrap_or_else(|| root.join("../shared/images/imagenet-sample"));
+    let mut images: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "JPEG" || e == "png"))
+                .collect()
+        })
+        .unwrap_or_default();
+    images.sort();
+    if images.is_empty() {
+        // Bundled fall-back: the reference photos.
+        images = ["chelsea", "goldfish", "golden_retriever", "airliner"]
+            .iter()
+            .map(|n| root.join(format!("tests/fixtures/reference/{n}.png")))
+            .collect();
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    // `cargo bench` passes --bench; anything else (cargo test) is a smoke run.
+    let quick = args.iter().any(|a| a == "--quick") || !args.iter().any(|a| a == "--bench");
+    Options {
+        quick,
+        models: root.join(if quick { "tests/fixtures/models" } else { "models" }),
+        images,
+        out: value("--out").map(PathBuf::from),
+        threads: value("--threads").and_then(|t| t.parse().ok()).unwrap_or(cores),
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0) / 1024 / 1024)
+        })
+        .unwrap_or(0);
+    format!(
+        "CPU: {cpu}; {cores} cores available; {mem} GiB RAM; ONNX Runtime {}; {}",
+        runtime::ORT_VERSION,
+        std::env::consts::ARCH
+    )
+}
+
+fn raw_throughput(registry: &ModelRegistry, threads: usize, quick: bool, out: &mut String) -> f64 {
+    let model = &registry.all()[0];
+    let cfg = SessionConfig { intra_threads: threads, ..SessionConfig::default() };
+    let mut s =
+        ModelSessions::open(&model.extractor_path(), &model.head_path(), model.info.into(), &cfg, ProviderKind::Cpu)
+            .unwrap();
+    let [c, h, w] = model.info.input_chw;
+    let per = c * h * w;
+    let input: Vec<f32> = (0..per * 64).map(|i| ((i % 255) as f32 / 127.0) - 1.0).collect();
+    let _ = writeln!(out, "\n## 1. Raw model throughput (extractor + head, {threads} intra-op threads)\n");
+    let _ = writeln!(out, "| batch | images/s | ms/batch |\n|---:|---:|---:|");
+    let mut best: f64 = 0.0;
+    for batch in [1usize, 8, 16, 32, 64] {
+        s.logits(&input[..per * batch], batch).unwrap(); // warm-up for this shape
+        let target = if quick { 1 } else { (256 / batch).max(4) };
+        let t = Instant::now();
+        for _ in 0..target {
+            s.logits(&input[..per * batch], batch).unwrap();
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let ips = (target * batch) as f64 / secs;
+        best = best.max(ips);
+        let _ = writeln!(out, "| {batch} | {ips:.1} | {:.1} |", secs * 1e3 / target as f64);
+    }
+    best
+}
+
+async fn scorecam_end_to_end(engine: &Engine, images: &[PathBuf], best: f64, quick: bool, out: &mut String) {
+    let n = if quick { 1 } else { images.len().min(10) };
+    let _ = writeln!(out, "\n## 2. Score-CAM end to end ({n} images, batch {})\n", engine.config().max_batch_size);
+    let _ = writeln!(out, "| preset | mean s/image | mean forward passes | overhead ratio |\n|---|---:|---:|---:|");
+    for preset in Preset::ALL {
+        let (mut secs, mut passes) = (0.0, 0usize);
+        for path in &images[..n] {
+            let bytes: Arc<[u8]> = std::fs::read(path).unwrap().into();
+            let params = ExplainParams {
+                preset,
+                format: OutputFormat::Json,
+                targets: TargetSpec::TopK(1),
+                ..ExplainParams::new(&engine.registry().all()[0].name)
+            };
+            let t = Instant::now();
+            let r = pipeline::explain(engine, bytes, &ImageLimits::default(), params).await.unwrap();
+            secs += t.elapsed().as_secs_f64();
+            if let pipeline::Rendered::Json(doc) = r {
+                passes += doc.stats.forward_passes;
+            }
+        }
+        let (s, p) = (secs / n as f64, passes as f64 / n as f64);
+        let ratio = s / (p / best);
+        let _ = writeln!(out, "| {preset} | {s:.2} | {p:.0} | {ratio:.3} |");
+    }
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn http(images: &[PathBuf], models: &Path, threads: usize, quick: bool, out: &mut String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let log = std::env::temp_dir().join(format!("scorecam-bench-{}.log", std::process::id()));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scorecam"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--log-format", "json", "--intra-threads", &threads.to_string()])
+        .args(["--max-concurrent-jobs", "8", "--max-queued-jobs", "64"])
+        .arg("--models-dir")
+        .arg(models)
+        .current_dir(root)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut base = None;
+    for _ in 0..600 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(i) = text.find("listening on http://") {
+            let rest = &text[i + "listening on ".len()..];
+            base = Some(rest[..rest.find('"').unwrap()].to_string());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let base = base.expect("server started");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(600)).build().unwrap();
+    let bodies: Vec<Vec<u8>> = images.iter().take(8).map(|p| std::fs::read(p).unwrap()).collect();
+    let rss_idle = peak_rss_kib(child.id());
+
+    let _ = writeln!(out, "\n## 3. HTTP server on loopback (official preset, PNG overlay)\n");
+    let _ = writeln!(out, "Server peak RSS after start-up: {:.0} MiB\n", rss_idle as f64 / 1024.0);
+    let _ = writeln!(
+        out,
+        "| clients | explanations | wall s | explanations/min | p50 s | p95 s | p99 s | errors |\n|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let levels: &[usize] = if quick { &[1, 2] } else { &[1, 2, 4, 8] };
+    for &clients in levels {
+        let per_client = if quick { 1 } else { 2 };
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..clients {
+            let (client, url) = (client.clone(), format!("{base}/explain"));
+            let mine: Vec<Vec<u8>> =
+                (0..per_client).map(|i| bodies[(c + i * clients) % bodies.len()].clone()).collect();
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut errors = 0;
+                for body in mine {
+                    let t = Instant::now();
+                    let r = client.post(&url).header("content-type", "image/jpeg").body(body).send().await;
+                    match r {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.bytes().await;
+                            lat.push(t.elapsed().as_secs_f64());
+                        }
+                        _ => errors += 1,
+                    }
+                }
+                (lat, errors)
+            }));
+        }
+        let mut lat = Vec::new();
+        let mut errors = 0;
+        for task in tasks {
+            let (l, e) = task.await.unwrap();
+            lat.extend(l);
+            errors += e;
+        }
+        let wall = t.elapsed().as_secs_f64();
+        lat.sort_by(f64::total_cmp);
+        let _ = writeln!(
+            out,
+            "| {clients} | {} | {wall:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {errors} |",
+            lat.len(),
+            lat.len() as f64 / wall * 60.0,
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.95),
+            percentile(&lat, 0.99)
+        );
+    }
+    let rss_peak = peak_rss_kib(child.id());
+    let _ = writeln!(out, "\nServer peak RSS over the whole run: {:.0} MiB", rss_peak as f64 / 1024.0);
+
+    let n = if quick { 4 } else { 200 };
+    let t = Instant::now();
+    let mut lat = Vec::new();
+    for i in 0..n {
+        let body = bodies[i % bodies.len()].clone();
+        let s = Instant::now();
+        let r = client
+            .post(format!("{base}/predict"))
+            .header("content-type", "image/jpeg")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let _ = r.bytes().await;
+        lat.push(s.elapsed().as_secs_f64() * 1e3);
+    }
+    let wall = t.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    let _ = writeln!(
+        out,
+        "\n/predict, one client, {n} requests: {:.1} requests/s; latency p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
+        n as f64 / wall,
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.95),
+        percentile(&lat, 0.99)
+    );
+    // SAFETY: plain kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&log);
+}
+
+#[tokio::main]
+async fn main() {
+    let opts = options();
+    let (lib, _) = runtime::resolve_library(None, "cpu").expect("run scripts/setup-ort.sh");
+    runtime::init(&lib).unwrap();
+    let registry = ModelRegistry::discover(&opts.models).unwrap();
+    let mut out = String::new();
+    let _ =
+        writeln!(out, "# scorecam benchmark{}\n\n{}", if opts.quick { " (quick smoke run)" } else { "" }, machine());
+    let _ = writeln!(
+        out,
+        "Model: {}; images: {} (first {} from {})",
+        registry.all()[0].name,
+        opts.images.len(),
+        opts.images.len().min(10),
+        opts.images[0].parent().unwrap().display()
+    );
+    let best = raw_throughput(&registry, opts.threads, opts.quick, &mut out);
+    let mut config = EngineConfig { max_batch_size: 32, ..EngineConfig::default() };
+    config.session.intra_threads = opts.threads;
+    let engine = Engine::start(registry, config).unwrap();
+    scorecam_end_to_end(&engine, &opts.images, best, opts.quick, &mut out).await;
+    engine.shutdown(Duration::from_secs(1)).await;
+    http(&opts.images, &opts.models, opts.threads, opts.quick, &mut out).await;
+    print!("{out}");
+    if let Some(path) = opts.out {
+        std::fs::write(path, &out).unwrap();
+    }
+}
