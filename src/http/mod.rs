@@ -5,6 +5,7 @@ mod handlers;
 mod input;
 mod metrics;
 mod state;
+mod v2;
 
 pub use error::ApiError;
 pub use metrics::HttpMetrics;
@@ -62,6 +63,13 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))
         .route("/openapi.yaml", get(handlers::openapi))
+        // Open Inference Protocol v2 (KServe / Triton clients).
+        .route("/v2", get(v2::server_metadata))
+        .route("/v2/health/live", get(v2::live))
+        .route("/v2/health/ready", get(v2::ready))
+        .route("/v2/models/{name}", get(v2::model_metadata))
+        .route("/v2/models/{name}/ready", get(v2::model_ready))
+        .route("/v2/models/{name}/infer", post(v2::infer))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), record))

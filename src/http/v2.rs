@@ -1,0 +1,262 @@
+//! The Open Inference Protocol v2 (KServe, Triton): health, metadata and `infer`.
+//!
+//! Inputs: one tensor, either encoded images (`BYTES`, each element a base64 string),
+//! raw pixels (`UINT8`, N×H×W×3 RGB, any size) or model-ready floats (`FP32`, N×3×H×W,
+//! normalised). Outputs: `probabilities` (FP32 N×classes); with the request parameter
+//! `explain: true` also `saliency` (FP32 N×H×W at the model's input size) and
+//! `explained_class` (INT64 N). Optional parameters: `preset`, `target` (a class index).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::state::AppState;
+use crate::cam::Preset;
+use crate::engine::{EngineError, JobRequest, TargetSpec};
+use crate::imaging;
+use crate::model::ModelPackage;
+use crate::render::softmax;
+
+/// Most images in one v2 request.
+const MAX_BATCH: usize = 16;
+
+#[derive(Debug, Deserialize)]
+pub struct InferRequest {
+    #[serde(default)]
+    id: Option<String>,
+    inputs: Vec<InputTensor>,
+    #[serde(default)]
+    parameters: serde_json::Map<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InputTensor {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    data: Value,
+}
+
+#[derive(Debug, Serialize)]
+struct OutputTensor {
+    name: &'static str,
+    datatype: &'static str,
+    shape: Vec<usize>,
+    data: Value,
+}
+
+#[derive(Debug, Serialize)]
+struct InferResponse {
+    model_name: String,
+    model_version: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    outputs: Vec<OutputTensor>,
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::BadRequest(message.into())
+}
+
+fn package(state: &AppState, name: &str) -> Result<Arc<ModelPackage>, ApiError> {
+    state.engine.registry().get(name).cloned().map_err(|_| ApiError::from(EngineError::UnknownModel(name.to_string())))
+}
+
+pub async fn server_metadata() -> Json<Value> {
+    Json(json!({ "name": "scorecam", "version": env!("CARGO_PKG_VERSION"), "extensions": ["scorecam_explain"] }))
+}
+
+pub async fn live() -> Json<Value> {
+    Json(json!({ "live": true }))
+}
+
+/// The protocol: 200 means ready, a 4xx status means not (we use 503 like /readyz, which
+/// orchestrators treat the same way and which says why).
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let ready = state.engine.is_ready();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({ "ready": ready }))).into_response()
+}
+
+pub async fn model_metadata(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let m = package(&state, &name)?;
+    let [c, h, w] = m.info.input_chw;
+    Ok(Json(json!({
+        "name": m.name,
+        "versions": ["1"],
+        "platform": "onnxruntime_onnx",
+        "inputs": [
+            { "name": "image", "datatype": "BYTES", "shape": [-1] },
+            { "name": "pixels", "datatype": "UINT8", "shape": [-1, -1, -1, 3] },
+            { "name": "input", "datatype": "FP32", "shape": [-1, c, h, w] }
+        ],
+        "outputs": [
+            { "name": "probabilities", "datatype": "FP32", "shape": [-1, m.info.classes] },
+            { "name": "saliency", "datatype": "FP32", "shape": [-1, h, w] },
+            { "name": "explained_class", "datatype": "INT64", "shape": [-1] }
+        ]
+    })))
+}
+
+pub async fn model_ready(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let m = package(&state, &name)?;
+    let ready = state.engine.is_ready();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    Ok((status, Json(json!({ "name": m.name, "ready": ready }))).into_response())
+}
+
+/// Turns the request's single input tensor into normalised model inputs.
+fn decode_inputs(state: &AppState, m: &ModelPackage, input: &InputTensor) -> Result<Vec<Vec<f32>>, ApiError> {
+    let [c, h, w] = m.info.input_chw;
+    let dims: Vec<usize> = input
+        .shape
+        .iter()
+        .map(|d| usize::try_from(*d).map_err(|_| bad(format!("input `{}` has a negative dimension", input.name))))
+        .collect::<Result<_, _>>()?;
+    let n = *dims.first().ok_or_else(|| bad("input shape is empty"))?;
+    if n == 0 || n > MAX_BATCH {
+        return Err(ApiError::InvalidParameter(format!("batch must be within 1..={MAX_BATCH}, got {n}")));
+    }
+    let numbers = |expected: usize| -> Result<Vec<f64>, ApiError> {
+        let items = input.data.as_array().ok_or_else(|| bad("`data` must be a flat array"))?;
+        if items.len() != expected {
+            return Err(bad(format!("`data` has {} elements but the shape {dims:?} needs {expected}", items.len())));
+        }
+        items.iter().map(|v| v.as_f64().ok_or_else(|| bad("`data` must hold numbers"))).collect()
+    };
+    match input.datatype.as_str() {
+        "BYTES" => {
+            let items = input.data.as_array().ok_or_else(|| bad("`data` must be an array of base64 strings"))?;
+            if dims.len() != 1 || items.len() != n {
+                return Err(bad(format!("BYTES input must have shape [N] with N strings, got {dims:?}")));
+            }
+            items
+                .iter()
+                .map(|v| {
+                    let b64 = v.as_str().ok_or_else(|| bad("BYTES elements must be base64 strings"))?;
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(b64)
+                        .map_err(|e| bad(format!("BYTES element is not valid base64: {e}")))?;
+                    let img =
+                        imaging::decode(&bytes, &state.config.limits).map_err(|e| ApiError::Pipeline(e.into()))?;
+                    Ok(imaging::preprocess(&img, &m.manifest.input).tensor)
+                })
+                .collect()
+        }
+        "UINT8" => {
+            let [_, ih, iw, ch] = dims[..] else {
+                return Err(bad(format!("UINT8 input must be N×H×W×3, got {dims:?}")));
+            };
+            let pixels =
+                ih.checked_mul(iw).filter(|p| ch == 3 && *p > 0 && (*p as u64) <= state.config.limits.max_pixels);
+            let pixels = pixels
+                .ok_or_else(|| bad(format!("UINT8 input must be N×H×W×3 within the pixel limit, got {dims:?}")))?;
+            let values = numbers(n * pixels * 3)?;
+            values
+                .chunks_exact(pixels * 3)
+                .map(|chunk| {
+                    let raw: Vec<u8> = chunk
+                        .iter()
+                        .map(|v| {
+                            if (0.0..=255.0).contains(v) {
+                                Ok(*v as u8)
+                            } else {
+                                Err(bad("UINT8 values must be 0..=255"))
+                            }
+                        })
+                        .collect::<Result<_, _>>()?;
+                    let img =
+                        image::RgbImage::from_raw(iw as u32, ih as u32, raw).ok_or_else(|| bad("bad pixel buffer"))?;
+                    Ok(imaging::preprocess(&img, &m.manifest.input).tensor)
+                })
+                .collect()
+        }
+        "FP32" => {
+            if dims[1..] != [c, h, w] {
+                return Err(bad(format!("FP32 input must be N×{c}×{h}×{w}, got {dims:?}")));
+            }
+            let values = numbers(n * c * h * w)?;
+            Ok(values.chunks_exact(c * h * w).map(|x| x.iter().map(|v| *v as f32).collect()).collect())
+        }
+        other => Err(bad(format!("unsupported datatype `{other}` (BYTES, UINT8 or FP32)"))),
+    }
+}
+
+pub async fn infer(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Json<InferRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(req) = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(state.config.server.max_body_bytes)
+        } else {
+            bad(format!("invalid inference request: {}", e.body_text()))
+        }
+    })?;
+    if state.engine.is_draining() {
+        return Err(ApiError::NotReady("the server is shutting down".into()));
+    }
+    let m = package(&state, &name)?;
+    if req.inputs.len() != 1 {
+        return Err(bad(format!("expected exactly one input tensor, got {}", req.inputs.len())));
+    }
+    let explain = req.parameters.get("explain").and_then(Value::as_bool).unwrap_or(false);
+    let preset = match req.parameters.get("preset").and_then(Value::as_str) {
+        Some(p) => p.parse::<Preset>().map_err(ApiError::InvalidParameter)?,
+        None => Preset::default(),
+    };
+    let target = match req.parameters.get("target") {
+        Some(v) => Some(v.as_u64().map(|t| t as usize).filter(|t| *t < m.info.classes).ok_or_else(|| {
+            ApiError::InvalidParameter(format!("`target` must be a class index below {}", m.info.classes))
+        })?),
+        None => None,
+    };
+    let decode_state = state.clone();
+    let decode_model = m.clone();
+    let tensors = tokio::task::spawn_blocking(move || {
+        let input = req.inputs.into_iter().next().expect("checked above");
+        decode_inputs(&decode_state, &decode_model, &input)
+    })
+    .await
+    .map_err(|e| ApiError::from(EngineError::Internal(format!("decoding failed: {e}"))))??;
+
+    let n = tensors.len();
+    let [_, h, w] = m.info.input_chw;
+    let mut probabilities = Vec::with_capacity(n * m.info.classes);
+    let mut saliency = Vec::new();
+    let mut classes = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(state.config.server.request_timeout_ms);
+    for x in tensors {
+        if explain {
+            let targets = target.map_or(TargetSpec::TopK(1), |t| TargetSpec::Classes(vec![t]));
+            let mut job = JobRequest::explain(&m.name, x, preset, targets);
+            job.deadline = Some(deadline);
+            let outcome = state.engine.explain(job).await?;
+            probabilities.extend(softmax(&outcome.logits));
+            saliency.extend_from_slice(&outcome.maps[0].input.data);
+            classes.push(outcome.targets[0] as i64);
+        } else {
+            probabilities.extend(softmax(&state.engine.predict(&m.name, x).await?));
+        }
+    }
+    let mut outputs = vec![OutputTensor {
+        name: "probabilities",
+        datatype: "FP32",
+        shape: vec![n, m.info.classes],
+        data: json!(probabilities),
+    }];
+    if explain {
+        outputs.push(OutputTensor { name: "saliency", datatype: "FP32", shape: vec![n, h, w], data: json!(saliency) });
+        outputs.push(OutputTensor { name: "explained_class", datatype: "INT64", shape: vec![n], data: json!(classes) });
+    }
+    let response = InferResponse { model_name: m.name.clone(), model_version: "1", id: req.id, outputs };
+    Ok(Json(serde_json::to_value(response).map_err(|e| ApiError::from(EngineError::Internal(e.to_string())))?))
+}
