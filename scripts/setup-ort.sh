@@ -3,7 +3,7 @@
 # .ort/<variant>/ (git-ignored). Idempotent: a verified library already in place is kept.
 #
 #   scripts/setup-ort.sh            # CPU build  -> .ort/cpu/libonnxruntime.so.1.31.1
-#   scripts/setup-ort.sh gpu        # CUDA build -> .ort/gpu/ (needs CUDA 12 + cuDNN 9 at run time)
+#   scripts/setup-ort.sh gpu        # CUDA build -> .ort/gpu/ (needs CUDA 13 + cuDNN 9 at run time (the wheel's own requirements))
 #   ORT_DEST=/opt/ort scripts/setup-ort.sh   # another destination (the Docker image uses this)
 #
 # The wheel's sha256 is pinned: a different file from the index is an error, not a warning.
@@ -24,7 +24,7 @@ case "$variant" in
   gpu)
     package=onnxruntime-gpu
     wheel=onnxruntime_gpu-${ORT_VERSION}-cp311-cp311-manylinux_2_28_x86_64.whl
-    sha256=${ORT_GPU_WHEEL_SHA256:-__GPU_SHA256__}
+    sha256=e26c475fe361b2015f45b4b824bd13f0bb20204e59b62814e6f0acd5f3d491a6
     libs=(libonnxruntime.so.${ORT_VERSION} libonnxruntime_providers_shared.so libonnxruntime_providers_cuda.so)
     ;;
   *) echo "usage: $0 [cpu|gpu]" >&2; exit 2 ;;

@@ -117,6 +117,18 @@ mod tests {
     }
 
     #[test]
+    fn the_gpu_config_differs_only_in_provider_and_batch() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gpu.toml");
+        let gpu = Config::from_file(&path).unwrap();
+        assert_eq!(gpu.engine.session.provider.kind, crate::runtime::ProviderKind::Cuda);
+        assert_eq!(gpu.engine.session.provider.policy, crate::runtime::DevicePolicy::Require);
+        let mut expected = Config::default();
+        expected.engine.session.provider = gpu.engine.session.provider.clone();
+        expected.engine.max_batch_size = 64;
+        assert_eq!(gpu, expected);
+    }
+
+    #[test]
     fn unknown_keys_are_rejected() {
         let err = toml::from_str::<Config>("[engine]\nworkerz = 3\n").unwrap_err().to_string();
         assert!(err.contains("workerz"), "{err}");

@@ -137,6 +137,19 @@ async fn every_route_and_every_input_form() {
     assert_eq!(p1["predictions"][0]["label"], "Egyptian cat");
     assert_eq!(p1["predictions"].as_array().unwrap().len(), 3);
 
+    // The container HEALTHCHECK: `scorecam healthcheck` against this server.
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let hc = std::process::Command::new(env!("CARGO_BIN_EXE_scorecam"))
+        .args(["healthcheck", "--bind", &addr])
+        .output()
+        .unwrap();
+    assert!(hc.status.success(), "{}", String::from_utf8_lossy(&hc.stderr));
+    let down = std::process::Command::new(env!("CARGO_BIN_EXE_scorecam"))
+        .args(["healthcheck", "--bind", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(down.status.code(), Some(1), "nothing listens on port 1");
+
     let metrics = c.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
     for name in [
         "scorecam_http_requests_total{route=\"/explain\",status=\"200\"} 4",

@@ -54,6 +54,9 @@ pub enum Command {
     Predict(PredictArgs),
     /// List the model packages.
     Models,
+    /// Exit 0 when the local server answers GET /healthz (the container HEALTHCHECK; no curl
+    /// in the image). Loads no model.
+    Healthcheck(HealthcheckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +107,15 @@ pub struct ServeArgs {
     /// Jobs admitted but waiting; past this, 429.
     #[arg(long, env = "SCORECAM_MAX_QUEUED_JOBS")]
     pub max_queued_jobs: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// The server's address (default: the configured bind address).
+    #[arg(long, env = "SCORECAM_BIND")]
+    pub bind: Option<String>,
+    #[arg(long, default_value_t = 3000)]
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -178,8 +190,11 @@ impl Context {
         if let Some(b) = global.max_batch_size {
             config.engine.max_batch_size = b;
         }
-        let (lib, source) =
-            runtime::resolve_library(config.runtime.library.as_deref(), "cpu").map_err(|e| e.to_string())?;
+        let (lib, source) = runtime::resolve_library(
+            config.runtime.library.as_deref(),
+            config.engine.session.provider.kind.library_variant(),
+        )
+        .map_err(|e| e.to_string())?;
         runtime::init(&lib).map_err(|e| e.to_string())?;
         tracing::debug!(library = %lib.display(), ?source, "ONNX Runtime loaded");
         let registry = ModelRegistry::discover(&config.models.dir).map_err(|e| e.to_string())?;
@@ -198,6 +213,10 @@ impl Context {
 /// Runs a parsed command line; the error is what to print before exiting non-zero.
 pub async fn run(cli: Cli) -> Result<(), String> {
     let config = configure(&cli.global, &cli.command)?;
+    if let Command::Healthcheck(args) = &cli.command {
+        let addr = args.bind.clone().unwrap_or(config.server.bind);
+        return healthcheck(&addr, Duration::from_millis(args.timeout_ms));
+    }
     init_logging(&config.server.log_format);
     let ctx = Context::start(&cli.global, config)?;
     let result = match cli.command {
@@ -205,9 +224,31 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Explain(args) => explain(&ctx, args).await,
         Command::Predict(args) => predict(&ctx, args).await,
         Command::Models => models(&ctx),
+        Command::Healthcheck(_) => Ok(()),
     };
     ctx.engine.shutdown(Duration::from_secs(1)).await;
     result
+}
+
+/// A minimal HTTP/1.1 GET of /healthz (std only: the image has no curl).
+fn healthcheck(addr: &str, timeout: Duration) -> Result<(), String> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    // A server bound to all interfaces is checked on loopback.
+    let addr = addr.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]");
+    let target = addr.to_socket_addrs().map_err(|e| format!("{addr}: {e}"))?.next().ok_or("no address")?;
+    let mut stream = std::net::TcpStream::connect_timeout(&target, timeout).map_err(|e| format!("{addr}: {e}"))?;
+    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    write!(stream, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head).map_err(|e| e.to_string())?;
+    let status = String::from_utf8_lossy(&head[..n]);
+    if status.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(format!("unhealthy: {}", status.lines().next().unwrap_or("no response")))
+    }
 }
 
 async fn serve(ctx: Context) -> Result<(), String> {

@@ -19,6 +19,14 @@ impl ProviderKind {
             ProviderKind::Cuda => "cuda",
         }
     }
+
+    /// The `.ort/<variant>/` folder `scripts/setup-ort.sh` fills for this provider.
+    pub fn library_variant(self) -> &'static str {
+        match self {
+            ProviderKind::Cpu => "cpu",
+            ProviderKind::Cuda => "gpu",
+        }
+    }
 }
 
 /// What to do when the requested accelerator is not there.
@@ -59,7 +67,7 @@ impl ProviderConfig {
             (ProviderKind::Cuda, false, DevicePolicy::Require) => Err(RuntimeError::ProviderUnavailable {
                 provider: "cuda".into(),
                 reason: "the loaded ONNX Runtime has no CUDA execution provider; install the GPU build with \
-                         `scripts/setup-ort.sh gpu` and point ORT_DYLIB_PATH at it (CUDA 12 and cuDNN 9 must be present)"
+                         `scripts/setup-ort.sh gpu` and point ORT_DYLIB_PATH at it (CUDA 13 and cuDNN 9 must be present, as the onnxruntime-gpu 1.31.1 wheel requires)"
                     .into(),
             }),
         }

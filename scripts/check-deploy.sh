@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Deployment checks, natively (no Docker engine here): lint the Dockerfile, validate every
+# Kubernetes manifest against the Kubernetes schemas (overlays rendered first), run the
+# image's set-up scripts, then start the built binary the way the image's entrypoint does
+# and pass its HEALTHCHECK command.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+venv=.venv-deploy
+req=scripts/requirements-deploy.txt
+want=$(sha256sum "$req" | cut -d' ' -f1)
+if [[ ! -f "$venv/.stamp" || "$(cat "$venv/.stamp")" != "$want" ]]; then
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet -r "$req"
+  echo "$want" > "$venv/.stamp"
+fi
+
+echo "== hadolint"
+"$venv/bin/hadolint" Dockerfile
+
+echo "== kubernetes manifests"
+work=$(mktemp -d)
+server=""
+cleanup() { [[ -n "$server" ]] && kill "$server" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+for overlay in deploy/kubernetes/overlays/*/; do
+  name=$(basename "$overlay")
+  "$venv/bin/python" scripts/render_overlay.py "$overlay" > "$work/$name.yaml"
+  "$venv/bin/kubernetes-validate" --strict -k 1.33.0 "$work/$name.yaml"
+  grep -q "nvidia.com/gpu" "$work/$name.yaml" && echo "$name requests a GPU"
+done
+"$venv/bin/kubernetes-validate" --strict -k 1.33.0 deploy/kubernetes/base/{deployment,service,hpa,pdb}.yaml
+
+echo "== image set-up scripts (natively)"
+ORT_DEST="$work/onnxruntime" scripts/setup-ort.sh cpu
+scripts/build-release.sh "$work/bin"
+
+echo "== the entrypoint and its HEALTHCHECK"
+export ORT_DYLIB_PATH="$work/onnxruntime/libonnxruntime.so.1.31.1"
+export SCORECAM_BIND=127.0.0.1:18097 SCORECAM_LOG_FORMAT=json
+"$work/bin/scorecam" serve 2> "$work/serve.log" &
+server=$!
+healthy=""
+for _ in $(seq 1 120); do   # the image's start period is 60 s
+  if "$work/bin/scorecam" healthcheck; then healthy=yes; break; fi
+  sleep 0.5
+done
+[[ -n "$healthy" ]] || { cat "$work/serve.log"; echo "HEALTHCHECK never passed" >&2; exit 1; }
+echo "HEALTHCHECK passed"
+kill -TERM "$server"
+wait "$server"
+server=""
+echo "server drained and exited 0"
+if "$work/bin/scorecam" healthcheck 2>/dev/null; then echo "healthcheck passed with no server" >&2; exit 1; fi
+
+echo "== the GPU configuration refuses to start without CUDA (policy = require)"
+if SCORECAM_CONFIG=config/gpu.toml "$work/bin/scorecam" models > "$work/gpu.out" 2>&1; then
+  echo "config/gpu.toml started without a GPU" >&2; exit 1
+fi
+grep -q "execution provider cuda is not available" "$work/gpu.out"
+echo "deploy checks passed"
