@@ -28,6 +28,11 @@ struct Options {
     images: Vec<PathBuf>,
     out: Option<PathBuf>,
     threads: usize,
+    workers: usize,
+    batch: usize,
+    spinning: bool,
+    /// Run only these parts (1, 2, 3); all by default.
+    parts: Vec<u8>,
 }
 
 fn options() -> Options {
@@ -60,6 +65,12 @@ fn options() -> Options {
         images,
         out: value("--out").map(PathBuf::from),
         threads: value("--threads").and_then(|t| t.parse().ok()).unwrap_or(cores),
+        workers: value("--workers").and_then(|t| t.parse().ok()).unwrap_or(1),
+        batch: value("--batch").and_then(|t| t.parse().ok()).unwrap_or(32),
+        spinning: args.iter().any(|a| a == "--spinning"),
+        parts: value("--parts")
+            .map(|p| p.bytes().filter(u8::is_ascii_digit).map(|b| b - b'0').collect())
+            .unwrap_or(vec![1, 2, 3]),
     }
 }
 
@@ -96,9 +107,10 @@ fn machine() -> String {
     )
 }
 
-fn raw_throughput(registry: &ModelRegistry, threads: usize, quick: bool, out: &mut String) -> f64 {
+fn raw_throughput(registry: &ModelRegistry, opts: &Options, out: &mut String) -> f64 {
+    let (threads, quick) = (opts.threads, opts.quick);
     let model = &registry.all()[0];
-    let cfg = SessionConfig { intra_threads: threads, ..SessionConfig::default() };
+    let cfg = SessionConfig { intra_threads: threads, spinning: opts.spinning, ..SessionConfig::default() };
     let mut s =
         ModelSessions::open(&model.extractor_path(), &model.head_path(), model.info.into(), &cfg, ProviderKind::Cpu)
             .unwrap();
@@ -159,12 +171,14 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-async fn http(images: &[PathBuf], models: &Path, threads: usize, quick: bool, out: &mut String) {
+async fn http(opts: &Options, out: &mut String) {
+    let (images, models, threads, quick) = (&opts.images, &opts.models, opts.threads, opts.quick);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let log = std::env::temp_dir().join(format!("scorecam-bench-{}.log", std::process::id()));
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scorecam"))
         .args(["serve", "--bind", "127.0.0.1:0", "--log-format", "json", "--intra-threads", &threads.to_string()])
         .args(["--max-concurrent-jobs", "8", "--max-queued-jobs", "64"])
+        .args(["--workers", &opts.workers.to_string(), "--max-batch-size", &opts.batch.to_string()])
         .arg("--models-dir")
         .arg(models)
         .current_dir(root)
@@ -292,13 +306,23 @@ async fn main() {
         opts.images.len().min(10),
         opts.images[0].parent().unwrap().display()
     );
-    let best = raw_throughput(&registry, opts.threads, opts.quick, &mut out);
-    let mut config = EngineConfig { max_batch_size: 32, ..EngineConfig::default() };
+    let _ = writeln!(
+        out,
+        "Settings: {} worker(s) × {} intra-op threads, max batch {}, spinning {}",
+        opts.workers, opts.threads, opts.batch, opts.spinning
+    );
+    let best = if opts.parts.contains(&1) { raw_throughput(&registry, &opts, &mut out) } else { f64::NAN };
+    let mut config = EngineConfig { max_batch_size: opts.batch, workers: opts.workers, ..EngineConfig::default() };
     config.session.intra_threads = opts.threads;
-    let engine = Engine::start(registry, config).unwrap();
-    scorecam_end_to_end(&engine, &opts.images, best, opts.quick, &mut out).await;
-    engine.shutdown(Duration::from_secs(1)).await;
-    http(&opts.images, &opts.models, opts.threads, opts.quick, &mut out).await;
+    config.session.spinning = opts.spinning;
+    if opts.parts.contains(&2) {
+        let engine = Engine::start(registry, config).unwrap();
+        scorecam_end_to_end(&engine, &opts.images, best, opts.quick, &mut out).await;
+        engine.shutdown(Duration::from_secs(1)).await;
+    }
+    if opts.parts.contains(&3) {
+        http(&opts, &mut out).await;
+    }
     print!("{out}");
     if let Some(path) = opts.out {
         std::fs::write(path, &out).unwrap();

@@ -16,6 +16,7 @@ pub struct Config {
     pub engine: EngineConfig,
     pub limits: ImageLimits,
     pub server: ServerConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +55,51 @@ pub struct ServerConfig {
     pub shutdown_grace_s: u64,
     /// `pretty` or `json`.
     pub log_format: String,
+    /// How long a client may take to send its request body (slow clients are cut off).
+    pub body_read_timeout_ms: u64,
+    /// Origins allowed by CORS; empty = CORS off (no CORS headers at all).
+    pub cors_allowed_origins: Vec<String>,
+}
+
+/// Optional API keys. When any key is configured, every route except `/healthz`,
+/// `/readyz` (and `/metrics` when `metrics_public`) needs `Authorization: Bearer <key>` or
+/// `X-API-Key: <key>`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// A file with one key per line (blank lines and `#` comments ignored).
+    pub api_keys_file: Option<PathBuf>,
+    /// Keys given inline (prefer the file or `SCORECAM_API_KEYS`; never logged).
+    #[serde(skip_serializing)]
+    pub api_keys: Vec<String>,
+    /// Serve `/metrics` without a key (for a scraper inside the cluster).
+    pub metrics_public: bool,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("api_keys_file", &self.api_keys_file)
+            .field("api_keys", &format_args!("[{} redacted]", self.api_keys.len()))
+            .field("metrics_public", &self.metrics_public)
+            .finish()
+    }
+}
+
+impl AuthConfig {
+    /// Every configured key: inline ones and the file's.
+    pub fn keys(&self) -> Result<Vec<String>, ConfigError> {
+        let mut keys: Vec<String> =
+            self.api_keys.iter().map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
+        if let Some(path) = &self.api_keys_file {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.clone(), source })?;
+            keys.extend(
+                text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string),
+            );
+        }
+        Ok(keys)
+    }
 }
 
 impl Default for ServerConfig {
@@ -65,6 +111,8 @@ impl Default for ServerConfig {
             max_body_bytes: 8 << 20,
             shutdown_grace_s: 30,
             log_format: "pretty".into(),
+            body_read_timeout_ms: 30_000,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }

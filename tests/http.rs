@@ -442,3 +442,82 @@ async fn a_dead_worker_turns_readiness_off_and_is_replaced() {
         .unwrap();
     assert_eq!(ok.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_keys_guard_every_route_but_the_probes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys");
+    std::fs::write(&file, "# operators\nfile-key-7f3a\n\n").unwrap();
+    let server = Server::start(&["--api-keys", "inline-key-91c2", "--api-keys-file", file.to_str().unwrap()]);
+    let c = client();
+    for open in ["/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"] {
+        assert_eq!(c.get(server.url(open)).send().await.unwrap().status(), 200, "{open}");
+    }
+    for path in ["/models", "/metrics", "/openapi.yaml", "/v2/models/efficientnet-lite0"] {
+        let r = c.get(server.url(path)).send().await.unwrap();
+        assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"scorecam\"", "{path}");
+        assert_eq!(error_of(r, StatusCode::UNAUTHORIZED).await, "unauthorized", "{path}");
+    }
+    let wrong = c.get(server.url("/models")).bearer_auth("inline-key-91c3").send().await.unwrap();
+    assert_eq!(error_of(wrong, StatusCode::UNAUTHORIZED).await, "unauthorized");
+    let r = c.get(server.url("/models")).bearer_auth("inline-key-91c2").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.get(server.url("/models")).header("x-api-key", "file-key-7f3a").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .post(server.url("/predict"))
+        .bearer_auth("file-key-7f3a")
+        .header("content-type", "image/png")
+        .body(common::sample_png())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let unauth =
+        c.post(server.url("/predict")).header("content-type", "image/png").body(common::sample_png()).send().await;
+    assert_eq!(unauth.unwrap().status(), 401);
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(log.contains("authentication on"), "{log}");
+    assert!(!log.contains("inline-key-91c2") && !log.contains("file-key-7f3a"), "keys must never be logged");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_is_off_by_default_and_configurable() {
+    let c = client();
+    let off = Server::start(&[]);
+    let r = c.get(off.url("/models")).header("origin", "https://tools.example.com").send().await.unwrap();
+    assert!(!r.headers().contains_key("access-control-allow-origin"));
+    drop(off);
+    let on = Server::start(&["--cors-origins", "https://tools.example.com"]);
+    let r = c
+        .request(reqwest::Method::OPTIONS, on.url("/explain"))
+        .header("origin", "https://tools.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://tools.example.com");
+    let r = c.get(on.url("/models")).header("origin", "https://evil.example.com").send().await.unwrap();
+    assert!(!r.headers().contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_client_is_cut_off_with_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(&["--body-read-timeout-ms", "500"]);
+    let addr = server.base.trim_start_matches("http://").to_string();
+    for (path, kind) in [("/explain", "image/png"), ("/v2/models/efficientnet-lite0/infer", "application/json")] {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head =
+            format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {kind}\r\nContent-Length: 100000\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(b"{\"in").await.unwrap(); // then stall
+        let mut response = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut response)).await;
+        assert!(read.is_ok(), "{path}: the server closed the slow request");
+        let text = String::from_utf8_lossy(&response);
+        assert!(text.starts_with("HTTP/1.1 408"), "{path}: {text}");
+        assert!(text.contains("request_timeout"), "{path}: {text}");
+    }
+    assert_eq!(client().get(server.url("/readyz")).send().await.unwrap().status(), 200);
+}

@@ -107,6 +107,21 @@ pub struct ServeArgs {
     /// Jobs admitted but waiting; past this, 429.
     #[arg(long, env = "SCORECAM_MAX_QUEUED_JOBS")]
     pub max_queued_jobs: Option<usize>,
+    /// File of API keys, one per line (enables authentication).
+    #[arg(long, env = "SCORECAM_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+    /// API keys, comma-separated (enables authentication; prefer the file).
+    #[arg(long, env = "SCORECAM_API_KEYS", hide_env_values = true, value_delimiter = ',')]
+    pub api_keys: Vec<String>,
+    /// Allowed CORS origins, comma-separated (CORS is off when none).
+    #[arg(long, env = "SCORECAM_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Seconds in-flight work may take to finish after SIGTERM.
+    #[arg(long, env = "SCORECAM_SHUTDOWN_GRACE_S")]
+    pub shutdown_grace_s: Option<u64>,
+    /// Milliseconds a client may take to send its request body (408 after).
+    #[arg(long, env = "SCORECAM_BODY_READ_TIMEOUT_MS")]
+    pub body_read_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +175,21 @@ fn configure(global: &GlobalArgs, command: &Command) -> Result<Config, String> {
         }
         if let Some(v) = a.max_queued_jobs {
             config.engine.max_queued_jobs = v;
+        }
+        if let Some(v) = &a.api_keys_file {
+            config.auth.api_keys_file = Some(v.clone());
+        }
+        if !a.api_keys.is_empty() {
+            config.auth.api_keys.extend(a.api_keys.iter().cloned());
+        }
+        if !a.cors_origins.is_empty() {
+            config.server.cors_allowed_origins = a.cors_origins.clone();
+        }
+        if let Some(v) = a.shutdown_grace_s {
+            config.server.shutdown_grace_s = v;
+        }
+        if let Some(v) = a.body_read_timeout_ms {
+            config.server.body_read_timeout_ms = v;
         }
     }
     Ok(config)
@@ -257,6 +287,8 @@ async fn serve(ctx: Context) -> Result<(), String> {
         Ok(effective) => tracing::info!(config = %effective, "effective configuration"),
         Err(e) => tracing::warn!(error = %e, "could not print the configuration"),
     }
+    let keys = config.auth.keys().map_err(|e| e.to_string())?;
+    tracing::info!(api_keys = keys.len(), "authentication {}", if keys.is_empty() { "off" } else { "on" });
     let listener = tokio::net::TcpListener::bind(&config.server.bind)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.bind))?;
@@ -266,6 +298,7 @@ async fn serve(ctx: Context) -> Result<(), String> {
         engine: ctx.engine.clone(),
         config,
         metrics: Default::default(),
+        api_keys: Arc::new(crate::http::ApiKeys::new(keys, ctx.config.auth.metrics_public)),
     };
     tracing::info!(%addr, models = ctx.engine.registry().all().len(), "listening on http://{addr}");
     crate::http::serve(listener, state, crate::http::shutdown_signal()).await.map_err(|e| e.to_string())

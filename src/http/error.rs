@@ -32,6 +32,10 @@ pub enum ApiError {
     Timeout,
     #[error("method not allowed on this route")]
     MethodNotAllowed,
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("the request body was not received within {0} ms")]
+    RequestTimeout(u64),
 }
 
 #[derive(Serialize)]
@@ -53,6 +57,8 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Pipeline(P::InvalidParameter(_)) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter"),
             ApiError::Pipeline(P::Render(_)) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter"),
             ApiError::Pipeline(P::Imaging(e)) => match e {
@@ -92,6 +98,11 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(ErrorBody { error: self.to_string(), error_type })).into_response();
         if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"scorecam\""));
         }
         response
     }

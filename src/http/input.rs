@@ -185,6 +185,17 @@ impl FromRequest<AppState> for ImageRequest {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        // The whole body must arrive within the limit: a slow client cannot hold a
+        // connection (and its buffers) open indefinitely.
+        let ms = state.config.server.body_read_timeout_ms;
+        tokio::time::timeout(Duration::from_millis(ms), Self::read(req, state))
+            .await
+            .map_err(|_| ApiError::RequestTimeout(ms))?
+    }
+}
+
+impl ImageRequest {
+    async fn read(req: Request, state: &AppState) -> Result<Self, ApiError> {
         let limit = state.config.server.max_body_bytes;
         let content_type =
             req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
@@ -284,6 +295,15 @@ fn fault_header(headers: &axum::http::HeaderMap) -> Option<crate::engine::Fault>
 #[cfg(not(feature = "fault-injection"))]
 fn fault_header(_: &axum::http::HeaderMap) -> Option<crate::engine::Fault> {
     None
+}
+
+/// Reads a whole body within the size limit and the body-read deadline.
+pub(super) async fn read_body(body: axum::body::Body, state: &AppState) -> Result<axum::body::Bytes, ApiError> {
+    let (limit, ms) = (state.config.server.max_body_bytes, state.config.server.body_read_timeout_ms);
+    tokio::time::timeout(Duration::from_millis(ms), axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| ApiError::RequestTimeout(ms))?
+        .map_err(body_error(limit))
 }
 
 fn multipart_error(limit: usize) -> impl Fn(axum::extract::multipart::MultipartError) -> ApiError {

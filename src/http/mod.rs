@@ -1,5 +1,6 @@
 //! The HTTP face: axum router, input extraction, handlers, the error→status map, metrics.
 
+mod auth;
 mod error;
 mod handlers;
 mod input;
@@ -7,6 +8,7 @@ mod metrics;
 mod state;
 mod v2;
 
+pub use auth::ApiKeys;
 pub use error::ApiError;
 pub use metrics::HttpMetrics;
 pub use state::AppState;
@@ -72,12 +74,30 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/models/{name}/infer", post(v2::infer))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), auth::require_key))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(PropagateRequestIdLayer::new(axum::http::HeaderName::from_static(REQUEST_ID)))
         .layer(trace)
         .layer(SetRequestIdLayer::new(axum::http::HeaderName::from_static(REQUEST_ID), NextRequestId::default()))
+        .layer(cors(&state.config.server.cors_allowed_origins))
         .with_state(state)
+}
+
+/// CORS is off (no headers) unless origins are configured.
+fn cors(origins: &[String]) -> tower::util::Either<tower_http::cors::CorsLayer, tower::layer::util::Identity> {
+    use axum::http::{Method, header};
+    if origins.is_empty() {
+        return tower::util::Either::Right(tower::layer::util::Identity::new());
+    }
+    let allowed: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    tower::util::Either::Left(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(allowed)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::HeaderName::from_static("x-api-key")])
+            .expose_headers([header::HeaderName::from_static("x-request-id")]),
+    )
 }
 
 /// Serves until `shutdown` resolves, then drains: readiness turns 503 and new work is

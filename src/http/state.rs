@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::auth::ApiKeys;
 use super::metrics::HttpMetrics;
 use crate::config::Config;
 use crate::engine::Engine;
@@ -12,4 +13,5 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub default_model: String,
     pub metrics: Arc<HttpMetrics>,
+    pub api_keys: Arc<ApiKeys>,
 }

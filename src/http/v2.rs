@@ -192,15 +192,11 @@ fn decode_inputs(state: &AppState, m: &ModelPackage, input: &InputTensor) -> Res
 pub async fn infer(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    body: Result<Json<InferRequest>, axum::extract::rejection::JsonRejection>,
+    request: axum::extract::Request,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(req) = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(state.config.server.max_body_bytes)
-        } else {
-            bad(format!("invalid inference request: {}", e.body_text()))
-        }
-    })?;
+    let body = super::input::read_body(request.into_body(), &state).await?;
+    let req: InferRequest =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("invalid inference request: {e}")))?;
     if state.engine.is_draining() {
         return Err(ApiError::NotReady("the server is shutting down".into()));
     }
