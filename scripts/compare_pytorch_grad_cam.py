@@ -46,7 +46,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--image", default=str(ROOT / "samples/chelsea.png"))
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=32, help="ScoreCAM batch size (both sides)")
+    ap.add_argument("--batch-size", type=int, default=16, help="pytorch-grad-cam's ScoreCAM batch size (its default: 16)")
     ap.add_argument("--repeats", type=int, default=3, help="scorecam runs (the median is reported)")
     args = ap.parse_args()
 
@@ -71,8 +71,9 @@ def main():
     binary = ROOT / "target/release/scorecam"
     if not binary.exists():
         subprocess.run(["cargo", "build", "--release", "--locked"], cwd=ROOT, check=True)
-    env = dict(os.environ, SCORECAM_INTRA_THREADS=str(args.threads), SCORECAM_WORKERS="1",
-               SCORECAM_MAX_BATCH_SIZE=str(args.batch_size))
+    # The same thread count: scorecam's CPU default is a worker per thread, one intra-op
+    # thread each, batches of 4 (the fastest measured; BENCHMARKS.md).
+    env = dict(os.environ, SCORECAM_WORKERS=str(args.threads), SCORECAM_INTRA_THREADS="1")
     runs = {}
     for preset in ["official", "pytorch_grad_cam"]:
         times = []
@@ -90,7 +91,10 @@ def main():
         runs[preset] = times[len(times) // 2]
 
     ours = np.array(runs["pytorch_grad_cam"][2]["explanations"][0]["saliency"]["data"], dtype=np.float32).reshape(224, 224)
-    print(f"image {args.image}, class {cls}, {args.threads} threads, batch {args.batch_size}, torch {torch.__version__}")
+    import pytorch_grad_cam
+    version = getattr(pytorch_grad_cam, "__version__", "1.5.x")
+    print(f"image {args.image}, class {cls}, {args.threads} threads; torch {torch.__version__}, grad-cam {version},"
+          f" ScoreCAM batch {args.batch_size}")
     print(f"pytorch-grad-cam ScoreCAM: {torch_seconds:.2f} s (1280 masked passes)")
     for preset, (engine_s, wall_s, doc) in runs.items():
         print(

@@ -141,12 +141,16 @@ impl Config {
         }
     }
 
-    /// Intra-op threads per worker: the configured figure, or the cores shared evenly.
+    /// Workers and intra-op threads per worker: the configured figures, or (0) one worker
+    /// per core with one thread each, which measured fastest on CPU (BENCHMARKS.md).
     pub fn effective_engine(&self) -> EngineConfig {
         let mut engine = self.engine.clone();
-        engine.workers = engine.workers.max(1);
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        if engine.workers == 0 {
+            engine.workers =
+                if engine.session.intra_threads == 0 { cores } else { (cores / engine.session.intra_threads).max(1) };
+        }
         if engine.session.intra_threads == 0 {
-            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
             engine.session.intra_threads = (cores / engine.workers).max(1);
         }
         engine
@@ -165,7 +169,7 @@ mod tests {
     }
 
     #[test]
-    fn the_gpu_config_differs_only_in_provider_and_batch() {
+    fn the_gpu_config_differs_only_in_provider_batch_and_workers() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gpu.toml");
         let gpu = Config::from_file(&path).unwrap();
         assert_eq!(gpu.engine.session.provider.kind, crate::runtime::ProviderKind::Cuda);
@@ -173,6 +177,7 @@ mod tests {
         let mut expected = Config::default();
         expected.engine.session.provider = gpu.engine.session.provider.clone();
         expected.engine.max_batch_size = 64;
+        expected.engine.workers = 2;
         assert_eq!(gpu, expected);
     }
 
@@ -184,10 +189,16 @@ mod tests {
 
     #[test]
     fn the_thread_budget_shares_the_cores() {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let mut cfg = Config::default();
+        let e = cfg.effective_engine();
+        assert_eq!((e.workers, e.session.intra_threads), (cores, 1), "auto: a worker per core");
         cfg.engine.workers = 64;
         let e = cfg.effective_engine();
-        assert_eq!(e.session.intra_threads, 1);
-        assert_eq!(e.workers, 64);
+        assert_eq!((e.workers, e.session.intra_threads), (64, 1));
+        cfg.engine.workers = 0;
+        cfg.engine.session.intra_threads = cores;
+        let e = cfg.effective_engine();
+        assert_eq!((e.workers, e.session.intra_threads), (1, cores), "threads given: workers fill the rest");
     }
 }

@@ -31,7 +31,8 @@ use scheduler::Command;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
-    /// Worker count; each owns its own sessions for every model.
+    /// Worker count; each owns its own sessions for every model (0 = one per core, see
+    /// `Config::effective_engine`).
     pub workers: usize,
     pub session: SessionConfig,
     /// Most masked inputs in one forward pass.
@@ -49,9 +50,9 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            workers: 1,
+            workers: 0,
             session: SessionConfig::default(),
-            max_batch_size: 32,
+            max_batch_size: 4,
             max_batch_delay_ms: 2,
             max_concurrent_jobs: 8,
             max_queued_jobs: 32,
@@ -97,7 +98,8 @@ pub struct Engine {
 impl Engine {
     /// Starts the scheduler and the workers, opens every model's sessions in every worker
     /// and runs one warm-up batch per model before returning (so "started" means "ready").
-    pub fn start(registry: ModelRegistry, config: EngineConfig) -> Result<Self, RuntimeError> {
+    pub fn start(registry: ModelRegistry, mut config: EngineConfig) -> Result<Self, RuntimeError> {
+        config.workers = config.workers.max(1);
         let providers =
             registry.all().iter().map(|_| config.session.provider.select()).collect::<Result<Vec<_>, _>>()?;
         let stats = Arc::new(EngineStats::new(config.workers));
