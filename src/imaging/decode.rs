@@ -35,8 +35,15 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, ImagingErr
     }
     let mut reader =
         ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| ImagingError::Decode(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(ImagingError::UnsupportedFormat);
+    match reader.format() {
+        None => return Err(ImagingError::UnsupportedFormat),
+        // The JPEG decoder fills a truncated scan with grey rather than failing; a file
+        // with no end-of-image marker is truncated, and explaining grey helps nobody.
+        // (Entropy-coded data stuffs 0xFF bytes, so FF D9 appears only as a marker.)
+        Some(image::ImageFormat::Jpeg) if !bytes.windows(2).rev().any(|w| w == [0xFF, 0xD9]) => {
+            return Err(ImagingError::Decode("the JPEG is truncated (no end-of-image marker)".into()));
+        }
+        Some(_) => {}
     }
     let mut decoder_limits = image::Limits::default();
     decoder_limits.max_image_width = Some(limits.max_width);
