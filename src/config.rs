@@ -147,8 +147,7 @@ impl Config {
         let mut engine = self.engine.clone();
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         if engine.workers == 0 {
-            engine.workers =
-                if engine.session.intra_threads == 0 { cores } else { (cores / engine.session.intra_threads).max(1) };
+            engine.workers = cores.checked_div(engine.session.intra_threads).map_or(cores, |w| w.max(1));
         }
         if engine.session.intra_threads == 0 {
             engine.session.intra_threads = (cores / engine.workers).max(1);
