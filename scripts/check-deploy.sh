@@ -7,14 +7,9 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
+source scripts/venv.sh
 venv=.venv-deploy
-req=scripts/requirements-deploy.txt
-want=$(sha256sum "$req" | cut -d' ' -f1)
-if [[ ! -f "$venv/.stamp" || "$(cat "$venv/.stamp")" != "$want" ]]; then
-  python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet -r "$req"
-  echo "$want" > "$venv/.stamp"
-fi
+ensure_venv "$venv" scripts/requirements-deploy.txt
 
 echo "== hadolint"
 "$venv/bin/hadolint" Dockerfile
