@@ -79,6 +79,14 @@ pub struct ExplainParams {
 }
 
 impl ExplainParams {
+    /// How many maps the response will carry.
+    fn targets_len(&self) -> usize {
+        match &self.targets {
+            TargetSpec::Classes(c) => c.len(),
+            TargetSpec::TopK(k) => *k,
+        }
+    }
+
     pub fn new(model: &str) -> Self {
         Self {
             model: model.into(),
@@ -97,6 +105,10 @@ impl ExplainParams {
 
 /// Most targets one request may explain (each is a full map in the response).
 pub const MAX_TARGETS: usize = 10;
+
+/// Most values one JSON map may carry (about 40 MB of JSON): a JSON map at the upload's own
+/// resolution of a 40-megapixel photo would otherwise be half a gigabyte of text.
+pub const MAX_JSON_MAP_VALUES: usize = 4 << 20;
 
 /// A rendered explanation.
 #[derive(Debug)]
@@ -228,6 +240,14 @@ pub async fn explain(
     let package = model(engine, &params.model)?.clone();
     validate(&package, &params)?;
     let (image, pre) = decode(bytes, limits.clone(), package.clone()).await?;
+    let values = pre.original_width as usize * pre.original_height as usize * params.targets_len();
+    if params.format == OutputFormat::Json && params.resolution == Resolution::Input && values > MAX_JSON_MAP_VALUES {
+        return Err(PipelineError::InvalidParameter(format!(
+            "a JSON map at the upload's {}×{} resolution would carry {values} values (limit {MAX_JSON_MAP_VALUES}); \
+             ask for resolution=model, or a PNG",
+            pre.original_width, pre.original_height
+        )));
+    }
     let mut request = JobRequest::explain(&params.model, pre.tensor.clone(), params.preset, params.targets.clone());
     request.deadline = params.deadline;
     request.progress = params.progress.clone();

@@ -246,6 +246,12 @@ async fn every_bad_input_gets_its_status_and_the_server_stays_ready() {
     assert_eq!(e, "not_found");
     let e = error_of(c.get(server.url("/explain")).send().await.unwrap(), StatusCode::METHOD_NOT_ALLOWED).await;
     assert_eq!(e, "method_not_allowed");
+    // A JSON map at the upload's resolution is capped (4 Mi values): 2100×2100 is over.
+    let big = image::RgbImage::from_pixel(2100, 2100, image::Rgb([90, 120, 30]));
+    let mut png = Vec::new();
+    image::DynamicImage::ImageRgb8(big).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    let r = explain().query(&[("format", "json")]).header("content-type", "image/png").body(png).send().await.unwrap();
+    assert_eq!(error_of(r, StatusCode::UNPROCESSABLE_ENTITY).await, "invalid_parameter");
     // A tiny deadline: 504.
     let e = error_of(raw("?timeout_ms=20").send().await.unwrap(), StatusCode::GATEWAY_TIMEOUT).await;
     assert_eq!(e, "deadline_exceeded");
