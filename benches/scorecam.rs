@@ -33,6 +33,8 @@ struct Options {
     spinning: bool,
     /// Run only these parts (1, 2, 3); all by default.
     parts: Vec<u8>,
+    /// The model parts 1 and 2 measure (default: the first).
+    model: Option<String>,
 }
 
 fn options() -> Options {
@@ -69,6 +71,7 @@ fn options() -> Options {
         workers: value("--workers").and_then(|t| t.parse().ok()).unwrap_or(cores),
         batch: value("--batch").and_then(|t| t.parse().ok()).unwrap_or(4),
         spinning: args.iter().any(|a| a == "--spinning"),
+        model: value("--model"),
         parts: value("--parts")
             .map(|p| p.bytes().filter(u8::is_ascii_digit).map(|b| b - b'0').collect())
             .unwrap_or(vec![1, 2, 3]),
@@ -112,7 +115,7 @@ fn machine() -> String {
 /// sessions side by side, each with `threads` intra-op threads, each running batches.
 fn raw_throughput(registry: &ModelRegistry, opts: &Options, out: &mut String) -> f64 {
     let (threads, workers, quick) = (opts.threads, opts.workers, opts.quick);
-    let model = registry.all()[0].clone();
+    let model = registry.get(opts.model.as_deref().unwrap_or(&registry.all()[0].name)).unwrap().clone();
     let cfg = SessionConfig { intra_threads: threads, spinning: opts.spinning, ..SessionConfig::default() };
     let mut sessions: Vec<ModelSessions> = (0..workers)
         .map(|_| {
@@ -155,7 +158,9 @@ fn raw_throughput(registry: &ModelRegistry, opts: &Options, out: &mut String) ->
     best
 }
 
-async fn scorecam_end_to_end(engine: &Engine, images: &[PathBuf], best: f64, quick: bool, out: &mut String) {
+async fn scorecam_end_to_end(engine: &Engine, opts: &Options, best: f64, out: &mut String) {
+    let (images, quick) = (&opts.images, opts.quick);
+    let name = opts.model.clone().unwrap_or_else(|| engine.registry().all()[0].name.clone());
     let n = if quick { 1 } else { images.len().min(10) };
     let _ = writeln!(out, "\n## 2. Score-CAM end to end ({n} images, batch {})\n", engine.config().max_batch_size);
     let _ = writeln!(out, "| preset | mean s/image | mean forward passes | overhead ratio |\n|---|---:|---:|---:|");
@@ -167,7 +172,7 @@ async fn scorecam_end_to_end(engine: &Engine, images: &[PathBuf], best: f64, qui
                 preset,
                 format: OutputFormat::Json,
                 targets: TargetSpec::TopK(1),
-                ..ExplainParams::new(&engine.registry().all()[0].name)
+                ..ExplainParams::new(&name)
             };
             let t = Instant::now();
             let r = pipeline::explain(engine, bytes, &ImageLimits::default(), params).await.unwrap();
@@ -327,7 +332,7 @@ async fn main() {
     let _ = writeln!(
         out,
         "Model: {}; images: {} (first {} from {})",
-        registry.all()[0].name,
+        opts.model.as_deref().unwrap_or(&registry.all()[0].name),
         opts.images.len(),
         opts.images.len().min(10),
         opts.images[0].parent().unwrap().display()
@@ -343,7 +348,7 @@ async fn main() {
     config.session.spinning = opts.spinning;
     if opts.parts.contains(&2) {
         let engine = Engine::start(registry, config).unwrap();
-        scorecam_end_to_end(&engine, &opts.images, best, opts.quick, &mut out).await;
+        scorecam_end_to_end(&engine, &opts, best, &mut out).await;
         engine.shutdown(Duration::from_secs(1)).await;
     }
     if opts.parts.contains(&3) {
