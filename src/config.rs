@@ -181,6 +181,20 @@ mod tests {
     }
 
     #[test]
+    fn a_model_can_have_its_own_provider_and_batch_size() {
+        let cfg: Config = toml::from_str(
+            "[engine]\nmax_batch_size = 4\n[engine.models.big]\nmax_batch_size = 64\n\
+             provider = { kind = \"cuda\", policy = \"prefer\", device_id = 1 }\n",
+        )
+        .unwrap();
+        let e = &cfg.engine;
+        assert_eq!((e.batch_for("big"), e.batch_for("other")), (64, 4));
+        assert_eq!(e.provider_for("big").kind, crate::runtime::ProviderKind::Cuda);
+        assert_eq!(e.provider_for("big").device_id, 1);
+        assert_eq!(e.provider_for("other").kind, crate::runtime::ProviderKind::Cpu);
+    }
+
+    #[test]
     fn unknown_keys_are_rejected() {
         let err = toml::from_str::<Config>("[engine]\nworkerz = 3\n").unwrap_err().to_string();
         assert!(err.contains("workerz"), "{err}");

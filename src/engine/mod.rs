@@ -45,6 +45,28 @@ pub struct EngineConfig {
     pub max_queued_jobs: usize,
     /// Pause before a dead worker is replaced (so a crash loop cannot spin).
     pub worker_restart_delay_ms: u64,
+    /// Per-model settings that differ from the above, by model name.
+    pub models: std::collections::BTreeMap<String, ModelOverride>,
+}
+
+/// What one model may set differently, e.g. a GPU provider with larger batches.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelOverride {
+    pub provider: Option<crate::runtime::ProviderConfig>,
+    pub max_batch_size: Option<usize>,
+}
+
+impl EngineConfig {
+    /// The provider configuration of a model: its override, else the engine's.
+    pub fn provider_for(&self, model: &str) -> &crate::runtime::ProviderConfig {
+        self.models.get(model).and_then(|o| o.provider.as_ref()).unwrap_or(&self.session.provider)
+    }
+
+    /// The largest batch of a model: its override, else the engine's.
+    pub fn batch_for(&self, model: &str) -> usize {
+        self.models.get(model).and_then(|o| o.max_batch_size).unwrap_or(self.max_batch_size).max(1)
+    }
 }
 
 impl Default for EngineConfig {
@@ -57,6 +79,7 @@ impl Default for EngineConfig {
             max_concurrent_jobs: 8,
             max_queued_jobs: 32,
             worker_restart_delay_ms: 1000,
+            models: Default::default(),
         }
     }
 }
@@ -100,8 +123,11 @@ impl Engine {
     /// and runs one warm-up batch per model before returning (so "started" means "ready").
     pub fn start(registry: ModelRegistry, mut config: EngineConfig) -> Result<Self, RuntimeError> {
         config.workers = config.workers.max(1);
+        for name in config.models.keys().filter(|n| registry.get(n).is_err()) {
+            tracing::warn!(model = %name, "engine.models has settings for a model that is not loaded");
+        }
         let providers =
-            registry.all().iter().map(|_| config.session.provider.select()).collect::<Result<Vec<_>, _>>()?;
+            registry.all().iter().map(|m| config.provider_for(&m.name).select()).collect::<Result<Vec<_>, _>>()?;
         let stats = Arc::new(EngineStats::new(config.workers));
         let (tx, rx) = mpsc::channel();
         let pool = worker::Pool::start(&registry, &config, &providers, tx.clone(), stats.clone())?;

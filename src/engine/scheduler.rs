@@ -232,7 +232,7 @@ impl Scheduler {
             let Some((batch, oldest)) = self.form_batch() else {
                 break;
             };
-            if batch.len() < self.config.max_batch_size && now.duration_since(oldest) < delay {
+            if batch.len() < self.batch_limit(batch.model) && now.duration_since(oldest) < delay {
                 // Hold a partial batch briefly so other jobs' passes can join it.
                 self.unform(&batch);
                 wake = wake.min(delay - now.duration_since(oldest));
@@ -262,12 +262,16 @@ impl Scheduler {
 
     /// Picks the next batch: clean passes first (they gate everything else), then masked
     /// passes shared round-robin among the jobs of one model. Marks the passes taken.
+    fn batch_limit(&self, model: usize) -> usize {
+        self.config.batch_for(&self.registry.all()[model].name)
+    }
+
     fn form_batch(&mut self) -> Option<(Batch, Instant)> {
-        let max = self.config.max_batch_size.max(1);
         let first_clean =
             self.order.iter().find(|id| matches!(self.jobs[id].state, State::Clean { dispatched: false }));
         if let Some(&first) = first_clean {
             let model = self.jobs[&first].entry.model;
+            let max = self.batch_limit(model);
             let ids: Vec<usize> = self
                 .order
                 .iter()
@@ -299,6 +303,7 @@ impl Scheduler {
         }
         let first = *self.order.iter().find(|id| self.jobs[id].pending() > 0)?;
         let model = self.jobs[&first].entry.model;
+        let max = self.batch_limit(model);
         // Rotate so the next batch starts with the next job: round-robin across batches too.
         let start = self.order.iter().position(|id| *id == first).unwrap_or(0);
         self.order.rotate_left(start);

@@ -86,6 +86,11 @@ impl Pool {
             registry: registry.clone(),
             session: config.session.clone(),
             providers: providers.to_vec(),
+            model_providers: config
+                .models
+                .iter()
+                .filter_map(|(name, o)| o.provider.clone().map(|p| (name.clone(), p)))
+                .collect(),
             results,
             stats,
         };
@@ -157,6 +162,7 @@ impl WorkerSetup {
             registry: self.registry.clone(),
             session: self.session.clone(),
             providers: self.providers.clone(),
+            model_providers: self.model_providers.clone(),
             results: self.results.clone(),
             stats: self.stats.clone(),
         }
@@ -168,6 +174,7 @@ struct WorkerSetup {
     registry: ModelRegistry,
     session: SessionConfig,
     providers: Vec<ProviderKind>,
+    model_providers: std::collections::BTreeMap<String, crate::runtime::ProviderConfig>,
     results: mpsc::Sender<Command>,
     stats: Arc<EngineStats>,
 }
@@ -318,11 +325,14 @@ fn open_and_warm(setup: &WorkerSetup) -> Result<Vec<ModelSessions>, RuntimeError
         .iter()
         .zip(&setup.providers)
         .map(|(model, provider)| {
+            // The model's own provider settings (device id, memory limit) if it has any.
+            let mut session = setup.session.clone();
+            session.provider = setup.model_providers.get(&model.name).cloned().unwrap_or(session.provider);
             let mut s = ModelSessions::open(
                 &model.extractor_path(),
                 &model.head_path(),
                 model.info.into(),
-                &setup.session,
+                &session,
                 *provider,
             )?;
             // Warm-up: the first run allocates arenas and picks kernels; do it before ready.

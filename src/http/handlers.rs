@@ -124,7 +124,7 @@ fn summary(state: &AppState, index: usize, m: &ModelPackage) -> ModelSummary {
         channels: k,
         labels: m.labels.len(),
         execution_provider: state.engine.provider(index).as_str(),
-        batch_size: state.engine.config().max_batch_size,
+        batch_size: state.engine.config().batch_for(&m.name),
         workers: state.engine.config().workers,
         source: m.manifest.source.clone(),
         license: m.manifest.license.clone(),
