@@ -35,7 +35,9 @@ async fn every_route_and_every_input_form() {
     assert_eq!(health["status"], "ok");
     let ready = c.get(server.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
-    assert_eq!(ready.json::<Value>().await.unwrap()["models"][0], "efficientnet-lite0");
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["models"][0], "efficientnet-lite0");
+    assert_eq!(ready["providers"]["efficientnet-lite0"], "cpu");
 
     let models: Value = c.get(server.url("/models")).send().await.unwrap().json().await.unwrap();
     let m = &models["models"][0];
@@ -345,9 +347,14 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     server.terminate();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let ready = c.get(server.url("/readyz")).send().await;
-    if let Ok(r) = ready {
-        assert_eq!(r.status(), 503, "draining is not ready");
+    // While draining (if the listener still accepts): not ready, and new work is refused.
+    if let Ok(r) = c.get(server.url("/readyz")).send().await {
+        assert_eq!(error_of(r, StatusCode::SERVICE_UNAVAILABLE).await, "not_ready", "draining is not ready");
+    }
+    let late =
+        c.post(server.url("/predict")).header("content-type", "image/png").body(common::sample_png()).send().await;
+    if let Ok(r) = late {
+        assert_eq!(error_of(r, StatusCode::SERVICE_UNAVAILABLE).await, "not_ready", "new work refused while draining");
     }
     let resp = in_flight.await.unwrap().unwrap();
     assert_eq!(resp.status(), 200);
@@ -430,6 +437,11 @@ async fn a_dead_worker_turns_readiness_off_and_is_replaced() {
         .unwrap();
     assert_eq!(faulty.status(), 500);
     assert_eq!(c.get(server.url("/readyz")).send().await.unwrap().status(), 503);
+    let v2 = c.get(server.url("/v2/health/ready")).send().await.unwrap();
+    assert_eq!(v2.status(), 503);
+    assert_eq!(v2.json::<Value>().await.unwrap()["ready"], false);
+    let v2 = c.get(server.url("/v2/models/efficientnet-lite0/ready")).send().await.unwrap();
+    assert_eq!(v2.status(), 503);
     let mut ready = false;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(200)).await;

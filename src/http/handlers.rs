@@ -165,7 +165,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Va
         return Err(ApiError::NotReady(format!("{alive} of {} workers alive", engine.config().workers)));
     }
     let models: Vec<_> = engine.registry().all().iter().map(|m| m.name.clone()).collect();
-    Ok(Json(serde_json::json!({ "status": "ready", "models": models, "workers": alive })))
+    let providers: serde_json::Map<String, serde_json::Value> =
+        models.iter().enumerate().map(|(i, name)| (name.clone(), engine.provider(i).as_str().into())).collect();
+    Ok(Json(serde_json::json!({ "status": "ready", "models": models, "providers": providers, "workers": alive })))
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
