@@ -135,7 +135,7 @@ impl Engine {
         let handle = std::thread::Builder::new()
             .name("scorecam-scheduler".into())
             .spawn(move || scheduler.run(rx))
-            .map_err(|e| RuntimeError::OutputShape(format!("could not start the scheduler: {e}")))?;
+            .map_err(|e| RuntimeError::Worker(format!("could not start the scheduler: {e}")))?;
         Ok(Self {
             commands: tx,
             registry,

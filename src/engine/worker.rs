@@ -151,7 +151,7 @@ fn start_worker(setup: WorkerSetup) -> Result<mpsc::Sender<Batch>, RuntimeError>
     let (tx, rx) = mpsc::channel::<Batch>();
     let (ready_tx, ready_rx) = mpsc::channel();
     spawn_worker(setup, rx, ready_tx)?;
-    ready_rx.recv().map_err(|_| RuntimeError::OutputShape(format!("worker {id} exited during start-up")))??;
+    ready_rx.recv().map_err(|_| RuntimeError::Worker(format!("worker {id} exited during start-up")))??;
     Ok(tx)
 }
 
@@ -188,7 +188,7 @@ fn spawn_worker(
     // bounds memory to two batch tensors per worker.
     let (prepared_tx, prepared_rx) = mpsc::sync_channel::<(Batch, Vec<f32>)>(1);
     let registry = setup.registry.clone();
-    let spawn_err = |e: std::io::Error| RuntimeError::OutputShape(format!("could not start a worker thread: {e}"));
+    let spawn_err = |e: std::io::Error| RuntimeError::Worker(format!("could not start a worker thread: {e}"));
     std::thread::Builder::new()
         .name(format!("scorecam-prep-{}", setup.id))
         .spawn(move || {

@@ -35,4 +35,6 @@ pub enum RuntimeError {
     Run(#[from] ort::Error),
     #[error("model output has an unexpected shape: {0}")]
     OutputShape(String),
+    #[error("worker start-up failed: {0}")]
+    Worker(String),
 }
