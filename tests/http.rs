@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::Server;
+use common::{PngBody, Server};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
@@ -115,16 +115,7 @@ async fn every_route_and_every_input_form() {
         .json()
         .await
         .unwrap();
-    let p2: Value = c
-        .post(server.url("/predict?top_k=3"))
-        .header("content-type", "image/png")
-        .body(common::sample_png())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let p2: Value = c.post(server.url("/predict?top_k=3")).png_body().send().await.unwrap().json().await.unwrap();
     let p3: Value = c
         .post(server.url("/predict"))
         .json(&json!({"image": {"b64": b64}, "top_k": 3}))
@@ -171,9 +162,7 @@ async fn every_bad_input_gets_its_status_and_the_server_stays_ready() {
     let server = Server::start(&["--max-body-bytes", "200000"]);
     let c = client();
     let explain = || c.post(server.url("/explain"));
-    let raw = |q: &str| {
-        c.post(server.url(&format!("/explain{q}"))).header("content-type", "image/png").body(common::sample_png())
-    };
+    let raw = |q: &str| c.post(server.url(&format!("/explain{q}"))).png_body();
 
     let e = error_of(
         explain().header("content-type", "application/json").body("{not json").send().await.unwrap(),
@@ -259,13 +248,7 @@ async fn every_bad_input_gets_its_status_and_the_server_stays_ready() {
     assert_eq!(e, "deadline_exceeded");
 
     assert_eq!(c.get(server.url("/readyz")).send().await.unwrap().status(), 200);
-    let ok = c
-        .post(server.url("/predict"))
-        .header("content-type", "image/png")
-        .body(common::sample_png())
-        .send()
-        .await
-        .unwrap();
+    let ok = c.post(server.url("/predict")).png_body().send().await.unwrap();
     assert_eq!(ok.status(), 200, "still serving");
 }
 
@@ -273,9 +256,7 @@ async fn every_bad_input_gets_its_status_and_the_server_stays_ready() {
 async fn a_burst_past_capacity_gets_429_with_retry_after() {
     let server = Server::start(&["--max-concurrent-jobs", "1", "--max-queued-jobs", "1"]);
     let c = client();
-    let send = || {
-        c.post(server.url("/explain?format=json")).header("content-type", "image/png").body(common::sample_png()).send()
-    };
+    let send = || c.post(server.url("/explain?format=json")).png_body().send();
     let results = futures_join(vec![send(), send(), send(), send()]).await;
     let statuses: Vec<u16> = results.iter().map(|r| r.as_ref().unwrap().status().as_u16()).collect();
     assert!(statuses.contains(&429), "{statuses:?}");
@@ -341,7 +322,7 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
     let url = server.url("/explain?format=json");
     let in_flight = tokio::spawn({
         let c = c.clone();
-        async move { c.post(url).header("content-type", "image/png").body(common::sample_png()).send().await }
+        async move { c.post(url).png_body().send().await }
     });
     // Let the job start, then ask for shutdown.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -351,8 +332,7 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
     if let Ok(r) = c.get(server.url("/readyz")).send().await {
         assert_eq!(error_of(r, StatusCode::SERVICE_UNAVAILABLE).await, "not_ready", "draining is not ready");
     }
-    let late =
-        c.post(server.url("/predict")).header("content-type", "image/png").body(common::sample_png()).send().await;
+    let late = c.post(server.url("/predict")).png_body().send().await;
     if let Ok(r) = late {
         assert_eq!(error_of(r, StatusCode::SERVICE_UNAVAILABLE).await, "not_ready", "new work refused while draining");
     }
@@ -367,8 +347,7 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
 async fn a_client_that_disconnects_cancels_its_remaining_passes() {
     let server = Server::start(&[]);
     let short = reqwest::Client::builder().timeout(Duration::from_millis(1500)).build().unwrap();
-    let r =
-        short.post(server.url("/explain")).header("content-type", "image/png").body(common::sample_png()).send().await;
+    let r = short.post(server.url("/explain")).png_body().send().await;
     assert!(r.is_err(), "the client gave up");
     let passes = || async {
         let m = client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
@@ -406,7 +385,7 @@ async fn a_panic_fails_only_its_own_job() {
     let c = client();
     let normal = tokio::spawn({
         let (c, url) = (c.clone(), server.url("/explain?format=json"));
-        async move { c.post(url).header("content-type", "image/png").body(common::sample_png()).send().await.unwrap() }
+        async move { c.post(url).png_body().send().await.unwrap() }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let faulty = c
@@ -451,13 +430,7 @@ async fn a_dead_worker_turns_readiness_off_and_is_replaced() {
         }
     }
     assert!(ready, "the worker was replaced");
-    let ok = c
-        .post(server.url("/predict"))
-        .header("content-type", "image/png")
-        .body(common::sample_png())
-        .send()
-        .await
-        .unwrap();
+    let ok = c.post(server.url("/predict")).png_body().send().await.unwrap();
     assert_eq!(ok.status(), 200);
 }
 
@@ -482,17 +455,9 @@ async fn api_keys_guard_every_route_but_the_probes() {
     assert_eq!(r.status(), 200);
     let r = c.get(server.url("/models")).header("x-api-key", "file-key-7f3a").send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let r = c
-        .post(server.url("/predict"))
-        .bearer_auth("file-key-7f3a")
-        .header("content-type", "image/png")
-        .body(common::sample_png())
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(server.url("/predict")).bearer_auth("file-key-7f3a").png_body().send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let unauth =
-        c.post(server.url("/predict")).header("content-type", "image/png").body(common::sample_png()).send().await;
+    let unauth = c.post(server.url("/predict")).png_body().send().await;
     assert_eq!(unauth.unwrap().status(), 401);
     let log = server.log.lock().unwrap().join("\n");
     assert!(log.contains("authentication on"), "{log}");

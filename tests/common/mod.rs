@@ -122,3 +122,14 @@ impl Drop for Server {
 pub fn sample_png() -> Vec<u8> {
     std::fs::read(root().join("samples/chelsea.png")).unwrap()
 }
+
+/// `.png_body()`: the sample photo as a raw `image/png` body.
+pub trait PngBody {
+    fn png_body(self) -> Self;
+}
+
+impl PngBody for reqwest::RequestBuilder {
+    fn png_body(self) -> Self {
+        self.header("content-type", "image/png").body(sample_png())
+    }
+}
