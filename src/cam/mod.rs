@@ -8,7 +8,7 @@
 mod scorecam;
 mod upsample;
 
-pub use scorecam::{MaskPlan, MaskSource, TargetScores, class_scores, combine, explain_with};
+pub use scorecam::{MaskPlan, MaskSource, TargetScores, class_scores, combine, explain_with, softmax};
 pub use upsample::{Align, Resampler, resize};
 
 use serde::{Deserialize, Serialize};

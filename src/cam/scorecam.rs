@@ -159,7 +159,9 @@ pub fn class_scores(logits: &[f32], targets: &[usize]) -> Vec<(f32, f32)> {
         .collect()
 }
 
-fn softmax(scores: &[f32]) -> Vec<f32> {
+/// Softmax (computed in f64 for stability): over channels for the weights, over classes
+/// for probabilities.
+pub fn softmax(scores: &[f32]) -> Vec<f32> {
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let exps: Vec<f64> = scores.iter().map(|&s| f64::from(s - max).exp()).collect();
     let sum: f64 = exps.iter().sum();

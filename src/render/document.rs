@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::cam::Map;
+use crate::cam::{Map, softmax};
 use crate::engine::{RunStats, StageTimings};
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -28,14 +28,6 @@ pub struct ExplainDocument {
     pub explanations: Vec<Explanation>,
     pub stats: RunStats,
     pub timings_ms: StageTimings,
-}
-
-/// Softmax over all classes.
-pub fn softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f64> = logits.iter().map(|z| f64::from(z - max).exp()).collect();
-    let sum: f64 = exps.iter().sum();
-    exps.iter().map(|e| (e / sum) as f32).collect()
 }
 
 /// The k most probable classes, most probable first.

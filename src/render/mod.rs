@@ -5,8 +5,9 @@ mod document;
 #[rustfmt::skip]
 mod tables;
 
+pub use crate::cam::softmax;
 pub use colormap::Colormap;
-pub use document::{ExplainDocument, Explanation, Prediction, predictions, softmax};
+pub use document::{ExplainDocument, Explanation, Prediction, predictions};
 
 use image::{ImageEncoder, RgbImage};
 
