@@ -39,7 +39,7 @@ impl ApiKeys {
     }
 
     fn exempt(&self, path: &str) -> bool {
-        matches!(path, "/healthz" | "/readyz" | "/v2/health/live" | "/v2/health/ready")
+        matches!(path, "/" | "/healthz" | "/readyz" | "/v2/health/live" | "/v2/health/ready")
             || (self.metrics_public && path == "/metrics")
     }
 }

@@ -17,6 +17,9 @@ use crate::pipeline::{self, Rendered};
 /// The contract, embedded so the binary serves exactly the spec it was built with.
 pub const OPENAPI: &str = include_str!("../../openapi.yaml");
 
+/// The explorer page: one self-contained file (no CDN, works offline), embedded at build time.
+pub const PAGE: &str = include_str!("page/index.html");
+
 /// Slack past a request's deadline before the HTTP layer gives up on the engine (which
 /// enforces the deadline itself and normally answers first).
 const DEADLINE_SLACK: Duration = Duration::from_secs(2);
@@ -173,6 +176,21 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Va
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let body = state.metrics.render(state.engine.stats(), state.engine.is_ready());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+}
+
+pub async fn page() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // Everything the page needs is inline or same-origin; nothing else may load.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        PAGE,
+    )
 }
 
 pub async fn openapi() -> impl IntoResponse {

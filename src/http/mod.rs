@@ -57,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
     });
     Router::new()
+        .route("/", get(handlers::page))
         .route("/explain", post(handlers::explain))
         .route("/predict", post(handlers::predict))
         .route("/models", get(handlers::models))
