@@ -309,11 +309,14 @@ impl Engine {
                 c * h * w
             )));
         }
-        if let JobKind::Explain { targets: TargetSpec::Classes(classes), method, .. } = &request.kind {
-            if let Some(&class) = classes.iter().find(|&&c| c >= model.info.classes) {
+        if let JobKind::Explain { targets, method, .. } = &request.kind {
+            // Bounds first: a plan is sized by the method's parameters.
+            method.validate(model.info.feature_khw[0]).map_err(EngineError::InvalidMethod)?;
+            if let TargetSpec::Classes(classes) = targets
+                && let Some(&class) = classes.iter().find(|&&c| c >= model.info.classes)
+            {
                 return Err(EngineError::InvalidTarget { class, classes: model.info.classes });
             }
-            method.validate(model.info.feature_khw[0]).map_err(EngineError::InvalidMethod)?;
         }
         let capacity = self.config.max_concurrent_jobs + self.config.max_queued_jobs;
         let admitted = self.admitted.fetch_add(1, Ordering::SeqCst) + 1;
