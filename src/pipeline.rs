@@ -113,14 +113,24 @@ pub const MAX_JSON_MAP_VALUES: usize = 4 << 20;
 /// A rendered explanation.
 #[derive(Debug)]
 pub enum Rendered {
-    Image {
-        png: Vec<u8>,
-        /// The explained target (the first one when several were asked for).
-        target: Prediction,
-        stats: RunStats,
-        timings: StageTimings,
-    },
+    Image(Box<RenderedImage>),
     Json(Box<ExplainDocument>),
+}
+
+/// A PNG (overlay or heatmap) and what it shows.
+#[derive(Debug)]
+pub struct RenderedImage {
+    pub png: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+    pub model: String,
+    pub method: String,
+    pub preset: String,
+    /// The explained target (the first one when several were asked for).
+    pub target: Prediction,
+    pub predictions: Vec<Prediction>,
+    pub stats: RunStats,
+    pub timings: StageTimings,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -230,13 +240,28 @@ pub async fn predict(
     })
 }
 
-/// Decodes, explains and renders one image.
-pub async fn explain(
+/// A request checked and decoded, ready to run: the split lets a streaming caller answer
+/// bad parameters and undecodable images with a plain error status before it streams.
+pub struct Prepared {
+    package: Arc<ModelPackage>,
+    params: ExplainParams,
+    image: RgbImage,
+    pre: Preprocessed,
+}
+
+impl Prepared {
+    pub fn params(&self) -> &ExplainParams {
+        &self.params
+    }
+}
+
+/// Validates the parameters and decodes the image.
+pub async fn prepare(
     engine: &Engine,
     bytes: Arc<[u8]>,
     limits: &ImageLimits,
     params: ExplainParams,
-) -> Result<Rendered, PipelineError> {
+) -> Result<Prepared, PipelineError> {
     let package = model(engine, &params.model)?.clone();
     validate(&package, &params)?;
     let (image, pre) = decode(bytes, limits.clone(), package.clone()).await?;
@@ -248,6 +273,12 @@ pub async fn explain(
             pre.original_width, pre.original_height
         )));
     }
+    Ok(Prepared { package, params, image, pre })
+}
+
+/// Explains and renders a prepared request.
+pub async fn run(engine: &Engine, prepared: Prepared) -> Result<Rendered, PipelineError> {
+    let Prepared { package, params, image, pre } = prepared;
     let mut request = JobRequest::explain(&params.model, pre.tensor.clone(), params.preset, params.targets.clone());
     request.deadline = params.deadline;
     request.progress = params.progress.clone();
@@ -257,6 +288,17 @@ pub async fn explain(
         .await
         .map_err(|e| EngineError::Internal(format!("rendering task failed: {e}")))??;
     Ok(rendered)
+}
+
+/// Decodes, explains and renders one image.
+pub async fn explain(
+    engine: &Engine,
+    bytes: Arc<[u8]>,
+    limits: &ImageLimits,
+    params: ExplainParams,
+) -> Result<Rendered, PipelineError> {
+    let prepared = prepare(engine, bytes, limits, params).await?;
+    run(engine, prepared).await
 }
 
 fn render_outcome(
@@ -304,12 +346,18 @@ fn render_outcome(
                 OutputFormat::Png => render::overlay(image, &map, params.colormap, params.alpha)?,
                 _ => render::heatmap(&map, params.colormap),
             };
-            Ok(Rendered::Image {
+            Ok(Rendered::Image(Box::new(RenderedImage {
                 png: render::encode_png(&img)?,
+                width: img.width(),
+                height: img.height(),
+                model: package.name.clone(),
+                method: "scorecam".into(),
+                preset: params.preset.to_string(),
                 target: target_of(target),
+                predictions: render::predictions(&outcome.logits, &package.labels, 5),
                 stats: outcome.stats,
                 timings: outcome.timings,
-            })
+            })))
         }
     }
 }

@@ -349,13 +349,17 @@ async fn explain(ctx: &Context, args: ExplainArgs) -> Result<(), String> {
                 let s = format!("{} passes", doc.stats.forward_passes);
                 (serde_json::to_vec(&doc).map_err(|e| e.to_string())?, s)
             }
-            Rendered::Image { png, target, stats, timings } => (
-                png,
-                format!(
+            Rendered::Image(img) => {
+                let s = format!(
                     "class {} ({}) p={:.4}, {} passes in {:.0} ms",
-                    target.index, target.label, target.score, stats.forward_passes, timings.total_ms
-                ),
-            ),
+                    img.target.index,
+                    img.target.label,
+                    img.target.score,
+                    img.stats.forward_passes,
+                    img.timings.total_ms
+                );
+                (img.png, s)
+            }
         };
         if to_stdout {
             use std::io::Write;

@@ -25,14 +25,43 @@ pub enum JobKind {
     Explain { preset: Preset, targets: TargetSpec },
 }
 
+/// Where an explanation is (for progress reports).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Admitted, waiting for a running slot.
+    #[default]
+    Queued,
+    /// The clean pass (features and logits).
+    Features,
+    /// The method's passes.
+    Masked,
+    /// Faithfulness metrics' passes.
+    Metrics,
+}
+
 /// Live progress of one explanation, readable from any thread.
 #[derive(Debug, Default)]
 pub struct Progress {
     done: AtomicUsize,
     total: AtomicUsize,
+    stage: std::sync::atomic::AtomicU8,
 }
 
 impl Progress {
+    pub fn stage(&self) -> Stage {
+        match self.stage.load(Ordering::Relaxed) {
+            1 => Stage::Features,
+            2 => Stage::Masked,
+            3 => Stage::Metrics,
+            _ => Stage::Queued,
+        }
+    }
+
+    pub(crate) fn set_stage(&self, stage: Stage) {
+        self.stage.store(stage as u8, Ordering::Relaxed);
+    }
+
     pub fn done(&self) -> usize {
         self.done.load(Ordering::Relaxed)
     }

@@ -11,7 +11,7 @@ mod scheduler;
 pub mod stats;
 mod worker;
 
-pub use job::{ExplainOutcome, Fault, JobKind, JobRequest, Progress, RunStats, StageTimings, TargetSpec, top_k};
+pub use job::{ExplainOutcome, Fault, JobKind, JobRequest, Progress, RunStats, Stage, StageTimings, TargetSpec, top_k};
 pub use stats::EngineStats;
 
 use std::sync::Arc;

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::job::{JobEntry, JobKind, JobOutput, RawExplanation, RunStats, StageTimings, TargetSpec, top_k};
+use super::job::{JobEntry, JobKind, JobOutput, RawExplanation, RunStats, Stage, StageTimings, TargetSpec, top_k};
 use super::stats::EngineStats;
 use super::worker::{Batch, BatchKind, BatchResult, Pool, Segment, SegmentOutput};
 use super::{EngineConfig, EngineError};
@@ -149,12 +149,18 @@ impl Scheduler {
     }
 
     fn cancel(&mut self, id: usize) {
+        let mut found = false;
         if let Some(pos) = self.waiting.iter().position(|e| e.id == id) {
             self.waiting.remove(pos);
             self.stats.queued_jobs.fetch_sub(1, Ordering::Relaxed);
+            found = true;
         }
         if let Some(job) = self.remove(id) {
             let _ = job.entry.reply.send(Err(EngineError::Cancelled));
+            found = true;
+        }
+        if found {
+            self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -288,6 +294,9 @@ impl Scheduler {
                 .map(|id| {
                     let job = self.jobs.get_mut(id).expect("listed job exists");
                     job.state = State::Clean { dispatched: true };
+                    if let Some(p) = &job.entry.request.progress {
+                        p.set_stage(Stage::Features);
+                    }
                     oldest = oldest.min(job.pending_since);
                     Segment {
                         job: *id,
@@ -430,6 +439,7 @@ impl Scheduler {
         self.stats.skipped_channels.fetch_add(plan.skipped_channels() as u64, Ordering::Relaxed);
         if let Some(p) = &job.entry.request.progress {
             p.set_total(plan.len());
+            p.set_stage(Stage::Masked);
         }
         let scores = targets
             .iter()

@@ -57,6 +57,8 @@ pub struct EngineStats {
     pub clean_passes: AtomicU64,
     pub skipped_channels: AtomicU64,
     pub rejected: AtomicU64,
+    /// Jobs dropped because their caller went away.
+    pub cancelled: AtomicU64,
     pub queued_jobs: AtomicUsize,
     pub running_jobs: AtomicUsize,
     pub batch_size: Histogram,
@@ -73,6 +75,7 @@ impl EngineStats {
             clean_passes: AtomicU64::new(0),
             skipped_channels: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
             queued_jobs: AtomicUsize::new(0),
             running_jobs: AtomicUsize::new(0),
             batch_size: Histogram::new(SIZES),

@@ -78,6 +78,11 @@ impl HttpMetrics {
                 "Jobs refused at admission (429).",
                 engine.rejected.load(Ordering::Relaxed),
             ),
+            (
+                "scorecam_cancelled_jobs_total",
+                "Jobs cancelled because the client went away.",
+                engine.cancelled.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
