@@ -55,7 +55,7 @@ fn image_response(img: RenderedImage) -> Response {
     let label: String =
         img.target.label.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
     let t = &img.timings;
-    let pairs = [
+    let mut pairs = vec![
         ("x-scorecam-target-index", img.target.index.to_string()),
         ("x-scorecam-target-label", label),
         ("x-scorecam-target-score", format!("{:.6}", img.target.score)),
@@ -64,11 +64,20 @@ fn image_response(img: RenderedImage) -> Response {
         (
             "server-timing",
             format!(
-                "queue;dur={:.1}, features;dur={:.1}, masked;dur={:.1}, combine;dur={:.1}, total;dur={:.1}",
-                t.queue_ms, t.features_ms, t.masked_ms, t.combine_ms, t.total_ms
+                "queue;dur={:.1}, features;dur={:.1}, masked;dur={:.1}, combine;dur={:.1}, metrics;dur={:.1}, total;dur={:.1}",
+                t.queue_ms, t.features_ms, t.masked_ms, t.combine_ms, t.metrics_ms, t.total_ms
             ),
         ),
     ];
+    if let Some(m) = &img.metrics {
+        pairs.extend([
+            ("x-scorecam-average-drop", format!("{:.6}", m.average_drop)),
+            ("x-scorecam-increase-in-confidence", m.increase_in_confidence.to_string()),
+            ("x-scorecam-deletion-auc", format!("{:.6}", m.deletion_auc)),
+            ("x-scorecam-insertion-auc", format!("{:.6}", m.insertion_auc)),
+            ("x-scorecam-metric-passes", img.stats.metric_passes.to_string()),
+        ]);
+    }
     for (name, value) in pairs {
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(HeaderName::from_static(name), v);
@@ -84,6 +93,8 @@ struct StreamedImage<'a> {
     method: &'a str,
     preset: &'a str,
     target: &'a crate::render::Prediction,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics: &'a Option<crate::cam::faithfulness::Faithfulness>,
     predictions: &'a [crate::render::Prediction],
     stats: &'a crate::engine::RunStats,
     timings_ms: &'a crate::engine::StageTimings,
@@ -109,6 +120,7 @@ fn result_event(rendered: &Rendered) -> Result<Event, axum::Error> {
                 method: &img.method,
                 preset: &img.preset,
                 target: &img.target,
+                metrics: &img.metrics,
                 predictions: &img.predictions,
                 stats: &img.stats,
                 timings_ms: &img.timings,

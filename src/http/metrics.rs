@@ -64,6 +64,11 @@ impl HttpMetrics {
                 engine.masked_passes.load(Ordering::Relaxed),
             ),
             (
+                "scorecam_head_passes_total",
+                "Head-only passes executed (Ablation-CAM).",
+                engine.head_passes.load(Ordering::Relaxed),
+            ),
+            (
                 "scorecam_clean_passes_total",
                 "Clean forward passes executed.",
                 engine.clean_passes.load(Ordering::Relaxed),
