@@ -102,6 +102,9 @@ before(async () => {
   context = await newContext({ width: 1280, height: 900 });
   page = await context.newPage();
   watch(page);
+  // Intercept file choosers from the start: enabling it lazily races the key press that opens one.
+  page.on("filechooser", () => {});
+  await page.evaluate(() => 1);
 });
 
 after(async () => {
@@ -345,6 +348,26 @@ test("Cancel stops a running explanation in the page and on the server", async (
   console.log(`# cancelled after ${ran} of ${planned} masked passes; scorecam_cancelled_jobs_total counted it`);
 });
 
+test("Ablation-CAM: the method selector sends the method without a preset", async () => {
+  await page.selectOption("#method", "ablationcam");
+  assert.equal(await page.isDisabled("#preset"), true);
+  assert.equal(await page.isVisible("#samples"), false);
+  assert.equal(await page.isVisible("#steps"), false);
+  const before = requests.length;
+  await page.click("#explain");
+  await page.waitForFunction(() => /Explained: /.test(document.getElementById("status").textContent)
+    && /ablationcam/.test(document.getElementById("facts").textContent), null, { timeout: EXPLAIN_TIMEOUT });
+  const sent = requests.slice(before).filter((r) => r.includes("/explain"));
+  assert.equal(sent.length, 1);
+  const url = new URL(sent[0].split(" ")[1]);
+  assert.equal(url.searchParams.get("method"), "ablationcam");
+  assert.equal(url.searchParams.has("preset"), false);
+  assert.deepEqual(await page.$eval("#overlay", (i) => [i.naturalWidth, i.naturalHeight]), [sampleSize.width, sampleSize.height]);
+  assert.equal(await page.textContent("#error"), "");
+  await page.selectOption("#method", "scorecam");
+  assert.equal(await page.isEnabled("#preset"), true);
+});
+
 test("an image of another size, dropped on the drop zone, gets its heatmap at that size", async () => {
   // A 320×200 copy of the sample, drawn by the browser itself.
   const wide = await page.evaluate(async (b64) => {
@@ -390,19 +413,30 @@ test("errors of the explanation stream are shown in words (server answers mocked
     { status: 200, contentType: "text/event-stream",
       body: "event: progress\r\ndata: {\"done\":0,\"total\":0,\"stage\":\"queued\"}\r\n\r\n: keep-alive\r\n\r\n"
         + "event: progress\r\ndata: {\"done\":12,\"total\":534,\"stage\":\"masked\"}\r\n\r\n"
-        + "event: error\r\ndata: {\"error\":\"the request's deadline passed\",\"error_type\":\"timeout\"}\r\n\r\n" },
+        + "event: error\r\ndata: {\"error\":\"the model failed at run time: worker 1 died\",\"error_type\":\"model_failure\"}\r\n\r\n" },
     { status: 200, contentType: "text/event-stream",
       body: "event: progress\ndata: {\"done\":3,\"total\":534,\"stage\":\"masked\"}\n\n" },
   ];
   const expected = [
     /failed: `target`: class 5000 is past the model's 1000 labels \(HTTP 422, invalid_target\)/,
-    /failed: the request's deadline passed \(timeout\)/,
+    /failed: the model failed at run time: worker 1 died \(model_failure\)\.$/,
     /failed: the connection closed before a result arrived/,
   ];
+  // Last, SS-CAM with 3 samples running out of time: its parameters are sent, and the
+  // message suggests fewer samples.
+  answers.push({ status: 200, contentType: "text/event-stream",
+    body: 'event: error\ndata: {"error":"the deadline passed before the explanation finished","error_type":"deadline_exceeded"}\n\n' });
+  expected.push(/failed: the deadline passed before the explanation finished \(deadline_exceeded\)\. Try fewer samples/);
   let served = 0;
-  await page.route("**/explain/stream?*", (route) => route.fulfill(answers[served++]));
+  const urls = [];
+  await page.route("**/explain/stream?*", (route) => { urls.push(new URL(route.request().url())); route.fulfill(answers[served++]); });
   try {
-    for (const want of expected) {
+    for (const [i, want] of expected.entries()) {
+      if (i === expected.length - 1) {
+        await page.selectOption("#method", "sscam");
+        assert.equal(await page.isVisible("#samples"), true);
+        await page.fill("#samples", "3");
+      }
       await page.click("#explain");
       await page.waitForFunction(() => document.getElementById("error").textContent !== "", null, { timeout: 10_000 });
       assert.match(await page.getByRole("alert").textContent(), want);
@@ -412,8 +446,14 @@ test("errors of the explanation stream are shown in words (server answers mocked
     }
   } finally {
     await page.unroute("**/explain/stream?*");
+    await page.selectOption("#method", "scorecam");
   }
-  assert.equal(served, 3);
+  assert.equal(served, 4);
+  const last = urls[3].searchParams;
+  assert.equal(last.get("method"), "sscam");
+  assert.equal(last.get("samples"), "3");
+  assert.equal(last.has("preset"), false);
+  assert.equal(last.has("steps"), false);
 });
 
 test("a file that is not an image gets an error in words", async () => {
