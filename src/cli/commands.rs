@@ -50,6 +50,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Explain images: write an overlay PNG, a heatmap PNG or the JSON document per image.
     Explain(ExplainArgs),
+    /// Faithfulness of every method over a folder of images: a table, CSV/JSON and a plot.
+    Evaluate(super::evaluate::EvaluateArgs),
     /// Print the top-k classes of images.
     Predict(PredictArgs),
     /// List the model packages.
@@ -193,9 +195,9 @@ fn parse<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T, String> {
 }
 
 /// Everything a command needs, built from the configuration.
-struct Context {
-    config: Config,
-    engine: Arc<Engine>,
+pub(crate) struct Context {
+    pub(crate) config: Config,
+    pub(crate) engine: Arc<Engine>,
 }
 
 /// The configuration file overridden by flags and their environment variables.
@@ -277,7 +279,7 @@ impl Context {
         Ok(Self { config, engine: Arc::new(engine) })
     }
 
-    fn model_name(&self, requested: Option<&str>) -> String {
+    pub(crate) fn model_name(&self, requested: Option<&str>) -> String {
         requested
             .map(str::to_string)
             .or_else(|| self.config.models.default.clone().filter(|d| self.engine.registry().get(d).is_ok()))
@@ -298,6 +300,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Serve(_) => return serve(ctx).await,
         Command::Explain(args) => explain(&ctx, args).await,
         Command::Predict(args) => predict(&ctx, args).await,
+        Command::Evaluate(args) => super::evaluate::evaluate(&ctx, args).await,
         Command::Models => models(&ctx),
         Command::Healthcheck(_) => Ok(()),
     };
