@@ -28,17 +28,8 @@ cargo build --locked --quiet --bin scorecam
 artifacts=${ARTIFACT_DIR:-$root/target/browser-artifacts}
 mkdir -p "$artifacts"
 log="$artifacts/server.log"
-target/debug/scorecam serve --bind 127.0.0.1:0 --log-format json 2>"$log" &
-server=$!
-trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true' EXIT
-url=""
-for _ in $(seq 1 600); do
-  url=$(grep -o 'listening on http://[0-9.:]*' "$log" | head -1 | sed 's/listening on //') || true
-  [[ -n "$url" ]] && break
-  kill -0 $server 2>/dev/null || { cat "$log"; echo "server exited" >&2; exit 1; }
-  sleep 0.2
-done
-[[ -n "$url" ]] || { cat "$log"; echo "server did not start" >&2; exit 1; }
+source scripts/serve.sh
+start_server "$log"
 for _ in $(seq 1 600); do
   curl -sf "$url/readyz" >/dev/null && break
   kill -0 $server 2>/dev/null || { cat "$log"; echo "server exited" >&2; exit 1; }

@@ -227,14 +227,7 @@ impl Scheduler {
                     if let Some(p) = &entry.request.progress {
                         p.set_stage(Stage::Metrics);
                     }
-                    let scores = targets
-                        .iter()
-                        .map(|&t| TargetScores {
-                            clean_logit: clean_logits[t],
-                            logits: vec![0.0; passes.len()],
-                            probs: vec![0.0; passes.len()],
-                        })
-                        .collect();
+                    let scores = empty_scores(targets, clean_logits, passes.len());
                     State::Masked(Box::new(MaskedState {
                         passes: passes.clone(),
                         plan: None,
@@ -487,14 +480,7 @@ impl Scheduler {
             p.set_total(plan.len() + metric_passes);
             p.set_stage(Stage::Masked);
         }
-        let scores = targets
-            .iter()
-            .map(|&t| TargetScores {
-                clean_logit: logits[t],
-                logits: vec![0.0; plan.len()],
-                probs: vec![0.0; plan.len()],
-            })
-            .collect();
+        let scores = empty_scores(&targets, &logits, plan.len());
         job.pending_since = Instant::now();
         job.state = State::Masked(Box::new(MaskedState {
             passes: plan.clone(),
@@ -547,6 +533,14 @@ impl Scheduler {
         };
         let _ = job.entry.reply.send(Ok(output));
     }
+}
+
+/// Per target, room for every pass's score.
+fn empty_scores(targets: &[usize], clean_logits: &[f32], passes: usize) -> Vec<TargetScores> {
+    targets
+        .iter()
+        .map(|&t| TargetScores { clean_logit: clean_logits[t], logits: vec![0.0; passes], probs: vec![0.0; passes] })
+        .collect()
 }
 
 fn ms(d: Duration) -> f64 {
