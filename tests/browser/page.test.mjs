@@ -262,6 +262,14 @@ test("clicking the top class streams progress and shows the heatmap over the ima
     return [Math.round(r.x), Math.round(r.y), Math.round(r.width), Math.round(r.height)];
   }));
   assert.deepEqual(boxes[0], boxes[1], "the heatmap is not over the original");
+  // ...and the untouched photo is shown next to it.
+  const side = await page.$eval("#original-side", (i) => ({
+    w: i.naturalWidth, h: i.naturalHeight, visible: !i.closest("figure").hidden,
+    left: i.getBoundingClientRect().left, stageLeft: document.getElementById("stage").getBoundingClientRect().left,
+  }));
+  assert.ok(side.visible, "the original is not shown beside the overlay");
+  assert.deepEqual([side.w, side.h], [224, 224]);
+  assert.ok(side.left < side.stageLeft, "the original is not beside (left of) the overlay");
   assert.match(await page.textContent("#status"), /Explained: .+ \(\d+\.\d%\)/);
   assert.match(await page.textContent("#facts"), /Forward passes\d+/);
   assert.equal(await page.textContent("#error"), "");
