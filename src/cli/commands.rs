@@ -400,7 +400,7 @@ async fn explain(ctx: &Context, args: ExplainArgs) -> Result<(), String> {
                 (serde_json::to_vec(&doc).map_err(|e| e.to_string())?, s)
             }
             Rendered::Image(img) => {
-                let s = format!(
+                let mut s = format!(
                     "class {} ({}) p={:.4}, {} passes in {:.0} ms",
                     img.target.index,
                     img.target.label,
@@ -408,6 +408,15 @@ async fn explain(ctx: &Context, args: ExplainArgs) -> Result<(), String> {
                     img.stats.forward_passes,
                     img.timings.total_ms
                 );
+                if let Some(m) = &img.metrics {
+                    s += &format!(
+                        "; average drop {:.1}%, increase in confidence {}, deletion AUC {:.4}, insertion AUC {:.4}",
+                        100.0 * m.average_drop,
+                        m.increase_in_confidence,
+                        m.deletion_auc,
+                        m.insertion_auc
+                    );
+                }
                 (img.png, s)
             }
         };
