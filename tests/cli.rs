@@ -169,3 +169,26 @@ fn evaluate_writes_the_table_the_records_and_the_plot() {
     let plot = image::open(out.join("curves.png")).unwrap();
     assert!(plot.width() > 1000 && plot.height() > 400);
 }
+
+#[test]
+fn explain_takes_a_method_and_reports_its_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("a.png");
+    let o = scorecam(&[
+        "explain",
+        "samples/chelsea.png",
+        "--method",
+        "ablationcam",
+        "--metrics",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("class 285 (Egyptian cat)") && err.contains("1 passes"), "{err}");
+    assert!(err.contains("average drop") && err.contains("deletion AUC"), "{err}");
+    // A parameter of another method is refused before any work.
+    let o = scorecam(&["explain", "samples/chelsea.png", "--method", "ablationcam", "--steps", "3"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("`steps` does not apply to method `ablationcam`"), "{}", stderr(&o));
+}
