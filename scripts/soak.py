@@ -12,9 +12,10 @@ Three groups of client threads run for the whole duration:
     and JSON-base64 bodies; PNG, heatmap and JSON outputs; photos of several sizes). More
     than max_concurrent_jobs + max_queued_jobs (8 + 32 by default), so the server is driven
     past capacity and must answer 429 / 504 rather than fall over.
-  * mixed clients (--concurrency, default 8, each at most --mixed-rate requests/s): /predict, hostile files from
-    tests/fixtures/hostile, bad parameters, wrong content types, malformed JSON and
-    multipart, oversize bodies (over server.max_body_bytes), probes, the v2 routes.
+  * mixed clients (--concurrency, default 8, each at most --mixed-rate requests/s):
+    /predict, hostile files from tests/fixtures/hostile, bad parameters, wrong content
+    types, malformed JSON and multipart, oversize bodies (over server.max_body_bytes, with
+    and without Content-Length), probes, the v2 routes.
   * slow clients (--slow-clients, default 2): bodies trickled in a few bytes at a time,
     half of them never finished (the server must answer 408 at its body-read deadline),
     half finished slowly (an ordinary answer).
