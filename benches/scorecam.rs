@@ -169,7 +169,7 @@ async fn scorecam_end_to_end(engine: &Engine, opts: &Options, best: f64, out: &m
         for path in &images[..n] {
             let bytes: Arc<[u8]> = std::fs::read(path).unwrap().into();
             let params = ExplainParams {
-                preset,
+                method: preset.into(),
                 format: OutputFormat::Json,
                 targets: TargetSpec::TopK(1),
                 ..ExplainParams::new(&name)

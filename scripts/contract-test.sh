@@ -18,18 +18,9 @@ venv=.venv-contract
 ensure_venv "$venv" scripts/requirements-contract.txt
 
 cargo build --locked --quiet
-log=$(mktemp)
-target/debug/scorecam serve --bind 127.0.0.1:0 --log-format json --max-queued-jobs 64 2>"$log" &
-server=$!
-trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -f "$log"' EXIT
-url=""
-for _ in $(seq 1 600); do
-  url=$(grep -o 'listening on http://[0-9.:]*' "$log" | head -1 | sed 's/listening on //') || true
-  [[ -n "$url" ]] && break
-  kill -0 $server 2>/dev/null || { cat "$log"; echo "server exited" >&2; exit 1; }
-  sleep 0.2
-done
-[[ -n "$url" ]] || { cat "$log"; echo "server did not start" >&2; exit 1; }
+mkdir -p target
+source scripts/serve.sh
+start_server target/contract-server.log --max-queued-jobs 64
 echo "contract test against $url"
 "$venv/bin/schemathesis" run openapi.yaml --url "$url" --checks all \
   --exclude-checks positive_data_acceptance,not_a_server_error \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: fetches ONNX Runtime (pinned wheel), sets
 # up the small Python environment the model-splitting tool's tests use, then runs the Rust
-# tests and the Python tests.
+# tests, the Python tests, the OpenAPI contract test and the web page in headless Chromium.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -13,3 +13,4 @@ scripts/setup-python-tools.sh
 cargo test --all-targets --locked --features fault-injection
 .venv-tools/bin/python -m pytest -q tests/python
 scripts/contract-test.sh
+scripts/browser-test.sh

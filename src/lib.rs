@@ -9,6 +9,7 @@ pub mod cam;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod evaluation;
 pub mod http;
 pub mod imaging;
 pub mod model;

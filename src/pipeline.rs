@@ -7,7 +7,8 @@ use std::time::Instant;
 use image::RgbImage;
 use serde::Serialize;
 
-use crate::cam::{Map, Preset};
+use crate::cam::faithfulness::Faithfulness;
+use crate::cam::{Map, Method, Preset};
 use crate::engine::{Engine, EngineError, Fault, JobRequest, Progress, RunStats, StageTimings, TargetSpec};
 use crate::imaging::{self, ImageLimits, ImagingError, Preprocessed};
 use crate::model::ModelPackage;
@@ -67,7 +68,9 @@ impl std::str::FromStr for Resolution {
 pub struct ExplainParams {
     pub model: String,
     pub targets: TargetSpec,
-    pub preset: Preset,
+    pub method: Method,
+    /// Also compute faithfulness metrics (extra passes).
+    pub metrics: bool,
     pub format: OutputFormat,
     pub resolution: Resolution,
     pub colormap: Colormap,
@@ -91,7 +94,8 @@ impl ExplainParams {
         Self {
             model: model.into(),
             targets: TargetSpec::TopK(1),
-            preset: Preset::default(),
+            method: Method::default(),
+            metrics: false,
             format: OutputFormat::default(),
             resolution: Resolution::default(),
             colormap: Colormap::default(),
@@ -100,6 +104,56 @@ impl ExplainParams {
             progress: None,
             fault: None,
         }
+    }
+}
+
+/// A method as a caller names it (HTTP parameters, CLI flags), before the parameters are
+/// checked together: a parameter that the chosen method does not take is an error, not
+/// silently ignored.
+#[derive(Clone, Debug, Default)]
+pub struct MethodArgs {
+    pub method: Option<String>,
+    pub preset: Option<Preset>,
+    pub max_channels: Option<usize>,
+    pub samples: Option<usize>,
+    pub sigma: Option<f32>,
+    pub seed: Option<u64>,
+    pub steps: Option<usize>,
+}
+
+impl MethodArgs {
+    pub fn resolve(&self) -> Result<Method, String> {
+        let name = self.method.as_deref().unwrap_or("scorecam");
+        let given = [
+            ("preset", self.preset.is_some()),
+            ("max_channels", self.max_channels.is_some()),
+            ("samples", self.samples.is_some()),
+            ("sigma", self.sigma.is_some()),
+            ("seed", self.seed.is_some()),
+            ("steps", self.steps.is_some()),
+        ];
+        let takes: &[&str] = match name {
+            "scorecam" => &["preset", "max_channels"],
+            "sscam" => &["samples", "sigma", "seed"],
+            "iscam" => &["steps"],
+            "ablationcam" => &[],
+            other => {
+                return Err(format!("unknown method `{other}` (expected {})", Method::NAMES.join(", ")));
+            }
+        };
+        if let Some((param, _)) = given.iter().find(|(p, g)| *g && !takes.contains(p)) {
+            return Err(format!("`{param}` does not apply to method `{name}`"));
+        }
+        Ok(match name {
+            "scorecam" => Method::ScoreCam { preset: self.preset.unwrap_or_default(), max_channels: self.max_channels },
+            "sscam" => Method::SsCam {
+                samples: self.samples.unwrap_or(crate::cam::SSCAM_SAMPLES),
+                sigma: self.sigma.unwrap_or(crate::cam::SSCAM_SIGMA),
+                seed: self.seed.unwrap_or(0),
+            },
+            "iscam" => Method::IsCam { steps: self.steps.unwrap_or(crate::cam::ISCAM_STEPS) },
+            _ => Method::AblationCam,
+        })
     }
 }
 
@@ -113,14 +167,26 @@ pub const MAX_JSON_MAP_VALUES: usize = 4 << 20;
 /// A rendered explanation.
 #[derive(Debug)]
 pub enum Rendered {
-    Image {
-        png: Vec<u8>,
-        /// The explained target (the first one when several were asked for).
-        target: Prediction,
-        stats: RunStats,
-        timings: StageTimings,
-    },
+    Image(Box<RenderedImage>),
     Json(Box<ExplainDocument>),
+}
+
+/// A PNG (overlay or heatmap) and what it shows.
+#[derive(Debug)]
+pub struct RenderedImage {
+    pub png: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+    pub model: String,
+    pub method: String,
+    pub preset: String,
+    /// The explained target (the first one when several were asked for).
+    pub target: Prediction,
+    /// The target's faithfulness, when asked for.
+    pub metrics: Option<Faithfulness>,
+    pub predictions: Vec<Prediction>,
+    pub stats: RunStats,
+    pub timings: StageTimings,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -177,8 +243,11 @@ pub fn validate(package: &ModelPackage, p: &ExplainParams) -> Result<(), Pipelin
     if !(0.0..=1.0).contains(&p.alpha) {
         return invalid(format!("alpha must be within 0..=1, got {}", p.alpha));
     }
-    if p.resolution == Resolution::Feature && !p.preset.has_feature_map() {
-        return invalid(format!("preset `{}` has no feature-resolution map; use resolution=input or model", p.preset));
+    if let Err(e) = p.method.validate(package.info.feature_khw[0]) {
+        return invalid(e);
+    }
+    if p.resolution == Resolution::Feature && !p.method.has_feature_map() {
+        return invalid(format!("`{}` has no feature-resolution map; use resolution=input or model", p.method));
     }
     if p.format == OutputFormat::Png && p.resolution != Resolution::Input {
         return invalid(
@@ -230,13 +299,28 @@ pub async fn predict(
     })
 }
 
-/// Decodes, explains and renders one image.
-pub async fn explain(
+/// A request checked and decoded, ready to run: the split lets a streaming caller answer
+/// bad parameters and undecodable images with a plain error status before it streams.
+pub struct Prepared {
+    package: Arc<ModelPackage>,
+    params: ExplainParams,
+    image: RgbImage,
+    pre: Preprocessed,
+}
+
+impl Prepared {
+    pub fn params(&self) -> &ExplainParams {
+        &self.params
+    }
+}
+
+/// Validates the parameters and decodes the image.
+pub async fn prepare(
     engine: &Engine,
     bytes: Arc<[u8]>,
     limits: &ImageLimits,
     params: ExplainParams,
-) -> Result<Rendered, PipelineError> {
+) -> Result<Prepared, PipelineError> {
     let package = model(engine, &params.model)?.clone();
     validate(&package, &params)?;
     let (image, pre) = decode(bytes, limits.clone(), package.clone()).await?;
@@ -248,7 +332,14 @@ pub async fn explain(
             pre.original_width, pre.original_height
         )));
     }
-    let mut request = JobRequest::explain(&params.model, pre.tensor.clone(), params.preset, params.targets.clone());
+    Ok(Prepared { package, params, image, pre })
+}
+
+/// Explains and renders a prepared request.
+pub async fn run(engine: &Engine, prepared: Prepared) -> Result<Rendered, PipelineError> {
+    let Prepared { package, params, image, pre } = prepared;
+    let mut request = JobRequest::explain(&params.model, pre.tensor.clone(), params.method, params.targets.clone())
+        .with_metrics(params.metrics);
     request.deadline = params.deadline;
     request.progress = params.progress.clone();
     request.fault = params.fault;
@@ -257,6 +348,17 @@ pub async fn explain(
         .await
         .map_err(|e| EngineError::Internal(format!("rendering task failed: {e}")))??;
     Ok(rendered)
+}
+
+/// Decodes, explains and renders one image.
+pub async fn explain(
+    engine: &Engine,
+    bytes: Arc<[u8]>,
+    limits: &ImageLimits,
+    params: ExplainParams,
+) -> Result<Rendered, PipelineError> {
+    let prepared = prepare(engine, bytes, limits, params).await?;
+    run(engine, prepared).await
 }
 
 fn render_outcome(
@@ -281,12 +383,18 @@ fn render_outcome(
                 .targets
                 .iter()
                 .zip(&outcome.maps)
-                .map(|(&t, m)| Explanation { target: target_of(t), saliency: pick(m) })
+                .enumerate()
+                .map(|(i, (&t, m))| Explanation {
+                    target: target_of(t),
+                    saliency: pick(m),
+                    metrics: outcome.metrics.as_ref().and_then(|f| f.get(i).cloned()),
+                })
                 .collect();
             Ok(Rendered::Json(Box::new(ExplainDocument {
                 model: package.name.clone(),
-                method: "scorecam".into(),
-                preset: params.preset.to_string(),
+                method: params.method.name().into(),
+                preset: params.method.preset().to_string(),
+                method_parameters: params.method,
                 predictions: render::predictions(&outcome.logits, &package.labels, 5),
                 explanations,
                 stats: outcome.stats,
@@ -304,12 +412,19 @@ fn render_outcome(
                 OutputFormat::Png => render::overlay(image, &map, params.colormap, params.alpha)?,
                 _ => render::heatmap(&map, params.colormap),
             };
-            Ok(Rendered::Image {
+            Ok(Rendered::Image(Box::new(RenderedImage {
                 png: render::encode_png(&img)?,
+                width: img.width(),
+                height: img.height(),
+                model: package.name.clone(),
+                method: params.method.name().into(),
+                preset: params.method.preset().to_string(),
                 target: target_of(target),
+                metrics: outcome.metrics.as_ref().and_then(|f| f.first().cloned()),
+                predictions: render::predictions(&outcome.logits, &package.labels, 5),
                 stats: outcome.stats,
                 timings: outcome.timings,
-            })
+            })))
         }
     }
 }

@@ -125,3 +125,70 @@ fn bad_input_is_reported_not_panicked() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no feature-resolution map"), "{}", stderr(&o));
 }
+
+#[test]
+fn evaluate_writes_the_table_the_records_and_the_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    let chelsea = common::root().join("samples/chelsea.png");
+    std::fs::copy(&chelsea, images.join("a_cat.png")).unwrap();
+    let flipped = image::open(&chelsea).unwrap().fliph();
+    flipped.save(images.join("b_flipped.png")).unwrap();
+    std::fs::write(images.join("notes.txt"), "not an image").unwrap();
+    // One labelled image (tabby, 281), one left to the prediction.
+    std::fs::write(images.join("index.tsv"), "file\tclass_index\tlabel\na_cat.png\t281\ttabby\n").unwrap();
+    let out = dir.path().join("out");
+    let o = scorecam(&[
+        "evaluate",
+        images.to_str().unwrap(),
+        "--methods",
+        "scorecam@16,ablationcam,centre",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    for method in ["| scorecam:official@16 | 2 |", "| ablationcam | 2 |", "| centre | 2 |"] {
+        assert!(table.contains(method), "{method} missing from\n{table}");
+    }
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2 * 3, "{csv}");
+    assert!(rows.iter().any(|r| r.starts_with("\"a_cat.png\",ablationcam,281,label,")), "{csv}");
+    assert!(rows.iter().any(|r| r.starts_with("\"b_flipped.png\",ablationcam,285,predicted,")), "{csv}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let summary = json["summary"].as_array().unwrap();
+    assert_eq!(summary.len(), 3);
+    // The approximation is compared with exact Score-CAM; the others are not.
+    assert!(summary[0]["pearson"].as_f64().is_some_and(|p| (-1.0..=1.0).contains(&p)));
+    assert!(summary[1]["pearson"].is_null());
+    assert_eq!(summary[1]["forward_passes"].as_f64(), Some(1.0), "ablation runs one clean full pass");
+    assert!(summary[1]["head_passes"].as_f64().unwrap() > 0.0);
+    assert_eq!(summary[0]["deletion_curve"].as_array().unwrap().len(), 21);
+    let plot = image::open(out.join("curves.png")).unwrap();
+    assert!(plot.width() > 1000 && plot.height() > 400);
+}
+
+#[test]
+fn explain_takes_a_method_and_reports_its_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("a.png");
+    let o = scorecam(&[
+        "explain",
+        "samples/chelsea.png",
+        "--method",
+        "ablationcam",
+        "--metrics",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("class 285 (Egyptian cat)") && err.contains("1 passes"), "{err}");
+    assert!(err.contains("average drop") && err.contains("deletion AUC"), "{err}");
+    // A parameter of another method is refused before any work.
+    let o = scorecam(&["explain", "samples/chelsea.png", "--method", "ablationcam", "--steps", "3"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("`steps` does not apply to method `ablationcam`"), "{}", stderr(&o));
+}

@@ -288,7 +288,11 @@ async fn concurrent_explanations_equal_the_sequential_ones() {
         .map(|n| std::fs::read(common::root().join(format!("tests/fixtures/reference/{n}.png"))).unwrap())
         .collect();
     let run = |img: Vec<u8>| {
-        c.post(server.url("/explain?format=json&resolution=model")).header("content-type", "image/png").body(img).send()
+        // The longest deadline: a loaded CI machine may take a while for three at once.
+        c.post(server.url("/explain?format=json&resolution=model&timeout_ms=300000"))
+            .header("content-type", "image/png")
+            .body(img)
+            .send()
     };
     let mut sequential = Vec::new();
     for img in &images {
@@ -297,6 +301,7 @@ async fn concurrent_explanations_equal_the_sequential_ones() {
     let concurrent = futures_join(images.iter().map(|i| run(i.clone())).collect()).await;
     for (seq, conc) in sequential.iter().zip(concurrent) {
         let conc: Value = conc.unwrap().json().await.unwrap();
+        assert!(conc["explanations"].is_array(), "{conc}");
         let a: Vec<f32> = seq["explanations"][0]["saliency"]["data"]
             .as_array()
             .unwrap()

@@ -28,7 +28,7 @@ fn image(case: &str) -> Arc<[u8]> {
 async fn explain_json(case: &str, preset: Preset, resolution: Resolution, targets: TargetSpec) -> ExplainDocument {
     let engine = common::default_engine();
     let params = ExplainParams {
-        preset,
+        method: preset.into(),
         resolution,
         targets,
         format: OutputFormat::Json,

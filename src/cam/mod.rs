@@ -5,10 +5,16 @@
 //! (whoever runs it), and [`combine`] turns the scores into a map. The engine runs those
 //! steps across worker threads; [`explain_with`] runs them in-line for tests and tools.
 
+pub mod faithfulness;
+mod method;
 mod scorecam;
 mod upsample;
 
-pub use scorecam::{MaskPlan, MaskSource, TargetScores, class_scores, combine, explain_with, softmax};
+pub use method::{Graph, ISCAM_STEPS, MAX_REPEATS, MAX_SIGMA, Method, SSCAM_SAMPLES, SSCAM_SIGMA};
+pub use scorecam::{
+    MaskPlan, MaskSource, PassSet, TargetScores, class_scores, combine, explain_with, gaussian_noise, score_passes,
+    softmax, top_channels_by_std,
+};
 pub use upsample::{Align, Resampler, resize};
 
 use serde::{Deserialize, Serialize};

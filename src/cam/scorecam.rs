@@ -1,122 +1,191 @@
-//! Score-CAM: the mask plan, batch-at-a-time masked inputs, and the three presets' weights
-//! and combination rules.
+//! The mask plan of Score-CAM and its relatives (SS-CAM, IS-CAM, Ablation-CAM): which
+//! passes an explanation needs, their inputs built a batch at a time, and each method's
+//! weights and combination rule.
 
 use std::ops::Range;
+use std::sync::OnceLock;
 
+use super::method::{Graph, Method};
 use super::{Activations, Align, Map, Preset, Resampler, Saliency, min_max, normalize_min_max, normalize_shift_eps};
 
-/// What one masked pass feeds the model.
+/// What one pass feeds the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MaskSource {
     /// The input times channel k's normalised, upsampled activation.
     Channel(usize),
-    /// The all-zero input that every constant channel's all-zero mask produces
-    /// (`pytorch_grad_cam` and `torchcam` weigh those channels; one pass serves them all).
+    /// The all-zero input that every constant channel's all-zero mask produces (one pass
+    /// serves them all).
     Zero,
+    /// SS-CAM: the input times (mask + noise sample); `None` is the all-zero mask that
+    /// every constant channel shares.
+    Noisy { channel: Option<usize>, sample: usize },
+    /// IS-CAM: the input times c_step × mask.
+    Scaled { channel: usize, step: usize },
+    /// Ablation-CAM: the activations with channel k set to zero (a head-only pass).
+    Ablate(usize),
 }
 
-/// The masked passes one explanation needs, derived from the clean pass's activations.
+/// Any set of passes the engine can batch: built a batch at a time by the workers.
+pub trait PassSet: Send + Sync + std::fmt::Debug {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn graph(&self) -> Graph;
+    /// Floats in one pass's input.
+    fn pass_len(&self) -> usize;
+    /// Writes the inputs of `passes` into `out` (len = passes × pass_len). `x` is the
+    /// preprocessed image, C×H×W.
+    fn fill_batch(&self, x: &[f32], passes: Range<usize>, out: &mut [f32]);
+}
+
+/// The passes one explanation needs, derived from the clean pass's activations.
 ///
 /// The plan does not depend on the target class: one set of passes serves every target.
-#[derive(Clone, Debug)]
 pub struct MaskPlan {
-    preset: Preset,
+    method: Method,
     activations: Activations,
-    input_hw: (usize, usize),
+    input_chw: [usize; 3],
     passes: Vec<MaskSource>,
-    /// For each channel, the pass that scores it; `None` for channels skipped outright.
-    channel_pass: Vec<Option<usize>>,
+    /// For each channel, the passes whose mean score weighs it; `None` for channels that
+    /// contribute nothing (skipped constant channels, channels left out by `max_channels`,
+    /// all-zero channels in Ablation-CAM).
+    channel_passes: Vec<Option<Range<usize>>>,
     skipped: usize,
     up: Resampler,
+    /// SS-CAM noise, one C×H×W sample each, drawn on first use by whichever thread needs it.
+    noise: Vec<OnceLock<Vec<f32>>>,
+}
+
+impl std::fmt::Debug for MaskPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MaskPlan").field("method", &self.method).field("passes", &self.passes.len()).finish()
+    }
+}
+
+/// Spatial standard deviation of each channel (Faster Score-CAM's ranking).
+fn channel_std(act: &Activations) -> Vec<f64> {
+    (0..act.channels)
+        .map(|k| {
+            let c = act.channel(k);
+            let n = c.len() as f64;
+            let mean = c.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+            (c.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n).sqrt()
+        })
+        .collect()
+}
+
+/// The `n` channels with the largest spatial standard deviation (ties by index).
+pub fn top_channels_by_std(act: &Activations, n: usize) -> Vec<usize> {
+    let std = channel_std(act);
+    let mut idx: Vec<usize> = (0..act.channels).collect();
+    idx.sort_by(|&a, &b| std[b].total_cmp(&std[a]).then(a.cmp(&b)));
+    idx.truncate(n);
+    idx.sort_unstable();
+    idx
+}
+
+/// IS-CAM's coefficient for step i (1-based): c_i = Σ_{j≤i} j/N.
+pub fn iscam_coefficient(step: usize, steps: usize) -> f32 {
+    (step * (step + 1)) as f32 / (2 * steps) as f32
 }
 
 impl MaskPlan {
-    pub fn new(preset: Preset, activations: Activations, input_hw: (usize, usize)) -> Self {
+    pub fn new(method: Method, activations: Activations, input_chw: [usize; 3]) -> Self {
         let k = activations.channels;
-        let mut passes = Vec::with_capacity(k + 1);
-        let mut channel_pass = vec![None; k];
-        let mut constant = Vec::new();
-        for (ch, slot) in channel_pass.iter_mut().enumerate() {
-            if activations.is_constant(ch) {
-                constant.push(ch);
-            } else {
-                *slot = Some(passes.len());
-                passes.push(MaskSource::Channel(ch));
+        let mut passes = Vec::new();
+        let mut channel_passes: Vec<Option<Range<usize>>> = vec![None; k];
+        let included: Vec<bool> = match method {
+            Method::ScoreCam { max_channels: Some(n), .. } => {
+                let mut keep = vec![false; k];
+                top_channels_by_std(&activations, n).into_iter().for_each(|c| keep[c] = true);
+                keep
             }
-        }
-        // `official` drops constant channels; the others give them the all-zero input's
-        // score, which is the same for all of them, so one pass is enough.
-        if preset != Preset::Official && !constant.is_empty() {
-            let zero = passes.len();
-            passes.push(MaskSource::Zero);
-            for ch in &constant {
-                channel_pass[*ch] = Some(zero);
-            }
-        }
-        let align = match preset {
-            Preset::PytorchGradCam => Align::Corners,
-            Preset::Official | Preset::Torchcam => Align::HalfPixel,
+            _ => vec![true; k],
         };
-        let up = Resampler::new((activations.height, activations.width), input_hw, align);
-        Self { preset, activations, input_hw, passes, channel_pass, skipped: constant.len(), up }
+        // Channels whose pass(es) are shared or skipped: constant ones for the masking
+        // methods (their min-max mask is all zero), all-zero ones for ablation.
+        let mut shared = Vec::new();
+        let push = |passes: &mut Vec<MaskSource>, sources: &mut dyn Iterator<Item = MaskSource>| {
+            let start = passes.len();
+            passes.extend(sources);
+            Some(start..passes.len())
+        };
+        for ch in (0..k).filter(|&c| included[c]) {
+            let degenerate = match method {
+                Method::AblationCam => activations.channel(ch).iter().all(|&v| v == 0.0),
+                _ => activations.is_constant(ch),
+            };
+            if degenerate {
+                shared.push(ch);
+                continue;
+            }
+            channel_passes[ch] = match method {
+                Method::ScoreCam { .. } => push(&mut passes, &mut std::iter::once(MaskSource::Channel(ch))),
+                Method::SsCam { samples, .. } => {
+                    push(&mut passes, &mut (0..samples).map(|s| MaskSource::Noisy { channel: Some(ch), sample: s }))
+                }
+                Method::IsCam { steps } => {
+                    push(&mut passes, &mut (1..=steps).map(|s| MaskSource::Scaled { channel: ch, step: s }))
+                }
+                Method::AblationCam => push(&mut passes, &mut std::iter::once(MaskSource::Ablate(ch))),
+            };
+        }
+        // `official` drops constant channels and ablating an all-zero channel changes
+        // nothing (weight 0 on a zero map); the other rules give constant channels the
+        // all-zero mask's score, the same for all of them, so their passes are shared.
+        let shared_range = match method {
+            _ if shared.is_empty() => None,
+            Method::ScoreCam { preset: Preset::Official, .. } | Method::AblationCam => None,
+            Method::ScoreCam { .. } | Method::IsCam { .. } => push(&mut passes, &mut std::iter::once(MaskSource::Zero)),
+            Method::SsCam { samples, .. } => {
+                push(&mut passes, &mut (0..samples).map(|s| MaskSource::Noisy { channel: None, sample: s }))
+            }
+        };
+        for ch in &shared {
+            channel_passes[*ch] = shared_range.clone();
+        }
+        let skipped = shared.len() + included.iter().filter(|i| !**i).count();
+        let [_, h, w] = input_chw;
+        let align = if method.preset() == Preset::PytorchGradCam { Align::Corners } else { Align::HalfPixel };
+        let up = Resampler::new((activations.height, activations.width), (h, w), align);
+        let noise = match method {
+            Method::SsCam { samples, .. } => (0..samples).map(|_| OnceLock::new()).collect(),
+            _ => Vec::new(),
+        };
+        Self { method, activations, input_chw, passes, channel_passes, skipped, up, noise }
+    }
+
+    pub fn method(&self) -> Method {
+        self.method
     }
 
     pub fn preset(&self) -> Preset {
-        self.preset
+        self.method.preset()
     }
 
     pub fn activations(&self) -> &Activations {
         &self.activations
     }
 
-    /// Number of masked passes.
-    pub fn len(&self) -> usize {
-        self.passes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.passes.is_empty()
-    }
-
     pub fn passes(&self) -> &[MaskSource] {
         &self.passes
     }
 
-    /// Constant channels: skipped (`official`) or served by the shared zero pass.
+    /// Channels without a pass of their own: constant (skipped or sharing one), left out
+    /// by `max_channels`, or all-zero under ablation.
     pub fn skipped_channels(&self) -> usize {
         self.skipped
     }
 
-    /// Writes the masked inputs for `passes` into `out` (len = passes × x.len()).
-    /// `x` is one preprocessed image, C×H×W.
-    pub fn fill_batch(&self, x: &[f32], passes: Range<usize>, out: &mut [f32]) {
-        let hw = self.input_hw.0 * self.input_hw.1;
-        assert_eq!(x.len() % hw, 0, "input does not match the plan's size");
-        assert_eq!(out.len(), passes.len() * x.len(), "output buffer does not match the batch");
-        let mut mask = vec![0.0f32; hw];
-        for (dst, source) in out.chunks_exact_mut(x.len()).zip(&self.passes[passes]) {
-            match *source {
-                MaskSource::Zero => dst.fill(0.0),
-                MaskSource::Channel(k) => {
-                    self.mask_into(k, &mut mask);
-                    for (dst_c, x_c) in dst.chunks_exact_mut(hw).zip(x.chunks_exact(hw)) {
-                        for ((d, xv), m) in dst_c.iter_mut().zip(x_c).zip(&mask) {
-                            *d = xv * m;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Channel k's mask at input resolution, by the preset's rule.
+    /// Channel k's mask at input resolution, by the method's rule.
     fn mask_into(&self, k: usize, mask: &mut [f32]) {
         let a = self.activations.channel(k);
-        match self.preset {
+        match self.method.preset() {
             Preset::Official | Preset::PytorchGradCam => {
                 self.up.apply_into(a, mask);
                 let (lo, hi) = min_max(mask);
-                let denom = match self.preset {
+                let denom = match self.method.preset() {
                     Preset::Official => hi - lo,
                     _ => hi - lo + 1e-8,
                 };
@@ -133,6 +202,109 @@ impl MaskPlan {
             }
         }
     }
+
+    /// SS-CAM noise sample `s` (C×H×W), reproducible from the seed.
+    fn noise(&self, s: usize) -> &[f32] {
+        let Method::SsCam { sigma, seed, .. } = self.method else { unreachable!("noise is only planned for SS-CAM") };
+        let len = self.input_chw.iter().product();
+        self.noise[s].get_or_init(|| gaussian_noise(seed, s as u64, sigma, len))
+    }
+}
+
+impl PassSet for MaskPlan {
+    fn len(&self) -> usize {
+        self.passes.len()
+    }
+
+    fn graph(&self) -> Graph {
+        self.method.graph()
+    }
+
+    fn pass_len(&self) -> usize {
+        match self.graph() {
+            Graph::Full => self.input_chw.iter().product(),
+            Graph::Head => self.activations.data.len(),
+        }
+    }
+
+    fn fill_batch(&self, x: &[f32], passes: Range<usize>, out: &mut [f32]) {
+        let [_, h, w] = self.input_chw;
+        let hw = h * w;
+        let per = self.pass_len();
+        assert_eq!(out.len(), passes.len() * per, "output buffer does not match the batch");
+        if self.graph() == Graph::Full {
+            assert_eq!(x.len(), per, "input does not match the plan's size");
+        }
+        let mut mask = vec![0.0f32; hw];
+        let times = |dst: &mut [f32], mask: &[f32]| {
+            for (dst_c, x_c) in dst.chunks_exact_mut(hw).zip(x.chunks_exact(hw)) {
+                for ((d, xv), m) in dst_c.iter_mut().zip(x_c).zip(mask) {
+                    *d = xv * m;
+                }
+            }
+        };
+        for (dst, source) in out.chunks_exact_mut(per).zip(&self.passes[passes]) {
+            match *source {
+                MaskSource::Zero => dst.fill(0.0),
+                MaskSource::Channel(k) => {
+                    self.mask_into(k, &mut mask);
+                    times(dst, &mask);
+                }
+                MaskSource::Scaled { channel, step } => {
+                    let Method::IsCam { steps } = self.method else { unreachable!("IS-CAM passes") };
+                    self.mask_into(channel, &mut mask);
+                    let c = iscam_coefficient(step, steps);
+                    mask.iter_mut().for_each(|m| *m *= c);
+                    times(dst, &mask);
+                }
+                MaskSource::Noisy { channel, sample } => {
+                    match channel {
+                        Some(k) => self.mask_into(k, &mut mask),
+                        None => mask.fill(0.0),
+                    }
+                    let noise = self.noise(sample);
+                    // X ⊙ (M + δ): δ varies per colour channel, M does not.
+                    for ((dst_c, x_c), n_c) in
+                        dst.chunks_exact_mut(hw).zip(x.chunks_exact(hw)).zip(noise.chunks_exact(hw))
+                    {
+                        for (((d, xv), m), n) in dst_c.iter_mut().zip(x_c).zip(&mask).zip(n_c) {
+                            *d = xv * (m + n);
+                        }
+                    }
+                }
+                MaskSource::Ablate(k) => {
+                    dst.copy_from_slice(&self.activations.data);
+                    let n = self.activations.height * self.activations.width;
+                    dst[k * n..(k + 1) * n].fill(0.0);
+                }
+            }
+        }
+    }
+}
+
+/// `len` draws of N(0, σ²) from a counter-based generator (SplitMix64 + Box–Muller), so a
+/// sample is the same whichever thread draws it and whenever.
+pub fn gaussian_noise(seed: u64, sample: u64, sigma: f32, len: usize) -> Vec<f32> {
+    let mut state = seed ^ sample.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut out = Vec::with_capacity(len + 1);
+    while out.len() < len {
+        // Uniforms in (0, 1]: 53 random bits, never 0 (ln 0).
+        let u1 = ((next() >> 11) + 1) as f64 / (1u64 << 53) as f64;
+        let u2 = (next() >> 11) as f64 / (1u64 << 53) as f64;
+        let r = (-2.0 * u1.ln()).sqrt() * f64::from(sigma);
+        let t = std::f64::consts::TAU * u2;
+        out.push((r * t.cos()) as f32);
+        out.push((r * t.sin()) as f32);
+    }
+    out.truncate(len);
+    out
 }
 
 /// One target class's scores over an explanation's passes.
@@ -140,9 +312,9 @@ impl MaskPlan {
 pub struct TargetScores {
     /// The class logit on the clean input.
     pub clean_logit: f32,
-    /// The class logit on each masked pass.
+    /// The class logit on each pass.
     pub logits: Vec<f32>,
-    /// The class softmax probability on each masked pass.
+    /// The class softmax probability on each pass.
     pub probs: Vec<f32>,
 }
 
@@ -183,76 +355,99 @@ fn relu(values: &mut [f32]) {
     values.iter_mut().for_each(|v| *v = v.max(0.0));
 }
 
-/// Turns one target's pass scores into its saliency map, by the plan's preset.
+fn mean(values: &[f32]) -> f32 {
+    (values.iter().map(|&v| f64::from(v)).sum::<f64>() / values.len().max(1) as f64) as f32
+}
+
+/// Turns one target's pass scores into its saliency map, by the plan's method.
 pub fn combine(plan: &MaskPlan, scores: &TargetScores) -> Saliency {
     assert_eq!(scores.logits.len(), plan.len(), "one score per pass");
     let act = &plan.activations;
-    let (h, w) = plan.input_hw;
+    let [_, h, w] = plan.input_chw;
     let feature_hw = (act.height, act.width);
-    match plan.preset {
-        Preset::Official => {
+    // (channel, its passes) for every channel that contributes.
+    let weighed: Vec<(usize, Range<usize>)> =
+        plan.channel_passes.iter().enumerate().filter_map(|(k, p)| p.clone().map(|p| (k, p))).collect();
+    let (weights, preset): (Vec<f32>, Preset) = match plan.method {
+        Method::ScoreCam { preset: Preset::Official, .. } => {
             // Σ_k w_k Up(A_k) = Up(Σ_k w_k A_k): bilinear upsampling is linear, so the sum
             // is taken at feature size and upsampled once; ReLU comes after, as in the code.
-            let weights = plan.channel_pass.iter().enumerate().filter_map(|(k, p)| p.map(|p| (k, scores.probs[p])));
-            let sum = weighted_sum(act, weights);
+            let weights = weighed.iter().map(|(_, p)| mean(&scores.probs[p.clone()])).collect::<Vec<_>>();
+            let sum = weighted_sum(act, weighed.iter().map(|(k, _)| *k).zip(weights));
             let mut map = Resampler::new(feature_hw, (h, w), Align::HalfPixel).apply(&sum);
             relu(&mut map);
             normalize_min_max(&mut map);
-            Saliency { input: Map::new(w, h, map), feature: None }
+            return Saliency { input: Map::new(w, h, map), feature: None };
         }
-        Preset::PytorchGradCam | Preset::Torchcam => {
-            let raw: Vec<f32> = plan
-                .channel_pass
-                .iter()
-                .map(|p| {
-                    let p = p.expect("every channel has a pass in this preset");
-                    match plan.preset {
-                        Preset::Torchcam => scores.logits[p] - scores.clean_logit,
-                        _ => scores.logits[p],
-                    }
-                })
-                .collect();
-            let weights = softmax(&raw);
-            let mut cam = weighted_sum(act, weights.into_iter().enumerate());
-            relu(&mut cam);
-            let eps = if plan.preset == Preset::Torchcam { 1e-8 } else { 1e-7 };
-            normalize_shift_eps(&mut cam, eps);
-            let feature = Map::new(act.width, act.height, cam);
-            let mut input = feature.resized(w, h);
-            if plan.preset == Preset::PytorchGradCam {
-                // pytorch-grad-cam normalises once more after cv2.resize.
-                normalize_shift_eps(&mut input.data, 1e-7);
-            }
-            Saliency { input, feature: Some(feature) }
+        Method::ScoreCam { preset: Preset::PytorchGradCam, .. } => {
+            let raw: Vec<f32> = weighed.iter().map(|(_, p)| mean(&scores.logits[p.clone()])).collect();
+            (softmax(&raw), Preset::PytorchGradCam)
         }
+        Method::ScoreCam { .. } | Method::SsCam { .. } | Method::IsCam { .. } => {
+            let raw: Vec<f32> =
+                weighed.iter().map(|(_, p)| mean(&scores.logits[p.clone()]) - scores.clean_logit).collect();
+            (softmax(&raw), Preset::Torchcam)
+        }
+        Method::AblationCam => {
+            // pytorch-grad-cam: (y_c - y_c^(k)) / y_c on the raw logits.
+            let y = scores.clean_logit;
+            let weights = weighed.iter().map(|(_, p)| (y - mean(&scores.logits[p.clone()])) / y).collect();
+            (weights, Preset::PytorchGradCam)
+        }
+    };
+    let mut cam = weighted_sum(act, weighed.iter().map(|(k, _)| *k).zip(weights));
+    relu(&mut cam);
+    let eps = if preset == Preset::Torchcam { 1e-8 } else { 1e-7 };
+    normalize_shift_eps(&mut cam, eps);
+    let feature = Map::new(act.width, act.height, cam);
+    let mut input = feature.resized(w, h);
+    if preset == Preset::PytorchGradCam {
+        // pytorch-grad-cam normalises once more after cv2.resize.
+        normalize_shift_eps(&mut input.data, 1e-7);
     }
+    Saliency { input, feature: Some(feature) }
 }
 
 /// Runs a whole explanation in-line: `score(batch, n)` returns n rows of logits for n
-/// stacked inputs. Returns one map per target, in order, and the number of masked passes.
+/// stacked pass inputs (images, or activations for a head-only method). Returns one map
+/// per target, in order.
 pub fn explain_with(
     plan: &MaskPlan,
     x: &[f32],
     clean_logits: &[f32],
     targets: &[usize],
     batch_size: usize,
-    mut score: impl FnMut(&[f32], usize) -> Vec<f32>,
+    score: impl FnMut(&[f32], usize) -> Vec<f32>,
 ) -> Vec<Saliency> {
+    let per_target = score_passes(plan, x, clean_logits, targets, batch_size, score);
+    per_target.iter().map(|ts| combine(plan, ts)).collect()
+}
+
+/// Scores every pass of a pass set in batches, for each target.
+pub fn score_passes(
+    passes: &dyn PassSet,
+    x: &[f32],
+    clean_logits: &[f32],
+    targets: &[usize],
+    batch_size: usize,
+    mut score: impl FnMut(&[f32], usize) -> Vec<f32>,
+) -> Vec<TargetScores> {
     let mut per_target: Vec<TargetScores> = targets
         .iter()
         .map(|&t| TargetScores {
             clean_logit: clean_logits[t],
-            logits: Vec::with_capacity(plan.len()),
-            probs: Vec::with_capacity(plan.len()),
+            logits: Vec::with_capacity(passes.len()),
+            probs: Vec::with_capacity(passes.len()),
         })
         .collect();
     let classes = clean_logits.len();
+    let per = passes.pass_len();
     let mut buf = Vec::new();
     let mut start = 0;
-    while start < plan.len() {
-        let end = (start + batch_size.max(1)).min(plan.len());
-        buf.resize((end - start) * x.len(), 0.0);
-        plan.fill_batch(x, start..end, &mut buf);
+    while start < passes.len() {
+        let end = (start + batch_size.max(1)).min(passes.len());
+        buf.resize((end - start) * per, 0.0);
+        passes.fill_batch(x, start..end, &mut buf);
         let logits = score(&buf, end - start);
         assert_eq!(logits.len(), (end - start) * classes, "scorer returned the wrong shape");
         for row in logits.chunks_exact(classes) {
@@ -263,7 +458,7 @@ pub fn explain_with(
         }
         start = end;
     }
-    per_target.iter().map(|ts| combine(plan, ts)).collect()
+    per_target
 }
 
 #[cfg(test)]
@@ -325,6 +520,92 @@ mod tests {
 
     fn masked(x: &[f32], mask: &[f32]) -> Vec<f32> {
         x.chunks_exact(mask.len()).flat_map(|c| c.iter().zip(mask).map(|(a, m)| a * m)).collect()
+    }
+
+    fn plan(method: impl Into<Method>, act: Activations, hw: (usize, usize)) -> MaskPlan {
+        MaskPlan::new(method.into(), act, [3, hw.0, hw.1])
+    }
+
+    /// torch-cam's mask: normalise at feature size, then upsample half-pixel.
+    fn torchcam_mask(a: &[f32], fhw: (usize, usize), hw: (usize, usize)) -> Vec<f32> {
+        let (lo, _) = min_max(a);
+        let n: Vec<f32> = a.iter().map(|v| v - lo).collect();
+        let (_, hi) = min_max(&n);
+        resize(&n.iter().map(|v| v / (hi + 1e-8)).collect::<Vec<_>>(), fhw, hw, Align::HalfPixel)
+    }
+
+    /// The torch-cam map from per-channel scores (weights = softmax of the scores).
+    fn torchcam_map(act: &Activations, scores: &[f32], hw: (usize, usize)) -> Saliency {
+        let w = softmax_ref(scores);
+        let fhw = (act.height, act.width);
+        let mut cam = vec![0.0f32; fhw.0 * fhw.1];
+        for (k, wk) in w.iter().enumerate() {
+            cam.iter_mut().zip(act.channel(k)).for_each(|(s, a)| *s += wk * a);
+        }
+        relu(&mut cam);
+        normalize_shift_eps(&mut cam, 1e-8);
+        let big = resize(&cam, fhw, hw, Align::HalfPixel);
+        Saliency { input: Map::new(hw.1, hw.0, big), feature: Some(Map::new(fhw.1, fhw.0, cam)) }
+    }
+
+    /// SS-CAM and IS-CAM straight from the spec: every channel, every sample, no sharing.
+    fn reference_smoothed(
+        method: Method,
+        model: &Linear,
+        act: &Activations,
+        x: &[f32],
+        hw: (usize, usize),
+        c: usize,
+    ) -> Saliency {
+        let fhw = (act.height, act.width);
+        let clean = model.logits(x)[c];
+        let scores: Vec<f32> = (0..act.channels)
+            .map(|k| {
+                let m = torchcam_mask(act.channel(k), fhw, hw);
+                let zs: Vec<f32> = match method {
+                    Method::SsCam { samples, sigma, seed } => (0..samples)
+                        .map(|n| {
+                            let noise = gaussian_noise(seed, n as u64, sigma, x.len());
+                            let input: Vec<f32> = x
+                                .iter()
+                                .zip(&noise)
+                                .enumerate()
+                                .map(|(i, (xv, d))| xv * (m[i % m.len()] + d))
+                                .collect();
+                            model.logits(&input)[c]
+                        })
+                        .collect(),
+                    Method::IsCam { steps } => (1..=steps)
+                        .map(|i| {
+                            let coeff: f32 = (1..=i).map(|j| j as f32 / steps as f32).sum();
+                            let scaled: Vec<f32> = m.iter().map(|v| v * coeff).collect();
+                            model.logits(&masked(x, &scaled))[c]
+                        })
+                        .collect(),
+                    _ => unreachable!(),
+                };
+                zs.iter().sum::<f32>() / zs.len() as f32 - clean
+            })
+            .collect();
+        torchcam_map(act, &scores, hw)
+    }
+
+    /// Ablation-CAM straight from the spec: zero each channel, run the head, weigh by the drop.
+    fn reference_ablation(head: &Linear, act: &Activations, hw: (usize, usize), c: usize) -> Saliency {
+        let y = head.logits(&act.data)[c];
+        let n = act.height * act.width;
+        let mut cam = vec![0.0f32; n];
+        for k in 0..act.channels {
+            let mut ablated = act.data.clone();
+            ablated[k * n..(k + 1) * n].fill(0.0);
+            let w = (y - head.logits(&ablated)[c]) / y;
+            cam.iter_mut().zip(act.channel(k)).for_each(|(s, a)| *s += w * a);
+        }
+        relu(&mut cam);
+        normalize_shift_eps(&mut cam, 1e-7);
+        let mut big = resize(&cam, (act.height, act.width), hw, Align::HalfPixel);
+        normalize_shift_eps(&mut big, 1e-7);
+        Saliency { input: Map::new(hw.1, hw.0, big), feature: Some(Map::new(act.width, act.height, cam)) }
     }
 
     /// Straight from the spec, with none of the savings: every channel upsampled, official
@@ -405,7 +686,7 @@ mod tests {
         let model = Linear::new(4, x.len());
         let clean = model.logits(&x);
         for preset in Preset::ALL {
-            let plan = MaskPlan::new(preset, activations(), hw);
+            let plan = plan(preset, activations(), hw);
             for batch in [1, 2, 64] {
                 let maps = explain_with(&plan, &x, &clean, &[0, 3], batch, |b, n| model.batch(b, n));
                 for (map, class) in maps.iter().zip([0, 3]) {
@@ -424,11 +705,11 @@ mod tests {
 
     #[test]
     fn official_skips_constant_channels_and_others_share_one_zero_pass() {
-        let official = MaskPlan::new(Preset::Official, activations(), (4, 6));
+        let official = plan(Preset::Official, activations(), (4, 6));
         assert_eq!(official.passes(), &[MaskSource::Channel(0), MaskSource::Channel(1)]);
         assert_eq!(official.skipped_channels(), 2);
         for preset in [Preset::PytorchGradCam, Preset::Torchcam] {
-            let plan = MaskPlan::new(preset, activations(), (4, 6));
+            let plan = plan(preset, activations(), (4, 6));
             assert_eq!(plan.passes(), &[MaskSource::Channel(0), MaskSource::Channel(1), MaskSource::Zero]);
             assert_eq!(plan.skipped_channels(), 2);
         }
@@ -437,7 +718,7 @@ mod tests {
     #[test]
     fn official_mask_is_min_max_of_the_half_pixel_upsample() {
         let act = Activations::new(1, 1, 2, vec![0.0, 4.0]);
-        let plan = MaskPlan::new(Preset::Official, act, (1, 4));
+        let plan = plan(Preset::Official, act, (1, 4));
         let x = vec![1.0; 3 * 4];
         let mut out = vec![0.0; 12];
         plan.fill_batch(&x, 0..1, &mut out);
@@ -448,7 +729,7 @@ mod tests {
     #[test]
     fn pytorch_grad_cam_mask_is_corner_aligned() {
         let act = Activations::new(1, 1, 2, vec![0.0, 3.0]);
-        let plan = MaskPlan::new(Preset::PytorchGradCam, act, (1, 4));
+        let plan = plan(Preset::PytorchGradCam, act, (1, 4));
         let mut out = vec![0.0; 12];
         plan.fill_batch(&[2.0; 12], 0..1, &mut out);
         let third = 2.0 / 3.0;
@@ -457,7 +738,7 @@ mod tests {
 
     #[test]
     fn zero_pass_feeds_an_all_zero_input() {
-        let plan = MaskPlan::new(Preset::Torchcam, activations(), (2, 3));
+        let plan = plan(Preset::Torchcam, activations(), (2, 3));
         let mut out = vec![9.0; 2 * 18];
         plan.fill_batch(&input(2, 3), 1..3, &mut out);
         assert!(out[18..].iter().all(|v| *v == 0.0), "second pass is the shared zero input");
@@ -467,10 +748,101 @@ mod tests {
     #[test]
     fn all_constant_activations_give_an_all_zero_official_map() {
         let act = Activations::new(2, 2, 2, vec![0.0; 8]);
-        let plan = MaskPlan::new(Preset::Official, act, (4, 4));
+        let plan = plan(Preset::Official, act, (4, 4));
         assert!(plan.is_empty());
         let maps = explain_with(&plan, &input(4, 4), &[0.0, 1.0], &[1], 8, |_, _| unreachable!());
         assert!(maps[0].input.data.iter().all(|v| *v == 0.0));
+    }
+
+    #[test]
+    fn sscam_and_iscam_match_the_spec_without_sharing() {
+        let hw = (5, 7);
+        let x = input(hw.0, hw.1);
+        let model = Linear::new(4, x.len());
+        let clean = model.logits(&x);
+        for method in [Method::SsCam { samples: 3, sigma: 2.0, seed: 7 }, Method::IsCam { steps: 4 }] {
+            let plan = plan(method, activations(), hw);
+            let maps = explain_with(&plan, &x, &clean, &[1, 2], 5, |b, n| model.batch(b, n));
+            for (map, class) in maps.iter().zip([1, 2]) {
+                let want = reference_smoothed(method, &model, &activations(), &x, hw, class);
+                assert_close(&map.input.data, &want.input.data, 1e-5);
+                assert_close(&map.feature.as_ref().unwrap().data, &want.feature.unwrap().data, 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn sscam_and_iscam_share_the_constant_channels_passes() {
+        // 2 varying channels, 2 constant: SS-CAM needs N passes per varying channel plus N
+        // shared (the constant masks are all zero, so X ⊙ (0 + δ_n) is one input per n).
+        let ss = plan(Method::SsCam { samples: 3, sigma: 2.0, seed: 0 }, activations(), (4, 6));
+        assert_eq!(ss.len(), 3 * 2 + 3);
+        let is = plan(Method::IsCam { steps: 10 }, activations(), (4, 6));
+        assert_eq!(is.len(), 10 * 2 + 1, "IS-CAM: c_i × 0 is the zero input for every i");
+        assert_eq!(is.skipped_channels(), 2);
+    }
+
+    #[test]
+    fn iscam_coefficients_are_the_cumulative_sums() {
+        let c: Vec<f32> = (1..=10).map(|i| iscam_coefficient(i, 10)).collect();
+        let want = [0.1, 0.3, 0.6, 1.0, 1.5, 2.1, 2.8, 3.6, 4.5, 5.5];
+        assert_close(&c, &want, 1e-6);
+    }
+
+    #[test]
+    fn noise_is_reproducible_and_has_the_asked_spread() {
+        let a = gaussian_noise(3, 1, 2.0, 100_001);
+        assert_eq!(a, gaussian_noise(3, 1, 2.0, 100_001));
+        assert_ne!(a[..10], gaussian_noise(3, 2, 2.0, 10)[..]);
+        let mean = a.iter().map(|&v| f64::from(v)).sum::<f64>() / a.len() as f64;
+        let var = a.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / a.len() as f64;
+        assert!(mean.abs() < 0.03, "mean {mean}");
+        assert!((var.sqrt() - 2.0).abs() < 0.03, "std {}", var.sqrt());
+    }
+
+    #[test]
+    fn ablation_runs_the_head_on_activations_and_matches_the_spec() {
+        let act = activations();
+        let head = Linear::new(3, act.data.len());
+        let clean = head.logits(&act.data);
+        let plan = plan(Method::AblationCam, act.clone(), (5, 7));
+        assert_eq!(plan.graph(), Graph::Head);
+        assert_eq!(plan.pass_len(), act.data.len());
+        // The all-zero channel cannot change the head's output: no pass. The constant 6s can.
+        assert_eq!(plan.passes(), &[MaskSource::Ablate(0), MaskSource::Ablate(1), MaskSource::Ablate(3)]);
+        let maps = explain_with(&plan, &[], &clean, &[0, 2], 2, |b, n| head.batch(b, n));
+        for (map, class) in maps.iter().zip([0, 2]) {
+            let want = reference_ablation(&head, &act, (5, 7), class);
+            assert_close(&map.input.data, &want.input.data, 1e-5);
+        }
+    }
+
+    #[test]
+    fn max_channels_keeps_the_channels_with_the_largest_spread() {
+        let hw = (5, 7);
+        let x = input(hw.0, hw.1);
+        let model = Linear::new(4, x.len());
+        let clean = model.logits(&x);
+        // By hand: channel 1 has std 1.740 (mean 17/12), channel 0 (the 0..5 ramp) 1.708;
+        // the constant channels 0, so index order breaks their tie.
+        assert_eq!(top_channels_by_std(&activations(), 1), vec![1]);
+        assert_eq!(top_channels_by_std(&activations(), 3), vec![0, 1, 2]);
+        let fast = Method::ScoreCam { preset: Preset::Official, max_channels: Some(1) };
+        let p = plan(fast, activations(), hw);
+        assert_eq!(p.passes(), &[MaskSource::Channel(1)]);
+        assert_eq!(p.skipped_channels(), 3);
+        // With one channel the official map is that channel's upsampled, normalised map.
+        let map = &explain_with(&p, &x, &clean, &[0], 4, |b, n| model.batch(b, n))[0];
+        let mut want = resize(activations().channel(1), (2, 3), hw, Align::HalfPixel);
+        normalize_min_max(&mut want);
+        assert_close(&map.input.data, &want, 1e-6);
+        // Keeping every channel is exact Score-CAM.
+        for preset in Preset::ALL {
+            let all = Method::ScoreCam { preset, max_channels: Some(4) };
+            let a = &explain_with(&plan(all, activations(), hw), &x, &clean, &[3], 4, |b, n| model.batch(b, n))[0];
+            let b = &explain_with(&plan(preset, activations(), hw), &x, &clean, &[3], 4, |b, n| model.batch(b, n))[0];
+            assert_close(&a.input.data, &b.input.data, 1e-7);
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::cam::Preset;
 use crate::config::Config;
 use crate::engine::{Engine, Progress, TargetSpec};
 use crate::model::ModelRegistry;
-use crate::pipeline::{self, ExplainParams, OutputFormat, Rendered, Resolution};
+use crate::pipeline::{self, ExplainParams, MethodArgs, OutputFormat, Rendered, Resolution};
 use crate::render::Colormap;
 use crate::runtime;
 
@@ -50,6 +50,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Explain images: write an overlay PNG, a heatmap PNG or the JSON document per image.
     Explain(ExplainArgs),
+    /// Faithfulness of every method over a folder of images: a table, CSV/JSON and a plot.
+    Evaluate(super::evaluate::EvaluateArgs),
     /// Print the top-k classes of images.
     Predict(PredictArgs),
     /// List the model packages.
@@ -71,8 +73,12 @@ pub struct ExplainArgs {
     /// Explain the k most probable classes (default 1 when no --target is given).
     #[arg(long, conflicts_with = "targets")]
     pub top_k: Option<usize>,
-    #[arg(long, default_value = "official", value_parser = parse::<Preset>)]
-    pub preset: Preset,
+    #[command(flatten)]
+    pub method: MethodFlags,
+    /// Also compute faithfulness metrics (Average Drop, Increase in Confidence, deletion
+    /// and insertion AUC) for each map.
+    #[arg(long)]
+    pub metrics: bool,
     #[arg(long, default_value = "png", value_parser = parse::<OutputFormat>)]
     pub format: OutputFormat,
     #[arg(long, default_value = "input", value_parser = parse::<Resolution>)]
@@ -85,6 +91,47 @@ pub struct ExplainArgs {
     /// Output file (one image), folder (several), or `-` for standard output.
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
+}
+
+/// The explanation method and its parameters (each applies to one method only).
+#[derive(Debug, Clone, Args)]
+pub struct MethodFlags {
+    /// scorecam, sscam, iscam or ablationcam.
+    #[arg(long, default_value = "scorecam")]
+    pub method: String,
+    /// Score-CAM convention: official, pytorch_grad_cam or torchcam (scorecam only).
+    #[arg(long, value_parser = parse::<Preset>)]
+    pub preset: Option<Preset>,
+    /// Faster Score-CAM: keep the N channels with the largest spatial spread (scorecam only).
+    #[arg(long)]
+    pub max_channels: Option<usize>,
+    /// SS-CAM noise samples per channel (default 35).
+    #[arg(long)]
+    pub samples: Option<usize>,
+    /// SS-CAM noise standard deviation (default 2.0).
+    #[arg(long)]
+    pub sigma: Option<f32>,
+    /// SS-CAM noise seed (default 0).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// IS-CAM integration steps (default 10).
+    #[arg(long)]
+    pub steps: Option<usize>,
+}
+
+impl MethodFlags {
+    pub fn resolve(&self) -> Result<crate::cam::Method, String> {
+        MethodArgs {
+            method: Some(self.method.clone()),
+            preset: self.preset,
+            max_channels: self.max_channels,
+            samples: self.samples,
+            sigma: self.sigma,
+            seed: self.seed,
+            steps: self.steps,
+        }
+        .resolve()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -148,9 +195,9 @@ fn parse<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T, String> {
 }
 
 /// Everything a command needs, built from the configuration.
-struct Context {
-    config: Config,
-    engine: Arc<Engine>,
+pub(crate) struct Context {
+    pub(crate) config: Config,
+    pub(crate) engine: Arc<Engine>,
 }
 
 /// The configuration file overridden by flags and their environment variables.
@@ -232,7 +279,7 @@ impl Context {
         Ok(Self { config, engine: Arc::new(engine) })
     }
 
-    fn model_name(&self, requested: Option<&str>) -> String {
+    pub(crate) fn model_name(&self, requested: Option<&str>) -> String {
         requested
             .map(str::to_string)
             .or_else(|| self.config.models.default.clone().filter(|d| self.engine.registry().get(d).is_ok()))
@@ -253,6 +300,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Serve(_) => return serve(ctx).await,
         Command::Explain(args) => explain(&ctx, args).await,
         Command::Predict(args) => predict(&ctx, args).await,
+        Command::Evaluate(args) => super::evaluate::evaluate(&ctx, args).await,
         Command::Models => models(&ctx),
         Command::Healthcheck(_) => Ok(()),
     };
@@ -324,6 +372,7 @@ async fn explain(ctx: &Context, args: ExplainArgs) -> Result<(), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     let to_stdout = args.output.as_deref() == Some(Path::new("-"));
+    let method = args.method.resolve()?;
     for image in &args.images {
         let bytes = read(image)?;
         let progress = Arc::new(Progress::default());
@@ -332,7 +381,8 @@ async fn explain(ctx: &Context, args: ExplainArgs) -> Result<(), String> {
                 (t, _) if !t.is_empty() => TargetSpec::Classes(t.clone()),
                 (_, k) => TargetSpec::TopK(k.unwrap_or(1)),
             },
-            preset: args.preset,
+            method,
+            metrics: args.metrics,
             format: args.format,
             resolution: args.resolution,
             colormap: args.colormap,
@@ -349,13 +399,26 @@ async fn explain(ctx: &Context, args: ExplainArgs) -> Result<(), String> {
                 let s = format!("{} passes", doc.stats.forward_passes);
                 (serde_json::to_vec(&doc).map_err(|e| e.to_string())?, s)
             }
-            Rendered::Image { png, target, stats, timings } => (
-                png,
-                format!(
+            Rendered::Image(img) => {
+                let mut s = format!(
                     "class {} ({}) p={:.4}, {} passes in {:.0} ms",
-                    target.index, target.label, target.score, stats.forward_passes, timings.total_ms
-                ),
-            ),
+                    img.target.index,
+                    img.target.label,
+                    img.target.score,
+                    img.stats.forward_passes,
+                    img.timings.total_ms
+                );
+                if let Some(m) = &img.metrics {
+                    s += &format!(
+                        "; average drop {:.1}%, increase in confidence {}, deletion AUC {:.4}, insertion AUC {:.4}",
+                        100.0 * m.average_drop,
+                        m.increase_in_confidence,
+                        m.deletion_auc,
+                        m.insertion_auc
+                    );
+                }
+                (img.png, s)
+            }
         };
         if to_stdout {
             use std::io::Write;

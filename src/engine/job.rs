@@ -8,7 +8,8 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::EngineError;
-use crate::cam::{MaskPlan, Preset, Saliency, TargetScores};
+use crate::cam::faithfulness::Faithfulness;
+use crate::cam::{MaskPlan, Method, PassSet, Saliency, TargetScores};
 
 /// Which classes to explain.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,7 +23,34 @@ pub enum TargetSpec {
 #[derive(Clone, Debug)]
 pub enum JobKind {
     Predict,
-    Explain { preset: Preset, targets: TargetSpec },
+    /// The clean pass, then the method's passes; `metrics` plans the faithfulness passes
+    /// into the progress total (they run as a follow-up `Score` job).
+    Explain {
+        method: Method,
+        targets: TargetSpec,
+        metrics: bool,
+    },
+    /// A given set of passes on the input, scored for `targets` (no clean pass).
+    Score {
+        passes: Arc<dyn PassSet>,
+        targets: Arc<[usize]>,
+        clean_logits: Vec<f32>,
+    },
+}
+
+/// Where an explanation is (for progress reports).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Admitted, waiting for a running slot.
+    #[default]
+    Queued,
+    /// The clean pass (features and logits).
+    Features,
+    /// The method's passes.
+    Masked,
+    /// Faithfulness metrics' passes.
+    Metrics,
 }
 
 /// Live progress of one explanation, readable from any thread.
@@ -30,9 +58,23 @@ pub enum JobKind {
 pub struct Progress {
     done: AtomicUsize,
     total: AtomicUsize,
+    stage: std::sync::atomic::AtomicU8,
 }
 
 impl Progress {
+    pub fn stage(&self) -> Stage {
+        match self.stage.load(Ordering::Relaxed) {
+            1 => Stage::Features,
+            2 => Stage::Masked,
+            3 => Stage::Metrics,
+            _ => Stage::Queued,
+        }
+    }
+
+    pub(crate) fn set_stage(&self, stage: Stage) {
+        self.stage.store(stage as u8, Ordering::Relaxed);
+    }
+
     pub fn done(&self) -> usize {
         self.done.load(Ordering::Relaxed)
     }
@@ -85,15 +127,25 @@ impl JobRequest {
         }
     }
 
-    pub fn explain(model: &str, input: Vec<f32>, preset: Preset, targets: TargetSpec) -> Self {
+    pub fn explain(model: &str, input: Vec<f32>, method: impl Into<Method>, targets: TargetSpec) -> Self {
         Self {
             model: model.into(),
             input: input.into(),
-            kind: JobKind::Explain { preset, targets },
+            kind: JobKind::Explain { method: method.into(), targets, metrics: false },
             deadline: None,
             progress: None,
             fault: None,
         }
+    }
+}
+
+impl JobRequest {
+    /// Also plan the faithfulness passes (explanations only).
+    pub fn with_metrics(mut self, on: bool) -> Self {
+        if let JobKind::Explain { metrics, .. } = &mut self.kind {
+            *metrics = on;
+        }
+        self
     }
 }
 
@@ -102,7 +154,11 @@ impl JobRequest {
 pub struct RunStats {
     /// Every forward pass through the model for this job, the clean pass included.
     pub forward_passes: usize,
-    /// Constant channels that got no pass of their own.
+    /// Passes through the head graph alone (Ablation-CAM).
+    pub head_passes: usize,
+    /// Passes spent on faithfulness metrics (not counted above).
+    pub metric_passes: usize,
+    /// Channels that got no pass of their own (constant, all-zero, or left out).
     pub skipped_channels: usize,
     /// The largest batch any of its passes ran in.
     pub batch_size: usize,
@@ -119,6 +175,8 @@ pub struct StageTimings {
     pub masked_ms: f64,
     /// Weights, sum and upsampling into maps.
     pub combine_ms: f64,
+    /// Faithfulness metrics' passes (0 unless asked for).
+    pub metrics_ms: f64,
     pub total_ms: f64,
 }
 
@@ -130,6 +188,8 @@ pub struct ExplainOutcome {
     /// The explained classes, in the order of `maps`.
     pub targets: Vec<usize>,
     pub maps: Vec<Saliency>,
+    /// Per target, when metrics were asked for.
+    pub metrics: Option<Vec<Faithfulness>>,
     pub stats: RunStats,
     pub timings: StageTimings,
 }
@@ -147,6 +207,7 @@ pub(crate) struct RawExplanation {
 pub(crate) enum JobOutput {
     Predicted { logits: Vec<f32> },
     Explained(Box<RawExplanation>),
+    Scored { scores: Vec<TargetScores>, stats: RunStats },
 }
 
 pub(crate) type Reply = oneshot::Sender<Result<JobOutput, EngineError>>;

@@ -11,7 +11,7 @@ mod scheduler;
 pub mod stats;
 mod worker;
 
-pub use job::{ExplainOutcome, Fault, JobKind, JobRequest, Progress, RunStats, StageTimings, TargetSpec, top_k};
+pub use job::{ExplainOutcome, Fault, JobKind, JobRequest, Progress, RunStats, Stage, StageTimings, TargetSpec, top_k};
 pub use stats::EngineStats;
 
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cam::faithfulness::{Faithfulness, MetricPlan};
 use crate::cam::{self, Saliency};
 use crate::model::ModelRegistry;
 use crate::runtime::{ProviderKind, RuntimeError, SessionConfig};
@@ -97,6 +98,8 @@ pub enum EngineError {
     ShuttingDown,
     #[error("target class {class} is out of range: the model has {classes} classes (0..{classes})")]
     InvalidTarget { class: usize, classes: usize },
+    #[error("invalid method parameters: {0}")]
+    InvalidMethod(String),
     #[error("unknown model `{0}`")]
     UnknownModel(String),
     #[error("model `{model}` failed at run time: {message}")]
@@ -202,18 +205,22 @@ impl Engine {
     /// Runs the clean pass only: the logits of one preprocessed image.
     pub async fn predict(&self, model: &str, input: Vec<f32>) -> Result<Vec<f32>, EngineError> {
         let request = JobRequest::predict(model, input);
-        match self.run(request).await? {
+        let _admission = self.admit(&request)?;
+        match self.submit(request).await? {
             JobOutput::Predicted { logits } => Ok(logits),
-            JobOutput::Explained(..) => Err(EngineError::Internal("predict job returned an explanation".into())),
+            _ => Err(EngineError::Internal("predict job returned another kind of output".into())),
         }
     }
 
-    /// Runs a whole explanation: clean pass, masked passes, then the map of every target.
+    /// Runs a whole explanation: clean pass, the method's passes, the map of every target,
+    /// then (when asked) the faithfulness passes, all under one admission.
     pub async fn explain(&self, request: JobRequest) -> Result<ExplainOutcome, EngineError> {
         let started = Instant::now();
-        let output = self.run(request).await?;
-        let JobOutput::Explained(raw) = output else {
-            return Err(EngineError::Internal("explain job returned a prediction".into()));
+        let _admission = self.admit(&request)?;
+        let follow_up = request.clone();
+        let wants_metrics = matches!(request.kind, JobKind::Explain { metrics: true, .. });
+        let JobOutput::Explained(raw) = self.submit(request).await? else {
+            return Err(EngineError::Internal("explain job returned another kind of output".into()));
         };
         // Combining reads every pass's score and upsamples: CPU work, off the async threads.
         let combined = tokio::task::spawn_blocking(move || {
@@ -226,12 +233,67 @@ impl Engine {
         let (raw, maps, combine_time) = combined;
         let mut timings = raw.timings;
         timings.combine_ms = combine_time.as_secs_f64() * 1e3;
+        let mut stats = raw.stats;
+        let metrics = if wants_metrics {
+            let t = Instant::now();
+            let inputs = maps.iter().map(|m| m.input.data.clone()).collect();
+            let (figures, metric_stats) = self.faithfulness(follow_up, inputs, &raw.clean_logits, &raw.targets).await?;
+            stats.metric_passes = metric_stats.metric_passes;
+            timings.metrics_ms = t.elapsed().as_secs_f64() * 1e3;
+            Some(figures)
+        } else {
+            None
+        };
         timings.total_ms = started.elapsed().as_secs_f64() * 1e3;
         self.stats.observe_timings(&timings);
-        Ok(ExplainOutcome { logits: raw.clean_logits, targets: raw.targets, maps, stats: raw.stats, timings })
+        Ok(ExplainOutcome { logits: raw.clean_logits, targets: raw.targets, maps, metrics, stats, timings })
     }
 
-    async fn run(&self, request: JobRequest) -> Result<JobOutput, EngineError> {
+    /// Faithfulness of given maps (one per target, at the model's input resolution) for an
+    /// image whose clean logits are known: the metric passes, batched like any others. The
+    /// caller must hold an admission (`explain` does; so does [`Engine::evaluate_maps`]).
+    async fn faithfulness(
+        &self,
+        mut request: JobRequest,
+        maps: Vec<Vec<f32>>,
+        clean_logits: &[f32],
+        targets: &[usize],
+    ) -> Result<(Vec<Faithfulness>, RunStats), EngineError> {
+        let model = self.registry.get(&request.model).map_err(|_| EngineError::UnknownModel(request.model.clone()))?;
+        let plan = Arc::new(MetricPlan::new(maps, model.info.input_chw));
+        request.kind =
+            JobKind::Score { passes: plan.clone(), targets: targets.into(), clean_logits: clean_logits.to_vec() };
+        let JobOutput::Scored { scores, stats } = self.submit(request).await? else {
+            return Err(EngineError::Internal("score job returned another kind of output".into()));
+        };
+        let probs = cam::softmax(clean_logits);
+        let figures = scores.iter().enumerate().map(|(i, s)| plan.evaluate(i, s, probs[targets[i]])).collect();
+        Ok((figures, stats))
+    }
+
+    /// Faithfulness of maps that came from elsewhere (baselines, other tools): `maps[i]`
+    /// explains `targets[i]` of the preprocessed `input`.
+    pub async fn evaluate_maps(
+        &self,
+        model: &str,
+        input: Vec<f32>,
+        maps: Vec<Vec<f32>>,
+        targets: &[usize],
+    ) -> Result<(Vec<Faithfulness>, RunStats), EngineError> {
+        let request = JobRequest::predict(model, input);
+        let _admission = self.admit(&request)?;
+        let JobOutput::Predicted { logits } = self.submit(request.clone()).await? else {
+            return Err(EngineError::Internal("predict job returned another kind of output".into()));
+        };
+        if let Some(&class) = targets.iter().find(|&&t| t >= logits.len()) {
+            return Err(EngineError::InvalidTarget { class, classes: logits.len() });
+        }
+        self.faithfulness(request, maps, &logits, targets).await
+    }
+
+    /// Checks a request against its model and takes an admission slot (fail fast past
+    /// capacity rather than queue without bound); the slot is freed when the guard drops.
+    fn admit(&self, request: &JobRequest) -> Result<AdmissionGuard, EngineError> {
         if self.is_draining() {
             return Err(EngineError::ShuttingDown);
         }
@@ -247,19 +309,29 @@ impl Engine {
                 c * h * w
             )));
         }
-        if let JobKind::Explain { targets: TargetSpec::Classes(classes), .. } = &request.kind
-            && let Some(&class) = classes.iter().find(|&&c| c >= model.info.classes)
-        {
-            return Err(EngineError::InvalidTarget { class, classes: model.info.classes });
+        if let JobKind::Explain { targets, method, .. } = &request.kind {
+            // Bounds first: a plan is sized by the method's parameters.
+            method.validate(model.info.feature_khw[0]).map_err(EngineError::InvalidMethod)?;
+            if let TargetSpec::Classes(classes) = targets
+                && let Some(&class) = classes.iter().find(|&&c| c >= model.info.classes)
+            {
+                return Err(EngineError::InvalidTarget { class, classes: model.info.classes });
+            }
         }
-        // Admission: fail fast past capacity rather than queue without bound.
         let capacity = self.config.max_concurrent_jobs + self.config.max_queued_jobs;
         let admitted = self.admitted.fetch_add(1, Ordering::SeqCst) + 1;
-        let _admission = AdmissionGuard(self.admitted.clone());
+        let guard = AdmissionGuard(self.admitted.clone());
         if admitted > capacity {
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(EngineError::Overloaded(capacity));
         }
+        Ok(guard)
+    }
+
+    /// Hands a job to the scheduler and waits for its output.
+    async fn submit(&self, request: JobRequest) -> Result<JobOutput, EngineError> {
+        let model_index =
+            self.registry.index_of(&request.model).ok_or_else(|| EngineError::UnknownModel(request.model.clone()))?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, receive) = tokio::sync::oneshot::channel();
         let cancelled = Arc::new(AtomicBool::new(false));

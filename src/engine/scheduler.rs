@@ -7,11 +7,12 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::job::{JobEntry, JobKind, JobOutput, RawExplanation, RunStats, StageTimings, TargetSpec, top_k};
+use super::job::{JobEntry, JobKind, JobOutput, RawExplanation, RunStats, Stage, StageTimings, TargetSpec, top_k};
 use super::stats::EngineStats;
 use super::worker::{Batch, BatchKind, BatchResult, Pool, Segment, SegmentOutput};
 use super::{EngineConfig, EngineError};
-use crate::cam::{Activations, MaskPlan, TargetScores};
+use crate::cam::faithfulness::MetricPlan;
+use crate::cam::{Activations, Graph, MaskPlan, PassSet, TargetScores};
 use crate::model::ModelRegistry;
 
 pub(crate) enum Command {
@@ -36,8 +37,14 @@ enum State {
     Masked(Box<MaskedState>),
 }
 
+/// Most head-only passes in one batch: they are cheap, so batches are larger than the
+/// model's image batches (a 1280×7×7 input is 250 KB; 64 of them stay small).
+const HEAD_BATCH: usize = 64;
+
 struct MaskedState {
-    plan: Arc<MaskPlan>,
+    passes: Arc<dyn PassSet>,
+    /// The explanation's plan, to combine maps from; `None` for a `Score` job.
+    plan: Option<Arc<MaskPlan>>,
     targets: Arc<[usize]>,
     clean_logits: Vec<f32>,
     next: usize,
@@ -56,10 +63,17 @@ struct Active {
 }
 
 impl Active {
+    fn graph(&self) -> Graph {
+        match &self.state {
+            State::Clean { .. } => Graph::Full,
+            State::Masked(m) => m.passes.graph(),
+        }
+    }
+
     fn pending(&self) -> usize {
         match &self.state {
             State::Clean { dispatched } => usize::from(!dispatched),
-            State::Masked(m) => m.plan.len() - m.next,
+            State::Masked(m) => m.passes.len() - m.next,
         }
     }
 }
@@ -149,12 +163,18 @@ impl Scheduler {
     }
 
     fn cancel(&mut self, id: usize) {
+        let mut found = false;
         if let Some(pos) = self.waiting.iter().position(|e| e.id == id) {
             self.waiting.remove(pos);
             self.stats.queued_jobs.fetch_sub(1, Ordering::Relaxed);
+            found = true;
         }
         if let Some(job) = self.remove(id) {
             let _ = job.entry.reply.send(Err(EngineError::Cancelled));
+            found = true;
+        }
+        if found {
+            self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -202,16 +222,29 @@ impl Scheduler {
             self.stats.running_jobs.fetch_add(1, Ordering::Relaxed);
             let id = entry.id;
             let timings = StageTimings { queue_ms: ms(now - entry.submitted), ..Default::default() };
-            let active = Active {
-                entry,
-                state: State::Clean { dispatched: false },
-                pending_since: now,
-                stats: RunStats::default(),
-                timings,
-                masked_started: None,
+            let state = match &entry.request.kind {
+                JobKind::Score { passes, targets, clean_logits } => {
+                    if let Some(p) = &entry.request.progress {
+                        p.set_stage(Stage::Metrics);
+                    }
+                    let scores = empty_scores(targets, clean_logits, passes.len());
+                    State::Masked(Box::new(MaskedState {
+                        passes: passes.clone(),
+                        plan: None,
+                        targets: targets.clone(),
+                        clean_logits: clean_logits.clone(),
+                        next: 0,
+                        done: 0,
+                        scores,
+                    }))
+                }
+                _ => State::Clean { dispatched: false },
             };
+            let active =
+                Active { entry, state, pending_since: now, stats: RunStats::default(), timings, masked_started: None };
             self.jobs.insert(id, active);
             self.order.push_back(id);
+            self.finish_if_done(id);
         }
     }
 
@@ -232,7 +265,7 @@ impl Scheduler {
             let Some((batch, oldest)) = self.form_batch() else {
                 break;
             };
-            if batch.len() < self.batch_limit(batch.model) && now.duration_since(oldest) < delay {
+            if batch.len() < self.batch_limit(batch.model, batch.graph) && now.duration_since(oldest) < delay {
                 // Hold a partial batch briefly so other jobs' passes can join it.
                 self.unform(&batch);
                 wake = wake.min(delay - now.duration_since(oldest));
@@ -242,7 +275,11 @@ impl Scheduler {
             for seg in &batch.segments {
                 if let Some(job) = self.jobs.get_mut(&seg.job) {
                     job.stats.batch_size = job.stats.batch_size.max(batch.len());
-                    job.stats.forward_passes += seg.passes.len();
+                    match (&job.entry.request.kind, batch.graph) {
+                        (JobKind::Score { .. }, _) => job.stats.metric_passes += seg.passes.len(),
+                        (_, Graph::Head) => job.stats.head_passes += seg.passes.len(),
+                        (_, Graph::Full) => job.stats.forward_passes += seg.passes.len(),
+                    }
                     if batch.kind == BatchKind::Masked && job.masked_started.is_none() {
                         job.masked_started = Some(now);
                     }
@@ -262,8 +299,12 @@ impl Scheduler {
 
     /// Picks the next batch: clean passes first (they gate everything else), then masked
     /// passes shared round-robin among the jobs of one model. Marks the passes taken.
-    fn batch_limit(&self, model: usize) -> usize {
-        self.config.batch_for(&self.registry.all()[model].name)
+    fn batch_limit(&self, model: usize, graph: Graph) -> usize {
+        let images = self.config.batch_for(&self.registry.all()[model].name);
+        match graph {
+            Graph::Full => images,
+            Graph::Head => images.max(HEAD_BATCH),
+        }
     }
 
     fn form_batch(&mut self) -> Option<(Batch, Instant)> {
@@ -271,7 +312,7 @@ impl Scheduler {
             self.order.iter().find(|id| matches!(self.jobs[id].state, State::Clean { dispatched: false }));
         if let Some(&first) = first_clean {
             let model = self.jobs[&first].entry.model;
-            let max = self.batch_limit(model);
+            let max = self.batch_limit(model, Graph::Full);
             let ids: Vec<usize> = self
                 .order
                 .iter()
@@ -288,6 +329,9 @@ impl Scheduler {
                 .map(|id| {
                     let job = self.jobs.get_mut(id).expect("listed job exists");
                     job.state = State::Clean { dispatched: true };
+                    if let Some(p) = &job.entry.request.progress {
+                        p.set_stage(Stage::Features);
+                    }
                     oldest = oldest.min(job.pending_since);
                     Segment {
                         job: *id,
@@ -299,18 +343,20 @@ impl Scheduler {
                     }
                 })
                 .collect();
-            return Some((Batch { model, kind: BatchKind::Clean, segments }, oldest));
+            return Some((Batch { model, kind: BatchKind::Clean, graph: Graph::Full, segments }, oldest));
         }
         let first = *self.order.iter().find(|id| self.jobs[id].pending() > 0)?;
         let model = self.jobs[&first].entry.model;
-        let max = self.batch_limit(model);
+        // A batch runs one graph: image passes and head-only passes never mix.
+        let graph = self.jobs[&first].graph();
+        let max = self.batch_limit(model, graph);
         // Rotate so the next batch starts with the next job: round-robin across batches too.
         let start = self.order.iter().position(|id| *id == first).unwrap_or(0);
         self.order.rotate_left(start);
         let mut candidates: Vec<(usize, usize)> = self
             .order
             .iter()
-            .filter(|id| self.jobs[id].entry.model == model)
+            .filter(|id| self.jobs[id].entry.model == model && self.jobs[id].graph() == graph)
             .map(|id| (*id, self.jobs[id].pending()))
             .filter(|(_, p)| *p > 0)
             .collect();
@@ -348,13 +394,13 @@ impl Scheduler {
             segments.push(Segment {
                 job: id,
                 input: job.entry.request.input.clone(),
-                plan: Some(m.plan.clone()),
+                plan: Some(m.passes.clone()),
                 targets: m.targets.clone(),
                 passes,
                 fault: job.entry.request.fault,
             });
         }
-        Some((Batch { model, kind: BatchKind::Masked, segments }, oldest))
+        Some((Batch { model, kind: BatchKind::Masked, graph, segments }, oldest))
     }
 
     /// Gives a held batch's passes back to their jobs (they are always the latest taken).
@@ -374,9 +420,10 @@ impl Scheduler {
         let model_name = self.registry.all()[result.batch.model].name.clone();
         let kind = result.batch.kind;
         let passes = result.batch.len() as u64;
-        match kind {
-            BatchKind::Clean => self.stats.clean_passes.fetch_add(passes, Ordering::Relaxed),
-            BatchKind::Masked => self.stats.masked_passes.fetch_add(passes, Ordering::Relaxed),
+        match (kind, result.batch.graph) {
+            (BatchKind::Clean, _) => self.stats.clean_passes.fetch_add(passes, Ordering::Relaxed),
+            (BatchKind::Masked, Graph::Full) => self.stats.masked_passes.fetch_add(passes, Ordering::Relaxed),
+            (BatchKind::Masked, Graph::Head) => self.stats.head_passes.fetch_add(passes, Ordering::Relaxed),
         };
         let outputs = match result.outcome {
             Ok(outputs) => outputs,
@@ -414,7 +461,7 @@ impl Scheduler {
         let model = self.registry.all()[self.jobs[&id].entry.model].clone();
         let job = self.jobs.get_mut(&id).expect("checked by caller");
         job.timings.features_ms = ms(elapsed);
-        let JobKind::Explain { preset, targets } = job.entry.request.kind.clone() else {
+        let JobKind::Explain { method, targets, metrics } = job.entry.request.kind.clone() else {
             let job = self.remove(id).expect("present");
             let _ = job.entry.reply.send(Ok(JobOutput::Predicted { logits }));
             return;
@@ -424,24 +471,20 @@ impl Scheduler {
             TargetSpec::TopK(k) => top_k(&logits, k.max(1)),
         };
         let [k, fh, fw] = model.info.feature_khw;
-        let [_, h, w] = model.info.input_chw;
-        let plan = Arc::new(MaskPlan::new(preset, Activations::new(k, fh, fw, features), (h, w)));
+        let [c, h, w] = model.info.input_chw;
+        let plan = Arc::new(MaskPlan::new(method, Activations::new(k, fh, fw, features), [c, h, w]));
         job.stats.skipped_channels = plan.skipped_channels();
         self.stats.skipped_channels.fetch_add(plan.skipped_channels() as u64, Ordering::Relaxed);
         if let Some(p) = &job.entry.request.progress {
-            p.set_total(plan.len());
+            let metric_passes = if metrics { MetricPlan::pass_count(targets.len()) } else { 0 };
+            p.set_total(plan.len() + metric_passes);
+            p.set_stage(Stage::Masked);
         }
-        let scores = targets
-            .iter()
-            .map(|&t| TargetScores {
-                clean_logit: logits[t],
-                logits: vec![0.0; plan.len()],
-                probs: vec![0.0; plan.len()],
-            })
-            .collect();
+        let scores = empty_scores(&targets, &logits, plan.len());
         job.pending_since = Instant::now();
         job.state = State::Masked(Box::new(MaskedState {
-            plan,
+            passes: plan.clone(),
+            plan: Some(plan),
             targets: targets.into(),
             clean_logits: logits,
             next: 0,
@@ -470,23 +513,34 @@ impl Scheduler {
     }
 
     fn finish_if_done(&mut self, id: usize) {
-        let done = matches!(&self.jobs[&id].state, State::Masked(m) if m.done == m.plan.len());
+        let done = matches!(&self.jobs[&id].state, State::Masked(m) if m.done == m.passes.len());
         if !done {
             return;
         }
         let mut job = self.remove(id).expect("present");
         let State::Masked(m) = job.state else { unreachable!("checked above") };
         job.timings.masked_ms = job.masked_started.map(|t| ms(t.elapsed())).unwrap_or(0.0);
-        let raw = RawExplanation {
-            clean_logits: m.clean_logits,
-            targets: m.targets.to_vec(),
-            plan: m.plan,
-            scores: m.scores,
-            stats: job.stats,
-            timings: job.timings,
+        let output = match m.plan {
+            Some(plan) => JobOutput::Explained(Box::new(RawExplanation {
+                clean_logits: m.clean_logits,
+                targets: m.targets.to_vec(),
+                plan,
+                scores: m.scores,
+                stats: job.stats,
+                timings: job.timings,
+            })),
+            None => JobOutput::Scored { scores: m.scores, stats: job.stats },
         };
-        let _ = job.entry.reply.send(Ok(JobOutput::Explained(Box::new(raw))));
+        let _ = job.entry.reply.send(Ok(output));
     }
+}
+
+/// Per target, room for every pass's score.
+fn empty_scores(targets: &[usize], clean_logits: &[f32], passes: usize) -> Vec<TargetScores> {
+    targets
+        .iter()
+        .map(|&t| TargetScores { clean_logit: clean_logits[t], logits: vec![0.0; passes], probs: vec![0.0; passes] })
+        .collect()
 }
 
 fn ms(d: Duration) -> f64 {

@@ -54,9 +54,12 @@ const SIZES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 pub struct EngineStats {
     workers_alive: AtomicUsize,
     pub masked_passes: AtomicU64,
+    pub head_passes: AtomicU64,
     pub clean_passes: AtomicU64,
     pub skipped_channels: AtomicU64,
     pub rejected: AtomicU64,
+    /// Jobs dropped because their caller went away.
+    pub cancelled: AtomicU64,
     pub queued_jobs: AtomicUsize,
     pub running_jobs: AtomicUsize,
     pub batch_size: Histogram,
@@ -70,13 +73,15 @@ impl EngineStats {
         Self {
             workers_alive: AtomicUsize::new(0),
             masked_passes: AtomicU64::new(0),
+            head_passes: AtomicU64::new(0),
             clean_passes: AtomicU64::new(0),
             skipped_channels: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
             queued_jobs: AtomicUsize::new(0),
             running_jobs: AtomicUsize::new(0),
             batch_size: Histogram::new(SIZES),
-            stage_seconds: ["queue", "features", "masked", "combine", "total"]
+            stage_seconds: ["queue", "features", "masked", "combine", "metrics", "total"]
                 .into_iter()
                 .map(|s| (s, Histogram::new(SECONDS)))
                 .collect(),
@@ -97,7 +102,7 @@ impl EngineStats {
     }
 
     pub(crate) fn observe_timings(&self, t: &StageTimings) {
-        let values = [t.queue_ms, t.features_ms, t.masked_ms, t.combine_ms, t.total_ms];
+        let values = [t.queue_ms, t.features_ms, t.masked_ms, t.combine_ms, t.metrics_ms, t.total_ms];
         for ((_, h), ms) in self.stage_seconds.iter().zip(values) {
             h.observe(ms / 1e3);
         }

@@ -11,7 +11,7 @@ use super::EngineConfig;
 use super::job::Fault;
 use super::scheduler::Command;
 use super::stats::EngineStats;
-use crate::cam::{MaskPlan, class_scores};
+use crate::cam::{Graph, PassSet, class_scores};
 use crate::model::ModelRegistry;
 use crate::runtime::{ModelSessions, ProviderKind, RuntimeError, SessionConfig};
 
@@ -27,7 +27,7 @@ pub(crate) enum BatchKind {
 pub(crate) struct Segment {
     pub job: usize,
     pub input: Arc<[f32]>,
-    pub plan: Option<Arc<MaskPlan>>,
+    pub plan: Option<Arc<dyn PassSet>>,
     pub targets: Arc<[usize]>,
     pub passes: Range<usize>,
     pub fault: Option<Fault>,
@@ -36,6 +36,8 @@ pub(crate) struct Segment {
 pub(crate) struct Batch {
     pub model: usize,
     pub kind: BatchKind,
+    /// Which graph the batch runs through (all its segments agree).
+    pub graph: Graph,
     pub segments: Vec<Segment>,
 }
 
@@ -210,7 +212,10 @@ fn spawn_worker(
 /// Stacks a batch's inputs: clean images copied, masked ones built from their plans.
 fn build_tensor(registry: &ModelRegistry, batch: &Batch) -> Vec<f32> {
     let [c, h, w] = registry.all()[batch.model].info.input_chw;
-    let per = c * h * w;
+    let per = match (batch.kind, batch.segments.first().and_then(|s| s.plan.as_ref())) {
+        (BatchKind::Masked, Some(plan)) => plan.pass_len(),
+        _ => c * h * w,
+    };
     let mut tensor = vec![0.0f32; batch.len() * per];
     let mut offset = 0;
     for seg in &batch.segments {
@@ -292,6 +297,7 @@ fn run_contained(
                 let alone = Batch {
                     model: batch.model,
                     kind: batch.kind,
+                    graph: batch.graph,
                     segments: vec![Segment {
                         job: seg.job,
                         input: seg.input.clone(),
@@ -365,7 +371,11 @@ fn run_batch(sessions: &mut ModelSessions, batch: &Batch, tensor: &[f32]) -> Res
                 .collect())
         }
         BatchKind::Masked => {
-            let logits = sessions.logits(tensor, n).map_err(|e| e.to_string())?;
+            let logits = match batch.graph {
+                Graph::Full => sessions.logits(tensor, n),
+                Graph::Head => sessions.head_logits(tensor, n),
+            }
+            .map_err(|e| e.to_string())?;
             let per = logits.len() / n;
             let mut rows = logits.chunks_exact(per);
             Ok(batch

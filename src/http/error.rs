@@ -73,6 +73,7 @@ impl ApiError {
                 EngineError::Cancelled => (StatusCode::BAD_REQUEST, "cancelled"),
                 EngineError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
                 EngineError::InvalidTarget { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_target"),
+                EngineError::InvalidMethod(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter"),
                 EngineError::UnknownModel(_) => (StatusCode::NOT_FOUND, "unknown_model"),
                 EngineError::Runtime { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "model_failure"),
                 EngineError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

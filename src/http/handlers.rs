@@ -1,18 +1,21 @@
 //! Route handlers: each parses, calls the pipeline or engine, and shapes the response.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::error::ApiError;
 use super::input::ImageRequest;
 use super::state::AppState;
+use crate::engine::Progress;
 use crate::model::ModelPackage;
-use crate::pipeline::{self, Rendered};
+use crate::pipeline::{self, Rendered, RenderedImage};
 
 /// The contract, embedded so the binary serves exactly the spec it was built with.
 pub const OPENAPI: &str = include_str!("../../openapi.yaml");
@@ -42,33 +45,171 @@ pub async fn explain(State(state): State<AppState>, req: ImageRequest) -> Result
     };
     Ok(match rendered {
         Rendered::Json(doc) => Json(doc).into_response(),
-        Rendered::Image { png, target, stats, timings } => {
-            let mut headers = HeaderMap::new();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
-            let label: String =
-                target.label.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
-            let pairs = [
-                ("x-scorecam-target-index", target.index.to_string()),
-                ("x-scorecam-target-label", label),
-                ("x-scorecam-target-score", format!("{:.6}", target.score)),
-                ("x-scorecam-forward-passes", stats.forward_passes.to_string()),
-                ("x-scorecam-skipped-channels", stats.skipped_channels.to_string()),
-                (
-                    "server-timing",
-                    format!(
-                        "queue;dur={:.1}, features;dur={:.1}, masked;dur={:.1}, combine;dur={:.1}, total;dur={:.1}",
-                        timings.queue_ms, timings.features_ms, timings.masked_ms, timings.combine_ms, timings.total_ms
-                    ),
-                ),
-            ];
-            for (name, value) in pairs {
-                if let Ok(v) = HeaderValue::from_str(&value) {
-                    headers.insert(HeaderName::from_static(name), v);
+        Rendered::Image(img) => image_response(*img),
+    })
+}
+
+fn image_response(img: RenderedImage) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+    let label: String =
+        img.target.label.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
+    let t = &img.timings;
+    let mut pairs = vec![
+        ("x-scorecam-target-index", img.target.index.to_string()),
+        ("x-scorecam-target-label", label),
+        ("x-scorecam-target-score", format!("{:.6}", img.target.score)),
+        ("x-scorecam-forward-passes", img.stats.forward_passes.to_string()),
+        ("x-scorecam-skipped-channels", img.stats.skipped_channels.to_string()),
+        (
+            "server-timing",
+            format!(
+                "queue;dur={:.1}, features;dur={:.1}, masked;dur={:.1}, combine;dur={:.1}, metrics;dur={:.1}, total;dur={:.1}",
+                t.queue_ms, t.features_ms, t.masked_ms, t.combine_ms, t.metrics_ms, t.total_ms
+            ),
+        ),
+    ];
+    if let Some(m) = &img.metrics {
+        pairs.extend([
+            ("x-scorecam-average-drop", format!("{:.6}", m.average_drop)),
+            ("x-scorecam-increase-in-confidence", m.increase_in_confidence.to_string()),
+            ("x-scorecam-deletion-auc", format!("{:.6}", m.deletion_auc)),
+            ("x-scorecam-insertion-auc", format!("{:.6}", m.insertion_auc)),
+            ("x-scorecam-metric-passes", img.stats.metric_passes.to_string()),
+        ]);
+    }
+    for (name, value) in pairs {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    }
+    (headers, img.png).into_response()
+}
+
+/// The `result` event of a streamed image explanation: the PNG inline, with what it shows.
+#[derive(Serialize)]
+struct StreamedImage<'a> {
+    model: &'a str,
+    method: &'a str,
+    preset: &'a str,
+    target: &'a crate::render::Prediction,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics: &'a Option<crate::cam::faithfulness::Faithfulness>,
+    predictions: &'a [crate::render::Prediction],
+    stats: &'a crate::engine::RunStats,
+    timings_ms: &'a crate::engine::StageTimings,
+    image: StreamedPng,
+}
+
+#[derive(Serialize)]
+struct StreamedPng {
+    content_type: &'static str,
+    width: u32,
+    height: u32,
+    base64: String,
+}
+
+fn result_event(rendered: &Rendered) -> Result<Event, axum::Error> {
+    let event = Event::default().event("result");
+    match rendered {
+        Rendered::Json(doc) => event.json_data(doc),
+        Rendered::Image(img) => {
+            use base64::Engine as _;
+            event.json_data(StreamedImage {
+                model: &img.model,
+                method: &img.method,
+                preset: &img.preset,
+                target: &img.target,
+                metrics: &img.metrics,
+                predictions: &img.predictions,
+                stats: &img.stats,
+                timings_ms: &img.timings,
+                image: StreamedPng {
+                    content_type: "image/png",
+                    width: img.width,
+                    height: img.height,
+                    base64: base64::engine::general_purpose::STANDARD.encode(&img.png),
+                },
+            })
+        }
+    }
+}
+
+fn error_event(error: ApiError) -> Event {
+    let (_, error_type) = error.status_and_type();
+    Event::default()
+        .event("error")
+        .json_data(serde_json::json!({ "error": error.to_string(), "error_type": error_type }))
+        .unwrap_or_else(|_| Event::default().event("error").data("{}"))
+}
+
+/// How often a stream reports progress (only when it changed).
+const PROGRESS_EVERY: Duration = Duration::from_millis(150);
+
+/// `/explain/stream`: the same request as `/explain`, answered with Server-Sent Events:
+/// `progress` while the passes run, then one `result` or `error`. Parameters and the
+/// image are checked first, so those errors keep their plain status codes. When the client
+/// goes away the stream is dropped, which aborts the task, which cancels the job.
+pub async fn explain_stream(State(state): State<AppState>, req: ImageRequest) -> Result<Response, ApiError> {
+    ensure_accepting(&state)?;
+    let mut params = req.explain_params(&state)?;
+    let progress = Arc::new(Progress::default());
+    params.progress = Some(progress.clone());
+    let deadline = params.deadline.map(|d| tokio::time::Instant::from_std(d) + DEADLINE_SLACK);
+    let prepared = pipeline::prepare(&state.engine, req.image, &state.config.limits, params).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(4);
+    let task = tokio::spawn(async move {
+        let work = pipeline::run(&state.engine, prepared);
+        let work = async move {
+            match deadline {
+                Some(d) => {
+                    tokio::time::timeout_at(d, work).await.map_err(|_| ApiError::Timeout)?.map_err(ApiError::from)
+                }
+                None => work.await.map_err(ApiError::from),
+            }
+        };
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        let mut last = None;
+        loop {
+            let report = (progress.done(), progress.total(), progress.stage());
+            if last != Some(report) {
+                last = Some(report);
+                let (done, total, stage) = report;
+                let data = serde_json::json!({ "done": done, "total": total, "stage": stage });
+                if tx.send(Event::default().event("progress").data(data.to_string())).await.is_err() {
+                    return; // the client is gone; dropping `work` cancels the job
                 }
             }
-            (headers, png).into_response()
+            tokio::select! {
+                result = &mut work => {
+                    let event = match result {
+                        Ok(rendered) => result_event(&rendered).unwrap_or_else(|e| {
+                            error_event(ApiError::from(crate::engine::EngineError::Internal(e.to_string())))
+                        }),
+                        Err(e) => error_event(e),
+                    };
+                    let _ = tx.send(event).await;
+                    return;
+                }
+                _ = tick.tick() => {}
+            }
         }
-    })
+    });
+    let guard = AbortOnDrop(task.abort_handle());
+    let events = futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
+        rx.recv().await.map(|e| (Ok::<_, std::convert::Infallible>(e), (rx, guard)))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// Aborts the explanation task when the response stream is dropped (client disconnect).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 pub async fn predict(State(state): State<AppState>, req: ImageRequest) -> Result<Response, ApiError> {

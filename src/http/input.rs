@@ -12,9 +12,8 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use super::state::AppState;
-use crate::cam::Preset;
 use crate::engine::TargetSpec;
-use crate::pipeline::{ExplainParams, OutputFormat, Resolution};
+use crate::pipeline::{ExplainParams, MethodArgs, OutputFormat, Resolution};
 use crate::render::Colormap;
 
 /// Most parameters (form parts, JSON keys, query pairs) one request may carry.
@@ -100,8 +99,24 @@ impl Params {
     }
 }
 
-const EXPLAIN_PARAMS: &[&str] =
-    &["model", "target", "top_k", "method", "preset", "format", "resolution", "colormap", "alpha", "timeout_ms"];
+const EXPLAIN_PARAMS: &[&str] = &[
+    "model",
+    "target",
+    "top_k",
+    "method",
+    "preset",
+    "max_channels",
+    "samples",
+    "sigma",
+    "seed",
+    "steps",
+    "metrics",
+    "format",
+    "resolution",
+    "colormap",
+    "alpha",
+    "timeout_ms",
+];
 const PREDICT_PARAMS: &[&str] = &["model", "top_k", "timeout_ms"];
 
 impl ImageRequest {
@@ -110,11 +125,17 @@ impl ImageRequest {
     pub fn explain_params(&self, state: &AppState) -> Result<ExplainParams, ApiError> {
         let p = &self.params;
         p.only(EXPLAIN_PARAMS)?;
-        if let Some(method) = p.one("method")?
-            && method != "scorecam"
-        {
-            return Err(ApiError::InvalidParameter(format!("`method`: unknown method `{method}` (expected scorecam)")));
+        let method = MethodArgs {
+            method: p.one("method")?.map(str::to_string),
+            preset: p.parse("preset")?,
+            max_channels: p.parse("max_channels")?,
+            samples: p.parse("samples")?,
+            sigma: p.parse("sigma")?,
+            seed: p.parse("seed")?,
+            steps: p.parse("steps")?,
         }
+        .resolve()
+        .map_err(ApiError::InvalidParameter)?;
         let targets = p.targets()?;
         let top_k: Option<usize> = p.parse("top_k")?;
         let targets = match (targets.is_empty(), top_k) {
@@ -136,7 +157,8 @@ impl ImageRequest {
         Ok(ExplainParams {
             model: self.model(state)?,
             targets,
-            preset: p.parse::<Preset>("preset")?.unwrap_or_default(),
+            method,
+            metrics: p.parse::<bool>("metrics")?.unwrap_or(false),
             format,
             resolution: p.parse::<Resolution>("resolution")?.unwrap_or_default(),
             colormap: p.parse::<Colormap>("colormap")?.unwrap_or_default(),

@@ -64,6 +64,11 @@ impl HttpMetrics {
                 engine.masked_passes.load(Ordering::Relaxed),
             ),
             (
+                "scorecam_head_passes_total",
+                "Head-only passes executed (Ablation-CAM).",
+                engine.head_passes.load(Ordering::Relaxed),
+            ),
+            (
                 "scorecam_clean_passes_total",
                 "Clean forward passes executed.",
                 engine.clean_passes.load(Ordering::Relaxed),
@@ -77,6 +82,11 @@ impl HttpMetrics {
                 "scorecam_rejected_jobs_total",
                 "Jobs refused at admission (429).",
                 engine.rejected.load(Ordering::Relaxed),
+            ),
+            (
+                "scorecam_cancelled_jobs_total",
+                "Jobs cancelled because the client went away.",
+                engine.cancelled.load(Ordering::Relaxed),
             ),
         ];
         for (name, help, v) in counters {

@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(handlers::page))
         .route("/explain", post(handlers::explain))
+        .route("/explain/stream", post(handlers::explain_stream))
         .route("/predict", post(handlers::predict))
         .route("/models", get(handlers::models))
         .route("/models/{name}", get(handlers::model))

@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-use crate::cam::{Map, softmax};
+use crate::cam::faithfulness::Faithfulness;
+use crate::cam::{Map, Method, softmax};
 use crate::engine::{RunStats, StageTimings};
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -17,13 +18,19 @@ pub struct Prediction {
 pub struct Explanation {
     pub target: Prediction,
     pub saliency: Map,
+    /// Faithfulness of this map (when asked for with `metrics=true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Faithfulness>,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ExplainDocument {
     pub model: String,
     pub method: String,
+    /// The numerical convention the method follows (see scorecam-presets.md).
     pub preset: String,
+    /// The method and every parameter it ran with.
+    pub method_parameters: Method,
     pub predictions: Vec<Prediction>,
     pub explanations: Vec<Explanation>,
     pub stats: RunStats,

@@ -2,6 +2,7 @@
 
 mod colormap;
 mod document;
+pub mod plot;
 #[rustfmt::skip]
 mod tables;
 

@@ -1,0 +1,119 @@
+//! `scorecam evaluate`: the methods' faithfulness over a folder of images, as a table,
+//! CSV/JSON files and a plot of the mean deletion and insertion curves.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+
+use super::commands::Context;
+use crate::evaluation::{self, Candidate, EvaluationConfig};
+use crate::render::plot::{Panel, line_charts};
+
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// Folder of images.
+    pub dir: PathBuf,
+    /// Comma-separated: scorecam[:preset][@channels], sscam[:samples], iscam[:steps],
+    /// ablationcam, random, centre (default: every preset, sscam, iscam, ablationcam,
+    /// scorecam@64 and @256, and both floors).
+    #[arg(long, value_delimiter = ',')]
+    pub methods: Vec<String>,
+    /// Only the first N images (by file name).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Every k-th image (a spread-out subset: with 200 images, --every 10 takes 20).
+    #[arg(long, default_value_t = 1)]
+    pub every: usize,
+    /// Table of true classes (`file<TAB>class_index…` with a header); default DIR/index.tsv
+    /// when present. Images without a label are explained for their predicted class.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Where to write results.csv, summary.json, summary.md and curves.png.
+    #[arg(short = 'o', long, default_value = "evaluation")]
+    pub output: PathBuf,
+    /// Seed of the random floor.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+pub async fn evaluate(ctx: &Context, args: EvaluateArgs) -> Result<(), String> {
+    let candidates = if args.methods.is_empty() {
+        Candidate::defaults()
+    } else {
+        args.methods.iter().map(|m| m.parse()).collect::<Result<Vec<Candidate>, _>>()?
+    };
+    let labels_path = args.labels.clone().or_else(|| Some(args.dir.join("index.tsv")).filter(|p| p.exists()));
+    let labels = labels_path.as_deref().map(evaluation::read_labels).transpose()?.unwrap_or_default();
+    let mut images: Vec<PathBuf> = evaluation::list_images(&args.dir)?.into_iter().step_by(args.every.max(1)).collect();
+    images.truncate(args.limit.unwrap_or(usize::MAX));
+    if images.is_empty() {
+        return Err(format!("{}: no images", args.dir.display()));
+    }
+    let config = EvaluationConfig {
+        model: ctx.model_name(args.model.as_deref()),
+        candidates,
+        labels,
+        limits: ctx.config.limits.clone(),
+        seed: args.seed,
+    };
+    std::fs::create_dir_all(&args.output).map_err(|e| format!("{}: {e}", args.output.display()))?;
+    eprintln!(
+        "evaluating {} images × {} methods on {} (labels: {})",
+        images.len(),
+        config.candidates.len(),
+        config.model,
+        labels_path.as_ref().map_or("none, predicted classes".to_string(), |p| p.display().to_string())
+    );
+    let bar = indicatif::ProgressBar::new((images.len() * config.candidates.len()) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("[{elapsed_precise}] [{bar:30}] {pos}/{len} {msg} ({eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let started = Instant::now();
+    let mut records = Vec::new();
+    for (i, path) in images.iter().enumerate() {
+        bar.set_message(path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default());
+        records.extend(evaluation::evaluate_image(&ctx.engine, &config, path, || bar.inc(1)).await?);
+        // Write as we go: a long run that is stopped still leaves its results.
+        write_results(&args.output, &records)?;
+        if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprintln!("{}/{} {} ({:.0} s)", i + 1, images.len(), path.display(), started.elapsed().as_secs_f64());
+        }
+    }
+    bar.finish_and_clear();
+    let summaries = evaluation::summarize(&records);
+    println!("{}", evaluation::markdown_table(&summaries));
+    eprintln!("results in {} ({:.0} s)", args.output.display(), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn write_results(dir: &std::path::Path, records: &[evaluation::Record]) -> Result<(), String> {
+    let summaries = evaluation::summarize(records);
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    write("results.csv", evaluation::records_csv(records).as_bytes())?;
+    write("summary.md", evaluation::markdown_table(&summaries).as_bytes())?;
+    let json = serde_json::json!({ "summary": summaries, "records": records });
+    write("summary.json", &serde_json::to_vec_pretty(&json).map_err(|e| e.to_string())?)?;
+    let panel = |title: &str, curve: fn(&evaluation::Summary) -> &Vec<f64>| Panel {
+        title: title.into(),
+        series: summaries.iter().map(|s| (s.method.clone(), curve(s).clone())).collect(),
+    };
+    let chart = line_charts(
+        &[
+            panel("Deletion: p(class) as top pixels go (lower = better)", |s| &s.deletion_curve),
+            panel("Insertion: p(class) as top pixels return (higher = better)", |s| &s.insertion_curve),
+        ],
+        "fraction of pixels",
+        "p(class)",
+    );
+    write("curves.png", &crate::render::encode_png(&chart).map_err(|e| e.to_string())?)
+}

@@ -1,0 +1,497 @@
+//! `scorecam evaluate`: every method over a folder of images, with faithfulness metrics,
+//! floors (a random map and a centre Gaussian), and for approximate methods their
+//! agreement with the exact map.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::cam::faithfulness::{Faithfulness, STEPS, pearson, top_iou};
+use crate::cam::{Method, Preset, gaussian_noise};
+use crate::engine::{Engine, EngineError, JobRequest, TargetSpec};
+use crate::imaging::{self, ImageLimits};
+
+/// One column of the evaluation: a method, or a map that needs no model (a floor).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Candidate {
+    Method(Method),
+    /// Uniform noise: what a map that knows nothing scores.
+    Random,
+    /// A Gaussian centred on the image (σ = a quarter of the shorter side): the
+    /// photographer's bias, which many ImageNet objects share.
+    Centre,
+}
+
+impl Candidate {
+    /// The default set: every preset, the other methods at their defaults, Faster
+    /// Score-CAM at 64 and 256 channels, and the two floors.
+    pub fn defaults() -> Vec<Candidate> {
+        "scorecam:official,scorecam:pytorch_grad_cam,scorecam:torchcam,sscam,iscam,ablationcam,\
+         scorecam:official@64,scorecam:official@256,random,centre"
+            .split(',')
+            .map(|s| s.parse().expect("valid default"))
+            .collect()
+    }
+
+    pub fn label(&self) -> String {
+        match self {
+            Candidate::Method(Method::ScoreCam { preset, max_channels: None }) => format!("scorecam:{preset}"),
+            Candidate::Method(Method::ScoreCam { preset, max_channels: Some(n) }) => format!("scorecam:{preset}@{n}"),
+            Candidate::Method(Method::SsCam { samples, .. }) => format!("sscam:{samples}"),
+            Candidate::Method(Method::IsCam { steps }) => format!("iscam:{steps}"),
+            Candidate::Method(Method::AblationCam) => "ablationcam".into(),
+            Candidate::Random => "random".into(),
+            Candidate::Centre => "centre".into(),
+        }
+    }
+
+    /// For an approximation, the exact method it approximates.
+    pub fn exact(&self) -> Option<Method> {
+        match self {
+            Candidate::Method(Method::ScoreCam { preset, max_channels: Some(_) }) => Some(Method::scorecam(*preset)),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Candidate {
+    type Err = String;
+
+    /// `scorecam[:preset][@max_channels]`, `sscam[:samples]`, `iscam[:steps]`,
+    /// `ablationcam`, `random`, `centre`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (head, channels) = match s.split_once('@') {
+            Some((h, n)) => (h, Some(n.parse::<usize>().map_err(|_| format!("`{s}`: `@{n}` is not a channel count"))?)),
+            None => (s, None),
+        };
+        let (name, arg) = match head.split_once(':') {
+            Some((n, a)) => (n, Some(a)),
+            None => (head, None),
+        };
+        let count = |a: Option<&str>, default: usize| -> Result<usize, String> {
+            a.map_or(Ok(default), |a| a.parse().map_err(|_| format!("`{s}`: `{a}` is not a count")))
+        };
+        let only_scorecam = |c: Option<usize>| match c {
+            Some(_) => Err(format!("`{s}`: `@N` applies to scorecam only")),
+            None => Ok(()),
+        };
+        match name {
+            "scorecam" => {
+                let preset = arg.map_or(Ok(Preset::Official), str::parse)?;
+                Ok(Candidate::Method(Method::ScoreCam { preset, max_channels: channels }))
+            }
+            "sscam" => {
+                only_scorecam(channels)?;
+                let samples = count(arg, crate::cam::SSCAM_SAMPLES)?;
+                Ok(Candidate::Method(Method::SsCam { samples, sigma: crate::cam::SSCAM_SIGMA, seed: 0 }))
+            }
+            "iscam" => {
+                only_scorecam(channels)?;
+                Ok(Candidate::Method(Method::IsCam { steps: count(arg, crate::cam::ISCAM_STEPS)? }))
+            }
+            "ablationcam" | "random" | "centre" | "center" if arg.is_none() && channels.is_none() => Ok(match name {
+                "ablationcam" => Candidate::Method(Method::AblationCam),
+                "random" => Candidate::Random,
+                _ => Candidate::Centre,
+            }),
+            _ => Err(format!(
+                "unknown method `{s}` (expected scorecam[:preset][@channels], sscam[:samples], iscam[:steps], \
+                 ablationcam, random or centre)"
+            )),
+        }
+    }
+}
+
+/// A floor's map at the model's input resolution.
+pub fn baseline_map(candidate: Candidate, height: usize, width: usize, seed: u64) -> Option<Vec<f32>> {
+    match candidate {
+        Candidate::Method(_) => None,
+        // |N(0, 1)| is as good a "knows nothing" map as uniform noise, and reproducible.
+        Candidate::Random => Some(gaussian_noise(seed, 0, 1.0, height * width).into_iter().map(f32::abs).collect()),
+        Candidate::Centre => {
+            let sigma = height.min(width) as f32 / 4.0;
+            let (cy, cx) = ((height as f32 - 1.0) / 2.0, (width as f32 - 1.0) / 2.0);
+            Some(
+                (0..height * width)
+                    .map(|i| {
+                        let (y, x) = ((i / width) as f32 - cy, (i % width) as f32 - cx);
+                        (-(x * x + y * y) / (2.0 * sigma * sigma)).exp()
+                    })
+                    .collect(),
+            )
+        }
+    }
+}
+
+/// One image under one candidate.
+#[derive(Clone, Debug, Serialize)]
+pub struct Record {
+    pub image: String,
+    pub method: String,
+    pub target: usize,
+    /// Where the target came from: `label` (the labels file) or `predicted`.
+    pub target_source: &'static str,
+    pub metrics: Faithfulness,
+    /// Passes through the whole model (the clean pass included) and through the head alone.
+    pub forward_passes: usize,
+    pub head_passes: usize,
+    /// Time to the map (metrics excluded), in seconds.
+    pub seconds: f64,
+    /// Against the exact map, for approximations.
+    pub pearson: Option<f32>,
+    pub top20_iou: Option<f32>,
+}
+
+/// Means over images for one candidate.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub method: String,
+    pub images: usize,
+    /// ×100, as the Score-CAM paper reports them.
+    pub average_drop_pct: f64,
+    pub increase_in_confidence_pct: f64,
+    pub deletion_auc: f64,
+    pub insertion_auc: f64,
+    pub forward_passes: f64,
+    pub head_passes: f64,
+    pub seconds: f64,
+    pub pearson: Option<f64>,
+    pub top20_iou: Option<f64>,
+    pub deletion_curve: Vec<f64>,
+    pub insertion_curve: Vec<f64>,
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    if n == 0 { 0.0 } else { sum / n as f64 }
+}
+
+/// Per-candidate means, in the order the candidates first appear.
+pub fn summarize(records: &[Record]) -> Vec<Summary> {
+    let mut order: Vec<String> = Vec::new();
+    let mut groups: BTreeMap<String, Vec<&Record>> = BTreeMap::new();
+    for r in records {
+        if !groups.contains_key(&r.method) {
+            order.push(r.method.clone());
+        }
+        groups.entry(r.method.clone()).or_default().push(r);
+    }
+    order
+        .into_iter()
+        .map(|method| {
+            let rs = &groups[&method];
+            let opt = |f: &dyn Fn(&Record) -> Option<f32>| {
+                let v: Vec<f64> = rs.iter().filter_map(|r| f(r)).map(f64::from).collect();
+                (!v.is_empty()).then(|| mean(v.into_iter()))
+            };
+            let curve = |f: &dyn Fn(&Record) -> &Vec<f32>| {
+                (0..=STEPS).map(|i| mean(rs.iter().map(|r| f64::from(f(r)[i])))).collect()
+            };
+            Summary {
+                images: rs.len(),
+                average_drop_pct: 100.0 * mean(rs.iter().map(|r| f64::from(r.metrics.average_drop))),
+                increase_in_confidence_pct: 100.0
+                    * mean(rs.iter().map(|r| f64::from(u8::from(r.metrics.increase_in_confidence)))),
+                deletion_auc: mean(rs.iter().map(|r| f64::from(r.metrics.deletion_auc))),
+                insertion_auc: mean(rs.iter().map(|r| f64::from(r.metrics.insertion_auc))),
+                forward_passes: mean(rs.iter().map(|r| r.forward_passes as f64)),
+                head_passes: mean(rs.iter().map(|r| r.head_passes as f64)),
+                seconds: mean(rs.iter().map(|r| r.seconds)),
+                pearson: opt(&|r| r.pearson),
+                top20_iou: opt(&|r| r.top20_iou),
+                deletion_curve: curve(&|r| &r.metrics.deletion_curve),
+                insertion_curve: curve(&|r| &r.metrics.insertion_curve),
+                method,
+            }
+        })
+        .collect()
+}
+
+/// The summary as a Markdown table.
+pub fn markdown_table(summaries: &[Summary]) -> String {
+    let mut out = String::from(
+        "| method | images | Average Drop % ↓ | Increase in Confidence % ↑ | deletion AUC ↓ | insertion AUC ↑ | \
+         forward passes | head passes | s / image | Pearson vs exact | top-20% IoU vs exact |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let opt = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.3}"));
+    for s in summaries {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.2} | {:.1} | {:.4} | {:.4} | {:.0} | {:.0} | {:.2} | {} | {} |",
+            s.method,
+            s.images,
+            s.average_drop_pct,
+            s.increase_in_confidence_pct,
+            s.deletion_auc,
+            s.insertion_auc,
+            s.forward_passes,
+            s.head_passes,
+            s.seconds,
+            opt(s.pearson),
+            opt(s.top20_iou)
+        );
+    }
+    out
+}
+
+/// Per-image records as CSV.
+pub fn records_csv(records: &[Record]) -> String {
+    let mut out = String::from(
+        "image,method,target,target_source,average_drop,increase_in_confidence,deletion_auc,insertion_auc,\
+         clean_probability,masked_probability,forward_passes,head_passes,seconds,pearson,top20_iou\n",
+    );
+    let opt = |v: Option<f32>| v.map_or(String::new(), |v| format!("{v:.6}"));
+    for r in records {
+        let m = &r.metrics;
+        let _ = writeln!(
+            out,
+            "\"{}\",{},{},{},{:.6},{},{:.6},{:.6},{:.6},{:.6},{},{},{:.4},{},{}",
+            r.image.replace('"', "\"\""),
+            r.method,
+            r.target,
+            r.target_source,
+            m.average_drop,
+            u8::from(m.increase_in_confidence),
+            m.deletion_auc,
+            m.insertion_auc,
+            m.clean_probability,
+            m.masked_probability,
+            r.forward_passes,
+            r.head_passes,
+            r.seconds,
+            opt(r.pearson),
+            opt(r.top20_iou)
+        );
+    }
+    out
+}
+
+/// Class indices by file name from a `file<TAB>class_index[<TAB>label]` table with a header
+/// (the layout of the sample images' `index.tsv`).
+pub fn read_labels(path: &Path) -> Result<BTreeMap<String, usize>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut labels = BTreeMap::new();
+    for (n, line) in text.lines().enumerate().skip(1) {
+        let mut cols = line.split('\t');
+        let (Some(file), Some(class)) = (cols.next(), cols.next()) else { continue };
+        let class = class.trim().parse().map_err(|_| format!("{}:{}: bad class index", path.display(), n + 1))?;
+        labels.insert(file.trim().to_string(), class);
+    }
+    Ok(labels)
+}
+
+/// Image files of a folder, sorted by name.
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                matches!(
+                    e.to_ascii_lowercase().as_str(),
+                    "png" | "jpg" | "jpeg" | "webp" | "bmp" | "gif" | "tif" | "tiff"
+                )
+            })
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// What one evaluation run does.
+pub struct EvaluationConfig {
+    pub model: String,
+    pub candidates: Vec<Candidate>,
+    pub labels: BTreeMap<String, usize>,
+    pub limits: ImageLimits,
+    pub seed: u64,
+}
+
+/// Evaluates one image under every candidate; `done` is called after each.
+pub async fn evaluate_image(
+    engine: &Engine,
+    config: &EvaluationConfig,
+    path: &Path,
+    mut done: impl FnMut(),
+) -> Result<Vec<Record>, String> {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let package = engine.registry().get(&config.model).map_err(|e| e.to_string())?.clone();
+    let bytes: Arc<[u8]> = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?.into();
+    let limits = config.limits.clone();
+    let spec = package.manifest.input.clone();
+    let pre = tokio::task::spawn_blocking(move || {
+        imaging::decode(&bytes, &limits).map(|img| imaging::preprocess(&img, &spec)).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("{name}: {e}"))?;
+    let (target, source) = match config.labels.get(&name) {
+        Some(&class) => (class, "label"),
+        None => {
+            let logits = engine.predict(&config.model, pre.tensor.clone()).await.map_err(|e| e.to_string())?;
+            (crate::engine::top_k(&logits, 1)[0], "predicted")
+        }
+    };
+    let [_, h, w] = package.info.input_chw;
+    let mut exact_maps: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    let mut records = Vec::new();
+    let explain = |method: Method| {
+        let request = JobRequest::explain(&config.model, pre.tensor.clone(), method, TargetSpec::Classes(vec![target]))
+            .with_metrics(true);
+        async move { engine.explain(request).await }
+    };
+    let err = |e: EngineError| format!("{name}: {e}");
+    for candidate in &config.candidates {
+        let record = match candidate {
+            Candidate::Method(method) => {
+                let t = Instant::now();
+                let outcome = explain(*method).await.map_err(err)?;
+                let seconds = t.elapsed().as_secs_f64() - outcome.timings.metrics_ms / 1e3;
+                let map = outcome.maps[0].input.data.clone();
+                let (pearson, top20_iou) = match candidate.exact() {
+                    Some(exact) => {
+                        let key = Candidate::Method(exact).label();
+                        if !exact_maps.contains_key(&key) {
+                            let o = explain(exact).await.map_err(err)?;
+                            exact_maps.insert(key.clone(), o.maps[0].input.data.clone());
+                        }
+                        let reference = &exact_maps[&key];
+                        (Some(pearson(&map, reference)), Some(top_iou(&map, reference, 0.2)))
+                    }
+                    None => (None, None),
+                };
+                exact_maps.insert(candidate.label(), map);
+                let metrics = outcome.metrics.and_then(|m| m.into_iter().next()).ok_or("no metrics returned")?;
+                Record {
+                    image: name.clone(),
+                    method: candidate.label(),
+                    target,
+                    target_source: source,
+                    metrics,
+                    forward_passes: outcome.stats.forward_passes,
+                    head_passes: outcome.stats.head_passes,
+                    seconds,
+                    pearson,
+                    top20_iou,
+                }
+            }
+            floor => {
+                // A different random map per image, the same on every run.
+                let seed = config.seed
+                    ^ name
+                        .bytes()
+                        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+                let map = baseline_map(*floor, h, w, seed).expect("a floor");
+                let (figures, _) =
+                    engine.evaluate_maps(&config.model, pre.tensor.clone(), vec![map], &[target]).await.map_err(err)?;
+                Record {
+                    image: name.clone(),
+                    method: floor.label(),
+                    target,
+                    target_source: source,
+                    metrics: figures.into_iter().next().ok_or("no metrics returned")?,
+                    forward_passes: 0,
+                    head_passes: 0,
+                    seconds: 0.0,
+                    pearson: None,
+                    top20_iou: None,
+                }
+            }
+        };
+        records.push(record);
+        done();
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidate_names_parse_and_print_back() {
+        for s in
+            ["scorecam:official", "scorecam:torchcam@64", "sscam:35", "iscam:10", "ablationcam", "random", "centre"]
+        {
+            assert_eq!(s.parse::<Candidate>().unwrap().label(), s);
+        }
+        assert_eq!("scorecam".parse::<Candidate>().unwrap().label(), "scorecam:official");
+        assert_eq!("sscam".parse::<Candidate>().unwrap().label(), "sscam:35");
+        for bad in ["gradcam", "sscam@64", "random:3", "scorecam:nope", "iscam:x", "scorecam@x"] {
+            assert!(bad.parse::<Candidate>().is_err(), "{bad}");
+        }
+        assert_eq!(Candidate::defaults().len(), 10);
+    }
+
+    #[test]
+    fn approximations_know_their_exact_method() {
+        let fast: Candidate = "scorecam:torchcam@64".parse().unwrap();
+        assert_eq!(fast.exact(), Some(Method::scorecam(Preset::Torchcam)));
+        assert_eq!("scorecam".parse::<Candidate>().unwrap().exact(), None);
+    }
+
+    #[test]
+    fn the_centre_floor_peaks_in_the_middle() {
+        let m = baseline_map(Candidate::Centre, 5, 5, 0).unwrap();
+        let peak = m.iter().copied().fold(0.0, f32::max);
+        assert_eq!(m[12], peak);
+        assert!(m[0] < m[6] && m[6] < m[12]);
+        let r = baseline_map(Candidate::Random, 4, 4, 1).unwrap();
+        assert!(r.iter().all(|v| *v >= 0.0));
+        assert_ne!(r, baseline_map(Candidate::Random, 4, 4, 2).unwrap());
+    }
+
+    fn record(method: &str, drop: f32, increase: bool, del: f32) -> Record {
+        Record {
+            image: "a".into(),
+            method: method.into(),
+            target: 0,
+            target_source: "label",
+            metrics: Faithfulness {
+                average_drop: drop,
+                increase_in_confidence: increase,
+                deletion_auc: del,
+                insertion_auc: 0.5,
+                clean_probability: 0.9,
+                masked_probability: 0.5,
+                deletion_curve: vec![del; STEPS + 1],
+                insertion_curve: vec![0.5; STEPS + 1],
+            },
+            forward_passes: 10,
+            head_passes: 0,
+            seconds: 1.0,
+            pearson: None,
+            top20_iou: None,
+        }
+    }
+
+    #[test]
+    fn summaries_average_per_method_in_first_seen_order() {
+        let rs = [record("b", 0.2, true, 0.1), record("a", 0.5, false, 0.3), record("b", 0.4, false, 0.3)];
+        let s = summarize(&rs);
+        assert_eq!(s.iter().map(|s| s.method.as_str()).collect::<Vec<_>>(), ["b", "a"]);
+        assert!((s[0].average_drop_pct - 30.0).abs() < 1e-4);
+        assert!((s[0].increase_in_confidence_pct - 50.0).abs() < 1e-9);
+        assert!((s[0].deletion_auc - 0.2).abs() < 1e-6);
+        assert!((s[0].deletion_curve[3] - 0.2).abs() < 1e-6);
+        assert_eq!(s[1].images, 1);
+        assert!(markdown_table(&s).contains("| b | 2 | 30.00 | 50.0 |"));
+        assert_eq!(records_csv(&rs).lines().count(), 4);
+    }
+
+    #[test]
+    fn labels_come_from_a_tab_separated_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("index.tsv");
+        std::fs::write(&p, "file\tclass_index\tlabel\nn1_tench.JPEG\t0\ttench\nb.png\t5\tx\n").unwrap();
+        let l = read_labels(&p).unwrap();
+        assert_eq!(l["n1_tench.JPEG"], 0);
+        assert_eq!(l["b.png"], 5);
+    }
+}

@@ -1,0 +1,516 @@
+// End-to-end test of the explorer page (GET /) in headless Chromium, against a running server.
+//
+// Environment: SCORECAM_URL (the server, e.g. http://127.0.0.1:8080), CHROMIUM (default
+// /usr/bin/chromium), ARTIFACT_DIR (screenshots; default ../../target/browser-artifacts),
+// SAMPLE (default ../../samples/chelsea.png). scripts/browser-test.sh sets them up.
+//
+// The steps share one page and run in order; each asserts what it claims.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { readFile, mkdir } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, "../..");
+const BASE = (process.env.SCORECAM_URL || "").replace(/\/$/, "");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const ARTIFACTS = path.resolve(process.env.ARTIFACT_DIR || path.join(root, "target/browser-artifacts"));
+const SAMPLE = path.resolve(process.env.SAMPLE || path.join(root, "samples/chelsea.png"));
+// ImageNet-1k's domestic and wild cat classes: tabby, tiger cat, Persian, Siamese, Egyptian cat,
+// cougar, lynx, (leopard…) — the sample is a cat, its top class must be one of the first five.
+const CAT_CLASSES = new Set([281, 282, 283, 284, 285]);
+const EXPLAIN_TIMEOUT = 180_000;
+
+assert.ok(BASE, "SCORECAM_URL must name the server under test");
+
+let browser;
+let context;
+let page;
+let sample;          // Buffer of the sample image
+let sampleSize;      // {width, height} from its PNG header
+const consoleErrors = [];
+const requests = [];  // URLs the page requested, in order
+
+/** Width and height from a PNG's IHDR. */
+function pngSize(buf) {
+  assert.equal(buf.subarray(0, 8).toString("hex"), "89504e470d0a1a0a", "not a PNG");
+  assert.equal(buf.subarray(12, 16).toString("latin1"), "IHDR");
+  return { width: buf.readUInt32BE(16), height: buf.readUInt32BE(20) };
+}
+
+/** Parses Prometheus text into {name{labels}: value}. */
+async function metrics() {
+  const text = await (await fetch(`${BASE}/metrics`)).text();
+  const out = new Map();
+  for (const line of text.split("\n")) {
+    if (!line || line.startsWith("#")) continue;
+    const i = line.lastIndexOf(" ");
+    out.set(line.slice(0, i), Number(line.slice(i + 1)));
+  }
+  return out;
+}
+
+function sum(m, prefix) {
+  let s = 0;
+  for (const [k, v] of m) if (k === prefix || k.startsWith(prefix + "{")) s += v;
+  return s;
+}
+
+async function launch() {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync",
+    ],
+  });
+}
+
+/** Records the console errors and CSP violations of a page. */
+function watch(p) {
+  p.on("console", (msg) => {
+    // A failed fetch (e.g. the expected 415) is logged as "Failed to load resource"; that is not a page error.
+    if (msg.type() === "error" && !/Failed to load resource/.test(msg.text())) consoleErrors.push(msg.text());
+  });
+  p.on("pageerror", (err) => consoleErrors.push(String(err)));
+  p.on("request", (r) => requests.push(`${r.method()} ${r.url()}`));
+}
+
+const cspViolations = [];
+
+/** A browser context whose pages report CSP violations (an external or blocked resource). */
+async function newContext(viewport) {
+  const ctx = await browser.newContext({ viewport, deviceScaleFactor: 1, acceptDownloads: true });
+  await ctx.exposeBinding("__cspViolation", (_, text) => { cspViolations.push(text); });
+  await ctx.addInitScript(() => {
+    document.addEventListener("securitypolicyviolation", (e) => {
+      window.__cspViolation(`${e.violatedDirective} ${e.blockedURI}`);
+    });
+  });
+  return ctx;
+}
+
+before(async () => {
+  await mkdir(ARTIFACTS, { recursive: true });
+  sample = await readFile(SAMPLE);
+  sampleSize = pngSize(sample);
+  browser = await launch();
+  context = await newContext({ width: 1280, height: 900 });
+  page = await context.newPage();
+  watch(page);
+  // Intercept file choosers from the start: enabling it lazily races the key press that opens one.
+  page.on("filechooser", () => {});
+  await page.evaluate(() => 1);
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+test("the page loads under its CSP with every control labelled and the models listed", async () => {
+  const response = await page.goto(`${BASE}/`);
+  assert.equal(response.status(), 200);
+  assert.match(response.headers()["content-type"], /^text\/html/);
+  assert.match(response.headers()["content-security-policy"], /default-src 'none'/);
+  assert.equal(await page.title(), "scorecam — explain an image classifier");
+
+  // The model selector is filled from GET /models, with the server's default selected.
+  const models = await (await fetch(`${BASE}/models`)).json();
+  await page.waitForFunction(() => document.querySelector("#model option")?.value !== "");
+  assert.equal(await page.inputValue("#model"), models.default);
+  const options = await page.$$eval("#model option", (os) => os.map((o) => o.value));
+  assert.deepEqual(options, models.models.map((m) => m.name));
+
+  // The other selectors carry exactly the contract's values.
+  const values = (sel) => page.$$eval(`${sel} option`, (os) => os.map((o) => o.value));
+  assert.deepEqual(await values("#method"), ["scorecam", "sscam", "iscam", "ablationcam"]);
+  assert.deepEqual(await values("#preset"), ["official", "pytorch_grad_cam", "torchcam"]);
+  assert.deepEqual(await values("#colormap"), ["jet", "viridis", "inferno", "gray"]);
+
+  // Every form control and button has an accessible name.
+  const unlabelled = await page.$$eval("input, select, button, [role=button]", (els) =>
+    els.filter((e) => {
+      if (e.getAttribute("aria-label") || e.getAttribute("aria-labelledby")) return false;
+      if (e.labels && e.labels.length) return false;
+      return !(e.textContent || "").trim();
+    }).map((e) => e.outerHTML.slice(0, 80)));
+  assert.deepEqual(unlabelled, []);
+  // And the accessibility tree agrees for the main ones.
+  for (const name of ["Image file", "Model", "Method", "Preset", "Colour map", "API key (optional)"]) {
+    assert.equal(await page.getByLabel(name, { exact: true }).count(), 1, `no control labelled ${name}`);
+  }
+  assert.equal(await page.getByRole("slider", { name: /Heatmap opacity/ }).count(), 1);
+  for (const name of ["Explain", "Cancel", "Download PNG", "Download JSON"]) {
+    assert.equal(await page.getByRole("button", { name, exact: true }).count(), 1, `no button ${name}`);
+  }
+  // The CSP watch works: an external image is blocked and reported (then forgotten).
+  await page.evaluate(() => { const i = new Image(); i.src = "https://example.invalid/x.png"; });
+  for (let i = 0; i < 50 && cspViolations.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(cspViolations, ["img-src https://example.invalid/x.png"]);
+  cspViolations.length = 0;
+  const probe = consoleErrors.findIndex((t) => t.includes("example.invalid"));
+  if (probe >= 0) consoleErrors.splice(probe, 1);
+
+  // Nothing to explain yet.
+  assert.equal(await page.isDisabled("#explain"), true);
+  assert.equal(await page.isDisabled("#cancel"), true);
+});
+
+test("the drop zone is the first stop for the keyboard, shows its focus, and Enter or Space opens the picker", async () => {
+  await page.locator("body").focus();
+  await page.keyboard.press("Tab");
+  assert.equal(await page.evaluate(() => document.activeElement.id), "drop");
+  const outline = await page.$eval("#drop", (e) => {
+    const s = getComputedStyle(e);
+    return { style: s.outlineStyle, width: parseFloat(s.outlineWidth) };
+  });
+  assert.notEqual(outline.style, "none", "focused drop zone has no visible outline");
+  assert.ok(outline.width >= 2, `focus outline is ${outline.width}px`);
+
+  // Space opens the picker (left unanswered), then Enter opens it and we choose the sample.
+  const space = page.waitForEvent("filechooser", { timeout: 5000 });
+  await page.keyboard.press(" ");
+  assert.equal((await space).isMultiple(), false);
+  const enter = page.waitForEvent("filechooser", { timeout: 5000 });
+  await page.keyboard.press("Enter");
+  await (await enter).setFiles(SAMPLE);
+});
+
+test("choosing the sample shows its preview and its top five classes, a cat first", async () => {
+  await page.waitForSelector("#predictions button", { timeout: 60_000 });
+  const items = await page.$$eval("#predictions button", (bs) =>
+    bs.map((b) => ({ index: Number(b.dataset.index), text: b.textContent, pressed: b.getAttribute("aria-pressed") })));
+  assert.equal(items.length, 5);
+  for (const it of items) assert.match(it.text, /\d+\.\d%$/, `no probability in "${it.text}"`);
+  const top = items[0];
+  assert.ok(CAT_CLASSES.has(top.index), `top class ${top.index} (${top.text}) is not a cat class`);
+  assert.match(top.text.toLowerCase(), /cat|tabby|persian|siamese/);
+  assert.equal(top.pressed, "true", "the top class is not the default target");
+  // The list agrees with the API's own answer.
+  const api = await (await fetch(`${BASE}/predict?top_k=5`, {
+    method: "POST", headers: { "Content-Type": "image/png" }, body: sample,
+  })).json();
+  assert.deepEqual(items.map((i) => i.index), api.predictions.map((p) => p.index));
+  assert.ok(items[0].text.startsWith(api.predictions[0].label));
+
+  const preview = await page.$eval("#original", (img) => ({ w: img.naturalWidth, h: img.naturalHeight, hidden: img.hidden }));
+  assert.deepEqual(preview, { w: sampleSize.width, h: sampleSize.height, hidden: false });
+  assert.equal(await page.isEnabled("#explain"), true);
+  assert.match(await page.textContent("#status"), /Classified: /);
+});
+
+/** Starts recording every state of the progress bar and its text. */
+async function recordProgress() {
+  await page.evaluate(() => {
+    window.__progress = [];
+    const bar = document.getElementById("progress");
+    const text = document.getElementById("progress-text");
+    const snap = () => window.__progress.push({
+      value: bar.hasAttribute("value") ? Number(bar.getAttribute("value")) : null,
+      max: Number(bar.getAttribute("max")),
+      text: text.textContent,
+      hidden: bar.hidden,
+    });
+    window.__progressObserver?.disconnect();
+    window.__progressObserver = new MutationObserver(snap);
+    window.__progressObserver.observe(bar, { attributes: true });
+    window.__progressObserver.observe(text, { childList: true, characterData: true, subtree: true });
+  });
+}
+
+let explainedPasses = 0; // total masked passes of the first explanation
+
+test("clicking the top class streams progress and shows the heatmap over the image at its size", async () => {
+  await recordProgress();
+  const before = requests.length;
+  await page.click("#predictions li:first-child button");
+  await page.waitForFunction(() => {
+    const o = document.getElementById("overlay");
+    return !o.hidden && o.complete && o.naturalWidth > 0;
+  }, null, { timeout: EXPLAIN_TIMEOUT });
+
+  const sent = requests.slice(before).filter((r) => r.includes("/explain"));
+  assert.equal(sent.length, 1, `expected one explain request, saw ${sent.join(", ")}`);
+  const url = new URL(sent[0].split(" ")[1]);
+  assert.equal(sent[0].split(" ")[0], "POST");
+  assert.equal(url.pathname, "/explain/stream");
+  assert.equal(url.searchParams.get("format"), "heatmap");
+  assert.equal(url.searchParams.get("method"), "scorecam");
+  assert.equal(url.searchParams.get("preset"), "official");
+  assert.equal(url.searchParams.get("colormap"), "jet");
+  const top = await page.$eval("#predictions li:first-child button", (b) => Number(b.dataset.index));
+  assert.equal(Number(url.searchParams.get("target")), top);
+
+  const progress = await page.evaluate(() => window.__progress);
+  const counted = progress.filter((p) => p.value !== null && p.max > 1 && p.value > 0 && p.value <= p.max);
+  assert.ok(counted.length >= 1, `no progress update with 0 < done <= total: ${JSON.stringify(progress.slice(0, 20))}`);
+  assert.ok(progress.some((p) => /^\d+ \/ \d+ passes/.test(p.text) && Number(p.text.split(" ")[0]) > 0),
+    "the progress text never said how many passes were done");
+  explainedPasses = Math.max(...counted.map((p) => p.max));
+  // The bar goes away when the result is in.
+  assert.equal(await page.$eval("#progress", (b) => b.hidden), true);
+
+  const overlay = await page.$eval("#overlay", (img) => ({ w: img.naturalWidth, h: img.naturalHeight }));
+  assert.deepEqual(overlay, { w: sampleSize.width, h: sampleSize.height }, "the heatmap is not at the upload's size");
+  // Stacked: the heatmap covers the original's box exactly.
+  const boxes = await page.evaluate(() => ["original", "overlay"].map((id) => {
+    const r = document.getElementById(id).getBoundingClientRect();
+    return [Math.round(r.x), Math.round(r.y), Math.round(r.width), Math.round(r.height)];
+  }));
+  assert.deepEqual(boxes[0], boxes[1], "the heatmap is not over the original");
+  // ...and the untouched photo is shown next to it.
+  const side = await page.$eval("#original-side", (i) => ({
+    w: i.naturalWidth, h: i.naturalHeight, visible: !i.closest("figure").hidden,
+    left: i.getBoundingClientRect().left, stageLeft: document.getElementById("stage").getBoundingClientRect().left,
+  }));
+  assert.ok(side.visible, "the original is not shown beside the overlay");
+  assert.deepEqual([side.w, side.h], [224, 224]);
+  assert.ok(side.left < side.stageLeft, "the original is not beside (left of) the overlay");
+  assert.match(await page.textContent("#status"), /Explained: .+ \(\d+\.\d%\)/);
+  assert.match(await page.textContent("#facts"), /Forward passes\d+/);
+  assert.equal(await page.textContent("#error"), "");
+  await page.screenshot({ path: path.join(ARTIFACTS, "page.png"), fullPage: true });
+});
+
+test("the opacity slider changes the heatmap's opacity without a request", async () => {
+  const before = requests.length;
+  await page.fill("#opacity", "80");
+  assert.equal(await page.$eval("#overlay", (o) => getComputedStyle(o).opacity), "0.8");
+  assert.equal(await page.textContent("#opacity-value"), "80%");
+  await page.focus("#opacity");
+  await page.keyboard.press("ArrowLeft");
+  assert.equal(await page.$eval("#overlay", (o) => getComputedStyle(o).opacity), "0.79");
+  assert.equal(requests.length, before, `the slider made requests: ${requests.slice(before).join(", ")}`);
+});
+
+test("Download PNG saves the composed image at the upload's size", async () => {
+  const downloading = page.waitForEvent("download", { timeout: 30_000 });
+  await page.click("#download-png");
+  const download = await downloading;
+  assert.match(download.suggestedFilename(), /\.png$/);
+  const bytes = await readFile(await download.path());
+  assert.deepEqual(pngSize(bytes), sampleSize);
+});
+
+test("Download JSON saves the API's JSON document for the chosen class", async () => {
+  const target = await page.$eval("#predictions button[aria-pressed=true]", (b) => Number(b.dataset.index));
+  const downloading = page.waitForEvent("download", { timeout: EXPLAIN_TIMEOUT });
+  await page.click("#download-json");
+  const download = await downloading;
+  assert.match(download.suggestedFilename(), /\.json$/);
+  const doc = JSON.parse(await readFile(await download.path(), "utf8"));
+  assert.equal(doc.model, "efficientnet-lite0");
+  assert.equal(doc.method, "scorecam");
+  assert.equal(doc.preset, "official");
+  assert.equal(doc.predictions.length >= 1, true);
+  assert.equal(doc.explanations.length, 1);
+  const [e] = doc.explanations;
+  assert.equal(e.target.index, target);
+  assert.equal(e.saliency.width * e.saliency.height, e.saliency.data.length);
+  assert.deepEqual([e.saliency.width, e.saliency.height], [224, 224]); // resolution=model
+  assert.ok(e.saliency.data.every((v) => v >= 0 && v <= 1));
+  assert.ok(Math.max(...e.saliency.data) > 0, "the saliency map is all zeros");
+  assert.ok(doc.stats.forward_passes > 0);
+  await page.waitForFunction(() => document.getElementById("status").textContent === "JSON saved.");
+});
+
+test("Cancel stops a running explanation in the page and on the server", async () => {
+  const m0 = await metrics();
+  const passes0 = sum(m0, "scorecam_masked_passes_total");
+  const cancelled0 = m0.get("scorecam_cancelled_jobs_total");
+  assert.equal(typeof cancelled0, "number", "the server has no scorecam_cancelled_jobs_total metric");
+  await recordProgress();
+  await page.click("#explain");
+  // Wait until masked passes are under way, then cancel.
+  await page.waitForFunction(() => /^[1-9]\d* \/ \d+ passes/.test(document.getElementById("progress-text").textContent),
+    null, { timeout: EXPLAIN_TIMEOUT, polling: 20 });
+  const planned = await page.$eval("#progress", (b) => Number(b.getAttribute("max")));
+  await page.click("#cancel");
+  await page.waitForFunction(() => /Cancelled/.test(document.getElementById("status").textContent), null, { timeout: 5000 });
+  assert.equal(await page.$eval("#progress", (b) => b.hidden), true);
+  assert.equal(await page.isDisabled("#cancel"), true);
+  assert.equal(await page.textContent("#error"), "", "cancelling showed an error");
+
+  // The server lets the job go: nothing left running, and it stopped short of the planned passes.
+  let m;
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    m = await metrics();
+    if (sum(m, "scorecam_jobs_running") === 0 && sum(m, "scorecam_queue_depth") === 0) break;
+    assert.ok(Date.now() < deadline, "the cancelled job is still running on the server");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  // Let any batch already in flight land before counting.
+  await new Promise((r) => setTimeout(r, 500));
+  m = await metrics();
+  const ran = sum(m, "scorecam_masked_passes_total") - passes0;
+  assert.ok(planned > 0);
+  assert.ok(ran < planned, `the server ran ${ran} of ${planned} planned passes after the cancel`);
+  assert.equal(m.get("scorecam_cancelled_jobs_total"), cancelled0 + 1, "scorecam_cancelled_jobs_total did not count the cancel");
+  const ready = await fetch(`${BASE}/readyz`);
+  assert.equal(ready.status, 200);
+  console.log(`# cancelled after ${ran} of ${planned} masked passes; scorecam_cancelled_jobs_total counted it`);
+});
+
+test("Ablation-CAM: the method selector sends the method without a preset", async () => {
+  await page.selectOption("#method", "ablationcam");
+  assert.equal(await page.isDisabled("#preset"), true);
+  assert.equal(await page.isVisible("#samples"), false);
+  assert.equal(await page.isVisible("#steps"), false);
+  const before = requests.length;
+  await page.click("#explain");
+  await page.waitForFunction(() => /Explained: /.test(document.getElementById("status").textContent)
+    && /ablationcam/.test(document.getElementById("facts").textContent), null, { timeout: EXPLAIN_TIMEOUT });
+  const sent = requests.slice(before).filter((r) => r.includes("/explain"));
+  assert.equal(sent.length, 1);
+  const url = new URL(sent[0].split(" ")[1]);
+  assert.equal(url.searchParams.get("method"), "ablationcam");
+  assert.equal(url.searchParams.has("preset"), false);
+  assert.deepEqual(await page.$eval("#overlay", (i) => [i.naturalWidth, i.naturalHeight]), [sampleSize.width, sampleSize.height]);
+  assert.equal(await page.textContent("#error"), "");
+  await page.selectOption("#method", "scorecam");
+  assert.equal(await page.isEnabled("#preset"), true);
+});
+
+test("an image of another size, dropped on the drop zone, gets its heatmap at that size", async () => {
+  // A 320×200 copy of the sample, drawn by the browser itself.
+  const wide = await page.evaluate(async (b64) => {
+    const img = new Image();
+    img.src = `data:image/png;base64,${b64}`;
+    await img.decode();
+    const c = document.createElement("canvas");
+    c.width = 320; c.height = 200;
+    c.getContext("2d").drawImage(img, 0, 0, 320, 200);
+    const blob = await new Promise((r) => c.toBlob(r, "image/png"));
+    const buf = new Uint8Array(await blob.arrayBuffer());
+    let s = "";
+    for (const x of buf) s += String.fromCharCode(x);
+    return btoa(s);
+  }, sample.toString("base64"));
+  // Dropped on the drop zone (a real drop event carrying the file).
+  await page.evaluate(async (b64) => {
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const dt = new DataTransfer();
+    dt.items.add(new File([bytes], "chelsea-wide.png", { type: "image/png" }));
+    const zone = document.getElementById("drop");
+    zone.dispatchEvent(new DragEvent("dragover", { dataTransfer: dt, bubbles: true, cancelable: true }));
+    zone.dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+  }, wide);
+  await page.waitForFunction(() => document.getElementById("overlay").hidden
+    && document.querySelectorAll("#predictions button").length === 5, null, { timeout: 60_000 });
+  assert.equal(await page.$eval("#original", (i) => `${i.naturalWidth}x${i.naturalHeight}`), "320x200");
+  await page.click("#explain");
+  await page.waitForFunction(() => {
+    const o = document.getElementById("overlay");
+    return !o.hidden && o.complete && o.naturalWidth > 0;
+  }, null, { timeout: EXPLAIN_TIMEOUT });
+  const overlay = await page.$eval("#overlay", (img) => ({ w: img.naturalWidth, h: img.naturalHeight }));
+  assert.deepEqual(overlay, { w: 320, h: 200 });
+});
+
+test("errors of the explanation stream are shown in words (server answers mocked)", async () => {
+  // Both failure shapes of the contract: an HTTP error before the stream, and an `error`
+  // event inside it (here with CRLF line ends and a keep-alive comment).
+  const answers = [
+    { status: 422, contentType: "application/json",
+      body: JSON.stringify({ error: "`target`: class 5000 is past the model's 1000 labels", error_type: "invalid_target" }) },
+    { status: 200, contentType: "text/event-stream",
+      body: "event: progress\r\ndata: {\"done\":0,\"total\":0,\"stage\":\"queued\"}\r\n\r\n: keep-alive\r\n\r\n"
+        + "event: progress\r\ndata: {\"done\":12,\"total\":534,\"stage\":\"masked\"}\r\n\r\n"
+        + "event: error\r\ndata: {\"error\":\"the model failed at run time: worker 1 died\",\"error_type\":\"model_failure\"}\r\n\r\n" },
+    { status: 200, contentType: "text/event-stream",
+      body: "event: progress\ndata: {\"done\":3,\"total\":534,\"stage\":\"masked\"}\n\n" },
+  ];
+  const expected = [
+    /failed: `target`: class 5000 is past the model's 1000 labels \(HTTP 422, invalid_target\)/,
+    /failed: the model failed at run time: worker 1 died \(model_failure\)\.$/,
+    /failed: the connection closed before a result arrived/,
+  ];
+  // Last, SS-CAM with 3 samples running out of time: its parameters are sent, and the
+  // message suggests fewer samples.
+  answers.push({ status: 200, contentType: "text/event-stream",
+    body: 'event: error\ndata: {"error":"the deadline passed before the explanation finished","error_type":"deadline_exceeded"}\n\n' });
+  expected.push(/failed: the deadline passed before the explanation finished \(deadline_exceeded\)\. Try fewer samples/);
+  let served = 0;
+  const urls = [];
+  await page.route("**/explain/stream?*", (route) => { urls.push(new URL(route.request().url())); route.fulfill(answers[served++]); });
+  try {
+    for (const [i, want] of expected.entries()) {
+      if (i === expected.length - 1) {
+        await page.selectOption("#method", "sscam");
+        assert.equal(await page.isVisible("#samples"), true);
+        await page.fill("#samples", "3");
+      }
+      await page.click("#explain");
+      await page.waitForFunction(() => document.getElementById("error").textContent !== "", null, { timeout: 10_000 });
+      assert.match(await page.getByRole("alert").textContent(), want);
+      assert.equal(await page.$eval("#progress", (b) => b.hidden), true);
+      assert.equal(await page.isDisabled("#cancel"), true);
+      assert.equal(await page.isEnabled("#explain"), true);
+    }
+  } finally {
+    await page.unroute("**/explain/stream?*");
+    await page.selectOption("#method", "scorecam");
+  }
+  assert.equal(served, 4);
+  const last = urls[3].searchParams;
+  assert.equal(last.get("method"), "sscam");
+  assert.equal(last.get("samples"), "3");
+  assert.equal(last.has("preset"), false);
+  assert.equal(last.has("steps"), false);
+});
+
+test("a file that is not an image gets an error in words", async () => {
+  const text = Buffer.from("These are some notes, not a picture.\n");
+  await page.setInputFiles("#file", { name: "notes.txt", mimeType: "text/plain", buffer: text });
+  await page.waitForFunction(() => document.getElementById("error").textContent !== "", null, { timeout: 30_000 });
+  const alert = page.getByRole("alert");
+  assert.equal(await alert.isVisible(), true);
+  const message = await alert.textContent();
+  // The server's own message, in words, not a code.
+  const api = await fetch(`${BASE}/predict`, {
+    method: "POST", headers: { "Content-Type": "application/octet-stream" }, body: text,
+  });
+  assert.ok(api.status >= 400 && api.status < 500);
+  const body = await api.json();
+  assert.ok(message.includes(body.error), `"${message}" does not include the server's "${body.error}"`);
+  assert.match(message, /notes\.txt/);
+  assert.doesNotMatch(message, /undefined|\[object/);
+  assert.equal(await page.locator("#predictions button").count(), 0);
+  assert.equal(await page.isDisabled("#explain"), true);
+});
+
+test("at 360 px wide the page is one column with no horizontal scroll", async () => {
+  const narrow = await newContext({ width: 360, height: 780 });
+  const p = await narrow.newPage();
+  watch(p);
+  await p.goto(`${BASE}/`);
+  await p.setInputFiles("#file", SAMPLE);
+  await p.waitForSelector("#predictions button", { timeout: 60_000 });
+  const layout = await p.evaluate(() => ({
+    scroll: document.documentElement.scrollWidth,
+    inner: window.innerWidth,
+    settings: document.getElementById("h-settings").closest("section").getBoundingClientRect().left,
+    predictions: document.getElementById("h-predictions").closest("section").getBoundingClientRect().left,
+    settingsBottom: document.getElementById("h-settings").closest("section").getBoundingClientRect().bottom,
+    predictionsTop: document.getElementById("h-predictions").closest("section").getBoundingClientRect().top,
+    stageRight: document.getElementById("stage").getBoundingClientRect().right,
+  }));
+  assert.equal(layout.inner, 360);
+  assert.ok(layout.scroll <= 360, `horizontal scroll: scrollWidth ${layout.scroll}`);
+  assert.equal(layout.settings, layout.predictions, "sections are not in one column");
+  assert.ok(layout.predictionsTop >= layout.settingsBottom, "sections overlap or sit side by side");
+  assert.ok(layout.stageRight <= 360);
+  await p.screenshot({ path: path.join(ARTIFACTS, "page-360.png"), fullPage: true });
+  await narrow.close();
+});
+
+test("no console errors and no CSP violations", async () => {
+  assert.deepEqual(consoleErrors, []);
+  assert.deepEqual(cspViolations, []);
+  console.log(`# screenshots: ${path.join(ARTIFACTS, "page.png")} ${path.join(ARTIFACTS, "page-360.png")}`);
+});

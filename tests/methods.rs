@@ -1,0 +1,119 @@
+//! Every method and the faithfulness metrics through the engine on the real default model:
+//! pass counts (what each method may and may not run), metric invariants, parameter bounds.
+
+mod common;
+
+use scorecam::cam::{Method, Preset};
+use scorecam::engine::{Engine, ExplainOutcome, JobRequest, TargetSpec};
+use scorecam::imaging::{self, ImageLimits};
+
+fn chelsea(engine: &Engine) -> Vec<f32> {
+    let img = imaging::decode(&common::sample_png(), &ImageLimits::default()).unwrap();
+    imaging::preprocess(&img, &engine.registry().all()[0].manifest.input).tensor
+}
+
+async fn explain(engine: &Engine, method: Method, targets: Vec<usize>, metrics: bool) -> ExplainOutcome {
+    let request = JobRequest::explain("efficientnet-lite0", chelsea(engine), method, TargetSpec::Classes(targets))
+        .with_metrics(metrics);
+    engine.explain(request).await.unwrap()
+}
+
+fn counter(engine: &Engine) -> (u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    (engine.stats().masked_passes.load(Relaxed), engine.stats().head_passes.load(Relaxed))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pass_counts_follow_each_methods_plan() {
+    let engine = common::default_engine();
+    let exact = explain(&engine, Method::scorecam(Preset::Official), vec![285], false).await;
+    let active = 1280 - exact.stats.skipped_channels;
+    assert_eq!(exact.stats.forward_passes, active + 1);
+    assert!(active > 100 && active < 1280, "{active} active channels");
+
+    // Ablation-CAM: one full clean pass; everything else through the head alone. (The
+    // engine is shared by this file's tests, so the global head counter may only grow
+    // by more than this job's share, never by less.)
+    let before = counter(&engine);
+    let ablation = explain(&engine, Method::AblationCam, vec![285], false).await;
+    let after = counter(&engine);
+    assert_eq!(ablation.stats.forward_passes, 1, "only the clean pass went through the extractor");
+    assert!((after.1 - before.1) as usize >= ablation.stats.head_passes);
+    assert_eq!(ablation.stats.head_passes + ablation.stats.skipped_channels, 1280);
+    assert!(ablation.stats.head_passes >= active, "every non-constant channel is ablated");
+
+    // SS-CAM: N passes per active channel plus N shared by the constant ones.
+    let ss = explain(&engine, Method::SsCam { samples: 2, sigma: 2.0, seed: 1 }, vec![285], false).await;
+    assert_eq!(ss.stats.forward_passes, 1 + 2 * (active + 1));
+    // IS-CAM: N per active channel plus the one zero input.
+    let is = explain(&engine, Method::IsCam { steps: 2 }, vec![285], false).await;
+    assert_eq!(is.stats.forward_passes, 1 + 2 * active + 1);
+    // Faster Score-CAM: at most the channels kept.
+    let fast =
+        explain(&engine, Method::ScoreCam { preset: Preset::Official, max_channels: Some(64) }, vec![285], false).await;
+    assert_eq!(fast.stats.forward_passes, 65);
+    assert_eq!(fast.stats.skipped_channels, 1280 - 64);
+
+    for outcome in [&ablation, &ss, &is, &fast] {
+        let map = &outcome.maps[0].input.data;
+        assert_eq!(map.len(), 224 * 224);
+        let (lo, hi) = map.iter().fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+        assert!(lo >= 0.0 && hi <= 1.0 + 1e-6 && hi > 0.5, "map spans {lo}..{hi}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sscam_is_reproducible_for_a_seed() {
+    let engine = common::default_engine();
+    let m = |seed| Method::SsCam { samples: 1, sigma: 2.0, seed };
+    let a = explain(&engine, m(3), vec![285], false).await;
+    let b = explain(&engine, m(3), vec![285], false).await;
+    let c = explain(&engine, m(4), vec![285], false).await;
+    assert!(common::max_abs_diff(&a.maps[0].input.data, &b.maps[0].input.data) < 1e-5);
+    assert!(common::max_abs_diff(&a.maps[0].input.data, &c.maps[0].input.data) > 1e-3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_cost_39_passes_per_target_plus_one_and_are_consistent() {
+    let engine = common::default_engine();
+    let plain = explain(&engine, Method::scorecam(Preset::Official), vec![285, 281], false).await;
+    let with = explain(&engine, Method::scorecam(Preset::Official), vec![285, 281], true).await;
+    assert!(plain.metrics.is_none());
+    assert_eq!(with.stats.metric_passes, 2 * 39 + 1);
+    assert_eq!(with.stats.forward_passes, plain.stats.forward_passes, "metrics are counted apart");
+    let probs = scorecam::cam::softmax(&with.logits);
+    let metrics = with.metrics.as_ref().unwrap();
+    for (m, &t) in metrics.iter().zip(&with.targets) {
+        assert!((m.clean_probability - probs[t]).abs() < 1e-6);
+        assert_eq!(m.deletion_curve.len(), 21);
+        assert_eq!(m.deletion_curve[0], m.clean_probability);
+        assert_eq!(m.insertion_curve[20], m.clean_probability);
+        assert_eq!(m.deletion_curve[20], m.insertion_curve[0], "both end at the baseline");
+        assert!((0.0..=1.0).contains(&m.average_drop));
+        assert_eq!(m.increase_in_confidence, m.masked_probability > m.clean_probability);
+        let want = (m.clean_probability - m.masked_probability).max(0.0) / (m.clean_probability + 1e-7);
+        assert!((m.average_drop - want).abs() < 1e-6);
+        assert!((0.0..=1.0).contains(&m.deletion_auc) && (0.0..=1.0).contains(&m.insertion_auc));
+    }
+    // The same map evaluated as an outside map gives the same figures.
+    let maps = with.maps.iter().map(|m| m.input.data.clone()).collect();
+    let (again, stats) = engine.evaluate_maps("efficientnet-lite0", chelsea(&engine), maps, &[285, 281]).await.unwrap();
+    assert_eq!(stats.metric_passes, 79);
+    for (a, b) in again.iter().zip(metrics) {
+        assert!((a.deletion_auc - b.deletion_auc).abs() < 1e-4 && (a.average_drop - b.average_drop).abs() < 1e-4);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn out_of_bounds_parameters_are_refused_before_any_pass() {
+    let engine = common::default_engine();
+    for method in [
+        Method::SsCam { samples: 1_000_000, sigma: 2.0, seed: 0 },
+        Method::IsCam { steps: 0 },
+        Method::ScoreCam { preset: Preset::Official, max_channels: Some(5000) },
+    ] {
+        let request = JobRequest::explain("efficientnet-lite0", chelsea(&engine), method, TargetSpec::TopK(1));
+        let err = engine.explain(request).await.unwrap_err();
+        assert!(matches!(err, scorecam::engine::EngineError::InvalidMethod(_)), "{method}: {err}");
+    }
+}
