@@ -84,7 +84,7 @@ for name, data in images.items():
 
 # request_parsing: [method, route, content type, flags] + query + b"\n" + body.
 POST, GET = 0, 6
-EXPLAIN, PREDICT, V2, V2_UNKNOWN, MODEL = 0, 1, 2, 5, 6
+EXPLAIN, PREDICT, V2, STREAM, V2_UNKNOWN, MODEL = 0, 1, 2, 3, 5, 6
 MULTIPART, PNG, JSON, JPEG, OCTET, TEXT, NONE = 0, 1, 2, 3, 4, 8, 9
 ACCEPT_JSON, CHUNKED = 1, 2
 BOUNDARY = b"fuzzboundary"
@@ -126,6 +126,13 @@ request("multipart_two_images", EXPLAIN, MULTIPART, b"", multipart(png) [:-len(B
 request("json", EXPLAIN, JSON, b"", as_json(png, target=[1, 2], format="json", resolution="model"))
 request("json_predict", PREDICT, JSON, b"timeout_ms=1000", as_json(images["rgb.tiff"], top_k=2))
 request("json_bad", EXPLAIN, JSON, b"", b'{"image": {"b64": "!!"}, "alpha": [1, {"x": 2}]}')
+request("sscam", EXPLAIN, PNG, b"method=sscam&samples=3&sigma=0.5&seed=7&format=json", png)
+request("iscam", EXPLAIN, PNG, b"method=iscam&steps=3&metrics=true", png)
+request("ablationcam", EXPLAIN, MULTIPART, b"", multipart(png, method="ablationcam", top_k=2))
+request("max_channels", EXPLAIN, JSON, b"", as_json(png, max_channels=2, preset="pytorch_grad_cam"))
+request("bad_method_params", EXPLAIN, PNG, b"method=sscam&samples=1000000&steps=0&sigma=-1", png)
+request("stream", STREAM, PNG, b"top_k=2&metrics=true", png)
+request("stream_json", STREAM, JSON, b"", as_json(png, method="iscam", steps=2))
 request("bad_params", EXPLAIN, PNG, b"alpha=2&top_k=0&method=gradcam&timeout_ms=0&bogus=1", png)
 request("both_targets", EXPLAIN, PNG, b"target=1&top_k=2&target=99", png)
 request("timeout_1ms", EXPLAIN, PNG, b"timeout_ms=1", png)

@@ -3,7 +3,7 @@
 //!
 //! Input layout (so that seeds can be written by hand, see fuzz/make_seeds.py):
 //!   byte 0  method   (mostly POST; GET, PUT)
-//!   byte 1  route    (/explain, /predict, /v2/…/infer, …)
+//!   byte 1  route    (/explain, /explain/stream, /predict, /v2/…/infer, …)
 //!   byte 2  Content-Type, from a small set (multipart with boundary `fuzzboundary`, image/*,
 //!           application/json, octet-stream, text/plain, none, …)
 //!   byte 3  flags: bit 0 `Accept: application/json`, bit 1 body sent in three chunks
@@ -12,7 +12,8 @@
 //!
 //! Invariants: no panic; no 500 (nor any 5xx but the documented 503 and 504); every error
 //! response is JSON `{"error": "…", "error_type": "…"}`; a 200 from /explain is a PNG or
-//! JSON, from /predict JSON with `predictions`.
+//! JSON, from /predict JSON with `predictions`, from /explain/stream events ending in a
+//! `result` or an `error` that is not a 500's.
 #![no_main]
 
 use std::sync::{Arc, LazyLock};
@@ -33,7 +34,7 @@ const ROUTES: [&str; 8] = [
     "/explain",
     "/predict",
     "/v2/models/tiny/infer",
-    "/explain",
+    "/explain/stream",
     "/predict",
     "/v2/models/nope/infer",
     "/models/tiny",
@@ -180,8 +181,36 @@ fuzz_target!(|data: &[u8]| {
         let json = content_type_out.starts_with("application/json")
             && serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|v| v.get("explanations").is_some());
         assert!(png || json, "explain 200 is neither a PNG nor the JSON document ({content_type_out})");
+    } else if status == StatusCode::OK && method == Method::POST && route == "/explain/stream" {
+        check_stream(&bytes);
     } else if status == StatusCode::OK && method == Method::POST && route == "/predict" {
         let doc: serde_json::Value = serde_json::from_slice(&bytes).expect("predict 200 is JSON");
         assert!(doc.get("predictions").is_some_and(serde_json::Value::is_array), "{doc}");
     }
 });
+
+/// A 200 stream ends with one `result` or `error` event; an error there is never what
+/// would have been a 500 (`internal`, `model_failure`) and has the error shape.
+fn check_stream(bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    let mut last: Option<(String, String)> = None;
+    for block in text.split("\n\n") {
+        let event = block.lines().find_map(|l| l.strip_prefix("event:")).map(|e| e.trim().to_string());
+        let data: String = block.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim).collect();
+        if let Some(event) = event {
+            last = Some((event, data));
+        }
+    }
+    let (event, data) = last.expect("the stream has events");
+    match event.as_str() {
+        "result" => {}
+        "error" => {
+            assert!(is_error_shape(data.as_bytes()), "stream error without the error shape: {data}");
+            assert!(
+                !data.contains("\"error_type\":\"internal\"") && !data.contains("\"error_type\":\"model_failure\""),
+                "stream error that would be a 500: {data}"
+            );
+        }
+        other => panic!("the stream ends with `{other}`, not a result or an error"),
+    }
+}
