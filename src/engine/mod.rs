@@ -7,6 +7,7 @@
 //! n. Callers talk to the scheduler through a channel and await a one-shot reply.
 
 mod job;
+pub mod memory;
 mod scheduler;
 pub mod stats;
 mod worker;

@@ -110,6 +110,7 @@ impl Scheduler {
 
     pub fn run(mut self, commands: mpsc::Receiver<Command>) {
         let mut wake = Duration::from_millis(100);
+        let mut busy = false;
         loop {
             let first = match commands.recv_timeout(wake) {
                 Ok(c) => Some(c),
@@ -138,6 +139,12 @@ impl Scheduler {
                 break;
             }
             let now = Instant::now();
+            // Idle after work: give the burst's freed memory back to the OS.
+            let idle = self.jobs.is_empty() && self.waiting.is_empty();
+            if idle && busy {
+                super::memory::release_free_memory();
+            }
+            busy = !idle;
             self.expire(now);
             self.promote(now);
             wake = self.dispatch(now);
