@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::cam::faithfulness::{Faithfulness, STEPS, pearson, top_iou};
 use crate::cam::{Method, Preset, gaussian_noise};
 use crate::engine::{Engine, EngineError, JobRequest, TargetSpec};
-use crate::imaging::{self, ImageLimits};
+use crate::imaging::ImageLimits;
 
 /// One column of the evaluation: a method, or a map that needs no model (a floor).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -323,14 +323,9 @@ pub async fn evaluate_image(
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let package = engine.registry().get(&config.model).map_err(|e| e.to_string())?.clone();
     let bytes: Arc<[u8]> = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?.into();
-    let limits = config.limits.clone();
-    let spec = package.manifest.input.clone();
-    let pre = tokio::task::spawn_blocking(move || {
-        imaging::decode(&bytes, &limits).map(|img| imaging::preprocess(&img, &spec)).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| format!("{name}: {e}"))?;
+    let (_, pre) = crate::pipeline::decode(bytes, config.limits.clone(), package.clone())
+        .await
+        .map_err(|e| format!("{name}: {e}"))?;
     let (target, source) = match config.labels.get(&name) {
         Some(&class) => (class, "label"),
         None => {

@@ -258,7 +258,8 @@ pub fn validate(package: &ModelPackage, p: &ExplainParams) -> Result<(), Pipelin
     Ok(())
 }
 
-async fn decode(
+/// Decodes and preprocesses off the async threads.
+pub(crate) async fn decode(
     bytes: Arc<[u8]>,
     limits: ImageLimits,
     package: Arc<ModelPackage>,

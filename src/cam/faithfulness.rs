@@ -105,8 +105,16 @@ impl MetricPlan {
         if targets == 0 { 0 } else { targets * (1 + 2 * (STEPS - 1)) + 1 }
     }
 
+    /// Where a pass sits in the plan (the layout `new` builds: per target, X ⊙ L, then the
+    /// deletion steps, then the insertion steps; the shared baseline last).
     fn index_of(&self, pass: MetricPass) -> usize {
-        self.passes.iter().position(|p| *p == pass).expect("planned pass")
+        let per_target = 1 + 2 * (STEPS - 1);
+        match pass {
+            MetricPass::Masked(t) => t * per_target,
+            MetricPass::Deletion(t, s) => t * per_target + s,
+            MetricPass::Insertion(t, s) => t * per_target + (STEPS - 1) + s,
+            MetricPass::Baseline => self.passes.len() - 1,
+        }
     }
 
     /// The figures of target number `t` (in the plan's map order) from its pass scores and
