@@ -160,6 +160,8 @@ pub struct RunStats {
     pub metric_passes: usize,
     /// Channels that got no pass of their own (constant, all-zero, or left out).
     pub skipped_channels: usize,
+    /// Channels whose mask equals another channel's, so they reused its passes.
+    pub shared_mask_channels: usize,
     /// The largest batch any of its passes ran in.
     pub batch_size: usize,
 }

@@ -482,6 +482,8 @@ impl Scheduler {
         let plan = Arc::new(MaskPlan::new(method, Activations::new(k, fh, fw, features), [c, h, w]));
         job.stats.skipped_channels = plan.skipped_channels();
         self.stats.skipped_channels.fetch_add(plan.skipped_channels() as u64, Ordering::Relaxed);
+        job.stats.shared_mask_channels = plan.shared_mask_channels();
+        self.stats.shared_mask_channels.fetch_add(plan.shared_mask_channels() as u64, Ordering::Relaxed);
         if let Some(p) = &job.entry.request.progress {
             let metric_passes = if metrics { MetricPlan::pass_count(targets.len()) } else { 0 };
             p.set_total(plan.len() + metric_passes);

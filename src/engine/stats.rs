@@ -57,6 +57,7 @@ pub struct EngineStats {
     pub head_passes: AtomicU64,
     pub clean_passes: AtomicU64,
     pub skipped_channels: AtomicU64,
+    pub shared_mask_channels: AtomicU64,
     pub rejected: AtomicU64,
     /// Jobs dropped because their caller went away.
     pub cancelled: AtomicU64,
@@ -76,6 +77,7 @@ impl EngineStats {
             head_passes: AtomicU64::new(0),
             clean_passes: AtomicU64::new(0),
             skipped_channels: AtomicU64::new(0),
+            shared_mask_channels: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
             queued_jobs: AtomicUsize::new(0),

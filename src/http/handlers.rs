@@ -61,6 +61,7 @@ fn image_response(img: RenderedImage) -> Response {
         ("x-scorecam-target-score", format!("{:.6}", img.target.score)),
         ("x-scorecam-forward-passes", img.stats.forward_passes.to_string()),
         ("x-scorecam-skipped-channels", img.stats.skipped_channels.to_string()),
+        ("x-scorecam-shared-mask-channels", img.stats.shared_mask_channels.to_string()),
         (
             "server-timing",
             format!(

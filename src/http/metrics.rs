@@ -79,6 +79,11 @@ impl HttpMetrics {
                 engine.skipped_channels.load(Ordering::Relaxed),
             ),
             (
+                "scorecam_shared_mask_channels_total",
+                "Channels whose mask repeated another channel's, so they reused its passes.",
+                engine.shared_mask_channels.load(Ordering::Relaxed),
+            ),
+            (
                 "scorecam_rejected_jobs_total",
                 "Jobs refused at admission (429).",
                 engine.rejected.load(Ordering::Relaxed),
