@@ -28,7 +28,7 @@ async fn pass_counts_follow_each_methods_plan() {
     let engine = common::default_engine();
     let exact = explain(&engine, Method::scorecam(Preset::Official), vec![285], false).await;
     let active = 1280 - exact.stats.skipped_channels;
-    assert_eq!(exact.stats.forward_passes, active + 1);
+    assert_eq!(exact.stats.forward_passes, active - exact.stats.shared_mask_channels + 1);
     assert!(active > 100 && active < 1280, "{active} active channels");
 
     // Ablation-CAM: one full clean pass; everything else through the head alone. (The
@@ -42,16 +42,16 @@ async fn pass_counts_follow_each_methods_plan() {
     assert_eq!(ablation.stats.head_passes + ablation.stats.skipped_channels, 1280);
     assert!(ablation.stats.head_passes >= active, "every non-constant channel is ablated");
 
-    // SS-CAM: N passes per active channel plus N shared by the constant ones.
+    // SS-CAM: N passes per distinct active mask plus N shared by the constant ones.
     let ss = explain(&engine, Method::SsCam { samples: 2, sigma: 2.0, seed: 1 }, vec![285], false).await;
-    assert_eq!(ss.stats.forward_passes, 1 + 2 * (active + 1));
-    // IS-CAM: N per active channel plus the one zero input.
+    assert_eq!(ss.stats.forward_passes, 1 + 2 * (active - ss.stats.shared_mask_channels + 1));
+    // IS-CAM: N per distinct active mask plus the one zero input.
     let is = explain(&engine, Method::IsCam { steps: 2 }, vec![285], false).await;
-    assert_eq!(is.stats.forward_passes, 1 + 2 * active + 1);
+    assert_eq!(is.stats.forward_passes, 1 + 2 * (active - is.stats.shared_mask_channels) + 1);
     // Faster Score-CAM: at most the channels kept.
     let fast =
         explain(&engine, Method::ScoreCam { preset: Preset::Official, max_channels: Some(64) }, vec![285], false).await;
-    assert_eq!(fast.stats.forward_passes, 65);
+    assert_eq!(fast.stats.forward_passes, 65 - fast.stats.shared_mask_channels);
     assert_eq!(fast.stats.skipped_channels, 1280 - 64);
 
     for outcome in [&ablation, &ss, &is, &fast] {

@@ -841,6 +841,56 @@ mod tests {
         assert_eq!(is.skipped_channels(), 2);
     }
 
+    /// 7 channels of 2×3 where several repeat another's normalised pattern.
+    fn repeating_activations() -> Activations {
+        let p = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0];
+        let mut data = p.to_vec();
+        data.extend(p.iter().map(|v| 3.0 * v + 2.0)); // 1: affine copy of 0
+        data.extend([5.0, 0.0, 0.5, 1.0, 0.0, 2.0]); // 2: its own pattern
+        data.extend([0.0, 0.0, 6.0, 0.0, 0.0, 0.0]); // 3: one saturated cell
+        data.extend([0.0, 0.0, 0.5, 0.0, 0.0, 0.0]); // 4: the same cell, weaker
+        data.extend([6.0; 6]); // 5: constant
+        data.extend(p.iter().map(|v| v / 1024.0)); // 6: copy of 0 with a range under 1e-2
+        Activations::new(7, 2, 3, data)
+    }
+
+    #[test]
+    fn channels_with_the_same_mask_share_passes_and_the_maps_do_not_change() {
+        let hw = (5, 7);
+        let x = input(hw.0, hw.1);
+        let model = Linear::new(4, x.len());
+        let clean = model.logits(&x);
+        // (method, passes, channels sharing): official shares 1, 4 and 6; pytorch_grad_cam
+        // not 6 (its 1e-8 matters at that range). torch-cam adds its 1e-8 at feature size:
+        // it vanishes in f32 next to ranges of 5 and 15 (1 and 4 share), not next to 0.005
+        // (6 does not).
+        let cases: [(Method, usize, usize); 5] = [
+            (Preset::Official.into(), 3, 3),
+            (Preset::PytorchGradCam.into(), 4 + 1, 2),
+            (Preset::Torchcam.into(), 4 + 1, 2),
+            (Method::SsCam { samples: 2, sigma: 2.0, seed: 3 }, 2 * 4 + 2, 2),
+            (Method::IsCam { steps: 3 }, 3 * 4 + 1, 2),
+        ];
+        for (method, passes, shared) in cases {
+            let plan = plan(method, repeating_activations(), hw);
+            assert_eq!((plan.len(), plan.shared_mask_channels()), (passes, shared), "{method:?}");
+            assert_eq!(plan.skipped_channels(), 1, "{method:?}: the constant channel");
+            let maps = explain_with(&plan, &x, &clean, &[0, 2], 3, |b, n| model.batch(b, n));
+            for (map, class) in maps.iter().zip([0, 2]) {
+                let want = match method {
+                    Method::ScoreCam { preset, .. } => {
+                        reference(preset, &model, &repeating_activations(), &x, hw, class)
+                    }
+                    _ => reference_smoothed(method, &model, &repeating_activations(), &x, hw, class),
+                };
+                assert_close(&map.input.data, &want.input.data, 1e-5);
+            }
+        }
+        // Ablating different channels never gives the same input.
+        let ablation = plan(Method::AblationCam, repeating_activations(), hw);
+        assert_eq!((ablation.len(), ablation.shared_mask_channels()), (7, 0), "no channel is all zero");
+    }
+
     #[test]
     fn iscam_coefficients_are_the_cumulative_sums() {
         let c: Vec<f32> = (1..=10).map(|i| iscam_coefficient(i, 10)).collect();
