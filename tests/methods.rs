@@ -117,3 +117,27 @@ async fn out_of_bounds_parameters_are_refused_before_any_pass() {
         assert!(matches!(err, scorecam::engine::EngineError::InvalidMethod(_)), "{method}: {err}");
     }
 }
+
+/// The shipped int8 variant (scripts/quantize_int8.py) is a different model, selected by
+/// name: its map must stay close to the fp32 one (BENCHMARKS.md gives the figures over the
+/// sample photos) without being the same computation.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_int8_model_explains_close_to_the_fp32_model() {
+    use scorecam::cam::faithfulness::{pearson, top_iou};
+    let engine = common::default_engine();
+    let fp32 = explain(&engine, Method::scorecam(Preset::Official), vec![285], false).await;
+    let request = JobRequest::explain(
+        "efficientnet-lite0-int8",
+        chelsea(&engine),
+        Method::scorecam(Preset::Official),
+        TargetSpec::Classes(vec![285]),
+    );
+    let int8 = engine.explain(request).await.unwrap();
+    let (a, b) = (&fp32.maps[0].input.data, &int8.maps[0].input.data);
+    let (r, iou) = (pearson(a, b), top_iou(a, b, 0.2));
+    assert!(r > 0.98 && iou > 0.85, "int8 vs fp32 on chelsea: r = {r}, top-20 % IoU = {iou}");
+    let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(diff > 1e-3, "the int8 map equals the fp32 map (max |Δ| = {diff}): is the int8 model really loaded?");
+    let top = int8.logits.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).map(|(i, _)| i);
+    assert_eq!(top, Some(285), "the int8 model still predicts Egyptian cat");
+}
