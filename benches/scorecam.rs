@@ -196,6 +196,10 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Photos every concurrency level explains: 16 make a level last about a minute, long
+/// enough that one photo's place in the queue does not sway the comparison.
+const HTTP_PHOTOS: usize = 16;
+
 async fn http(opts: &Options, out: &mut String) {
     let (images, models, threads, quick) = (&opts.images, &opts.models, opts.threads, opts.quick);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -222,12 +226,12 @@ async fn http(opts: &Options, out: &mut String) {
     }
     let base = base.expect("server started");
     let client = reqwest::Client::builder().timeout(Duration::from_secs(600)).build().unwrap();
-    let bodies: Vec<Vec<u8>> = images.iter().take(8).map(|p| std::fs::read(p).unwrap()).collect();
+    let bodies: Vec<Vec<u8>> = images.iter().take(HTTP_PHOTOS).map(|p| std::fs::read(p).unwrap()).collect();
     let rss_idle = peak_rss_kib(child.id());
 
     let _ = writeln!(
         out,
-        "\n## 3. HTTP server on loopback (official preset, PNG overlay; the same 8 photos at every level)\n"
+        "\n## 3. HTTP server on loopback (official preset, PNG overlay; the same {HTTP_PHOTOS} photos at every level)\n"
     );
     let _ = writeln!(out, "Server peak RSS after start-up: {:.0} MiB\n", rss_idle as f64 / 1024.0);
     let _ = writeln!(
@@ -236,9 +240,9 @@ async fn http(opts: &Options, out: &mut String) {
     );
     let levels: &[usize] = if quick { &[1, 2] } else { &[1, 2, 4, 8] };
     for &clients in levels {
-        // Every level explains the same 8 images (split among its clients), so the levels'
+        // Every level explains the same images (split among its clients), so the levels'
         // throughputs compare like with like (images differ in active channels).
-        let total = if quick { clients } else { 8 };
+        let total = if quick { clients } else { HTTP_PHOTOS };
         let per_client = total / clients;
         let t = Instant::now();
         let mut tasks = Vec::new();

@@ -1,8 +1,8 @@
 //! Giving freed memory back to the operating system. With glibc, every thread that
 //! allocates may get its own malloc arena (up to 8 per core), and freed pages stay in them:
 //! after a burst of explanations the server's RSS stayed ~340 MiB above its baseline in
-//! the soak test. Two arenas are plenty for a handful of busy threads, and trimming when
-//! the engine goes idle returns what the burst left behind.
+//! the soak test. Two arenas are plenty for a handful of busy threads, and trimming once
+//! the engine has stayed idle for a second returns what the burst left behind.
 
 /// Caps glibc's malloc arenas; call before any thread starts.
 pub fn limit_arenas() {

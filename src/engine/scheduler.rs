@@ -12,6 +12,9 @@ use super::stats::EngineStats;
 use super::worker::{Batch, BatchKind, BatchResult, Pool, Segment, SegmentOutput};
 use super::{EngineConfig, EngineError};
 use crate::cam::faithfulness::MetricPlan;
+
+/// How long the engine must stay idle before it trims the heap.
+const TRIM_AFTER_IDLE: Duration = Duration::from_secs(1);
 use crate::cam::{Activations, Graph, MaskPlan, PassSet, TargetScores};
 use crate::model::ModelRegistry;
 
@@ -110,6 +113,8 @@ impl Scheduler {
 
     pub fn run(mut self, commands: mpsc::Receiver<Command>) {
         let mut wake = Duration::from_millis(100);
+        // When the engine last went idle after work, until its memory is trimmed.
+        let mut idle_since: Option<Instant> = None;
         let mut busy = false;
         loop {
             let first = match commands.recv_timeout(wake) {
@@ -139,15 +144,29 @@ impl Scheduler {
                 break;
             }
             let now = Instant::now();
-            // Idle after work: give the burst's freed memory back to the OS.
-            let idle = self.jobs.is_empty() && self.waiting.is_empty();
-            if idle && busy {
-                super::memory::release_free_memory();
-            }
-            busy = !idle;
             self.expire(now);
             self.promote(now);
             wake = self.dispatch(now);
+            // Idle for a while after work: give the burst's freed memory back to the OS.
+            // Not at once: malloc_trim takes milliseconds, and between back-to-back
+            // requests (a /predict client) it would sit in every request's path.
+            let idle = self.jobs.is_empty() && self.waiting.is_empty();
+            if !idle {
+                busy = true;
+                idle_since = None;
+            } else if busy {
+                busy = false;
+                idle_since = Some(now);
+            }
+            if let Some(t) = idle_since {
+                let waited = now.duration_since(t);
+                if waited >= TRIM_AFTER_IDLE {
+                    super::memory::release_free_memory();
+                    idle_since = None;
+                } else {
+                    wake = wake.min(TRIM_AFTER_IDLE - waited);
+                }
+            }
         }
         for entry in self.waiting.drain(..) {
             let _ = entry.reply.send(Err(EngineError::ShuttingDown));
