@@ -203,6 +203,23 @@ async fn every_bad_input_gets_its_status_and_the_server_stays_ready() {
     )
     .await;
     assert_eq!(e, "empty_image");
+    // A declared length over the limit is refused before any of the body is read: a client
+    // that waits for `100 Continue` gets the 413 instead, without uploading.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = server.base.trim_start_matches("http://").to_string();
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /explain HTTP/1.1\r\nHost: {addr}\r\nContent-Type: image/png\r\n\
+             Content-Length: 50000000\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), tcp.read_to_end(&mut answer)).await.unwrap().unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("\"payload_too_large\""), "{answer}");
+    }
     let e = error_of(
         send_oversize(|| explain().header("content-type", "image/png").body(vec![7u8; 300_000])).await,
         StatusCode::PAYLOAD_TOO_LARGE,
