@@ -107,24 +107,28 @@ const SHARE_MIN_RANGE_EPS: f32 = 1e-2;
 ///   channel itself is the key and equal keys give bit-identical masks.
 /// - Ablation-CAM zeroes a different channel in each pass: nothing to share.
 fn mask_key(method: Method, a: &[f32]) -> Option<Vec<u32>> {
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect();
-    match method.preset() {
-        _ if matches!(method, Method::AblationCam) => None,
-        Preset::Official | Preset::PytorchGradCam => {
+    if matches!(method, Method::AblationCam) {
+        return None;
+    }
+    let normalised = match method.preset() {
+        // Exactly what `mask_into` upsamples, so equal keys give bit-equal masks.
+        Preset::Torchcam => torchcam_normalised(a),
+        preset => {
             let (lo, hi) = min_max(a);
-            let range = hi - lo;
-            if method.preset() == Preset::PytorchGradCam && range < SHARE_MIN_RANGE_EPS {
+            if preset == Preset::PytorchGradCam && hi - lo < SHARE_MIN_RANGE_EPS {
                 return None;
             }
-            let n: Vec<f32> = a.iter().map(|v| (v - lo) / range).collect();
-            Some(bits(&n))
+            a.iter().map(|v| (v - lo) / (hi - lo)).collect()
         }
-        Preset::Torchcam => {
-            let mut n = a.to_vec();
-            normalize_shift_eps(&mut n, 1e-8);
-            Some(bits(&n))
-        }
-    }
+    };
+    Some(normalised.iter().map(|x| x.to_bits()).collect())
+}
+
+/// torch-cam's channel normalisation at feature size, before its mask is upsampled.
+fn torchcam_normalised(a: &[f32]) -> Vec<f32> {
+    let mut n = a.to_vec();
+    normalize_shift_eps(&mut n, 1e-8);
+    n
 }
 
 /// IS-CAM's coefficient for step i (1-based): c_i = Σ_{j≤i} j/N.
@@ -254,11 +258,7 @@ impl MaskPlan {
                     mask.fill(0.0);
                 }
             }
-            Preset::Torchcam => {
-                let mut n = a.to_vec();
-                normalize_shift_eps(&mut n, 1e-8);
-                self.up.apply_into(&n, mask);
-            }
+            Preset::Torchcam => self.up.apply_into(&torchcam_normalised(a), mask),
         }
     }
 
