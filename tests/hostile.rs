@@ -105,3 +105,64 @@ async fn malformed_requests_get_400_and_the_server_stays_ready() {
     assert_eq!(c.post(&url).multipart(many).send().await.unwrap().status(), 400);
     ready(&c, &server).await;
 }
+
+/// A request refused before its body is read (too many parameters, two images, a wrong
+/// type, a wrong key) still gets its answer while the client is uploading the rest. A
+/// server that closed at once would leave unread bytes in its socket; the kernel then
+/// resets the connection and the client sees a broken pipe instead of the 4xx. The 4 MiB
+/// tail is well over a loopback socket's buffers, so without draining this fails every time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_refused_early_is_answered_while_the_client_still_uploads() {
+    let server = Server::start(&["--api-keys", "right-key-5d1e"]);
+    let c = reqwest::Client::new();
+    let url = server.url("/explain");
+    let key = ("x-api-key", "right-key-5d1e");
+    let tail = || Part::bytes(vec![b'x'; 4 << 20]);
+    let png = std::fs::read(common::root().join("tests/fixtures/hostile/valid_1x1.png")).unwrap();
+
+    let mut many = Form::new();
+    for i in 0..40 {
+        many = many.text(format!("p{i}"), "1");
+    }
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            "too many parameters",
+            c.post(&url).header(key.0, key.1).multipart(many.part("tail", tail())),
+            400,
+            "bad_request",
+        ),
+        (
+            "two images",
+            c.post(&url).header(key.0, key.1).multipart(
+                Form::new()
+                    .part("image", Part::bytes(png.clone()))
+                    .part("image", Part::bytes(png.clone()))
+                    .part("tail", tail()),
+            ),
+            400,
+            "bad_request",
+        ),
+        (
+            "unsupported type",
+            c.post(&url).header(key.0, key.1).header("content-type", "text/plain").body(vec![b'x'; 4 << 20]),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "wrong key",
+            c.post(&url).header(key.0, "wrong").header("content-type", "image/png").body(vec![b'x'; 4 << 20]),
+            401,
+            "unauthorized",
+        ),
+    ];
+    for (what, request, status, error_type) in cases {
+        let r = request.send().await.unwrap_or_else(|e| panic!("{what}: no answer: {e:?}"));
+        assert_eq!(r.status(), status, "{what}");
+        // The connection is not offered for reuse: the drain may stop short of the end.
+        assert_eq!(r.headers().get("connection").map(|v| v.as_bytes()), Some(&b"close"[..]), "{what}");
+        assert_eq!(r.json::<Value>().await.unwrap()["error_type"], error_type, "{what}");
+    }
+    let r = c.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "server still ready");
+    assert!(r.headers().get("connection").is_none(), "a request read to its end keeps its connection");
+}

@@ -219,6 +219,7 @@ async fn every_bad_input_gets_its_status_and_the_server_stays_ready() {
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
         assert!(answer.contains("\"payload_too_large\""), "{answer}");
+        assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
     }
     let e = error_of(
         send_oversize(|| explain().header("content-type", "image/png").body(vec![7u8; 300_000])).await,

@@ -1,6 +1,7 @@
 //! The HTTP face: axum router, input extraction, handlers, the error→status map, metrics.
 
 mod auth;
+mod body_guard;
 mod error;
 mod handlers;
 mod input;
@@ -49,24 +50,6 @@ async fn record(State(state): State<AppState>, req: Request, next: Next) -> Resp
     response
 }
 
-/// Refuses a body whose declared length is over the limit before reading any of it. A
-/// client that sent `Expect: 100-continue` (curl does for large uploads) then gets the 413
-/// without uploading; one that did not still gets it before its body is read. Bodies
-/// without a length are still cut off at the limit as they are read.
-async fn refuse_oversize(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    use axum::response::IntoResponse;
-    let limit = state.config.server.max_body_bytes;
-    let declared = req
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return error::ApiError::PayloadTooLarge(limit).into_response();
-    }
-    next.run(req).await
-}
-
 /// The application's routes and middleware.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.server.max_body_bytes;
@@ -94,8 +77,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/models/{name}/infer", post(v2::infer))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), refuse_oversize))
         .layer(middleware::from_fn_with_state(state.clone(), auth::require_key))
+        // Outside the key check, so a refused upload is drained too.
+        .layer(middleware::from_fn_with_state(state.clone(), body_guard::body_guard))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(PropagateRequestIdLayer::new(axum::http::HeaderName::from_static(REQUEST_ID)))
