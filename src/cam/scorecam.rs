@@ -566,6 +566,22 @@ mod tests {
         Activations::new(4, 2, 3, data)
     }
 
+    /// The tests' common setting: a 5×7 input, a 4-class linear model, its clean logits.
+    struct Scene {
+        hw: (usize, usize),
+        x: Vec<f32>,
+        model: Linear,
+        clean: Vec<f32>,
+    }
+
+    fn scene() -> Scene {
+        let hw = (5, 7);
+        let x = input(hw.0, hw.1);
+        let model = Linear::new(4, x.len());
+        let clean = model.logits(&x);
+        Scene { hw, x, model, clean }
+    }
+
     fn input(h: usize, w: usize) -> Vec<f32> {
         (0..3 * h * w).map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0).collect()
     }
@@ -740,10 +756,7 @@ mod tests {
 
     #[test]
     fn every_preset_matches_the_unoptimised_spec_for_every_target() {
-        let hw = (5, 7);
-        let x = input(hw.0, hw.1);
-        let model = Linear::new(4, x.len());
-        let clean = model.logits(&x);
+        let Scene { hw, x, model, clean } = scene();
         for preset in Preset::ALL {
             let plan = plan(preset, activations(), hw);
             for batch in [1, 2, 64] {
@@ -815,10 +828,7 @@ mod tests {
 
     #[test]
     fn sscam_and_iscam_match_the_spec_without_sharing() {
-        let hw = (5, 7);
-        let x = input(hw.0, hw.1);
-        let model = Linear::new(4, x.len());
-        let clean = model.logits(&x);
+        let Scene { hw, x, model, clean } = scene();
         for method in [Method::SsCam { samples: 3, sigma: 2.0, seed: 7 }, Method::IsCam { steps: 4 }] {
             let plan = plan(method, activations(), hw);
             let maps = explain_with(&plan, &x, &clean, &[1, 2], 5, |b, n| model.batch(b, n));
@@ -856,10 +866,7 @@ mod tests {
 
     #[test]
     fn channels_with_the_same_mask_share_passes_and_the_maps_do_not_change() {
-        let hw = (5, 7);
-        let x = input(hw.0, hw.1);
-        let model = Linear::new(4, x.len());
-        let clean = model.logits(&x);
+        let Scene { hw, x, model, clean } = scene();
         // (method, passes, channels sharing): official shares 1, 4 and 6; pytorch_grad_cam
         // not 6 (its 1e-8 matters at that range). torch-cam adds its 1e-8 at feature size:
         // it vanishes in f32 next to ranges of 5 and 15 (1 and 4 share), not next to 0.005
@@ -928,10 +935,7 @@ mod tests {
 
     #[test]
     fn max_channels_keeps_the_channels_with_the_largest_spread() {
-        let hw = (5, 7);
-        let x = input(hw.0, hw.1);
-        let model = Linear::new(4, x.len());
-        let clean = model.logits(&x);
+        let Scene { hw, x, model, clean } = scene();
         // By hand: channel 1 has std 1.740 (mean 17/12), channel 0 (the 0..5 ramp) 1.708;
         // the constant channels 0, so index order breaks their tie.
         assert_eq!(top_channels_by_std(&activations(), 1), vec![1]);

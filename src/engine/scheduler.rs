@@ -12,11 +12,11 @@ use super::stats::EngineStats;
 use super::worker::{Batch, BatchKind, BatchResult, Pool, Segment, SegmentOutput};
 use super::{EngineConfig, EngineError};
 use crate::cam::faithfulness::MetricPlan;
+use crate::cam::{Activations, Graph, MaskPlan, PassSet, TargetScores};
+use crate::model::ModelRegistry;
 
 /// How long the engine must stay idle before it trims the heap.
 const TRIM_AFTER_IDLE: Duration = Duration::from_secs(1);
-use crate::cam::{Activations, Graph, MaskPlan, PassSet, TargetScores};
-use crate::model::ModelRegistry;
 
 pub(crate) enum Command {
     Submit(Box<JobEntry>),

@@ -68,13 +68,13 @@ fn closing(response: &mut Response) {
 }
 
 /// Reads and discards up to the budget; dropping the body afterwards lets hyper close.
-async fn drain(mut body: Body, budget: DrainBudget) {
-    use futures_util::future::poll_fn;
+async fn drain(body: Body, budget: DrainBudget) {
+    use futures_util::StreamExt;
+    let mut data = body.into_data_stream();
     let read = async {
         let mut seen = 0usize;
-        while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-            let Ok(frame) = frame else { return };
-            seen += frame.data_ref().map_or(0, Bytes::len);
+        while let Some(Ok(chunk)) = data.next().await {
+            seen += chunk.len();
             if seen > budget.bytes {
                 return;
             }
