@@ -2,7 +2,7 @@
 
 Runs the fp32 extractor under ONNX Runtime's profiler (one thread, batch 1, all graph
 optimisations: the service's settings per worker) and sorts each convolution kernel's time
-by kind: depthwise, pointwise (1x1), other (dense 3x3 stem), plus everything else. Each
+by kind: depthwise, pointwise (1x1), dense (the 3x3 stem), and everything else. Each
 kind's multiply-adds come from the shapes the profiler records (NCHWc kernels pad channels
 to blocks of 16, so these are the multiply-adds the kernels actually do).
 
@@ -69,7 +69,6 @@ def main():
         kind, m = kind_and_macs(e["args"])
         us[kind] += e["dur"]
         macs[kind] += m
-    # Skip nothing: every run is the same graph, so averages are per pass.
     print(f"{runs} runs, one thread, batch 1")
     print(f"{'kind':<10} {'ms/pass':>8} {'M MAC':>8} {'GFLOP/s':>8}")
     total_ms = 0.0
