@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1.7
 # scorecam image. Every RUN step calls a committed script that CI also runs natively
-# (scripts/check-deploy.sh), because our machines have no Docker engine.
+# (scripts/ci/check_deploy.sh), because our machines have no Docker engine.
 #
 #   CPU:  docker build -t scorecam .
 #   CUDA: docker build -t scorecam:cuda --build-arg ORT_VARIANT=gpu \
@@ -17,17 +17,17 @@ COPY Cargo.toml Cargo.lock rustfmt.toml ./
 COPY src ./src
 COPY benches ./benches
 COPY openapi.yaml ./
-COPY scripts/build-release.sh ./scripts/
+COPY scripts/ci/build_release.sh ./scripts/
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    scripts/build-release.sh /out
+    scripts/ci/build_release.sh /out
 
 # --- onnxruntime: the pinned wheel's shared library, by the script the README uses
 FROM python:3.11-slim AS onnxruntime
 ARG ORT_VARIANT
 WORKDIR /src
-COPY scripts/setup-ort.sh ./scripts/
-RUN ORT_DEST=/opt/onnxruntime scripts/setup-ort.sh "${ORT_VARIANT}"
+COPY scripts/setup/ort.sh ./scripts/
+RUN ORT_DEST=/opt/onnxruntime scripts/setup/ort.sh "${ORT_VARIANT}"
 
 # --- runtime: slim, non-root, no shell needed
 FROM ${RUNTIME_BASE} AS runtime

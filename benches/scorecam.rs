@@ -327,7 +327,7 @@ async fn http(opts: &Options, out: &mut String) {
 #[tokio::main]
 async fn main() {
     let opts = options();
-    let (lib, _) = runtime::resolve_library(None, "cpu").expect("run scripts/setup-ort.sh");
+    let (lib, _) = runtime::resolve_library(None, "cpu").expect("run scripts/setup/ort.sh");
     runtime::init(&lib).unwrap();
     let registry = ModelRegistry::discover(&opts.models).unwrap();
     let mut out = String::new();

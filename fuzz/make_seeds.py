@@ -1,9 +1,9 @@
 """Writes seed inputs for the fuzz targets into OUT/decode_image and OUT/request_parsing.
 
-    .venv-tools/bin/python fuzz/make_seeds.py OUT      # needs Pillow (scripts/setup-python-tools.sh)
+    .venv-tools/bin/python fuzz/make_seeds.py OUT      # needs Pillow (scripts/setup/python_tools.sh)
 
 decode_image: small valid images of every accepted format (EXIF orientations, alpha,
-16-bit, grey, palette, CMYK, progressive JPEG, LZW TIFF, animated GIF); scripts/fuzz.sh also
+16-bit, grey, palette, CMYK, progressive JPEG, LZW TIFF, animated GIF); scripts/ci/fuzz.sh also
 gives libFuzzer tests/fixtures/hostile/ and samples/ as read-only seed folders.
 request_parsing: requests in the target's input layout (see
 fuzz/fuzz_targets/request_parsing.rs: method, route, content type, flags, query, `\\n`, body)
@@ -78,7 +78,7 @@ images["animated.gif"] = animated.getvalue()
 
 hostile = {p.name: p.read_bytes() for p in sorted((root / "tests/fixtures/hostile").iterdir())}
 
-# decode_image also reads tests/fixtures/hostile and samples/ directly (scripts/fuzz.sh).
+# decode_image also reads tests/fixtures/hostile and samples/ directly (scripts/ci/fuzz.sh).
 for name, data in images.items():
     (decode_dir / name).write_bytes(data)
 

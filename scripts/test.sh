@@ -6,11 +6,11 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-scripts/setup-ort.sh cpu
-scripts/setup-python-tools.sh
+scripts/setup/ort.sh cpu
+scripts/setup/python_tools.sh
 
 # fault-injection lets the HTTP tests inject panics and dead workers (test builds only).
 cargo test --all-targets --locked --features fault-injection
 .venv-tools/bin/python -m pytest -q tests/python
-scripts/contract-test.sh
-scripts/browser-test.sh
+scripts/ci/contract_test.sh
+scripts/ci/browser_test.sh

@@ -104,7 +104,7 @@ fn a_missing_runtime_library_is_one_clear_error() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
-    assert!(err.contains("scripts/setup-ort.sh") && err.contains("/nonexistent"), "{err}");
+    assert!(err.contains("scripts/setup/ort.sh") && err.contains("/nonexistent"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
 

@@ -1,4 +1,4 @@
-//! The hostile-input corpus (tests/fixtures/hostile, made by scripts/make_hostile_corpus.py)
+//! The hostile-input corpus (tests/fixtures/hostile, made by scripts/dev/make_hostile_corpus.py)
 //! against the real server: every hostile file gets a documented 4xx JSON error, every
 //! valid oddity is explained, and the server stays ready throughout.
 

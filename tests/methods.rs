@@ -118,7 +118,7 @@ async fn out_of_bounds_parameters_are_refused_before_any_pass() {
     }
 }
 
-/// The shipped int8 variant (scripts/quantize_int8.py) is a different model, selected by
+/// The shipped int8 variant (scripts/tools/quantize_int8.py) is a different model, selected by
 /// name: its map must stay close to the fp32 one (BENCHMARKS.md gives the figures over the
 /// sample photos) without being the same computation.
 #[tokio::test(flavor = "multi_thread")]

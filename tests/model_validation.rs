@@ -1,7 +1,7 @@
 //! Model package validation against real ONNX Runtime sessions: the tiny generated package
 //! loads, and every broken copy of it is refused with an error naming the file at fault.
 //!
-//! Needs the ONNX Runtime library that `scripts/setup-ort.sh` fetches into `.ort/cpu/`.
+//! Needs the ONNX Runtime library that `scripts/setup/ort.sh` fetches into `.ort/cpu/`.
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! Invariants: no panic; an `Ok` image is within the limits; the tensor has the model's
 //! shape and finite values; a map at the model's input size maps back onto exactly the
 //! upload's pixels. Unbounded allocation is caught by libFuzzer's `-malloc_limit_mb`
-//! (scripts/fuzz.sh sets it just above the 512 MiB decoder budget).
+//! (scripts/ci/fuzz.sh sets it just above the 512 MiB decoder budget).
 #![no_main]
 
 use std::sync::LazyLock;

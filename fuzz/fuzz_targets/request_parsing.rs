@@ -63,7 +63,7 @@ struct World {
 
 static WORLD: LazyLock<World> = LazyLock::new(|| {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let (lib, _) = scorecam::runtime::resolve_library(None, "cpu").expect("run scripts/setup-ort.sh first");
+    let (lib, _) = scorecam::runtime::resolve_library(None, "cpu").expect("run scripts/setup/ort.sh first");
     scorecam::runtime::init(&lib).expect("ONNX Runtime loads");
     let mut config = Config::default();
     config.models.dir = root.join("tests/fixtures/models");

@@ -1,4 +1,4 @@
-//! Colour maps as 256-entry lookup tables (see `scripts/gen_colormaps.py`).
+//! Colour maps as 256-entry lookup tables (see `scripts/dev/gen_colormaps.py`).
 
 use serde::{Deserialize, Serialize};
 

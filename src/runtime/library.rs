@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use super::RuntimeError;
 
-/// The ONNX Runtime release the `ort` crate (API 1.31) and `scripts/setup-ort.sh` agree on.
+/// The ONNX Runtime release the `ort` crate (API 1.31) and `scripts/setup/ort.sh` agree on.
 pub const ORT_VERSION: &str = "1.31.1";
 
 /// Where the library path came from, for the start-up log.
@@ -17,7 +17,7 @@ pub enum LibrarySource {
 }
 
 /// Resolves the library: `ORT_DYLIB_PATH`, then the configured path, then the checkout's
-/// `.ort/<variant>/` folder that `scripts/setup-ort.sh` fills (searched upwards from the
+/// `.ort/<variant>/` folder that `scripts/setup/ort.sh` fills (searched upwards from the
 /// working directory and from the executable, so `cargo run`, tests and an installed
 /// binary all find it).
 pub fn resolve_library(configured: Option<&Path>, variant: &str) -> Result<(PathBuf, LibrarySource), RuntimeError> {
@@ -79,7 +79,7 @@ mod tests {
         // through the error type rather than by loading.
         let err = RuntimeError::LibraryLoad { path: "/nope/libonnxruntime.so".into(), reason: "does not exist".into() };
         let msg = err.to_string();
-        assert!(msg.contains("scripts/setup-ort.sh") && msg.contains("ORT_DYLIB_PATH"), "{msg}");
+        assert!(msg.contains("scripts/setup/ort.sh") && msg.contains("ORT_DYLIB_PATH"), "{msg}");
     }
 
     #[test]

@@ -19,12 +19,12 @@ use std::path::PathBuf;
 pub enum RuntimeError {
     #[error(
         "ONNX Runtime {ORT_VERSION} library not found (looked in: {searched}). \
-         Run `scripts/setup-ort.sh` to fetch it, or point ORT_DYLIB_PATH at libonnxruntime.so.{ORT_VERSION}"
+         Run `scripts/setup/ort.sh` to fetch it, or point ORT_DYLIB_PATH at libonnxruntime.so.{ORT_VERSION}"
     )]
     LibraryNotFound { searched: String },
     #[error(
         "could not load ONNX Runtime from {path}: {reason}. \
-         Run `scripts/setup-ort.sh` (ONNX Runtime {ORT_VERSION}) or fix ORT_DYLIB_PATH"
+         Run `scripts/setup/ort.sh` (ONNX Runtime {ORT_VERSION}) or fix ORT_DYLIB_PATH"
     )]
     LibraryLoad { path: PathBuf, reason: String },
     #[error("execution provider {provider} is not available: {reason}")]

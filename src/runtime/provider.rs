@@ -20,7 +20,7 @@ impl ProviderKind {
         }
     }
 
-    /// The `.ort/<variant>/` folder `scripts/setup-ort.sh` fills for this provider.
+    /// The `.ort/<variant>/` folder `scripts/setup/ort.sh` fills for this provider.
     pub fn library_variant(self) -> &'static str {
         match self {
             ProviderKind::Cpu => "cpu",
@@ -67,7 +67,7 @@ impl ProviderConfig {
             (ProviderKind::Cuda, false, DevicePolicy::Require) => Err(RuntimeError::ProviderUnavailable {
                 provider: "cuda".into(),
                 reason: "the loaded ONNX Runtime has no CUDA execution provider; install the GPU build with \
-                         `scripts/setup-ort.sh gpu` and point ORT_DYLIB_PATH at it (CUDA 13 and cuDNN 9 must be present, as the onnxruntime-gpu 1.31.1 wheel requires)"
+                         `scripts/setup/ort.sh gpu` and point ORT_DYLIB_PATH at it (CUDA 13 and cuDNN 9 must be present, as the onnxruntime-gpu 1.31.1 wheel requires)"
                     .into(),
             }),
         }
@@ -113,7 +113,7 @@ mod tests {
     #[test]
     fn require_fails_with_a_clear_error_when_cuda_is_absent() {
         let err = cuda(DevicePolicy::Require).resolve(false).unwrap_err().to_string();
-        assert!(err.contains("cuda") && err.contains("setup-ort.sh gpu"), "{err}");
+        assert!(err.contains("cuda") && err.contains("setup/ort.sh gpu"), "{err}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //
 // Environment: SCORECAM_URL (the server, e.g. http://127.0.0.1:8080), CHROMIUM (default
 // /usr/bin/chromium), ARTIFACT_DIR (screenshots; default ../../target/browser-artifacts),
-// SAMPLE (default ../../samples/chelsea.png). scripts/browser-test.sh sets them up.
+// SAMPLE (default ../../samples/chelsea.png). scripts/ci/browser_test.sh sets them up.
 //
 // The steps share one page and run in order; each asserts what it claims.
 

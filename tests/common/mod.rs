@@ -12,7 +12,7 @@ pub fn root() -> PathBuf {
 }
 
 pub fn init_runtime() {
-    let (lib, _) = scorecam::runtime::resolve_library(None, "cpu").expect("run scripts/setup-ort.sh first");
+    let (lib, _) = scorecam::runtime::resolve_library(None, "cpu").expect("run scripts/setup/ort.sh first");
     scorecam::runtime::init(&lib).expect("ONNX Runtime loads");
 }
 

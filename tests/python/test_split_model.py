@@ -1,10 +1,10 @@
-"""Tests of scripts/split_model.py on the generated fixture tests/fixtures/models/variants/full.onnx.
+"""Tests of scripts/tools/split_model.py on the generated fixture tests/fixtures/models/variants/full.onnx.
 
 full.onnx: image [batch,3,16,16] -> Conv -> conv_out -> Relu -> relu_out -> GlobalAveragePool
 -> Flatten -> Gemm -> scores [batch,5] -> Softmax -> probs. Splitting it at relu_out must give
 the tiny package's extractor/head (same weights), with the final Softmax dropped.
 
-Run: pytest tests/python   (needs onnx, onnxruntime, numpy, pytest: scripts/requirements-tools.txt)
+Run: pytest tests/python   (needs onnx, onnxruntime, numpy, pytest: scripts/setup/requirements_tools.txt)
 """
 
 from __future__ import annotations

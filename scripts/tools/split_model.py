@@ -24,11 +24,11 @@ The split is checked with ONNX Runtime on a random batch of 2: head(extractor(x)
 equal the full model's output (after a softmax when one was dropped) to --tolerance.
 
 Examples:
-  python scripts/split_model.py resnet50.onnx --list-layers
-  python scripts/split_model.py resnet50.onnx --layer /layer4/layer4.2/relu_2/Relu_output_0 \\
+  python scripts/tools/split_model.py resnet50.onnx --list-layers
+  python scripts/tools/split_model.py resnet50.onnx --layer /layer4/layer4.2/relu_2/Relu_output_0 \\
       --out models/resnet50 --labels imagenet_labels.txt --resize shorter_side_crop --crop-from 256
 
-Needs only onnx, onnxruntime and numpy (pip install -r scripts/requirements-tools.txt).
+Needs only onnx, onnxruntime and numpy (pip install -r scripts/setup/requirements_tools.txt).
 """
 
 from __future__ import annotations
@@ -537,9 +537,9 @@ def main(argv=None) -> int:
         if args.resize == "shorter_side_crop" and args.crop_from < max(h, w):
             raise SplitError(f"--crop-from {args.crop_from} is smaller than the input size {h}×{w}")
         if args.description is None:
-            args.description = f"{full.stem} (split at {args.layer} by scripts/split_model.py)"
+            args.description = f"{full.stem} (split at {args.layer} by scripts/tools/split_model.py)"
         if args.source is None:
-            args.source = f"{full.name}, split at tensor {args.layer} by scripts/split_model.py"
+            args.source = f"{full.name}, split at tensor {args.layer} by scripts/tools/split_model.py"
 
         labels = read_labels(args.labels) if args.labels else None
 

@@ -4,16 +4,16 @@
 # is also a regression test). New corpus entries go to a temporary folder, so the checkout
 # is never modified; a crash leaves its input in fuzz/artifacts/<target>/ and fails.
 #
-#   scripts/fuzz.sh                 # every target, 30 s each
-#   scripts/fuzz.sh 600 decode_image
-#   FUZZ_SANITIZER=none scripts/fuzz.sh   # without AddressSanitizer (faster build and runs)
+#   scripts/ci/fuzz.sh                 # every target, 30 s each
+#   scripts/ci/fuzz.sh 600 decode_image
+#   FUZZ_SANITIZER=none scripts/ci/fuzz.sh   # without AddressSanitizer (faster build and runs)
 #
 # Needs: rustup's stable toolchain (cargo-fuzz needs nightly-only flags; RUSTC_BOOTSTRAP=1
 # unlocks them on stable, and stable's rust-std ships the AddressSanitizer runtime), a C++
-# compiler (libfuzzer-sys builds libFuzzer), Python 3 (scripts/setup-ort.sh, for the
+# compiler (libfuzzer-sys builds libFuzzer), Python 3 (scripts/setup/ort.sh, for the
 # request_parsing target's ONNX Runtime). cargo-fuzz is installed if missing.
 set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
 
 seconds=${1:-30}
@@ -30,7 +30,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "== installing cargo-fuzz $cargo_fuzz_version"
   cargo install cargo-fuzz --version "$cargo_fuzz_version" --locked
 fi
-scripts/setup-ort.sh cpu
+scripts/setup/ort.sh cpu
 
 # Per target: libFuzzer options. decode_image: any single allocation over 640 MiB is a
 # failure (the decoder budget is 512 MiB, limits.max_alloc_bytes); request_parsing runs

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Soak / load test: mixed traffic past capacity against a scorecam server on loopback.
 
-    scripts/soak.py --spawn --duration 300          # starts target/release/scorecam serve itself
-    scripts/soak.py --url http://127.0.0.1:8080 --pid 1234 --duration 120
+    scripts/bench/soak.py --spawn --duration 300          # starts target/release/scorecam serve itself
+    scripts/bench/soak.py --url http://127.0.0.1:8080 --pid 1234 --duration 120
 
 Python 3 standard library only. Traffic goes to 127.0.0.1 only; the run is bounded in
 time (--duration) and in count (--max-requests).
@@ -48,7 +48,7 @@ import threading
 import time
 import zlib
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 ERROR_STATUSES = {400, 404, 405, 408, 413, 415, 422, 429, 503, 504}
 BUSY = {429, 503, 504}  # deliberate answers of an overloaded server

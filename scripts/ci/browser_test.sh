@@ -5,7 +5,7 @@
 #
 # Screenshots go to $ARTIFACT_DIR (default target/browser-artifacts/).
 set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
 
 if ! command -v chromium >/dev/null; then
@@ -22,13 +22,13 @@ fi
 echo "== npm ci (tests/browser)"
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
-scripts/setup-ort.sh cpu
+scripts/setup/ort.sh cpu
 cargo build --locked --quiet --bin scorecam
 
 artifacts=${ARTIFACT_DIR:-$root/target/browser-artifacts}
 mkdir -p "$artifacts"
 log="$artifacts/server.log"
-source scripts/serve.sh
+source scripts/ci/serve_lib.sh
 start_server "$log"
 for _ in $(seq 1 600); do
   curl -sf "$url/readyz" >/dev/null && break

@@ -1,7 +1,7 @@
 """Fidelity of the int8 model's Score-CAM maps to the fp32 model's, on the sample photos
 that calibration did not see. Not part of the test suite (it needs ../shared/images).
 
-    python scripts/int8_fidelity.py [--images ../shared/images/imagenet-sample] [--limit N]
+    python scripts/bench/int8_fidelity.py [--images ../shared/images/imagenet-sample] [--limit N]
                                     [--preset official] [--out docs/int8]
 
 For each photo: `scorecam explain` with the fp32 model (its top class), then with the int8
@@ -18,7 +18,7 @@ import tempfile
 
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 FP32, INT8 = "efficientnet-lite0", "efficientnet-lite0-int8"
 
 

@@ -2,7 +2,7 @@
 the subset deploy/kubernetes uses) to one multi-document YAML on stdout, so CI can
 validate what `kubectl apply -k` would apply without kustomize installed.
 
-    python scripts/render_overlay.py deploy/kubernetes/overlays/gpu > gpu.yaml
+    python scripts/ci/render_overlay.py deploy/kubernetes/overlays/gpu > gpu.yaml
 """
 import copy
 import pathlib

@@ -6,11 +6,11 @@ by kind: depthwise, pointwise (1x1), dense (the 3x3 stem), and everything else. 
 kind's multiply-adds come from the shapes the profiler records (NCHWc kernels pad channels
 to blocks of 16, so these are the multiply-adds the kernels actually do).
 
-Given the per-core fp32 FMA peak measured by scripts/fma_peak.c, it prints a lower bound
+Given the per-core fp32 FMA peak measured by scripts/bench/fma_peak.c, it prints a lower bound
 on one pass: every dense and pointwise convolution at that peak, the depthwise ones and
 the rest at the time ONNX Runtime takes now. BENCHMARKS.md quotes it.
 
-    scripts/setup-python-tools.sh && .venv-tools/bin/python scripts/profile_extractor.py models/efficientnet-lite0/extractor.onnx --peak-gflops 114
+    scripts/setup/python_tools.sh && .venv-tools/bin/python scripts/bench/profile_extractor.py models/efficientnet-lite0/extractor.onnx --peak-gflops 114
 """
 
 import argparse

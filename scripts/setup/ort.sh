@@ -2,16 +2,16 @@
 # Fetches the pinned ONNX Runtime shared library from its PyPI wheel and unpacks it into
 # .ort/<variant>/ (git-ignored). Idempotent: a verified library already in place is kept.
 #
-#   scripts/setup-ort.sh            # CPU build  -> .ort/cpu/libonnxruntime.so.1.31.1
-#   scripts/setup-ort.sh gpu        # CUDA build -> .ort/gpu/ (needs CUDA 13 + cuDNN 9 at run time (the wheel's own requirements))
-#   ORT_DEST=/opt/ort scripts/setup-ort.sh   # another destination (the Docker image uses this)
+#   scripts/setup/ort.sh            # CPU build  -> .ort/cpu/libonnxruntime.so.1.31.1
+#   scripts/setup/ort.sh gpu        # CUDA build -> .ort/gpu/ (needs CUDA 13 + cuDNN 9 at run time (the wheel's own requirements))
+#   ORT_DEST=/opt/ort scripts/setup/ort.sh   # another destination (the Docker image uses this)
 #
 # The wheel's sha256 is pinned: a different file from the index is an error, not a warning.
 set -euo pipefail
 
 ORT_VERSION=1.31.1
 variant=${1:-cpu}
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 dest=${ORT_DEST:-$root/.ort/$variant}
 
 case "$variant" in

@@ -4,12 +4,12 @@
 # image's set-up scripts, then start the built binary the way the image's entrypoint does
 # and pass its HEALTHCHECK command.
 set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
 
-source scripts/venv.sh
+source scripts/setup/venv.sh
 venv=.venv-deploy
-ensure_venv "$venv" scripts/requirements-deploy.txt
+ensure_venv "$venv" scripts/ci/requirements_deploy.txt
 
 echo "== hadolint"
 "$venv/bin/hadolint" Dockerfile
@@ -21,15 +21,15 @@ cleanup() { [[ -n "$server" ]] && kill "$server" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 for overlay in deploy/kubernetes/overlays/*/; do
   name=$(basename "$overlay")
-  "$venv/bin/python" scripts/render_overlay.py "$overlay" > "$work/$name.yaml"
+  "$venv/bin/python" scripts/ci/render_overlay.py "$overlay" > "$work/$name.yaml"
   "$venv/bin/kubernetes-validate" --strict -k 1.33.0 "$work/$name.yaml"
   grep -q "nvidia.com/gpu" "$work/$name.yaml" && echo "$name requests a GPU"
 done
 "$venv/bin/kubernetes-validate" --strict -k 1.33.0 deploy/kubernetes/base/{deployment,service,hpa,pdb}.yaml
 
 echo "== image set-up scripts (natively)"
-ORT_DEST="$work/onnxruntime" scripts/setup-ort.sh cpu
-scripts/build-release.sh "$work/bin"
+ORT_DEST="$work/onnxruntime" scripts/setup/ort.sh cpu
+scripts/ci/build_release.sh "$work/bin"
 
 echo "== the entrypoint and its HEALTHCHECK"
 export ORT_DYLIB_PATH="$work/onnxruntime/libonnxruntime.so.1.31.1"

@@ -2,7 +2,7 @@
 (ONNX Runtime static quantisation, QDQ, per-channel weights, calibrated on sample photos),
 with the fp32 head, labels and manifest copied. Needs onnx, onnxruntime, numpy, pillow.
 
-    python scripts/quantize_int8.py [--images ../shared/images/imagenet-sample] [--calibration 64]
+    python scripts/tools/quantize_int8.py [--images ../shared/images/imagenet-sample] [--calibration 64]
 """
 import argparse
 import pathlib
@@ -14,7 +14,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from PIL import Image
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 SRC = ROOT / "models/efficientnet-lite0"
 DST = ROOT / "models/efficientnet-lite0-int8"
 
@@ -64,7 +64,7 @@ def main():
     )
     text = text.replace(
         manifest["source"],
-        manifest["source"] + f"; quantised by scripts/quantize_int8.py (ONNX Runtime static QDQ, per-channel, {len(photos)} calibration photos)",
+        manifest["source"] + f"; quantised by scripts/tools/quantize_int8.py (ONNX Runtime static QDQ, per-channel, {len(photos)} calibration photos)",
     )
     (DST / "model.toml").write_text(text)
     print("wrote", DST, [p.name for p in DST.iterdir()])

@@ -1,7 +1,7 @@
 """Writes tests/fixtures/hostile/: files an attacker or a broken client might send, for
 tests/hostile.rs. Deterministic; needs Pillow and numpy.
 
-    python scripts/make_hostile_corpus.py
+    python scripts/dev/make_hostile_corpus.py
 """
 import io
 import pathlib
@@ -11,7 +11,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-out = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "hostile"
+out = pathlib.Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "hostile"
 out.mkdir(parents=True, exist_ok=True)
 rng = np.random.default_rng(7)
 photo = Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))

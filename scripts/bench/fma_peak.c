@@ -3,7 +3,7 @@
  * gives the ceiling that BENCHMARKS.md measures ONNX Runtime's convolutions against (the
  * VM's reported clock is not the clock the core runs at).
  *
- *   gcc -O2 -mavx512f -mfma -o /tmp/fma_peak scripts/fma_peak.c && /tmp/fma_peak
+ *   gcc -O2 -mavx512f -mfma -o /tmp/fma_peak scripts/bench/fma_peak.c && /tmp/fma_peak
  *   (/tmp/fma_peak & /tmp/fma_peak; wait)   # both cores busy at once
  */
 #include <immintrin.h>

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the release binary and copies it to DEST (default: dist/). The Docker image's build
-# stage runs this; CI runs it natively (scripts/check-deploy.sh).
+# stage runs this; CI runs it natively (scripts/ci/check_deploy.sh).
 set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 dest=${1:-$root/dist}
 cd "$root"
 cargo build --release --locked --bin scorecam

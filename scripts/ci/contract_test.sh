@@ -10,16 +10,16 @@
 # - `not_a_server_error`: a generated `timeout_ms` of a few ms legitimately gives the
 #   documented 504. Instead, the server's own metrics must show no 500 at the end.
 set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
 
-source scripts/venv.sh
+source scripts/setup/venv.sh
 venv=.venv-contract
-ensure_venv "$venv" scripts/requirements-contract.txt
+ensure_venv "$venv" scripts/ci/requirements_contract.txt
 
 cargo build --locked --quiet
 mkdir -p target
-source scripts/serve.sh
+source scripts/ci/serve_lib.sh
 start_server target/contract-server.log --max-queued-jobs 64
 echo "contract test against $url"
 "$venv/bin/schemathesis" run openapi.yaml --url "$url" --checks all \

@@ -2,7 +2,7 @@
 EfficientNet-Lite0 weights of models/efficientnet-lite0), the same image and the same
 thread count, and reports the ratio. Not part of the test suite.
 
-    scripts/compare-pytorch-grad-cam.sh [--image samples/chelsea.png] [--threads 2]
+    scripts/bench/compare_pytorch_grad_cam.sh [--image samples/chelsea.png] [--threads 2]
 
 (the wrapper makes .venv-compare with torch, grad-cam and the efficientnet packages).
 """
@@ -21,7 +21,7 @@ from PIL import Image
 from pytorch_grad_cam import ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 FP32, INT8 = "efficientnet-lite0", "efficientnet-lite0-int8"
 
 
