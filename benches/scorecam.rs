@@ -41,7 +41,8 @@ fn options() -> Options {
     let args: Vec<String> = std::env::args().collect();
     let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = value("--images").map(PathBuf::from).unwrap_or_else(|| root.join("../shared/images/imagenet-sample"));
+    // A folder of photos (--images or SCORECAM_IMAGES); none: the reference photos below.
+    let dir = value("--images").or_else(|| std::env::var("SCORECAM_IMAGES").ok()).unwrap_or_default();
     let mut images: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|d| {
             d.filter_map(Result::ok)

@@ -1,8 +1,10 @@
 """Fidelity of the int8 model's Score-CAM maps to the fp32 model's, on the sample photos
-that calibration did not see. Not part of the test suite (it needs ../shared/images).
+that calibration did not see. Not part of the test suite (it needs a folder of sample
+photos, which the repository does not ship: docs/sample-images.md).
 
-    python scripts/bench/int8_fidelity.py [--images ../shared/images/imagenet-sample] [--limit N]
-                                    [--preset official] [--out docs/int8]
+    python scripts/bench/int8_fidelity.py --images DIR [--limit N] [--preset official] [--out docs/int8]
+
+Without --images the SCORECAM_IMAGES environment variable names the folder.
 
 For each photo: `scorecam explain` with the fp32 model (its top class), then with the int8
 model for the same class. Per photo it records Pearson r and top-20 % IoU between the two
@@ -12,6 +14,7 @@ and both explanation times. Writes OUT/fidelity.csv and OUT/summary.md. Needs nu
 import argparse
 import csv
 import json
+import os
 import pathlib
 import subprocess
 import tempfile
@@ -50,16 +53,21 @@ def pearson(a, b):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", default=str(ROOT / "../shared/images/imagenet-sample"))
+    ap.add_argument("--images", default=os.environ.get("SCORECAM_IMAGES"),
+                    help="folder of sample photos, *.JPEG, with an optional index.tsv (default: $SCORECAM_IMAGES)")
     ap.add_argument("--calibration", type=int, default=64, help="as given to quantize_int8.py: those photos are left out")
     ap.add_argument("--limit", type=int, default=0, help="at most this many photos (0: all)")
     ap.add_argument("--preset", default="official")
     ap.add_argument("--out", default=str(ROOT / "docs/int8"))
     ap.add_argument("--binary", default=str(ROOT / "target/release/scorecam"))
     args = ap.parse_args()
+    if not args.images:
+        ap.error("no photo folder: pass --images DIR or set SCORECAM_IMAGES (see docs/sample-images.md)")
 
     images = pathlib.Path(args.images)
     photos = sorted(images.glob("*.JPEG"))
+    if not photos:
+        ap.error(f"no *.JPEG photos in {images}")
     calibration = set(photos[: 2 * args.calibration : 2])
     photos = [p for p in photos if p not in calibration]
     if args.limit:

