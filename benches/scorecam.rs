@@ -15,11 +15,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use scorecam::cam::Preset;
-use scorecam::engine::{Engine, EngineConfig, TargetSpec};
-use scorecam::imaging::ImageLimits;
-use scorecam::model::ModelRegistry;
-use scorecam::pipeline::{self, ExplainParams, OutputFormat};
+use scorecam::engine::EngineConfig;
+use scorecam::model::ModelPackage;
 use scorecam::runtime::{self, ModelSessions, ProviderKind, SessionConfig};
+use scorecam::service::{
+    ExplainRequest, ImageInput, ModelRepository, OutputFormat, Rendered, Rendering, Service, ServiceConfig, TargetSpec,
+};
 
 struct Options {
     quick: bool,
@@ -114,9 +115,8 @@ fn machine() -> String {
 
 /// Images per second of the full model with the service's thread settings: `workers`
 /// sessions side by side, each with `threads` intra-op threads, each running batches.
-fn raw_throughput(registry: &ModelRegistry, opts: &Options, out: &mut String) -> f64 {
+fn raw_throughput(model: &ModelPackage, opts: &Options, out: &mut String) -> f64 {
     let (threads, workers, quick) = (opts.threads, opts.workers, opts.quick);
-    let model = registry.get(opts.model.as_deref().unwrap_or(&registry.all()[0].name)).unwrap().clone();
     let cfg = SessionConfig { intra_threads: threads, spinning: opts.spinning, ..SessionConfig::default() };
     let mut sessions: Vec<ModelSessions> = (0..workers)
         .map(|_| {
@@ -159,26 +159,27 @@ fn raw_throughput(registry: &ModelRegistry, opts: &Options, out: &mut String) ->
     best
 }
 
-async fn scorecam_end_to_end(engine: &Engine, opts: &Options, best: f64, out: &mut String) {
+async fn scorecam_end_to_end(service: &Service, name: &str, opts: &Options, best: f64, out: &mut String) {
     let (images, quick) = (&opts.images, opts.quick);
-    let name = opts.model.clone().unwrap_or_else(|| engine.registry().all()[0].name.clone());
     let n = if quick { 1 } else { images.len().min(10) };
-    let _ = writeln!(out, "\n## 2. Score-CAM end to end ({n} images, batch {})\n", engine.config().max_batch_size);
+    let batch = service.engine().config().max_batch_size;
+    let _ = writeln!(out, "\n## 2. Score-CAM end to end ({n} images, batch {batch})\n");
     let _ = writeln!(out, "| preset | mean s/image | mean forward passes | overhead ratio |\n|---|---:|---:|---:|");
     for preset in Preset::ALL {
         let (mut secs, mut passes) = (0.0, 0usize);
         for path in &images[..n] {
             let bytes: Arc<[u8]> = std::fs::read(path).unwrap().into();
-            let params = ExplainParams {
+            let request = ExplainRequest {
+                model: Some(name.to_string()),
                 method: preset.into(),
-                format: OutputFormat::Json,
                 targets: TargetSpec::TopK(1),
-                ..ExplainParams::new(&name)
+                rendering: Rendering { format: OutputFormat::Json, ..Default::default() },
+                ..Default::default()
             };
             let t = Instant::now();
-            let r = pipeline::explain(engine, bytes, &ImageLimits::default(), params).await.unwrap();
+            let r = service.explain(request, ImageInput::Encoded(bytes), None).await.unwrap();
             secs += t.elapsed().as_secs_f64();
-            if let pipeline::Rendered::Json(doc) = r {
+            if let Rendered::Json(doc) = r {
                 passes += doc.stats.forward_passes;
             }
         }
@@ -330,14 +331,20 @@ async fn main() {
     let opts = options();
     let (lib, _) = runtime::resolve_library(None, "cpu").expect("run scripts/setup/ort.sh");
     runtime::init(&lib).unwrap();
-    let registry = ModelRegistry::discover(&opts.models).unwrap();
+    let mut config = EngineConfig { max_batch_size: opts.batch, workers: opts.workers, ..EngineConfig::default() };
+    config.session.intra_threads = opts.threads;
+    config.session.spinning = opts.spinning;
+    let repo = ModelRepository::new(opts.models.clone(), None, config.clone()).only(opts.model.clone());
+    repo.refresh().unwrap();
+    let model = repo.ready().first().expect("a model to measure").clone();
+    let name = model.name().to_string();
     let mut out = String::new();
     let _ =
         writeln!(out, "# scorecam benchmark{}\n\n{}", if opts.quick { " (quick smoke run)" } else { "" }, machine());
     let _ = writeln!(
         out,
         "Model: {}; images: {} (first {} from {})",
-        opts.model.as_deref().unwrap_or(&registry.all()[0].name),
+        name,
         opts.images.len(),
         opts.images.len().min(10),
         opts.images[0].parent().unwrap().display()
@@ -347,14 +354,11 @@ async fn main() {
         "Settings: {} worker(s) × {} intra-op threads, max batch {}, spinning {}",
         opts.workers, opts.threads, opts.batch, opts.spinning
     );
-    let best = if opts.parts.contains(&1) { raw_throughput(&registry, &opts, &mut out) } else { f64::NAN };
-    let mut config = EngineConfig { max_batch_size: opts.batch, workers: opts.workers, ..EngineConfig::default() };
-    config.session.intra_threads = opts.threads;
-    config.session.spinning = opts.spinning;
+    let best = if opts.parts.contains(&1) { raw_throughput(&model.package, &opts, &mut out) } else { f64::NAN };
     if opts.parts.contains(&2) {
-        let engine = Engine::start(registry, config).unwrap();
-        scorecam_end_to_end(&engine, &opts, best, &mut out).await;
-        engine.shutdown(Duration::from_secs(1)).await;
+        let service = Service::start(config, repo, ServiceConfig::default()).unwrap();
+        scorecam_end_to_end(&service, &name, &opts, best, &mut out).await;
+        service.shutdown(Duration::from_secs(1)).await;
     }
     if opts.parts.contains(&3) {
         http(&opts, &mut out).await;

@@ -1,5 +1,6 @@
-//! Typed configuration: `config/default.toml`, then environment variables and CLI flags
-//! (applied by the CLI layer through clap's `env`).
+//! Typed configuration in layers: built-in defaults, then `config/default.toml` (or the
+//! named file), then overrides (the CLI's flags and their environment variables), each a
+//! table of dotted keys merged over the one below before the whole is checked once.
 
 use std::path::{Path, PathBuf};
 
@@ -24,13 +25,17 @@ pub struct Config {
 pub struct ModelsConfig {
     /// Folder of model packages; every sub-folder with a model.toml is a model.
     pub dir: PathBuf,
-    /// The model used when a request names none (the first one when unset).
+    /// The model used when a request names none. When it is absent or broken, the first
+    /// ready package is used and the log says so (`GET /models` shows both).
     pub default: Option<String>,
+    /// Seconds between looks at the folder for added, changed or removed packages (the
+    /// server only; 0: never).
+    pub poll_interval_s: u64,
 }
 
 impl Default for ModelsConfig {
     fn default() -> Self {
-        Self { dir: PathBuf::from("models"), default: Some("efficientnet-lite0".into()) }
+        Self { dir: PathBuf::from("models"), default: Some("efficientnet-lite0".into()), poll_interval_s: 5 }
     }
 }
 
@@ -132,6 +137,33 @@ impl Config {
         toml::from_str(&text).map_err(|e| ConfigError::Invalid { path: path.into(), message: e.message().to_string() })
     }
 
+    /// The file (as `load` picks it) with `layers` merged over it in order; each layer is a
+    /// table whose keys are dotted configuration paths (`server.bind = "…"`).
+    pub fn layered(path: Option<&Path>, layers: &[toml::Table]) -> Result<Self, ConfigError> {
+        let (source, mut table) = match Self::file(path) {
+            Some(p) => {
+                let text = std::fs::read_to_string(&p).map_err(|source| ConfigError::Io { path: p.clone(), source })?;
+                let table = text.parse::<toml::Table>().map_err(|e| ConfigError::Invalid {
+                    path: p.clone(),
+                    message: e.message().to_string(),
+                })?;
+                (p, table)
+            }
+            None => (PathBuf::from("(built-in defaults)"), toml::Table::new()),
+        };
+        for (dotted, value) in layers.iter().flatten() {
+            set_path(&mut table, dotted, value.clone());
+        }
+        table.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid { path: source, message: e.message().to_string() })
+    }
+
+    fn file(path: Option<&Path>) -> Option<PathBuf> {
+        match path {
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(PathBuf::from("config/default.toml")).filter(|p| p.is_file()),
+        }
+    }
+
     /// The named file, else `config/default.toml` when present, else built-in defaults.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         match path {
@@ -156,9 +188,55 @@ impl Config {
     }
 }
 
+/// Turns a struct of optional overrides (fields renamed to dotted paths, `None` skipped)
+/// into a layer for [`Config::layered`].
+pub fn layer<T: Serialize>(overrides: &T) -> Result<toml::Table, ConfigError> {
+    toml::Table::try_from(overrides)
+        .map_err(|e| ConfigError::Invalid { path: PathBuf::from("(command line)"), message: e.to_string() })
+}
+
+/// Sets `a.b.c` in a table, creating the tables on the way.
+fn set_path(table: &mut toml::Table, dotted: &str, value: toml::Value) {
+    let mut parts: Vec<&str> = dotted.split('.').collect();
+    let last = parts.pop().unwrap_or(dotted);
+    let mut t = table;
+    for p in parts {
+        let entry = t.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        t = entry.as_table_mut().expect("made a table above");
+    }
+    t.insert(last.to_string(), value);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layers_override_the_file_key_by_key() {
+        #[derive(Serialize)]
+        struct Flags {
+            #[serde(rename = "server.bind", skip_serializing_if = "Option::is_none")]
+            bind: Option<String>,
+            #[serde(rename = "engine.session.intra_threads", skip_serializing_if = "Option::is_none")]
+            threads: Option<usize>,
+            #[serde(rename = "engine.workers", skip_serializing_if = "Option::is_none")]
+            workers: Option<usize>,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[server]\nbind = \"0.0.0.0:1\"\nrequest_timeout_ms = 5\n[engine]\nworkers = 3\n").unwrap();
+        let flags = Flags { bind: Some("127.0.0.1:9".into()), threads: Some(2), workers: None };
+        let cfg = Config::layered(Some(&file), &[layer(&flags).unwrap()]).unwrap();
+        assert_eq!(cfg.server.bind, "127.0.0.1:9", "the flag wins");
+        assert_eq!(cfg.server.request_timeout_ms, 5, "the file's other keys stay");
+        assert_eq!(cfg.engine.workers, 3, "an unset flag changes nothing");
+        assert_eq!(cfg.engine.session.intra_threads, 2);
+        let typo = Config::layered(Some(&file), &[toml::Table::from_iter([("server.bnd".into(), 1.into())])]);
+        assert!(typo.unwrap_err().to_string().contains("bnd"));
+    }
 
     #[test]
     fn the_shipped_default_config_parses_and_equals_the_built_in_defaults() {

@@ -11,12 +11,11 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::cam::faithfulness::{Faithfulness, STEPS, pearson, top_iou};
-use crate::cam::{Method, Preset, gaussian_noise};
-use crate::engine::{Engine, EngineError, JobRequest, TargetSpec};
-use crate::imaging::ImageLimits;
+use crate::cam::{Method, gaussian_noise};
+use crate::service::{ExplainRequest, ImageInput, OutputFormat, Rendering, Resolution, Service, TargetSpec, top_k};
 
 /// One column of the evaluation: a method, or a map that needs no model (a floor).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum Candidate {
     Method(Method),
     /// Uniform noise: what a map that knows nothing scores.
@@ -37,13 +36,10 @@ impl Candidate {
             .collect()
     }
 
+    /// The method in the registry's short form (`scorecam:official@64`), or the floor's name.
     pub fn label(&self) -> String {
         match self {
-            Candidate::Method(Method::ScoreCam { preset, max_channels: None }) => format!("scorecam:{preset}"),
-            Candidate::Method(Method::ScoreCam { preset, max_channels: Some(n) }) => format!("scorecam:{preset}@{n}"),
-            Candidate::Method(Method::SsCam { samples, .. }) => format!("sscam:{samples}"),
-            Candidate::Method(Method::IsCam { steps }) => format!("iscam:{steps}"),
-            Candidate::Method(Method::AblationCam) => "ablationcam".into(),
+            Candidate::Method(m) => m.short(),
             Candidate::Random => "random".into(),
             Candidate::Centre => "centre".into(),
         }
@@ -52,7 +48,7 @@ impl Candidate {
     /// For an approximation, the exact method it approximates.
     pub fn exact(&self) -> Option<Method> {
         match self {
-            Candidate::Method(Method::ScoreCam { preset, max_channels: Some(_) }) => Some(Method::scorecam(*preset)),
+            Candidate::Method(m) => m.exact(),
             _ => None,
         }
     }
@@ -61,54 +57,20 @@ impl Candidate {
 impl std::str::FromStr for Candidate {
     type Err = String;
 
-    /// `scorecam[:preset][@max_channels]`, `sscam[:samples]`, `iscam[:steps]`,
-    /// `ablationcam`, `random`, `centre`.
+    /// A method in the registry's short form, `random` or `centre`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        let (head, channels) = match s.split_once('@') {
-            Some((h, n)) => (h, Some(n.parse::<usize>().map_err(|_| format!("`{s}`: `@{n}` is not a channel count"))?)),
-            None => (s, None),
-        };
-        let (name, arg) = match head.split_once(':') {
-            Some((n, a)) => (n, Some(a)),
-            None => (head, None),
-        };
-        let count = |a: Option<&str>, default: usize| -> Result<usize, String> {
-            a.map_or(Ok(default), |a| a.parse().map_err(|_| format!("`{s}`: `{a}` is not a count")))
-        };
-        let only_scorecam = |c: Option<usize>| match c {
-            Some(_) => Err(format!("`{s}`: `@N` applies to scorecam only")),
-            None => Ok(()),
-        };
-        match name {
-            "scorecam" => {
-                let preset = arg.map_or(Ok(Preset::Official), str::parse)?;
-                Ok(Candidate::Method(Method::ScoreCam { preset, max_channels: channels }))
-            }
-            "sscam" => {
-                only_scorecam(channels)?;
-                let samples = count(arg, crate::cam::SSCAM_SAMPLES)?;
-                Ok(Candidate::Method(Method::SsCam { samples, sigma: crate::cam::SSCAM_SIGMA, seed: 0 }))
-            }
-            "iscam" => {
-                only_scorecam(channels)?;
-                Ok(Candidate::Method(Method::IsCam { steps: count(arg, crate::cam::ISCAM_STEPS)? }))
-            }
-            "ablationcam" | "random" | "centre" | "center" if arg.is_none() && channels.is_none() => Ok(match name {
-                "ablationcam" => Candidate::Method(Method::AblationCam),
-                "random" => Candidate::Random,
-                _ => Candidate::Centre,
-            }),
-            _ => Err(format!(
-                "unknown method `{s}` (expected scorecam[:preset][@channels], sscam[:samples], iscam[:steps], \
-                 ablationcam, random or centre)"
-            )),
+        match s.trim() {
+            "random" => Ok(Candidate::Random),
+            "centre" | "center" => Ok(Candidate::Centre),
+            spec => Method::from_short(spec)
+                .map(Candidate::Method)
+                .map_err(|e| format!("{e} (or the floors random and centre)")),
         }
     }
 }
 
 /// A floor's map at the model's input resolution.
-pub fn baseline_map(candidate: Candidate, height: usize, width: usize, seed: u64) -> Option<Vec<f32>> {
+pub fn baseline_map(candidate: &Candidate, height: usize, width: usize, seed: u64) -> Option<Vec<f32>> {
     match candidate {
         Candidate::Method(_) => None,
         // |N(0, 1)| is as good a "knows nothing" map as uniform noise, and reproducible.
@@ -309,49 +271,51 @@ pub struct EvaluationConfig {
     pub model: String,
     pub candidates: Vec<Candidate>,
     pub labels: BTreeMap<String, usize>,
-    pub limits: ImageLimits,
     pub seed: u64,
 }
 
 /// Evaluates one image under every candidate; `done` is called after each.
 pub async fn evaluate_image(
-    engine: &Engine,
+    service: &Service,
     config: &EvaluationConfig,
     path: &Path,
     mut done: impl FnMut(),
 ) -> Result<Vec<Record>, String> {
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let package = engine.registry().get(&config.model).map_err(|e| e.to_string())?.clone();
+    let err = |e: crate::service::ServiceError| format!("{name}: {e}");
     let bytes: Arc<[u8]> = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?.into();
-    let (_, pre) = crate::pipeline::decode(bytes, config.limits.clone(), package.clone())
-        .await
-        .map_err(|e| format!("{name}: {e}"))?;
+    let input = service.preprocess(&config.model, ImageInput::Encoded(bytes)).await.map_err(err)?;
+    let (model, logits) =
+        service.classify(Some(&config.model), ImageInput::Tensor(input.clone()), None).await.map_err(err)?;
     let (target, source) = match config.labels.get(&name) {
         Some(&class) => (class, "label"),
-        None => {
-            let logits = engine.predict(&config.model, pre.tensor.clone()).await.map_err(|e| e.to_string())?;
-            (crate::engine::top_k(&logits, 1)[0], "predicted")
-        }
+        None => (top_k(&logits, 1)[0], "predicted"),
     };
-    let [_, h, w] = package.info.input_chw;
+    let [_, h, w] = model.package.info.input_chw;
     let mut exact_maps: BTreeMap<String, Vec<f32>> = BTreeMap::new();
     let mut records = Vec::new();
     let explain = |method: Method| {
-        let request = JobRequest::explain(&config.model, pre.tensor.clone(), method, TargetSpec::Classes(vec![target]))
-            .with_metrics(true);
-        async move { engine.explain(request).await }
+        let request = ExplainRequest {
+            model: Some(config.model.clone()),
+            targets: TargetSpec::Classes(vec![target]),
+            method,
+            metrics: true,
+            rendering: Rendering { format: OutputFormat::Json, resolution: Resolution::Model, ..Default::default() },
+            ..Default::default()
+        };
+        let image = ImageInput::Tensor(input.clone());
+        async move { service.run(service.prepare(request, image).await?, None).await }
     };
-    let err = |e: EngineError| format!("{name}: {e}");
     for candidate in &config.candidates {
         let record = match candidate {
             Candidate::Method(method) => {
                 let t = Instant::now();
-                let outcome = explain(*method).await.map_err(err)?;
+                let outcome = explain(method.clone()).await.map_err(err)?;
                 let seconds = t.elapsed().as_secs_f64() - outcome.timings.metrics_ms / 1e3;
                 let map = outcome.maps[0].input.data.clone();
                 let (pearson, top20_iou) = match candidate.exact() {
                     Some(exact) => {
-                        let key = Candidate::Method(exact).label();
+                        let key = Candidate::Method(exact.clone()).label();
                         if !exact_maps.contains_key(&key) {
                             let o = explain(exact).await.map_err(err)?;
                             exact_maps.insert(key.clone(), o.maps[0].input.data.clone());
@@ -382,9 +346,9 @@ pub async fn evaluate_image(
                     ^ name
                         .bytes()
                         .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-                let map = baseline_map(*floor, h, w, seed).expect("a floor");
+                let map = baseline_map(floor, h, w, seed).ok_or("a floor has a map")?;
                 let (figures, _) =
-                    engine.evaluate_maps(&config.model, pre.tensor.clone(), vec![map], &[target]).await.map_err(err)?;
+                    service.evaluate_maps(&config.model, input.clone(), vec![map], &[target]).await.map_err(err)?;
                 Record {
                     image: name.clone(),
                     method: floor.label(),
@@ -427,19 +391,19 @@ mod tests {
     #[test]
     fn approximations_know_their_exact_method() {
         let fast: Candidate = "scorecam:torchcam@64".parse().unwrap();
-        assert_eq!(fast.exact(), Some(Method::scorecam(Preset::Torchcam)));
+        assert_eq!(fast.exact().map(|m| m.short()), Some("scorecam:torchcam".to_string()));
         assert_eq!("scorecam".parse::<Candidate>().unwrap().exact(), None);
     }
 
     #[test]
     fn the_centre_floor_peaks_in_the_middle() {
-        let m = baseline_map(Candidate::Centre, 5, 5, 0).unwrap();
+        let m = baseline_map(&Candidate::Centre, 5, 5, 0).unwrap();
         let peak = m.iter().copied().fold(0.0, f32::max);
         assert_eq!(m[12], peak);
         assert!(m[0] < m[6] && m[6] < m[12]);
-        let r = baseline_map(Candidate::Random, 4, 4, 1).unwrap();
+        let r = baseline_map(&Candidate::Random, 4, 4, 1).unwrap();
         assert!(r.iter().all(|v| *v >= 0.0));
-        assert_ne!(r, baseline_map(Candidate::Random, 4, 4, 2).unwrap());
+        assert_ne!(r, baseline_map(&Candidate::Random, 4, 4, 2).unwrap());
     }
 
     fn record(method: &str, drop: f32, increase: bool, del: f32) -> Record {

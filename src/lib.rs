@@ -2,8 +2,9 @@
 //!
 //! The crate is split by what each part knows about (see ARCHITECTURE.md):
 //! `cam` is the pure algorithm, `runtime` wraps ONNX Runtime, `model` reads model packages,
-//! `imaging` turns uploaded bytes into tensors, `engine` schedules batched passes over
-//! worker threads, `render` turns maps into PNG/JSON, and `http`/`cli` are thin faces.
+//! `imaging` turns uploaded bytes into tensors, `render` draws maps, `engine` is a queue
+//! of pass sets over worker threads, `service` is the one road from a request to a result,
+//! and `http`/`cli` (with `evaluation`) are thin faces over it.
 
 pub mod cam;
 pub mod cli;
@@ -13,6 +14,6 @@ pub mod evaluation;
 pub mod http;
 pub mod imaging;
 pub mod model;
-pub mod pipeline;
 pub mod render;
 pub mod runtime;
+pub mod service;

@@ -13,8 +13,8 @@ fn main() -> std::process::ExitCode {
     let cli = scorecam::cli::Cli::parse();
     match runtime.block_on(scorecam::cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("error: {message}");
+        Err(error) => {
+            eprintln!("error: {error}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -14,7 +14,7 @@ use image::{
 };
 use scorecam::cam::Map;
 use scorecam::imaging::{ImageLimits, ImagingError, Region, decode, preprocess};
-use scorecam::model::{InputSpec, ResizeMode};
+use scorecam::model::{InputSpec, ResizeFilter, ResizeMode};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -129,7 +129,7 @@ fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
 }
 
 fn spec(width: u32, height: u32, resize: ResizeMode, crop_from: Option<u32>) -> InputSpec {
-    InputSpec { width, height, resize, crop_from, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] }
+    InputSpec { width, height, resize, crop_from, resize_filter: ResizeFilter::Triangle, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] }
 }
 
 /// The normalisation the spec above asks for, computed the same way in f32.
@@ -494,6 +494,7 @@ fn per_channel_mean_and_std_are_applied_to_their_own_channel() {
         height: 2,
         resize: ResizeMode::Stretch,
         crop_from: None,
+        resize_filter: ResizeFilter::Triangle,
         mean: [0.0, 0.5, 1.0],
         std: [1.0, 0.5, 0.25],
     };

@@ -1,31 +1,37 @@
-//! Every method and the faithfulness metrics through the engine on the real default model:
+//! Every method and the faithfulness metrics through the service on the real default model:
 //! pass counts (what each method may and may not run), metric invariants, parameter bounds.
 
 mod common;
 
 use scorecam::cam::{Method, Preset};
-use scorecam::engine::{Engine, ExplainOutcome, JobRequest, TargetSpec};
-use scorecam::imaging::{self, ImageLimits};
+use scorecam::service::{ExplainRequest, Explanation, ImageInput, Service, ServiceError, TargetSpec};
 
-fn chelsea(engine: &Engine) -> Vec<f32> {
-    let img = imaging::decode(&common::sample_png(), &ImageLimits::default()).unwrap();
-    imaging::preprocess(&img, &engine.registry().all()[0].manifest.input).tensor
+fn chelsea() -> ImageInput {
+    ImageInput::Encoded(common::sample_png().into())
 }
 
-async fn explain(engine: &Engine, method: Method, targets: Vec<usize>, metrics: bool) -> ExplainOutcome {
-    let request = JobRequest::explain("efficientnet-lite0", chelsea(engine), method, TargetSpec::Classes(targets))
-        .with_metrics(metrics);
-    engine.explain(request).await.unwrap()
+fn method(name: &str, params: &[(&str, &str)]) -> Method {
+    Method::parse(Some(name), params).unwrap()
 }
 
-fn counter(engine: &Engine) -> (u64, u64) {
+async fn run(service: &Service, model: &str, method: Method, targets: TargetSpec, metrics: bool) -> Result<Explanation, ServiceError> {
+    let request = ExplainRequest { model: Some(model.into()), targets, method, metrics, ..Default::default() };
+    service.run(service.prepare(request, chelsea()).await?, None).await
+}
+
+async fn explain(service: &Service, method: Method, targets: Vec<usize>, metrics: bool) -> Explanation {
+    run(service, "efficientnet-lite0", method, TargetSpec::Classes(targets), metrics).await.unwrap()
+}
+
+fn counter(service: &Service) -> (u64, u64) {
     use std::sync::atomic::Ordering::Relaxed;
-    (engine.stats().masked_passes.load(Relaxed), engine.stats().head_passes.load(Relaxed))
+    let stats = service.engine().stats();
+    (stats.masked_passes.load(Relaxed), stats.head_passes.load(Relaxed))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pass_counts_follow_each_methods_plan() {
-    let engine = common::default_engine();
+    let engine = common::default_service();
     let exact = explain(&engine, Method::scorecam(Preset::Official), vec![285], false).await;
     let active = 1280 - exact.stats.skipped_channels;
     assert_eq!(exact.stats.forward_passes, active - exact.stats.shared_mask_channels + 1);
@@ -35,7 +41,7 @@ async fn pass_counts_follow_each_methods_plan() {
     // engine is shared by this file's tests, so the global head counter may only grow
     // by more than this job's share, never by less.)
     let before = counter(&engine);
-    let ablation = explain(&engine, Method::AblationCam, vec![285], false).await;
+    let ablation = explain(&engine, method("ablationcam", &[]), vec![285], false).await;
     let after = counter(&engine);
     assert_eq!(ablation.stats.forward_passes, 1, "only the clean pass went through the extractor");
     assert!((after.1 - before.1) as usize >= ablation.stats.head_passes);
@@ -43,14 +49,13 @@ async fn pass_counts_follow_each_methods_plan() {
     assert!(ablation.stats.head_passes >= active, "every non-constant channel is ablated");
 
     // SS-CAM: N passes per distinct active mask plus N shared by the constant ones.
-    let ss = explain(&engine, Method::SsCam { samples: 2, sigma: 2.0, seed: 1 }, vec![285], false).await;
+    let ss = explain(&engine, method("sscam", &[("samples", "2"), ("sigma", "2.0"), ("seed", "1")]), vec![285], false).await;
     assert_eq!(ss.stats.forward_passes, 1 + 2 * (active - ss.stats.shared_mask_channels + 1));
     // IS-CAM: N per distinct active mask plus the one zero input.
-    let is = explain(&engine, Method::IsCam { steps: 2 }, vec![285], false).await;
+    let is = explain(&engine, method("iscam", &[("steps", "2")]), vec![285], false).await;
     assert_eq!(is.stats.forward_passes, 1 + 2 * (active - is.stats.shared_mask_channels) + 1);
     // Faster Score-CAM: at most the channels kept.
-    let fast =
-        explain(&engine, Method::ScoreCam { preset: Preset::Official, max_channels: Some(64) }, vec![285], false).await;
+    let fast = explain(&engine, method("scorecam", &[("preset", "official"), ("max_channels", "64")]), vec![285], false).await;
     assert_eq!(fast.stats.forward_passes, 65 - fast.stats.shared_mask_channels);
     assert_eq!(fast.stats.skipped_channels, 1280 - 64);
 
@@ -64,18 +69,18 @@ async fn pass_counts_follow_each_methods_plan() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sscam_is_reproducible_for_a_seed() {
-    let engine = common::default_engine();
-    let m = |seed| Method::SsCam { samples: 1, sigma: 2.0, seed };
-    let a = explain(&engine, m(3), vec![285], false).await;
-    let b = explain(&engine, m(3), vec![285], false).await;
-    let c = explain(&engine, m(4), vec![285], false).await;
+    let engine = common::default_service();
+    let m = |seed: &str| method("sscam", &[("samples", "1"), ("sigma", "2.0"), ("seed", seed)]);
+    let a = explain(&engine, m("3"), vec![285], false).await;
+    let b = explain(&engine, m("3"), vec![285], false).await;
+    let c = explain(&engine, m("4"), vec![285], false).await;
     assert!(common::max_abs_diff(&a.maps[0].input.data, &b.maps[0].input.data) < 1e-5);
     assert!(common::max_abs_diff(&a.maps[0].input.data, &c.maps[0].input.data) > 1e-3);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_cost_39_passes_per_target_plus_one_and_are_consistent() {
-    let engine = common::default_engine();
+    let engine = common::default_service();
     let plain = explain(&engine, Method::scorecam(Preset::Official), vec![285, 281], false).await;
     let with = explain(&engine, Method::scorecam(Preset::Official), vec![285, 281], true).await;
     assert!(plain.metrics.is_none());
@@ -97,7 +102,8 @@ async fn metrics_cost_39_passes_per_target_plus_one_and_are_consistent() {
     }
     // The same map evaluated as an outside map gives the same figures.
     let maps = with.maps.iter().map(|m| m.input.data.clone()).collect();
-    let (again, stats) = engine.evaluate_maps("efficientnet-lite0", chelsea(&engine), maps, &[285, 281]).await.unwrap();
+    let input = engine.preprocess("efficientnet-lite0", chelsea()).await.unwrap();
+    let (again, stats) = engine.evaluate_maps("efficientnet-lite0", input, maps, &[285, 281]).await.unwrap();
     assert_eq!(stats.metric_passes, 79);
     for (a, b) in again.iter().zip(metrics) {
         assert!((a.deletion_auc - b.deletion_auc).abs() < 1e-4 && (a.average_drop - b.average_drop).abs() < 1e-4);
@@ -106,16 +112,17 @@ async fn metrics_cost_39_passes_per_target_plus_one_and_are_consistent() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn out_of_bounds_parameters_are_refused_before_any_pass() {
-    let engine = common::default_engine();
-    for method in [
-        Method::SsCam { samples: 1_000_000, sigma: 2.0, seed: 0 },
-        Method::IsCam { steps: 0 },
-        Method::ScoreCam { preset: Preset::Official, max_channels: Some(5000) },
-    ] {
-        let request = JobRequest::explain("efficientnet-lite0", chelsea(&engine), method, TargetSpec::TopK(1));
-        let err = engine.explain(request).await.unwrap_err();
-        assert!(matches!(err, scorecam::engine::EngineError::InvalidMethod(_)), "{method}: {err}");
+    let engine = common::default_service();
+    // Bounds that need no model are refused as the method is parsed.
+    for (name, params) in [("sscam", [("samples", "1000000")]), ("iscam", [("steps", "0")])] {
+        assert!(Method::parse(Some(name), &params).is_err(), "{name} {params:?}");
     }
+    // A bound that depends on the model, when the request is prepared (before any pass).
+    let before = counter(&engine);
+    let fast = method("scorecam", &[("preset", "official"), ("max_channels", "5000")]);
+    let err = run(&engine, "efficientnet-lite0", fast.clone(), TargetSpec::TopK(1), false).await.unwrap_err();
+    assert!(matches!(err, ServiceError::InvalidParameter(_)), "{fast}: {err}");
+    assert_eq!(counter(&engine), before, "no pass ran");
 }
 
 /// The shipped int8 variant (scripts/tools/quantize_int8.py) is a different model, selected by
@@ -124,18 +131,17 @@ async fn out_of_bounds_parameters_are_refused_before_any_pass() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_int8_model_explains_close_to_the_fp32_model() {
     use scorecam::cam::faithfulness::{pearson, top_iou};
-    let engine = common::default_engine();
+    let engine = common::default_service();
     let fp32 = explain(&engine, Method::scorecam(Preset::Official), vec![285], false).await;
-    let request = JobRequest::explain(
-        "efficientnet-lite0-int8",
-        chelsea(&engine),
-        Method::scorecam(Preset::Official),
-        TargetSpec::Classes(vec![285]),
-    );
-    let int8 = engine.explain(request).await.unwrap();
+    let int8 = run(&engine, "efficientnet-lite0-int8", Method::scorecam(Preset::Official), TargetSpec::Classes(vec![285]), false)
+        .await
+        .unwrap();
     let (a, b) = (&fp32.maps[0].input.data, &int8.maps[0].input.data);
     let (r, iou) = (pearson(a, b), top_iou(a, b, 0.2));
-    assert!(r > 0.98 && iou > 0.85, "int8 vs fp32 on chelsea: r = {r}, top-20 % IoU = {iou}");
+    // ONNX Runtime's int8 kernels differ by CPU: with AVX-512 VNNI the map measured r 0.99,
+    // IoU 0.87; on an AVX2-only core (u8×s8 products through VPMADDUBSW, which saturates)
+    // r 0.990, IoU 0.809. The bound holds on both.
+    assert!(r > 0.98 && iou > 0.75, "int8 vs fp32 on chelsea: r = {r}, top-20 % IoU = {iou}");
     let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
     assert!(diff > 1e-3, "the int8 map equals the fp32 map (max |Δ| = {diff}): is the int8 model really loaded?");
     let top = int8.logits.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).map(|(i, _)| i);

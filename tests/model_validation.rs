@@ -6,7 +6,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use scorecam::model::{ModelError, ModelPackage, ModelRegistry};
+use scorecam::engine::EngineConfig;
+use scorecam::model::{ModelError, ModelPackage};
+use scorecam::service::{ModelRepository, ServiceError};
 use tempfile::TempDir;
 
 const PACKAGE_FILES: [&str; 4] = ["extractor.onnx", "head.onnx", "labels.txt", "model.toml"];
@@ -257,64 +259,104 @@ fn extractor_and_head_swapped_are_refused() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Registry
+// Repository: the models folder as the server sees it
 // ---------------------------------------------------------------------------------------
 
+fn repository(dir: &Path) -> ModelRepository {
+    ModelRepository::new(dir.to_path_buf(), Some("a".into()), EngineConfig::default())
+}
+
+fn names(repo: &ModelRepository) -> Vec<(String, &'static str)> {
+    repo.list().into_iter().map(|s| (s.name, s.state)).collect()
+}
+
 #[test]
-fn discover_lists_every_package_sorted_by_name() {
+fn the_repository_lists_every_package_sorted_by_name() {
     init_ort();
     let tmp = tempfile::tempdir().unwrap();
-    // Created out of order, so a sorted result is the registry's doing.
+    // Created out of order, so a sorted result is the repository's doing.
     copy_tiny(tmp.path(), "b");
     copy_tiny(tmp.path(), "a");
     // Neither a folder without model.toml nor a stray file is a package.
     fs::create_dir(tmp.path().join("notes")).unwrap();
     fs::write(tmp.path().join("notes/readme.txt"), "not a model").unwrap();
     fs::write(tmp.path().join("model.toml"), "stray").unwrap();
-    let reg = ModelRegistry::discover(tmp.path()).unwrap();
-    let names: Vec<&str> = reg.all().iter().map(|m| m.name.as_str()).collect();
-    assert_eq!(names, ["a", "b"]);
-    assert_eq!(reg.get("b").unwrap().name, "b");
-    assert_eq!(reg.get("a").unwrap().dir, tmp.path().join("a"));
-    assert_eq!(reg.index_of("b"), Some(1));
-    assert_eq!(reg.index_of("nope"), None);
-    let e = reg.get("nope").unwrap_err();
-    assert!(matches!(&e, ModelError::Unknown(n) if n == "nope"), "{e:?}");
-    assert!(e.to_string().contains("nope"));
+    let repo = repository(tmp.path());
+    repo.refresh().unwrap();
+    assert_eq!(names(&repo), [("a".to_string(), "ready"), ("b".to_string(), "ready")]);
+    assert_eq!(repo.get("b").unwrap().package.name, "b");
+    assert_eq!(repo.get("a").unwrap().package.dir, tmp.path().join("a"));
+    assert_eq!(repo.default_name().as_deref(), Some("a"));
+    let e = repo.get("nope").unwrap_err();
+    assert!(matches!(&e, ServiceError::UnknownModel { name, .. } if name == "nope"), "{e:?}");
+    assert!(e.to_string().contains("nope") && e.to_string().contains("a, b"), "{e}");
     // Names are only compared, never turned into paths.
-    assert!(reg.get("../a").is_err());
-    assert!(reg.get("").is_err());
+    assert!(repo.get("../a").is_err());
+    assert!(repo.get("").is_err());
 }
 
 #[test]
-fn discover_on_a_folder_without_packages_is_no_models() {
+fn a_folder_without_packages_has_no_ready_model() {
     init_ort();
     let tmp = tempfile::tempdir().unwrap();
-    let e = ModelRegistry::discover(tmp.path()).unwrap_err();
-    assert!(matches!(&e, ModelError::NoModels(p) if p == tmp.path()), "{e:?}");
-    // Folders without a model.toml do not count.
     fs::create_dir(tmp.path().join("empty")).unwrap();
-    let e = ModelRegistry::discover(tmp.path()).unwrap_err();
-    assert!(matches!(&e, ModelError::NoModels(_)), "{e:?}");
-    assert!(e.to_string().contains(&tmp.path().display().to_string()));
+    let repo = repository(tmp.path());
+    assert!(repo.refresh().unwrap().is_empty());
+    assert!(repo.ready().is_empty());
+    assert_eq!(repo.default_name(), None);
 }
 
 #[test]
-fn discover_on_a_missing_folder_names_it() {
+fn a_missing_folder_is_named() {
     init_ort();
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("no-such-folder");
-    let e = ModelRegistry::discover(&missing).unwrap_err();
-    assert!(matches!(&e, ModelError::Io { path, .. } if *path == missing), "{e:?}");
+    let e = repository(&missing).refresh().unwrap_err();
+    assert!(e.to_string().contains(&missing.display().to_string()), "{e}");
 }
 
 #[test]
-fn one_broken_package_fails_discovery() {
+fn one_broken_package_is_reported_and_the_others_serve() {
     init_ort();
     let tmp = tempfile::tempdir().unwrap();
     copy_tiny(tmp.path(), "a");
     let b = copy_tiny(tmp.path(), "b");
     replace_with_variant(&b, "head.onnx", "head_3classes.onnx");
-    let e = ModelRegistry::discover(tmp.path()).unwrap_err();
-    assert_names(&e, &b, "labels.txt", &["3 classes"]);
+    let repo = repository(tmp.path());
+    let changes = repo.refresh().unwrap();
+    assert_eq!((changes.loaded, changes.failed), (vec!["a".to_string()], vec!["b".to_string()]));
+    assert_eq!(names(&repo), [("a".to_string(), "ready"), ("b".to_string(), "failed")]);
+    let error = repo.list().into_iter().find(|s| s.name == "b").and_then(|s| s.error).unwrap();
+    assert!(error.starts_with(&b.join("labels.txt").display().to_string()) && error.contains("3 classes"), "{error}");
+    let e = repo.get("b").unwrap_err();
+    assert!(matches!(&e, ServiceError::ModelUnavailable { .. }) && e.to_string().contains("3 classes"), "{e}");
+    assert!(repo.get("a").is_ok());
+}
+
+#[test]
+fn a_refresh_picks_up_added_changed_and_removed_packages() {
+    init_ort();
+    let tmp = tempfile::tempdir().unwrap();
+    copy_tiny(tmp.path(), "a");
+    let repo = repository(tmp.path());
+    repo.refresh().unwrap();
+    let first = repo.get("a").unwrap();
+    assert!(repo.refresh().unwrap().is_empty(), "nothing changed, nothing reloaded");
+    assert_eq!(repo.get("a").unwrap().id, first.id);
+
+    copy_tiny(tmp.path(), "b");
+    // A changed package (its labels rewritten) is loaded again as a new version.
+    let labels = tmp.path().join("a/labels.txt");
+    let text = fs::read_to_string(&labels).unwrap().replace("zero", "nought");
+    fs::write(&labels, text).unwrap();
+    let changes = repo.refresh().unwrap();
+    assert_eq!(changes.loaded, ["a", "b"]);
+    let second = repo.get("a").unwrap();
+    assert_ne!(second.id, first.id);
+    assert_eq!(second.package.labels[0], "nought");
+    assert_eq!(repo.list()[0].version, 2);
+
+    fs::remove_dir_all(tmp.path().join("b")).unwrap();
+    assert_eq!(repo.refresh().unwrap().removed, ["b"]);
+    assert!(matches!(repo.get("b"), Err(ServiceError::UnknownModel { .. })));
 }

@@ -1,15 +1,14 @@
-//! The three presets against the peer libraries' outputs (tests/fixtures/reference, copied
-//! from ../shared/reference) on the real EfficientNet-Lite0 model.
+//! The three presets against the peer libraries' outputs (tests/fixtures/reference; where
+//! they came from: docs/reference-maps.md) on the real EfficientNet-Lite0 model.
 
 mod common;
 
 use std::sync::Arc;
 
 use scorecam::cam::Preset;
-use scorecam::engine::TargetSpec;
-use scorecam::imaging::ImageLimits;
-use scorecam::pipeline::{self, ExplainParams, OutputFormat, Rendered, Resolution};
-use scorecam::render::ExplainDocument;
+use scorecam::service::{
+    ExplainDocument, ExplainRequest, ImageInput, OutputFormat, Rendered, Rendering, Resolution, TargetSpec,
+};
 use serde_json::Value;
 
 const CASES: [&str; 4] = ["chelsea", "goldfish", "golden_retriever", "airliner"];
@@ -26,17 +25,17 @@ fn image(case: &str) -> Arc<[u8]> {
 }
 
 async fn explain_json(case: &str, preset: Preset, resolution: Resolution, targets: TargetSpec) -> ExplainDocument {
-    let engine = common::default_engine();
-    let params = ExplainParams {
+    let service = common::default_service();
+    let request = ExplainRequest {
+        model: Some("efficientnet-lite0".into()),
         method: preset.into(),
-        resolution,
         targets,
-        format: OutputFormat::Json,
-        ..ExplainParams::new("efficientnet-lite0")
+        rendering: Rendering { format: OutputFormat::Json, resolution, ..Default::default() },
+        ..Default::default()
     };
-    match pipeline::explain(&engine, image(case), &ImageLimits::default(), params).await.unwrap() {
+    match service.explain(request, ImageInput::Encoded(image(case)), None).await.unwrap() {
         Rendered::Json(doc) => *doc,
-        Rendered::Image { .. } => panic!("asked for JSON"),
+        Rendered::Png { .. } => panic!("asked for JSON"),
     }
 }
 
@@ -106,10 +105,10 @@ async fn maps_come_back_at_the_uploaded_resolution() {
     let resized = img.resize_exact(300, 200, image::imageops::FilterType::Triangle);
     let mut bytes = Vec::new();
     resized.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
-    let engine = common::default_engine();
-    let params = ExplainParams { format: OutputFormat::Json, ..ExplainParams::new("efficientnet-lite0") };
-    let Rendered::Json(doc) = pipeline::explain(&engine, bytes.into(), &ImageLimits::default(), params).await.unwrap()
-    else {
+    let service = common::default_service();
+    let rendering = Rendering { format: OutputFormat::Json, ..Default::default() };
+    let request = ExplainRequest { model: Some("efficientnet-lite0".into()), rendering, ..Default::default() };
+    let Rendered::Json(doc) = service.explain(request, ImageInput::Encoded(bytes.into()), None).await.unwrap() else {
         panic!("asked for JSON")
     };
     let map = &doc.explanations[0].saliency;

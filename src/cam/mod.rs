@@ -7,6 +7,7 @@
 
 pub mod faithfulness;
 mod method;
+pub mod methods;
 mod scorecam;
 mod upsample;
 
@@ -90,19 +91,30 @@ impl Map {
     }
 }
 
-/// The target layer's activations for one image: K channels of h×w.
+/// The target layer's activations for one image: K channels of h×w, and any values the
+/// head needs besides the grid (a vision transformer's class tokens), passed through
+/// unchanged to head-only passes.
 #[derive(Clone, Debug)]
 pub struct Activations {
     pub channels: usize,
     pub height: usize,
     pub width: usize,
     pub data: Vec<f32>,
+    pub extra: Vec<f32>,
 }
 
 impl Activations {
     pub fn new(channels: usize, height: usize, width: usize, data: Vec<f32>) -> Self {
         assert_eq!(data.len(), channels * height * width, "activation data does not match its shape");
-        Self { channels, height, width, data }
+        Self { channels, height, width, data, extra: Vec::new() }
+    }
+
+    /// `values` is the grid (K×h×w) followed by the extra values.
+    pub fn with_extra(channels: usize, height: usize, width: usize, mut values: Vec<f32>) -> Self {
+        let grid = channels * height * width;
+        assert!(values.len() >= grid, "activation data is shorter than its grid");
+        let extra = values.split_off(grid);
+        Self { channels, height, width, data: values, extra }
     }
 
     pub fn channel(&self, k: usize) -> &[f32] {

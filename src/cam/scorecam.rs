@@ -137,7 +137,8 @@ pub fn iscam_coefficient(step: usize, steps: usize) -> f32 {
 }
 
 impl MaskPlan {
-    pub fn new(method: Method, activations: Activations, input_chw: [usize; 3]) -> Self {
+    pub fn new(method: &Method, activations: Activations, input_chw: [usize; 3]) -> Self {
+        let method = *method;
         let k = activations.channels;
         let mut passes = Vec::new();
         let mut channel_passes: Vec<Option<Range<usize>>> = vec![None; k];
@@ -282,7 +283,7 @@ impl PassSet for MaskPlan {
     fn pass_len(&self) -> usize {
         match self.graph() {
             Graph::Full => self.input_chw.iter().product(),
-            Graph::Head => self.activations.data.len(),
+            Graph::Head => self.activations.data.len() + self.activations.extra.len(),
         }
     }
 
@@ -332,7 +333,9 @@ impl PassSet for MaskPlan {
                     }
                 }
                 MaskSource::Ablate(k) => {
-                    dst.copy_from_slice(&self.activations.data);
+                    let (grid, extra) = dst.split_at_mut(self.activations.data.len());
+                    grid.copy_from_slice(&self.activations.data);
+                    extra.copy_from_slice(&self.activations.extra);
                     let n = self.activations.height * self.activations.width;
                     dst[k * n..(k + 1) * n].fill(0.0);
                 }
@@ -598,7 +601,7 @@ mod tests {
     }
 
     fn plan(method: impl Into<Method>, act: Activations, hw: (usize, usize)) -> MaskPlan {
-        MaskPlan::new(method.into(), act, [3, hw.0, hw.1])
+        MaskPlan::new(&method.into(), act, [3, hw.0, hw.1])
     }
 
     /// torch-cam's mask: normalise at feature size, then upsample half-pixel.

@@ -4,62 +4,34 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use clap::Args;
-
-use super::commands::Context;
+use super::CliError;
+use super::args::EvaluateArgs;
 use crate::evaluation::{self, Candidate, EvaluationConfig};
 use crate::render::plot::{Panel, line_charts};
+use crate::service::Service;
 
-#[derive(Debug, Args)]
-pub struct EvaluateArgs {
-    /// Folder of images.
-    pub dir: PathBuf,
-    /// Comma-separated: scorecam[:preset][@channels], sscam[:samples], iscam[:steps],
-    /// ablationcam, random, centre (default: every preset, sscam, iscam, ablationcam,
-    /// scorecam@64 and @256, and both floors).
-    #[arg(long, value_delimiter = ',')]
-    pub methods: Vec<String>,
-    /// Only the first N images (by file name).
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Every k-th image (a spread-out subset: with 200 images, --every 10 takes 20).
-    #[arg(long, default_value_t = 1)]
-    pub every: usize,
-    /// Table of true classes (`file<TAB>class_index…` with a header); default DIR/index.tsv
-    /// when present. Images without a label are explained for their predicted class.
-    #[arg(long)]
-    pub labels: Option<PathBuf>,
-    #[arg(long)]
-    pub model: Option<String>,
-    /// Where to write results.csv, summary.json, summary.md and curves.png.
-    #[arg(short = 'o', long, default_value = "evaluation")]
-    pub output: PathBuf,
-    /// Seed of the random floor.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-}
-
-pub async fn evaluate(ctx: &Context, args: EvaluateArgs) -> Result<(), String> {
+pub async fn evaluate(service: &Service, args: EvaluateArgs) -> Result<(), CliError> {
     let candidates = if args.methods.is_empty() {
         Candidate::defaults()
     } else {
-        args.methods.iter().map(|m| m.parse()).collect::<Result<Vec<Candidate>, _>>()?
+        args.methods.iter().map(|m| m.parse()).collect::<Result<Vec<Candidate>, _>>().map_err(CliError::Invalid)?
     };
     let labels_path = args.labels.clone().or_else(|| Some(args.dir.join("index.tsv")).filter(|p| p.exists()));
-    let labels = labels_path.as_deref().map(evaluation::read_labels).transpose()?.unwrap_or_default();
-    let mut images: Vec<PathBuf> = evaluation::list_images(&args.dir)?.into_iter().step_by(args.every.max(1)).collect();
+    let labels =
+        labels_path.as_deref().map(evaluation::read_labels).transpose().map_err(CliError::Invalid)?.unwrap_or_default();
+    let mut images: Vec<PathBuf> =
+        evaluation::list_images(&args.dir).map_err(CliError::Invalid)?.into_iter().step_by(args.every.max(1)).collect();
     images.truncate(args.limit.unwrap_or(usize::MAX));
     if images.is_empty() {
-        return Err(format!("{}: no images", args.dir.display()));
+        return Err(CliError::Invalid(format!("{}: no images", args.dir.display())));
     }
     let config = EvaluationConfig {
-        model: ctx.model_name(args.model.as_deref()),
+        model: service.model(args.model.as_deref())?.name().to_string(),
         candidates,
         labels,
-        limits: ctx.config.limits.clone(),
         seed: args.seed,
     };
-    std::fs::create_dir_all(&args.output).map_err(|e| format!("{}: {e}", args.output.display()))?;
+    std::fs::create_dir_all(&args.output).map_err(CliError::io(&args.output))?;
     eprintln!(
         "evaluating {} images × {} methods on {} (labels: {})",
         images.len(),
@@ -79,7 +51,9 @@ pub async fn evaluate(ctx: &Context, args: EvaluateArgs) -> Result<(), String> {
     let mut records = Vec::new();
     for (i, path) in images.iter().enumerate() {
         bar.set_message(path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default());
-        records.extend(evaluation::evaluate_image(&ctx.engine, &config, path, || bar.inc(1)).await?);
+        records.extend(
+            evaluation::evaluate_image(service, &config, path, || bar.inc(1)).await.map_err(CliError::Invalid)?,
+        );
         // Write as we go: a long run that is stopped still leaves its results.
         write_results(&args.output, &records)?;
         if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -93,16 +67,16 @@ pub async fn evaluate(ctx: &Context, args: EvaluateArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn write_results(dir: &std::path::Path, records: &[evaluation::Record]) -> Result<(), String> {
+fn write_results(dir: &std::path::Path, records: &[evaluation::Record]) -> Result<(), CliError> {
     let summaries = evaluation::summarize(records);
     let write = |name: &str, bytes: &[u8]| {
         let p = dir.join(name);
-        std::fs::write(&p, bytes).map_err(|e| format!("{}: {e}", p.display()))
+        std::fs::write(&p, bytes).map_err(CliError::io(&p))
     };
     write("results.csv", evaluation::records_csv(records).as_bytes())?;
     write("summary.md", evaluation::markdown_table(&summaries).as_bytes())?;
     let json = serde_json::json!({ "summary": summaries, "records": records });
-    write("summary.json", &serde_json::to_vec_pretty(&json).map_err(|e| e.to_string())?)?;
+    write("summary.json", &serde_json::to_vec_pretty(&json).map_err(|e| CliError::Invalid(e.to_string()))?)?;
     let panel = |title: &str, curve: fn(&evaluation::Summary) -> &Vec<f64>| Panel {
         title: title.into(),
         series: summaries.iter().map(|s| (s.method.clone(), curve(s).clone())).collect(),
@@ -115,5 +89,5 @@ fn write_results(dir: &std::path::Path, records: &[evaluation::Record]) -> Resul
         "fraction of pixels",
         "p(class)",
     );
-    write("curves.png", &crate::render::encode_png(&chart).map_err(|e| e.to_string())?)
+    write("curves.png", &crate::render::encode_png(&chart).map_err(|e| CliError::Invalid(e.to_string()))?)
 }

@@ -1,96 +1,31 @@
-//! What a caller submits, what it gets back, and the scheduler's record of a job.
+//! What a caller submits to the queue, what it gets back, and the scheduler's record of a
+//! job. A job is one unit of passes over one input: the clean pass, or a pass set.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::EngineError;
-use crate::cam::faithfulness::Faithfulness;
-use crate::cam::{MaskPlan, Method, PassSet, Saliency, TargetScores};
+use super::model::EngineModel;
+use crate::cam::PassSet;
 
-/// Which classes to explain.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TargetSpec {
-    /// These class indices, in this order.
-    Classes(Vec<usize>),
-    /// The k most probable classes of the clean pass.
-    TopK(usize),
-}
-
+/// What a job asks the workers to run.
 #[derive(Clone, Debug)]
-pub enum JobKind {
-    Predict,
-    /// The clean pass, then the method's passes; `metrics` plans the faithfulness passes
-    /// into the progress total (they run as a follow-up `Score` job).
-    Explain {
-        method: Method,
-        targets: TargetSpec,
-        metrics: bool,
-    },
-    /// A given set of passes on the input, scored for `targets` (no clean pass).
-    Score {
-        passes: Arc<dyn PassSet>,
-        targets: Arc<[usize]>,
-        clean_logits: Vec<f32>,
-    },
+pub(crate) enum Work {
+    /// Extractor then head on the input: its features and logits.
+    Clean,
+    /// Every pass of a set, scored for the target classes.
+    Score { passes: Arc<dyn PassSet>, targets: Arc<[usize]> },
 }
 
-/// Where an explanation is (for progress reports).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage {
-    /// Admitted, waiting for a running slot.
-    #[default]
-    Queued,
-    /// The clean pass (features and logits).
-    Features,
-    /// The method's passes.
-    Masked,
-    /// Faithfulness metrics' passes.
-    Metrics,
-}
-
-/// Live progress of one explanation, readable from any thread.
-#[derive(Debug, Default)]
-pub struct Progress {
-    done: AtomicUsize,
-    total: AtomicUsize,
-    stage: std::sync::atomic::AtomicU8,
-}
-
-impl Progress {
-    pub fn stage(&self) -> Stage {
-        match self.stage.load(Ordering::Relaxed) {
-            1 => Stage::Features,
-            2 => Stage::Masked,
-            3 => Stage::Metrics,
-            _ => Stage::Queued,
-        }
-    }
-
-    pub(crate) fn set_stage(&self, stage: Stage) {
-        self.stage.store(stage as u8, Ordering::Relaxed);
-    }
-
-    pub fn done(&self) -> usize {
-        self.done.load(Ordering::Relaxed)
-    }
-
-    /// Masked passes planned (0 until the clean pass has run).
-    pub fn total(&self) -> usize {
-        self.total.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn set_total(&self, total: usize) {
-        self.total.store(total, Ordering::Relaxed);
-    }
-
-    pub(crate) fn add(&self, n: usize) {
-        self.done.fetch_add(n, Ordering::Relaxed);
-    }
+/// Told as a job's passes run, from the scheduler thread (keep it cheap: a few atomics).
+pub trait PassObserver: Send + Sync {
+    /// The job's first batch was dispatched.
+    fn started(&self);
+    /// `n` more of the job's passes have been scored.
+    fn passes_done(&self, n: usize);
 }
 
 /// A fault to inject, for tests of containment (the HTTP layer only accepts it when
@@ -103,148 +38,87 @@ pub enum Fault {
     KillWorker,
 }
 
-/// A job as a caller describes it.
-#[derive(Clone, Debug)]
-pub struct JobRequest {
-    pub model: String,
-    /// One preprocessed image, C×H×W.
-    pub input: Arc<[f32]>,
-    pub kind: JobKind,
+/// How a job runs, apart from what it runs.
+#[derive(Clone, Default)]
+pub struct RunOptions {
     pub deadline: Option<Instant>,
-    pub progress: Option<Arc<Progress>>,
+    pub observer: Option<Arc<dyn PassObserver>>,
     pub fault: Option<Fault>,
 }
 
-impl JobRequest {
-    pub fn predict(model: &str, input: Vec<f32>) -> Self {
-        Self {
-            model: model.into(),
-            input: input.into(),
-            kind: JobKind::Predict,
-            deadline: None,
-            progress: None,
-            fault: None,
-        }
-    }
-
-    pub fn explain(model: &str, input: Vec<f32>, method: impl Into<Method>, targets: TargetSpec) -> Self {
-        Self {
-            model: model.into(),
-            input: input.into(),
-            kind: JobKind::Explain { method: method.into(), targets, metrics: false },
-            deadline: None,
-            progress: None,
-            fault: None,
-        }
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("deadline", &self.deadline)
+            .field("observer", &self.observer.is_some())
+            .field("fault", &self.fault)
+            .finish()
     }
 }
 
-impl JobRequest {
-    /// Also plan the faithfulness passes (explanations only).
-    pub fn with_metrics(mut self, on: bool) -> Self {
-        if let JobKind::Explain { metrics, .. } = &mut self.kind {
-            *metrics = on;
-        }
-        self
-    }
+/// The clean pass of one image.
+#[derive(Clone, Debug)]
+pub struct CleanPass {
+    /// The target layer's activations in the canonical K×h×w layout.
+    pub features: Vec<f32>,
+    pub logits: Vec<f32>,
+    pub timing: JobTiming,
 }
 
-/// Counts that describe the work an explanation took.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct RunStats {
-    /// Every forward pass through the model for this job, the clean pass included.
-    pub forward_passes: usize,
-    /// Passes through the head graph alone (Ablation-CAM).
-    pub head_passes: usize,
-    /// Passes spent on faithfulness metrics (not counted above).
-    pub metric_passes: usize,
-    /// Channels that got no pass of their own (constant, all-zero, or left out).
-    pub skipped_channels: usize,
-    /// Channels whose mask equals another channel's, so they reused its passes.
-    pub shared_mask_channels: usize,
-    /// The largest batch any of its passes ran in.
+/// One target class's scores over a pass set, in pass order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PassScores {
+    pub logits: Vec<f32>,
+    /// Softmax probability of the class on each pass.
+    pub probs: Vec<f32>,
+}
+
+/// A scored pass set.
+#[derive(Clone, Debug)]
+pub struct Scored {
+    /// Per target, in the order asked.
+    pub scores: Vec<PassScores>,
+    pub counts: PassCounts,
+    pub timing: JobTiming,
+}
+
+/// The passes a job ran.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PassCounts {
+    /// Through extractor and head.
+    pub full: usize,
+    /// Through the head alone.
+    pub head: usize,
+    /// The largest batch any of them ran in.
     pub batch_size: usize,
 }
 
-/// Wall-clock time per stage, in milliseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
-pub struct StageTimings {
-    /// Admission to the clean pass starting.
-    pub queue_ms: f64,
-    /// The clean pass (extractor + head).
-    pub features_ms: f64,
-    /// First masked batch dispatched to last masked result.
-    pub masked_ms: f64,
-    /// Weights, sum and upsampling into maps.
-    pub combine_ms: f64,
-    /// Faithfulness metrics' passes (0 unless asked for).
-    pub metrics_ms: f64,
-    pub total_ms: f64,
-}
-
-/// What `Engine::explain` returns.
-#[derive(Clone, Debug)]
-pub struct ExplainOutcome {
-    /// Logits of the clean pass.
-    pub logits: Vec<f32>,
-    /// The explained classes, in the order of `maps`.
-    pub targets: Vec<usize>,
-    pub maps: Vec<Saliency>,
-    /// Per target, when metrics were asked for.
-    pub metrics: Option<Vec<Faithfulness>>,
-    pub stats: RunStats,
-    pub timings: StageTimings,
-}
-
-/// The scheduler's finished explanation, before the maps are combined.
-pub(crate) struct RawExplanation {
-    pub clean_logits: Vec<f32>,
-    pub targets: Vec<usize>,
-    pub plan: Arc<MaskPlan>,
-    pub scores: Vec<TargetScores>,
-    pub stats: RunStats,
-    pub timings: StageTimings,
+/// Where a job's time went.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct JobTiming {
+    /// Submission to its first batch being dispatched.
+    pub queued: Duration,
+    /// First batch dispatched to last result.
+    pub running: Duration,
 }
 
 pub(crate) enum JobOutput {
-    Predicted { logits: Vec<f32> },
-    Explained(Box<RawExplanation>),
-    Scored { scores: Vec<TargetScores>, stats: RunStats },
+    Clean { features: Vec<f32>, logits: Vec<f32> },
+    Scored { scores: Vec<PassScores> },
 }
 
-pub(crate) type Reply = oneshot::Sender<Result<JobOutput, EngineError>>;
+pub(crate) type Reply = oneshot::Sender<Result<(JobOutput, PassCounts, JobTiming), EngineError>>;
 
 /// A submitted job as the scheduler receives it.
 pub(crate) struct JobEntry {
     pub id: usize,
-    pub model: usize,
-    pub request: JobRequest,
+    pub model: Arc<EngineModel>,
+    pub input: Arc<[f32]>,
+    pub work: Work,
+    pub options: RunOptions,
+    /// A later job of an admitted request: it goes ahead of new requests in the queue.
+    pub follow_up: bool,
     pub reply: Reply,
     pub cancelled: Arc<AtomicBool>,
     pub submitted: Instant,
-}
-
-impl JobEntry {
-    pub fn new(id: usize, model: usize, request: JobRequest, reply: Reply, cancelled: Arc<AtomicBool>) -> Self {
-        Self { id, model, request, reply, cancelled, submitted: Instant::now() }
-    }
-}
-
-/// The k highest logits' indices, highest first (ties by index).
-pub fn top_k(logits: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..logits.len()).collect();
-    idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-    idx.truncate(k.min(logits.len()));
-    idx
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn top_k_orders_by_logit_then_index() {
-        assert_eq!(top_k(&[0.1, 0.9, 0.5, 0.9], 3), vec![1, 3, 2]);
-        assert_eq!(top_k(&[1.0, 2.0], 5), vec![1, 0]);
-    }
 }

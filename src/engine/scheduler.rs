@@ -1,5 +1,7 @@
-//! The scheduler thread: owns every job, forms batches across jobs (round-robin, so a
-//! small job is not stuck behind a large one), scatters results back, enforces deadlines.
+//! The scheduler thread: owns every job and the queue, forms batches across jobs
+//! (round-robin, so a small job is not stuck behind a large one), scatters results back,
+//! enforces deadlines. It knows pass sets, not methods: what the passes mean is the
+//! caller's business.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -7,82 +9,73 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::job::{JobEntry, JobKind, JobOutput, RawExplanation, RunStats, Stage, StageTimings, TargetSpec, top_k};
+use super::model::EngineModel;
+use super::job::{JobEntry, JobOutput, JobTiming, PassCounts, PassScores, Work};
 use super::stats::EngineStats;
-use super::worker::{Batch, BatchKind, BatchResult, Pool, Segment, SegmentOutput};
+use super::worker::{Batch, BatchKind, BatchResult, Pool, Segment, SegmentOutput, WorkerEvent};
 use super::{EngineConfig, EngineError};
-use crate::cam::faithfulness::MetricPlan;
-use crate::cam::{Activations, Graph, MaskPlan, PassSet, TargetScores};
-use crate::model::ModelRegistry;
+use crate::cam::{Graph, PassSet};
 
 /// How long the engine must stay idle before it trims the heap.
 const TRIM_AFTER_IDLE: Duration = Duration::from_secs(1);
 
-pub(crate) enum Command {
-    Submit(Box<JobEntry>),
-    Cancel(usize),
-    Done(Box<BatchResult>),
-    /// A worker's inference thread ended; its in-flight batches are lost.
-    WorkerExited(usize),
-    /// A replacement worker is ready.
-    WorkerReady(usize, mpsc::Sender<super::worker::Batch>),
-    Shutdown,
-}
-
 /// Batches in flight per worker: one running, one being prepared.
 const WORKER_DEPTH: usize = 2;
-
-enum State {
-    /// Waiting for (or in) the clean pass.
-    Clean {
-        dispatched: bool,
-    },
-    Masked(Box<MaskedState>),
-}
 
 /// Most head-only passes in one batch: they are cheap, so batches are larger than the
 /// model's image batches (a 1280×7×7 input is 250 KB; 64 of them stay small).
 const HEAD_BATCH: usize = 64;
 
-struct MaskedState {
+pub(crate) enum Command {
+    Submit(Box<JobEntry>),
+    Cancel(usize),
+    Worker(WorkerEvent),
+    Shutdown,
+}
+
+enum State {
+    /// Waiting for (or in) the clean pass.
+    Clean { dispatched: bool },
+    Passes(Box<PassState>),
+}
+
+struct PassState {
     passes: Arc<dyn PassSet>,
-    /// The explanation's plan, to combine maps from; `None` for a `Score` job.
-    plan: Option<Arc<MaskPlan>>,
     targets: Arc<[usize]>,
-    clean_logits: Vec<f32>,
     next: usize,
     done: usize,
-    scores: Vec<TargetScores>,
+    scores: Vec<PassScores>,
 }
 
 struct Active {
     entry: Box<JobEntry>,
     state: State,
-    /// When the job's currently pending passes became available.
-    pending_since: Instant,
-    stats: RunStats,
-    timings: StageTimings,
-    masked_started: Option<Instant>,
+    counts: PassCounts,
+    started: Option<Instant>,
 }
 
 impl Active {
     fn graph(&self) -> Graph {
         match &self.state {
             State::Clean { .. } => Graph::Full,
-            State::Masked(m) => m.passes.graph(),
+            State::Passes(p) => p.passes.graph(),
         }
     }
 
     fn pending(&self) -> usize {
         match &self.state {
             State::Clean { dispatched } => usize::from(!dispatched),
-            State::Masked(m) => m.passes.len() - m.next,
+            State::Passes(p) => p.passes.len() - p.next,
         }
+    }
+
+    fn timing(&self) -> JobTiming {
+        let started = self.started.unwrap_or(self.entry.submitted);
+        JobTiming { queued: started - self.entry.submitted, running: started.elapsed() }
     }
 }
 
 pub(crate) struct Scheduler {
-    registry: ModelRegistry,
     config: EngineConfig,
     pool: Pool,
     stats: Arc<EngineStats>,
@@ -96,10 +89,9 @@ pub(crate) struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(registry: ModelRegistry, config: EngineConfig, pool: Pool, stats: Arc<EngineStats>) -> Self {
+    pub fn new(config: EngineConfig, pool: Pool, stats: Arc<EngineStats>) -> Self {
         let in_flight = vec![VecDeque::new(); pool.workers()];
         Self {
-            registry,
             config,
             pool,
             stats,
@@ -127,12 +119,17 @@ impl Scheduler {
                 match cmd {
                     Command::Submit(entry) => {
                         self.stats.queued_jobs.fetch_add(1, Ordering::Relaxed);
-                        self.waiting.push_back(entry);
+                        // A follow-up of an admitted request already waited its turn.
+                        if entry.follow_up {
+                            self.waiting.push_front(entry);
+                        } else {
+                            self.waiting.push_back(entry);
+                        }
                     }
                     Command::Cancel(id) => self.cancel(id),
-                    Command::Done(result) => self.complete(*result),
-                    Command::WorkerExited(worker) => self.worker_exited(worker),
-                    Command::WorkerReady(worker, sender) => {
+                    Command::Worker(WorkerEvent::Done(result)) => self.complete(*result),
+                    Command::Worker(WorkerEvent::Exited(worker)) => self.worker_exited(worker),
+                    Command::Worker(WorkerEvent::Ready(worker, sender)) => {
                         tracing::info!(worker, "replacement worker ready");
                         self.pool.revive(worker, sender);
                     }
@@ -145,7 +142,7 @@ impl Scheduler {
             }
             let now = Instant::now();
             self.expire(now);
-            self.promote(now);
+            self.promote();
             wake = self.dispatch(now);
             // Idle for a while after work: give the burst's freed memory back to the OS.
             // Not at once: malloc_trim takes milliseconds, and between back-to-back
@@ -220,13 +217,13 @@ impl Scheduler {
     fn expire(&mut self, now: Instant) {
         let past = |d: Option<Instant>| d.is_some_and(|d| d <= now);
         let expired: Vec<usize> =
-            self.jobs.values().filter(|j| past(j.entry.request.deadline)).map(|j| j.entry.id).collect();
+            self.jobs.values().filter(|j| past(j.entry.options.deadline)).map(|j| j.entry.id).collect();
         for id in expired {
             self.fail(id, EngineError::DeadlineExceeded);
         }
         let mut kept = VecDeque::with_capacity(self.waiting.len());
         for entry in self.waiting.drain(..) {
-            if past(entry.request.deadline) {
+            if past(entry.options.deadline) {
                 self.stats.queued_jobs.fetch_sub(1, Ordering::Relaxed);
                 let _ = entry.reply.send(Err(EngineError::DeadlineExceeded));
             } else {
@@ -236,7 +233,7 @@ impl Scheduler {
         self.waiting = kept;
     }
 
-    fn promote(&mut self, now: Instant) {
+    fn promote(&mut self) {
         while self.jobs.len() < self.config.max_concurrent_jobs.max(1) {
             let Some(entry) = self.waiting.pop_front() else {
                 break;
@@ -247,28 +244,20 @@ impl Scheduler {
             }
             self.stats.running_jobs.fetch_add(1, Ordering::Relaxed);
             let id = entry.id;
-            let timings = StageTimings { queue_ms: ms(now - entry.submitted), ..Default::default() };
-            let state = match &entry.request.kind {
-                JobKind::Score { passes, targets, clean_logits } => {
-                    if let Some(p) = &entry.request.progress {
-                        p.set_stage(Stage::Metrics);
-                    }
-                    let scores = empty_scores(targets, clean_logits, passes.len());
-                    State::Masked(Box::new(MaskedState {
-                        passes: passes.clone(),
-                        plan: None,
-                        targets: targets.clone(),
-                        clean_logits: clean_logits.clone(),
-                        next: 0,
-                        done: 0,
-                        scores,
-                    }))
-                }
-                _ => State::Clean { dispatched: false },
+            let state = match &entry.work {
+                Work::Clean => State::Clean { dispatched: false },
+                Work::Score { passes, targets } => State::Passes(Box::new(PassState {
+                    passes: passes.clone(),
+                    targets: targets.clone(),
+                    next: 0,
+                    done: 0,
+                    scores: targets
+                        .iter()
+                        .map(|_| PassScores { logits: vec![0.0; passes.len()], probs: vec![0.0; passes.len()] })
+                        .collect(),
+                })),
             };
-            let active =
-                Active { entry, state, pending_since: now, stats: RunStats::default(), timings, masked_started: None };
-            self.jobs.insert(id, active);
+            self.jobs.insert(id, Active { entry, state, counts: PassCounts::default(), started: None });
             self.order.push_back(id);
             self.finish_if_done(id);
         }
@@ -279,7 +268,7 @@ impl Scheduler {
     fn dispatch(&mut self, now: Instant) -> Duration {
         let delay = Duration::from_millis(self.config.max_batch_delay_ms);
         let mut wake = Duration::from_millis(100);
-        if let Some(d) = self.jobs.values().filter_map(|j| j.entry.request.deadline).min() {
+        if let Some(d) = self.jobs.values().filter_map(|j| j.entry.options.deadline).min() {
             wake = wake.min(d.saturating_duration_since(now));
         }
         while let Some(worker) =
@@ -291,7 +280,7 @@ impl Scheduler {
             let Some((batch, oldest)) = self.form_batch() else {
                 break;
             };
-            if batch.len() < self.batch_limit(batch.model, batch.graph) && now.duration_since(oldest) < delay {
+            if batch.len() < self.batch_limit(&batch.model, batch.graph) && now.duration_since(oldest) < delay {
                 // Hold a partial batch briefly so other jobs' passes can join it.
                 self.unform(&batch);
                 wake = wake.min(delay - now.duration_since(oldest));
@@ -300,14 +289,16 @@ impl Scheduler {
             self.stats.batch_size.observe(batch.len() as f64);
             for seg in &batch.segments {
                 if let Some(job) = self.jobs.get_mut(&seg.job) {
-                    job.stats.batch_size = job.stats.batch_size.max(batch.len());
-                    match (&job.entry.request.kind, batch.graph) {
-                        (JobKind::Score { .. }, _) => job.stats.metric_passes += seg.passes.len(),
-                        (_, Graph::Head) => job.stats.head_passes += seg.passes.len(),
-                        (_, Graph::Full) => job.stats.forward_passes += seg.passes.len(),
+                    job.counts.batch_size = job.counts.batch_size.max(batch.len());
+                    match batch.graph {
+                        Graph::Head => job.counts.head += seg.passes.len(),
+                        Graph::Full => job.counts.full += seg.passes.len(),
                     }
-                    if batch.kind == BatchKind::Masked && job.masked_started.is_none() {
-                        job.masked_started = Some(now);
+                    if job.started.is_none() {
+                        job.started = Some(now);
+                        if let Some(o) = &job.entry.options.observer {
+                            o.started();
+                        }
                     }
                 }
             }
@@ -323,29 +314,29 @@ impl Scheduler {
         wake
     }
 
-    /// Picks the next batch: clean passes first (they gate everything else), then masked
-    /// passes shared round-robin among the jobs of one model. Marks the passes taken.
-    fn batch_limit(&self, model: usize, graph: Graph) -> usize {
-        let images = self.config.batch_for(&self.registry.all()[model].name);
+    fn batch_limit(&self, model: &EngineModel, graph: Graph) -> usize {
+        let images = model.max_batch;
         match graph {
             Graph::Full => images,
             Graph::Head => images.max(HEAD_BATCH),
         }
     }
 
+    /// Picks the next batch: clean passes first (they gate everything else), then pass
+    /// sets shared round-robin among the jobs of one model. Marks the passes taken.
     fn form_batch(&mut self) -> Option<(Batch, Instant)> {
         let first_clean =
             self.order.iter().find(|id| matches!(self.jobs[id].state, State::Clean { dispatched: false }));
         if let Some(&first) = first_clean {
-            let model = self.jobs[&first].entry.model;
-            let max = self.batch_limit(model, Graph::Full);
+            let model = self.jobs[&first].entry.model.clone();
+            let max = self.batch_limit(&model, Graph::Full);
             let ids: Vec<usize> = self
                 .order
                 .iter()
                 .copied()
                 .filter(|id| {
                     let j = &self.jobs[id];
-                    j.entry.model == model && matches!(j.state, State::Clean { dispatched: false })
+                    j.entry.model.id == model.id && matches!(j.state, State::Clean { dispatched: false })
                 })
                 .take(max)
                 .collect();
@@ -355,34 +346,31 @@ impl Scheduler {
                 .map(|id| {
                     let job = self.jobs.get_mut(id).expect("listed job exists");
                     job.state = State::Clean { dispatched: true };
-                    if let Some(p) = &job.entry.request.progress {
-                        p.set_stage(Stage::Features);
-                    }
-                    oldest = oldest.min(job.pending_since);
+                    oldest = oldest.min(job.entry.submitted);
                     Segment {
                         job: *id,
-                        input: job.entry.request.input.clone(),
-                        plan: None,
+                        input: job.entry.input.clone(),
+                        passes_set: None,
                         targets: Arc::from([]),
                         passes: 0..1,
-                        fault: job.entry.request.fault,
+                        fault: job.entry.options.fault,
                     }
                 })
                 .collect();
             return Some((Batch { model, kind: BatchKind::Clean, graph: Graph::Full, segments }, oldest));
         }
         let first = *self.order.iter().find(|id| self.jobs[id].pending() > 0)?;
-        let model = self.jobs[&first].entry.model;
+        let model = self.jobs[&first].entry.model.clone();
         // A batch runs one graph: image passes and head-only passes never mix.
         let graph = self.jobs[&first].graph();
-        let max = self.batch_limit(model, graph);
+        let max = self.batch_limit(&model, graph);
         // Rotate so the next batch starts with the next job: round-robin across batches too.
         let start = self.order.iter().position(|id| *id == first).unwrap_or(0);
         self.order.rotate_left(start);
         let mut candidates: Vec<(usize, usize)> = self
             .order
             .iter()
-            .filter(|id| self.jobs[id].entry.model == model && self.jobs[id].graph() == graph)
+            .filter(|id| self.jobs[id].entry.model.id == model.id && self.jobs[id].graph() == graph)
             .map(|id| (*id, self.jobs[id].pending()))
             .filter(|(_, p)| *p > 0)
             .collect();
@@ -411,22 +399,22 @@ impl Scheduler {
                 continue;
             }
             let job = self.jobs.get_mut(&id).expect("listed job exists");
-            oldest = oldest.min(job.pending_since);
-            let State::Masked(m) = &mut job.state else {
+            oldest = oldest.min(job.started.unwrap_or(job.entry.submitted));
+            let State::Passes(p) = &mut job.state else {
                 continue;
             };
-            let passes = m.next..m.next + n;
-            m.next += n;
+            let passes = p.next..p.next + n;
+            p.next += n;
             segments.push(Segment {
                 job: id,
-                input: job.entry.request.input.clone(),
-                plan: Some(m.passes.clone()),
-                targets: m.targets.clone(),
+                input: job.entry.input.clone(),
+                passes_set: Some(p.passes.clone()),
+                targets: p.targets.clone(),
                 passes,
-                fault: job.entry.request.fault,
+                fault: job.entry.options.fault,
             });
         }
-        Some((Batch { model, kind: BatchKind::Masked, graph, segments }, oldest))
+        Some((Batch { model, kind: BatchKind::Passes, graph, segments }, oldest))
     }
 
     /// Gives a held batch's passes back to their jobs (they are always the latest taken).
@@ -435,7 +423,7 @@ impl Scheduler {
             if let Some(job) = self.jobs.get_mut(&seg.job) {
                 match &mut job.state {
                     State::Clean { dispatched } => *dispatched = false,
-                    State::Masked(m) => m.next = seg.passes.start,
+                    State::Passes(p) => p.next = seg.passes.start,
                 }
             }
         }
@@ -443,21 +431,17 @@ impl Scheduler {
 
     fn complete(&mut self, result: BatchResult) {
         self.in_flight[result.worker].pop_front();
-        let model_name = self.registry.all()[result.batch.model].name.clone();
-        let kind = result.batch.kind;
+        let model_name = result.batch.model.name().to_string();
         let passes = result.batch.len() as u64;
-        match (kind, result.batch.graph) {
+        match (result.batch.kind, result.batch.graph) {
             (BatchKind::Clean, _) => self.stats.clean_passes.fetch_add(passes, Ordering::Relaxed),
-            (BatchKind::Masked, Graph::Full) => self.stats.masked_passes.fetch_add(passes, Ordering::Relaxed),
-            (BatchKind::Masked, Graph::Head) => self.stats.head_passes.fetch_add(passes, Ordering::Relaxed),
+            (BatchKind::Passes, Graph::Full) => self.stats.masked_passes.fetch_add(passes, Ordering::Relaxed),
+            (BatchKind::Passes, Graph::Head) => self.stats.head_passes.fetch_add(passes, Ordering::Relaxed),
         };
         let outputs = match result.outcome {
             Ok(outputs) => outputs,
             Err(message) => {
                 tracing::error!(model = %model_name, %message, "batch failed");
-                if let Ok(mut f) = self.stats.model_failures.lock() {
-                    f.push((model_name.clone(), message.clone()));
-                }
                 for seg in &result.batch.segments {
                     self.fail(seg.job, EngineError::Runtime { model: model_name.clone(), message: message.clone() });
                 }
@@ -468,109 +452,47 @@ impl Scheduler {
             if !self.jobs.contains_key(&seg.job) {
                 continue; // cancelled or expired meanwhile
             }
-            let output = match output {
-                Ok(o) => o,
+            match output {
+                Ok(SegmentOutput::Clean { features, logits }) => {
+                    let job = self.remove(seg.job).expect("checked above");
+                    let timing = job.timing();
+                    let _ = job.entry.reply.send(Ok((JobOutput::Clean { features, logits }, job.counts, timing)));
+                }
+                Ok(SegmentOutput::Scored { scores }) => self.scored(seg.job, seg.passes.start, scores),
                 Err(message) => {
                     tracing::error!(model = %model_name, job = seg.job, %message, "job failed");
                     self.fail(seg.job, EngineError::Runtime { model: model_name.clone(), message });
-                    continue;
                 }
-            };
-            match output {
-                SegmentOutput::Clean { features, logits } => self.clean_done(seg.job, features, logits, result.elapsed),
-                SegmentOutput::Masked { scores } => self.masked_done(seg.job, seg.passes.start, scores),
             }
         }
     }
 
-    fn clean_done(&mut self, id: usize, features: Vec<f32>, logits: Vec<f32>, elapsed: Duration) {
-        let model = self.registry.all()[self.jobs[&id].entry.model].clone();
+    fn scored(&mut self, id: usize, start: usize, scores: Vec<Vec<(f32, f32)>>) {
         let job = self.jobs.get_mut(&id).expect("checked by caller");
-        job.timings.features_ms = ms(elapsed);
-        let JobKind::Explain { method, targets, metrics } = job.entry.request.kind.clone() else {
-            let job = self.remove(id).expect("present");
-            let _ = job.entry.reply.send(Ok(JobOutput::Predicted { logits }));
-            return;
-        };
-        let targets: Vec<usize> = match targets {
-            TargetSpec::Classes(c) => c,
-            TargetSpec::TopK(k) => top_k(&logits, k.max(1)),
-        };
-        let [k, fh, fw] = model.info.feature_khw;
-        let [c, h, w] = model.info.input_chw;
-        let plan = Arc::new(MaskPlan::new(method, Activations::new(k, fh, fw, features), [c, h, w]));
-        job.stats.skipped_channels = plan.skipped_channels();
-        self.stats.skipped_channels.fetch_add(plan.skipped_channels() as u64, Ordering::Relaxed);
-        job.stats.shared_mask_channels = plan.shared_mask_channels();
-        self.stats.shared_mask_channels.fetch_add(plan.shared_mask_channels() as u64, Ordering::Relaxed);
-        if let Some(p) = &job.entry.request.progress {
-            let metric_passes = if metrics { MetricPlan::pass_count(targets.len()) } else { 0 };
-            p.set_total(plan.len() + metric_passes);
-            p.set_stage(Stage::Masked);
-        }
-        let scores = empty_scores(&targets, &logits, plan.len());
-        job.pending_since = Instant::now();
-        job.state = State::Masked(Box::new(MaskedState {
-            passes: plan.clone(),
-            plan: Some(plan),
-            targets: targets.into(),
-            clean_logits: logits,
-            next: 0,
-            done: 0,
-            scores,
-        }));
-        self.finish_if_done(id);
-    }
-
-    fn masked_done(&mut self, id: usize, start: usize, scores: Vec<Vec<(f32, f32)>>) {
-        let job = self.jobs.get_mut(&id).expect("checked by caller");
-        let State::Masked(m) = &mut job.state else {
+        let State::Passes(p) = &mut job.state else {
             return;
         };
         for (i, per_target) in scores.iter().enumerate() {
-            for (ts, (z, p)) in m.scores.iter_mut().zip(per_target) {
+            for (ts, (z, prob)) in p.scores.iter_mut().zip(per_target) {
                 ts.logits[start + i] = *z;
-                ts.probs[start + i] = *p;
+                ts.probs[start + i] = *prob;
             }
         }
-        m.done += scores.len();
-        if let Some(p) = &job.entry.request.progress {
-            p.add(scores.len());
+        p.done += scores.len();
+        if let Some(o) = &job.entry.options.observer {
+            o.passes_done(scores.len());
         }
         self.finish_if_done(id);
     }
 
     fn finish_if_done(&mut self, id: usize) {
-        let done = matches!(&self.jobs[&id].state, State::Masked(m) if m.done == m.passes.len());
+        let done = matches!(&self.jobs[&id].state, State::Passes(p) if p.done == p.passes.len());
         if !done {
             return;
         }
-        let mut job = self.remove(id).expect("present");
-        let State::Masked(m) = job.state else { unreachable!("checked above") };
-        job.timings.masked_ms = job.masked_started.map(|t| ms(t.elapsed())).unwrap_or(0.0);
-        let output = match m.plan {
-            Some(plan) => JobOutput::Explained(Box::new(RawExplanation {
-                clean_logits: m.clean_logits,
-                targets: m.targets.to_vec(),
-                plan,
-                scores: m.scores,
-                stats: job.stats,
-                timings: job.timings,
-            })),
-            None => JobOutput::Scored { scores: m.scores, stats: job.stats },
-        };
-        let _ = job.entry.reply.send(Ok(output));
+        let job = self.remove(id).expect("present");
+        let timing = job.timing();
+        let State::Passes(p) = job.state else { unreachable!("checked above") };
+        let _ = job.entry.reply.send(Ok((JobOutput::Scored { scores: p.scores }, job.counts, timing)));
     }
-}
-
-/// Per target, room for every pass's score.
-fn empty_scores(targets: &[usize], clean_logits: &[f32], passes: usize) -> Vec<TargetScores> {
-    targets
-        .iter()
-        .map(|&t| TargetScores { clean_logit: clean_logits[t], logits: vec![0.0; passes], probs: vec![0.0; passes] })
-        .collect()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }

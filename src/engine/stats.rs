@@ -1,9 +1,6 @@
-//! Engine counters, read by the metrics endpoint and the CLI.
+//! Engine counters (passes, batches, jobs, workers), read by the metrics endpoint.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-
-use super::StageTimings;
 
 /// A fixed-bucket histogram (Prometheus semantics: cumulative on export).
 #[derive(Debug)]
@@ -47,7 +44,8 @@ impl Histogram {
     }
 }
 
-const SECONDS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+/// Buckets for durations in seconds, from a millisecond to a minute.
+pub const SECONDS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 const SIZES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
 #[derive(Debug)]
@@ -56,38 +54,32 @@ pub struct EngineStats {
     pub masked_passes: AtomicU64,
     pub head_passes: AtomicU64,
     pub clean_passes: AtomicU64,
-    pub skipped_channels: AtomicU64,
-    pub shared_mask_channels: AtomicU64,
     pub rejected: AtomicU64,
     /// Jobs dropped because their caller went away.
     pub cancelled: AtomicU64,
     pub queued_jobs: AtomicUsize,
     pub running_jobs: AtomicUsize,
     pub batch_size: Histogram,
-    pub stage_seconds: Vec<(&'static str, Histogram)>,
-    /// The last failure per model, for readiness reporting.
-    pub model_failures: Mutex<Vec<(String, String)>>,
+}
+
+impl Default for EngineStats {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl EngineStats {
-    pub fn new(_workers: usize) -> Self {
+    pub fn new() -> Self {
         Self {
             workers_alive: AtomicUsize::new(0),
             masked_passes: AtomicU64::new(0),
             head_passes: AtomicU64::new(0),
             clean_passes: AtomicU64::new(0),
-            skipped_channels: AtomicU64::new(0),
-            shared_mask_channels: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
             queued_jobs: AtomicUsize::new(0),
             running_jobs: AtomicUsize::new(0),
             batch_size: Histogram::new(SIZES),
-            stage_seconds: ["queue", "features", "masked", "combine", "metrics", "total"]
-                .into_iter()
-                .map(|s| (s, Histogram::new(SECONDS)))
-                .collect(),
-            model_failures: Mutex::new(Vec::new()),
         }
     }
 
@@ -101,12 +93,5 @@ impl EngineStats {
 
     pub(crate) fn worker_stopped(&self) {
         self.workers_alive.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    pub(crate) fn observe_timings(&self, t: &StageTimings) {
-        let values = [t.queue_ms, t.features_ms, t.masked_ms, t.combine_ms, t.metrics_ms, t.total_ms];
-        for ((_, h), ms) in self.stage_seconds.iter().zip(values) {
-            h.observe(ms / 1e3);
-        }
     }
 }

@@ -1,40 +1,41 @@
 //! Workers: each has a preparation thread that builds batch tensors and an inference
-//! thread that owns its ONNX Runtime sessions.
+//! thread that owns its ONNX Runtime sessions. Sessions are opened per model the first
+//! time a worker sees it (models come and go while the server runs) and dropped once the
+//! model is gone and no job holds it.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use super::EngineConfig;
 use super::job::Fault;
-use super::scheduler::Command;
+use super::model::EngineModel;
 use super::stats::EngineStats;
 use crate::cam::{Graph, PassSet, class_scores};
-use crate::model::ModelRegistry;
-use crate::runtime::{ModelSessions, ProviderKind, RuntimeError, SessionConfig};
+use crate::runtime::{ModelSessions, RuntimeError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum BatchKind {
     /// Clean images: features and logits are wanted.
     Clean,
-    /// Masked inputs built from a plan: only the target classes' scores are wanted.
-    Masked,
+    /// Inputs built from pass sets: only the target classes' scores are wanted.
+    Passes,
 }
 
 /// One job's share of a batch.
 pub(crate) struct Segment {
     pub job: usize,
     pub input: Arc<[f32]>,
-    pub plan: Option<Arc<dyn PassSet>>,
+    pub passes_set: Option<Arc<dyn PassSet>>,
     pub targets: Arc<[usize]>,
     pub passes: Range<usize>,
     pub fault: Option<Fault>,
 }
 
 pub(crate) struct Batch {
-    pub model: usize,
+    pub model: Arc<EngineModel>,
     pub kind: BatchKind,
     /// Which graph the batch runs through (all its segments agree).
     pub graph: Graph,
@@ -53,7 +54,7 @@ pub(crate) enum SegmentOutput {
         logits: Vec<f32>,
     },
     /// Per pass, per target: (logit, probability).
-    Masked {
+    Scored {
         scores: Vec<Vec<(f32, f32)>>,
     },
 }
@@ -63,8 +64,20 @@ pub(crate) struct BatchResult {
     pub batch: Batch,
     /// The whole batch failed, or each segment's own outcome.
     pub outcome: Result<Vec<Result<SegmentOutput, String>>, String>,
-    pub elapsed: Duration,
 }
+
+/// What workers tell the scheduler.
+pub(crate) enum WorkerEvent {
+    Done(Box<BatchResult>),
+    /// A worker's inference thread ended; its in-flight batches are lost.
+    Exited(usize),
+    /// A replacement worker is ready.
+    Ready(usize, mpsc::Sender<Batch>),
+}
+
+/// Where workers send their events (the scheduler's queue); a closure, so this file
+/// needs nothing from the scheduler.
+pub(crate) type Events = Arc<dyn Fn(WorkerEvent) -> bool + Send + Sync>;
 
 /// Handles to the workers' preparation threads; a dead worker's slot is empty until its
 /// replacement is ready.
@@ -74,32 +87,31 @@ pub(crate) struct Pool {
     restart_delay: Duration,
 }
 
+#[derive(Clone)]
+struct WorkerSetup {
+    id: usize,
+    /// Models to open and warm before the worker reports ready.
+    warm: Vec<Arc<EngineModel>>,
+    events: Events,
+    stats: Arc<EngineStats>,
+}
+
 impl Pool {
-    /// Starts every worker and waits until each has opened and warmed its sessions.
+    /// Starts every worker and waits until each has opened and warmed `models`.
     pub fn start(
-        registry: &ModelRegistry,
-        config: &EngineConfig,
-        providers: &[ProviderKind],
-        results: mpsc::Sender<Command>,
+        workers: usize,
+        models: &[Arc<EngineModel>],
+        restart_delay: Duration,
+        events: Events,
         stats: Arc<EngineStats>,
     ) -> Result<Self, RuntimeError> {
-        let template = WorkerSetup {
-            id: 0,
-            registry: registry.clone(),
-            session: config.session.clone(),
-            providers: providers.to_vec(),
-            model_providers: config
-                .models
-                .iter()
-                .filter_map(|(name, o)| o.provider.clone().map(|p| (name.clone(), p)))
-                .collect(),
-            results,
-            stats,
-        };
-        let senders = (0..config.workers.max(1))
-            .map(|id| start_worker(template.with_id(id)).map(Some))
+        let mut template = WorkerSetup { id: 0, warm: models.to_vec(), events, stats };
+        let senders = (0..workers.max(1))
+            .map(|id| start_worker(WorkerSetup { id, ..template.clone() }).map(Some))
             .collect::<Result<_, _>>()?;
-        Ok(Self { senders, template, restart_delay: Duration::from_millis(config.worker_restart_delay_ms) })
+        // Replacements open models as batches need them: the start-up set may be gone.
+        template.warm.clear();
+        Ok(Self { senders, template, restart_delay })
     }
 
     pub fn workers(&self) -> usize {
@@ -119,21 +131,21 @@ impl Pool {
     }
 
     /// Forgets a dead worker and starts its replacement in the background (after a delay,
-    /// so a worker that dies at once cannot spin); the scheduler hears `WorkerReady`.
+    /// so a worker that dies at once cannot spin); the scheduler hears `Ready`.
     pub fn replace(&mut self, worker: usize) {
         self.senders[worker] = None;
-        let setup = self.template.with_id(worker);
+        let setup = WorkerSetup { id: worker, ..self.template.clone() };
         let delay = self.restart_delay;
         let spawned = std::thread::Builder::new().name(format!("scorecam-restart-{worker}")).spawn(move || {
             std::thread::sleep(delay);
-            let results = setup.results.clone();
+            let events = setup.events.clone();
             match start_worker(setup) {
                 Ok(tx) => {
-                    let _ = results.send(Command::WorkerReady(worker, tx));
+                    events(WorkerEvent::Ready(worker, tx));
                 }
                 Err(e) => {
                     tracing::error!(worker, error = %e, "could not restart worker");
-                    let _ = results.send(Command::WorkerExited(worker));
+                    events(WorkerEvent::Exited(worker));
                 }
             }
         });
@@ -147,7 +159,7 @@ impl Pool {
     }
 }
 
-/// Starts one worker and waits until its sessions are open and warm.
+/// Starts one worker and waits until its start-up models are open and warm.
 fn start_worker(setup: WorkerSetup) -> Result<mpsc::Sender<Batch>, RuntimeError> {
     let id = setup.id;
     let (tx, rx) = mpsc::channel::<Batch>();
@@ -155,30 +167,6 @@ fn start_worker(setup: WorkerSetup) -> Result<mpsc::Sender<Batch>, RuntimeError>
     spawn_worker(setup, rx, ready_tx)?;
     ready_rx.recv().map_err(|_| RuntimeError::Worker(format!("worker {id} exited during start-up")))??;
     Ok(tx)
-}
-
-impl WorkerSetup {
-    fn with_id(&self, id: usize) -> Self {
-        Self {
-            id,
-            registry: self.registry.clone(),
-            session: self.session.clone(),
-            providers: self.providers.clone(),
-            model_providers: self.model_providers.clone(),
-            results: self.results.clone(),
-            stats: self.stats.clone(),
-        }
-    }
-}
-
-struct WorkerSetup {
-    id: usize,
-    registry: ModelRegistry,
-    session: SessionConfig,
-    providers: Vec<ProviderKind>,
-    model_providers: std::collections::BTreeMap<String, crate::runtime::ProviderConfig>,
-    results: mpsc::Sender<Command>,
-    stats: Arc<EngineStats>,
 }
 
 fn spawn_worker(
@@ -189,13 +177,12 @@ fn spawn_worker(
     // Depth 1: the preparation thread builds at most one batch ahead of inference, which
     // bounds memory to two batch tensors per worker.
     let (prepared_tx, prepared_rx) = mpsc::sync_channel::<(Batch, Vec<f32>)>(1);
-    let registry = setup.registry.clone();
     let spawn_err = |e: std::io::Error| RuntimeError::Worker(format!("could not start a worker thread: {e}"));
     std::thread::Builder::new()
         .name(format!("scorecam-prep-{}", setup.id))
         .spawn(move || {
             for batch in batches {
-                let tensor = build_tensor(&registry, &batch);
+                let tensor = build_tensor(&batch);
                 if prepared_tx.send((batch, tensor)).is_err() {
                     break;
                 }
@@ -209,11 +196,11 @@ fn spawn_worker(
     Ok(())
 }
 
-/// Stacks a batch's inputs: clean images copied, masked ones built from their plans.
-fn build_tensor(registry: &ModelRegistry, batch: &Batch) -> Vec<f32> {
-    let [c, h, w] = registry.all()[batch.model].info.input_chw;
-    let per = match (batch.kind, batch.segments.first().and_then(|s| s.plan.as_ref())) {
-        (BatchKind::Masked, Some(plan)) => plan.pass_len(),
+/// Stacks a batch's inputs: clean images copied, the others built from their pass sets.
+fn build_tensor(batch: &Batch) -> Vec<f32> {
+    let [c, h, w] = batch.model.package.info.input_chw;
+    let per = match (batch.kind, batch.segments.first().and_then(|s| s.passes_set.as_ref())) {
+        (BatchKind::Passes, Some(set)) => set.pass_len(),
         _ => c * h * w,
     };
     let mut tensor = vec![0.0f32; batch.len() * per];
@@ -221,8 +208,8 @@ fn build_tensor(registry: &ModelRegistry, batch: &Batch) -> Vec<f32> {
     for seg in &batch.segments {
         let n = seg.passes.len();
         let out = &mut tensor[offset * per..(offset + n) * per];
-        match (&seg.plan, batch.kind) {
-            (Some(plan), BatchKind::Masked) => plan.fill_batch(&seg.input, seg.passes.clone(), out),
+        match (&seg.passes_set, batch.kind) {
+            (Some(set), BatchKind::Passes) => set.fill_batch(&seg.input, seg.passes.clone(), out),
             _ => out.copy_from_slice(&seg.input),
         }
         offset += n;
@@ -230,30 +217,49 @@ fn build_tensor(registry: &ModelRegistry, batch: &Batch) -> Vec<f32> {
     tensor
 }
 
+/// One model's sessions in one worker, and the model they belong to (weakly: when the
+/// model is unloaded and no job holds it, the sessions are closed).
+struct Open {
+    model: Weak<EngineModel>,
+    sessions: ModelSessions,
+}
+
 fn inference_loop(
     setup: WorkerSetup,
     prepared: mpsc::Receiver<(Batch, Vec<f32>)>,
     ready: mpsc::Sender<Result<(), RuntimeError>>,
 ) {
-    let mut sessions = match open_and_warm(&setup) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
+    let mut open: HashMap<u64, Open> = HashMap::new();
+    for model in &setup.warm {
+        match open_and_warm(model) {
+            Ok(s) => {
+                open.insert(model.id, Open { model: Arc::downgrade(model), sessions: s });
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
         }
-    };
+    }
     setup.stats.worker_started();
-    let _alive = AliveGuard { id: setup.id, stats: setup.stats.clone(), results: setup.results.clone() };
+    let _alive = AliveGuard { id: setup.id, stats: setup.stats.clone(), events: setup.events.clone() };
     let _ = ready.send(Ok(()));
     for (batch, tensor) in prepared {
         if batch.segments.iter().any(|s| s.fault == Some(Fault::KillWorker)) {
             tracing::error!(worker = setup.id, "worker stopping (injected fault)");
             return;
         }
-        let started = Instant::now();
-        let outcome = run_contained(&mut sessions[batch.model], &batch, &tensor);
-        let result = BatchResult { worker: setup.id, batch, outcome, elapsed: started.elapsed() };
-        if setup.results.send(Command::Done(Box::new(result))).is_err() {
+        open.retain(|_, o| o.model.strong_count() > 0);
+        let outcome = match open.entry(batch.model.id) {
+            std::collections::hash_map::Entry::Occupied(o) => Ok(o.into_mut()),
+            std::collections::hash_map::Entry::Vacant(v) => match open_and_warm(&batch.model) {
+                Ok(sessions) => Ok(v.insert(Open { model: Arc::downgrade(&batch.model), sessions })),
+                Err(e) => Err(e.to_string()),
+            },
+        }
+        .and_then(|o| run_contained(&mut o.sessions, &batch, &tensor));
+        let result = BatchResult { worker: setup.id, batch, outcome };
+        if !(setup.events)(WorkerEvent::Done(Box::new(result))) {
             break;
         }
     }
@@ -264,13 +270,13 @@ fn inference_loop(
 struct AliveGuard {
     id: usize,
     stats: Arc<EngineStats>,
-    results: mpsc::Sender<Command>,
+    events: Events,
 }
 
 impl Drop for AliveGuard {
     fn drop(&mut self) {
         self.stats.worker_stopped();
-        let _ = self.results.send(Command::WorkerExited(self.id));
+        (self.events)(WorkerEvent::Exited(self.id));
     }
 }
 
@@ -295,13 +301,13 @@ fn run_contained(
             for seg in &batch.segments {
                 let n = seg.passes.len();
                 let alone = Batch {
-                    model: batch.model,
+                    model: batch.model.clone(),
                     kind: batch.kind,
                     graph: batch.graph,
                     segments: vec![Segment {
                         job: seg.job,
                         input: seg.input.clone(),
-                        plan: seg.plan.clone(),
+                        passes_set: seg.passes_set.clone(),
                         targets: seg.targets.clone(),
                         passes: seg.passes.clone(),
                         fault: seg.fault,
@@ -324,34 +330,26 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-fn open_and_warm(setup: &WorkerSetup) -> Result<Vec<ModelSessions>, RuntimeError> {
-    setup
-        .registry
-        .all()
-        .iter()
-        .zip(&setup.providers)
-        .map(|(model, provider)| {
-            // The model's own provider settings (device id, memory limit) if it has any.
-            let mut session = setup.session.clone();
-            session.provider = setup.model_providers.get(&model.name).cloned().unwrap_or(session.provider);
-            let mut s = ModelSessions::open(
-                &model.extractor_path(),
-                &model.head_path(),
-                model.info.into(),
-                &session,
-                *provider,
-            )?;
-            // Warm-up: the first run allocates arenas and picks kernels; do it before ready.
-            let [c, h, w] = model.info.input_chw;
-            s.logits(&vec![0.0; c * h * w], 1)?;
-            Ok(s)
-        })
-        .collect()
+fn open_and_warm(model: &EngineModel) -> Result<ModelSessions, RuntimeError> {
+    let started = Instant::now();
+    let package = &model.package;
+    let mut s = ModelSessions::open(
+        &package.extractor_path(),
+        &package.head_path(),
+        package.info.into(),
+        &model.session,
+        model.provider,
+    )?;
+    // Warm-up: the first run allocates arenas and picks kernels; do it before real work.
+    let [c, h, w] = package.info.input_chw;
+    s.logits(&vec![0.0; c * h * w], 1)?;
+    tracing::debug!(model = %package.name, ms = started.elapsed().as_millis() as u64, "sessions opened");
+    Ok(s)
 }
 
 fn run_batch(sessions: &mut ModelSessions, batch: &Batch, tensor: &[f32]) -> Result<Vec<SegmentOutput>, String> {
-    // Injected in masked batches, which mix jobs, so the isolation of the others is tested.
-    if batch.kind == BatchKind::Masked && batch.segments.iter().any(|s| s.fault == Some(Fault::Panic)) {
+    // Injected in pass batches, which mix jobs, so the isolation of the others is tested.
+    if batch.kind == BatchKind::Passes && batch.segments.iter().any(|s| s.fault == Some(Fault::Panic)) {
         panic!("injected fault");
     }
     let n = batch.len();
@@ -360,17 +358,14 @@ fn run_batch(sessions: &mut ModelSessions, batch: &Batch, tensor: &[f32]) -> Res
             let features = sessions.features(tensor, n).map_err(|e| e.to_string())?;
             let logits = sessions.head_logits(&features, n).map_err(|e| e.to_string())?;
             let (fper, lper) = (features.len() / n, logits.len() / n);
-            Ok(batch
-                .segments
-                .iter()
-                .enumerate()
-                .map(|(i, _)| SegmentOutput::Clean {
+            Ok((0..batch.segments.len())
+                .map(|i| SegmentOutput::Clean {
                     features: features[i * fper..(i + 1) * fper].to_vec(),
                     logits: logits[i * lper..(i + 1) * lper].to_vec(),
                 })
                 .collect())
         }
-        BatchKind::Masked => {
+        BatchKind::Passes => {
             let logits = match batch.graph {
                 Graph::Full => sessions.logits(tensor, n),
                 Graph::Head => sessions.head_logits(tensor, n),
@@ -381,7 +376,7 @@ fn run_batch(sessions: &mut ModelSessions, batch: &Batch, tensor: &[f32]) -> Res
             Ok(batch
                 .segments
                 .iter()
-                .map(|seg| SegmentOutput::Masked {
+                .map(|seg| SegmentOutput::Scored {
                     scores: rows.by_ref().take(seg.passes.len()).map(|row| class_scores(row, &seg.targets)).collect(),
                 })
                 .collect())

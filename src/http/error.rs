@@ -8,34 +8,38 @@ use serde::Serialize;
 
 use crate::engine::EngineError;
 use crate::imaging::ImagingError;
-use crate::pipeline::PipelineError;
+use crate::service::ServiceError;
 
-/// Everything a handler can fail with.
+/// Everything a handler can fail with: the service's errors, and the transport's own.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error(transparent)]
-    Pipeline(#[from] PipelineError),
-    /// The request's structure is wrong (multipart, JSON, base64, missing image).
-    #[error("{0}")]
-    BadRequest(String),
+    Service(#[from] ServiceError),
     #[error("{0}")]
     UnsupportedMediaType(String),
-    #[error("{0}")]
-    InvalidParameter(String),
     #[error("request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
     #[error("the server is not ready: {0}")]
     NotReady(String),
     #[error("no route for {0}")]
     NotFound(String),
-    #[error("the request did not finish within its deadline")]
-    Timeout,
     #[error("method not allowed on this route")]
     MethodNotAllowed,
     #[error("{0}")]
     Unauthorized(String),
     #[error("the request body was not received within {0} ms")]
     RequestTimeout(u64),
+}
+
+impl ApiError {
+    /// The request's structure is wrong (multipart, JSON, base64, missing image).
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ServiceError::BadRequest(message.into()).into()
+    }
+
+    pub fn invalid_parameter(message: impl Into<String>) -> Self {
+        ServiceError::InvalidParameter(message.into()).into()
+    }
 }
 
 #[derive(Serialize)]
@@ -47,36 +51,40 @@ struct ErrorBody<'a> {
 impl ApiError {
     /// Status and machine-readable type, decided here and nowhere else.
     pub fn status_and_type(&self) -> (StatusCode, &'static str) {
-        use PipelineError as P;
+        use ServiceError as S;
         match self {
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-            ApiError::InvalidParameter(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
-            ApiError::Pipeline(P::InvalidParameter(_)) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter"),
-            ApiError::Pipeline(P::Render(_)) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter"),
-            ApiError::Pipeline(P::Imaging(e)) => match e {
-                ImagingError::Empty => (StatusCode::BAD_REQUEST, "empty_image"),
-                ImagingError::UnsupportedFormat => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_image_format"),
-                ImagingError::Decode(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_image"),
-                ImagingError::TooLarge(_) => (StatusCode::UNPROCESSABLE_ENTITY, "image_too_large"),
-            },
-            ApiError::Pipeline(P::Engine(e)) => match e {
-                EngineError::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
-                EngineError::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
-                EngineError::Cancelled => (StatusCode::BAD_REQUEST, "cancelled"),
-                EngineError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-                EngineError::InvalidTarget { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_target"),
-                EngineError::InvalidMethod(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter"),
-                EngineError::UnknownModel(_) => (StatusCode::NOT_FOUND, "unknown_model"),
-                EngineError::Runtime { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "model_failure"),
-                EngineError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Service(e) => match e {
+                S::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+                S::InvalidParameter(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter"),
+                S::InvalidTarget { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_target"),
+                S::UnknownModel { .. } => (StatusCode::NOT_FOUND, "unknown_model"),
+                S::ModelUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "model_unavailable"),
+                S::DeadlineExceeded { .. } => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
+                S::NotAccepting => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+                // Encoding our own PNG failed: the server's fault, not the request's.
+                S::Render(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+                S::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+                S::Imaging(e) => match e {
+                    ImagingError::Empty => (StatusCode::BAD_REQUEST, "empty_image"),
+                    ImagingError::UnsupportedFormat => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_image_format"),
+                    ImagingError::Decode(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_image"),
+                    ImagingError::TooLarge(_) => (StatusCode::UNPROCESSABLE_ENTITY, "image_too_large"),
+                },
+                S::Engine(e) => match e {
+                    EngineError::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
+                    EngineError::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
+                    EngineError::Cancelled => (StatusCode::BAD_REQUEST, "cancelled"),
+                    EngineError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+                    EngineError::Runtime { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "model_failure"),
+                    EngineError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+                },
             },
         }
     }
@@ -84,7 +92,7 @@ impl ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
-        ApiError::Pipeline(e.into())
+        ApiError::Service(e.into())
     }
 }
 

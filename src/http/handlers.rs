@@ -1,4 +1,5 @@
-//! Route handlers: each parses, calls the pipeline or engine, and shapes the response.
+//! Route handlers: each turns the transport's request into a service request, calls the
+//! service, and shapes the response. No explanation logic lives here.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +14,7 @@ use serde::Serialize;
 use super::error::ApiError;
 use super::input::ImageRequest;
 use super::state::AppState;
-use crate::engine::Progress;
-use crate::model::ModelPackage;
-use crate::pipeline::{self, Rendered, RenderedImage};
+use crate::service::{ImageSummary, ModelStatus, Progress, Rendered, RenderedPng, ServiceError};
 
 /// The contract, embedded so the binary serves exactly the spec it was built with.
 pub const OPENAPI: &str = include_str!("../../openapi.yaml");
@@ -23,45 +22,28 @@ pub const OPENAPI: &str = include_str!("../../openapi.yaml");
 /// The explorer page: one self-contained file (no CDN, works offline), embedded at build time.
 pub const PAGE: &str = include_str!("page/index.html");
 
-/// Slack past a request's deadline before the HTTP layer gives up on the engine (which
-/// enforces the deadline itself and normally answers first).
-const DEADLINE_SLACK: Duration = Duration::from_secs(2);
-
-fn ensure_accepting(state: &AppState) -> Result<(), ApiError> {
-    if state.engine.is_draining() {
-        return Err(ApiError::NotReady("the server is shutting down".into()));
-    }
-    Ok(())
-}
-
 pub async fn explain(State(state): State<AppState>, req: ImageRequest) -> Result<Response, ApiError> {
-    ensure_accepting(&state)?;
-    let params = req.explain_params(&state)?;
-    let deadline = params.deadline.map(|d| tokio::time::Instant::from_std(d) + DEADLINE_SLACK);
-    let work = pipeline::explain(&state.engine, req.image, &state.config.limits, params);
-    let rendered = match deadline {
-        Some(d) => tokio::time::timeout_at(d, work).await.map_err(|_| ApiError::Timeout)??,
-        None => work.await?,
-    };
-    Ok(match rendered {
+    let (request, image) = req.explain_request()?;
+    Ok(match state.service.explain(request, image, None).await? {
         Rendered::Json(doc) => Json(doc).into_response(),
-        Rendered::Image(img) => image_response(*img),
+        Rendered::Png(png) => png_response(*png),
     })
 }
 
-fn image_response(img: RenderedImage) -> Response {
+fn png_response(img: RenderedPng) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+    let s = &img.summary;
     let label: String =
-        img.target.label.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
-    let t = &img.timings;
+        s.target.label.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
+    let t = &s.timings_ms;
     let mut pairs = vec![
-        ("x-scorecam-target-index", img.target.index.to_string()),
+        ("x-scorecam-target-index", s.target.index.to_string()),
         ("x-scorecam-target-label", label),
-        ("x-scorecam-target-score", format!("{:.6}", img.target.score)),
-        ("x-scorecam-forward-passes", img.stats.forward_passes.to_string()),
-        ("x-scorecam-skipped-channels", img.stats.skipped_channels.to_string()),
-        ("x-scorecam-shared-mask-channels", img.stats.shared_mask_channels.to_string()),
+        ("x-scorecam-target-score", format!("{:.6}", s.target.score)),
+        ("x-scorecam-forward-passes", s.stats.forward_passes.to_string()),
+        ("x-scorecam-skipped-channels", s.stats.skipped_channels.to_string()),
+        ("x-scorecam-shared-mask-channels", s.stats.shared_mask_channels.to_string()),
         (
             "server-timing",
             format!(
@@ -70,13 +52,13 @@ fn image_response(img: RenderedImage) -> Response {
             ),
         ),
     ];
-    if let Some(m) = &img.metrics {
+    if let Some(m) = &s.metrics {
         pairs.extend([
             ("x-scorecam-average-drop", format!("{:.6}", m.average_drop)),
             ("x-scorecam-increase-in-confidence", m.increase_in_confidence.to_string()),
             ("x-scorecam-deletion-auc", format!("{:.6}", m.deletion_auc)),
             ("x-scorecam-insertion-auc", format!("{:.6}", m.insertion_auc)),
-            ("x-scorecam-metric-passes", img.stats.metric_passes.to_string()),
+            ("x-scorecam-metric-passes", s.stats.metric_passes.to_string()),
         ]);
     }
     for (name, value) in pairs {
@@ -87,18 +69,11 @@ fn image_response(img: RenderedImage) -> Response {
     (headers, img.png).into_response()
 }
 
-/// The `result` event of a streamed image explanation: the PNG inline, with what it shows.
+/// The `result` event of a streamed image explanation: the summary, and the PNG inline.
 #[derive(Serialize)]
 struct StreamedImage<'a> {
-    model: &'a str,
-    method: &'a str,
-    preset: &'a str,
-    target: &'a crate::render::Prediction,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    metrics: &'a Option<crate::cam::faithfulness::Faithfulness>,
-    predictions: &'a [crate::render::Prediction],
-    stats: &'a crate::engine::RunStats,
-    timings_ms: &'a crate::engine::StageTimings,
+    #[serde(flatten)]
+    summary: &'a ImageSummary,
     image: StreamedPng,
 }
 
@@ -114,17 +89,10 @@ fn result_event(rendered: &Rendered) -> Result<Event, axum::Error> {
     let event = Event::default().event("result");
     match rendered {
         Rendered::Json(doc) => event.json_data(doc),
-        Rendered::Image(img) => {
+        Rendered::Png(img) => {
             use base64::Engine as _;
             event.json_data(StreamedImage {
-                model: &img.model,
-                method: &img.method,
-                preset: &img.preset,
-                target: &img.target,
-                metrics: &img.metrics,
-                predictions: &img.predictions,
-                stats: &img.stats,
-                timings_ms: &img.timings,
+                summary: &img.summary,
                 image: StreamedPng {
                     content_type: "image/png",
                     width: img.width,
@@ -152,22 +120,16 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(150);
 /// image are checked first, so those errors keep their plain status codes. When the client
 /// goes away the stream is dropped, which aborts the task, which cancels the job.
 pub async fn explain_stream(State(state): State<AppState>, req: ImageRequest) -> Result<Response, ApiError> {
-    ensure_accepting(&state)?;
-    let mut params = req.explain_params(&state)?;
+    let (request, image) = req.explain_request()?;
     let progress = Arc::new(Progress::default());
-    params.progress = Some(progress.clone());
-    let deadline = params.deadline.map(|d| tokio::time::Instant::from_std(d) + DEADLINE_SLACK);
-    let prepared = pipeline::prepare(&state.engine, req.image, &state.config.limits, params).await?;
+    let prepared = state.service.prepare(request, image).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(4);
+    let task_progress = progress.clone();
     let task = tokio::spawn(async move {
-        let work = pipeline::run(&state.engine, prepared);
+        let service = state.service.clone();
         let work = async move {
-            match deadline {
-                Some(d) => {
-                    tokio::time::timeout_at(d, work).await.map_err(|_| ApiError::Timeout)?.map_err(ApiError::from)
-                }
-                None => work.await.map_err(ApiError::from),
-            }
+            let explanation = service.run(prepared, Some(task_progress)).await?;
+            service.render(explanation).await
         };
         tokio::pin!(work);
         let mut tick = tokio::time::interval(PROGRESS_EVERY);
@@ -185,10 +147,9 @@ pub async fn explain_stream(State(state): State<AppState>, req: ImageRequest) ->
             tokio::select! {
                 result = &mut work => {
                     let event = match result {
-                        Ok(rendered) => result_event(&rendered).unwrap_or_else(|e| {
-                            error_event(ApiError::from(crate::engine::EngineError::Internal(e.to_string())))
-                        }),
-                        Err(e) => error_event(e),
+                        Ok(rendered) => result_event(&rendered)
+                            .unwrap_or_else(|e| error_event(ServiceError::Internal(e.to_string()).into())),
+                        Err(e) => error_event(e.into()),
                     };
                     let _ = tx.send(event).await;
                     return;
@@ -214,18 +175,25 @@ impl Drop for AbortOnDrop {
 }
 
 pub async fn predict(State(state): State<AppState>, req: ImageRequest) -> Result<Response, ApiError> {
-    ensure_accepting(&state)?;
-    let (model, top_k, deadline) = req.predict_params(&state)?;
-    let work = pipeline::predict(&state.engine, req.image, &state.config.limits, &model, top_k);
-    let doc = tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), work)
-        .await
-        .map_err(|_| ApiError::Timeout)??;
-    Ok(Json(doc).into_response())
+    let (request, image) = req.predict_request()?;
+    Ok(Json(state.service.predict(request, image).await?).into_response())
 }
 
 #[derive(Serialize)]
 pub struct ModelSummary {
     name: String,
+    /// `ready`, or `failed` (then `error` says why and nothing else is known).
+    state: &'static str,
+    /// Which load of this package this is (it grows when the package changes on disk).
+    version: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    details: Option<ModelDetails>,
+}
+
+#[derive(Serialize)]
+struct ModelDetails {
     description: String,
     input: InputSummary,
     target_layer: LayerSummary,
@@ -234,6 +202,10 @@ pub struct ModelSummary {
     execution_provider: &'static str,
     batch_size: usize,
     workers: usize,
+    /// Bytes of the two ONNX graphs: roughly what each worker's sessions hold in memory.
+    weights_bytes: u64,
+    /// Estimated memory of the model across the workers (`weights_bytes` × workers).
+    memory_bytes: u64,
     source: String,
     license: String,
 }
@@ -253,47 +225,67 @@ struct LayerSummary {
     width: usize,
 }
 
-fn summary(state: &AppState, index: usize, m: &ModelPackage) -> ModelSummary {
-    let [_, h, w] = m.info.input_chw;
-    let [k, fh, fw] = m.info.feature_khw;
-    ModelSummary {
-        name: m.name.clone(),
-        description: m.manifest.description.clone(),
-        input: InputSummary { width: w, height: h, resize: m.manifest.input.resize },
-        target_layer: LayerSummary {
-            description: m.manifest.target_layer.description.clone(),
+fn summary(state: &AppState, s: ModelStatus) -> ModelSummary {
+    let workers = state.service.engine().config().workers;
+    let details = s.model.as_ref().map(|m| {
+        let p = &m.package;
+        let [_, h, w] = p.info.input_chw;
+        let [k, fh, fw] = p.info.feature_khw;
+        let weights_bytes = p.weights_bytes();
+        ModelDetails {
+            description: p.manifest.description.clone(),
+            input: InputSummary { width: w, height: h, resize: p.manifest.input.resize },
+            target_layer: LayerSummary {
+                description: p.manifest.target_layer.description.clone(),
+                channels: k,
+                height: fh,
+                width: fw,
+            },
             channels: k,
-            height: fh,
-            width: fw,
-        },
-        channels: k,
-        labels: m.labels.len(),
-        execution_provider: state.engine.provider(index).as_str(),
-        batch_size: state.engine.config().batch_for(&m.name),
-        workers: state.engine.config().workers,
-        source: m.manifest.source.clone(),
-        license: m.manifest.license.clone(),
-    }
+            labels: p.labels.len(),
+            execution_provider: m.provider.as_str(),
+            batch_size: m.max_batch,
+            workers,
+            weights_bytes,
+            memory_bytes: weights_bytes * workers as u64,
+            source: p.manifest.source.clone(),
+            license: p.manifest.license.clone(),
+        }
+    });
+    ModelSummary { name: s.name, state: s.state, version: s.version, error: s.error, details }
 }
 
 #[derive(Serialize)]
 pub struct ModelList {
-    default: String,
+    /// The model a request that names none gets (`null` when none is ready).
+    default: Option<String>,
+    /// The configured default, when it differs from `default` (it is not available).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    configured_default: Option<String>,
     models: Vec<ModelSummary>,
 }
 
 pub async fn models(State(state): State<AppState>) -> Json<ModelList> {
-    let models = state.engine.registry().all().iter().enumerate().map(|(i, m)| summary(&state, i, m)).collect();
-    Json(ModelList { default: state.default_model.clone(), models })
+    let repo = state.service.models();
+    let default = state.service.default_model();
+    let configured_default = repo.configured_default().filter(|c| default.as_deref() != Some(*c)).map(str::to_string);
+    let models = repo.list().into_iter().map(|s| summary(&state, s)).collect();
+    Json(ModelList { default, configured_default, models })
 }
 
 pub async fn model(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<ModelSummary>, ApiError> {
-    let index = state
-        .engine
-        .registry()
-        .index_of(&name)
-        .ok_or_else(|| ApiError::from(crate::engine::EngineError::UnknownModel(name.clone())))?;
-    Ok(Json(summary(&state, index, &state.engine.registry().all()[index])))
+    let status = state.service.models().list().into_iter().find(|s| s.name == name);
+    match status {
+        Some(s) => Ok(Json(summary(&state, s))),
+        // The service's error lists the models there are.
+        None => Err(state.service.model(Some(&name)).err().unwrap_or(ServiceError::Internal(name)).into()),
+    }
+}
+
+/// The method registry: names, parameters, bounds and defaults (the page builds its form
+/// from it).
+pub async fn methods() -> Json<serde_json::Value> {
+    Json(crate::cam::methods::describe())
 }
 
 pub async fn healthz() -> Json<serde_json::Value> {
@@ -301,7 +293,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
 }
 
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let engine = &state.engine;
+    let engine = state.service.engine();
     if engine.is_draining() {
         return Err(ApiError::NotReady("draining for shutdown".into()));
     }
@@ -309,14 +301,19 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Va
     if alive < engine.config().workers {
         return Err(ApiError::NotReady(format!("{alive} of {} workers alive", engine.config().workers)));
     }
-    let models: Vec<_> = engine.registry().all().iter().map(|m| m.name.clone()).collect();
+    let ready = state.service.models().ready();
+    if ready.is_empty() {
+        return Err(ApiError::NotReady("no model is ready".into()));
+    }
+    let models: Vec<_> = ready.iter().map(|m| m.name().to_string()).collect();
     let providers: serde_json::Map<String, serde_json::Value> =
-        models.iter().enumerate().map(|(i, name)| (name.clone(), engine.provider(i).as_str().into())).collect();
+        ready.iter().map(|m| (m.name().to_string(), m.provider.as_str().into())).collect();
     Ok(Json(serde_json::json!({ "status": "ready", "models": models, "providers": providers, "workers": alive })))
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let body = state.metrics.render(state.engine.stats(), state.engine.is_ready());
+    let service = &state.service;
+    let body = state.metrics.render(service.engine().stats(), service.stats(), service.engine().is_ready());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 

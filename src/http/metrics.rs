@@ -1,4 +1,4 @@
-//! Prometheus text exposition of the HTTP and engine counters.
+//! Prometheus text exposition of the HTTP, service and engine counters.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
 use crate::engine::{EngineStats, stats::Histogram};
+use crate::service::ServiceStats;
 
 const LATENCY: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
 
@@ -29,7 +30,7 @@ impl HttpMetrics {
         }
     }
 
-    pub fn render(&self, engine: &EngineStats, ready: bool) -> String {
+    pub fn render(&self, engine: &EngineStats, service: &ServiceStats, ready: bool) -> String {
         let mut out = String::new();
         let o = &mut out;
         let _ = writeln!(o, "# HELP scorecam_http_requests_total HTTP requests by route and status.");
@@ -51,7 +52,7 @@ impl HttpMetrics {
             "# HELP scorecam_stage_duration_seconds Explanation time per stage (queue, features, masked, combine, total)."
         );
         let _ = writeln!(o, "# TYPE scorecam_stage_duration_seconds histogram");
-        for (stage, h) in &engine.stage_seconds {
+        for (stage, h) in &service.stage_seconds {
             histogram(o, "scorecam_stage_duration_seconds", &format!("stage=\"{stage}\""), h);
         }
         let _ = writeln!(o, "# HELP scorecam_batch_size Inputs per forward pass.");
@@ -76,12 +77,12 @@ impl HttpMetrics {
             (
                 "scorecam_skipped_channels_total",
                 "Constant channels that needed no pass of their own.",
-                engine.skipped_channels.load(Ordering::Relaxed),
+                service.skipped_channels.load(Ordering::Relaxed),
             ),
             (
                 "scorecam_shared_mask_channels_total",
                 "Channels whose mask repeated another channel's, so they reused its passes.",
-                engine.shared_mask_channels.load(Ordering::Relaxed),
+                service.shared_mask_channels.load(Ordering::Relaxed),
             ),
             (
                 "scorecam_rejected_jobs_total",

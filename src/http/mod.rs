@@ -1,15 +1,17 @@
 //! The HTTP face: axum router, input extraction, handlers, the error→status map, metrics.
+//! A thin face over `service`: handlers parse, call the service, shape the response.
 
 mod auth;
 mod body_guard;
 mod error;
 mod handlers;
 mod input;
+mod keys;
 mod metrics;
 mod state;
 mod v2;
 
-pub use auth::ApiKeys;
+pub use keys::ApiKeys;
 pub use error::ApiError;
 pub use metrics::HttpMetrics;
 pub use state::AppState;
@@ -64,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/predict", post(handlers::predict))
         .route("/models", get(handlers::models))
         .route("/models/{name}", get(handlers::model))
+        .route("/methods", get(handlers::methods))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))
@@ -113,22 +116,18 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let engine = state.engine.clone();
+    let service = state.service.clone();
     let grace = Duration::from_secs(state.config.server.shutdown_grace_s);
     let drained = {
-        let engine = engine.clone();
+        let engine = service.engine().clone();
         async move {
             shutdown.await;
             tracing::info!(in_flight = engine.in_flight(), "shutdown requested: draining");
-            engine.begin_drain();
-            let until = Instant::now() + grace;
-            while engine.in_flight() > 0 && Instant::now() < until {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            engine.drain(grace).await;
         }
     };
     axum::serve(listener, router(state)).with_graceful_shutdown(drained).await?;
-    engine.shutdown(Duration::from_secs(1)).await;
+    service.shutdown(Duration::from_secs(1)).await;
     tracing::info!("stopped");
     Ok(())
 }

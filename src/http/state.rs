@@ -2,16 +2,15 @@
 
 use std::sync::Arc;
 
-use super::auth::ApiKeys;
+use super::keys::ApiKeys;
 use super::metrics::HttpMetrics;
 use crate::config::Config;
-use crate::engine::Engine;
+use crate::service::Service;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub engine: Arc<Engine>,
+    pub service: Arc<Service>,
     pub config: Arc<Config>,
-    pub default_model: String,
     pub metrics: Arc<HttpMetrics>,
     pub api_keys: Arc<ApiKeys>,
 }

@@ -18,11 +18,9 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::state::AppState;
-use crate::cam::Preset;
-use crate::engine::{EngineError, JobRequest, TargetSpec};
-use crate::imaging;
-use crate::model::ModelPackage;
-use crate::render::softmax;
+use crate::cam::{Method, softmax};
+use crate::engine::EngineModel;
+use crate::service::{ExplainRequest, ImageInput, OutputFormat, Rendering, Resolution, TargetSpec};
 
 /// Most images in one v2 request.
 const MAX_BATCH: usize = 16;
@@ -62,11 +60,11 @@ struct InferResponse {
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::BadRequest(message.into())
+    ApiError::bad_request(message)
 }
 
-fn package(state: &AppState, name: &str) -> Result<Arc<ModelPackage>, ApiError> {
-    state.engine.registry().get(name).cloned().map_err(|_| ApiError::from(EngineError::UnknownModel(name.to_string())))
+fn model(state: &AppState, name: &str) -> Result<Arc<EngineModel>, ApiError> {
+    Ok(state.service.model(Some(name))?)
 }
 
 pub async fn server_metadata() -> Json<Value> {
@@ -80,16 +78,16 @@ pub async fn live() -> Json<Value> {
 /// The protocol: 200 means ready, a 4xx status means not (we use 503 like /readyz, which
 /// orchestrators treat the same way and which says why).
 pub async fn ready(State(state): State<AppState>) -> Response {
-    let ready = state.engine.is_ready();
+    let ready = state.service.engine().is_ready() && !state.service.models().ready().is_empty();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(json!({ "ready": ready }))).into_response()
 }
 
 pub async fn model_metadata(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    let m = package(&state, &name)?;
-    let [c, h, w] = m.info.input_chw;
+    let m = model(&state, &name)?;
+    let [c, h, w] = m.package.info.input_chw;
     Ok(Json(json!({
-        "name": m.name,
+        "name": m.name(),
         "versions": ["1"],
         "platform": "onnxruntime_onnx",
         "inputs": [
@@ -98,7 +96,7 @@ pub async fn model_metadata(State(state): State<AppState>, Path(name): Path<Stri
             { "name": "input", "datatype": "FP32", "shape": [-1, c, h, w] }
         ],
         "outputs": [
-            { "name": "probabilities", "datatype": "FP32", "shape": [-1, m.info.classes] },
+            { "name": "probabilities", "datatype": "FP32", "shape": [-1, m.package.info.classes] },
             { "name": "saliency", "datatype": "FP32", "shape": [-1, h, w] },
             { "name": "explained_class", "datatype": "INT64", "shape": [-1] }
         ]
@@ -106,15 +104,16 @@ pub async fn model_metadata(State(state): State<AppState>, Path(name): Path<Stri
 }
 
 pub async fn model_ready(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
-    let m = package(&state, &name)?;
-    let ready = state.engine.is_ready();
+    let m = model(&state, &name)?;
+    let ready = state.service.engine().is_ready();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    Ok((status, Json(json!({ "name": m.name, "ready": ready }))).into_response())
+    Ok((status, Json(json!({ "name": m.name(), "ready": ready }))).into_response())
 }
 
-/// Turns the request's single input tensor into normalised model inputs.
-fn decode_inputs(state: &AppState, m: &ModelPackage, input: &InputTensor) -> Result<Vec<Vec<f32>>, ApiError> {
-    let [c, h, w] = m.info.input_chw;
+/// Turns the request's single input tensor into the images it carries (the service
+/// decodes and preprocesses them as it does any upload).
+fn decode_inputs(state: &AppState, m: &EngineModel, input: InputTensor) -> Result<Vec<ImageInput>, ApiError> {
+    let [c, h, w] = m.package.info.input_chw;
     let dims: Vec<usize> = input
         .shape
         .iter()
@@ -122,7 +121,7 @@ fn decode_inputs(state: &AppState, m: &ModelPackage, input: &InputTensor) -> Res
         .collect::<Result<_, _>>()?;
     let n = *dims.first().ok_or_else(|| bad("input shape is empty"))?;
     if n == 0 || n > MAX_BATCH {
-        return Err(ApiError::InvalidParameter(format!("batch must be within 1..={MAX_BATCH}, got {n}")));
+        return Err(ApiError::invalid_parameter(format!("batch must be within 1..={MAX_BATCH}, got {n}")));
     }
     let numbers = |expected: usize| -> Result<Vec<f64>, ApiError> {
         let items = input.data.as_array().ok_or_else(|| bad("`data` must be a flat array"))?;
@@ -144,9 +143,7 @@ fn decode_inputs(state: &AppState, m: &ModelPackage, input: &InputTensor) -> Res
                     let bytes = base64::engine::general_purpose::STANDARD
                         .decode(b64)
                         .map_err(|e| bad(format!("BYTES element is not valid base64: {e}")))?;
-                    let img =
-                        imaging::decode(&bytes, &state.config.limits).map_err(|e| ApiError::Pipeline(e.into()))?;
-                    Ok(imaging::preprocess(&img, &m.manifest.input).tensor)
+                    Ok(ImageInput::Encoded(bytes.into()))
                 })
                 .collect()
         }
@@ -174,7 +171,7 @@ fn decode_inputs(state: &AppState, m: &ModelPackage, input: &InputTensor) -> Res
                         .collect::<Result<_, _>>()?;
                     let img =
                         image::RgbImage::from_raw(iw as u32, ih as u32, raw).ok_or_else(|| bad("bad pixel buffer"))?;
-                    Ok(imaging::preprocess(&img, &m.manifest.input).tensor)
+                    Ok(ImageInput::Pixels(img))
                 })
                 .collect()
         }
@@ -183,7 +180,10 @@ fn decode_inputs(state: &AppState, m: &ModelPackage, input: &InputTensor) -> Res
                 return Err(bad(format!("FP32 input must be N×{c}×{h}×{w}, got {dims:?}")));
             }
             let values = numbers(n * c * h * w)?;
-            Ok(values.chunks_exact(c * h * w).map(|x| x.iter().map(|v| *v as f32).collect()).collect())
+            Ok(values
+                .chunks_exact(c * h * w)
+                .map(|x| ImageInput::Tensor(x.iter().map(|v| *v as f32).collect()))
+                .collect())
         }
         other => Err(bad(format!("unsupported datatype `{other}` (BYTES, UINT8 or FP32)"))),
     }
@@ -197,62 +197,54 @@ pub async fn infer(
     let body = super::input::read_body(request.into_body(), &state).await?;
     let req: InferRequest =
         serde_json::from_slice(&body).map_err(|e| bad(format!("invalid inference request: {e}")))?;
-    if state.engine.is_draining() {
-        return Err(ApiError::NotReady("the server is shutting down".into()));
-    }
-    let m = package(&state, &name)?;
+    let m = model(&state, &name)?;
+    let classes = m.package.info.classes;
     if req.inputs.len() != 1 {
         return Err(bad(format!("expected exactly one input tensor, got {}", req.inputs.len())));
     }
     let explain = req.parameters.get("explain").and_then(Value::as_bool).unwrap_or(false);
-    let preset = match req.parameters.get("preset").and_then(Value::as_str) {
-        Some(p) => p.parse::<Preset>().map_err(ApiError::InvalidParameter)?,
-        None => Preset::default(),
+    let method = match req.parameters.get("preset").and_then(Value::as_str) {
+        Some(p) => Method::parse(Some("scorecam"), &[("preset", p)]).map_err(ApiError::invalid_parameter)?,
+        None => Method::default(),
     };
     let target = match req.parameters.get("target") {
-        Some(v) => Some(v.as_u64().map(|t| t as usize).filter(|t| *t < m.info.classes).ok_or_else(|| {
-            ApiError::InvalidParameter(format!("`target` must be a class index below {}", m.info.classes))
+        Some(v) => Some(v.as_u64().map(|t| t as usize).filter(|t| *t < classes).ok_or_else(|| {
+            ApiError::invalid_parameter(format!("`target` must be a class index below {classes}"))
         })?),
         None => None,
     };
-    let decode_state = state.clone();
-    let decode_model = m.clone();
-    let tensors = tokio::task::spawn_blocking(move || {
-        let input = req.inputs.into_iter().next().expect("checked above");
-        decode_inputs(&decode_state, &decode_model, &input)
-    })
-    .await
-    .map_err(|e| ApiError::from(EngineError::Internal(format!("decoding failed: {e}"))))??;
-
-    let n = tensors.len();
-    let [_, h, w] = m.info.input_chw;
-    let mut probabilities = Vec::with_capacity(n * m.info.classes);
+    let input = req.inputs.into_iter().next().expect("checked above");
+    let images = decode_inputs(&state, &m, input)?;
+    let n = images.len();
+    let [_, h, w] = m.package.info.input_chw;
+    let mut probabilities = Vec::with_capacity(n * classes);
     let mut saliency = Vec::new();
-    let mut classes = Vec::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(state.config.server.request_timeout_ms);
-    for x in tensors {
+    let mut explained = Vec::new();
+    let service = &state.service;
+    for image in images {
         if explain {
-            let targets = target.map_or(TargetSpec::TopK(1), |t| TargetSpec::Classes(vec![t]));
-            let mut job = JobRequest::explain(&m.name, x, preset, targets);
-            job.deadline = Some(deadline);
-            let outcome = state.engine.explain(job).await?;
-            probabilities.extend(softmax(&outcome.logits));
-            saliency.extend_from_slice(&outcome.maps[0].input.data);
-            classes.push(outcome.targets[0] as i64);
+            let request = ExplainRequest {
+                model: Some(m.name().to_string()),
+                targets: target.map_or(TargetSpec::TopK(1), |t| TargetSpec::Classes(vec![t])),
+                method: method.clone(),
+                rendering: Rendering { format: OutputFormat::Json, resolution: Resolution::Model, ..Default::default() },
+                ..Default::default()
+            };
+            let explanation = service.run(service.prepare(request, image).await?, None).await?;
+            probabilities.extend(softmax(&explanation.logits));
+            saliency.extend_from_slice(&explanation.maps[0].input.data);
+            explained.push(explanation.targets[0] as i64);
         } else {
-            probabilities.extend(softmax(&state.engine.predict(&m.name, x).await?));
+            let (_, logits) = service.classify(Some(m.name()), image, None).await?;
+            probabilities.extend(softmax(&logits));
         }
     }
-    let mut outputs = vec![OutputTensor {
-        name: "probabilities",
-        datatype: "FP32",
-        shape: vec![n, m.info.classes],
-        data: json!(probabilities),
-    }];
+    let mut outputs =
+        vec![OutputTensor { name: "probabilities", datatype: "FP32", shape: vec![n, classes], data: json!(probabilities) }];
     if explain {
         outputs.push(OutputTensor { name: "saliency", datatype: "FP32", shape: vec![n, h, w], data: json!(saliency) });
-        outputs.push(OutputTensor { name: "explained_class", datatype: "INT64", shape: vec![n], data: json!(classes) });
+        outputs.push(OutputTensor { name: "explained_class", datatype: "INT64", shape: vec![n], data: json!(explained) });
     }
-    let response = InferResponse { model_name: m.name.clone(), model_version: "1", id: req.id, outputs };
-    Ok(Json(serde_json::to_value(response).map_err(|e| ApiError::from(EngineError::Internal(e.to_string())))?))
+    let response = InferResponse { model_name: m.name().to_string(), model_version: "1", id: req.id, outputs };
+    serde_json::to_value(response).map(Json).map_err(|e| crate::service::ServiceError::Internal(e.to_string()).into())
 }

@@ -1,13 +1,12 @@
 //! Model packages: `models/<name>/` with `extractor.onnx`, `head.onnx`, `labels.txt` and
-//! `model.toml`. The set of models is the folder's contents: a new folder is a new model.
+//! `model.toml`: reading and validating one package. The set of packages is the service's
+//! model repository.
 
 mod manifest;
 mod package;
-mod registry;
 
-pub use manifest::{InputSpec, Manifest, ResizeMode, TargetLayer};
+pub use manifest::{FeatureLayout, InputSpec, Manifest, ResizeFilter, ResizeMode, TargetLayer};
 pub use package::{ModelInfo, ModelPackage, validate_signatures};
-pub use registry::ModelRegistry;
 
 use std::path::PathBuf;
 
@@ -24,8 +23,4 @@ pub enum ModelError {
     Graph { path: PathBuf, message: String },
     #[error("{path}: {message}")]
     Mismatch { path: PathBuf, message: String },
-    #[error("no model packages (folders with a model.toml) in {0}")]
-    NoModels(PathBuf),
-    #[error("unknown model `{0}`")]
-    Unknown(String),
 }

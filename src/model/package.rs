@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{Manifest, ModelError};
+use super::{FeatureLayout, Manifest, ModelError};
 use crate::runtime::{self, GraphSignature, ProviderKind, SessionConfig, SessionShapes};
 
 /// The shapes a validated package guarantees.
@@ -12,14 +12,26 @@ use crate::runtime::{self, GraphSignature, ProviderKind, SessionConfig, SessionS
 pub struct ModelInfo {
     /// Channels, height, width of one input image.
     pub input_chw: [usize; 3],
-    /// Channels (K), height, width of the target layer for one image.
+    /// Channels (K), height, width of the target layer's grid for one image, whatever the
+    /// graph's layout (the runtime converts).
     pub feature_khw: [usize; 3],
+    /// How the graphs lay the target layer out.
+    #[serde(skip)]
+    pub layout: runtime::FeatureLayout,
     pub classes: usize,
+}
+
+impl ModelInfo {
+    /// Values besides the grid that one image's features carry (a transformer's prefix
+    /// tokens), which the head needs back unchanged.
+    pub fn feature_extra(&self) -> usize {
+        self.layout.extra_len(self.feature_khw)
+    }
 }
 
 impl From<ModelInfo> for SessionShapes {
     fn from(i: ModelInfo) -> Self {
-        SessionShapes { input_chw: i.input_chw, feature_khw: i.feature_khw, classes: i.classes }
+        SessionShapes { input_chw: i.input_chw, feature_khw: i.feature_khw, layout: i.layout, classes: i.classes }
     }
 }
 
@@ -39,6 +51,12 @@ impl ModelPackage {
 
     pub fn head_path(&self) -> PathBuf {
         self.dir.join("head.onnx")
+    }
+
+    /// Bytes of the two ONNX graphs (their weights, mostly): what each open pair of
+    /// sessions holds in memory, roughly.
+    pub fn weights_bytes(&self) -> u64 {
+        [self.extractor_path(), self.head_path()].iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
     }
 
     pub fn label(&self, class: usize) -> &str {
@@ -117,9 +135,11 @@ pub fn validate_signatures(
         }
         Ok(())
     };
+    let layout = manifest.target_layer.layout;
+    let feature_rank = if matches!(layout, FeatureLayout::Tokens { .. }) { 3 } else { 4 };
     rank(&ext_path, "input", &ext.input_shape, 4)?;
-    rank(&ext_path, "output", &ext.output_shape, 4)?;
-    rank(&head_path, "input", &head.input_shape, 4)?;
+    rank(&ext_path, "output", &ext.output_shape, feature_rank)?;
+    rank(&head_path, "input", &head.input_shape, feature_rank)?;
     rank(&head_path, "output", &head.output_shape, 2)?;
 
     let (w, h) = (manifest.input.width as i64, manifest.input.height as i64);
@@ -142,6 +162,25 @@ pub fn validate_signatures(
             format!("input {} does not match the extractor's output {}", dims(&head.input_shape), dims(features)),
         );
     }
+    let (feature_khw, runtime_layout) = match layout {
+        FeatureLayout::Nchw => ([features[1], features[2], features[3]], runtime::FeatureLayout::Nchw),
+        FeatureLayout::Nhwc => ([features[3], features[1], features[2]], runtime::FeatureLayout::Nhwc),
+        FeatureLayout::Tokens { grid: (gh, gw), prefix } => {
+            let tokens = (prefix + gh * gw) as i64;
+            if features[1] != tokens {
+                return fail(
+                    &ext_path,
+                    format!(
+                        "output {} has {} tokens but model.toml's layout needs prefix_tokens + grid = \
+                         {prefix} + {gh}×{gw} = {tokens}",
+                        dims(features),
+                        features[1]
+                    ),
+                );
+            }
+            ([features[2], gh as i64, gw as i64], runtime::FeatureLayout::Tokens { prefix })
+        }
+    };
     let classes = head.output_shape[1];
     if classes <= 0 {
         return fail(&head_path, format!("output {} must have a fixed class count", dims(&head.output_shape)));
@@ -151,7 +190,8 @@ pub fn validate_signatures(
     }
     Ok(ModelInfo {
         input_chw: [3, h as usize, w as usize],
-        feature_khw: [features[1] as usize, features[2] as usize, features[3] as usize],
+        feature_khw: feature_khw.map(|d| d as usize),
+        layout: runtime_layout,
         classes: classes as usize,
     })
 }

@@ -1,14 +1,12 @@
-//! Turning maps into what users look at: colour maps, overlays, PNG and the JSON document.
+//! Turning maps into what users look at: colour maps, overlays, heatmaps, PNG encoding and
+//! plots. Knows nothing of requests or results (the service composes these).
 
 mod colormap;
-mod document;
 pub mod plot;
 #[rustfmt::skip]
 mod tables;
 
-pub use crate::cam::softmax;
 pub use colormap::Colormap;
-pub use document::{ExplainDocument, Explanation, Prediction, predictions};
 
 use image::{ImageEncoder, RgbImage};
 

@@ -4,10 +4,12 @@
 //! and opened eagerly at start-up: a missing or mismatched library is one clear error here,
 //! never a panic on the first request.
 
+mod layout;
 mod library;
 mod provider;
 mod session;
 
+pub use layout::FeatureLayout;
 pub use library::{LibrarySource, ORT_VERSION, init, resolve_library};
 pub use provider::{DevicePolicy, ProviderConfig, ProviderKind};
 pub use session::{GraphSignature, ModelSessions, SessionConfig, SessionShapes, open_session, read_signature};

@@ -7,7 +7,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 use serde::{Deserialize, Serialize};
 
-use super::{ProviderConfig, ProviderKind, RuntimeError};
+use super::{FeatureLayout, ProviderConfig, ProviderKind, RuntimeError};
 
 /// How sessions are built. Workers × `intra_threads` should not exceed the cores.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,10 +89,10 @@ pub struct ModelSessions {
     head: Session,
     /// C, H, W of one input image.
     input_chw: [usize; 3],
-    /// K, h, w of one image's features.
+    /// K, h, w of one image's feature grid.
     feature_khw: [usize; 3],
+    layout: FeatureLayout,
     classes: usize,
-    provider: ProviderKind,
 }
 
 /// Shape facts a caller already validated (see `model::ModelInfo`).
@@ -100,6 +100,7 @@ pub struct ModelSessions {
 pub struct SessionShapes {
     pub input_chw: [usize; 3],
     pub feature_khw: [usize; 3],
+    pub layout: FeatureLayout,
     pub classes: usize,
 }
 
@@ -116,18 +117,14 @@ impl ModelSessions {
             head: open_session(head, cfg, provider)?,
             input_chw: shapes.input_chw,
             feature_khw: shapes.feature_khw,
+            layout: shapes.layout,
             classes: shapes.classes,
-            provider,
         })
-    }
-
-    pub fn provider(&self) -> ProviderKind {
-        self.provider
     }
 
     fn run_one(
         session: &mut Session,
-        shape: [usize; 4],
+        shape: &[usize],
         data: &[f32],
         out_len: usize,
     ) -> Result<Vec<f32>, RuntimeError> {
@@ -140,22 +137,35 @@ impl ModelSessions {
         Ok(values.to_vec())
     }
 
-    /// The extractor on `n` stacked images: n×K×h×w features.
-    pub fn features(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
+    /// The extractor on `n` stacked images, in the graph's own layout.
+    fn raw_features(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
         let [c, h, w] = self.input_chw;
         let [k, fh, fw] = self.feature_khw;
-        Self::run_one(&mut self.extractor, [n, c, h, w], batch, n * k * fh * fw)
+        let len = n * (k * fh * fw + self.layout.extra_len(self.feature_khw));
+        Self::run_one(&mut self.extractor, &[n, c, h, w], batch, len)
     }
 
-    /// The head on `n` stacked feature maps: n×classes logits.
+    fn raw_head(&mut self, features: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
+        let shape = self.layout.graph_shape(n, self.feature_khw);
+        Self::run_one(&mut self.head, &shape, features, n * self.classes)
+    }
+
+    /// The extractor on `n` stacked images: n canonical feature maps (K×h×w, then the
+    /// layout's extra values).
+    pub fn features(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
+        let raw = self.raw_features(batch, n)?;
+        Ok(self.layout.to_canonical(&raw, n, self.feature_khw))
+    }
+
+    /// The head on `n` stacked canonical feature maps: n×classes logits.
     pub fn head_logits(&mut self, features: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
-        let [k, fh, fw] = self.feature_khw;
-        Self::run_one(&mut self.head, [n, k, fh, fw], features, n * self.classes)
+        let raw = self.layout.from_canonical(features, n, self.feature_khw);
+        self.raw_head(&raw, n)
     }
 
-    /// The full model on `n` stacked images: n×classes logits.
+    /// The full model on `n` stacked images: n×classes logits (no layout round trip).
     pub fn logits(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
-        let features = self.features(batch, n)?;
-        self.head_logits(&features, n)
+        let features = self.raw_features(batch, n)?;
+        self.raw_head(&features, n)
     }
 }

@@ -1,11 +1,11 @@
-//! Shared set-up for integration tests: ONNX Runtime, the real default model, an engine.
+//! Shared set-up for integration tests: ONNX Runtime, the real default model, a service.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use scorecam::engine::{Engine, EngineConfig};
-use scorecam::model::ModelRegistry;
+use scorecam::engine::EngineConfig;
+use scorecam::service::{ModelRepository, Service, ServiceConfig};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -16,17 +16,18 @@ pub fn init_runtime() {
     scorecam::runtime::init(&lib).expect("ONNX Runtime loads");
 }
 
-/// One engine over the real default model per test binary (sessions are expensive).
-pub fn default_engine() -> Arc<Engine> {
-    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
-    ENGINE
+/// One service over the shipped models per test binary (sessions are expensive).
+pub fn default_service() -> Arc<Service> {
+    static SERVICE: OnceLock<Arc<Service>> = OnceLock::new();
+    SERVICE
         .get_or_init(|| {
             init_runtime();
-            let registry = ModelRegistry::discover(&root().join("models")).expect("default model loads");
-            let config = EngineConfig { max_batch_size: 64, ..EngineConfig::default() };
-            let mut config = config;
+            let mut config = EngineConfig { max_batch_size: 64, workers: 1, ..EngineConfig::default() };
             config.session.intra_threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-            Arc::new(Engine::start(registry, config).expect("engine starts"))
+            let repo = ModelRepository::new(root().join("models"), Some("efficientnet-lite0".into()), config.clone());
+            let service = Service::start(config, repo, ServiceConfig::default()).expect("service starts");
+            assert_eq!(service.models().ready().len(), 2, "both shipped models load");
+            Arc::new(service)
         })
         .clone()
 }

@@ -1,14 +1,21 @@
-"""Tests of scripts/tools/split_model.py on the generated fixture tests/fixtures/models/variants/full.onnx.
+"""Tests of scripts/tools/split_model.py on the generated fixtures in tests/fixtures/models/variants/.
 
 full.onnx: image [batch,3,16,16] -> Conv -> conv_out -> Relu -> relu_out -> GlobalAveragePool
 -> Flatten -> Gemm -> scores [batch,5] -> Softmax -> probs. Splitting it at relu_out must give
 the tiny package's extractor/head (same weights), with the final Softmax dropped.
+
+vit_tiny.onnx / deit_tiny.onnx (tokens, 1 / 2 prefix tokens), swin_tiny.onnx (channels-last),
+ambiguous_777.onnx ([N,7,7,7]) and conv_affine.onnx (rounding across the cut): layout detection
+and overrides, --module, --list-layers ranking, refusals, concrete dims, head(extractor(x)) == full(x).
+See tests/fixtures/models/README.md.
 
 Run: pytest tests/python   (needs onnx, onnxruntime, numpy, pytest: scripts/setup/requirements_tools.txt)
 """
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import subprocess
 import sys
 import tomllib
@@ -21,7 +28,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "split_model.py"
+SCRIPT = REPO / "scripts" / "tools" / "split_model.py"
 FIXTURES = REPO / "tests" / "fixtures" / "models"
 FULL = FIXTURES / "variants" / "full.onnx"
 FILES = {"extractor.onnx", "head.onnx", "labels.txt", "model.toml"}
@@ -154,7 +161,8 @@ def test_model_toml_and_labels(package: Path):
     assert toml["input"]["resize"] == "stretch" and "crop_from" not in toml["input"]
     assert toml["input"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
     assert toml["input"]["std"] == pytest.approx([0.229, 0.224, 0.225])
-    assert toml["target_layer"]["description"] == "relu_out"
+    assert toml["target_layer"] == {"description": "relu_out", "layout": "nchw"}
+    assert toml["input"]["resize_filter"] == "pillow_bilinear"
     assert all(isinstance(toml[k], str) and toml[k] for k in ("description", "source", "license"))
     assert (package / "labels.txt").read_text().splitlines() == [f"class_{i}" for i in range(5)]
 
@@ -167,7 +175,7 @@ def test_options_reach_model_toml(tmp_path: Path):
     assert r.returncode == 0, r.stderr
     toml = tomllib.loads((out / "model.toml").read_text())
     assert toml["input"] == {"width": 16, "height": 16, "resize": "shorter_side_crop", "crop_from": 20,
-                             "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+                             "resize_filter": "pillow_bilinear", "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
     assert (out / "labels.txt").read_text().splitlines() == ["zero", "one", "two", "three", "four"]
 
 
@@ -329,5 +337,357 @@ def test_help():
 def test_list_layers():
     r = run_split(FULL, "--list-layers")
     assert r.returncode == 0, r.stderr
-    listed = [line.split()[0] for line in r.stdout.splitlines()]
-    assert "relu_out" in listed and "conv_out" in listed and "flat" not in listed
+    rows = listed(r.stdout)
+    assert [row[1] for row in rows] == ["relu_out", "conv_out", "pooled"]  # flat is 2-D: not listed
+    assert rows[0][3:5] == ["[N, 6, 4, 4]", "nchw 4×4"] and "1×1" in " ".join(rows[2])
+    # the filter is optional after --list-layers, so the model may also come after it
+    r2 = run_split("--list-layers", FULL)
+    assert r2.returncode == 0 and listed(r2.stdout) == rows
+
+
+# --------------------------------------------------------------------------- architectures
+
+VARIANTS = FIXTURES / "variants"
+VIT, DEIT, SWIN = VARIANTS / "vit_tiny.onnx", VARIANTS / "deit_tiny.onnx", VARIANTS / "swin_tiny.onnx"
+AMBIGUOUS, AFFINE = VARIANTS / "ambiguous_777.onnx", VARIANTS / "conv_affine.onnx"
+VIT_BLOCK1 = "/encoder/layers/encoder_layer_1/Add_1_output_0"
+VIT_SEQ_FIRST = "/encoder/layers/encoder_layer_1/self_attention/Transpose_5_output_0"  # [17, N, 12]
+SWIN_STAGE3 = "/features/features.3/features.3.0/Add_output_0"
+
+
+def listed(stdout: str) -> list[list[str]]:
+    """The ranked rows of --list-layers: [rank, tensor, op, shape, layout, module, note]."""
+    rows = []
+    for line in stdout.splitlines():
+        if re.match(r"\s*\d+  ", line):
+            rows.append([c for c in re.split(r"\s{2,}", line.strip())])
+    return rows
+
+
+def split_ok(tmp_path: Path, src: Path, *args) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path / "pkg"
+    r = run_split(src, *args, "--out", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return out, r
+
+
+def target_layer(out: Path) -> dict:
+    return tomllib.loads((out / "model.toml").read_text())["target_layer"]
+
+
+def inferred_dims(src: Path, name: str):
+    m = onnx.shape_inference.infer_shapes(onnx.load(str(src)), data_prop=True)
+    (vi,) = [v for v in m.graph.value_info if v.name == name]
+    return io(helper.make_model(helper.make_graph([], "g", [vi], [])))[0][0][1]
+
+
+def assert_split_equals_full(out: Path, src: Path, hw: int, batch: int = 3, tol: float = 1e-5):
+    x = np.random.default_rng(11).standard_normal((batch, 3, hw, hw)).astype(np.float32)
+    (f,) = session(out / "extractor.onnx").run(["features"], {"input": x})
+    (z,) = session(out / "head.onnx").run(["logits"], {"features": f})
+    (want,) = session(src).run(None, {"image": x})
+    assert z.shape == want.shape == (batch, 5)
+    assert np.abs(z - want).max() <= tol
+    return f
+
+
+def assert_concrete(out: Path, features: list, hw: int):
+    ext, head = onnx.load(str(out / "extractor.onnx")), onnx.load(str(out / "head.onnx"))
+    assert io(ext) == ([("input", ["batch", 3, hw, hw])], [("features", ["batch", *features])])
+    assert io(head) == ([("features", ["batch", *features])], [("logits", ["batch", 5])])
+
+
+def test_vit_tokens_detected_printed_and_written(tmp_path: Path):
+    out, r = split_ok(tmp_path, VIT, "--layer", VIT_BLOCK1)
+    assert "layout tokens" in r.stdout and "1 prefix token" in r.stdout and "4×4 grid" in r.stdout
+    assert "32×32 input / 8" in r.stdout  # the reason: the grid is the input over the patch size
+    assert target_layer(out) == {"description": VIT_BLOCK1, "layout": "tokens", "grid": [4, 4], "prefix_tokens": 1}
+    f = assert_split_equals_full(out, VIT, 32)
+    assert f.shape == (3, 17, 12)
+
+
+def test_vit_concrete_dims_where_inference_left_them_symbolic(tmp_path: Path):
+    # The class-token concat: shape inference knows only the channels ([?, ?, 12]).
+    layer = "/Concat_2_output_0"
+    before = inferred_dims(VIT, layer)
+    assert before[2] == 12 and not all(isinstance(d, int) for d in before[1:2]) and before[0] != "batch"
+    out, r = split_ok(tmp_path, VIT, "--layer", layer)
+    assert_concrete(out, [17, 12], 32)
+    assert_split_equals_full(out, VIT, 32, batch=4)
+
+
+def test_deit_two_prefix_tokens_and_dynamo_scopes(tmp_path: Path):
+    out, r = split_ok(tmp_path, DEIT, "--module", "blocks[-1]")
+    assert "module blocks.1" in r.stdout and "'add_12'" in r.stdout
+    assert "2 prefix tokens" in r.stdout
+    tl = target_layer(out)
+    assert (tl["layout"], tl["grid"], tl["prefix_tokens"]) == ("tokens", [4, 4], 2)
+    assert "blocks.1" in tl["description"]
+    assert_concrete(out, [18, 12], 32)
+    assert_split_equals_full(out, DEIT, 32)
+
+
+def test_swin_channels_last(tmp_path: Path):
+    before = inferred_dims(SWIN, SWIN_STAGE3)
+    assert before[3] == 24 and not all(isinstance(d, int) for d in before[1:3])  # h, w symbolic
+    out, r = split_ok(tmp_path, SWIN, "--module", "features.3")
+    assert f"cutting at its output {SWIN_STAGE3!r}" in r.stdout
+    assert "layout nhwc" in r.stdout and "4×4 (= 32×32 input / 8) of 24 channels" in r.stdout
+    assert target_layer(out)["layout"] == "nhwc" and "grid" not in target_layer(out)
+    assert_concrete(out, [4, 4, 24], 32)
+    f = assert_split_equals_full(out, SWIN, 32)
+    assert f.shape == (3, 4, 4, 24)
+
+
+@pytest.mark.parametrize("src,query,tensor", [
+    (VIT, "encoder.layers.encoder_layer_1", VIT_BLOCK1),
+    (VIT, "encoder.layers.1", VIT_BLOCK1),            # index -> encoder_layer_1
+    (VIT, "encoder.layers[-1]", VIT_BLOCK1),
+    (VIT, "/encoder/layers/encoder_layer_1", VIT_BLOCK1),  # an ONNX scope
+    (VIT, "encoder_layer_1", VIT_BLOCK1),             # below the root
+    (VIT, "encoder.layers[0]", "/encoder/layers/encoder_layer_0/Add_1_output_0"),
+    (VIT, "encoder", "/encoder/ln/LayerNormalization_output_0"),
+    (VIT, "conv_proj", "/conv_proj/Conv_output_0"),
+    (SWIN, "features[-1]", SWIN_STAGE3),
+    (SWIN, "features.1", "/features/features.1/features.1.0/Add_output_0"),
+    (DEIT, "blocks.0", "add_6"),
+    (DEIT, "norm", "layernormalization_4"),
+])
+def test_module_picks_the_module_output(tmp_path: Path, src: Path, query: str, tensor: str):
+    out, r = split_ok(tmp_path, src, "--module", query)
+    assert f"cutting at its output {tensor!r}" in r.stdout
+    assert target_layer(out)["description"].startswith(tensor + " (output of module ")
+
+
+def test_module_not_found_lists_close_names(tmp_path: Path):
+    r = run_split(VIT, "--module", "encoder.layer.1", "--out", tmp_path / "pkg")
+    assert clean_failure(r), r.stderr
+    assert "encoder.layer.1" in r.stderr and "encoder.layers.encoder_layer_1" in r.stderr
+
+
+def test_module_without_scopes_points_to_layer(tmp_path: Path):
+    r = run_split(FULL, "--module", "relu", "--out", tmp_path / "pkg")
+    assert clean_failure(r) and "--layer" in r.stderr
+
+
+def test_layer_and_module_are_exclusive(tmp_path: Path):
+    r = run_split(VIT, "--layer", VIT_BLOCK1, "--module", "encoder", "--out", tmp_path / "pkg")
+    assert r.returncode != 0 and "not allowed with" in r.stderr
+
+
+def test_ambiguous_4d_is_refused_naming_layout(tmp_path: Path):
+    r = run_split(AMBIGUOUS, "--module", "features.1", "--out", tmp_path / "pkg")
+    assert clean_failure(r), r.stderr
+    assert "[N, 7, 7, 7]" in r.stderr and "--layout nchw" in r.stderr and "--layout nhwc" in r.stderr
+    assert not (tmp_path / "pkg" / "model.toml").exists()
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_layout_override(tmp_path: Path, layout: str):
+    out, r = split_ok(tmp_path, AMBIGUOUS, "--module", "features.1", "--layout", layout)
+    assert f"layout {layout}" in r.stdout and "--layout" in r.stdout
+    assert target_layer(out)["layout"] == layout
+    assert_concrete(out, [7, 7, 7], 28)
+    assert_split_equals_full(out, AMBIGUOUS, 28)
+
+
+def test_token_overrides(tmp_path: Path):
+    out, r = split_ok(tmp_path, VIT, "--layer", VIT_BLOCK1, "--grid", "4x4")
+    assert target_layer(out)["prefix_tokens"] == 1 and "--grid" in r.stdout
+    out2 = tmp_path / "pkg2"
+    r = run_split(VIT, "--layer", VIT_BLOCK1, "--prefix-tokens", "1", "--out", out2)
+    assert r.returncode == 0, r.stderr
+    assert target_layer(out2)["grid"] == [4, 4] and "--prefix-tokens" in r.stdout
+    r = run_split(VIT, "--layer", VIT_BLOCK1, "--grid", "5x5", "--out", tmp_path / "pkg3")  # 25 > 17 tokens
+    assert clean_failure(r) and "--grid" in r.stderr
+    r = run_split(VIT, "--layer", VIT_BLOCK1, "--layout", "nhwc", "--out", tmp_path / "pkg4")
+    assert clean_failure(r) and "4-D" in r.stderr
+    r = run_split(FULL, "--layer", "relu_out", "--layout", "tokens", "--out", tmp_path / "pkg5")
+    assert clean_failure(r) and "3-D" in r.stderr
+    r = run_split(FULL, "--layer", "relu_out", "--layout", "nchw", "--grid", "4x4", "--out", tmp_path / "pkg6")
+    assert r.returncode == 2 and "--grid" in r.stderr  # argparse error
+
+
+def test_pooled_1x1_is_refused_with_an_explanation(tmp_path: Path):
+    r = run_split(FULL, "--layer", "pooled", "--out", tmp_path / "pkg")
+    assert clean_failure(r), r.stderr
+    assert "1×1" in r.stderr and "pooled" in r.stderr and "'relu_out'" in r.stderr  # names the map before it
+    r = run_split(FULL, "--layer", "pooled", "--layout", "nchw", "--out", tmp_path / "pkg")
+    assert clean_failure(r) and "1×1" in r.stderr
+
+
+def test_batch_not_first_is_named_as_such(tmp_path: Path):
+    r = run_split(VIT, "--layer", VIT_SEQ_FIRST, "--out", tmp_path / "pkg")
+    assert clean_failure(r), r.stderr
+    assert "the batch is not the first axis" in r.stderr and "[17, N, 12]" in r.stderr
+    assert "fixed batch" not in r.stderr and "197" not in r.stderr
+    assert "/encoder/layers/encoder_layer_1/Add_output_0" in r.stderr  # a usable tensor after it
+
+
+def test_cut_inside_a_residual_block_names_the_skip(tmp_path: Path):
+    r = run_split(VIT, "--layer", "/encoder/layers/encoder_layer_1/ln_2/LayerNormalization_output_0", "--out", tmp_path / "p")
+    assert clean_failure(r), r.stderr
+    assert "separate" in r.stderr and "'/encoder/layers/encoder_layer_1/Add_output_0'" in r.stderr
+    assert "/conv_proj" not in r.stderr  # only the skip itself, not the whole path before the cut
+
+
+def test_tolerance_hint_on_rounding(tmp_path: Path):
+    # ONNX Runtime folds Mul/Add into the Conv in the whole model, not across a cut at conv_out.
+    r = run_split(AFFINE, "--layer", "conv_out", "--out", tmp_path / "pkg", "--tolerance", "0", "--rtol", "0")
+    assert clean_failure(r), r.stderr
+    assert "rounding" in r.stderr and "--tolerance" in r.stderr and "--rtol" in r.stderr
+    assert not (tmp_path / "pkg" / "model.toml").exists()
+    out, r = split_ok(tmp_path, AFFINE, "--layer", "conv_out")  # the defaults accept it
+    assert "max |Δ|" in r.stdout
+
+
+def test_list_layers_ranking_vit():
+    r = run_split(VIT, "--list-layers")
+    assert r.returncode == 0, r.stderr
+    rows = listed(r.stdout)
+    assert len(rows) == 20 and re.search(r"… and \d+ more", r.stdout)
+    assert rows[0][1] == "/encoder/ln/LayerNormalization_output_0" and rows[0][4] == "tokens 4×4+1"
+    assert rows[1][1] == VIT_BLOCK1 and rows[1][5] == "encoder.layers.encoder_layer_1"
+    everything = listed(run_split(VIT, "--list-layers", "--top", "0").stdout)
+    assert len(everything) > 20 and everything[:20] == rows
+    names = [row[1] for row in everything]
+    # usable maps that separate the graph first, latest first; then those with a skip around them;
+    # the sequence-first attention tensors come after all of them
+    tiers = [0 if len(row) == 6 and ("tokens" in row[4] or "nchw" in row[4]) else
+             1 if "ambiguous" in row[4] and len(row) == 7 and "separate" not in row[6] else
+             2 if len(row) == 7 and "separate" in row[6] else 3 for row in everything]
+    assert tiers == sorted(tiers), list(zip(tiers, names))
+    seq_first = [row for row in everything if row[4] == "batch not first"]
+    assert seq_first and all(row[3] in ("[17, N, 12]", "[17, N, 36]") for row in seq_first)
+    assert VIT_SEQ_FIRST in names and names.index(VIT_SEQ_FIRST) > names.index(VIT_BLOCK1)
+    assert not any(row[3].count(",") < 2 for row in everything)  # no 2-D tensors
+
+
+def test_list_layers_filter():
+    for args in (("--list-layers", "self_attention/Add"), ("--filter", "self_attention/Add")):
+        r = run_split(VIT, *args)
+        assert r.returncode == 0, r.stderr
+        rows = listed(r.stdout)
+        assert len(rows) == 4 and all("self_attention/Add" in row[1] for row in rows)
+    rows = listed(run_split(SWIN, "--list-layers", "features.3").stdout)
+    assert rows[0][1] == SWIN_STAGE3 and rows[0][4] == "nhwc 4×4"
+    rows = listed(run_split(AMBIGUOUS, "--list-layers").stdout)
+    assert rows[0][4] == "ambiguous" and "--layout" in rows[0][6]
+
+
+def test_resize_filter_written(tmp_path: Path):
+    out, _ = split_ok(tmp_path, FULL, "--layer", "relu_out", "--resize-filter", "opencv_linear")
+    assert tomllib.loads((out / "model.toml").read_text())["input"]["resize_filter"] == "opencv_linear"
+    r = run_split(FULL, "--layer", "relu_out", "--resize-filter", "lanczos", "--out", tmp_path / "x")
+    assert r.returncode == 2
+
+
+def test_head_reading_the_shape_of_a_tensor_before_the_cut(tmp_path: Path):
+    # The head reads Shape(conv_out) (computed before the cut at relu_out) to flatten: rewritten
+    # from the features' batch and conv_out's fixed dims, so the split still separates.
+    full = onnx.load(str(FULL))
+    nodes = [n for n in full.graph.node if n.op_type != "Flatten"]
+    i = next(k for k, n in enumerate(nodes) if n.op_type == "Gemm")
+    nodes[i:i] = [
+        helper.make_node("Shape", ["conv_out"], ["cs"], start=0, end=1),
+        helper.make_node("Constant", [], ["minus1"], value=helper.make_tensor("minus1", TensorProto.INT64, [1], [-1])),
+        helper.make_node("Concat", ["cs", "minus1"], ["flat_shape"], axis=0),
+        helper.make_node("Reshape", ["pooled", "flat_shape"], ["flat"]),
+    ]
+    g = helper.make_graph(nodes, "view2", list(full.graph.input), list(full.graph.output), initializer=list(full.graph.initializer))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    src = tmp_path / "view2.onnx"
+    onnx.save(m, str(src))
+    out, r = split_ok(tmp_path, src, "--layer", "relu_out")
+    assert "'conv_out'" in r.stdout
+    head = onnx.load(str(out / "head.onnx"))
+    assert not tensor_names(head) & {"conv_out", "image"}
+    x = random_images(4, seed=3)
+    (f,) = session(out / "extractor.onnx").run(["features"], {"input": x})
+    (z,) = session(head).run(["logits"], {"features": f})
+    (want,) = session(src).run(["probs"], {"image": x})
+    assert np.abs(softmax(z) - want).max() <= 1e-5
+
+
+def test_help_documents_the_new_options():
+    r = run_split("--help")
+    assert r.returncode == 0
+    for word in ("--module", "--layout", "--grid", "--prefix-tokens", "--list-layers", "--filter", "--top",
+                 "--rtol", "--tolerance", "--resize-filter", "pillow_bilinear", "opencv_linear", "tokens",
+                 "nhwc", "prefix_tokens", "features[-1]"):
+        assert word in r.stdout, word
+
+
+# --------------------------------------------------------------------------- the pure parts
+
+
+@pytest.fixture(scope="module")
+def tool():
+    spec = importlib.util.spec_from_file_location("split_model", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["split_model"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("shape,hw,want", [
+    ((512, 7, 7), (224, 224), ("nchw", (7, 7), 0)),          # ResNet layer4
+    ((7, 7, 768), (224, 224), ("nhwc", (7, 7), 0)),          # Swin stage 4
+    ((2048, 7, 10), (224, 320), ("nchw", (7, 10), 0)),       # non-square input
+    ((197, 768), (224, 224), ("tokens", (14, 14), 1)),       # ViT-B/16
+    ((198, 768), (224, 224), ("tokens", (14, 14), 2)),       # DeiT distilled
+    ((50, 768), (224, 224), ("tokens", (7, 7), 1)),          # ViT-B/32
+    ((3136, 96), (224, 224), ("tokens", (56, 56), 0)),       # Swin stage 1 as tokens
+    ((281, 768), (224, 320), ("tokens", (14, 20), 1)),       # ViT on a non-square input
+])
+def test_analyze_layouts(tool, shape, hw, want):
+    a = tool.analyze(((1, *shape), (2, *shape)), hw)
+    assert a.problem is None and (a.layout, a.grid, a.prefix) == want
+
+
+@pytest.mark.parametrize("shape,hw,kind,words", [
+    ((7, 7, 7), (28, 28), "ambiguous", ["--layout"]),
+    ((16, 16, 16), (64, 64), "ambiguous", ["--layout"]),
+    ((3, 5, 9), (224, 224), "ambiguous", ["--layout"]),      # fits neither way
+    ((5, 8), (224, 320), "ambiguous", ["--grid", "--prefix-tokens"]),  # 1 + 2×2 or 2 + 1×3
+    ((768, 197), (224, 224), "ambiguous", ["channels-first"]),
+    ((2048, 1, 1), (224, 224), "pooled", ["1×1"]),
+    ((1, 768), (224, 224), "pooled", ["1×1"]),
+    ((768,), (224, 224), "not_spatial", ["no spatial axes"]),
+])
+def test_analyze_refusals(tool, shape, hw, kind, words):
+    a = tool.analyze(((1, *shape), (2, *shape)), hw)
+    assert a.layout is None and a.kind == kind, a
+    for w in words:
+        assert w in a.problem, a.problem
+
+
+def test_analyze_batch_axis(tool):
+    a = tool.analyze(((197, 1, 768), (197, 2, 768)), (224, 224))
+    assert a.kind == "batch" and "not the first axis" in a.problem and "[197, N, 768]" in a.problem
+    assert "fixed" not in a.problem
+    a = tool.analyze(((12, 197, 64), (24, 197, 64)), (224, 224))  # [N·heads, T, d]
+    assert a.kind == "batch" and "folded" in a.problem
+
+
+def test_compare_names_tolerance_only_for_noise(tool):
+    want = np.array([[10.0, -5.0, 3.0]])
+    assert tool.compare(want + 5e-4, want, 1e-5, 1e-4) == pytest.approx(5e-4)  # within 1e-5 + 1e-4 * 10
+    with pytest.raises(tool.SplitError) as e:
+        tool.compare(want + 1e-5, want, 0, 0)
+    assert "rounding" in str(e.value) and "--tolerance" in str(e.value)
+    with pytest.raises(tool.SplitError) as e:
+        tool.compare(want + 1.0, want, 1e-5, 1e-4)
+    assert "too large to be float rounding" in str(e.value)
+
+
+@pytest.mark.parametrize("name,atoms", [
+    ("/layer4/layer4.1/relu_1/Relu", ("layer4", "1", "relu_1")),
+    ("/features/features.7/block/block.0/block.0.0/Conv", ("features", "7", "block", "0", "0")),
+    ("/encoder/layers/encoder_layer_11/Add_1", ("encoder", "layers", "encoder_layer_11")),
+    ("/Concat", ()),
+    ("Conv_0", None),
+])
+def test_node_scope(tool, name, atoms):
+    assert tool.node_scope(helper.make_node("Relu", ["a"], ["b"], name=name)) == atoms

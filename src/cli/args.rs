@@ -1,0 +1,260 @@
+//! The command line's grammar (clap), and how its flags layer over the configuration:
+//! every flag that overrides a setting names its configuration path once, here.
+
+use std::path::PathBuf;
+
+use clap::{Arg, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::cam::methods;
+
+#[derive(Debug, Parser)]
+#[command(name = "scorecam", version, about = "Score-CAM saliency maps for ONNX image classifiers")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes; each overrides the configuration key it is renamed to.
+#[derive(Debug, Args, Serialize)]
+pub struct GlobalArgs {
+    /// Configuration file (default: config/default.toml when present).
+    #[arg(long, global = true, env = "SCORECAM_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Folder of model packages.
+    #[arg(long, global = true, env = "SCORECAM_MODELS_DIR")]
+    #[serde(rename = "models.dir", skip_serializing_if = "Option::is_none")]
+    pub models_dir: Option<PathBuf>,
+    /// Path of libonnxruntime.so (ORT_DYLIB_PATH takes precedence).
+    #[arg(long, global = true, env = "SCORECAM_ORT_LIBRARY")]
+    #[serde(rename = "runtime.library", skip_serializing_if = "Option::is_none")]
+    pub ort_library: Option<PathBuf>,
+    /// Worker count.
+    #[arg(long, global = true, env = "SCORECAM_WORKERS")]
+    #[serde(rename = "engine.workers", skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
+    /// ONNX Runtime intra-op threads per worker (0 = cores / workers).
+    #[arg(long, global = true, env = "SCORECAM_INTRA_THREADS")]
+    #[serde(rename = "engine.session.intra_threads", skip_serializing_if = "Option::is_none")]
+    pub intra_threads: Option<usize>,
+    /// Most masked inputs per forward pass.
+    #[arg(long, global = true, env = "SCORECAM_MAX_BATCH_SIZE")]
+    #[serde(rename = "engine.max_batch_size", skip_serializing_if = "Option::is_none")]
+    pub max_batch_size: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (POST /explain, /predict; GET /models, /methods, /healthz, /readyz, /metrics).
+    Serve(ServeArgs),
+    /// Explain images: write an overlay PNG, a heatmap PNG or the JSON document per image.
+    Explain(ExplainArgs),
+    /// Faithfulness of every method over a folder of images: a table, CSV/JSON and a plot.
+    Evaluate(EvaluateArgs),
+    /// Print the top-k classes of images.
+    Predict(PredictArgs),
+    /// List the model packages (and why any failed to load).
+    Models,
+    /// List the explanation methods and their parameters.
+    Methods,
+    /// Exit 0 when the local server answers GET /healthz (the container HEALTHCHECK; no curl
+    /// in the image). Loads no model.
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Class indices to explain (several allowed; they share one set of masked passes).
+    #[arg(long = "target", num_args = 1..)]
+    pub targets: Vec<usize>,
+    /// Explain the k most probable classes (default 1 when no --target is given).
+    #[arg(long, conflicts_with = "targets")]
+    pub top_k: Option<usize>,
+    #[command(flatten)]
+    pub method: MethodFlags,
+    /// Also compute faithfulness metrics (Average Drop, Increase in Confidence, deletion
+    /// and insertion AUC) for each map.
+    #[arg(long)]
+    pub metrics: bool,
+    /// png (overlay), heatmap or json.
+    #[arg(long, default_value = "png")]
+    pub format: String,
+    /// input (the image's own size), model or feature.
+    #[arg(long, default_value = "input")]
+    pub resolution: String,
+    /// jet, viridis or inferno.
+    #[arg(long, default_value = "jet")]
+    pub colormap: String,
+    /// Heatmap opacity over the image.
+    #[arg(long, default_value_t = 0.5)]
+    pub alpha: f32,
+    /// Output file (one image), folder (several), or `-` for standard output.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+}
+
+/// `--method` and every method parameter in the registry, as flags (`--max-channels` for
+/// `max_channels`): the CLI follows the registry, so a new method's parameters appear here
+/// without an edit.
+#[derive(Debug, Clone, Default)]
+pub struct MethodFlags {
+    pub method: Option<String>,
+    /// (parameter name, value) for each parameter flag given.
+    pub params: Vec<(String, String)>,
+}
+
+impl MethodFlags {
+    fn flag(name: &str) -> String {
+        name.replace('_', "-")
+    }
+}
+
+impl FromArgMatches for MethodFlags {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        let params = methods::param_names()
+            .into_iter()
+            .filter_map(|name| m.get_one::<String>(name).map(|v| (name.to_string(), v.clone())))
+            .collect();
+        Ok(Self { method: m.get_one::<String>("method").cloned(), params })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl Args for MethodFlags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let names = methods::names().join(", ");
+        let mut cmd = cmd.arg(
+            Arg::new("method").long("method").value_name("NAME").help(format!("Explanation method: {names} (default scorecam)")),
+        );
+        for name in methods::param_names() {
+            let users: Vec<&str> =
+                methods::all().iter().filter(|e| e.params.iter().any(|p| p.name == name)).map(|e| e.name).collect();
+            let help = methods::all()
+                .iter()
+                .flat_map(|e| e.params.iter())
+                .find(|p| p.name == name)
+                .map(|p| format!("{} ({}; default {})", p.help, users.join(", "), p.default))
+                .unwrap_or_default();
+            cmd = cmd.arg(Arg::new(name).long(Self::flag(name)).value_name("VALUE").help(help));
+        }
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+/// `serve`'s flags; each overrides the configuration key it is renamed to.
+#[derive(Debug, Args, Serialize)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one; the log says which).
+    #[arg(long, env = "SCORECAM_BIND")]
+    #[serde(rename = "server.bind", skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
+    /// Log format: pretty or json.
+    #[arg(long, env = "SCORECAM_LOG_FORMAT")]
+    #[serde(rename = "server.log_format", skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<String>,
+    /// Default per-request deadline in milliseconds.
+    #[arg(long, env = "SCORECAM_REQUEST_TIMEOUT_MS")]
+    #[serde(rename = "server.request_timeout_ms", skip_serializing_if = "Option::is_none")]
+    pub request_timeout_ms: Option<u64>,
+    /// Largest request body in bytes.
+    #[arg(long, env = "SCORECAM_MAX_BODY_BYTES")]
+    #[serde(rename = "server.max_body_bytes", skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<usize>,
+    /// Jobs scheduled at once.
+    #[arg(long, env = "SCORECAM_MAX_CONCURRENT_JOBS")]
+    #[serde(rename = "engine.max_concurrent_jobs", skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_jobs: Option<usize>,
+    /// Jobs admitted but waiting; past this, 429.
+    #[arg(long, env = "SCORECAM_MAX_QUEUED_JOBS")]
+    #[serde(rename = "engine.max_queued_jobs", skip_serializing_if = "Option::is_none")]
+    pub max_queued_jobs: Option<usize>,
+    /// File of API keys, one per line (enables authentication).
+    #[arg(long, env = "SCORECAM_API_KEYS_FILE")]
+    #[serde(rename = "auth.api_keys_file", skip_serializing_if = "Option::is_none")]
+    pub api_keys_file: Option<PathBuf>,
+    /// API keys, comma-separated (enables authentication; prefer the file).
+    #[arg(long, env = "SCORECAM_API_KEYS", hide_env_values = true, value_delimiter = ',')]
+    #[serde(rename = "auth.api_keys", skip_serializing_if = "Vec::is_empty")]
+    pub api_keys: Vec<String>,
+    /// Allowed CORS origins, comma-separated (CORS is off when none).
+    #[arg(long, env = "SCORECAM_CORS_ORIGINS", value_delimiter = ',')]
+    #[serde(rename = "server.cors_allowed_origins", skip_serializing_if = "Vec::is_empty")]
+    pub cors_origins: Vec<String>,
+    /// Seconds in-flight work may take to finish after SIGTERM.
+    #[arg(long, env = "SCORECAM_SHUTDOWN_GRACE_S")]
+    #[serde(rename = "server.shutdown_grace_s", skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace_s: Option<u64>,
+    /// Milliseconds a client may take to send its request body (408 after).
+    #[arg(long, env = "SCORECAM_BODY_READ_TIMEOUT_MS")]
+    #[serde(rename = "server.body_read_timeout_ms", skip_serializing_if = "Option::is_none")]
+    pub body_read_timeout_ms: Option<u64>,
+    /// Seconds between looks at the models folder for added, changed or removed packages
+    /// (0: never).
+    #[arg(long, env = "SCORECAM_MODELS_POLL_S")]
+    #[serde(rename = "models.poll_interval_s", skip_serializing_if = "Option::is_none")]
+    pub models_poll_s: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// The server's address (default: the configured bind address).
+    #[arg(long, env = "SCORECAM_BIND")]
+    pub bind: Option<String>,
+    #[arg(long, default_value_t = 3000)]
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    #[arg(long)]
+    pub model: Option<String>,
+    #[arg(long, default_value_t = 5)]
+    pub top_k: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// Folder of images.
+    pub dir: PathBuf,
+    /// Comma-separated methods in the registry's short form (`scorecam:torchcam@64`,
+    /// `sscam:35`, `iscam:10`, `ablationcam`, see `scorecam methods`) and the floors
+    /// `random` and `centre` (default: every preset, sscam, iscam, ablationcam, scorecam@64
+    /// and @256, and both floors).
+    #[arg(long, value_delimiter = ',')]
+    pub methods: Vec<String>,
+    /// Only the first N images (by file name).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Every k-th image (a spread-out subset: with 200 images, --every 10 takes 20).
+    #[arg(long, default_value_t = 1)]
+    pub every: usize,
+    /// Table of true classes (`file<TAB>class_index…` with a header); default DIR/index.tsv
+    /// when present. Images without a label are explained for their predicted class.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Where to write results.csv, summary.json, summary.md and curves.png.
+    #[arg(short = 'o', long, default_value = "evaluation")]
+    pub output: PathBuf,
+    /// Seed of the random floor.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}

@@ -1,0 +1,149 @@
+//! `scorecam explain` and `scorecam predict`: files in, files (or lines) out, through the
+//! same request parsing and service calls as the HTTP API.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::CliError;
+use super::args::{ExplainArgs, PredictArgs};
+use crate::service::{ImageInput, Params, PredictRequest, Progress, Rendered, Service};
+
+fn read(path: &Path) -> Result<ImageInput, CliError> {
+    std::fs::read(path).map(|b| ImageInput::Encoded(b.into())).map_err(CliError::io(path))
+}
+
+/// The flags as the parameters an HTTP request would carry.
+fn params(args: &ExplainArgs) -> Params {
+    let mut pairs: Vec<(String, String)> = args.targets.iter().map(|t| ("target".into(), t.to_string())).collect();
+    let mut put = |k: &str, v: String| pairs.push((k.into(), v));
+    if let Some(m) = &args.model {
+        put("model", m.clone());
+    }
+    if let Some(k) = args.top_k {
+        put("top_k", k.to_string());
+    }
+    if let Some(m) = &args.method.method {
+        put("method", m.clone());
+    }
+    put("metrics", args.metrics.to_string());
+    put("format", args.format.clone());
+    put("resolution", args.resolution.clone());
+    put("colormap", args.colormap.clone());
+    put("alpha", args.alpha.to_string());
+    pairs.extend(args.method.params.iter().cloned());
+    pairs.into_iter().collect()
+}
+
+fn output_path(args: &ExplainArgs, image: &Path) -> PathBuf {
+    let ext = if args.format == "json" { "json" } else { "png" };
+    let name = format!("{}.scorecam.{ext}", image.file_stem().and_then(|s| s.to_str()).unwrap_or("image"));
+    match &args.output {
+        Some(o) if args.images.len() == 1 && !o.is_dir() => o.clone(),
+        Some(dir) => dir.join(name),
+        None => PathBuf::from(name),
+    }
+}
+
+pub async fn explain(service: &Service, args: ExplainArgs) -> Result<(), CliError> {
+    let request = params(&args).explain_request(false)?;
+    let model = service.model(request.model.as_deref())?;
+    eprintln!("model: {}", model.name());
+    if let Some(dir) = args.output.as_ref().filter(|_| args.images.len() > 1) {
+        std::fs::create_dir_all(dir).map_err(CliError::io(dir))?;
+    }
+    let to_stdout = args.output.as_deref() == Some(Path::new("-"));
+    for image in &args.images {
+        let progress = Arc::new(Progress::default());
+        let bar = ProgressBar::start(progress.clone(), &image.display().to_string());
+        let result = service.explain(request.clone(), read(image)?, Some(progress)).await;
+        bar.finish().await;
+        let rendered = result.map_err(|source| CliError::Input { path: image.clone(), source })?;
+        let (bytes, summary) = match rendered {
+            Rendered::Json(doc) => {
+                let s = format!("{} passes", doc.stats.forward_passes);
+                (serde_json::to_vec(&doc).map_err(|e| CliError::Invalid(e.to_string()))?, s)
+            }
+            Rendered::Png(img) => {
+                let s = &img.summary;
+                let mut line = format!(
+                    "class {} ({}) p={:.4}, {} passes in {:.0} ms",
+                    s.target.index, s.target.label, s.target.score, s.stats.forward_passes, s.timings_ms.total_ms
+                );
+                if let Some(m) = &s.metrics {
+                    line += &format!(
+                        "; average drop {:.1}%, increase in confidence {}, deletion AUC {:.4}, insertion AUC {:.4}",
+                        100.0 * m.average_drop,
+                        m.increase_in_confidence,
+                        m.deletion_auc,
+                        m.insertion_auc
+                    );
+                }
+                (img.png, line)
+            }
+        };
+        if to_stdout {
+            use std::io::Write;
+            std::io::stdout().write_all(&bytes).map_err(CliError::io("standard output"))?;
+        } else {
+            let out = output_path(&args, image);
+            std::fs::write(&out, bytes).map_err(CliError::io(&out))?;
+            eprintln!("{} -> {}: {summary}", image.display(), out.display());
+        }
+    }
+    Ok(())
+}
+
+pub async fn predict(service: &Service, args: PredictArgs) -> Result<(), CliError> {
+    for image in &args.images {
+        let request = PredictRequest { model: args.model.clone(), top_k: args.top_k, timeout_ms: None };
+        let doc = service
+            .predict(request, read(image)?)
+            .await
+            .map_err(|source| CliError::Input { path: image.clone(), source })?;
+        println!("{}", image.display());
+        for p in doc.predictions {
+            println!("  {:>4}  {:.4}  {}", p.index, p.score, p.label);
+        }
+    }
+    Ok(())
+}
+
+/// A terminal progress bar over an explanation's masked passes (silent when stderr is not
+/// a terminal, so logs and pipes stay clean).
+struct ProgressBar {
+    task: Option<tokio::task::JoinHandle<()>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ProgressBar {
+    fn start(progress: Arc<Progress>, name: &str) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if !std::io::stderr().is_terminal() {
+            return Self { task: None, stop };
+        }
+        let bar = indicatif::ProgressBar::new(0).with_message(name.to_string());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} passes ({eta})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                bar.set_length(progress.total() as u64);
+                bar.set_position(progress.done() as u64);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            bar.finish_and_clear();
+        });
+        Self { task: Some(task), stop }
+    }
+
+    async fn finish(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.task {
+            let _ = t.await;
+        }
+    }
+}

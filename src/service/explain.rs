@@ -1,0 +1,342 @@
+//! One explanation from a request to its result: validate against the model, decode, the
+//! clean pass, the method's plan and passes, the maps, the metrics follow-up. Also the
+//! prediction and the faithfulness of given maps, which take the same road.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use image::RgbImage;
+
+use super::progress::{Progress, Stage, StageObserver};
+use super::request::{ExplainRequest, ImageInput, MAX_JSON_MAP_VALUES, MAX_TARGETS, OutputFormat, PredictRequest, Resolution, TargetSpec};
+use super::result::{Explanation, PredictDocument, PredictTimings, Rendered, RunStats, StageTimings, predictions, top_k};
+use super::{Deadline, Service, ServiceError};
+use crate::cam::faithfulness::{Faithfulness, MetricPlan};
+use crate::cam::{self, Activations, MaskPlan, PassSet, Saliency, TargetScores};
+use crate::engine::{Admission, EngineModel, PassObserver, PassScores, RunOptions};
+use crate::imaging::{self, ImageLimits, Preprocessed};
+
+/// A request checked against its model and its image decoded, ready to run: the split
+/// lets a streaming face answer bad parameters and undecodable images with a plain error
+/// status before it starts streaming.
+pub struct Prepared {
+    model: Arc<EngineModel>,
+    request: ExplainRequest,
+    deadline: Option<Deadline>,
+    tensor: Arc<[f32]>,
+    image: Option<(RgbImage, Preprocessed)>,
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn invalid(message: String) -> ServiceError {
+    ServiceError::InvalidParameter(message)
+}
+
+/// Checks an explanation request against the model it will run on.
+fn validate(model: &EngineModel, r: &ExplainRequest, image: &ImageInput) -> Result<(), ServiceError> {
+    let classes = model.package.info.classes;
+    match &r.targets {
+        TargetSpec::Classes(c) if c.is_empty() => return Err(invalid("target needs at least one class index".into())),
+        TargetSpec::Classes(c) if c.len() > MAX_TARGETS => {
+            return Err(invalid(format!("at most {MAX_TARGETS} targets per request, got {}", c.len())));
+        }
+        TargetSpec::Classes(c) => {
+            if let Some(&class) = c.iter().find(|&&c| c >= classes) {
+                return Err(ServiceError::InvalidTarget { class, classes });
+            }
+        }
+        TargetSpec::TopK(k) if *k == 0 || *k > MAX_TARGETS.min(classes) => {
+            return Err(invalid(format!("top_k must be within 1..={}, got {k}", MAX_TARGETS.min(classes))));
+        }
+        TargetSpec::TopK(_) => {}
+    }
+    r.method.check(model.package.info.feature_khw[0]).map_err(invalid)?;
+    let rendering = &r.rendering;
+    if rendering.resolution == Resolution::Feature && !r.method.has_feature_map() {
+        return Err(invalid(format!("`{}` has no feature-resolution map; use resolution=input or model", r.method)));
+    }
+    if rendering.format == OutputFormat::Png && rendering.resolution != Resolution::Input {
+        return Err(invalid(
+            "the png overlay is drawn at the uploaded image's size; use format=heatmap or json for other resolutions"
+                .into(),
+        ));
+    }
+    if rendering.format == OutputFormat::Png && matches!(image, ImageInput::Tensor(_)) {
+        return Err(invalid("a tensor input has no image to draw on; use format=heatmap or json".into()));
+    }
+    Ok(())
+}
+
+/// Decodes and preprocesses (CPU work: runs on the blocking pool).
+async fn decode(
+    image: ImageInput,
+    limits: ImageLimits,
+    model: Arc<EngineModel>,
+) -> Result<(Arc<[f32]>, Option<(RgbImage, Preprocessed)>), ServiceError> {
+    tokio::task::spawn_blocking(move || {
+        let spec = &model.package.manifest.input;
+        let rgb = match image {
+            ImageInput::Encoded(bytes) => imaging::decode(&bytes, &limits)?,
+            ImageInput::Pixels(rgb) => rgb,
+            ImageInput::Tensor(t) => {
+                let [c, h, w] = model.package.info.input_chw;
+                if t.len() != c * h * w {
+                    return Err(invalid(format!("the tensor has {} values; the model takes {c}×{h}×{w}", t.len())));
+                }
+                return Ok((t.into(), None));
+            }
+        };
+        let pre = imaging::preprocess(&rgb, spec);
+        Ok((pre.tensor.clone().into(), Some((rgb, pre))))
+    })
+    .await
+    .map_err(|e| ServiceError::Internal(format!("decoding task failed: {e}")))?
+}
+
+/// Runs CPU work off the async threads.
+async fn blocking<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ServiceError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ServiceError::Internal(format!("{what} failed: {e}")))
+}
+
+fn options(p: &Prepared, progress: Option<&Arc<Progress>>, stage: Stage) -> RunOptions {
+    RunOptions {
+        deadline: p.deadline.map(|d| d.at),
+        observer: progress
+            .map(|p| Arc::new(StageObserver { progress: p.clone(), stage }) as Arc<dyn PassObserver>),
+        fault: p.request.fault,
+    }
+}
+
+fn target_scores(scores: Vec<PassScores>, targets: &[usize], logits: &[f32]) -> Vec<TargetScores> {
+    scores
+        .into_iter()
+        .zip(targets)
+        .map(|(s, &t)| TargetScores { clean_logit: logits[t], logits: s.logits, probs: s.probs })
+        .collect()
+}
+
+impl Service {
+    /// Validates the request against its model and decodes the image.
+    pub async fn prepare(&self, request: ExplainRequest, image: ImageInput) -> Result<Prepared, ServiceError> {
+        let model = self.model(request.model.as_deref())?;
+        validate(&model, &request, &image)?;
+        let deadline = self.deadline(request.timeout_ms)?;
+        let (tensor, image) = decode(image, self.config.limits.clone(), model.clone()).await?;
+        if let Some((_, pre)) = &image {
+            let values = pre.original_width as usize * pre.original_height as usize * request.targets.len();
+            let r = &request.rendering;
+            if r.format == OutputFormat::Json && r.resolution == Resolution::Input && values > MAX_JSON_MAP_VALUES {
+                return Err(invalid(format!(
+                    "a JSON map at the upload's {}×{} resolution would carry {values} values (limit \
+                     {MAX_JSON_MAP_VALUES}); ask for resolution=model, or a PNG",
+                    pre.original_width, pre.original_height
+                )));
+            }
+        }
+        Ok(Prepared { model, request, deadline, tensor, image })
+    }
+
+    /// Runs a prepared explanation: every pass, every map, the metrics when asked.
+    pub async fn run(&self, prepared: Prepared, progress: Option<Arc<Progress>>) -> Result<Explanation, ServiceError> {
+        let deadline = prepared.deadline;
+        Deadline::bound(deadline, self.run_unbounded(prepared, progress)).await
+    }
+
+    async fn run_unbounded(
+        &self,
+        p: Prepared,
+        progress: Option<Arc<Progress>>,
+    ) -> Result<Explanation, ServiceError> {
+        let started = Instant::now();
+        let admission = self.engine.admit(&p.model)?;
+        let info = p.model.package.info;
+        let clean = admission.clean(p.tensor.clone(), &options(&p, progress.as_ref(), Stage::Features)).await?;
+        let logits = clean.logits;
+        let targets: Vec<usize> = match &p.request.targets {
+            TargetSpec::Classes(c) => c.clone(),
+            TargetSpec::TopK(k) => top_k(&logits, (*k).max(1)),
+        };
+        let method = p.request.method.clone();
+        let features = clean.features;
+        let plan = blocking("planning", move || {
+            let [k, fh, fw] = info.feature_khw;
+            Arc::new(MaskPlan::new(&method, Activations::with_extra(k, fh, fw, features), info.input_chw))
+        })
+        .await?;
+        if let Some(progress) = &progress {
+            let metric_passes = if p.request.metrics { MetricPlan::pass_count(targets.len()) } else { 0 };
+            progress.set_total(plan.len() + metric_passes);
+            progress.set_stage(Stage::Masked);
+        }
+        let scored = admission
+            .score(p.tensor.clone(), plan.clone(), targets.clone().into(), &options(&p, progress.as_ref(), Stage::Masked))
+            .await?;
+        let t = Instant::now();
+        let per_target = target_scores(scored.scores, &targets, &logits);
+        let combine_plan = plan.clone();
+        let maps: Vec<Saliency> =
+            blocking("combining", move || per_target.iter().map(|s| cam::combine(&combine_plan, s)).collect()).await?;
+        let mut timings = StageTimings {
+            queue_ms: ms(clean.timing.queued),
+            features_ms: ms(clean.timing.running),
+            masked_ms: ms(scored.timing.running),
+            combine_ms: ms(t.elapsed()),
+            ..Default::default()
+        };
+        let mut stats = RunStats {
+            forward_passes: 1 + scored.counts.full,
+            head_passes: scored.counts.head,
+            skipped_channels: plan.skipped_channels(),
+            shared_mask_channels: plan.shared_mask_channels(),
+            batch_size: scored.counts.batch_size,
+            ..Default::default()
+        };
+        let metrics = if p.request.metrics {
+            let t = Instant::now();
+            let inputs = maps.iter().map(|m| m.input.data.clone()).collect();
+            let (figures, passes) = self
+                .faithfulness(&admission, &p, progress.as_ref(), inputs, &logits, &targets)
+                .await?;
+            stats.metric_passes = passes;
+            timings.metrics_ms = ms(t.elapsed());
+            Some(figures)
+        } else {
+            None
+        };
+        timings.total_ms = ms(started.elapsed());
+        self.stats.observe(&stats, &timings);
+        Ok(Explanation {
+            model: p.model,
+            method: p.request.method,
+            rendering: p.request.rendering,
+            logits,
+            targets,
+            maps,
+            metrics,
+            stats,
+            timings,
+            image: p.image,
+        })
+    }
+
+    /// The faithfulness passes of given maps (one per target, at the model's input
+    /// resolution), under the request's admission.
+    async fn faithfulness(
+        &self,
+        admission: &Admission<'_>,
+        p: &Prepared,
+        progress: Option<&Arc<Progress>>,
+        maps: Vec<Vec<f32>>,
+        logits: &[f32],
+        targets: &[usize],
+    ) -> Result<(Vec<Faithfulness>, usize), ServiceError> {
+        let plan = Arc::new(MetricPlan::new(maps, p.model.package.info.input_chw));
+        let scored =
+            admission.score(p.tensor.clone(), plan.clone(), targets.into(), &options(p, progress, Stage::Metrics)).await?;
+        let probs = cam::softmax(logits);
+        let figures = target_scores(scored.scores, targets, logits)
+            .iter()
+            .enumerate()
+            .map(|(i, s)| plan.evaluate(i, s, probs[targets[i]]))
+            .collect();
+        Ok((figures, scored.counts.full))
+    }
+
+    /// Renders a computed explanation as it asked.
+    pub async fn render(&self, explanation: Explanation) -> Result<Rendered, ServiceError> {
+        blocking("rendering", move || super::render::render_explanation(explanation)).await?
+    }
+
+    /// Validates, decodes, explains and renders.
+    pub async fn explain(
+        &self,
+        request: ExplainRequest,
+        image: ImageInput,
+        progress: Option<Arc<Progress>>,
+    ) -> Result<Rendered, ServiceError> {
+        let prepared = self.prepare(request, image).await?;
+        let explanation = self.run(prepared, progress).await?;
+        self.render(explanation).await
+    }
+
+    /// The clean pass only: the model that ran and its logits.
+    pub async fn classify(
+        &self,
+        model: Option<&str>,
+        image: ImageInput,
+        timeout_ms: Option<u64>,
+    ) -> Result<(Arc<EngineModel>, Vec<f32>), ServiceError> {
+        let model = self.model(model)?;
+        let deadline = self.deadline(timeout_ms)?;
+        let work = async {
+            let (tensor, _) = decode(image, self.config.limits.clone(), model.clone()).await?;
+            let admission = self.engine.admit(&model)?;
+            let options = RunOptions { deadline: deadline.map(|d| d.at), ..Default::default() };
+            Ok(admission.clean(tensor, &options).await?.logits)
+        };
+        let logits = Deadline::bound(deadline, work).await?;
+        Ok((model, logits))
+    }
+
+    /// The top-k classes of one image.
+    pub async fn predict(&self, request: PredictRequest, image: ImageInput) -> Result<PredictDocument, ServiceError> {
+        let model = self.model(request.model.as_deref())?;
+        let classes = model.package.info.classes;
+        if request.top_k == 0 || request.top_k > classes {
+            return Err(invalid(format!("top_k must be within 1..={classes}, got {}", request.top_k)));
+        }
+        let deadline = self.deadline(request.timeout_ms)?;
+        let t = Instant::now();
+        let work = async {
+            let (tensor, _) = decode(image, self.config.limits.clone(), model.clone()).await?;
+            let decode_ms = ms(t.elapsed());
+            let t = Instant::now();
+            let admission = self.engine.admit(&model)?;
+            let options = RunOptions { deadline: deadline.map(|d| d.at), ..Default::default() };
+            let logits = admission.clean(tensor, &options).await?.logits;
+            Ok((logits, decode_ms, ms(t.elapsed())))
+        };
+        let (logits, decode_ms, inference_ms) = Deadline::bound(deadline, work).await?;
+        Ok(PredictDocument {
+            model: model.name().to_string(),
+            predictions: predictions(&logits, &model.package.labels, request.top_k),
+            timings_ms: PredictTimings { decode_ms, inference_ms },
+        })
+    }
+
+    /// Faithfulness of maps that came from elsewhere (baselines, other tools): `maps[i]`
+    /// explains `targets[i]` of the preprocessed `input`.
+    pub async fn evaluate_maps(
+        &self,
+        model: &str,
+        input: Vec<f32>,
+        maps: Vec<Vec<f32>>,
+        targets: &[usize],
+    ) -> Result<(Vec<Faithfulness>, RunStats), ServiceError> {
+        let request = ExplainRequest { model: Some(model.into()), ..Default::default() };
+        let model = self.model(Some(model))?;
+        let [c, h, w] = model.package.info.input_chw;
+        if input.len() != c * h * w || maps.iter().any(|m| m.len() != h * w) || maps.len() != targets.len() {
+            return Err(invalid("the input, maps and targets do not match the model".into()));
+        }
+        let p = Prepared { model: model.clone(), request, deadline: None, tensor: input.into(), image: None };
+        let admission = self.engine.admit(&model)?;
+        let logits = admission.clean(p.tensor.clone(), &RunOptions::default()).await?.logits;
+        if let Some(&class) = targets.iter().find(|&&t| t >= logits.len()) {
+            return Err(ServiceError::InvalidTarget { class, classes: logits.len() });
+        }
+        let (figures, passes) = self.faithfulness(&admission, &p, None, maps, &logits, targets).await?;
+        Ok((figures, RunStats { forward_passes: 1, metric_passes: passes, ..Default::default() }))
+    }
+
+    /// Decodes and preprocesses an image for `model` as an explanation would (for tools
+    /// that score maps of their own on the same input).
+    pub async fn preprocess(&self, model: &str, image: ImageInput) -> Result<Vec<f32>, ServiceError> {
+        let model = self.model(Some(model))?;
+        let (tensor, _) = decode(image, self.config.limits.clone(), model).await?;
+        Ok(tensor.to_vec())
+    }
+}

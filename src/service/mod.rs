@@ -1,0 +1,217 @@
+//! The service layer: the only caller of the engine. Every face (HTTP `/explain`,
+//! `/explain/stream`, `/predict`, the Open Inference Protocol, the CLI, `evaluate`) hands
+//! it one validated request and gets one result type back.
+//!
+//! Its door: [`Service`] (`prepare` → `run` → `render`, or `explain` for all three;
+//! `predict`; `classify`; `evaluate_maps`), the request types ([`ExplainRequest`],
+//! [`PredictRequest`], [`ImageInput`], parsed from text by [`Params`]), the results
+//! ([`Explanation`], [`Rendered`], [`PredictDocument`]), [`ServiceError`], and the model
+//! repository. It owns the explanation's logic: which classes, the method's plan, combining
+//! scores into maps, the metrics follow-up, rendering.
+
+mod error;
+mod explain;
+pub mod models;
+mod params;
+mod progress;
+mod render;
+mod request;
+mod result;
+mod stats;
+
+pub use error::ServiceError;
+pub use explain::Prepared;
+pub use models::{ModelRepository, ModelStatus};
+pub use params::{MAX_PARAM_BYTES, MAX_PARAMS, Params};
+pub use progress::{Progress, Stage};
+pub use request::{
+    ExplainRequest, ImageInput, MAX_JSON_MAP_VALUES, MAX_TARGETS, OutputFormat, PredictRequest, Rendering, Resolution,
+    TargetSpec,
+};
+pub use result::{
+    ExplainDocument, Explanation, ImageSummary, PredictDocument, PredictTimings, Prediction, Rendered, RenderedPng,
+    RunStats, StageTimings, TargetMap, predictions, top_k,
+};
+pub use stats::ServiceStats;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::engine::{Engine, EngineConfig, EngineModel};
+use crate::imaging::ImageLimits;
+
+/// What the service needs besides the engine and the models.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceConfig {
+    pub limits: ImageLimits,
+    /// The deadline of a request that names none; `None`: no deadline (the CLI).
+    pub default_timeout_ms: Option<u64>,
+    /// The longest deadline a request may ask for.
+    pub max_timeout_ms: Option<u64>,
+}
+
+/// Slack past a request's deadline before the service gives up on the engine (which
+/// enforces the deadline itself and normally answers first).
+const DEADLINE_SLACK: Duration = Duration::from_secs(2);
+
+pub struct Service {
+    engine: Arc<Engine>,
+    models: Arc<ModelRepository>,
+    config: ServiceConfig,
+    stats: Arc<ServiceStats>,
+}
+
+impl Service {
+    /// Loads the repository (a broken package is recorded, never fatal) and starts the
+    /// engine with every ready model warmed in every worker.
+    pub fn start(engine: EngineConfig, models: ModelRepository, config: ServiceConfig) -> Result<Self, ServiceError> {
+        let changes = models.refresh()?;
+        for name in &changes.failed {
+            tracing::warn!(model = %name, "model package failed to load; serving the others");
+        }
+        let ready = models.ready();
+        let engine = Engine::start(engine, &ready).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let service = Self { engine: Arc::new(engine), models: Arc::new(models), config, stats: Default::default() };
+        service.log_default();
+        Ok(service)
+    }
+
+    fn log_default(&self) {
+        let chosen = self.models.default_name();
+        match (self.models.configured_default(), chosen.as_deref()) {
+            (Some(c), Some(d)) if c != d => {
+                tracing::warn!(configured = c, using = d, "the configured default model is not available; using another")
+            }
+            (_, None) => tracing::warn!(dir = %self.models.dir().display(), "no model is ready"),
+            (_, Some(d)) => tracing::info!(model = d, "default model"),
+        }
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    pub fn models(&self) -> &Arc<ModelRepository> {
+        &self.models
+    }
+
+    pub fn stats(&self) -> &Arc<ServiceStats> {
+        &self.stats
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// The model a request that names none gets.
+    pub fn default_model(&self) -> Option<String> {
+        self.models.default_name()
+    }
+
+    /// The ready model a request names, or the default; refused while draining, before
+    /// any work is done for the request.
+    pub fn model(&self, name: Option<&str>) -> Result<Arc<EngineModel>, ServiceError> {
+        if self.engine.is_draining() {
+            return Err(ServiceError::NotAccepting);
+        }
+        match name {
+            Some(n) => self.models.get(n),
+            None => {
+                let name = self.default_model().ok_or_else(|| ServiceError::ModelUnavailable {
+                    name: "(default)".into(),
+                    reason: format!("no model package is ready in {}", self.models.dir().display()),
+                })?;
+                self.models.get(&name)
+            }
+        }
+    }
+
+    /// Checks a request's `timeout_ms` and turns it into a deadline (`None`: no deadline).
+    fn deadline(&self, timeout_ms: Option<u64>) -> Result<Option<Deadline>, ServiceError> {
+        let Some(ms) = timeout_ms.or(self.config.default_timeout_ms) else {
+            return Ok(None);
+        };
+        let max = self.config.max_timeout_ms.unwrap_or(u64::MAX);
+        if ms == 0 || ms > max {
+            return Err(ServiceError::InvalidParameter(format!("`timeout_ms` must be within 1..={max}, got {ms}")));
+        }
+        Ok(Some(Deadline { at: Instant::now() + Duration::from_millis(ms), ms, max }))
+    }
+
+    /// Re-reads the models folder; new or changed packages are warmed with one clean pass
+    /// before they take requests. Returns what changed.
+    pub async fn refresh_models(&self) -> Result<models::Changes, ServiceError> {
+        let repo = self.models.clone();
+        let changes = tokio::task::spawn_blocking(move || repo.refresh())
+            .await
+            .map_err(|e| ServiceError::Internal(format!("model refresh failed: {e}")))??;
+        for name in &changes.loaded {
+            if let Ok(model) = self.models.get(name) {
+                let [c, h, w] = model.package.info.input_chw;
+                let warm = async {
+                    let admission = self.engine.admit(&model)?;
+                    admission.clean(vec![0.0; c * h * w].into(), &Default::default()).await.map(|_| ())
+                };
+                if let Err(e) = warm.await {
+                    tracing::warn!(model = %name, error = %e, "warm-up of a new model failed");
+                }
+            }
+        }
+        if !changes.is_empty() {
+            tracing::info!(loaded = ?changes.loaded, failed = ?changes.failed, removed = ?changes.removed, "models changed");
+            self.log_default();
+        }
+        Ok(changes)
+    }
+
+    /// Polls the models folder every `every` until the engine drains.
+    pub fn watch_models(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let service = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            while !service.engine.is_draining() {
+                tick.tick().await;
+                if let Err(e) = service.refresh_models().await {
+                    tracing::warn!(error = %e, "could not re-read the models folder");
+                }
+            }
+        })
+    }
+
+    /// Stops taking work, waits up to `grace` for what is in flight, stops the engine.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.engine.shutdown(grace).await;
+    }
+}
+
+/// A request's deadline, with what to tell the client when it passes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Deadline {
+    at: Instant,
+    ms: u64,
+    max: u64,
+}
+
+impl Deadline {
+    fn exceeded(&self) -> ServiceError {
+        ServiceError::DeadlineExceeded { timeout_ms: self.ms, max_ms: self.max }
+    }
+
+    /// Runs `work` within the deadline (plus slack: the engine enforces it first).
+    async fn bound<T>(
+        deadline: Option<Deadline>,
+        work: impl Future<Output = Result<T, ServiceError>>,
+    ) -> Result<T, ServiceError> {
+        let result = match deadline {
+            Some(d) => tokio::time::timeout_at(tokio::time::Instant::from_std(d.at) + DEADLINE_SLACK, work)
+                .await
+                .map_err(|_| d.exceeded())?,
+            None => work.await,
+        };
+        match (result, deadline) {
+            (Err(ServiceError::Engine(crate::engine::EngineError::DeadlineExceeded)), Some(d)) => Err(d.exceeded()),
+            (r, _) => r,
+        }
+    }
+}

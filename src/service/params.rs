@@ -1,0 +1,195 @@
+//! Named text parameters, whatever face they came from (query string, form parts, JSON
+//! keys, CLI flags), and their conversion into requests: the one place where parameter
+//! names are known and syntax is checked.
+
+use std::collections::BTreeMap;
+
+use super::ServiceError;
+use super::request::{ExplainRequest, OutputFormat, PredictRequest, Rendering, Resolution, TargetSpec};
+use crate::cam::{Method, methods};
+use crate::render::Colormap;
+
+/// Most parameters (form parts, JSON keys, query pairs) one request may carry.
+pub const MAX_PARAMS: usize = 32;
+/// Most bytes of one text parameter.
+pub const MAX_PARAM_BYTES: usize = 1024;
+
+/// Parameters that every explanation takes, besides its method's own.
+const EXPLAIN_PARAMS: &[&str] =
+    &["model", "target", "top_k", "method", "metrics", "format", "resolution", "colormap", "alpha", "timeout_ms"];
+const PREDICT_PARAMS: &[&str] = &["model", "top_k", "timeout_ms"];
+
+/// Named parameters; a name may repeat (`target=1&target=2`). Bounded in count and size,
+/// so a hostile request cannot make it grow without limit.
+#[derive(Clone, Debug, Default)]
+pub struct Params(BTreeMap<String, Vec<String>>);
+
+fn invalid(message: impl Into<String>) -> ServiceError {
+    ServiceError::InvalidParameter(message.into())
+}
+
+impl Params {
+    /// Adds one value; refuses past the limits (a malformed request, not a bad value).
+    pub fn push(&mut self, name: &str, value: String) -> Result<(), ServiceError> {
+        if value.len() > MAX_PARAM_BYTES {
+            return Err(ServiceError::BadRequest(format!("parameter `{name}` is longer than {MAX_PARAM_BYTES} bytes")));
+        }
+        let count: usize = self.0.values().map(Vec::len).sum();
+        if count >= MAX_PARAMS {
+            return Err(ServiceError::BadRequest(format!("more than {MAX_PARAMS} parameters")));
+        }
+        self.0.entry(name.to_string()).or_default().push(value);
+        Ok(())
+    }
+
+    /// Adds `other`'s parameters; a name given there replaces this one's values.
+    pub fn merge_over(mut self, other: Params) -> Params {
+        for (k, v) in other.0 {
+            self.0.insert(k, v);
+        }
+        self
+    }
+
+    fn one(&self, name: &str) -> Result<Option<&str>, ServiceError> {
+        match self.0.get(name).map(Vec::as_slice) {
+            None | Some([]) => Ok(None),
+            Some([v]) => Ok(Some(v.as_str())),
+            Some(_) => Err(invalid(format!("`{name}` given more than once"))),
+        }
+    }
+
+    fn parse<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ServiceError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.one(name)?.map(|v| v.trim().parse::<T>().map_err(|e| invalid(format!("`{name}`: {e}")))).transpose()
+    }
+
+    /// Fails on names outside `known`: a typo should not silently become a default.
+    fn only(&self, known: &[&str]) -> Result<(), ServiceError> {
+        match self.0.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(k) => Err(invalid(format!("unknown parameter `{k}` (known: {})", known.join(", ")))),
+            None => Ok(()),
+        }
+    }
+
+    /// Class indices from repeated or comma-separated `target` values.
+    fn targets(&self) -> Result<Vec<usize>, ServiceError> {
+        let mut out = Vec::new();
+        for v in self.0.get("target").into_iter().flatten() {
+            for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                out.push(part.parse().map_err(|_| invalid(format!("`target`: `{part}` is not a class index")))?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The method and its own parameters, through the method registry.
+    fn method(&self) -> Result<Method, ServiceError> {
+        let own: Vec<(&str, &str)> = methods::param_names()
+            .into_iter()
+            .filter_map(|name| Some((name, self.0.get(name)?)))
+            .map(|(name, values)| match values.as_slice() {
+                [v] => Ok((name, v.trim())),
+                _ => Err(invalid(format!("`{name}` given more than once"))),
+            })
+            .collect::<Result<_, _>>()?;
+        Method::parse(self.one("method")?.map(str::trim), &own).map_err(ServiceError::InvalidParameter)
+    }
+
+    /// An explanation request, checked for syntax and bounds that need no model (those
+    /// that do are checked when it is prepared). `accepts_json` picks JSON output when no
+    /// format is named.
+    pub fn explain_request(&self, accepts_json: bool) -> Result<ExplainRequest, ServiceError> {
+        let known: Vec<&str> = EXPLAIN_PARAMS.iter().copied().chain(methods::param_names()).collect();
+        self.only(&known)?;
+        let method = self.method()?;
+        let targets = self.targets()?;
+        let top_k: Option<usize> = self.parse("top_k")?;
+        let targets = match (targets.is_empty(), top_k) {
+            (false, Some(_)) => return Err(invalid("give `target` or `top_k`, not both")),
+            (false, None) => TargetSpec::Classes(targets),
+            (true, k) => TargetSpec::TopK(k.unwrap_or(1)),
+        };
+        let format = match self.parse::<OutputFormat>("format")? {
+            Some(f) => f,
+            None if accepts_json => OutputFormat::Json,
+            None => OutputFormat::Png,
+        };
+        let alpha: f32 = self.parse("alpha")?.unwrap_or(0.5);
+        if !(0.0..=1.0).contains(&alpha) {
+            return Err(invalid(format!("`alpha` must be within 0..=1, got {alpha}")));
+        }
+        Ok(ExplainRequest {
+            model: self.one("model")?.map(str::to_string),
+            targets,
+            method,
+            metrics: self.parse::<bool>("metrics")?.unwrap_or(false),
+            rendering: Rendering {
+                format,
+                resolution: self.parse::<Resolution>("resolution")?.unwrap_or_default(),
+                colormap: self.parse::<Colormap>("colormap")?.unwrap_or_default(),
+                alpha,
+            },
+            timeout_ms: self.parse("timeout_ms")?,
+            fault: None,
+        })
+    }
+
+    pub fn predict_request(&self) -> Result<PredictRequest, ServiceError> {
+        self.only(PREDICT_PARAMS)?;
+        Ok(PredictRequest {
+            model: self.one("model")?.map(str::to_string),
+            top_k: self.parse("top_k")?.unwrap_or(5),
+            timeout_ms: self.parse("timeout_ms")?,
+        })
+    }
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Params {
+    /// For callers whose parameters are already bounded (the CLI, tests).
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Self {
+        let mut p = Params::default();
+        for (k, v) in pairs {
+            p.0.entry(k.into()).or_default().push(v.into());
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Params {
+        pairs.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    #[test]
+    fn method_parameters_go_through_the_registry() {
+        let r = params(&[("method", "sscam"), ("samples", "3")]).explain_request(false).unwrap();
+        assert_eq!(r.method.name(), "sscam");
+        let e = params(&[("method", "ablationcam"), ("steps", "3")]).explain_request(false).unwrap_err();
+        assert!(e.to_string().contains("`steps` does not apply to method `ablationcam`"), "{e}");
+        let e = params(&[("colour", "red")]).explain_request(false).unwrap_err();
+        assert!(e.to_string().contains("unknown parameter `colour`"), "{e}");
+    }
+
+    #[test]
+    fn targets_and_top_k_exclude_each_other() {
+        let r = params(&[("target", "1,2"), ("target", "3")]).explain_request(false).unwrap();
+        assert_eq!(r.targets, TargetSpec::Classes(vec![1, 2, 3]));
+        assert!(params(&[("target", "1"), ("top_k", "2")]).explain_request(false).is_err());
+        assert_eq!(params(&[]).explain_request(true).unwrap().rendering.format, OutputFormat::Json);
+    }
+
+    #[test]
+    fn limits_bound_a_hostile_request() {
+        let mut p = Params::default();
+        for i in 0..MAX_PARAMS {
+            p.push("target", i.to_string()).unwrap();
+        }
+        assert!(matches!(p.push("target", "x".into()), Err(ServiceError::BadRequest(_))));
+        assert!(Params::default().push("a", "x".repeat(MAX_PARAM_BYTES + 1)).is_err());
+    }
+}

@@ -1,0 +1,156 @@
+//! One explanation request and one prediction request, as every face hands them to the
+//! service: parsed once (see `params`), validated against the model once (`Service::prepare`).
+
+use std::sync::Arc;
+
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+use crate::cam::Method;
+use crate::engine::Fault;
+use crate::render::Colormap;
+
+/// Most targets one request may explain (each is a full map in the response).
+pub const MAX_TARGETS: usize = 10;
+
+/// Most values one JSON map may carry (about 40 MB of JSON): a JSON map at the upload's own
+/// resolution of a 40-megapixel photo would otherwise be half a gigabyte of text.
+pub const MAX_JSON_MAP_VALUES: usize = 4 << 20;
+
+/// The image to explain, in whichever form the face received it.
+#[derive(Clone, Debug)]
+pub enum ImageInput {
+    /// An encoded file (PNG, JPEG, …): decoded with limits, oriented, resized per the model.
+    Encoded(Arc<[u8]>),
+    /// Decoded RGB pixels of any size: resized per the model.
+    Pixels(RgbImage),
+    /// A model-ready tensor (C×H×W, normalised): no original image to draw on.
+    Tensor(Vec<f32>),
+}
+
+/// Which classes to explain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetSpec {
+    /// These class indices, in this order.
+    Classes(Vec<usize>),
+    /// The k most probable classes of the clean pass.
+    TopK(usize),
+}
+
+impl TargetSpec {
+    /// How many maps the response will carry.
+    pub fn len(&self) -> usize {
+        match self {
+            TargetSpec::Classes(c) => c.len(),
+            TargetSpec::TopK(k) => *k,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What the caller wants back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// The heatmap blended over the uploaded image.
+    #[default]
+    Png,
+    /// The coloured heatmap alone.
+    Heatmap,
+    /// The JSON document with raw saliency values.
+    Json,
+}
+
+impl std::str::FromStr for OutputFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "png" => Ok(Self::Png),
+            "heatmap" => Ok(Self::Heatmap),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("unknown format `{s}` (expected png, heatmap or json)")),
+        }
+    }
+}
+
+/// At which resolution maps are returned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resolution {
+    /// The uploaded image's own size.
+    #[default]
+    Input,
+    /// The model's input size (H×W).
+    Model,
+    /// The target layer's size (h×w), for methods that compute a map there.
+    Feature,
+}
+
+impl std::str::FromStr for Resolution {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "input" => Ok(Self::Input),
+            "model" => Ok(Self::Model),
+            "feature" => Ok(Self::Feature),
+            _ => Err(format!("unknown resolution `{s}` (expected input, model or feature)")),
+        }
+    }
+}
+
+/// How the maps are turned into the response. Never changes the numbers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rendering {
+    pub format: OutputFormat,
+    pub resolution: Resolution,
+    pub colormap: Colormap,
+    /// Heatmap opacity over the image, 0..=1.
+    pub alpha: f32,
+}
+
+impl Default for Rendering {
+    fn default() -> Self {
+        Self { format: OutputFormat::Png, resolution: Resolution::Input, colormap: Colormap::default(), alpha: 0.5 }
+    }
+}
+
+/// One explanation, as asked.
+#[derive(Clone, Debug)]
+pub struct ExplainRequest {
+    /// `None`: the default model.
+    pub model: Option<String>,
+    pub targets: TargetSpec,
+    pub method: Method,
+    /// Also compute faithfulness metrics (extra passes).
+    pub metrics: bool,
+    pub rendering: Rendering,
+    /// The deadline; `None`: the service's default (which may be none).
+    pub timeout_ms: Option<u64>,
+    /// Test-only fault injection (see the `fault-injection` feature).
+    pub fault: Option<Fault>,
+}
+
+impl Default for ExplainRequest {
+    fn default() -> Self {
+        Self {
+            model: None,
+            targets: TargetSpec::TopK(1),
+            method: Method::default(),
+            metrics: false,
+            rendering: Rendering::default(),
+            timeout_ms: None,
+            fault: None,
+        }
+    }
+}
+
+/// The top-k classes of one image.
+#[derive(Clone, Debug)]
+pub struct PredictRequest {
+    pub model: Option<String>,
+    pub top_k: usize,
+    pub timeout_ms: Option<u64>,
+}

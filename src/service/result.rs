@@ -1,0 +1,181 @@
+//! What an explanation produces: the computed result (maps, scores, counts, timings), and
+//! the rendered forms every face returns (a PNG with its summary, or the JSON document).
+
+use std::sync::Arc;
+
+use image::RgbImage;
+use serde::Serialize;
+
+use super::request::Rendering;
+use crate::cam::faithfulness::Faithfulness;
+use crate::cam::{Map, Method, Saliency, softmax};
+use crate::engine::EngineModel;
+use crate::imaging::Preprocessed;
+
+/// Counts that describe the work an explanation took.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RunStats {
+    /// Every forward pass through the model for this request, the clean pass included.
+    pub forward_passes: usize,
+    /// Passes through the head graph alone (Ablation-CAM).
+    pub head_passes: usize,
+    /// Passes spent on faithfulness metrics (not counted above).
+    pub metric_passes: usize,
+    /// Channels that got no pass of their own (constant, all-zero, or left out).
+    pub skipped_channels: usize,
+    /// Channels whose mask equals another channel's, so they reused its passes.
+    pub shared_mask_channels: usize,
+    /// The largest batch any of its passes ran in.
+    pub batch_size: usize,
+}
+
+/// Wall-clock time per stage, in milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct StageTimings {
+    /// Admission to the clean pass starting.
+    pub queue_ms: f64,
+    /// The clean pass (extractor + head).
+    pub features_ms: f64,
+    /// First masked batch dispatched to last masked result.
+    pub masked_ms: f64,
+    /// Weights, sum and upsampling into maps.
+    pub combine_ms: f64,
+    /// Faithfulness metrics' passes (0 unless asked for).
+    pub metrics_ms: f64,
+    pub total_ms: f64,
+}
+
+/// A computed explanation, before rendering.
+pub struct Explanation {
+    pub model: Arc<EngineModel>,
+    pub method: Method,
+    pub rendering: Rendering,
+    /// Logits of the clean pass.
+    pub logits: Vec<f32>,
+    /// The explained classes, in the order of `maps`.
+    pub targets: Vec<usize>,
+    pub maps: Vec<Saliency>,
+    /// Per target, when metrics were asked for.
+    pub metrics: Option<Vec<Faithfulness>>,
+    pub stats: RunStats,
+    pub timings: StageTimings,
+    /// The decoded upload (for overlays and its own resolution); `None` for a tensor input.
+    pub(crate) image: Option<(RgbImage, Preprocessed)>,
+}
+
+impl std::fmt::Debug for Explanation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Explanation")
+            .field("model", &self.model.name())
+            .field("method", &self.method.to_string())
+            .field("targets", &self.targets)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Prediction {
+    pub index: usize,
+    pub label: String,
+    /// Softmax probability.
+    pub score: f32,
+}
+
+/// One target's map in the JSON document.
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetMap {
+    pub target: Prediction,
+    pub saliency: Map,
+    /// Faithfulness of this map (when asked for with `metrics=true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Faithfulness>,
+}
+
+/// The JSON document of an explanation (CLI and HTTP alike).
+#[derive(Clone, Debug, Serialize)]
+pub struct ExplainDocument {
+    pub model: String,
+    pub method: String,
+    /// The numerical convention the method follows (docs/presets.md).
+    pub preset: String,
+    /// The method and every parameter it ran with.
+    pub method_parameters: Method,
+    pub predictions: Vec<Prediction>,
+    pub explanations: Vec<TargetMap>,
+    pub stats: RunStats,
+    pub timings_ms: StageTimings,
+}
+
+/// What an image response shows, besides the pixels (headers, the stream's result event).
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageSummary {
+    pub model: String,
+    pub method: String,
+    pub preset: String,
+    /// The explained target (the first one when several were asked for).
+    pub target: Prediction,
+    /// The target's faithfulness, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Faithfulness>,
+    pub predictions: Vec<Prediction>,
+    pub stats: RunStats,
+    pub timings_ms: StageTimings,
+}
+
+/// A rendered PNG (overlay or heatmap).
+#[derive(Clone, Debug)]
+pub struct RenderedPng {
+    pub png: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+    pub summary: ImageSummary,
+}
+
+/// An explanation in the form asked for.
+#[derive(Clone, Debug)]
+pub enum Rendered {
+    Png(Box<RenderedPng>),
+    Json(Box<ExplainDocument>),
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PredictDocument {
+    pub model: String,
+    pub predictions: Vec<Prediction>,
+    pub timings_ms: PredictTimings,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct PredictTimings {
+    pub decode_ms: f64,
+    pub inference_ms: f64,
+}
+
+/// The k highest logits' indices, highest first (ties by index).
+pub fn top_k(logits: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    idx.truncate(k.min(logits.len()));
+    idx
+}
+
+/// The k most probable classes, most probable first.
+pub fn predictions(logits: &[f32], labels: &[String], k: usize) -> Vec<Prediction> {
+    let probs = softmax(logits);
+    top_k(logits, k)
+        .into_iter()
+        .map(|i| Prediction { index: i, label: labels.get(i).cloned().unwrap_or_default(), score: probs[i] })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_orders_by_logit_then_index() {
+        assert_eq!(top_k(&[0.1, 0.9, 0.5, 0.9], 3), vec![1, 3, 2]);
+        assert_eq!(top_k(&[1.0, 2.0], 5), vec![1, 0]);
+    }
+}

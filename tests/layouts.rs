@@ -1,0 +1,93 @@
+//! Feature-map layouts end to end: generated channels-last and token models (1 and 2
+//! prefix tokens, a non-square grid) through the service, against an independent numpy
+//! transcription of every preset and Ablation-CAM (tests/fixtures/models/layouts, made by
+//! scripts/dev/make_layout_models.py). Ablation writes the features back in the head's
+//! own layout with the clean pass's prefix tokens, which the token fixtures' heads read.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use scorecam::cam::{Method, Preset};
+use scorecam::engine::EngineConfig;
+use scorecam::service::{
+    ExplainRequest, ImageInput, ModelRepository, OutputFormat, Rendered, Rendering, Resolution, Service,
+    ServiceConfig, TargetSpec,
+};
+use serde_json::Value;
+
+/// The numpy reference runs in float64 on the same ONNX graphs; batch-to-batch float noise
+/// of ONNX Runtime is far below this.
+const TOLERANCE: f32 = 1e-4;
+
+fn layouts() -> PathBuf {
+    common::root().join("tests/fixtures/models/layouts")
+}
+
+fn service() -> Arc<Service> {
+    static SERVICE: OnceLock<Arc<Service>> = OnceLock::new();
+    SERVICE
+        .get_or_init(|| {
+            common::init_runtime();
+            let config = EngineConfig { workers: 1, max_batch_size: 3, ..EngineConfig::default() };
+            let repo = ModelRepository::new(layouts(), None, config.clone());
+            Arc::new(Service::start(config, repo, ServiceConfig::default()).expect("service starts"))
+        })
+        .clone()
+}
+
+fn case(package: &str) -> Value {
+    let text = std::fs::read_to_string(layouts().join(package).join("reference/cases.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+async fn map(package: &str, method: Method, class: usize, resolution: Resolution) -> (Vec<usize>, Vec<f32>) {
+    let case = case(package);
+    let image = layouts().join(package).join("reference").join(case["image"].as_str().unwrap());
+    let request = ExplainRequest {
+        model: Some(package.into()),
+        targets: TargetSpec::Classes(vec![class]),
+        method,
+        rendering: Rendering { format: OutputFormat::Json, resolution, ..Default::default() },
+        ..Default::default()
+    };
+    let bytes = std::fs::read(image).unwrap();
+    let Rendered::Json(doc) = service().explain(request, ImageInput::Encoded(bytes.into()), None).await.unwrap() else {
+        panic!("asked for JSON")
+    };
+    let m = &doc.explanations[0].saliency;
+    (vec![m.height, m.width], m.data.clone())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_layout_package_loads_with_its_canonical_grid() {
+    let service = service();
+    for (package, khw) in [("nhwc", [6, 4, 4]), ("tokens1", [6, 4, 4]), ("tokens2", [6, 4, 3])] {
+        let m = service.models().get(package).unwrap_or_else(|e| panic!("{package}: {e}"));
+        assert_eq!(m.package.info.feature_khw, khw, "{package}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_method_matches_the_transcription_on_every_layout() {
+    for package in ["nhwc", "tokens1", "tokens2"] {
+        let case = case(package);
+        let class = case["class_index"].as_u64().unwrap() as usize;
+        for (name, spec) in case["methods"].as_object().unwrap() {
+            let method = match spec["method"].as_str().unwrap() {
+                "scorecam" => Method::scorecam(spec["preset"].as_str().unwrap().parse::<Preset>().unwrap()),
+                other => Method::parse(Some(other), &[]).unwrap(),
+            };
+            for (key, resolution) in [("input", Resolution::Model), ("feature", Resolution::Feature)] {
+                let Some(file) = spec[key]["file"].as_str() else { continue };
+                let (want_shape, want) = common::read_npy(&layouts().join(package).join("reference").join(file));
+                let (shape, got) = map(package, method.clone(), class, resolution).await;
+                assert_eq!(shape, want_shape, "{package}/{name}/{key}: shape");
+                let diff = common::max_abs_diff(&got, &want);
+                assert!(diff <= TOLERANCE, "{package}/{name}/{key}: max |Δ| = {diff}");
+                assert!(want.iter().any(|v| *v > 0.5), "{package}/{name}/{key}: a degenerate reference");
+            }
+        }
+    }
+}
