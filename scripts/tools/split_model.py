@@ -3,30 +3,105 @@
 
 scorecam needs a classifier in two pieces: an extractor (image -> the activations of the
 target layer) and a head (those activations -> class scores). This tool cuts a single
-ONNX graph at one of its intermediate tensors with onnx.utils.Extractor:
+ONNX graph (a ResNet, ConvNeXt, EfficientNet, ViT, DeiT, Swin, DenseNet ... exported from
+PyTorch or elsewhere) at one of its intermediate tensors with onnx.utils.Extractor:
 
   extractor.onnx   graph input -> LAYER      renamed: input -> features
   head.onnx        LAYER -> graph output     renamed: features -> logits
   labels.txt       --labels, or class_0 .. class_{C-1}
-  model.toml       input size, resize mode, mean/std, provenance, target layer
+  model.toml       input size, resize mode and filter, mean/std, provenance, target layer
 
-Only tensor names change (node inputs/outputs are rewritten; a tensor that already used
-one of the new names gets a fresh one); nodes, weights and attributes are kept as they are.
+Only tensor names and the declared shapes of the four package inputs/outputs change (node
+inputs/outputs are rewritten; a tensor that already used one of the new names gets a fresh
+one); nodes, weights and attributes are kept as they are.
 
 Requirements on the model: one float32 image input N x 3 x H x W, one output N x C, and a
-dynamic batch dimension. LAYER must be 4-D (N x K x h x w, a conv feature map) and must
-separate the graph: nothing after it may use a tensor computed before it (a skip
-connection around the cut is an error). If the graph ends in a Softmax it is dropped from
-the head, so the head yields logits (scorecam applies the softmax itself); --keep-softmax
-keeps it.
+dynamic batch dimension. H x W must be fixed in the model or given with --input-size.
 
-The split is checked with ONNX Runtime on a random batch of 2: head(extractor(x)) must
-equal the full model's output (after a softmax when one was dropped) to --tolerance.
+Choosing the target layer
+  --layer TENSOR     cut at this tensor (names as --list-layers prints them)
+  --module NAME      cut at the output of a PyTorch module: `layer4`, `features.7`,
+                     `features[-1]`, `encoder.layers.encoder_layer_11` (or `encoder.layers.11`),
+                     `blocks.11`, `layers.3`, or an ONNX scope `/layer4/layer4.2`. The module's
+                     nodes are found by their names (the TorchScript exporter writes
+                     `/layer4/layer4.1/relu_1/Relu`: module layer4.1.relu, called a second time)
+                     or by the `pkg.torch.onnx.name_scopes` metadata of the dynamo exporter; a
+                     module path may also match below a wrapper (`model.layer4`). The cut is the
+                     module's output: the last tensor (in topological order) made inside it and
+                     used outside it. The tool prints which tensor it chose; when nothing
+                     matches it lists close module names.
+  --list-layers [SUBSTRING]   rank the candidate tensors, best first, and exit (also --filter
+                     SUBSTRING; matches tensor name, op type and module, case-insensitive).
+                     The model is run once with ONNX Runtime (batches of 1 and 2) to learn every
+                     tensor's real shape and batch axis. Ranking: usable maps (batch first,
+                     spatial h, w not both 1, layout decidable; token grids count as spatial)
+                     that separate the graph come first, latest in the graph first; then maps
+                     whose layout needs --layout; then tensors with a skip connection around
+                     them (cutting there fails); then 1x1 maps, tensors whose batch is not the
+                     first axis, and the like. --top N rows (default 20, 0 = all).
+
+The cut must separate the graph: nothing after it may use a tensor computed before it (a
+skip connection around the cut is an error). Reading only the *shape* of such a tensor is
+fine when that shape is fixed apart from the batch (torch's `x.view(x.size(0), -1)`): the
+read is rewritten as [batch of the features, fixed dims...].
+
+Feature-map layouts (model.toml [target_layer] layout, grid, prefix_tokens)
+  nchw     [N, C, h, w]                 convnets (ResNet, ConvNeXt, EfficientNet, DenseNet)
+  nhwc     [N, h, w, C]                 channels-last stages (Swin, some ConvNeXt blocks)
+  tokens   [N, prefix + h*w, C]         transformers: `prefix` leading non-grid tokens (1:
+                                        ViT class token; 2: DeiT class + distillation token),
+                                        then the h x w patch grid, row by row
+The layout is inferred and the decision printed with its reason; an ambiguous tensor is
+refused, never guessed:
+  4-D: [N, a, b, c] is nchw when b x c matches the H x W input at one integer stride s
+       (b, c each floor or ceil of H/s, W/s; b = c for a square input) and a x b does not;
+       nhwc the other way round. Both ([N, 7, 7, 7] on a 28 x 28 input) or neither: refused,
+       give --layout nchw|nhwc.
+  3-D: [N, T, C] is tokens when exactly one (prefix p in 0..2, grid h x w) has T = p + h*w with
+       h x w matching the input at one stride (the patch size); several or none: refused,
+       give --grid HxW and/or --prefix-tokens N (e.g. 5 for ViT with 4 register tokens).
+  Overrides: --layout nchw|nhwc|tokens, --grid HxW, --prefix-tokens N (--grid or
+  --prefix-tokens alone imply tokens).
+Refused as target layers: 1x1 maps ([N, 2048, 1, 1] after global pooling: nothing left to
+localise; the message names the last usable map before it), 2-D [N, C] tensors, and tensors
+whose batch is not the first axis (the sequence-first [T, N, C] tensors inside PyTorch's
+nn.MultiheadAttention, or [N*heads, ...]); the message says so and names a usable tensor.
+
+Concrete shapes: exporters often leave dims after a reshape/permute symbolic. The extractor
+is run on a trial batch with ONNX Runtime and the package declares concrete dims: extractor
+input [batch, 3, H, W] and output features [batch, ...], head input the same features and
+output logits [batch, C]; only the batch stays dynamic (named "batch").
+
+Softmax: if the graph ends in a Softmax it is dropped from the head, so the head yields
+logits (scorecam applies the softmax itself); --keep-softmax keeps it.
+
+Check: head(extractor(x)) must equal the full model's output (after a softmax when one was
+dropped) on a random batch of 2 (ONNX Runtime, CPU), to within
+    max |Δ| <= --tolerance + --rtol * max |full model output|
+(defaults 1e-5 and 1e-4). ONNX Runtime fuses operators across the cut in the whole model
+but cannot in the split, so float32 rounding differences of ~1e-7 relative are normal; a
+wrong split is off by far more. A failure that looks like rounding says so and suggests a
+--tolerance that would accept it.
+
+Resize filter (model.toml [input] resize_filter): pillow_bilinear (Pillow's antialiased
+bilinear, what torchvision's PIL-based transforms use; the default) or opencv_linear
+(OpenCV's INTER_LINEAR, no antialiasing); pick what the model was trained/evaluated with.
+
+model.toml written:
+  description, source, license
+  [input]         width, height, resize, crop_from (shorter_side_crop only), resize_filter,
+                  mean, std
+  [target_layer]  description, layout ("nchw" | "nhwc" | "tokens", always written),
+                  grid = [h, w] and prefix_tokens (tokens only)
 
 Examples:
   python scripts/tools/split_model.py resnet50.onnx --list-layers
-  python scripts/tools/split_model.py resnet50.onnx --layer /layer4/layer4.2/relu_2/Relu_output_0 \\
+  python scripts/tools/split_model.py resnet50.onnx --module layer4 \\
       --out models/resnet50 --labels imagenet_labels.txt --resize shorter_side_crop --crop-from 256
+  python scripts/tools/split_model.py vit_b_16.onnx --list-layers encoder_layer_11
+  python scripts/tools/split_model.py vit_b_16.onnx --module encoder.layers.encoder_layer_11 --out models/vit_b_16
+  python scripts/tools/split_model.py swin_t.onnx --module 'features[-1]' --out models/swin_t
+  python scripts/tools/split_model.py model.onnx --layer /stage4/Add_output_0 --layout nhwc --out models/x
 
 Needs only onnx, onnxruntime and numpy (pip install -r scripts/setup/requirements_tools.txt).
 """
@@ -34,10 +109,15 @@ Needs only onnx, onnxruntime and numpy (pip install -r scripts/setup/requirement
 from __future__ import annotations
 
 import argparse
+import ast
+import copy
 import difflib
 import json
 import math
+import re
 import sys
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +128,13 @@ import onnx.utils
 from onnx import TensorProto, helper
 
 INPUT, FEATURES, LOGITS = "input", "features", "logits"
+BATCH = "batch"
 FILES = ("extractor.onnx", "head.onnx", "labels.txt", "model.toml")
+LAYOUTS = ("nchw", "nhwc", "tokens")
+RESIZE_FILTERS = ("pillow_bilinear", "opencv_linear")
+DEFAULT_TOP = 20
+MAX_PREFIX_TOKENS, MAX_GRID_SIDE = 16, 1024  # what scorecam's model.toml accepts
+SHAPE_OPS = ("Shape", "Size")
 
 
 class SplitError(Exception):
@@ -80,8 +166,29 @@ def fmt_dims(dims) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
 
 
+def fmt_batch_first(dims) -> str:
+    """[N, ...] with the concrete non-batch dims."""
+    return "[" + ", ".join(["N", *map(str, dims)]) + "]"
+
+
 def is_dynamic(d) -> bool:
     return not isinstance(d, int)
+
+
+def set_dims(vi: onnx.ValueInfoProto, dims) -> None:
+    """Declare dims (str: symbolic, int: fixed) on a tensor value_info."""
+    shape = vi.type.tensor_type.shape
+    del shape.dim[:]
+    for d in dims:
+        dim = shape.dim.add()
+        if isinstance(d, str):
+            dim.dim_param = d
+        else:
+            dim.dim_value = int(d)
+
+
+def is_default_domain(node: onnx.NodeProto) -> bool:
+    return node.domain in ("", "ai.onnx")
 
 
 # --------------------------------------------------------------------------- graph helpers
@@ -143,48 +250,92 @@ def rename_to(model: onnx.ModelProto, wanted: dict[str, str]) -> None:
     rename(model.graph, mapping)
 
 
-def rewrite_image_shape_reads(head: onnx.ModelProto, graph_input: str, cut: str, image_hw) -> int:
-    """Replace Shape(image) in the head by [batch of the cut tensor, 3, H, W].
+def image_dependent(nodes, graph_input: str, through: str | None = None) -> set[str]:
+    """Tensors computed from graph_input, not counting paths through `through` (the cut)."""
+    dep = {graph_input}
+    for node in nodes:  # topologically sorted
+        if any(n in dep for n in node.input if n and n != through):
+            dep.update(o for o in node.output if o)
+    return dep
 
-    Exporters turn `x.view(x.size(0), -1)` into Shape(image) -> Gather(0) -> ... -> Reshape,
-    so the head reads the image's shape. The image is always N x 3 x H x W with the
-    package's fixed H x W, and N is the cut tensor's batch too, so this is exact.
+
+def rewrite_shape_reads(head: onnx.ModelProto, graph_input: str, cut: str, known: dict[str, list[int]]) -> list[str]:
+    """Replace Shape(t), for t computed before the cut, by [batch of the cut tensor, fixed dims of t].
+
+    Exporters turn `x.view(x.size(0), -1)` into Shape(x) -> Gather(0) -> ... -> Reshape, so the
+    head may read the shape of the image or of another tensor before the cut. known[t] is
+    t's shape with the batch first (known[t][0] is ignored); the batch of every such t is the
+    cut tensor's batch, so this is exact. Returns the tensors whose shape reads were rewritten.
     """
-    count = 0
+    before = image_dependent(head.graph.node, graph_input, through=cut) - {cut}
+    rewritten: list[str] = []
     nodes: list[onnx.NodeProto] = []
+    count = 0
     for node in head.graph.node:
-        if node.op_type != "Shape" or node.domain not in ("", "ai.onnx") or list(node.input) != [graph_input]:
+        src = node.input[0] if node.input else ""
+        if node.op_type != "Shape" or not is_default_domain(node) or src not in before or src not in known:
             nodes.append(node)
             continue
-        if image_hw is None:
-            raise SplitError(
-                "the part after the cut reads the input's shape and the input size is dynamic: give --input-size H W"
-            )
+        dims = known[src]
+        rank = len(dims)
         start = next((a.i for a in node.attribute if a.name == "start"), 0)
         end = next((a.i for a in node.attribute if a.name == "end"), None)
-        dims = list(range(4))[start:end]
+        axes = list(range(rank))[start:end]
         out = node.output[0]
         p = f"{out}__scorecam_shape{count}"
-        h, w = image_hw
+
+        def const(name, vals):
+            return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, TensorProto.INT64, [len(vals)], vals))
+
         nodes += [
             helper.make_node("Shape", [cut], [f"{p}_cut"]),
-            helper.make_node("Constant", [], [f"{p}_zero"], value=helper.make_tensor(f"{p}_zero", TensorProto.INT64, [1], [0])),
+            const(f"{p}_zero", [0]),
             helper.make_node("Gather", [f"{p}_cut", f"{p}_zero"], [f"{p}_batch"], axis=0),
-            helper.make_node("Constant", [], [f"{p}_chw"], value=helper.make_tensor(f"{p}_chw", TensorProto.INT64, [3], [3, h, w])),
         ]
-        if dims == [0, 1, 2, 3]:
-            nodes.append(helper.make_node("Concat", [f"{p}_batch", f"{p}_chw"], [out], axis=0))
+        if rank == 1:
+            nodes.append(helper.make_node("Identity", [f"{p}_batch"], [f"{p}_all"]))
         else:
             nodes += [
-                helper.make_node("Concat", [f"{p}_batch", f"{p}_chw"], [f"{p}_all"], axis=0),
-                helper.make_node("Constant", [], [f"{p}_idx"], value=helper.make_tensor(f"{p}_idx", TensorProto.INT64, [len(dims)], dims)),
+                const(f"{p}_rest", [int(d) for d in dims[1:]]),
+                helper.make_node("Concat", [f"{p}_batch", f"{p}_rest"], [f"{p}_all"], axis=0),
+            ]
+        if axes == list(range(rank)):
+            nodes.append(helper.make_node("Identity", [f"{p}_all"], [out]))
+        else:
+            nodes += [
+                const(f"{p}_idx", axes),
                 helper.make_node("Gather", [f"{p}_all", f"{p}_idx"], [out], axis=0),
             ]
         count += 1
+        if src not in rewritten:
+            rewritten.append(src)
     if count:
         del head.graph.node[:]
         head.graph.node.extend(nodes)
-    return count
+        prune(head)
+    return rewritten
+
+
+def prune(model: onnx.ModelProto) -> None:
+    """Drop nodes no graph output depends on, and initializers/value_info nothing uses any more."""
+    g = model.graph
+    needed = {o.name for o in g.output}
+    keep = []
+    for node in reversed(list(g.node)):
+        if any(o in needed for o in node.output if o):
+            keep.append(node)
+            needed.update(n for n in node.input if n)
+            for sg in subgraphs(node):
+                needed |= all_names(sg)
+    keep.reverse()
+    del g.node[:]
+    g.node.extend(keep)
+    inits = [t for t in g.initializer if t.name in needed]
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    vis = [vi for vi in g.value_info if vi.name in needed]
+    del g.value_info[:]
+    g.value_info.extend(vis)
 
 
 def check_separates(head: onnx.ModelProto, cut: str, graph_input: str) -> None:
@@ -207,7 +358,7 @@ def check_separates(head: onnx.ModelProto, cut: str, graph_input: str) -> None:
             f"the graph does not separate at {cut!r}: after the cut, the model also reads "
             f"{', '.join(repr(m) for m in names[:5])}{' …' if len(names) > 5 else ''}, computed from the input "
             "before the cut (a skip connection around it?). Pick a tensor that every path from the input to the "
-            "output goes through."
+            "output goes through (--list-layers ranks those first)."
         )
 
 
@@ -226,7 +377,230 @@ def check_closed(sub: onnx.ModelProto, cut: str, part: str) -> None:
         )
 
 
-# --------------------------------------------------------------------------- the split
+def separating_tensors(graph: onnx.GraphProto, graph_input: str, output: str) -> set[str]:
+    """Tensors that every data path from the input to `output` goes through (dominators).
+
+    Shape/Size reads are not data paths (their results are fixed apart from the batch, and
+    the split rewrites them). Nodes are vertices of their own, so the outputs of one node
+    (Split -> q, k, v) do not dominate each other.
+    """
+    idom: dict = {graph_input: None}
+    depth: dict = {graph_input: 0}
+
+    def lca(a, b):
+        while a != b:
+            if depth[a] < depth[b]:
+                a, b = b, a
+            a = idom[a]
+        return a
+
+    for k, node in enumerate(graph.node):
+        if node.op_type in SHAPE_OPS and is_default_domain(node):
+            continue
+        preds = [n for n in node.input if n and n in idom]
+        if not preds:
+            continue
+        d = preds[0]
+        for p in preds[1:]:
+            d = lca(d, p)
+        vid = ("node", k)
+        idom[vid], depth[vid] = d, depth[d] + 1
+        for o in node.output:
+            if o:
+                idom[o], depth[o] = vid, depth[vid] + 1
+    if output not in idom:
+        return set()
+    out, v = set(), idom[output]
+    while v is not None:
+        if isinstance(v, str) and v != graph_input:
+            out.add(v)
+        v = idom[v]
+    return out
+
+
+def check_dominates(graph: onnx.GraphProto, cut: str, graph_input: str, output: str) -> None:
+    """Refuse a cut that some input-to-output data path bypasses, naming the tensors that skip it."""
+    if cut in separating_tensors(graph, graph_input, output):
+        return
+    desc = {cut}
+    for node in graph.node:
+        if any(n in desc for n in node.input if n):
+            desc.update(o for o in node.output if o)
+    before = image_dependent(graph.node, graph_input, through=cut)
+    skips: list[str] = []
+    for node in graph.node:
+        if node.op_type in SHAPE_OPS and is_default_domain(node):
+            continue
+        if any(n in desc for n in node.input if n):
+            skips += [n for n in node.input if n and n in before and n not in desc and n not in skips]
+    if not skips:
+        raise SplitError(f"the graph does not separate at {cut!r}: the output does not depend on it")
+    raise SplitError(
+        f"the graph does not separate at {cut!r}: after the cut, the model also reads "
+        f"{', '.join(repr(m) for m in skips[:5])}{' …' if len(skips) > 5 else ''}, computed from the input before "
+        "the cut (a skip connection / residual around it). Pick a tensor that every path from the input to the "
+        "output goes through, such as a block's output (--list-layers ranks those first)."
+    )
+
+
+# --------------------------------------------------------------------------- module scopes
+
+
+def strip_call_suffix(atom: str) -> str:
+    return atom.split("@", 1)[0]
+
+
+def components_to_atoms(comps: list[str]) -> list[str]:
+    """TorchScript scope components -> the module's dotted path atoms.
+
+    torch names each scope level by the module's qualified name from its last non-numeric
+    atom on: features.7.block.0.0 gives /features/features.7/block/block.0/block.0.0/.
+    """
+    atoms: list[str] = []
+    prev = None
+    for c in comps:
+        rest = c[len(prev) + 1:] if prev is not None and c.startswith(prev + ".") else None
+        if rest and all(a.isdigit() for a in rest.split(".")):
+            atoms += rest.split(".")
+        else:
+            atoms += [a for a in c.split(".") if a]
+        prev = c
+    return atoms
+
+
+def node_scope(node: onnx.NodeProto) -> tuple[str, ...] | None:
+    """The module path (atoms) a node was exported from, or None when its name carries none."""
+    for p in node.metadata_props:
+        if p.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = ast.literal_eval(p.value)
+            except (ValueError, SyntaxError):
+                break
+            if isinstance(scopes, (list, tuple)) and all(isinstance(s, str) for s in scopes):
+                mods = [s for s in scopes[:-1] if s]  # cumulative paths; the last entry is the node's own name
+                return tuple(strip_call_suffix(a) for a in mods[-1].split(".")) if mods else ()
+            break
+    if "/" not in node.name:
+        return None
+    parts = [p for p in node.name.split("/") if p]
+    return tuple(components_to_atoms(parts[:-1]))
+
+
+def parse_module(query: str) -> list[str]:
+    q = query.strip()
+    if q.startswith("/"):
+        return components_to_atoms([p for p in q.split("/") if p])
+    q = re.sub(r"\[\s*(-?\d+)\s*\]", r".\1", q)
+    atoms = [a for a in q.split(".") if a]
+    if not atoms:
+        raise SplitError(f"--module {query!r} names no module")
+    return atoms
+
+
+def atom_matches(a: str, q: str, relaxed: bool) -> bool:
+    if a == q:
+        return True
+    if not relaxed:
+        return False
+    if q.isdigit():  # encoder.layers.11 -> encoder_layer_11
+        return a.endswith("_" + q) and len(a) > len(q) + 1 and not a[-len(q) - 2].isdigit()
+    return re.fullmatch(re.escape(q) + r"_\d+", a) is not None  # relu -> relu_1 (a module called again)
+
+
+def trailing_int(a: str) -> int | None:
+    m = re.search(r"(?:^|_)(\d+)$", a)
+    return int(m.group(1)) if m else None
+
+
+def match_scopes(scopes: list, q: list[str]):
+    """{wrapper prefix: [node index, ...]} for the nodes under module q, trying exact matches
+    anchored at the root first, then relaxed ones, then matches below a wrapper module."""
+    for relaxed in (False, True):
+        for anchored in (True, False):
+            found: dict[tuple, list[int]] = {}
+            for i, s in enumerate(scopes):
+                if not s or len(s) < len(q):
+                    continue
+                for j in ([0] if anchored else range(1, len(s) - len(q) + 1)):
+                    if all(atom_matches(s[j + k], q[k], relaxed) for k in range(len(q))):
+                        found.setdefault(s[:j], []).append(i)
+                        break
+            if found:
+                return found
+    return {}
+
+
+def resolve_negative(scopes: list, q: list[str], query: str) -> list[str]:
+    q = list(q)
+    for k, atom in enumerate(q):
+        if not re.fullmatch(r"-\d+", atom):
+            continue
+        if k == 0:
+            raise SplitError(f"--module {query!r}: a negative index needs a parent module before it")
+        found = match_scopes(scopes, q[:k])
+        children: dict[str, int] = {}
+        for prefix, idx in found.items():
+            at = len(prefix) + k
+            for i in idx:
+                s = scopes[i]
+                if len(s) > at and trailing_int(s[at]) is not None:
+                    children[s[at]] = trailing_int(s[at])
+        ordered = sorted(children, key=lambda c: children[c])
+        n = int(atom)
+        if not ordered or -n > len(ordered):
+            raise SplitError(f"--module {query!r}: {'.'.join(q[:k])} has {len(ordered)} numbered children, no [{n}]")
+        q[k] = ordered[n]
+    return q
+
+
+def module_tensor(model: onnx.ModelProto, query: str) -> tuple[str, str, int]:
+    """(tensor, module path, node count): the output of the module named by --module."""
+    graph = model.graph
+    scopes = [node_scope(n) for n in graph.node]
+    if not any(scopes):
+        raise SplitError(
+            "no node name carries a module scope (the exporter did not record them, or the graph was "
+            "optimised and renamed): use --layer with a tensor name from --list-layers"
+        )
+    q = resolve_negative(scopes, parse_module(query), query)
+    found = match_scopes(scopes, q)
+    if not found:
+        paths = sorted({".".join(s[:k]) for s in scopes if s for k in range(1, len(s) + 1)})
+        want = ".".join(q)
+        close = difflib.get_close_matches(want, paths, n=6, cutoff=0.5)
+        close += [p for p in paths if q[-1].lower() in p.lower().split(".")[-1] and p not in close][: max(0, 8 - len(close))]
+        hint = f" Close module names: {', '.join(close)}." if close else ""
+        raise SplitError(
+            f"no node lies under module {query!r}.{hint} (Modules come from the node names the exporter wrote, "
+            "e.g. '/layer4/layer4.1/relu/Relu' is module layer4.1.relu; --list-layers shows each tensor's module.)"
+        )
+    if len(found) > 1:
+        where = ", ".join(".".join([*p, *q]) for p in sorted(found))
+        raise SplitError(f"--module {query!r} matches several modules: {where}; give the full path")
+    prefix, idx = next(iter(found.items()))
+    inside = set(idx)
+    vis = value_infos(model)
+    graph_outputs = {o.name for o in graph.output}
+    users: dict[str, set[int]] = {}
+    for k, node in enumerate(graph.node):
+        for n in node.input:
+            users.setdefault(n, set()).add(k)
+
+    def is_float(t):
+        return t in vis and vis[t].type.tensor_type.elem_type == TensorProto.FLOAT
+
+    made = [(k, o) for k in sorted(inside) for o in graph.node[k].output if o and is_float(o)]
+    outputs = [(k, o) for k, o in made if (users.get(o, set()) - inside) or o in graph_outputs]
+    pick = (outputs or made)
+    if not pick:
+        raise SplitError(f"module {query!r} makes no float tensor")
+    # the matched path as the graph spells it (relaxed matches: encoder.layers.11 -> encoder_layer_11)
+    s = scopes[idx[0]]
+    module = ".".join(s[: len(prefix) + len(q)])
+    return pick[-1][1], module, len(inside)
+
+
+# --------------------------------------------------------------------------- loading, ONNX Runtime
 
 
 def load_inferred(path: Path) -> onnx.ModelProto:
@@ -259,24 +633,433 @@ def value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
     return {vi.name: vi for vi in list(g.value_info) + list(g.input) + list(g.output)}
 
 
-def list_layers(model: onnx.ModelProto) -> list[tuple[str, str, str]]:
+def ort_session(m):
+    """An ONNX Runtime CPU session for a ModelProto or a file."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3  # no warnings about declared vs. actual shapes
+    if isinstance(m, onnx.ModelProto):
+        if m.ByteSize() > onnx.checker.MAXIMUM_PROTOBUF:
+            with tempfile.TemporaryDirectory() as d:
+                p = Path(d) / "model.onnx"
+                onnx.save(copy.deepcopy(m), str(p), save_as_external_data=True, location="model.onnx.data")
+                return ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(m), so, providers=["CPUExecutionProvider"])
+
+
+def probe(model: onnx.ModelProto, input_name: str, names: list[str], hw, seed: int) -> dict[str, tuple]:
+    """Run the model on random batches of 1 and 2 with `names` as extra outputs: {name: (shape@1, shape@2)}."""
     vis = value_infos(model)
-    rows = []
-    for node in model.graph.node:
-        for name in node.output:
-            if name and name in vis:
-                dims = dims_of(vis[name])
-                if dims is not None and len(dims) == 4:
-                    rows.append((name, node.op_type, fmt_dims(dims)))
-    return rows
+    existing = {o.name for o in model.graph.output}
+    extra = [n for n in dict.fromkeys(names) if n not in existing]
+    n0 = len(model.graph.output)
+    for n in extra:
+        elem = vis[n].type.tensor_type.elem_type if n in vis else TensorProto.FLOAT
+        model.graph.output.append(helper.make_tensor_value_info(n, elem, None))
+    try:
+        sess = ort_session(model)
+    except Exception as e:  # noqa: BLE001
+        raise SplitError(f"ONNX Runtime could not load the model to probe tensor shapes: {e}") from e
+    finally:
+        del model.graph.output[n0:]
+    wanted = list(dict.fromkeys(names))
+    shapes: dict[str, list] = {n: [] for n in wanted}
+    rng = np.random.default_rng(seed)
+    for b in (1, 2):
+        x = rng.standard_normal((b, 3, *hw)).astype(np.float32)
+        try:
+            outs = sess.run(wanted, {input_name: x})
+        except Exception as e:  # noqa: BLE001
+            baked = (" The input's batch is dynamic but the graph may have the export batch size baked in "
+                     "(a Reshape to a constant shape): re-export with a dynamic batch (dynamic_axes / dynamic_shapes)."
+                     if b == 2 else "")
+            raise SplitError(f"ONNX Runtime failed running the model on a batch of {b} (input {b}×3×{hw[0]}×{hw[1]}): "
+                             f"{e}.{baked}") from e
+        for n, v in zip(wanted, outs):
+            shapes[n].append(tuple(np.shape(v)))
+    return {n: tuple(v) for n, v in shapes.items()}
 
 
-def split(model: onnx.ModelProto, layer: str, keep_softmax: bool, full_name: str, image_hw=None):
+# --------------------------------------------------------------------------- layouts
+
+
+@dataclass
+class Analysis:
+    shape: tuple                 # shape at batch 2
+    layout: str | None = None    # nchw | nhwc | tokens when usable
+    grid: tuple | None = None
+    prefix: int = 0
+    channels: int | None = None
+    why: str = ""                # how the layout was decided
+    problem: str | None = None   # why it cannot be a target layer
+    kind: str = "ok"             # ok | ambiguous | pooled | not_spatial | batch | constant
+    batch_dims: tuple = field(default_factory=tuple)  # the non-batch dims when the batch is first
+    batch_at: int | None = None  # the batch axis, when it is a single one
+
+    @property
+    def shape_text(self) -> str:
+        if self.batch_at is None:
+            return "[" + ", ".join(map(str, self.shape)) + "]"
+        return "[" + ", ".join("N" if k == self.batch_at else str(d) for k, d in enumerate(self.shape)) + "]"
+
+    @property
+    def short(self) -> str:
+        if self.layout == "tokens":
+            return f"tokens {self.grid[0]}×{self.grid[1]}" + (f"+{self.prefix}" if self.prefix else "")
+        if self.layout:
+            return f"{self.layout} {self.grid[0]}×{self.grid[1]}"
+        return {"ambiguous": "ambiguous", "pooled": "1×1 (pooled)", "not_spatial": "not spatial",
+                "batch": "batch not first", "constant": "no batch"}.get(self.kind, self.kind)
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def strides(h: int, w: int, hw) -> list[int]:
+    """Integer strides s for which an h×w map fits the H×W input (each side floor or ceil of H/s, W/s)."""
+    H, W = hw
+    if h < 1 or w < 1 or (H == W and h != w) or (H < W and h > w) or (H > W and h < w):
+        return []  # the same rounding on both sides: a square input gives a square map, and so on
+    out = []
+    for s in range(1, max(H, W) + 1):
+        if h in (H // s, ceil_div(H, s)) and w in (W // s, ceil_div(W, s)):
+            out.append(s)
+    return out
+
+
+def stride_text(h: int, w: int, hw) -> str:
+    ss = strides(h, w, hw)
+    if not ss:
+        return f"fits the {hw[0]}×{hw[1]} input at no single stride"
+    exact = [s for s in ss if h * s == hw[0] and w * s == hw[1]]
+    s = (exact or ss)[0]
+    return f"{hw[0]}×{hw[1]} input / {s}"
+
+
+def batch_axis(s1: tuple, s2: tuple) -> tuple[str, int | None]:
+    if len(s1) != len(s2):
+        return "weird", None
+    changed = [i for i, (a, b) in enumerate(zip(s1, s2)) if a != b]
+    if not changed:
+        return "constant", None
+    if len(changed) == 1:
+        i = changed[0]
+        if s1[i] == 1 and s2[i] == 2:
+            return ("first" if i == 0 else "axis"), i
+        return "folded", i
+    return "weird", None
+
+
+def analyze(shapes: tuple, hw, layout: str | None = None, grid=None, prefix: int | None = None) -> Analysis:
+    """Decide the layout of a tensor from its probed shapes (batch 1, batch 2) and the input size."""
+    s1, s2 = shapes
+    a = Analysis(shape=s2)
+    where, i = batch_axis(s1, s2)
+    if where in ("first", "axis"):
+        a.batch_at = i
+    shape_txt = "[" + ", ".join(str(d) for d in s2) + "]"
+    if where == "constant":
+        a.kind, a.problem = "constant", f"its shape {shape_txt} does not change with the batch size: it does not depend on the batch"
+        return a
+    if where == "axis":
+        dims = ["N" if k == i else str(d) for k, d in enumerate(s2)]
+        a.kind = "batch"
+        a.problem = (
+            f"the batch is not the first axis: the tensor is [{', '.join(dims)}] with the batch on axis {i} "
+            "(found by running batches of 1 and 2). Sequence-first [T, N, C] tensors like this live inside "
+            "attention (PyTorch's nn.MultiheadAttention works on them); scorecam needs the batch first"
+        )
+        return a
+    if where == "folded":
+        a.kind = "batch"
+        a.problem = (
+            f"the batch is folded into axis {i} (size {s1[i]} for 1 image, {s2[i]} for 2: e.g. [N·heads, …] "
+            "inside attention); scorecam needs a tensor with one batch axis first"
+        )
+        return a
+    if where == "weird":
+        a.kind, a.problem = "batch", f"the batch size changes several axes ({shape_txt} for 2 images)"
+        return a
+    dims = tuple(s2[1:])
+    a.batch_dims = dims
+    if grid is not None or prefix is not None:
+        if layout not in (None, "tokens"):
+            raise SplitError("--grid and --prefix-tokens only apply to --layout tokens")
+        layout = "tokens"
+    if len(dims) == 3:
+        if layout == "tokens":
+            a.kind, a.problem = "override", f"--layout tokens needs a 3-D [N, T, C] tensor; this one is {fmt_batch_first(dims)}"
+            return a
+        return analyze_4d(a, dims, hw, layout)
+    if len(dims) == 2:
+        if layout in ("nchw", "nhwc"):
+            a.kind, a.problem = "override", f"--layout {layout} needs a 4-D tensor; this one is {fmt_batch_first(dims)}"
+            return a
+        return analyze_tokens(a, dims, hw, grid, prefix)
+    if len(dims) <= 1:
+        a.kind = "not_spatial"
+        a.problem = (f"it is {fmt_batch_first(dims)}: no spatial axes left (after global pooling / flatten, or class "
+                     "scores); the target layer must be a 4-D map [N, C, h, w] / [N, h, w, C] or 3-D tokens [N, T, C]")
+        return a
+    a.kind, a.problem = "not_spatial", f"it is {len(s2)}-D {fmt_batch_first(dims)}; the target layer must be 4-D or 3-D tokens"
+    return a
+
+
+def pooled(a: Analysis, text: str) -> Analysis:
+    a.kind = "pooled"
+    a.problem = (
+        f"{text}: a 1×1 map. The spatial positions have already been pooled away (global pooling, or a "
+        "class token alone), so Score-CAM has nothing to localise; cut before the pooling"
+    )
+    return a
+
+
+def analyze_4d(a: Analysis, dims, hw, layout) -> Analysis:
+    d0, d1, d2 = dims
+    shape = fmt_batch_first(dims)
+    why = None
+    if layout is None:
+        as_nchw, as_nhwc = strides(d1, d2, hw), strides(d0, d1, hw)
+        if as_nchw and as_nhwc:
+            if d1 * d2 == 1 and d0 * d1 == 1:
+                return pooled(a, f"it is {shape}")
+            a.kind = "ambiguous"
+            a.problem = (
+                f"{shape} could be [N, C, h, w] ({d0} channels of {d1}×{d2}) or [N, h, w, C] ({d0}×{d1} of {d2} "
+                f"channels): both fit the {hw[0]}×{hw[1]} input. Give --layout nchw or --layout nhwc "
+                "(PyTorch convnets are nchw; stages that permute to channels-last, as in Swin, are nhwc)"
+            )
+            return a
+        if not as_nchw and not as_nhwc:
+            a.kind = "ambiguous"
+            a.problem = (
+                f"{shape} fits the {hw[0]}×{hw[1]} input at no single stride either as [N, C, h, w] ({d1}×{d2}) "
+                f"or as [N, h, w, C] ({d0}×{d1}); if it is a feature map anyway, give --layout nchw or --layout nhwc"
+            )
+            return a
+        layout = "nchw" if as_nchw else "nhwc"
+        if layout == "nchw":
+            why = (f"{shape} reads as {d0} channels of {d1}×{d2} (= {stride_text(d1, d2, hw)}); "
+                   f"as [N, h, w, C] it would be {d0}×{d1}, which fits no stride of the input")
+        else:
+            why = (f"{shape} reads as {d0}×{d1} (= {stride_text(d0, d1, hw)}) of {d2} channels; "
+                   f"as [N, C, h, w] it would be {d1}×{d2}, which fits no stride of the input")
+    h, w, c = (d1, d2, d0) if layout == "nchw" else (d0, d1, d2)
+    if why is None:
+        why = f"{shape} as {h}×{w} of {c} channels, as given by --layout {layout}"
+        if not strides(h, w, hw):
+            why += f"; note: {h}×{w} fits the {hw[0]}×{hw[1]} input at no single stride"
+    a.layout, a.grid, a.channels, a.why = layout, (h, w), c, why
+    if h * w == 1:
+        a.layout = None
+        return pooled(a, f"it is {shape} ({layout})")
+    return a
+
+
+def analyze_tokens(a: Analysis, dims, hw, grid, prefix) -> Analysis:
+    T, C = dims
+    shape = fmt_batch_first(dims)
+    if grid is not None:
+        h, w = grid
+        p = T - h * w if prefix is None else prefix
+        if p < 0 or p + h * w != T:
+            raise SplitError(
+                f"--grid {h}x{w}{f' and --prefix-tokens {prefix}' if prefix is not None else ''} do not fit "
+                f"{shape}: {T} tokens ≠ {max(p, 0)} + {h}×{w}"
+            )
+        why = f"{shape} as {p} prefix token(s) + a {h}×{w} grid (--grid{' and --prefix-tokens' if prefix is not None else ''})"
+        if not strides(h, w, hw):
+            why += f"; note: a {h}×{w} grid fits the {hw[0]}×{hw[1]} input at no single stride (patch size)"
+        cands = [(p, h, w)]
+    else:
+        ps = [prefix] if prefix is not None else [0, 1, 2]
+        cands = []
+        for p in ps:
+            n = T - p
+            if n < 1:
+                continue
+            for h in range(1, n + 1):
+                if n % h == 0 and strides(h, n // h, hw):
+                    cands.append((p, h, n // h))
+        if prefix is not None and not cands and T - prefix >= 1 and math.isqrt(T - prefix) ** 2 == T - prefix:
+            k = math.isqrt(T - prefix)
+            cands = [(prefix, k, k)]
+        spatial = [c for c in cands if c[1] * c[2] > 1]
+        if not spatial and cands:
+            p, h, w = cands[0]
+            return pooled(a, f"it is {shape}, as {p} prefix token(s) + a 1×1 grid")
+        cands = spatial
+        if len(cands) > 1:
+            a.kind = "ambiguous"
+            a.problem = (
+                f"{shape} could be " + ", ".join(f"{p} prefix + {h}×{w}" for p, h, w in cands)
+                + f" tokens (all fit the {hw[0]}×{hw[1]} input); give --grid HxW and/or --prefix-tokens N"
+            )
+            return a
+        if not cands:
+            a.kind = "ambiguous"
+            tried = f"{prefix}" if prefix is not None else "0, 1 or 2"
+            hint = ""
+            if any(C - p >= 2 and any((C - p) % h == 0 and strides(h, (C - p) // h, hw) for h in range(1, C - p + 1))
+                   for p in (0, 1, 2)):
+                hint = (f". Its last axis ({C}) would fit as tokens: it may be channels-first [N, C, T]; "
+                        "cut at the tensor after the transpose back to [N, T, C]")
+            a.problem = (
+                f"{shape} is not {tried} prefix token(s) + an h×w grid that fits the {hw[0]}×{hw[1]} input at one "
+                f"stride (the patch size). If it is a token sequence, give --grid HxW and --prefix-tokens N "
+                f"(e.g. --prefix-tokens 5 for a ViT with 4 register tokens){hint}"
+            )
+            return a
+        p, h, w = cands[0]
+        names = {0: "no prefix tokens", 1: "1 prefix token (a class token, as in ViT)",
+                 2: "2 prefix tokens (class + distillation token, as in DeiT)"}
+        what = names.get(p, f"{p} prefix tokens")
+        if prefix is not None:
+            why = (f"{shape} reads as {what} (--prefix-tokens) + a {h}×{w} grid (= {stride_text(h, w, hw)}: the "
+                   f"patch size) of {C}-channel tokens; no other grid fits")
+        else:
+            why = (f"{shape} reads as {what} + a {h}×{w} grid (= {stride_text(h, w, hw)}: the patch size) of "
+                   f"{C}-channel tokens; no other prefix count 0..2 and grid fits")
+    p, h, w = cands[0]
+    if p > MAX_PREFIX_TOKENS or max(h, w) > MAX_GRID_SIDE:
+        raise SplitError(
+            f"{shape} as {p} prefix token(s) + a {h}×{w} grid: scorecam accepts at most {MAX_PREFIX_TOKENS} prefix "
+            f"tokens and grid sides up to {MAX_GRID_SIDE}; check --grid / --prefix-tokens"
+        )
+    a.layout, a.grid, a.prefix, a.channels, a.why = "tokens", (h, w), p, C, why
+    if h * w == 1:
+        a.layout = None
+        return pooled(a, f"it is {shape} ({p} prefix + 1×1)")
+    return a
+
+
+# --------------------------------------------------------------------------- candidates
+
+
+@dataclass
+class Candidate:
+    index: int          # producing node's position (topological)
+    name: str
+    op: str
+    module: str
+    analysis: Analysis
+    separates: bool
+
+    @property
+    def tier(self) -> int:
+        if self.analysis.kind == "ok" and self.separates:
+            return 0
+        if self.analysis.kind == "ambiguous" and self.separates:
+            return 1
+        if self.analysis.kind in ("ok", "ambiguous"):
+            return 2
+        return 3
+
+
+def candidates(model: onnx.ModelProto, input_name: str, head_out: str, hw, seed: int,
+               only: list[str] | None = None) -> list[Candidate]:
+    """Float tensors of rank >= 3 (or unknown), probed and analysed, best first."""
+    g = model.graph
+    vis = value_infos(model)
+    outputs = {o.name for o in g.output}
+    names, info = [], {}
+    for k, node in enumerate(g.node):
+        scope = node_scope(node)
+        for o in node.output:
+            if not o or o in outputs or o == head_out or o in info:
+                continue
+            if only is not None and o not in only:
+                continue
+            vi = vis.get(o)
+            if vi is None or vi.type.tensor_type.elem_type != TensorProto.FLOAT:
+                continue
+            d = dims_of(vi)
+            if d is not None and len(d) < 3:
+                continue
+            names.append(o)
+            info[o] = (k, node.op_type, ".".join(scope) if scope else "")
+    if not names:
+        return []
+    shapes = probe(model, input_name, names, hw, seed)
+    sep = separating_tensors(g, input_name, head_out)
+    out = []
+    for n in names:
+        a = analyze(shapes[n], hw)
+        if a.kind == "constant" or (a.kind == "not_spatial" and len(a.batch_dims) < 2):
+            continue
+        k, op, module = info[n]
+        out.append(Candidate(k, n, op, module, a, n in sep))
+    out.sort(key=lambda c: (c.tier, -c.index))
+    return out
+
+
+def note_of(c: Candidate) -> str:
+    if not c.separates and c.analysis.kind in ("ok", "ambiguous"):
+        return "a skip connection goes around it: does not separate"
+    if c.analysis.kind == "ambiguous":
+        return "needs --layout / --grid"
+    return ""
+
+
+def print_candidates(rows: list[Candidate], total: int, shown_from: str, top: int, filt: str | None) -> None:
+    if not rows:
+        print(f"no candidate tensors{f' matching {filt!r}' if filt else ''}")
+        return
+    shown = rows if top == 0 else rows[:top]
+    head = ("#", "tensor", "op", "shape", "layout", "module", "note")
+    table = [head] + [
+        (str(i + 1), c.name, c.op, c.analysis.shape_text, c.analysis.short, c.module or "-", note_of(c))
+        for i, c in enumerate(shown)
+    ]
+    widths = [max(len(r[k]) for r in table) for k in range(len(head))]
+    print(f"candidate target layers of {shown_from}, best first "
+          f"(usable maps that separate the graph, latest first){f'; filter {filt!r}' if filt else ''}:")
+    for r in table:
+        print("  ".join(v.rjust(widths[0]) if k == 0 else v.ljust(widths[k]) for k, v in enumerate(r)).rstrip())
+    more = len(rows) - len(shown)
+    if more:
+        print(f"… and {more} more (--top 0 shows all; --list-layers SUBSTRING filters)")
+    elif filt:
+        print(f"({len(rows)} of {total} candidates match {filt!r})")
+
+
+def suggestion(model, input_name, head_out, hw, seed, cut_index: int, later: bool) -> str:
+    """A usable, separating tensor near the refused cut: the latest before it, or the first after it."""
+    try:
+        cands = [c for c in candidates(model, input_name, head_out, hw, seed) if c.tier == 0]
+    except SplitError:
+        return ""
+    if later:
+        after = sorted((c for c in cands if c.index > cut_index), key=lambda c: c.index)
+        pick = after[0] if after else None
+    else:
+        before = sorted((c for c in cands if c.index < cut_index), key=lambda c: -c.index)
+        pick = before[0] if before else None
+    if pick is None:
+        return " Run --list-layers for usable tensors."
+    mod = f", module {pick.module}" if pick.module else ""
+    return (f" For example {pick.name!r} {fmt_batch_first(pick.analysis.batch_dims)} ({pick.analysis.short}{mod}); "
+            "--list-layers ranks the others.")
+
+
+# --------------------------------------------------------------------------- the split
+
+
+def find_head_out(model: onnx.ModelProto, keep_softmax: bool):
     graph = model.graph
-    inp, out = graph_io(model)
+    _, out = graph_io(model)
     producers = {n: node for node in graph.node for n in node.output if n}
-    vis = value_infos(model)
+    last = producers.get(out.name)
+    if last is not None and last.op_type == "Softmax" and is_default_domain(last) and not keep_softmax:
+        axis = next((a.i for a in last.attribute if a.name == "axis"), None)
+        return last.input[0], (-1 if axis is None else axis)
+    return out.name, None
 
+
+def check_input(inp: onnx.ValueInfoProto) -> list:
     if inp.type.tensor_type.elem_type != TensorProto.FLOAT:
         raise SplitError(f"the input {inp.name!r} must be float32")
     in_dims = dims_of(inp)
@@ -289,7 +1072,13 @@ def split(model: onnx.ModelProto, layer: str, keep_softmax: bool, full_name: str
         )
     if isinstance(in_dims[1], int) and in_dims[1] != 3:
         raise SplitError(f"the input {inp.name!r} must have 3 (RGB) channels; it is {fmt_dims(in_dims)}")
+    return in_dims
 
+
+def check_layer_name(model: onnx.ModelProto, layer: str, full_name: str, head_out: str) -> int:
+    graph = model.graph
+    inp, out = graph_io(model)
+    producers = {n: k for k, node in enumerate(graph.node) for n in node.output if n}
     if layer == inp.name:
         raise SplitError(f"tensor {layer!r} is the model's input; cut at an intermediate tensor")
     if layer == out.name:
@@ -299,44 +1088,35 @@ def split(model: onnx.ModelProto, layer: str, keep_softmax: bool, full_name: str
         hint = f" Close names: {', '.join(repr(c) for c in close)}." if close else ""
         raise SplitError(
             f"tensor {layer!r} is not produced by any node of {full_name}.{hint} "
-            "Run with --list-layers to see the 4-D tensors."
+            "Run with --list-layers to see the candidate tensors."
         )
-    if layer not in vis:
-        raise SplitError(
-            f"shape inference could not work out the shape of tensor {layer!r}; "
-            "it must be a 4-D N×K×h×w feature map with a dynamic batch dimension"
-        )
-    f_dims = dims_of(vis[layer])
-    if vis[layer].type.tensor_type.elem_type != TensorProto.FLOAT:
+    if layer == head_out:
+        raise SplitError(f"tensor {layer!r} is the input of the final Softmax; cut earlier")
+    vis = value_infos(model)
+    if layer in vis and vis[layer].type.tensor_type.elem_type not in (0, TensorProto.FLOAT):
         raise SplitError(f"tensor {layer!r} must be float32")
-    if f_dims is None or len(f_dims) != 4:
-        raise SplitError(
-            f"tensor {layer!r} has shape {fmt_dims(f_dims)}; the target layer must be 4-D "
-            "N×K×h×w (a convolutional feature map)"
-        )
-    if not is_dynamic(f_dims[0]):
-        raise SplitError(
-            f"tensor {layer!r} has a fixed batch dimension {f_dims[0]} ({fmt_dims(f_dims)}); "
-            "the batch dimension must be dynamic"
-        )
+    return producers[layer]
 
-    head_out = out.name
-    dropped_softmax = None
-    last = producers.get(out.name)
-    if last is not None and last.op_type == "Softmax" and last.domain in ("", "ai.onnx") and not keep_softmax:
-        head_out = last.input[0]
-        axis = next((a.i for a in last.attribute if a.name == "axis"), None)
-        dropped_softmax = -1 if axis is None else axis
-        if head_out == layer:
-            raise SplitError(f"tensor {layer!r} is the input of the final Softmax; cut earlier")
-    if head_out not in vis or dims_of(vis[head_out]) is None or len(dims_of(vis[head_out])) != 2:
-        shape = fmt_dims(dims_of(vis[head_out])) if head_out in vis else "unknown shape"
-        raise SplitError(f"the class scores {head_out!r} must be 2-D N×C; they are {shape}")
 
+def split(model: onnx.ModelProto, layer: str, head_out: str, hw, seed: int):
+    """(extractor, head, tensors whose shape reads were rewritten), checked and renamed."""
+    inp, _ = graph_io(model)
+    if layer not in value_infos(model):  # Extractor needs a value_info for its I/O
+        model.graph.value_info.append(helper.make_tensor_value_info(layer, TensorProto.FLOAT, None))
     ex = onnx.utils.Extractor(model)
     extractor = ex.extract_model([inp.name], [layer])
     head = ex.extract_model([layer], [head_out])
-    shape_reads = rewrite_image_shape_reads(head, inp.name, layer, image_hw)
+
+    before = image_dependent(head.graph.node, inp.name, through=layer) - {layer}
+    reads = [n.input[0] for n in head.graph.node
+             if n.op_type == "Shape" and is_default_domain(n) and n.input and n.input[0] in before]
+    known: dict[str, list[int]] = {inp.name: [0, 3, *hw]}
+    others = [t for t in dict.fromkeys(reads) if t != inp.name]
+    if others:
+        for t, (s1, s2) in probe(model, inp.name, others, hw, seed).items():
+            if batch_axis(s1, s2) == ("first", 0):
+                known[t] = list(s2)
+    rewritten = rewrite_shape_reads(head, inp.name, layer, known)
     check_separates(head, layer, inp.name)
     check_closed(extractor, layer, "extractor")
     check_closed(head, layer, "head")
@@ -359,12 +1139,20 @@ def split(model: onnx.ModelProto, layer: str, keep_softmax: bool, full_name: str
             part.metadata_props.add(key=p.key, value=p.value)
     rename_to(extractor, {inp.name: INPUT, layer: FEATURES})
     rename_to(head, {layer: FEATURES, head_out: LOGITS})
+    return extractor, head, rewritten
+
+
+def declare_concrete(extractor, head, hw, feature_dims, classes: int) -> None:
+    """Fixed non-batch dims on the package's inputs and outputs; the batch is `batch`."""
+    set_dims(extractor.graph.input[0], [BATCH, 3, *hw])
+    set_dims(extractor.graph.output[0], [BATCH, *feature_dims])
+    set_dims(head.graph.input[0], [BATCH, *feature_dims])
+    set_dims(head.graph.output[0], [BATCH, classes])
     for part, what in ((extractor, "extractor"), (head, "head")):
         try:
             onnx.checker.check_model(part, full_check=True)
         except Exception as e:  # noqa: BLE001
             raise SplitError(f"the extracted {what} does not pass the ONNX checker: {e}") from e
-    return extractor, head, f_dims, dropped_softmax, shape_reads
 
 
 def save(model: onnx.ModelProto, path: Path) -> None:
@@ -383,30 +1171,45 @@ def softmax(z: np.ndarray, axis: int) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def verify(full_path: Path, parts: dict, input_name: str, shape: tuple[int, ...], softmax_axis, tol: float, seed: int):
+def compare(got: np.ndarray, want: np.ndarray, atol: float, rtol: float) -> float:
+    """max |got - want|, or SplitError when it exceeds atol + rtol * max|want|."""
+    want = want.astype(np.float64)
+    diff = float(np.abs(got.astype(np.float64) - want).max()) if want.size else 0.0
+    scale = float(np.abs(want).max()) if want.size else 0.0
+    allowed = atol + rtol * scale
+    if diff <= allowed:
+        return diff
+    msg = (f"head(extractor(x)) differs from the full model by max |Δ| = {diff:.3e}, more than the allowed "
+           f"{allowed:.3e} (--tolerance {atol:g} + --rtol {rtol:g} × max |output| {scale:.3g})")
+    spread = float(want.max() - want.min()) if want.size else 0.0
+    ref = max(spread, scale)
+    if math.isfinite(diff) and ref > 0 and diff <= 1e-3 * ref:
+        suggest = 10.0 ** math.ceil(math.log10(diff * 2))
+        msg += (f". That is {diff / ref:.1e} of the outputs' spread ({ref:.3g}): float32 rounding, most likely "
+                "(ONNX Runtime fuses operators across the cut in the whole model but cannot in the split), not a "
+                f"wrong split. If that is acceptable, rerun with --tolerance {suggest:g} (or a larger --rtol).")
+    else:
+        msg += ". That is too large to be float rounding: the split changes what the model computes."
+    raise SplitError(msg)
+
+
+def verify(full_path: Path, parts: dict, input_name: str, shape: tuple[int, ...], softmax_axis,
+           feature_dims, atol: float, rtol: float, seed: int):
     """parts: {"extractor": ModelProto or Path, "head": ModelProto or Path}."""
-    import onnxruntime as ort
-
-    def session(m):
-        src = m.SerializeToString() if isinstance(m, onnx.ModelProto) else str(m)
-        return ort.InferenceSession(src, providers=["CPUExecutionProvider"])
-
-    full, ext, head = session(full_path), session(parts["extractor"]), session(parts["head"])
+    full, ext, head = ort_session(full_path), ort_session(parts["extractor"]), ort_session(parts["head"])
     x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
     want = full.run(None, {input_name: x})[0]
     f = ext.run([FEATURES], {INPUT: x})[0]
-    if f.ndim != 4 or f.shape[0] != shape[0]:
-        raise SplitError(f"extractor produced features of shape {f.shape} for a batch of {shape[0]}")
+    if tuple(f.shape) != (shape[0], *feature_dims):
+        raise SplitError(f"extractor produced features of shape {f.shape} for a batch of {shape[0]}; "
+                         f"expected {fmt_batch_first(feature_dims)}")
     got = head.run([LOGITS], {FEATURES: f})[0]
     if got.ndim != 2 or got.shape[0] != shape[0]:
         raise SplitError(f"head produced logits of shape {got.shape} for a batch of {shape[0]}")
     cmp = softmax(got, softmax_axis) if softmax_axis is not None else got
     if cmp.shape != want.shape:
         raise SplitError(f"split output shape {cmp.shape} differs from the full model's {want.shape}")
-    diff = float(np.abs(cmp - want.astype(np.float64)).max())
-    if not diff <= tol:
-        raise SplitError(f"head(extractor(x)) differs from the full model by max |Δ| = {diff:.3e} > {tol:g}")
-    return f.shape, got.shape, diff
+    return f.shape, got.shape, compare(cmp, want, atol, rtol)
 
 
 # --------------------------------------------------------------------------- package files
@@ -420,7 +1223,7 @@ def toml_floats(xs) -> str:
     return "[" + ", ".join(repr(float(x)) for x in xs) + "]"
 
 
-def model_toml(args, width: int, height: int, layer: str) -> str:
+def model_toml(args, width: int, height: int, description: str, a: Analysis) -> str:
     lines = [
         f"description = {toml_str(args.description)}",
         f"source = {toml_str(args.source)}",
@@ -434,13 +1237,17 @@ def model_toml(args, width: int, height: int, layer: str) -> str:
     if args.resize == "shorter_side_crop":
         lines.append(f"crop_from = {args.crop_from}")
     lines += [
+        f"resize_filter = {toml_str(args.resize_filter)}",
         f"mean = {toml_floats(args.mean)}  # applied after scaling pixels to 0..1",
         f"std = {toml_floats(args.std)}",
         "",
         "[target_layer]",
-        f"description = {toml_str(layer)}",
-        "",
+        f"description = {toml_str(description)}",
+        f"layout = {toml_str(a.layout)}",
     ]
+    if a.layout == "tokens":
+        lines += [f"grid = [{a.grid[0]}, {a.grid[1]}]", f"prefix_tokens = {a.prefix}"]
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -456,13 +1263,44 @@ def read_labels(path: Path) -> list[str]:
 # --------------------------------------------------------------------------- main
 
 
+def parse_grid(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*[x×X,]\s*(\d+)\s*", text)
+    if not m or min(int(m.group(1)), int(m.group(2))) < 1:
+        raise argparse.ArgumentTypeError(f"expected HxW with positive integers, e.g. 14x14; got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def non_negative(text: str) -> int:
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return v
+
+
 def parse_args(argv):
     ap = argparse.ArgumentParser(
         prog="split_model.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("model", type=Path, metavar="FULL.onnx", help="the whole classifier (one image input, one class-score output)")
-    ap.add_argument("--layer", metavar="TENSOR_NAME", help="the intermediate tensor to cut at (the Score-CAM target layer, 4-D N×K×h×w)")
-    ap.add_argument("--list-layers", action="store_true", help="print the model's 4-D intermediate tensors (candidates for --layer) and exit")
+    ap.add_argument("model", type=Path, nargs="?", metavar="FULL.onnx",
+                    help="the whole classifier (one image input, one class-score output); required")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--layer", metavar="TENSOR_NAME", help="the intermediate tensor to cut at (the Score-CAM target layer)")
+    which.add_argument("--module", metavar="NAME",
+                       help="cut at the output of this PyTorch module: layer4, features.7, 'features[-1]', "
+                            "encoder.layers.encoder_layer_11, blocks.11, /layer4/layer4.2 (see above)")
+    ap.add_argument("--list-layers", nargs="?", const="", default=None, metavar="SUBSTRING",
+                    help="rank the candidate target layers (best first), optionally only those whose tensor name, "
+                         "op or module contains SUBSTRING, and exit")
+    ap.add_argument("--filter", metavar="SUBSTRING", help="same as --list-layers SUBSTRING")
+    ap.add_argument("--top", type=non_negative, default=DEFAULT_TOP, metavar="N",
+                    help="--list-layers: show the best N (default: %(default)s; 0: all)")
+    ap.add_argument("--layout", choices=LAYOUTS,
+                    help="layout of the target layer, when it cannot be inferred: nchw [N,C,h,w], nhwc [N,h,w,C], "
+                         "tokens [N,prefix+h*w,C] (default: inferred, and the decision printed)")
+    ap.add_argument("--grid", type=parse_grid, metavar="HxW", help="tokens: the patch grid, e.g. 14x14 (implies --layout tokens)")
+    ap.add_argument("--prefix-tokens", type=non_negative, metavar="N",
+                    help="tokens: leading non-grid tokens (1: ViT class token, 2: DeiT class + distillation; "
+                         "implies --layout tokens; default: inferred among 0..2)")
     ap.add_argument("--out", type=Path, metavar="DIR", help="output package folder, e.g. models/NAME")
     ap.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
                     help="input height and width; needed when the model's input size is dynamic, must agree when it is fixed")
@@ -474,17 +1312,37 @@ def parse_args(argv):
     ap.add_argument("--resize", choices=["stretch", "shorter_side_crop"], default="stretch",
                     help="stretch: whole image to W×H; shorter_side_crop: shorter side to --crop-from, then centre crop (default: %(default)s)")
     ap.add_argument("--crop-from", type=int, metavar="PX", help="shorter side before the centre crop (shorter_side_crop only; default: round(max(H, W) / 0.875), 256 for 224)")
+    ap.add_argument("--resize-filter", choices=RESIZE_FILTERS, default="pillow_bilinear",
+                    help="resampling the model was trained with: pillow_bilinear (Pillow's antialiased bilinear, "
+                         "torchvision's PIL path) or opencv_linear (cv2.INTER_LINEAR) (default: %(default)s)")
     ap.add_argument("--description", help="model.toml description (default: derived from the file name)")
     ap.add_argument("--source", help="model.toml source (default: the file name and this script)")
     ap.add_argument("--license", default="unknown: not stated when this package was made; fill in the original model's licence",
                     help="model.toml license (default: 'unknown ...')")
     ap.add_argument("--keep-softmax", action="store_true", help="keep a final Softmax in the head (by default it is dropped so the head outputs logits)")
-    ap.add_argument("--tolerance", type=float, default=1e-5, help="max |Δ| allowed between head(extractor(x)) and the full model (default: %(default)g)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the random verification input (default: %(default)s)")
+    ap.add_argument("--tolerance", type=float, default=1e-5, metavar="ATOL",
+                    help="absolute part of the allowed difference between head(extractor(x)) and the full model: "
+                         "max |Δ| <= ATOL + RTOL * max|output| (default: %(default)g)")
+    ap.add_argument("--rtol", type=float, default=1e-4,
+                    help="relative part of that allowance, times the largest |output| (default: %(default)g: far above "
+                         "float32 rounding from operator fusion, far below what a wrong split gives)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random probe/verification inputs (default: %(default)s)")
     ap.add_argument("--force", action="store_true", help="overwrite package files already in --out")
     args = ap.parse_args(argv)
-    if not args.list_layers and (args.layer is None or args.out is None):
-        ap.error("--layer and --out are required (or use --list-layers)")
+    # `--list-layers model.onnx` : the optional filter swallowed the model path
+    if args.model is None and args.list_layers and args.list_layers.lower().endswith(".onnx"):
+        args.model, args.list_layers = Path(args.list_layers), ""
+    if args.model is None:
+        ap.error("the following arguments are required: FULL.onnx")
+    if args.filter is not None:
+        if args.list_layers:
+            ap.error("give the filter once: --list-layers SUBSTRING or --filter SUBSTRING")
+        args.list_layers = args.filter
+    listing = args.list_layers is not None
+    if not listing and ((args.layer is None and args.module is None) or args.out is None):
+        ap.error("--layer or --module, and --out, are required (or use --list-layers)")
+    if (args.grid is not None or args.prefix_tokens is not None) and args.layout not in (None, "tokens"):
+        ap.error("--grid and --prefix-tokens only apply to --layout tokens")
     if args.crop_from is not None and args.resize != "shorter_side_crop":
         ap.error("--crop-from only applies to --resize shorter_side_crop")
     for name in ("mean", "std"):
@@ -494,7 +1352,22 @@ def parse_args(argv):
         ap.error("--std values must be positive")
     if args.input_size is not None and min(args.input_size) <= 0:
         ap.error("--input-size values must be positive")
+    for name in ("tolerance", "rtol"):
+        v = getattr(args, name)
+        if not (math.isfinite(v) and v >= 0):
+            ap.error(f"--{name} must be a finite number >= 0")
     return args
+
+
+def input_size(args, in_dims) -> tuple[int, int] | None:
+    h, w = in_dims[2], in_dims[3]
+    if args.input_size is not None:
+        ih, iw = args.input_size
+        for what, fixed, given in (("height", h, ih), ("width", w, iw)):
+            if isinstance(fixed, int) and fixed != given:
+                raise SplitError(f"--input-size {what} {given} disagrees with the model's fixed input {what} {fixed}")
+        h, w = ih, iw
+    return (h, w) if isinstance(h, int) and isinstance(w, int) else None
 
 
 def main(argv=None) -> int:
@@ -504,44 +1377,69 @@ def main(argv=None) -> int:
         if not full.is_file():
             raise SplitError(f"{full} does not exist")
         model = load_inferred(full)
-        if args.list_layers:
-            rows = list_layers(model)
-            if not rows:
-                print("no 4-D intermediate tensors with inferred shapes")
-            width = max((len(r[0]) for r in rows), default=0)
-            for name, op, shape in rows:
-                print(f"{name:{width}s}  {op:20s} {shape}")
+        inp, _ = graph_io(model)
+        in_dims = check_input(inp)
+        hw = input_size(args, in_dims)
+        head_out, softmax_axis = find_head_out(model, args.keep_softmax)
+
+        if args.list_layers is not None:
+            if hw is None:
+                raise SplitError(f"the model's input size is dynamic ({fmt_dims(in_dims)}): give --input-size H W "
+                                 "(--list-layers runs the model once to learn the real shapes)")
+            rows = candidates(model, inp.name, head_out, hw, args.seed)
+            filt = args.list_layers.lower()
+            chosen = [c for c in rows if filt in c.name.lower() or filt in c.op.lower() or filt in c.module.lower()]
+            print_candidates(chosen, len(rows), f"{full} (probed on {hw[0]}×{hw[1]} input)", args.top, args.list_layers or None)
             return 0
 
         out: Path = args.out
         existing = [n for n in FILES if (out / n).exists()]
         if existing and not args.force:
             raise SplitError(f"{out} already has {', '.join(existing)}; use --force to overwrite")
-
-        in_dims = dims_of(graph_io(model)[0]) or [None] * 4
-        h, w = (in_dims[2], in_dims[3]) if len(in_dims) == 4 else (None, None)
-        if args.input_size is not None:
-            ih, iw = args.input_size
-            for what, fixed, given in (("height", h, ih), ("width", w, iw)):
-                if isinstance(fixed, int) and fixed != given:
-                    raise SplitError(f"--input-size {what} {given} disagrees with the model's fixed input {what} {fixed}")
-            h, w = ih, iw
-        image_hw = (h, w) if isinstance(h, int) and isinstance(w, int) else None
-
-        extractor, head, f_dims, softmax_axis, shape_reads = split(model, args.layer, args.keep_softmax, str(full), image_hw)
-        if image_hw is None:
+        if hw is None:
             raise SplitError(f"the model's input size is dynamic ({fmt_dims(in_dims)}): give --input-size H W")
+        h, w = hw
+
+        module = None
+        if args.module is not None:
+            layer, module, count = module_tensor(model, args.module)
+            print(f"--module {args.module}: module {module} ({count} nodes); cutting at its output {layer!r} "
+                  "(the last tensor made inside it and used outside it)")
+        else:
+            layer = args.layer
+        cut_index = check_layer_name(model, layer, str(full), head_out)
+
+        shapes = probe(model, inp.name, [layer, head_out], hw, args.seed)
+        a = analyze(shapes[layer], hw, args.layout, args.grid, args.prefix_tokens)
+        if a.problem:
+            later = a.kind == "batch"
+            hint = suggestion(model, inp.name, head_out, hw, args.seed, cut_index, later) if a.kind in ("batch", "pooled", "not_spatial") else ""
+            raise SplitError(f"cannot use tensor {layer!r} as the target layer: {a.problem}.{hint}")
+        ls1, ls2 = shapes[head_out]
+        if batch_axis(ls1, ls2) != ("first", 0) or len(ls2) != 2:
+            raise SplitError(f"the class scores {head_out!r} must be 2-D [N, C]; for 2 images they are {list(ls2)}")
+        classes = ls2[1]
+        feature_dims = a.batch_dims
+        check_dominates(model.graph, layer, inp.name, head_out)
+        print(f"target layer {layer!r} {fmt_batch_first(feature_dims)}")
+        print(f"layout {a.layout}: {a.why}")
+
+        extractor, head, rewritten = split(model, layer, head_out, hw, args.seed)
+        declare_concrete(extractor, head, hw, feature_dims, classes)
 
         if args.resize == "shorter_side_crop" and args.crop_from is None:
             args.crop_from = int(round(max(h, w) / 0.875))
         if args.resize == "shorter_side_crop" and args.crop_from < max(h, w):
             raise SplitError(f"--crop-from {args.crop_from} is smaller than the input size {h}×{w}")
+        where = f"tensor {layer}" + (f" (output of module {module})" if module else "")
         if args.description is None:
-            args.description = f"{full.stem} (split at {args.layer} by scripts/tools/split_model.py)"
+            args.description = f"{full.stem} (split at {where} by scripts/tools/split_model.py)"
         if args.source is None:
-            args.source = f"{full.name}, split at tensor {args.layer} by scripts/tools/split_model.py"
+            args.source = f"{full.name}, split at {where} by scripts/tools/split_model.py"
 
         labels = read_labels(args.labels) if args.labels else None
+        if labels is not None and len(labels) != classes:
+            raise SplitError(f"{args.labels} has {len(labels)} labels but the model has {classes} classes")
 
         big = max(extractor.ByteSize(), head.ByteSize()) > onnx.checker.MAXIMUM_PROTOBUF
         out.mkdir(parents=True, exist_ok=True)
@@ -551,28 +1449,31 @@ def main(argv=None) -> int:
             parts = {"extractor": out / "extractor.onnx", "head": out / "head.onnx"}
         else:
             parts = {"extractor": extractor, "head": head}
-        graph_input = graph_io(model)[0].name
-        f_shape, l_shape, diff = verify(full, parts, graph_input, (2, 3, h, w), softmax_axis, args.tolerance, args.seed)
-        classes = l_shape[1]
+        f_shape, l_shape, diff = verify(full, parts, inp.name, (2, 3, h, w), softmax_axis, feature_dims,
+                                        args.tolerance, args.rtol, args.seed)
         if labels is None:
             labels = [f"class_{i}" for i in range(classes)]
-        elif len(labels) != classes:
-            raise SplitError(f"{args.labels} has {len(labels)} labels but the model has {classes} classes")
         if not big:
             save(extractor, out / "extractor.onnx")
             save(head, out / "head.onnx")
         (out / "labels.txt").write_text("\n".join(labels), encoding="utf-8")
-        (out / "model.toml").write_text(model_toml(args, w, h, args.layer), encoding="utf-8")
+        desc = layer + (f" (output of module {module})" if module else "")
+        (out / "model.toml").write_text(model_toml(args, w, h, desc, a), encoding="utf-8")
 
-        print(f"cut {full} at {args.layer!r} {fmt_dims(f_dims)}")
-        if shape_reads:
-            print(f"the part after the cut read the input's shape ({shape_reads}× Shape): now computed as "
-                  f"[batch of the features, 3, {h}, {w}]")
+        print(f"cut {full} at {layer!r}")
+        for t in rewritten:
+            what = "the input" if t == inp.name else f"tensor {t!r} (before the cut)"
+            print(f"the part after the cut read the shape of {what}: now computed from the features' batch "
+                  "and its fixed dims")
         if softmax_axis is not None:
             print(f"dropped the final Softmax (axis {softmax_axis}): the head outputs logits")
-        print(f"  extractor.onnx: input [N, 3, {h}, {w}] -> features {list(f_shape[1:])} per image")
-        print(f"  head.onnx:      features -> logits [N, {classes}]")
-        print(f"verified with ONNX Runtime on a random batch of 2: max |Δ| = {diff:.3e} (tolerance {args.tolerance:g})")
+        print(f"  extractor.onnx: input [batch, 3, {h}, {w}] -> features [batch, {', '.join(map(str, f_shape[1:]))}] "
+              "(concrete dims declared)")
+        print(f"  head.onnx:      features -> logits [batch, {classes}]")
+        extra = f", grid {a.grid[0]}×{a.grid[1]}, prefix_tokens {a.prefix}" if a.layout == "tokens" else ""
+        print(f"  model.toml:     layout {a.layout}{extra}, resize {args.resize}, resize_filter {args.resize_filter}")
+        print(f"verified with ONNX Runtime on a random batch of 2: max |Δ| = {diff:.3e} "
+              f"(allowed: --tolerance {args.tolerance:g} + --rtol {args.rtol:g} × max|output|)")
         print(f"wrote {', '.join(FILES)} to {out}")
         return 0
     except SplitError as e:

@@ -500,6 +500,8 @@ def test_token_overrides(tmp_path: Path):
     assert target_layer(out2)["grid"] == [4, 4] and "--prefix-tokens" in r.stdout
     r = run_split(VIT, "--layer", VIT_BLOCK1, "--grid", "5x5", "--out", tmp_path / "pkg3")  # 25 > 17 tokens
     assert clean_failure(r) and "--grid" in r.stderr
+    r = run_split(VIT, "--layer", VIT_BLOCK1, "--grid", "1x1", "--out", tmp_path / "pkg3")  # 16 prefix + 1×1
+    assert clean_failure(r) and "1×1" in r.stderr
     r = run_split(VIT, "--layer", VIT_BLOCK1, "--layout", "nhwc", "--out", tmp_path / "pkg4")
     assert clean_failure(r) and "4-D" in r.stderr
     r = run_split(FULL, "--layer", "relu_out", "--layout", "tokens", "--out", tmp_path / "pkg5")
