@@ -343,3 +343,21 @@ pub async fn not_found(uri: axum::http::Uri) -> ApiError {
 pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::OPENAPI;
+    use crate::cam::methods;
+
+    /// The contract follows the method registry: every method is in the `method` enum and
+    /// every method parameter is a documented query parameter and multipart field.
+    #[test]
+    fn openapi_names_every_method_and_parameter_of_the_registry() {
+        let enum_line = format!("enum: [{}]", methods::names().join(", "));
+        assert!(OPENAPI.matches(&enum_line).count() >= 2, "openapi.yaml's method enums should be `{enum_line}`");
+        for name in methods::param_names() {
+            assert!(OPENAPI.contains(&format!("      name: {name}\n      in: query")), "query parameter `{name}`");
+            assert!(OPENAPI.contains(&format!("              {name}: {{")), "multipart field `{name}`");
+        }
+    }
+}
