@@ -32,6 +32,26 @@ pub enum ResizeMode {
     ShorterSideCrop,
 }
 
+/// How pixels are interpolated when resizing: the model should be fed what its training
+/// pipeline fed it, to the byte.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeFilter {
+    /// Pillow's `Image.resize(size, Image.BILINEAR)` (antialiased when downscaling), which
+    /// is what torchvision's `transforms.Resize` does to PIL images; shorter_side_crop is
+    /// then torchvision's `Resize(crop_from)` + `CenterCrop`. The default: most image
+    /// classifiers were trained and evaluated through that pipeline.
+    #[default]
+    PillowBilinear,
+    /// OpenCV's `cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)` (no antialiasing),
+    /// as in pytorch-grad-cam's examples.
+    OpencvLinear,
+    /// The `image` crate's Triangle filter, cropping before resizing: what this service did
+    /// before the other two existed. It matches neither Pillow nor OpenCV (by up to a few
+    /// levels per pixel); kept for packages tuned against it.
+    Triangle,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputSpec {
@@ -41,15 +61,103 @@ pub struct InputSpec {
     pub resize: ResizeMode,
     #[serde(default)]
     pub crop_from: Option<u32>,
+    #[serde(default)]
+    pub resize_filter: ResizeFilter,
     /// Per-channel mean and std, applied after scaling pixels to 0..1.
     pub mean: [f32; 3],
     pub std: [f32; 3],
 }
 
+/// The largest token grid side accepted for `layout = "tokens"`.
+const MAX_GRID_SIDE: usize = 1024;
+/// The most non-spatial tokens (class, distillation, register tokens) before the grid.
+const MAX_PREFIX_TOKENS: usize = 16;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawTargetLayer", into = "RawTargetLayer")]
 pub struct TargetLayer {
     pub description: String,
+    /// How the extractor's output is laid out, so its channels can be read as maps.
+    pub layout: FeatureLayout,
+}
+
+/// The shape of the target layer's output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FeatureLayout {
+    /// N×C×H×W: convolutional networks exported from PyTorch.
+    #[default]
+    Nchw,
+    /// N×H×W×C: TensorFlow / TFLite exports.
+    Nhwc,
+    /// N×T×C transformer tokens: `prefix` non-spatial tokens (class, registers) then the
+    /// patch tokens of a `grid` = (height, width) row-major grid, T = prefix + h·w.
+    Tokens { grid: (usize, usize), prefix: usize },
+}
+
+/// `[target_layer]` as written: flat keys, checked and folded into [`FeatureLayout`].
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTargetLayer {
+    description: String,
+    #[serde(default)]
+    layout: LayoutKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    grid: Option<[usize; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prefix_tokens: Option<usize>,
+}
+
+#[derive(Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum LayoutKind {
+    #[default]
+    Nchw,
+    Nhwc,
+    Tokens,
+}
+
+impl TryFrom<RawTargetLayer> for TargetLayer {
+    type Error = String;
+
+    fn try_from(raw: RawTargetLayer) -> Result<Self, String> {
+        let layout = match raw.layout {
+            LayoutKind::Tokens => {
+                let [h, w] =
+                    raw.grid.ok_or("target_layer.layout = \"tokens\" needs target_layer.grid = [height, width]")?;
+                if !(1..=MAX_GRID_SIDE).contains(&h) || !(1..=MAX_GRID_SIDE).contains(&w) {
+                    return Err(format!("target_layer.grid = [{h}, {w}]: each side must be in 1..={MAX_GRID_SIDE}"));
+                }
+                let prefix = raw.prefix_tokens.unwrap_or(0);
+                if prefix > MAX_PREFIX_TOKENS {
+                    return Err(format!("target_layer.prefix_tokens = {prefix} must be at most {MAX_PREFIX_TOKENS}"));
+                }
+                FeatureLayout::Tokens { grid: (h, w), prefix }
+            }
+            kind @ (LayoutKind::Nchw | LayoutKind::Nhwc) => {
+                let name = if matches!(kind, LayoutKind::Nchw) { "nchw" } else { "nhwc" };
+                for (key, given) in [("grid", raw.grid.is_some()), ("prefix_tokens", raw.prefix_tokens.is_some())] {
+                    if given {
+                        return Err(format!(
+                            "target_layer.{key} only applies to layout = \"tokens\" (the layout is \"{name}\")"
+                        ));
+                    }
+                }
+                if matches!(kind, LayoutKind::Nchw) { FeatureLayout::Nchw } else { FeatureLayout::Nhwc }
+            }
+        };
+        Ok(Self { description: raw.description, layout })
+    }
+}
+
+impl From<TargetLayer> for RawTargetLayer {
+    fn from(t: TargetLayer) -> Self {
+        let (layout, grid, prefix_tokens) = match t.layout {
+            FeatureLayout::Nchw => (LayoutKind::Nchw, None, None),
+            FeatureLayout::Nhwc => (LayoutKind::Nhwc, None, None),
+            FeatureLayout::Tokens { grid: (h, w), prefix } => (LayoutKind::Tokens, Some([h, w]), Some(prefix)),
+        };
+        Self { description: t.description, layout, grid, prefix_tokens }
+    }
 }
 
 impl Manifest {
@@ -59,7 +167,7 @@ impl Manifest {
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
-        let manifest: Manifest = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        let manifest: Manifest = toml::from_str(text).map_err(|e| describe(text, &e))?;
         manifest.check()?;
         Ok(manifest)
     }
@@ -92,6 +200,16 @@ impl Manifest {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// toml's message without its multi-line snippet, plus the line it points at: some
+/// messages ("invalid length 1, expected an array of length 2") do not name the key.
+fn describe(text: &str, e: &toml::de::Error) -> String {
+    let line = e.span().and_then(|span| text.get(..span.start)).map(|before| before.matches('\n').count());
+    match line.and_then(|n| Some((n + 1, text.lines().nth(n)?.trim()))) {
+        Some((n, line)) if !line.is_empty() => format!("{} (line {n}: `{line}`)", e.message()),
+        _ => e.message().to_string(),
     }
 }
 
@@ -137,6 +255,75 @@ description = "t"
             err(&GOOD.replace("height = 224", "height = 224\nresize = \"shorter_side_crop\"\ncrop_from = 100"))
                 .contains("at least")
         );
+    }
+
+    #[test]
+    fn the_resize_filter_defaults_to_pillow_and_names_the_others() {
+        assert_eq!(Manifest::parse(GOOD).unwrap().input.resize_filter, ResizeFilter::PillowBilinear);
+        for (text, want) in [
+            ("pillow_bilinear", ResizeFilter::PillowBilinear),
+            ("opencv_linear", ResizeFilter::OpencvLinear),
+            ("triangle", ResizeFilter::Triangle),
+        ] {
+            let m =
+                Manifest::parse(&GOOD.replace("height = 224", &format!("height = 224\nresize_filter = \"{text}\"")));
+            assert_eq!(m.unwrap().input.resize_filter, want);
+        }
+        assert!(err(&GOOD.replace("height = 224", "height = 224\nresize_filter = \"lanczos\"")).contains("lanczos"));
+    }
+
+    fn layer(extra: &str) -> Result<TargetLayer, String> {
+        Manifest::parse(&GOOD.replace("description = \"t\"", &format!("description = \"t\"\n{extra}")))
+            .map(|m| m.target_layer)
+    }
+
+    #[test]
+    fn the_feature_layout_defaults_to_nchw_and_parses_each_kind() {
+        assert_eq!(layer("").unwrap().layout, FeatureLayout::Nchw);
+        assert_eq!(layer("layout = \"nchw\"").unwrap().layout, FeatureLayout::Nchw);
+        assert_eq!(layer("layout = \"nhwc\"").unwrap().layout, FeatureLayout::Nhwc);
+        assert_eq!(
+            layer("layout = \"tokens\"\ngrid = [14, 16]").unwrap().layout,
+            FeatureLayout::Tokens { grid: (14, 16), prefix: 0 }
+        );
+        let t = layer("layout = \"tokens\"\ngrid = [1, 1024]\nprefix_tokens = 16").unwrap();
+        assert_eq!(t.layout, FeatureLayout::Tokens { grid: (1, 1024), prefix: 16 });
+        assert_eq!(t.description, "t");
+    }
+
+    #[test]
+    fn invalid_feature_layouts_name_the_key_at_fault() {
+        let cases = [
+            ("layout = \"tokens\"", "target_layer.grid"),
+            ("layout = \"tokens\"\ngrid = [0, 14]", "target_layer.grid"),
+            ("layout = \"tokens\"\ngrid = [14, 1025]", "1..=1024"),
+            ("layout = \"tokens\"\ngrid = [14]", "grid"),
+            ("layout = \"tokens\"\ngrid = [14, -1]", "grid"),
+            ("layout = \"tokens\"\ngrid = [14, 14]\nprefix_tokens = 17", "target_layer.prefix_tokens"),
+            ("grid = [7, 7]", "target_layer.grid only applies to layout = \"tokens\""),
+            ("layout = \"nhwc\"\ngrid = [7, 7]", "\"nhwc\""),
+            ("prefix_tokens = 1", "target_layer.prefix_tokens only applies"),
+            ("layout = \"nhwc\"\nprefix_tokens = 0", "target_layer.prefix_tokens"),
+            ("layout = \"nwhc\"", "nwhc"),
+            ("layuot = \"nchw\"", "layuot"),
+        ];
+        for (extra, want) in cases {
+            let e = layer(extra).unwrap_err();
+            assert!(e.contains(want), "{extra:?}: {e:?} does not mention {want:?}");
+        }
+    }
+
+    #[test]
+    fn a_manifest_round_trips_through_serde_with_its_layout() {
+        let m = Manifest::parse(&GOOD.replace(
+            "description = \"t\"",
+            "description = \"t\"\nlayout = \"tokens\"\ngrid = [14, 14]\nprefix_tokens = 1",
+        ))
+        .unwrap();
+        let text = toml::to_string(&m).unwrap();
+        assert_eq!(Manifest::parse(&text).unwrap(), m);
+        let plain = Manifest::parse(GOOD).unwrap();
+        assert_eq!(Manifest::parse(&toml::to_string(&plain).unwrap()).unwrap(), plain);
     }
 
     #[test]

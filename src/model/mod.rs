@@ -5,7 +5,7 @@ mod manifest;
 mod package;
 mod registry;
 
-pub use manifest::{InputSpec, Manifest, ResizeMode, TargetLayer};
+pub use manifest::{FeatureLayout, InputSpec, Manifest, ResizeFilter, ResizeMode, TargetLayer};
 pub use package::{ModelInfo, ModelPackage, validate_signatures};
 pub use registry::ModelRegistry;
 
