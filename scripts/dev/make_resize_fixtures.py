@@ -119,6 +119,7 @@ SOURCES = {
     "src_128x96": (128, 96, 5),
     "src_200x150": (200, 150, 6),
     "src_131x257": (131, 257, 7),
+    "src_90x250": (90, 250, 8),
 }
 
 # (case, source, resize, width, height, crop_from)
@@ -137,6 +138,11 @@ CASES = [
     ("crop_131x257_128_112", "src_131x257", "shorter_side_crop", 112, 112, 128),
     ("crop_257x131_160_97x53", "src_257x131", "shorter_side_crop", 97, 53, 160),
     ("crop_up_20x30_64_56", "src_20x30", "shorter_side_crop", 56, 56, 64),
+    # Pillow runs its vertical pass first when it removes more than twice as many rows as
+    # the horizontal pass removes columns (each pass rounds to bytes, so order shows).
+    ("vfirst_131x257_to_112x96", "src_131x257", "stretch", 112, 96, None),
+    # 64×177 after the resize (vertical first again), top edge round(60.5) = 60.
+    ("vfirst_crop_90x250_64_56", "src_90x250", "shorter_side_crop", 56, 56, 64),
 ]
 
 
