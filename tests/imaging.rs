@@ -772,5 +772,9 @@ fn every_filter_survives_degenerate_sizes() {
                 assert_eq!((m.width, m.height), (iw as usize, ih as usize));
             }
         }
+        // No decoder returns an empty image, but preprocess is public.
+        let p = preprocess(&RgbImage::new(0, 0), &spec_with(filter, 4, 4, ResizeMode::ShorterSideCrop, Some(4)));
+        assert_eq!(p.tensor.len(), 48);
+        assert_eq!(p.map_to_original(&Map::new(4, 4, vec![1.0; 16])).data.len(), 0);
     }
 }

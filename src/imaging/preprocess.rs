@@ -35,14 +35,19 @@ impl Preprocessed {
     /// stretched back over the whole image, or over the centre crop (zero outside it).
     pub fn map_to_original(&self, map: &Map) -> Map {
         let (ow, oh) = (self.original_width as usize, self.original_height as usize);
+        if ow == 0 || oh == 0 {
+            return Map::new(ow, oh, Vec::new());
+        }
         let r = self.region;
         if r.x == 0.0 && r.y == 0.0 && r.width == ow as f64 && r.height == oh as f64 {
             return map.resized(ow, oh);
         }
-        let x0 = r.x.round().max(0.0) as usize;
-        let y0 = r.y.round().max(0.0) as usize;
-        let cw = (r.width.round() as usize).clamp(1, ow - x0.min(ow - 1));
-        let ch = (r.height.round() as usize).clamp(1, oh - y0.min(oh - 1));
+        // The region is fractional (a resized crop's edges fall between original pixels);
+        // its corner still lies on the image.
+        let x0 = (r.x.round().max(0.0) as usize).min(ow - 1);
+        let y0 = (r.y.round().max(0.0) as usize).min(oh - 1);
+        let cw = (r.width.round() as usize).clamp(1, ow - x0);
+        let ch = (r.height.round() as usize).clamp(1, oh - y0);
         let inner = map.resized(cw, ch);
         let mut data = vec![0.0f32; ow * oh];
         for (row, src) in inner.data.chunks_exact(cw).enumerate() {

@@ -4,15 +4,18 @@
 //! resized the same way, and the two differ by up to a few levels per pixel, which moves
 //! Score-CAM maps by a few hundredths.
 //!
-//! Both are separable: a horizontal pass into an intermediate buffer, then a vertical one,
-//! with each library's own fixed-point arithmetic (so every rounding matches, not just the
+//! Both are separable: one pass per axis through an intermediate buffer, in each library's
+//! order and with its own fixed-point arithmetic (so every rounding matches, not just the
 //! filter shape). Both resize to a *full* size but compute only a window of it: the
 //! coefficients of an output pixel depend only on its own index, so a window is exactly the
 //! same pixels as resizing everything and then cropping, without the full-size buffer (a
 //! 1×8192 upload resized to shorter side 256 would be 256×2097152).
 //!
-//! Written from the libraries' documented behaviour and checked against their outputs in
-//! tests/fixtures/resize (scripts/dev/make_resize_fixtures.py).
+//! Written from the libraries' published algorithms (Pillow's libImaging/Resample.c,
+//! OpenCV's imgproc resize.cpp), with the details that the source does not settle (which
+//! rounding path OpenCV's SIMD build takes, Pillow 13's pass order) fitted to their
+//! outputs; checked byte for byte against tests/fixtures/resize
+//! (scripts/dev/make_resize_fixtures.py).
 
 use image::RgbImage;
 
@@ -60,8 +63,8 @@ fn pillow_triangle(x: f64) -> f64 {
 /// `out_size`: when downscaling the filter is stretched by the scale (antialiasing), taps
 /// are normalised to sum 1 in f64, then rounded to fixed point.
 fn pillow_taps(in_size: u32, out_size: u64, first: u64, count: u32) -> Vec<Taps> {
-    // Pillow takes the scale from the box (0, in_size) as floats; every size that reaches
-    // here is below 2^24, so the float is exact and f64 arithmetic is Pillow's.
+    // Pillow takes the scale from the box (0, in_size) as floats, exact for sides below
+    // 2^24 (far above the decoder's limits), so this f64 arithmetic is Pillow's.
     let scale = f64::from(in_size) / out_size as f64;
     let filterscale = scale.max(1.0);
     let support = filterscale; // the triangle's support (1) times the scale
@@ -232,10 +235,11 @@ fn cv_taps(in_size: u32, out_size: u64, first: u64, count: u32, horizontal: bool
         .collect()
 }
 
-/// OpenCV's vertical step for 8-bit images (its SIMD path, which OpenCV also uses for the
-/// last few pixels of a row): each horizontally filtered value (scaled by 2^11) is shifted
-/// down by 4 to fit 16 bits, multiplied by its 11-bit weight keeping the high 16 bits, and
-/// the sum is rounded by a final shift of 2.
+/// OpenCV's vertical step for 8-bit images as its SIMD code computes it: each horizontally
+/// filtered value (scaled by 2^11) is shifted down by 4 to fit 16 bits, multiplied by its
+/// 11-bit weight keeping the high 16 bits, and the sum is rounded by a final shift of 2.
+/// The fixtures show this for every pixel, row ends included; the exact formula of its
+/// scalar code, (a·w0 + b·w1 + 2^21) >> 22, is 1 off on about a quarter of them.
 fn cv_vertical(a: i32, b: i32, w0: i32, w1: i32) -> u8 {
     let hi = |v: i32, w: i32| ((v >> 4).clamp(i16::MIN.into(), i16::MAX.into()) * w) >> 16;
     ((hi(a, w0) + hi(b, w1) + 2) >> 2).clamp(0, 255) as u8
@@ -246,7 +250,7 @@ fn cv_vertical(a: i32, b: i32, w0: i32, w1: i32) -> u8 {
 pub(crate) fn opencv_linear(img: &RgbImage, win: Window) -> RgbImage {
     let (iw, ih) = img.dimensions();
     // An exact halving both ways is done by cv::resize as a 2×2 box average (INTER_AREA),
-    // which it documents as equivalent; the rounding is its own, so follow it.
+    // which its source calls equivalent; the rounding is its own, so follow it.
     if win.full_width * 2 == u64::from(iw) && win.full_height * 2 == u64::from(ih) {
         return opencv_half(img, win);
     }
