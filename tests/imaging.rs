@@ -13,8 +13,9 @@ use image::{
     Rgba, RgbaImage,
 };
 use scorecam::cam::Map;
-use scorecam::imaging::{ImageLimits, ImagingError, Region, decode, preprocess};
+use scorecam::imaging::{ImageLimits, ImagingError, Region, decode, preprocess, resize};
 use scorecam::model::{InputSpec, ResizeFilter, ResizeMode};
+use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -128,9 +129,22 @@ fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
     out
 }
 
+/// A spec with the default filter (Pillow's bilinear).
 fn spec(width: u32, height: u32, resize: ResizeMode, crop_from: Option<u32>) -> InputSpec {
-    InputSpec { width, height, resize, crop_from, resize_filter: ResizeFilter::Triangle, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] }
+    spec_with(ResizeFilter::default(), width, height, resize, crop_from)
 }
+
+fn spec_with(
+    resize_filter: ResizeFilter,
+    width: u32,
+    height: u32,
+    resize: ResizeMode,
+    crop_from: Option<u32>,
+) -> InputSpec {
+    InputSpec { width, height, resize, crop_from, resize_filter, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] }
+}
+
+const FILTERS: [ResizeFilter; 3] = [ResizeFilter::PillowBilinear, ResizeFilter::OpencvLinear, ResizeFilter::Triangle];
 
 /// The normalisation the spec above asks for, computed the same way in f32.
 fn norm(v: u8) -> f32 {
@@ -494,7 +508,7 @@ fn per_channel_mean_and_std_are_applied_to_their_own_channel() {
         height: 2,
         resize: ResizeMode::Stretch,
         crop_from: None,
-        resize_filter: ResizeFilter::Triangle,
+        resize_filter: ResizeFilter::default(),
         mean: [0.0, 0.5, 1.0],
         std: [1.0, 0.5, 0.25],
     };
@@ -632,10 +646,25 @@ fn the_decoded_allocation_limit_applies_to_every_format() {
 
 #[test]
 fn shorter_side_crop_of_a_needle_image_works_on_the_crop_only() {
-    // 1×8192 with crop_from 256 used to be resized whole to 256×2,097,152 (1.6 GB).
-    let p = preprocess(&pattern(1, 8192), &spec(4, 4, ResizeMode::ShorterSideCrop, Some(256)));
-    assert_eq!(p.tensor.len(), 48);
-    assert_eq!(p.region, Region { x: 0.0, y: 4095.0, width: 1.0, height: 1.0 });
+    // 1×8192 with crop_from 256 is, resized whole, 256×2,097,152 (1.6 GB): only the crop
+    // may be computed. torchvision's centre 4×4 of that starts at (126, 1048574), which is
+    // 126/256 and 1048574/256 in the original's pixels (the scale is 256 both ways).
+    for filter in [ResizeFilter::PillowBilinear, ResizeFilter::OpencvLinear] {
+        let p = preprocess(&pattern(1, 8192), &spec_with(filter, 4, 4, ResizeMode::ShorterSideCrop, Some(256)));
+        assert_eq!(p.tensor.len(), 48);
+        let r = 1.0 / 256.0;
+        assert_eq!(
+            p.region,
+            Region { x: 126.0 * r, y: 1_048_574.0 * r, width: 4.0 * r, height: 4.0 * r },
+            "{filter:?}"
+        );
+        let m = p.map_to_original(&Map::new(4, 4, vec![1.0; 16]));
+        assert_eq!((m.width, m.height), (1, 8192));
+        assert_eq!(m.data.iter().filter(|v| **v > 0.5).count(), 1, "{filter:?}: the map covers one original pixel");
+    }
+    // The legacy filter crops the original first, so its region is whole pixels.
+    let s = spec_with(ResizeFilter::Triangle, 4, 4, ResizeMode::ShorterSideCrop, Some(256));
+    assert_eq!(preprocess(&pattern(1, 8192), &s).region, Region { x: 0.0, y: 4095.0, width: 1.0, height: 1.0 });
 }
 
 #[test]
@@ -650,4 +679,102 @@ fn a_recognised_but_disabled_format_is_unsupported() {
     let mut qoi = b"qoif".to_vec();
     qoi.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 3, 0]);
     assert!(matches!(err(&qoi, &ImageLimits::default()), ImagingError::UnsupportedFormat));
+}
+
+// ---------------------------------------------------------------------------------------
+// Parity with Pillow and OpenCV (tests/fixtures/resize, scripts/dev/make_resize_fixtures.py)
+// ---------------------------------------------------------------------------------------
+
+fn fixture(name: &str) -> RgbImage {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/resize").join(name);
+    image::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into_rgb8()
+}
+
+#[test]
+fn resizing_matches_pillow_and_opencv_on_every_fixture() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/resize");
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let cases = manifest["cases"].as_array().unwrap();
+    assert!(cases.len() >= 20, "{} cases", cases.len());
+    let mut report = Vec::new();
+    for case in cases {
+        let field = |k: &str| case[k].as_str().unwrap_or_else(|| panic!("{case}: no {k}"));
+        let filter = match field("filter") {
+            "pillow_bilinear" => ResizeFilter::PillowBilinear,
+            "opencv_linear" => ResizeFilter::OpencvLinear,
+            other => panic!("unknown filter {other}"),
+        };
+        let mode = match field("resize") {
+            "stretch" => ResizeMode::Stretch,
+            "shorter_side_crop" => ResizeMode::ShorterSideCrop,
+            other => panic!("unknown resize {other}"),
+        };
+        let crop_from = case["crop_from"].as_u64().map(|c| c as u32);
+        let (w, h) = (case["width"].as_u64().unwrap() as u32, case["height"].as_u64().unwrap() as u32);
+        let s = spec_with(filter, w, h, mode, crop_from);
+        let src = fixture(field("source"));
+        let want = fixture(field("expected"));
+        let (got, _) = resize(&src, &s);
+        assert_eq!(got.dimensions(), want.dimensions(), "{}/{}", field("name"), field("filter"));
+        let max = max_abs_diff(&got, &want);
+        let inexact = got.pixels().zip(want.pixels()).filter(|(a, b)| a != b).count();
+        report.push(format!("{:<24} {:<16} max |Δ| {max}, {inexact} pixels not exact", field("name"), field("filter")));
+        assert!(max <= 1, "{}/{}: max |Δ| = {max} ({inexact} pixels differ)", field("name"), field("filter"));
+        // preprocess normalises exactly that image.
+        let p = preprocess(&src, &s);
+        let plane = (w * h) as usize;
+        for (i, px) in got.pixels().enumerate() {
+            for c in 0..3 {
+                assert_eq!(p.tensor[c * plane + i], norm(px[c]));
+            }
+        }
+    }
+    println!("{}", report.join("\n"));
+}
+
+#[test]
+fn shorter_side_crop_uses_torchvision_geometry() {
+    // 200×150, crop_from 256: resized to 341×256 (int(256·200/150) = 341), centre 224×224
+    // at (round(58.5), round(16)) = (58, 16) with Python's half-to-even round.
+    let img = pattern(200, 150);
+    let s = spec(224, 224, ResizeMode::ShorterSideCrop, Some(256));
+    let p = preprocess(&img, &s);
+    let (kx, ky) = (200.0 / 341.0, 150.0 / 256.0);
+    assert_eq!(p.region, Region { x: 58.0 * kx, y: 16.0 * ky, width: 224.0 * kx, height: 224.0 * ky });
+    // 131×257 (portrait), crop_from 128, 112×112: 128×251, corner (8, round(69.5) = 70).
+    let p = preprocess(&pattern(131, 257), &spec(112, 112, ResizeMode::ShorterSideCrop, Some(128)));
+    assert_eq!((p.region.x, p.region.y), (8.0 * (131.0 / 128.0), 70.0 * (257.0 / 251.0)));
+}
+
+#[test]
+fn the_legacy_triangle_filter_is_the_image_crates() {
+    let img = pattern(37, 23);
+    let s = spec_with(ResizeFilter::Triangle, 16, 12, ResizeMode::Stretch, None);
+    let (got, _) = resize(&img, &s);
+    assert_same(&got, &image::imageops::resize(&img, 16, 12, image::imageops::FilterType::Triangle));
+}
+
+#[test]
+fn every_filter_survives_degenerate_sizes() {
+    for filter in FILTERS {
+        for (iw, ih) in [(1, 1), (1, 300), (300, 1), (2, 2), (5, 3)] {
+            for (w, h, mode, crop) in [
+                (1, 1, ResizeMode::Stretch, None),
+                (7, 3, ResizeMode::Stretch, None),
+                (4, 4, ResizeMode::ShorterSideCrop, Some(4)),
+                (3, 5, ResizeMode::ShorterSideCrop, Some(9)),
+            ] {
+                let s = spec_with(filter, w, h, mode, crop);
+                let p = preprocess(&pattern(iw, ih), &s);
+                assert_eq!(p.tensor.len(), 3 * (w * h) as usize, "{filter:?} {iw}×{ih} → {w}×{h}");
+                assert!(p.tensor.iter().all(|v| v.is_finite() && (-2.0..=2.0).contains(v)));
+                let m = p.map_to_original(&Map::new(w as usize, h as usize, vec![1.0; (w * h) as usize]));
+                assert_eq!((m.width, m.height), (iw as usize, ih as usize));
+            }
+        }
+        // No decoder returns an empty image, but preprocess is public.
+        let p = preprocess(&RgbImage::new(0, 0), &spec_with(filter, 4, 4, ResizeMode::ShorterSideCrop, Some(4)));
+        assert_eq!(p.tensor.len(), 48);
+        assert_eq!(p.map_to_original(&Map::new(4, 4, vec![1.0; 16])).data.len(), 0);
+    }
 }

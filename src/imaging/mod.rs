@@ -1,11 +1,13 @@
 //! From uploaded bytes to the model's input tensor: decode (with limits), orient, convert
-//! to RGB, resize per the manifest, normalise to C×H×W f32.
+//! to RGB, resize per the manifest (with Pillow's or OpenCV's arithmetic), normalise to
+//! C×H×W f32.
 
 mod decode;
 mod preprocess;
+mod resample;
 
 pub use decode::{ImageLimits, decode};
-pub use preprocess::{Preprocessed, Region, preprocess};
+pub use preprocess::{Preprocessed, Region, preprocess, resize};
 
 /// Why an upload could not become an input tensor. All are the client's input at fault.
 #[derive(Debug, thiserror::Error)]

@@ -1,10 +1,13 @@
 //! Resizing per the manifest and normalisation to the model's input tensor.
 
+use std::borrow::Cow;
+
 use image::RgbImage;
 use image::imageops::{self, FilterType};
 
+use super::resample::{self, Window};
 use crate::cam::Map;
-use crate::model::{InputSpec, ResizeMode};
+use crate::model::{InputSpec, ResizeFilter, ResizeMode};
 
 /// The rectangle of the original image that the model saw, in original pixels.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -32,14 +35,19 @@ impl Preprocessed {
     /// stretched back over the whole image, or over the centre crop (zero outside it).
     pub fn map_to_original(&self, map: &Map) -> Map {
         let (ow, oh) = (self.original_width as usize, self.original_height as usize);
+        if ow == 0 || oh == 0 {
+            return Map::new(ow, oh, Vec::new());
+        }
         let r = self.region;
         if r.x == 0.0 && r.y == 0.0 && r.width == ow as f64 && r.height == oh as f64 {
             return map.resized(ow, oh);
         }
-        let x0 = r.x.round().max(0.0) as usize;
-        let y0 = r.y.round().max(0.0) as usize;
-        let cw = (r.width.round() as usize).clamp(1, ow - x0.min(ow - 1));
-        let ch = (r.height.round() as usize).clamp(1, oh - y0.min(oh - 1));
+        // The region is fractional (a resized crop's edges fall between original pixels);
+        // its corner still lies on the image.
+        let x0 = (r.x.round().max(0.0) as usize).min(ow - 1);
+        let y0 = (r.y.round().max(0.0) as usize).min(oh - 1);
+        let cw = (r.width.round() as usize).clamp(1, ow - x0);
+        let ch = (r.height.round() as usize).clamp(1, oh - y0);
         let inner = map.resized(cw, ch);
         let mut data = vec![0.0f32; ow * oh];
         for (row, src) in inner.data.chunks_exact(cw).enumerate() {
@@ -55,25 +63,7 @@ impl Preprocessed {
 pub fn preprocess(img: &RgbImage, spec: &InputSpec) -> Preprocessed {
     let (ow, oh) = img.dimensions();
     let (w, h) = (spec.width, spec.height);
-    let full = Region { x: 0.0, y: 0.0, width: f64::from(ow), height: f64::from(oh) };
-    let (resized, region) = match spec.resize {
-        ResizeMode::Stretch if (ow, oh) == (w, h) => (None, full),
-        ResizeMode::Stretch => (Some(imageops::resize(img, w, h, FilterType::Triangle)), full),
-        ResizeMode::ShorterSideCrop => {
-            // The crop is cut from the original first and only then resized: resizing the
-            // whole image first would let a 1×8192 upload become a 256×2M buffer.
-            let target = f64::from(spec.crop_from.unwrap_or(w.max(h)));
-            let scale = target / f64::from(ow.min(oh));
-            let cw = ((f64::from(w) / scale).round() as u32).clamp(1, ow);
-            let ch = ((f64::from(h) / scale).round() as u32).clamp(1, oh);
-            let (cx, cy) = ((ow - cw) / 2, (oh - ch) / 2);
-            let crop = imageops::crop_imm(img, cx, cy, cw, ch).to_image();
-            let out = if (cw, ch) == (w, h) { crop } else { imageops::resize(&crop, w, h, FilterType::Triangle) };
-            let region = Region { x: f64::from(cx), y: f64::from(cy), width: f64::from(cw), height: f64::from(ch) };
-            (Some(out), region)
-        }
-    };
-    let src = resized.as_ref().unwrap_or(img);
+    let (src, region) = resize(img, spec);
     let plane = (w * h) as usize;
     let mut tensor = vec![0.0f32; 3 * plane];
     for (i, p) in src.pixels().enumerate() {
@@ -89,5 +79,87 @@ pub fn preprocess(img: &RgbImage, spec: &InputSpec) -> Preprocessed {
         original_width: ow,
         original_height: oh,
         region,
+    }
+}
+
+/// The image the model sees, before normalisation: `spec.width`×`spec.height` pixels, per
+/// the manifest's resize mode and filter, and the rectangle of `img` it shows.
+pub fn resize<'a>(img: &'a RgbImage, spec: &InputSpec) -> (Cow<'a, RgbImage>, Region) {
+    let (ow, oh) = img.dimensions();
+    let (w, h) = (spec.width, spec.height);
+    let full = Region { x: 0.0, y: 0.0, width: f64::from(ow), height: f64::from(oh) };
+    // A manifest is checked on load and a decoded image has pixels, but this is public:
+    // degenerate sizes get a black image of the asked size rather than a panic.
+    if w == 0 || h == 0 || ow == 0 || oh == 0 {
+        return (Cow::Owned(RgbImage::new(w, h)), full);
+    }
+    if spec.resize_filter == ResizeFilter::Triangle {
+        return triangle(img, spec);
+    }
+    let window = match spec.resize {
+        ResizeMode::Stretch if (ow, oh) == (w, h) => return (Cow::Borrowed(img), full),
+        ResizeMode::Stretch => Window::whole(w, h),
+        ResizeMode::ShorterSideCrop => centre_crop_window(ow, oh, spec.crop_from.unwrap_or(w.max(h)), w, h),
+    };
+    let (sx, sy) = (f64::from(ow) / window.full_width as f64, f64::from(oh) / window.full_height as f64);
+    let region = Region {
+        x: window.left as f64 * sx,
+        y: window.top as f64 * sy,
+        width: f64::from(w) * sx,
+        height: f64::from(h) * sy,
+    };
+    let out = if (window.full_width, window.full_height) == (u64::from(ow), u64::from(oh)) {
+        // No resampling, only the crop (every filter is the identity at scale 1).
+        imageops::crop_imm(img, window.left as u32, window.top as u32, w, h).to_image()
+    } else {
+        match spec.resize_filter {
+            ResizeFilter::OpencvLinear => resample::opencv_linear(img, window),
+            _ => resample::pillow_bilinear(img, window),
+        }
+    };
+    (Cow::Owned(out), region)
+}
+
+/// torchvision's `Resize(crop_from)` then `CenterCrop((h, w))`: the shorter side becomes
+/// `crop_from`, the longer `int(crop_from * long / short)` (truncated), and the crop's
+/// corner is `int(round((size - crop) / 2.0))` with Python's round, half to even.
+fn centre_crop_window(ow: u32, oh: u32, crop_from: u32, w: u32, h: u32) -> Window {
+    let (short, long) = (u64::from(ow.min(oh)), u64::from(ow.max(oh)));
+    let c = u64::from(crop_from);
+    // Integer division equals the truncated float quotient here: it is within 1/short of
+    // the next integer, far above f64's resolution at these sizes.
+    let scaled_long = c * long / short;
+    let (fw, fh) = if ow <= oh { (c, scaled_long) } else { (scaled_long, c) };
+    // The manifest guarantees crop_from ≥ w, h; saturate anyway so a bad spec cannot panic.
+    let (fw, fh) = (fw.max(u64::from(w)), fh.max(u64::from(h)));
+    let corner = |size: u64, crop: u32| {
+        let diff = size - u64::from(crop);
+        let half = diff / 2;
+        if diff % 2 == 1 && half % 2 == 1 { half + 1 } else { half }
+    };
+    Window { full_width: fw, full_height: fh, left: corner(fw, w), top: corner(fh, h), width: w, height: h }
+}
+
+/// The legacy filter: the `image` crate's Triangle, cropping first and resizing the crop.
+fn triangle<'a>(img: &'a RgbImage, spec: &InputSpec) -> (Cow<'a, RgbImage>, Region) {
+    let (ow, oh) = img.dimensions();
+    let (w, h) = (spec.width, spec.height);
+    let full = Region { x: 0.0, y: 0.0, width: f64::from(ow), height: f64::from(oh) };
+    match spec.resize {
+        ResizeMode::Stretch if (ow, oh) == (w, h) => (Cow::Borrowed(img), full),
+        ResizeMode::Stretch => (Cow::Owned(imageops::resize(img, w, h, FilterType::Triangle)), full),
+        ResizeMode::ShorterSideCrop => {
+            // The crop is cut from the original first and only then resized: resizing the
+            // whole image first would let a 1×8192 upload become a 256×2M buffer.
+            let target = f64::from(spec.crop_from.unwrap_or(w.max(h)));
+            let scale = target / f64::from(ow.min(oh));
+            let cw = ((f64::from(w) / scale).round() as u32).clamp(1, ow);
+            let ch = ((f64::from(h) / scale).round() as u32).clamp(1, oh);
+            let (cx, cy) = ((ow - cw) / 2, (oh - ch) / 2);
+            let crop = imageops::crop_imm(img, cx, cy, cw, ch).to_image();
+            let out = if (cw, ch) == (w, h) { crop } else { imageops::resize(&crop, w, h, FilterType::Triangle) };
+            let region = Region { x: f64::from(cx), y: f64::from(cy), width: f64::from(cw), height: f64::from(ch) };
+            (Cow::Owned(out), region)
+        }
     }
 }

@@ -167,7 +167,7 @@ impl Manifest {
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
-        let manifest: Manifest = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        let manifest: Manifest = toml::from_str(text).map_err(|e| describe(text, &e))?;
         manifest.check()?;
         Ok(manifest)
     }
@@ -200,6 +200,16 @@ impl Manifest {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// toml's message without its multi-line snippet, plus the line it points at: some
+/// messages ("invalid length 1, expected an array of length 2") do not name the key.
+fn describe(text: &str, e: &toml::de::Error) -> String {
+    let line = e.span().and_then(|span| text.get(..span.start)).map(|before| before.matches('\n').count());
+    match line.and_then(|n| Some((n + 1, text.lines().nth(n)?.trim()))) {
+        Some((n, line)) if !line.is_empty() => format!("{} (line {n}: `{line}`)", e.message()),
+        _ => e.message().to_string(),
     }
 }
 
