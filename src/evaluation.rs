@@ -16,7 +16,7 @@ use crate::engine::{Engine, EngineError, JobRequest, TargetSpec};
 use crate::imaging::ImageLimits;
 
 /// One column of the evaluation: a method, or a map that needs no model (a floor).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Candidate {
     Method(Method),
     /// Uniform noise: what a map that knows nothing scores.
@@ -39,11 +39,15 @@ impl Candidate {
 
     pub fn label(&self) -> String {
         match self {
-            Candidate::Method(Method::ScoreCam { preset, max_channels: None }) => format!("scorecam:{preset}"),
-            Candidate::Method(Method::ScoreCam { preset, max_channels: Some(n) }) => format!("scorecam:{preset}@{n}"),
-            Candidate::Method(Method::SsCam { samples, .. }) => format!("sscam:{samples}"),
-            Candidate::Method(Method::IsCam { steps }) => format!("iscam:{steps}"),
-            Candidate::Method(Method::AblationCam) => "ablationcam".into(),
+            Candidate::Method(m) => {
+                let p = m.parameters();
+                match m.name() {
+                    "sscam" => format!("sscam:{}", p["samples"]),
+                    "iscam" => format!("iscam:{}", p["steps"]),
+                    // scorecam:preset[@n] and ablationcam print as they label.
+                    _ => m.to_string(),
+                }
+            }
             Candidate::Random => "random".into(),
             Candidate::Centre => "centre".into(),
         }
@@ -52,7 +56,9 @@ impl Candidate {
     /// For an approximation, the exact method it approximates.
     pub fn exact(&self) -> Option<Method> {
         match self {
-            Candidate::Method(Method::ScoreCam { preset, max_channels: Some(_) }) => Some(Method::scorecam(*preset)),
+            Candidate::Method(m) if m.name() == "scorecam" && !m.parameters()["max_channels"].is_null() => {
+                Some(Method::scorecam(m.preset()))
+            }
             _ => None,
         }
     }
@@ -73,8 +79,8 @@ impl std::str::FromStr for Candidate {
             Some((n, a)) => (n, Some(a)),
             None => (head, None),
         };
-        let count = |a: Option<&str>, default: usize| -> Result<usize, String> {
-            a.map_or(Ok(default), |a| a.parse().map_err(|_| format!("`{s}`: `{a}` is not a count")))
+        let count = |a: Option<&str>| -> Result<Option<usize>, String> {
+            a.map(|a| a.parse().map_err(|_| format!("`{s}`: `{a}` is not a count"))).transpose()
         };
         let only_scorecam = |c: Option<usize>| match c {
             Some(_) => Err(format!("`{s}`: `@N` applies to scorecam only")),
@@ -83,19 +89,25 @@ impl std::str::FromStr for Candidate {
         match name {
             "scorecam" => {
                 let preset = arg.map_or(Ok(Preset::Official), str::parse)?;
-                Ok(Candidate::Method(Method::ScoreCam { preset, max_channels: channels }))
+                let channels = channels.map(|n| n.to_string());
+                let mut params = vec![("preset", preset.as_str())];
+                params.extend(channels.as_deref().map(|n| ("max_channels", n)));
+                Method::parse(Some("scorecam"), &params).map(Candidate::Method)
             }
             "sscam" => {
                 only_scorecam(channels)?;
-                let samples = count(arg, crate::cam::SSCAM_SAMPLES)?;
-                Ok(Candidate::Method(Method::SsCam { samples, sigma: crate::cam::SSCAM_SIGMA, seed: 0 }))
+                let samples = count(arg)?.map(|n| n.to_string());
+                let params: Vec<(&str, &str)> = samples.as_deref().map(|n| ("samples", n)).into_iter().collect();
+                Method::parse(Some("sscam"), &params).map(Candidate::Method)
             }
             "iscam" => {
                 only_scorecam(channels)?;
-                Ok(Candidate::Method(Method::IsCam { steps: count(arg, crate::cam::ISCAM_STEPS)? }))
+                let steps = count(arg)?.map(|n| n.to_string());
+                let params: Vec<(&str, &str)> = steps.as_deref().map(|n| ("steps", n)).into_iter().collect();
+                Method::parse(Some("iscam"), &params).map(Candidate::Method)
             }
             "ablationcam" | "random" | "centre" | "center" if arg.is_none() && channels.is_none() => Ok(match name {
-                "ablationcam" => Candidate::Method(Method::AblationCam),
+                "ablationcam" => Candidate::Method(Method::parse(Some("ablationcam"), &[])?),
                 "random" => Candidate::Random,
                 _ => Candidate::Centre,
             }),
@@ -346,12 +358,12 @@ pub async fn evaluate_image(
         let record = match candidate {
             Candidate::Method(method) => {
                 let t = Instant::now();
-                let outcome = explain(*method).await.map_err(err)?;
+                let outcome = explain(method.clone()).await.map_err(err)?;
                 let seconds = t.elapsed().as_secs_f64() - outcome.timings.metrics_ms / 1e3;
                 let map = outcome.maps[0].input.data.clone();
                 let (pearson, top20_iou) = match candidate.exact() {
                     Some(exact) => {
-                        let key = Candidate::Method(exact).label();
+                        let key = Candidate::Method(exact.clone()).label();
                         if !exact_maps.contains_key(&key) {
                             let o = explain(exact).await.map_err(err)?;
                             exact_maps.insert(key.clone(), o.maps[0].input.data.clone());
@@ -382,7 +394,7 @@ pub async fn evaluate_image(
                     ^ name
                         .bytes()
                         .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-                let map = baseline_map(*floor, h, w, seed).expect("a floor");
+                let map = baseline_map(floor.clone(), h, w, seed).expect("a floor");
                 let (figures, _) =
                     engine.evaluate_maps(&config.model, pre.tensor.clone(), vec![map], &[target]).await.map_err(err)?;
                 Record {

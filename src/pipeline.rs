@@ -123,37 +123,19 @@ pub struct MethodArgs {
 
 impl MethodArgs {
     pub fn resolve(&self) -> Result<Method, String> {
-        let name = self.method.as_deref().unwrap_or("scorecam");
-        let given = [
-            ("preset", self.preset.is_some()),
-            ("max_channels", self.max_channels.is_some()),
-            ("samples", self.samples.is_some()),
-            ("sigma", self.sigma.is_some()),
-            ("seed", self.seed.is_some()),
-            ("steps", self.steps.is_some()),
-        ];
-        let takes: &[&str] = match name {
-            "scorecam" => &["preset", "max_channels"],
-            "sscam" => &["samples", "sigma", "seed"],
-            "iscam" => &["steps"],
-            "ablationcam" => &[],
-            other => {
-                return Err(format!("unknown method `{other}` (expected {})", Method::NAMES.join(", ")));
-            }
-        };
-        if let Some((param, _)) = given.iter().find(|(p, g)| *g && !takes.contains(p)) {
-            return Err(format!("`{param}` does not apply to method `{name}`"));
-        }
-        Ok(match name {
-            "scorecam" => Method::ScoreCam { preset: self.preset.unwrap_or_default(), max_channels: self.max_channels },
-            "sscam" => Method::SsCam {
-                samples: self.samples.unwrap_or(crate::cam::SSCAM_SAMPLES),
-                sigma: self.sigma.unwrap_or(crate::cam::SSCAM_SIGMA),
-                seed: self.seed.unwrap_or(0),
-            },
-            "iscam" => Method::IsCam { steps: self.steps.unwrap_or(crate::cam::ISCAM_STEPS) },
-            _ => Method::AblationCam,
-        })
+        let given: Vec<(&str, String)> = [
+            ("preset", self.preset.map(|v| v.to_string())),
+            ("max_channels", self.max_channels.map(|v| v.to_string())),
+            ("samples", self.samples.map(|v| v.to_string())),
+            ("sigma", self.sigma.map(|v| v.to_string())),
+            ("seed", self.seed.map(|v| v.to_string())),
+            ("steps", self.steps.map(|v| v.to_string())),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name, v)))
+        .collect();
+        let given: Vec<(&str, &str)> = given.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        Method::parse(self.method.as_deref(), &given)
     }
 }
 
@@ -243,7 +225,7 @@ pub fn validate(package: &ModelPackage, p: &ExplainParams) -> Result<(), Pipelin
     if !(0.0..=1.0).contains(&p.alpha) {
         return invalid(format!("alpha must be within 0..=1, got {}", p.alpha));
     }
-    if let Err(e) = p.method.validate(package.info.feature_khw[0]) {
+    if let Err(e) = p.method.check(package.info.feature_khw[0]) {
         return invalid(e);
     }
     if p.resolution == Resolution::Feature && !p.method.has_feature_map() {
@@ -339,8 +321,9 @@ pub async fn prepare(
 /// Explains and renders a prepared request.
 pub async fn run(engine: &Engine, prepared: Prepared) -> Result<Rendered, PipelineError> {
     let Prepared { package, params, image, pre } = prepared;
-    let mut request = JobRequest::explain(&params.model, pre.tensor.clone(), params.method, params.targets.clone())
-        .with_metrics(params.metrics);
+    let mut request =
+        JobRequest::explain(&params.model, pre.tensor.clone(), params.method.clone(), params.targets.clone())
+            .with_metrics(params.metrics);
     request.deadline = params.deadline;
     request.progress = params.progress.clone();
     request.fault = params.fault;
@@ -395,7 +378,7 @@ fn render_outcome(
                 model: package.name.clone(),
                 method: params.method.name().into(),
                 preset: params.method.preset().to_string(),
-                method_parameters: params.method,
+                method_parameters: params.method.clone(),
                 predictions: render::predictions(&outcome.logits, &package.labels, 5),
                 explanations,
                 stats: outcome.stats,

@@ -12,6 +12,10 @@ fn chelsea(engine: &Engine) -> Vec<f32> {
     imaging::preprocess(&img, &engine.registry().all()[0].manifest.input).tensor
 }
 
+fn method(name: &str, params: &[(&str, &str)]) -> Method {
+    Method::parse(Some(name), params).unwrap()
+}
+
 async fn explain(engine: &Engine, method: Method, targets: Vec<usize>, metrics: bool) -> ExplainOutcome {
     let request = JobRequest::explain("efficientnet-lite0", chelsea(engine), method, TargetSpec::Classes(targets))
         .with_metrics(metrics);
@@ -35,7 +39,7 @@ async fn pass_counts_follow_each_methods_plan() {
     // engine is shared by this file's tests, so the global head counter may only grow
     // by more than this job's share, never by less.)
     let before = counter(&engine);
-    let ablation = explain(&engine, Method::AblationCam, vec![285], false).await;
+    let ablation = explain(&engine, method("ablationcam", &[]), vec![285], false).await;
     let after = counter(&engine);
     assert_eq!(ablation.stats.forward_passes, 1, "only the clean pass went through the extractor");
     assert!((after.1 - before.1) as usize >= ablation.stats.head_passes);
@@ -43,14 +47,13 @@ async fn pass_counts_follow_each_methods_plan() {
     assert!(ablation.stats.head_passes >= active, "every non-constant channel is ablated");
 
     // SS-CAM: N passes per distinct active mask plus N shared by the constant ones.
-    let ss = explain(&engine, Method::SsCam { samples: 2, sigma: 2.0, seed: 1 }, vec![285], false).await;
+    let ss = explain(&engine, method("sscam", &[("samples", "2"), ("seed", "1")]), vec![285], false).await;
     assert_eq!(ss.stats.forward_passes, 1 + 2 * (active - ss.stats.shared_mask_channels + 1));
     // IS-CAM: N per distinct active mask plus the one zero input.
-    let is = explain(&engine, Method::IsCam { steps: 2 }, vec![285], false).await;
+    let is = explain(&engine, method("iscam", &[("steps", "2")]), vec![285], false).await;
     assert_eq!(is.stats.forward_passes, 1 + 2 * (active - is.stats.shared_mask_channels) + 1);
     // Faster Score-CAM: at most the channels kept.
-    let fast =
-        explain(&engine, Method::ScoreCam { preset: Preset::Official, max_channels: Some(64) }, vec![285], false).await;
+    let fast = explain(&engine, method("scorecam", &[("max_channels", "64")]), vec![285], false).await;
     assert_eq!(fast.stats.forward_passes, 65 - fast.stats.shared_mask_channels);
     assert_eq!(fast.stats.skipped_channels, 1280 - 64);
 
@@ -65,10 +68,10 @@ async fn pass_counts_follow_each_methods_plan() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sscam_is_reproducible_for_a_seed() {
     let engine = common::default_engine();
-    let m = |seed| Method::SsCam { samples: 1, sigma: 2.0, seed };
-    let a = explain(&engine, m(3), vec![285], false).await;
-    let b = explain(&engine, m(3), vec![285], false).await;
-    let c = explain(&engine, m(4), vec![285], false).await;
+    let m = |seed| method("sscam", &[("samples", "1"), ("seed", seed)]);
+    let a = explain(&engine, m("3"), vec![285], false).await;
+    let b = explain(&engine, m("3"), vec![285], false).await;
+    let c = explain(&engine, m("4"), vec![285], false).await;
     assert!(common::max_abs_diff(&a.maps[0].input.data, &b.maps[0].input.data) < 1e-5);
     assert!(common::max_abs_diff(&a.maps[0].input.data, &c.maps[0].input.data) > 1e-3);
 }
@@ -107,15 +110,13 @@ async fn metrics_cost_39_passes_per_target_plus_one_and_are_consistent() {
 #[tokio::test(flavor = "multi_thread")]
 async fn out_of_bounds_parameters_are_refused_before_any_pass() {
     let engine = common::default_engine();
-    for method in [
-        Method::SsCam { samples: 1_000_000, sigma: 2.0, seed: 0 },
-        Method::IsCam { steps: 0 },
-        Method::ScoreCam { preset: Preset::Official, max_channels: Some(5000) },
-    ] {
-        let request = JobRequest::explain("efficientnet-lite0", chelsea(&engine), method, TargetSpec::TopK(1));
-        let err = engine.explain(request).await.unwrap_err();
-        assert!(matches!(err, scorecam::engine::EngineError::InvalidMethod(_)), "{method}: {err}");
-    }
+    // A method's own bounds are refused as it is parsed; the model's (K) by the engine.
+    assert!(Method::parse(Some("sscam"), &[("samples", "1000000")]).is_err());
+    assert!(Method::parse(Some("iscam"), &[("steps", "0")]).is_err());
+    let method = method("scorecam", &[("max_channels", "5000")]);
+    let request = JobRequest::explain("efficientnet-lite0", chelsea(&engine), method.clone(), TargetSpec::TopK(1));
+    let err = engine.explain(request).await.unwrap_err();
+    assert!(matches!(err, scorecam::engine::EngineError::InvalidMethod(_)), "{method}: {err}");
 }
 
 /// The shipped int8 variant (scripts/tools/quantize_int8.py) is a different model, selected by

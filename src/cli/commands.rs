@@ -381,7 +381,7 @@ async fn explain(ctx: &Context, args: ExplainArgs) -> Result<(), String> {
                 (t, _) if !t.is_empty() => TargetSpec::Classes(t.clone()),
                 (_, k) => TargetSpec::TopK(k.unwrap_or(1)),
             },
-            method,
+            method: method.clone(),
             metrics: args.metrics,
             format: args.format,
             resolution: args.resolution,

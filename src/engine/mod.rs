@@ -312,7 +312,7 @@ impl Engine {
         }
         if let JobKind::Explain { targets, method, .. } = &request.kind {
             // Bounds first: a plan is sized by the method's parameters.
-            method.validate(model.info.feature_khw[0]).map_err(EngineError::InvalidMethod)?;
+            method.check(model.info.feature_khw[0]).map_err(EngineError::InvalidMethod)?;
             if let TargetSpec::Classes(classes) = targets
                 && let Some(&class) = classes.iter().find(|&&c| c >= model.info.classes)
             {

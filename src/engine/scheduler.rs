@@ -498,7 +498,7 @@ impl Scheduler {
         };
         let [k, fh, fw] = model.info.feature_khw;
         let [c, h, w] = model.info.input_chw;
-        let plan = Arc::new(MaskPlan::new(method, Activations::new(k, fh, fw, features), [c, h, w]));
+        let plan = Arc::new(MaskPlan::new(&method, Activations::new(k, fh, fw, features), [c, h, w]));
         job.stats.skipped_channels = plan.skipped_channels();
         self.stats.skipped_channels.fetch_add(plan.skipped_channels() as u64, Ordering::Relaxed);
         job.stats.shared_mask_channels = plan.shared_mask_channels();
