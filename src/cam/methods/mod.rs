@@ -2,7 +2,7 @@
 //! help) and how a caller's strings become a [`Method`].
 //!
 //! Adding a method is one file in this folder (its parameters, parsing, printing and a
-//! [`CamMethod`] impl) and one line in [`REGISTRY`]: the plan, the passes and the
+//! `CamMethod` impl) and one line in `REGISTRY`: the plan, the passes and the
 //! combination ask the method, never match on it.
 
 mod ablationcam;
