@@ -143,10 +143,9 @@ impl Config {
         let (source, mut table) = match Self::file(path) {
             Some(p) => {
                 let text = std::fs::read_to_string(&p).map_err(|source| ConfigError::Io { path: p.clone(), source })?;
-                let table = text.parse::<toml::Table>().map_err(|e| ConfigError::Invalid {
-                    path: p.clone(),
-                    message: e.message().to_string(),
-                })?;
+                let table = text
+                    .parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Invalid { path: p.clone(), message: e.message().to_string() })?;
                 (p, table)
             }
             None => (PathBuf::from("(built-in defaults)"), toml::Table::new()),
@@ -154,7 +153,9 @@ impl Config {
         for (dotted, value) in layers.iter().flatten() {
             set_path(&mut table, dotted, value.clone());
         }
-        table.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid { path: source, message: e.message().to_string() })
+        table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid { path: source, message: e.message().to_string() })
     }
 
     fn file(path: Option<&Path>) -> Option<PathBuf> {
@@ -227,7 +228,8 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
-        std::fs::write(&file, "[server]\nbind = \"0.0.0.0:1\"\nrequest_timeout_ms = 5\n[engine]\nworkers = 3\n").unwrap();
+        std::fs::write(&file, "[server]\nbind = \"0.0.0.0:1\"\nrequest_timeout_ms = 5\n[engine]\nworkers = 3\n")
+            .unwrap();
         let flags = Flags { bind: Some("127.0.0.1:9".into()), threads: Some(2), workers: None };
         let cfg = Config::layered(Some(&file), &[layer(&flags).unwrap()]).unwrap();
         assert_eq!(cfg.server.bind, "127.0.0.1:9", "the flag wins");

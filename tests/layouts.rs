@@ -12,8 +12,8 @@ use std::sync::{Arc, OnceLock};
 use scorecam::cam::{Method, Preset};
 use scorecam::engine::EngineConfig;
 use scorecam::service::{
-    ExplainRequest, ImageInput, ModelRepository, OutputFormat, Rendered, Rendering, Resolution, Service,
-    ServiceConfig, TargetSpec,
+    ExplainRequest, ImageInput, ModelRepository, OutputFormat, Rendered, Rendering, Resolution, Service, ServiceConfig,
+    TargetSpec,
 };
 use serde_json::Value;
 

@@ -14,7 +14,13 @@ fn method(name: &str, params: &[(&str, &str)]) -> Method {
     Method::parse(Some(name), params).unwrap()
 }
 
-async fn run(service: &Service, model: &str, method: Method, targets: TargetSpec, metrics: bool) -> Result<Explanation, ServiceError> {
+async fn run(
+    service: &Service,
+    model: &str,
+    method: Method,
+    targets: TargetSpec,
+    metrics: bool,
+) -> Result<Explanation, ServiceError> {
     let request = ExplainRequest { model: Some(model.into()), targets, method, metrics, ..Default::default() };
     service.run(service.prepare(request, chelsea()).await?, None).await
 }
@@ -49,13 +55,15 @@ async fn pass_counts_follow_each_methods_plan() {
     assert!(ablation.stats.head_passes >= active, "every non-constant channel is ablated");
 
     // SS-CAM: N passes per distinct active mask plus N shared by the constant ones.
-    let ss = explain(&engine, method("sscam", &[("samples", "2"), ("sigma", "2.0"), ("seed", "1")]), vec![285], false).await;
+    let ss =
+        explain(&engine, method("sscam", &[("samples", "2"), ("sigma", "2.0"), ("seed", "1")]), vec![285], false).await;
     assert_eq!(ss.stats.forward_passes, 1 + 2 * (active - ss.stats.shared_mask_channels + 1));
     // IS-CAM: N per distinct active mask plus the one zero input.
     let is = explain(&engine, method("iscam", &[("steps", "2")]), vec![285], false).await;
     assert_eq!(is.stats.forward_passes, 1 + 2 * (active - is.stats.shared_mask_channels) + 1);
     // Faster Score-CAM: at most the channels kept.
-    let fast = explain(&engine, method("scorecam", &[("preset", "official"), ("max_channels", "64")]), vec![285], false).await;
+    let fast =
+        explain(&engine, method("scorecam", &[("preset", "official"), ("max_channels", "64")]), vec![285], false).await;
     assert_eq!(fast.stats.forward_passes, 65 - fast.stats.shared_mask_channels);
     assert_eq!(fast.stats.skipped_channels, 1280 - 64);
 
@@ -133,9 +141,15 @@ async fn the_int8_model_explains_close_to_the_fp32_model() {
     use scorecam::cam::faithfulness::{pearson, top_iou};
     let engine = common::default_service();
     let fp32 = explain(&engine, Method::scorecam(Preset::Official), vec![285], false).await;
-    let int8 = run(&engine, "efficientnet-lite0-int8", Method::scorecam(Preset::Official), TargetSpec::Classes(vec![285]), false)
-        .await
-        .unwrap();
+    let int8 = run(
+        &engine,
+        "efficientnet-lite0-int8",
+        Method::scorecam(Preset::Official),
+        TargetSpec::Classes(vec![285]),
+        false,
+    )
+    .await
+    .unwrap();
     let (a, b) = (&fp32.maps[0].input.data, &int8.maps[0].input.data);
     let (r, iou) = (pearson(a, b), top_iou(a, b, 0.2));
     // ONNX Runtime's int8 kernels differ by CPU: with AVX-512 VNNI the map measured r 0.99,

@@ -10,8 +10,7 @@ use std::ops::Range;
 
 use serde::Serialize;
 
-use super::method::Graph;
-use super::scorecam::{PassSet, TargetScores};
+use super::pass_set::{Graph, PassSet, TargetScores};
 
 /// Steps of the deletion and insertion curves (21 points, 0 % to 100 % in 5 % steps).
 pub const STEPS: usize = 20;
@@ -219,7 +218,7 @@ pub fn top_iou(a: &[f32], b: &[f32], fraction: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cam::scorecam::score_passes;
+    use crate::cam::pass_set::score_passes;
 
     /// logits = [Σ w·x, 0]: class 0's probability rises with the weighted input sum.
     fn model(weights: &[f32]) -> impl Fn(&[f32], usize) -> Vec<f32> + '_ {

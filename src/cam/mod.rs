@@ -1,21 +1,32 @@
-//! The Score-CAM algorithm as pure functions over tensors: no threads, no ONNX Runtime.
+//! Score-CAM and its relatives as pure functions over tensors: no threads, no ONNX Runtime.
 //!
-//! An explanation is planned from the clean pass's activations ([`MaskPlan`]), its masked
-//! inputs are built a batch at a time ([`MaskPlan::fill_batch`]), the model scores them
+//! An explanation is planned from the clean pass's activations ([`MaskPlan`]), its passes'
+//! inputs are built a batch at a time ([`PassSet::fill_batch`]), the model scores them
 //! (whoever runs it), and [`combine`] turns the scores into a map. The engine runs those
 //! steps across worker threads; [`explain_with`] runs them in-line for tests and tools.
+//!
+//! By stage: [`methods`] (the registry: what differs between methods), `plan` (which
+//! passes), `passes` (their inputs), `pass_set` (the contract the engine batches),
+//! `combine` (scores to a map), [`faithfulness`] (metrics over maps).
 
+mod combine;
+mod explain;
 pub mod faithfulness;
-mod method;
 pub mod methods;
-mod scorecam;
+mod noise;
+mod pass_set;
+mod passes;
+mod plan;
+#[cfg(test)]
+mod test_support;
 mod upsample;
 
-pub use method::{Graph, ISCAM_STEPS, MAX_REPEATS, MAX_SIGMA, Method, SSCAM_SAMPLES, SSCAM_SIGMA};
-pub use scorecam::{
-    MaskPlan, MaskSource, PassSet, TargetScores, class_scores, combine, explain_with, gaussian_noise, score_passes,
-    softmax, top_channels_by_std,
-};
+pub use combine::combine;
+pub use explain::explain_with;
+pub use methods::{Method, top_channels_by_std};
+pub use noise::gaussian_noise;
+pub use pass_set::{Graph, PassSet, TargetScores, class_scores, score_passes, softmax};
+pub use plan::MaskPlan;
 pub use upsample::{Align, Resampler, resize};
 
 use serde::{Deserialize, Serialize};
@@ -92,8 +103,8 @@ impl Map {
 }
 
 /// The target layer's activations for one image: K channels of h×w, and any values the
-/// head needs besides the grid (a vision transformer's class tokens), passed through
-/// unchanged to head-only passes.
+/// head needs besides the grid (a vision transformer's class tokens), which head-only
+/// passes carry through unchanged.
 #[derive(Clone, Debug)]
 pub struct Activations {
     pub channels: usize,

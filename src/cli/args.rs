@@ -135,7 +135,10 @@ impl Args for MethodFlags {
     fn augment_args(cmd: clap::Command) -> clap::Command {
         let names = methods::names().join(", ");
         let mut cmd = cmd.arg(
-            Arg::new("method").long("method").value_name("NAME").help(format!("Explanation method: {names} (default scorecam)")),
+            Arg::new("method")
+                .long("method")
+                .value_name("NAME")
+                .help(format!("Explanation method: {names} (default scorecam)")),
         );
         for name in methods::param_names() {
             let users: Vec<&str> =

@@ -40,7 +40,9 @@ pub fn start(config: &Config, load: Load, service: ServiceConfig) -> Result<Arc<
         Load::All => None,
         // Only when that package is there: otherwise load them all and let the service say
         // which ones there are.
-        Load::One(name) => name.or_else(|| config.models.default.clone()).filter(|n| dir.join(n).join("model.toml").is_file()),
+        Load::One(name) => {
+            name.or_else(|| config.models.default.clone()).filter(|n| dir.join(n).join("model.toml").is_file())
+        }
     };
     let repo = ModelRepository::new(dir, config.models.default.clone(), config.effective_engine()).only(only);
     Ok(Arc::new(Service::start(config.effective_engine(), repo, service)?))

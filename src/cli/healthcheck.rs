@@ -11,9 +11,13 @@ pub fn check(addr: &str, timeout: Duration) -> Result<(), CliError> {
     let fail = |m: String| CliError::Invalid(m);
     // A server bound to all interfaces is checked on loopback.
     let addr = addr.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]");
-    let target =
-        addr.to_socket_addrs().map_err(|e| fail(format!("{addr}: {e}")))?.next().ok_or_else(|| fail("no address".into()))?;
-    let mut stream = std::net::TcpStream::connect_timeout(&target, timeout).map_err(|e| fail(format!("{addr}: {e}")))?;
+    let target = addr
+        .to_socket_addrs()
+        .map_err(|e| fail(format!("{addr}: {e}")))?
+        .next()
+        .ok_or_else(|| fail("no address".into()))?;
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&target, timeout).map_err(|e| fail(format!("{addr}: {e}")))?;
     let io = |e: std::io::Error| fail(format!("{addr}: {e}"));
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;

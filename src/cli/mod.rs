@@ -15,10 +15,10 @@ pub use error::CliError;
 
 use std::time::Duration;
 
-use args::Command;
-use context::Load;
 use crate::config::{Config, layer};
 use crate::service::ServiceConfig;
+use args::Command;
+use context::Load;
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<(), CliError> {

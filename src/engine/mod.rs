@@ -206,8 +206,12 @@ impl Engine {
         }
         let capacity = self.config.max_concurrent_jobs + self.config.max_queued_jobs;
         let admitted = self.admitted.fetch_add(1, Ordering::SeqCst) + 1;
-        let admission =
-            Admission { engine: self, model: model.clone(), submitted: AtomicBool::new(false), _slot: Slot(self.admitted.clone()) };
+        let admission = Admission {
+            engine: self,
+            model: model.clone(),
+            submitted: AtomicBool::new(false),
+            _slot: Slot(self.admitted.clone()),
+        };
         if admitted > capacity {
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(EngineError::Overloaded(capacity));

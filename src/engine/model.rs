@@ -32,7 +32,12 @@ impl std::fmt::Debug for EngineModel {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl EngineModel {
-    pub(crate) fn new(package: Arc<ModelPackage>, provider: ProviderKind, session: SessionConfig, max_batch: usize) -> Self {
+    pub(crate) fn new(
+        package: Arc<ModelPackage>,
+        provider: ProviderKind,
+        session: SessionConfig,
+        max_batch: usize,
+    ) -> Self {
         Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), package, provider, session, max_batch: max_batch.max(1) }
     }
 

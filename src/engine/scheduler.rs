@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::model::EngineModel;
 use super::job::{JobEntry, JobOutput, JobTiming, PassCounts, PassScores, Work};
+use super::model::EngineModel;
 use super::stats::EngineStats;
 use super::worker::{Batch, BatchKind, BatchResult, Pool, Segment, SegmentOutput, WorkerEvent};
 use super::{EngineConfig, EngineError};
@@ -35,7 +35,9 @@ pub(crate) enum Command {
 
 enum State {
     /// Waiting for (or in) the clean pass.
-    Clean { dispatched: bool },
+    Clean {
+        dispatched: bool,
+    },
     Passes(Box<PassState>),
 }
 

@@ -11,8 +11,8 @@ mod metrics;
 mod state;
 mod v2;
 
-pub use keys::ApiKeys;
 pub use error::ApiError;
+pub use keys::ApiKeys;
 pub use metrics::HttpMetrics;
 pub use state::AppState;
 

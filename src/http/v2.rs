@@ -207,12 +207,13 @@ pub async fn infer(
         Some(p) => Method::parse(Some("scorecam"), &[("preset", p)]).map_err(ApiError::invalid_parameter)?,
         None => Method::default(),
     };
-    let target = match req.parameters.get("target") {
-        Some(v) => Some(v.as_u64().map(|t| t as usize).filter(|t| *t < classes).ok_or_else(|| {
-            ApiError::invalid_parameter(format!("`target` must be a class index below {classes}"))
-        })?),
-        None => None,
-    };
+    let target =
+        match req.parameters.get("target") {
+            Some(v) => Some(v.as_u64().map(|t| t as usize).filter(|t| *t < classes).ok_or_else(|| {
+                ApiError::invalid_parameter(format!("`target` must be a class index below {classes}"))
+            })?),
+            None => None,
+        };
     let input = req.inputs.into_iter().next().expect("checked above");
     let images = decode_inputs(&state, &m, input)?;
     let n = images.len();
@@ -227,7 +228,11 @@ pub async fn infer(
                 model: Some(m.name().to_string()),
                 targets: target.map_or(TargetSpec::TopK(1), |t| TargetSpec::Classes(vec![t])),
                 method: method.clone(),
-                rendering: Rendering { format: OutputFormat::Json, resolution: Resolution::Model, ..Default::default() },
+                rendering: Rendering {
+                    format: OutputFormat::Json,
+                    resolution: Resolution::Model,
+                    ..Default::default()
+                },
                 ..Default::default()
             };
             let explanation = service.run(service.prepare(request, image).await?, None).await?;
@@ -239,11 +244,20 @@ pub async fn infer(
             probabilities.extend(softmax(&logits));
         }
     }
-    let mut outputs =
-        vec![OutputTensor { name: "probabilities", datatype: "FP32", shape: vec![n, classes], data: json!(probabilities) }];
+    let mut outputs = vec![OutputTensor {
+        name: "probabilities",
+        datatype: "FP32",
+        shape: vec![n, classes],
+        data: json!(probabilities),
+    }];
     if explain {
         outputs.push(OutputTensor { name: "saliency", datatype: "FP32", shape: vec![n, h, w], data: json!(saliency) });
-        outputs.push(OutputTensor { name: "explained_class", datatype: "INT64", shape: vec![n], data: json!(explained) });
+        outputs.push(OutputTensor {
+            name: "explained_class",
+            datatype: "INT64",
+            shape: vec![n],
+            data: json!(explained),
+        });
     }
     let response = InferResponse { model_name: m.name().to_string(), model_version: "1", id: req.id, outputs };
     serde_json::to_value(response).map(Json).map_err(|e| crate::service::ServiceError::Internal(e.to_string()).into())

@@ -56,7 +56,11 @@ impl ModelPackage {
     /// Bytes of the two ONNX graphs (their weights, mostly): what each open pair of
     /// sessions holds in memory, roughly.
     pub fn weights_bytes(&self) -> u64 {
-        [self.extractor_path(), self.head_path()].iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
+        [self.extractor_path(), self.head_path()]
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
     }
 
     pub fn label(&self, class: usize) -> &str {

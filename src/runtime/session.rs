@@ -122,12 +122,7 @@ impl ModelSessions {
         })
     }
 
-    fn run_one(
-        session: &mut Session,
-        shape: &[usize],
-        data: &[f32],
-        out_len: usize,
-    ) -> Result<Vec<f32>, RuntimeError> {
+    fn run_one(session: &mut Session, shape: &[usize], data: &[f32], out_len: usize) -> Result<Vec<f32>, RuntimeError> {
         let input = TensorRef::from_array_view((shape, data))?;
         let outputs = session.run(ort::inputs![input])?;
         let (_, values) = outputs[0].try_extract_tensor::<f32>()?;

@@ -8,8 +8,12 @@ use std::time::Instant;
 use image::RgbImage;
 
 use super::progress::{Progress, Stage, StageObserver};
-use super::request::{ExplainRequest, ImageInput, MAX_JSON_MAP_VALUES, MAX_TARGETS, OutputFormat, PredictRequest, Resolution, TargetSpec};
-use super::result::{Explanation, PredictDocument, PredictTimings, Rendered, RunStats, StageTimings, predictions, top_k};
+use super::request::{
+    ExplainRequest, ImageInput, MAX_JSON_MAP_VALUES, MAX_TARGETS, OutputFormat, PredictRequest, Resolution, TargetSpec,
+};
+use super::result::{
+    Explanation, PredictDocument, PredictTimings, Rendered, RunStats, StageTimings, predictions, top_k,
+};
 use super::{Deadline, Service, ServiceError};
 use crate::cam::faithfulness::{Faithfulness, MetricPlan};
 use crate::cam::{self, Activations, MaskPlan, PassSet, Saliency, TargetScores};
@@ -104,8 +108,7 @@ async fn blocking<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 
 fn options(p: &Prepared, progress: Option<&Arc<Progress>>, stage: Stage) -> RunOptions {
     RunOptions {
         deadline: p.deadline.map(|d| d.at),
-        observer: progress
-            .map(|p| Arc::new(StageObserver { progress: p.clone(), stage }) as Arc<dyn PassObserver>),
+        observer: progress.map(|p| Arc::new(StageObserver { progress: p.clone(), stage }) as Arc<dyn PassObserver>),
         fault: p.request.fault,
     }
 }
@@ -145,11 +148,7 @@ impl Service {
         Deadline::bound(deadline, self.run_unbounded(prepared, progress)).await
     }
 
-    async fn run_unbounded(
-        &self,
-        p: Prepared,
-        progress: Option<Arc<Progress>>,
-    ) -> Result<Explanation, ServiceError> {
+    async fn run_unbounded(&self, p: Prepared, progress: Option<Arc<Progress>>) -> Result<Explanation, ServiceError> {
         let started = Instant::now();
         let admission = self.engine.admit(&p.model)?;
         let info = p.model.package.info;
@@ -172,7 +171,12 @@ impl Service {
             progress.set_stage(Stage::Masked);
         }
         let scored = admission
-            .score(p.tensor.clone(), plan.clone(), targets.clone().into(), &options(&p, progress.as_ref(), Stage::Masked))
+            .score(
+                p.tensor.clone(),
+                plan.clone(),
+                targets.clone().into(),
+                &options(&p, progress.as_ref(), Stage::Masked),
+            )
             .await?;
         let t = Instant::now();
         let per_target = target_scores(scored.scores, &targets, &logits);
@@ -197,9 +201,8 @@ impl Service {
         let metrics = if p.request.metrics {
             let t = Instant::now();
             let inputs = maps.iter().map(|m| m.input.data.clone()).collect();
-            let (figures, passes) = self
-                .faithfulness(&admission, &p, progress.as_ref(), inputs, &logits, &targets)
-                .await?;
+            let (figures, passes) =
+                self.faithfulness(&admission, &p, progress.as_ref(), inputs, &logits, &targets).await?;
             stats.metric_passes = passes;
             timings.metrics_ms = ms(t.elapsed());
             Some(figures)
@@ -234,8 +237,9 @@ impl Service {
         targets: &[usize],
     ) -> Result<(Vec<Faithfulness>, usize), ServiceError> {
         let plan = Arc::new(MetricPlan::new(maps, p.model.package.info.input_chw));
-        let scored =
-            admission.score(p.tensor.clone(), plan.clone(), targets.into(), &options(p, progress, Stage::Metrics)).await?;
+        let scored = admission
+            .score(p.tensor.clone(), plan.clone(), targets.into(), &options(p, progress, Stage::Metrics))
+            .await?;
         let probs = cam::softmax(logits);
         let figures = target_scores(scored.scores, targets, logits)
             .iter()

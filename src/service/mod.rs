@@ -80,7 +80,11 @@ impl Service {
         let chosen = self.models.default_name();
         match (self.models.configured_default(), chosen.as_deref()) {
             (Some(c), Some(d)) if c != d => {
-                tracing::warn!(configured = c, using = d, "the configured default model is not available; using another")
+                tracing::warn!(
+                    configured = c,
+                    using = d,
+                    "the configured default model is not available; using another"
+                )
             }
             (_, None) => tracing::warn!(dir = %self.models.dir().display(), "no model is ready"),
             (_, Some(d)) => tracing::info!(model = d, "default model"),

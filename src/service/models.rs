@@ -102,8 +102,9 @@ impl ModelRepository {
     }
 
     fn package_dirs(&self) -> Result<Vec<(String, PathBuf)>, ServiceError> {
-        let entries = std::fs::read_dir(&self.dir)
-            .map_err(|e| ServiceError::Internal(format!("cannot read the models folder {}: {e}", self.dir.display())))?;
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| {
+            ServiceError::Internal(format!("cannot read the models folder {}: {e}", self.dir.display()))
+        })?;
         let mut dirs: Vec<(String, PathBuf)> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
@@ -175,9 +176,10 @@ impl ModelRepository {
     pub fn default_name(&self) -> Option<String> {
         let entries = self.entries.read().ok()?;
         let ready = |n: &String| matches!(entries.get(n).map(|e| &e.state), Some(ModelState::Ready(_)));
-        self.configured_default.clone().filter(ready).or_else(|| {
-            entries.iter().find(|(_, e)| matches!(e.state, ModelState::Ready(_))).map(|(n, _)| n.clone())
-        })
+        self.configured_default
+            .clone()
+            .filter(ready)
+            .or_else(|| entries.iter().find(|(_, e)| matches!(e.state, ModelState::Ready(_))).map(|(n, _)| n.clone()))
     }
 
     pub fn configured_default(&self) -> Option<&str> {

@@ -3,7 +3,9 @@
 
 use super::ServiceError;
 use super::request::{OutputFormat, Resolution};
-use super::result::{ExplainDocument, Explanation, ImageSummary, Prediction, Rendered, RenderedPng, TargetMap, predictions};
+use super::result::{
+    ExplainDocument, Explanation, ImageSummary, Prediction, Rendered, RenderedPng, TargetMap, predictions,
+};
 use crate::cam::{Map, Saliency, softmax};
 use crate::render;
 

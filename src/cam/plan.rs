@@ -1,0 +1,206 @@
+//! The mask plan: which passes one explanation needs, derived from the clean pass's
+//! activations by asking the method which channels take part, which are degenerate and
+//! how many passes each needs, and sharing the passes of channels with the same mask.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use super::passes::{MaskRule, Pass, torchcam_normalised};
+use super::{Activations, Method, Preset, min_max};
+
+/// The passes one explanation needs, derived from the clean pass's activations.
+///
+/// The plan does not depend on the target class: one set of passes serves every target.
+pub struct MaskPlan {
+    pub(super) method: Method,
+    pub(super) activations: Activations,
+    pub(super) input_chw: [usize; 3],
+    pub(super) passes: Vec<Pass>,
+    /// For each channel, the passes whose mean score weighs it; `None` for channels that
+    /// contribute nothing (skipped degenerate channels, channels the method left out).
+    channel_passes: Vec<Option<Range<usize>>>,
+    skipped: usize,
+    /// Channels whose mask equals an earlier channel's: they reuse its passes.
+    shared_masks: usize,
+    pub(super) masks: MaskRule,
+    /// One lazily built input-sized buffer per pass step, for what every channel's pass
+    /// at that step shares (SS-CAM's noise sample): drawn on first use by whichever
+    /// thread needs it, and dropped with the plan.
+    pub(super) memo: Vec<OnceLock<Vec<f32>>>,
+}
+
+impl std::fmt::Debug for MaskPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MaskPlan").field("method", &self.method).field("passes", &self.passes.len()).finish()
+    }
+}
+
+/// Below this range a channel's `pytorch_grad_cam` mask is not shared: the library's
+/// 1e-8 in the denominator then changes the mask by more than 1e-6 relative.
+const SHARE_MIN_RANGE_EPS: f32 = 1e-2;
+
+/// A key that two channels share only when their masks are the same, so one set of passes
+/// serves both (`None`: never shared). On ReLU6 activations about one active channel in ten
+/// repeats another's normalised pattern (typically one saturated cell), so this saves
+/// about a tenth of the passes.
+///
+/// - `official`: the channel min-max normalised at feature size. Equal keys mean
+///   A_j = a·A_k + b with a > 0; bilinear upsampling is linear and keeps constants, so
+///   Up(A_j) = a·Up(A_k) + b and the min-max masks at input size are equal (up to float
+///   rounding in the last bit, far below the batch-to-batch noise of the runtime).
+/// - `pytorch_grad_cam`: the same, only for channels whose range makes the 1e-8 in the
+///   library's denominator negligible.
+/// - `torchcam` (and SS-CAM, IS-CAM): the mask is Up(the normalised channel), so the
+///   normalised channel itself is the key and equal keys give bit-identical masks.
+fn mask_key(preset: Preset, a: &[f32]) -> Option<Vec<u32>> {
+    let normalised = match preset {
+        // Exactly what `MaskRule::mask_into` upsamples, so equal keys give bit-equal masks.
+        Preset::Torchcam => torchcam_normalised(a),
+        preset => {
+            let (lo, hi) = min_max(a);
+            if preset == Preset::PytorchGradCam && hi - lo < SHARE_MIN_RANGE_EPS {
+                return None;
+            }
+            a.iter().map(|v| (v - lo) / (hi - lo)).collect()
+        }
+    };
+    Some(normalised.iter().map(|x| x.to_bits()).collect())
+}
+
+/// Appends `sources` to `passes` and returns their range.
+fn push(passes: &mut Vec<Pass>, sources: impl Iterator<Item = Pass>) -> Range<usize> {
+    let start = passes.len();
+    passes.extend(sources);
+    start..passes.len()
+}
+
+impl MaskPlan {
+    pub fn new(method: &Method, activations: Activations, input_chw: [usize; 3]) -> Self {
+        let cam = method.cam();
+        let preset = method.preset();
+        let k = activations.channels;
+        let mut passes = Vec::new();
+        let mut channel_passes: Vec<Option<Range<usize>>> = vec![None; k];
+        let included: Vec<bool> = match cam.select_channels(&activations) {
+            Some(selected) => {
+                let mut keep = vec![false; k];
+                selected.into_iter().for_each(|c| keep[c] = true);
+                keep
+            }
+            None => vec![true; k],
+        };
+        let per_channel = cam.passes_per_channel();
+        // Channels whose passes are shared or skipped (see `CamMethod::degenerate_passes`).
+        let mut degenerate = Vec::new();
+        // Passes already planned per distinct mask (see `mask_key`).
+        let mut by_mask: HashMap<Vec<u32>, Range<usize>> = HashMap::new();
+        let mut shared_masks = 0;
+        for ch in (0..k).filter(|&c| included[c]) {
+            if cam.is_degenerate(&activations, ch) {
+                degenerate.push(ch);
+                continue;
+            }
+            let key = if cam.shares_masks() { mask_key(preset, activations.channel(ch)) } else { None };
+            if let Some(range) = key.as_ref().and_then(|key| by_mask.get(key)) {
+                channel_passes[ch] = Some(range.clone());
+                shared_masks += 1;
+                continue;
+            }
+            let range = push(&mut passes, (0..per_channel).map(|step| Pass { channel: Some(ch), step }));
+            if let Some(key) = key {
+                by_mask.insert(key, range.clone());
+            }
+            channel_passes[ch] = Some(range);
+        }
+        let shared_range = match cam.degenerate_passes() {
+            Some(n) if !degenerate.is_empty() => {
+                Some(push(&mut passes, (0..n).map(|step| Pass { channel: None, step })))
+            }
+            _ => None,
+        };
+        for ch in &degenerate {
+            channel_passes[*ch] = shared_range.clone();
+        }
+        let skipped = degenerate.len() + included.iter().filter(|i| !**i).count();
+        let [_, h, w] = input_chw;
+        let masks = MaskRule::new(preset, (activations.height, activations.width), (h, w));
+        let steps = passes.iter().map(|p| p.step + 1).max().unwrap_or(0);
+        let memo = (0..steps).map(|_| OnceLock::new()).collect();
+        Self {
+            method: method.clone(),
+            activations,
+            input_chw,
+            passes,
+            channel_passes,
+            skipped,
+            shared_masks,
+            masks,
+            memo,
+        }
+    }
+
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    pub fn preset(&self) -> Preset {
+        self.method.preset()
+    }
+
+    pub fn activations(&self) -> &Activations {
+        &self.activations
+    }
+
+    /// The passes, in order.
+    #[cfg(test)]
+    pub(crate) fn passes(&self) -> &[Pass] {
+        &self.passes
+    }
+
+    /// Channels without a pass of their own: degenerate (skipped or sharing one) or left
+    /// out by the method (`max_channels`).
+    pub fn skipped_channels(&self) -> usize {
+        self.skipped
+    }
+
+    /// Channels that reuse the passes of an earlier channel with the same mask.
+    pub fn shared_mask_channels(&self) -> usize {
+        self.shared_masks
+    }
+
+    /// (channel, its passes) for every channel that contributes, ascending.
+    pub(super) fn weighed_channels(&self) -> Vec<(usize, Range<usize>)> {
+        self.channel_passes.iter().enumerate().filter_map(|(k, p)| p.clone().map(|p| (k, p))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cam::test_support::{activations, iscam, plan, sscam};
+
+    #[test]
+    fn official_skips_constant_channels_and_others_share_one_zero_pass() {
+        let official = plan(Preset::Official, activations(), (4, 6));
+        assert_eq!(official.passes(), &[Pass::channel(0), Pass::channel(1)]);
+        assert_eq!(official.skipped_channels(), 2);
+        for preset in [Preset::PytorchGradCam, Preset::Torchcam] {
+            let plan = plan(preset, activations(), (4, 6));
+            assert_eq!(plan.passes(), &[Pass::channel(0), Pass::channel(1), Pass::ZERO]);
+            assert_eq!(plan.skipped_channels(), 2);
+        }
+    }
+
+    #[test]
+    fn sscam_and_iscam_share_the_constant_channels_passes() {
+        use crate::cam::PassSet;
+        // 2 varying channels, 2 constant: SS-CAM needs N passes per varying channel plus N
+        // shared (the constant masks are all zero, so X ⊙ (0 + δ_n) is one input per n).
+        let ss = plan(sscam(3, 2.0, 0), activations(), (4, 6));
+        assert_eq!(ss.len(), 3 * 2 + 3);
+        let is = plan(iscam(10), activations(), (4, 6));
+        assert_eq!(is.len(), 10 * 2 + 1, "IS-CAM: c_i × 0 is the zero input for every i");
+        assert_eq!(is.skipped_channels(), 2);
+    }
+}
