@@ -118,7 +118,7 @@ impl ParamSpec {
         let name = self.name;
         match self.kind {
             ParamKind::Int { min, max } => {
-                let v: i64 = raw.trim().parse().map_err(|e| format!("`{name}`: {e}"))?;
+                let v: i64 = raw.parse().map_err(|e| format!("`{name}`: {e}"))?;
                 match (v >= min && v <= max, max) {
                     (true, _) => Ok(Arg::Int(v)),
                     (false, i64::MAX) => Err(format!("{name} must be at least {min}, got {v}")),
@@ -128,7 +128,7 @@ impl ParamSpec {
             ParamKind::Float { min_exclusive, max } => {
                 // Parsed as the f32 the method keeps, so the bounds see the value it runs
                 // with (1e-50 is 0 in f32, and refused as such).
-                let v: f32 = raw.trim().parse().map_err(|e| format!("`{name}`: {e}"))?;
+                let v: f32 = raw.parse().map_err(|e| format!("`{name}`: {e}"))?;
                 if f64::from(v) > min_exclusive && f64::from(v) <= max {
                     Ok(Arg::Float(v))
                 } else {
@@ -140,7 +140,7 @@ impl ParamSpec {
                 .find(|c| **c == raw)
                 .map(|c| Arg::Choice(c))
                 .ok_or_else(|| format!("unknown {name} `{raw}` (expected {})", or_list(choices))),
-            ParamKind::Seed => raw.trim().parse().map(Arg::Seed).map_err(|e| format!("`{name}`: {e}")),
+            ParamKind::Seed => raw.parse().map(Arg::Seed).map_err(|e| format!("`{name}`: {e}")),
         }
     }
 }
