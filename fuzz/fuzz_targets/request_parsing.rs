@@ -22,9 +22,8 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use libfuzzer_sys::fuzz_target;
 use scorecam::config::Config;
-use scorecam::engine::Engine;
 use scorecam::http::{ApiKeys, AppState};
-use scorecam::model::ModelRegistry;
+use scorecam::service::{ModelRepository, Service, ServiceConfig};
 use tower::ServiceExt;
 
 const METHODS: [Method; 8] =
@@ -80,13 +79,17 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
     config.limits.max_height = 2048;
     config.limits.max_pixels = 1 << 20;
     config.limits.max_alloc_bytes = 32 << 20;
-    let registry = ModelRegistry::discover(&config.models.dir).expect("the tiny model loads");
-    let engine = Engine::start(registry, config.effective_engine()).expect("engine starts");
+    let repo = ModelRepository::new(config.models.dir.clone(), Some("tiny".into()), config.effective_engine());
+    let service_config = ServiceConfig {
+        limits: config.limits.clone(),
+        default_timeout_ms: Some(config.server.request_timeout_ms),
+        max_timeout_ms: Some(config.server.max_request_timeout_ms),
+    };
+    let service = Service::start(config.effective_engine(), repo, service_config).expect("the tiny model serves");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let state = AppState {
-        engine: Arc::new(engine),
+        service: Arc::new(service),
         config: Arc::new(config),
-        default_model: "tiny".into(),
         metrics: Default::default(),
         api_keys: Arc::new(ApiKeys::default()),
     };
