@@ -31,6 +31,8 @@ let context;
 let page;
 let sample;          // Buffer of the sample image
 let sampleSize;      // {width, height} from its PNG header
+let registry;        // GET /methods: the method registry the page must follow
+let channels;        // feature channels of the default model (progress totals are counted against them)
 const consoleErrors = [];
 const requests = [];  // URLs the page requested, in order
 
@@ -39,6 +41,46 @@ function pngSize(buf) {
   assert.equal(buf.subarray(0, 8).toString("hex"), "89504e470d0a1a0a", "not a PNG");
   assert.equal(buf.subarray(12, 16).toString("latin1"), "IHDR");
   return { width: buf.readUInt32BE(16), height: buf.readUInt32BE(20) };
+}
+
+/** GET /methods, checked against the contract's shape (so a half-done registry is reported plainly). */
+async function fetchRegistry() {
+  const response = await fetch(`${BASE}/methods`);
+  assert.equal(response.status, 200, `GET /methods answered ${response.status}`);
+  const doc = await response.json();
+  assert.ok(Array.isArray(doc) && doc.length > 0, `GET /methods is not a non-empty array: ${JSON.stringify(doc).slice(0, 200)}`);
+  for (const m of doc) {
+    assert.equal(typeof m.name, "string", `a method without a name: ${JSON.stringify(m)}`);
+    assert.equal(typeof m.summary, "string", `${m.name}: no summary`);
+    assert.ok(Array.isArray(m.parameters), `${m.name}: no parameters array`);
+    for (const p of m.parameters) {
+      const where = `${m.name}.${p.name}`;
+      assert.equal(typeof p.name, "string", `${m.name}: a parameter without a name`);
+      assert.ok(["integer", "number", "choice", "seed"].includes(p.kind), `${where}: kind ${JSON.stringify(p.kind)}`);
+      assert.equal(typeof p.default, "string", `${where}: default ${JSON.stringify(p.default)} is not a string`);
+      assert.equal(typeof p.help, "string", `${where}: no help`);
+      if (p.kind === "choice") {
+        assert.ok(Array.isArray(p.choices) && p.choices.length > 0, `${where}: a choice without choices`);
+      } else {
+        assert.equal(p.choices, undefined, `${where}: choices on a ${p.kind}`);
+      }
+    }
+  }
+  return doc;
+}
+
+const param = (method, name) => registry.find((m) => m.name === method)?.parameters.find((p) => p.name === name);
+
+/** The method fields the page shows: [{id, name, tag, type, ...}] in page order. */
+function shownParams(p) {
+  return p.$$eval("#params [data-param]:is(input, select)", (els) => els.map((e) => ({
+    id: e.id, name: e.dataset.param, tag: e.tagName.toLowerCase(), type: e.type,
+    min: e.getAttribute("min"), max: e.getAttribute("max"), step: e.getAttribute("step"),
+    placeholder: e.getAttribute("placeholder"), value: e.value,
+    options: e.tagName === "SELECT" ? [...e.options].map((o) => o.value) : null,
+    label: e.labels && e.labels.length ? e.labels[0].textContent : null,
+    visible: e.offsetParent !== null,
+  })));
 }
 
 /** Parses Prometheus text into {name{labels}: value}. */
@@ -125,10 +167,23 @@ test("the page loads under its CSP with every control labelled and the models li
   const options = await page.$$eval("#model option", (os) => os.map((o) => o.value));
   assert.deepEqual(options, models.models.map((m) => m.name));
 
-  // The other selectors carry exactly the contract's values.
+  const model = models.models.find((m) => m.name === models.default);
+  channels = Number(model?.target_layer?.channels || model?.channels);
+  assert.ok(channels > 0, "GET /models gives no channel count for the default model");
+
+  // The method selector is filled from GET /methods: value = name, text = summary, in its order.
+  registry = await fetchRegistry();
+  await page.waitForFunction(() => document.getElementById("method").dataset.source);
+  assert.equal(await page.$eval("#method", (s) => s.dataset.source), "registry", "the page fell back instead of using GET /methods");
+  const methodOptions = await page.$$eval("#method option", (os) => os.map((o) => ({ name: o.value, summary: o.textContent })));
+  assert.deepEqual(methodOptions, registry.map((m) => ({ name: m.name, summary: m.summary })));
+  assert.equal(await page.inputValue("#method"), "scorecam");
+  assert.match(await page.textContent("#status"), /^$/, "the status area reports a problem with the methods");
+
+  // The other selectors carry exactly the contract's values (the preset's from the registry).
   const values = (sel) => page.$$eval(`${sel} option`, (os) => os.map((o) => o.value));
-  assert.deepEqual(await values("#method"), ["scorecam", "sscam", "iscam", "ablationcam"]);
-  assert.deepEqual(await values("#preset"), ["official", "pytorch_grad_cam", "torchcam"]);
+  assert.deepEqual(await values("#preset"), param("scorecam", "preset").choices);
+  assert.equal(await page.inputValue("#preset"), param("scorecam", "preset").default);
   assert.deepEqual(await values("#colormap"), ["jet", "viridis", "inferno", "gray"]);
 
   // Every form control and button has an accessible name.
@@ -140,7 +195,7 @@ test("the page loads under its CSP with every control labelled and the models li
     }).map((e) => e.outerHTML.slice(0, 80)));
   assert.deepEqual(unlabelled, []);
   // And the accessibility tree agrees for the main ones.
-  for (const name of ["Image file", "Model", "Method", "Preset", "Colour map", "API key (optional)"]) {
+  for (const name of ["Image file", "Model", "Method", param("scorecam", "preset").help, "Colour map", "API key (optional)"]) {
     assert.equal(await page.getByLabel(name, { exact: true }).count(), 1, `no control labelled ${name}`);
   }
   assert.equal(await page.getByRole("slider", { name: /Heatmap opacity/ }).count(), 1);
@@ -356,11 +411,61 @@ test("Cancel stops a running explanation in the page and on the server", async (
   console.log(`# cancelled after ${ran} of ${planned} masked passes; scorecam_cancelled_jobs_total counted it`);
 });
 
+test("switching methods shows exactly that method's parameter fields, as the registry describes them", async () => {
+  const everyName = new Set(registry.flatMap((m) => m.parameters.map((p) => p.name)));
+  for (const m of registry) {
+    await page.selectOption("#method", m.name);
+    const shown = await shownParams(page);
+    assert.deepEqual(shown.map((f) => f.id), m.parameters.map((p) => p.name), `${m.name}: fields ${shown.map((f) => f.id)}`);
+    assert.equal(await page.textContent("#method-summary"), m.summary);
+    for (const [i, p] of m.parameters.entries()) {
+      const f = shown[i];
+      const where = `${m.name}.${p.name}`;
+      assert.ok(f.visible, `${where} is not visible`);
+      assert.equal(f.label, p.help, `${where}: labelled ${f.label}`);
+      assert.equal(await page.getByLabel(p.help, { exact: true }).count(), 1, `${where}: no single control labelled ${p.help}`);
+      if (p.kind === "choice") {
+        assert.equal(f.tag, "select", `${where}: a choice shown as ${f.tag}`);
+        assert.deepEqual(f.options, p.choices);
+        assert.equal(f.value, p.default);
+      } else {
+        assert.equal(f.tag, "input");
+        assert.equal(f.type, "number", `${where}: a ${p.kind} shown as type=${f.type}`);
+        assert.equal(f.placeholder, p.default ? `default: ${p.default}` : "server's default");
+        assert.equal(f.value, "", `${where}: not empty (the server's default applies)`);
+        assert.equal(f.step, p.kind === "number" ? "any" : "1");
+        const min = p.minimum ?? p.exclusive_minimum ?? (p.kind === "seed" ? 0 : undefined);
+        assert.equal(f.min, min === undefined ? null : String(min), `${where}: min`);
+        assert.equal(f.max, p.maximum === undefined ? null : String(p.maximum), `${where}: max`);
+      }
+    }
+    // The other methods' fields are not in the page at all.
+    const own = new Set(m.parameters.map((p) => p.name));
+    for (const name of everyName) {
+      if (own.has(name)) continue;
+      assert.equal(await page.locator(`#params [data-param="${name}"]`).count(), 0, `${m.name} shows ${name}`);
+    }
+  }
+  // What was typed survives a round trip to another method.
+  const numeric = registry.find((m) => m.parameters.some((p) => p.kind === "integer"));
+  if (numeric && registry.length > 1) {
+    const p = numeric.parameters.find((x) => x.kind === "integer");
+    await page.selectOption("#method", numeric.name);
+    await page.fill(`#${p.name}`, String(p.minimum ?? 1));
+    await page.selectOption("#method", registry.find((m) => m !== numeric).name);
+    await page.selectOption("#method", numeric.name);
+    assert.equal(await page.inputValue(`#${p.name}`), String(p.minimum ?? 1));
+    await page.fill(`#${p.name}`, "");
+  }
+  await page.selectOption("#method", "scorecam");
+  assert.equal(await page.inputValue("#preset"), param("scorecam", "preset").default);
+});
+
 test("Ablation-CAM: the method selector sends the method without a preset", async () => {
   await page.selectOption("#method", "ablationcam");
-  assert.equal(await page.isDisabled("#preset"), true);
-  assert.equal(await page.isVisible("#samples"), false);
-  assert.equal(await page.isVisible("#steps"), false);
+  // Only the selected method's fields exist (Ablation-CAM's, per the registry).
+  assert.deepEqual((await shownParams(page)).map((f) => f.id), registry.find((m) => m.name === "ablationcam").parameters.map((p) => p.name));
+  for (const id of ["preset", "samples", "steps"]) assert.equal(await page.locator(`#${id}`).count(), 0, `#${id} is still in the page`);
   const before = requests.length;
   await page.click("#explain");
   await page.waitForFunction(() => /Explained: /.test(document.getElementById("status").textContent)
@@ -370,10 +475,45 @@ test("Ablation-CAM: the method selector sends the method without a preset", asyn
   const url = new URL(sent[0].split(" ")[1]);
   assert.equal(url.searchParams.get("method"), "ablationcam");
   assert.equal(url.searchParams.has("preset"), false);
+  assert.deepEqual([...url.searchParams.keys()].sort(), ["colormap", "format", "method", "model", "target"]);
   assert.deepEqual(await page.$eval("#overlay", (i) => [i.naturalWidth, i.naturalHeight]), [sampleSize.width, sampleSize.height]);
   assert.equal(await page.textContent("#error"), "");
+  assert.equal(await page.isVisible("#repeat-hint"), false, "Ablation-CAM got the long-method hint");
   await page.selectOption("#method", "scorecam");
   assert.equal(await page.isEnabled("#preset"), true);
+  assert.equal(await page.inputValue("#preset"), param("scorecam", "preset").default);
+});
+
+test("a method with more passes than channels gets the long-method hint from its real plan", async () => {
+  const sscam = registry.find((m) => m.name === "sscam");
+  assert.ok(sscam?.parameters.some((p) => p.name === "samples"), "the registry has no sscam.samples");
+  await page.selectOption("#method", "sscam");
+  assert.equal(await page.isVisible("#repeat-hint"), false, "a hint before any run");
+  await page.fill("#samples", "5");
+  const before = requests.length;
+  await page.click("#explain");
+  // Once the plan is known (more passes than the model has channels), cancel: the plan is all we need.
+  await page.waitForFunction((c) => {
+    const m = /^\d+ \/ (\d+) passes/.exec(document.getElementById("progress-text").textContent);
+    return m && Number(m[1]) > c;
+  }, channels, { timeout: EXPLAIN_TIMEOUT, polling: 20 });
+  const planned = await page.$eval("#progress", (b) => Number(b.getAttribute("max")));
+  await page.click("#cancel");
+  await page.waitForFunction(() => /Cancelled/.test(document.getElementById("status").textContent), null, { timeout: 5000 });
+  const sent = requests.slice(before).filter((r) => r.includes("/explain"));
+  assert.equal(sent.length, 1);
+  const q = new URL(sent[0].split(" ")[1]).searchParams;
+  assert.deepEqual([...q.keys()].sort(), ["colormap", "format", "method", "model", "samples", "target"]);
+  assert.equal(q.get("samples"), "5");
+  assert.equal(await page.isVisible("#repeat-hint"), true);
+  assert.match(await page.textContent("#repeat-hint"),
+    new RegExp(`^Last time this method planned ${planned} masked passes for the model's ${channels} channels, more than one pass per channel: .*time limit; a lower .*samples.* is faster\\.$`));
+  // Score-CAM plans at most one pass per channel: no hint there.
+  await page.fill("#samples", "");
+  await page.selectOption("#method", "scorecam");
+  assert.equal(await page.isVisible("#repeat-hint"), false);
+  assert.equal(await page.textContent("#error"), "");
+  console.log(`# sscam with 5 samples planned ${planned} passes for ${channels} channels`);
 });
 
 test("an image of another size, dropped on the drop zone, gets its heatmap at that size", async () => {
@@ -420,21 +560,27 @@ test("errors of the explanation stream are shown in words (server answers mocked
       body: JSON.stringify({ error: "`target`: class 5000 is past the model's 1000 labels", error_type: "invalid_target" }) },
     { status: 200, contentType: "text/event-stream",
       body: "event: progress\r\ndata: {\"done\":0,\"total\":0,\"stage\":\"queued\"}\r\n\r\n: keep-alive\r\n\r\n"
-        + "event: progress\r\ndata: {\"done\":12,\"total\":534,\"stage\":\"masked\"}\r\n\r\n"
+        + `event: progress\r\ndata: {"done":12,"total":${channels},"stage":"masked"}\r\n\r\n`
         + "event: error\r\ndata: {\"error\":\"the model failed at run time: worker 1 died\",\"error_type\":\"model_failure\"}\r\n\r\n" },
     { status: 200, contentType: "text/event-stream",
-      body: "event: progress\ndata: {\"done\":3,\"total\":534,\"stage\":\"masked\"}\n\n" },
+      body: `event: progress\ndata: {"done":3,"total":${channels},"stage":"masked"}\n\n` },
   ];
   const expected = [
     /failed: `target`: class 5000 is past the model's 1000 labels \(HTTP 422, invalid_target\)/,
     /failed: the model failed at run time: worker 1 died \(model_failure\)\.$/,
     /failed: the connection closed before a result arrived/,
   ];
-  // Last, SS-CAM with 3 samples running out of time: its parameters are sent, and the
-  // message suggests fewer samples.
+  // Last, SS-CAM with 3 samples (more passes than channels) running out of time: only its
+  // filled-in parameter is sent, and the message, from the planned passes, suggests lowering its
+  // whole-number settings.
   answers.push({ status: 200, contentType: "text/event-stream",
-    body: 'event: error\ndata: {"error":"the deadline passed before the explanation finished","error_type":"deadline_exceeded"}\n\n' });
-  expected.push(/failed: the deadline passed before the explanation finished \(deadline_exceeded\)\. Try fewer samples/);
+    body: `event: progress\ndata: {"done":40,"total":${3 * channels},"stage":"masked"}\n\n`
+      + 'event: error\ndata: {"error":"the deadline passed before the explanation finished","error_type":"deadline_exceeded"}\n\n' });
+  const wholes = registry.find((m) => m.name === "sscam").parameters.filter((p) => p.kind === "integer").map((p) => p.name);
+  const escape = (t) => t.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  expected.push(new RegExp("failed: the deadline passed before the explanation finished \\(deadline_exceeded\\)\\. "
+    + escape(`This method planned ${3 * channels} masked passes for ${channels} channels, more than one per channel: `
+      + `try a lower ${wholes.join(" or ")}, or another method.`) + "$"));
   let served = 0;
   const urls = [];
   await page.route("**/explain/stream?*", (route) => { urls.push(new URL(route.request().url())); route.fulfill(answers[served++]); });
@@ -460,8 +606,18 @@ test("errors of the explanation stream are shown in words (server answers mocked
   const last = urls[3].searchParams;
   assert.equal(last.get("method"), "sscam");
   assert.equal(last.get("samples"), "3");
-  assert.equal(last.has("preset"), false);
-  assert.equal(last.has("steps"), false);
+  // Empty fields are left to the server's defaults; other methods' parameters are never sent.
+  assert.deepEqual([...last.keys()].sort(), ["colormap", "format", "method", "model", "samples", "target"]);
+  // Score-CAM (real runs above, mocked ones here) plans at most one pass per channel: no hint.
+  assert.equal(await page.isVisible("#repeat-hint"), false);
+  // SS-CAM is now known to plan more passes than channels: its hint says so.
+  await page.selectOption("#method", "sscam");
+  assert.match(await page.textContent("#repeat-hint"),
+    new RegExp(`planned ${3 * channels} masked passes for the model's ${channels} channels, more than one pass per channel: .*time limit`));
+  assert.equal(await page.isVisible("#repeat-hint"), true);
+  assert.equal(await page.inputValue("#samples"), "3", "the typed samples were forgotten");
+  await page.fill("#samples", "");
+  await page.selectOption("#method", "scorecam");
 });
 
 test("a file that is not an image gets an error in words", async () => {
@@ -482,6 +638,76 @@ test("a file that is not an image gets an error in words", async () => {
   assert.doesNotMatch(message, /undefined|\[object/);
   assert.equal(await page.locator("#predictions button").count(), 0);
   assert.equal(await page.isDisabled("#explain"), true);
+});
+
+test("without GET /methods the page offers plain Score-CAM and says so; with another registry it follows it", async () => {
+  const ctx = await newContext({ width: 1280, height: 900 });
+  const p = await ctx.newPage();
+  watch(p);
+  const methodRequests = [];
+  let answer = { status: 500, contentType: "application/json", body: JSON.stringify({ error: "registry offline", error_type: "internal" }) };
+  await p.route("**/methods", (route) => {
+    methodRequests.push(route.request().headers()["authorization"] || "");
+    route.fulfill(answer);
+  });
+  await p.goto(`${BASE}/`);
+  await p.waitForFunction(() => document.getElementById("method").dataset.source === "fallback");
+  assert.deepEqual(await p.$$eval("#method option", (os) => os.map((o) => [o.value, o.textContent])), [["scorecam", "Score-CAM"]]);
+  assert.match(await p.textContent("#status"),
+    /^Could not load the explanation methods: registry offline \(HTTP 500, internal\)\. Offering Score-CAM with the server's defaults only\.$/);
+  assert.deepEqual(await shownParams(p), []);
+
+  // A registry with kinds the server may not use today; the API key goes with the request.
+  answer = { status: 200, contentType: "application/json", body: JSON.stringify([
+    { name: "scorecam", summary: "Score-CAM", parameters: [] },
+    { name: "fakecam", summary: "Fake-CAM (test)", parameters: [
+      { name: "alpha", kind: "number", default: "0.5", help: "Blend weight", exclusive_minimum: 0, maximum: 1 },
+      { name: "rounds", kind: "integer", default: "4", help: "Rounds per channel", minimum: 1, maximum: 8 },
+      { name: "seed", kind: "seed", default: "0", help: "Noise seed" },
+      { name: "flavour", kind: "choice", default: "b", help: "Flavour", choices: ["a", "b"] },
+    ] },
+  ]) };
+  await p.fill("#apikey", "k-123");
+  await p.dispatchEvent("#apikey", "change");
+  await p.waitForFunction(() => document.getElementById("method").dataset.source === "registry");
+  assert.deepEqual(methodRequests, ["", "Bearer k-123"]);
+  assert.equal(await p.textContent("#status"), "", "the fallback notice outlived the registry");
+  assert.deepEqual(await p.$$eval("#method option", (os) => os.map((o) => o.textContent)), ["Score-CAM", "Fake-CAM (test)"]);
+  await p.selectOption("#method", "fakecam");
+  const shown = await shownParams(p);
+  assert.deepEqual(shown.map((f) => [f.id, f.tag, f.type, f.min, f.max, f.step, f.placeholder ?? f.value, f.label]), [
+    ["alpha", "input", "number", "0", "1", "any", "default: 0.5", "Blend weight"],
+    ["rounds", "input", "number", "1", "8", "1", "default: 4", "Rounds per channel"],
+    ["seed", "input", "number", "0", null, "1", "default: 0", "Noise seed"],
+    ["flavour", "select", "select-one", null, null, null, "b", "Flavour"],
+  ]);
+  await p.fill("#apikey", "");
+  await p.dispatchEvent("#apikey", "change");
+
+  // Filled fields are sent, empty ones not; a value the bounds refuse is caught before sending.
+  await p.setInputFiles("#file", SAMPLE);
+  await p.waitForSelector("#predictions button", { timeout: 60_000 });
+  await p.waitForFunction(() => document.getElementById("method").dataset.source === "registry"
+    && document.getElementById("method").value === "fakecam");
+  const urls = [];
+  await p.route("**/explain/stream?*", (route) => {
+    urls.push(new URL(route.request().url()));
+    route.fulfill({ status: 200, contentType: "text/event-stream",
+      body: 'event: error\ndata: {"error":"no such method here","error_type":"invalid_parameter"}\n\n' });
+  });
+  await p.fill("#alpha", "0");
+  await p.click("#explain");
+  assert.match(await p.textContent("#error"), /“alpha” must be more than 0/);
+  assert.equal(urls.length, 0, "an out-of-bounds value was sent");
+  await p.fill("#alpha", "0.25");
+  await p.selectOption("#flavour", "a");
+  await p.click("#explain");
+  await p.waitForFunction(() => /no such method here/.test(document.getElementById("error").textContent));
+  assert.equal(urls.length, 1);
+  const q = urls[0].searchParams;
+  assert.deepEqual([...q.keys()].sort(), ["alpha", "colormap", "flavour", "format", "method", "model", "target"]);
+  assert.deepEqual([q.get("method"), q.get("alpha"), q.get("flavour")], ["fakecam", "0.25", "a"]);
+  await ctx.close();
 });
 
 test("at 360 px wide the page is one column with no horizontal scroll", async () => {
