@@ -32,6 +32,9 @@ pub fn start(config: &Config, load: Load, service: ServiceConfig) -> Result<Arc<
     )?;
     runtime::init(&lib)?;
     tracing::debug!(library = %lib.display(), ?source, "ONNX Runtime loaded");
+    // The server's own provider is a start-up matter (`policy = "require"` must refuse to
+    // start without it); a model's own override failing only fails that model.
+    config.engine.session.provider.select()?;
     let dir = config.models.dir.clone();
     if !dir.is_dir() {
         return Err(CliError::Invalid(format!("{}: the models folder does not exist", dir.display())));

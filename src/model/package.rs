@@ -185,6 +185,16 @@ pub fn validate_signatures(
             ([features[2], gh as i64, gw as i64], runtime::FeatureLayout::Tokens { prefix })
         }
     };
+    if feature_khw[1] * feature_khw[2] <= 1 {
+        return fail(
+            &ext_path,
+            format!(
+                "output {} has a 1×1 grid, which cannot give a map (a cut after global pooling?); cut at the last \
+                 spatial feature map before it (scripts/tools/split_model.py --list-layers ranks them)",
+                dims(features)
+            ),
+        );
+    }
     let classes = head.output_shape[1];
     if classes <= 0 {
         return fail(&head_path, format!("output {} must have a fixed class count", dims(&head.output_shape)));
