@@ -209,3 +209,52 @@ pub fn validate_signatures(
         classes: classes as usize,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sig(input: &[i64], output: &[i64]) -> GraphSignature {
+        GraphSignature {
+            input_name: "in".into(),
+            input_shape: input.to_vec(),
+            output_name: "out".into(),
+            output_shape: output.to_vec(),
+        }
+    }
+
+    fn manifest(layer: &str) -> Manifest {
+        Manifest::parse(&format!(
+            "description = \"d\"\nsource = \"s\"\nlicense = \"l\"\n[input]\nwidth = 16\nheight = 16\n\
+             mean = [0.5, 0.5, 0.5]\nstd = [0.25, 0.25, 0.25]\n[target_layer]\ndescription = \"t\"\n{layer}"
+        ))
+        .unwrap()
+    }
+
+    fn info(layer: &str, features: &[i64]) -> Result<ModelInfo, String> {
+        let ext = sig(&[-1, 3, 16, 16], features);
+        let head = sig(features, &[-1, 5]);
+        validate_signatures(Path::new("m"), &manifest(layer), 5, &ext, &head).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_layout_becomes_a_canonical_grid() {
+        let nchw = info("", &[-1, 6, 4, 4]).unwrap();
+        assert_eq!((nchw.feature_khw, nchw.layout), ([6, 4, 4], runtime::FeatureLayout::Nchw));
+        let nhwc = info("layout = \"nhwc\"", &[-1, 4, 3, 6]).unwrap();
+        assert_eq!((nhwc.feature_khw, nhwc.layout), ([6, 4, 3], runtime::FeatureLayout::Nhwc));
+        let tokens = info("layout = \"tokens\"\ngrid = [4, 3]\nprefix_tokens = 2", &[-1, 14, 6]).unwrap();
+        assert_eq!(tokens.feature_khw, [6, 4, 3]);
+        assert_eq!((tokens.layout, tokens.feature_extra()), (runtime::FeatureLayout::Tokens { prefix: 2 }, 12));
+    }
+
+    #[test]
+    fn shapes_that_cannot_be_read_as_the_layout_are_refused() {
+        let e = info("layout = \"tokens\"\ngrid = [4, 4]\nprefix_tokens = 2", &[-1, 17, 6]).unwrap_err();
+        assert!(e.contains("17 tokens") && e.contains("prefix_tokens"), "{e}");
+        let e = info("layout = \"tokens\"\ngrid = [4, 4]", &[-1, 6, 4, 4]).unwrap_err();
+        assert!(e.contains("rank 3"), "{e}");
+        let e = info("", &[-1, 512, 1, 1]).unwrap_err();
+        assert!(e.contains("1×1") && e.contains("global pooling"), "{e}");
+    }
+}
