@@ -1,10 +1,8 @@
 //! Building a plan's pass inputs a batch at a time: the masks by each convention, and the
 //! method's rule for turning (X, a channel's mask or the activations) into one input.
 
-use std::ops::Range;
+use std::sync::OnceLock;
 
-use super::pass_set::{Graph, PassSet};
-use super::plan::MaskPlan;
 use super::{Activations, Align, Preset, Resampler, min_max, normalize_shift_eps};
 
 /// One pass of a plan: step `step` of channel `channel`'s passes, or (`None`) of the passes
@@ -72,18 +70,28 @@ pub(crate) struct PassSource<'a> {
     pub x: &'a [f32],
     /// The target layer's activations.
     pub activations: &'a Activations,
-    plan: &'a MaskPlan,
+    masks: &'a MaskRule,
+    memo: &'a [OnceLock<Vec<f32>>],
 }
 
 impl<'a> PassSource<'a> {
+    pub(super) fn new(
+        x: &'a [f32],
+        activations: &'a Activations,
+        masks: &'a MaskRule,
+        memo: &'a [OnceLock<Vec<f32>>],
+    ) -> Self {
+        Self { x, activations, masks, memo }
+    }
+
     /// Channel k's mask at input resolution (H×W), by the method's convention.
     pub fn mask_into(&self, k: usize, mask: &mut [f32]) {
-        self.plan.masks.mask_into(self.activations.channel(k), mask);
+        self.masks.mask_into(self.activations.channel(k), mask);
     }
 
     /// The plan's buffer for pass step `step`, built by `init` on first use.
     pub fn memo(&self, step: usize, init: impl FnOnce() -> Vec<f32>) -> &'a [f32] {
-        self.plan.memo[step].get_or_init(init)
+        self.memo[step].get_or_init(init)
     }
 }
 
@@ -97,41 +105,10 @@ pub(crate) fn times_mask(x: &[f32], mask: &[f32], dst: &mut [f32]) {
     }
 }
 
-impl PassSet for MaskPlan {
-    fn len(&self) -> usize {
-        self.passes.len()
-    }
-
-    fn graph(&self) -> Graph {
-        self.method.graph()
-    }
-
-    fn pass_len(&self) -> usize {
-        match self.graph() {
-            Graph::Full => self.input_chw.iter().product(),
-            Graph::Head => self.activations.data.len() + self.activations.extra.len(),
-        }
-    }
-
-    fn fill_batch(&self, x: &[f32], passes: Range<usize>, out: &mut [f32]) {
-        let [_, h, w] = self.input_chw;
-        let per = self.pass_len();
-        assert_eq!(out.len(), passes.len() * per, "output buffer does not match the batch");
-        if self.graph() == Graph::Full {
-            assert_eq!(x.len(), per, "input does not match the plan's size");
-        }
-        let cam = self.method.cam();
-        let src = PassSource { x, activations: &self.activations, plan: self };
-        let mut mask = vec![0.0f32; h * w];
-        for (dst, &pass) in out.chunks_exact_mut(per).zip(&self.passes[passes]) {
-            cam.fill_pass(&src, pass, &mut mask, dst);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cam::PassSet;
     use crate::cam::test_support::{activations, assert_close, input, plan};
 
     #[test]

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::OnceLock;
 
-use super::passes::{MaskRule, Pass, torchcam_normalised};
+use super::pass_set::{Graph, PassSet};
+use super::passes::{MaskRule, Pass, PassSource, torchcam_normalised};
 use super::{Activations, Method, Preset, min_max};
 
 /// The passes one explanation needs, derived from the clean pass's activations.
@@ -23,11 +24,11 @@ pub struct MaskPlan {
     skipped: usize,
     /// Channels whose mask equals an earlier channel's: they reuse its passes.
     shared_masks: usize,
-    pub(super) masks: MaskRule,
+    masks: MaskRule,
     /// One lazily built input-sized buffer per pass step, for what every channel's pass
     /// at that step shares (SS-CAM's noise sample): drawn on first use by whichever
     /// thread needs it, and dropped with the plan.
-    pub(super) memo: Vec<OnceLock<Vec<f32>>>,
+    memo: Vec<OnceLock<Vec<f32>>>,
 }
 
 impl std::fmt::Debug for MaskPlan {
@@ -172,6 +173,38 @@ impl MaskPlan {
     /// (channel, its passes) for every channel that contributes, ascending.
     pub(super) fn weighed_channels(&self) -> Vec<(usize, Range<usize>)> {
         self.channel_passes.iter().enumerate().filter_map(|(k, p)| p.clone().map(|p| (k, p))).collect()
+    }
+}
+
+impl PassSet for MaskPlan {
+    fn len(&self) -> usize {
+        self.passes.len()
+    }
+
+    fn graph(&self) -> Graph {
+        self.method.graph()
+    }
+
+    fn pass_len(&self) -> usize {
+        match self.graph() {
+            Graph::Full => self.input_chw.iter().product(),
+            Graph::Head => self.activations.data.len() + self.activations.extra.len(),
+        }
+    }
+
+    fn fill_batch(&self, x: &[f32], passes: Range<usize>, out: &mut [f32]) {
+        let [_, h, w] = self.input_chw;
+        let per = self.pass_len();
+        assert_eq!(out.len(), passes.len() * per, "output buffer does not match the batch");
+        if self.graph() == Graph::Full {
+            assert_eq!(x.len(), per, "input does not match the plan's size");
+        }
+        let cam = self.method.cam();
+        let src = PassSource::new(x, &self.activations, &self.masks, &self.memo);
+        let mut mask = vec![0.0f32; h * w];
+        for (dst, &pass) in out.chunks_exact_mut(per).zip(&self.passes[passes]) {
+            cam.fill_pass(&src, pass, &mut mask, dst);
+        }
     }
 }
 

@@ -29,7 +29,8 @@ pub fn methods() -> Result<(), CliError> {
     for m in crate::cam::methods::all() {
         println!("{}: {}", m.name, m.summary);
         for p in m.params {
-            println!("  --{} (default {}): {}", p.name.replace('_', "-"), p.default, p.help);
+            let default = if p.default.is_empty() { String::new() } else { format!(" (default {})", p.default) };
+            println!("  --{}{default}: {}", p.name.replace('_', "-"), p.help);
         }
     }
     Ok(())
