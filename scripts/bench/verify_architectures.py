@@ -178,7 +178,9 @@ def split_help() -> str:
 
 def split(name: str, full: pathlib.Path, pkg: pathlib.Path, tensor: str) -> None:
     a = ARCHS[name]
-    if (pkg / "model.toml").exists() and (pkg / ".tensor").exists() and (pkg / ".tensor").read_text() == tensor:
+    # Split again when the tensor, the model or the split tool changed.
+    stamp = f"{tensor}\n{sha256(full)}\n{sha256(SPLIT)}"
+    if (pkg / "model.toml").exists() and (pkg / ".stamp").exists() and (pkg / ".stamp").read_text() == stamp:
         return
     cmd = [sys.executable, str(SPLIT), str(full), "--layer", tensor, "--out", str(pkg), "--force",
            "--description", f"torchvision {name}, random weights (seed), cut at {a['module']}",
@@ -189,13 +191,13 @@ def split(name: str, full: pathlib.Path, pkg: pathlib.Path, tensor: str) -> None
         cmd += ["--layout", a["layout"]]
         if a["layout"] == "tokens":
             if "--grid" in help_text:
-                cmd += ["--grid", *map(str, a["grid"])]
+                cmd += ["--grid", "{}x{}".format(*a["grid"])]
             if "--prefix-tokens" in help_text:
                 cmd += ["--prefix-tokens", str(a["prefix_tokens"])]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RowError("split", (r.stderr or r.stdout).strip())
-    (pkg / ".tensor").write_text(tensor)
+    (pkg / ".stamp").write_text(stamp)
 
 
 def toml_section_set(text: str, section: str, key: str, value: str) -> str:
