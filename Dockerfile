@@ -17,7 +17,7 @@ COPY Cargo.toml Cargo.lock rustfmt.toml ./
 COPY src ./src
 COPY benches ./benches
 COPY openapi.yaml ./
-COPY scripts/ci/build_release.sh ./scripts/
+COPY scripts/ci/build_release.sh ./scripts/ci/
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     scripts/ci/build_release.sh /out
@@ -26,7 +26,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM python:3.11-slim AS onnxruntime
 ARG ORT_VARIANT
 WORKDIR /src
-COPY scripts/setup/ort.sh ./scripts/
+COPY scripts/setup/ort.sh ./scripts/setup/
 RUN ORT_DEST=/opt/onnxruntime scripts/setup/ort.sh "${ORT_VARIANT}"
 
 # --- runtime: slim, non-root, no shell needed
