@@ -778,3 +778,19 @@ fn every_filter_survives_degenerate_sizes() {
         assert_eq!(p.map_to_original(&Map::new(4, 4, vec![1.0; 16])).data.len(), 0);
     }
 }
+
+/// Found by the fuzzer (fuzz/corpus/decode_image): a 1×1 photo through both resize modes
+/// and back onto its own pixel.
+#[test]
+fn a_one_pixel_photo_preprocesses_and_maps_back() {
+    let img = ok(&encode(&DynamicImage::ImageRgb8(pattern(1, 1)), ImageFormat::Png));
+    for s in [spec(224, 224, ResizeMode::Stretch, None), spec(224, 224, ResizeMode::ShorterSideCrop, Some(256))] {
+        let p = preprocess(&img, &s);
+        assert_eq!(p.tensor.len(), 3 * 224 * 224);
+        assert!(p.tensor.iter().all(|v| v.is_finite()));
+        let r = p.region;
+        assert!(r.x >= 0.0 && r.y >= 0.0 && r.x + r.width <= 1.0 && r.y + r.height <= 1.0, "{r:?}");
+        let back = p.map_to_original(&Map::new(224, 224, vec![0.5; 224 * 224]));
+        assert_eq!((back.width, back.height, back.data.len()), (1, 1, 1));
+    }
+}
