@@ -177,12 +177,16 @@ fn spawn_worker(
     // Depth 1: the preparation thread builds at most one batch ahead of inference, which
     // bounds memory to two batch tensors per worker.
     let (prepared_tx, prepared_rx) = mpsc::sync_channel::<(Batch, Vec<f32>)>(1);
+    // Used tensors go back to the preparation thread: a batch tensor is megabytes, and a
+    // fresh allocation each batch costs page faults that the inference threads pay for.
+    let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<f32>>();
     let spawn_err = |e: std::io::Error| RuntimeError::Worker(format!("could not start a worker thread: {e}"));
     std::thread::Builder::new()
         .name(format!("scorecam-prep-{}", setup.id))
         .spawn(move || {
             for batch in batches {
-                let tensor = build_tensor(&batch);
+                let mut tensor = recycle_rx.try_recv().unwrap_or_default();
+                build_tensor(&batch, &mut tensor);
                 if prepared_tx.send((batch, tensor)).is_err() {
                     break;
                 }
@@ -191,19 +195,21 @@ fn spawn_worker(
         .map_err(spawn_err)?;
     std::thread::Builder::new()
         .name(format!("scorecam-infer-{}", setup.id))
-        .spawn(move || inference_loop(setup, prepared_rx, ready))
+        .spawn(move || inference_loop(setup, prepared_rx, recycle_tx, ready))
         .map_err(spawn_err)?;
     Ok(())
 }
 
-/// Stacks a batch's inputs: clean images copied, the others built from their pass sets.
-fn build_tensor(batch: &Batch) -> Vec<f32> {
+/// Stacks a batch's inputs into `tensor` (reusing its allocation): clean images copied,
+/// the others built from their pass sets.
+fn build_tensor(batch: &Batch, tensor: &mut Vec<f32>) {
     let [c, h, w] = batch.model.package.info.input_chw;
     let per = match (batch.kind, batch.segments.first().and_then(|s| s.passes_set.as_ref())) {
         (BatchKind::Passes, Some(set)) => set.pass_len(),
         _ => c * h * w,
     };
-    let mut tensor = vec![0.0f32; batch.len() * per];
+    tensor.clear();
+    tensor.resize(batch.len() * per, 0.0);
     let mut offset = 0;
     for seg in &batch.segments {
         let n = seg.passes.len();
@@ -214,7 +220,6 @@ fn build_tensor(batch: &Batch) -> Vec<f32> {
         }
         offset += n;
     }
-    tensor
 }
 
 /// One model's sessions in one worker, and the model they belong to (weakly: when the
@@ -227,6 +232,7 @@ struct Open {
 fn inference_loop(
     setup: WorkerSetup,
     prepared: mpsc::Receiver<(Batch, Vec<f32>)>,
+    recycle: mpsc::Sender<Vec<f32>>,
     ready: mpsc::Sender<Result<(), RuntimeError>>,
 ) {
     let mut open: HashMap<u64, Open> = HashMap::new();
@@ -258,6 +264,8 @@ fn inference_loop(
             },
         }
         .and_then(|o| run_contained(&mut o.sessions, &batch, &tensor));
+        // The preparation thread may be gone (shutdown); the tensor is then just dropped.
+        let _ = recycle.send(tensor);
         let result = BatchResult { worker: setup.id, batch, outcome };
         if !(setup.events)(WorkerEvent::Done(Box::new(result))) {
             break;

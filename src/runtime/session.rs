@@ -122,45 +122,63 @@ impl ModelSessions {
         })
     }
 
-    fn run_one(session: &mut Session, shape: &[usize], data: &[f32], out_len: usize) -> Result<Vec<f32>, RuntimeError> {
+    /// Runs `session` on one tensor and hands its output, checked for length, to `then`
+    /// while ONNX Runtime still owns it (callers copy only what they keep).
+    fn run_with<R>(
+        session: &mut Session,
+        shape: &[usize],
+        data: &[f32],
+        out_len: usize,
+        then: impl FnOnce(&[f32]) -> Result<R, RuntimeError>,
+    ) -> Result<R, RuntimeError> {
         let input = TensorRef::from_array_view((shape, data))?;
         let outputs = session.run(ort::inputs![input])?;
         let (_, values) = outputs[0].try_extract_tensor::<f32>()?;
         if values.len() != out_len {
             return Err(RuntimeError::OutputShape(format!("expected {out_len} values, got {}", values.len())));
         }
-        Ok(values.to_vec())
+        then(values)
     }
 
-    /// The extractor on `n` stacked images, in the graph's own layout.
-    fn raw_features(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
-        let [c, h, w] = self.input_chw;
+    /// Values one batch of `n` images' features holds in the graph's layout.
+    fn features_len(&self, n: usize) -> usize {
         let [k, fh, fw] = self.feature_khw;
-        let len = n * (k * fh * fw + self.layout.extra_len(self.feature_khw));
-        Self::run_one(&mut self.extractor, &[n, c, h, w], batch, len)
+        n * (k * fh * fw + self.layout.extra_len(self.feature_khw))
     }
 
     fn raw_head(&mut self, features: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
         let shape = self.layout.graph_shape(n, self.feature_khw);
-        Self::run_one(&mut self.head, &shape, features, n * self.classes)
+        Self::run_with(&mut self.head, &shape, features, n * self.classes, |v| Ok(v.to_vec()))
     }
 
     /// The extractor on `n` stacked images: n canonical feature maps (K×h×w, then the
     /// layout's extra values).
     pub fn features(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
-        let raw = self.raw_features(batch, n)?;
-        Ok(self.layout.to_canonical(&raw, n, self.feature_khw))
+        let [c, h, w] = self.input_chw;
+        let (len, layout, khw) = (self.features_len(n), self.layout, self.feature_khw);
+        Self::run_with(&mut self.extractor, &[n, c, h, w], batch, len, |raw| Ok(layout.to_canonical(raw, n, khw)))
     }
 
     /// The head on `n` stacked canonical feature maps: n×classes logits.
     pub fn head_logits(&mut self, features: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
+        if self.layout == FeatureLayout::Nchw {
+            return self.raw_head(features, n);
+        }
         let raw = self.layout.from_canonical(features, n, self.feature_khw);
         self.raw_head(&raw, n)
     }
 
-    /// The full model on `n` stacked images: n×classes logits (no layout round trip).
+    /// The full model on `n` stacked images: n×classes logits. The extractor's output goes
+    /// to the head as it is: no copy, no layout round trip (this is the masked passes' hot
+    /// path).
     pub fn logits(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
-        let features = self.raw_features(batch, n)?;
-        self.raw_head(&features, n)
+        let [c, h, w] = self.input_chw;
+        let len = self.features_len(n);
+        let shape = self.layout.graph_shape(n, self.feature_khw);
+        let classes = self.classes;
+        let head = &mut self.head;
+        Self::run_with(&mut self.extractor, &[n, c, h, w], batch, len, |features| {
+            Self::run_with(head, &shape, features, n * classes, |v| Ok(v.to_vec()))
+        })
     }
 }
