@@ -307,6 +307,43 @@ async fn a_burst_past_capacity_gets_429_with_retry_after() {
     assert_eq!(error_of(limited, StatusCode::TOO_MANY_REQUESTS).await, "overloaded");
 }
 
+/// A counter from `/metrics`.
+async fn metric(server: &Server, name: &str) -> u64 {
+    let m = client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let line = m.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in /metrics"));
+    line.split(' ').nth(1).unwrap().parse::<f64>().unwrap() as u64
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prediction_skips_the_explanations_queue() {
+    // Room for two explanations in all: both are admitted, and a third would get a 429.
+    let server = Server::start(&["--max-concurrent-jobs", "1", "--max-queued-jobs", "1"]);
+    let c = client();
+    let send = || c.post(server.url("/explain?format=json")).png_body().send();
+    let explanations: Vec<_> = vec![send(), send()].into_iter().map(tokio::spawn).collect();
+    // Wait until the first explanation's masked passes run (both are admitted by then).
+    for _ in 0..600 {
+        if metric(&server, "scorecam_masked_passes_total").await > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(metric(&server, "scorecam_masked_passes_total").await > 0, "the explanations started");
+    let third = send().await.unwrap();
+    assert_eq!(third.status(), 429, "the explanations' capacity is full");
+    // A prediction has its own admission and its clean pass runs on the next free worker.
+    let predicted = c.post(server.url("/predict")).png_body().send().await.unwrap();
+    assert_eq!(predicted.status(), 200);
+    let body: Value = predicted.json().await.unwrap();
+    assert!(body["predictions"][0]["label"].is_string(), "{body}");
+    // It answered while the explanations were still running (the second one waits for all
+    // of the first's ~500 passes before its own start).
+    assert!(explanations.iter().any(|h| !h.is_finished()), "the prediction waited for the explanations");
+    for h in explanations {
+        assert_eq!(h.await.unwrap().unwrap().status(), 200);
+    }
+}
+
 async fn futures_join<F: std::future::Future + Send + 'static>(futures: Vec<F>) -> Vec<F::Output>
 where
     F::Output: Send + 'static,

@@ -118,6 +118,8 @@ pub(crate) struct JobEntry {
     pub options: RunOptions,
     /// A later job of an admitted request: it goes ahead of new requests in the queue.
     pub follow_up: bool,
+    /// A cheap request's job: it skips the queue and its clean pass runs next on a worker.
+    pub priority: bool,
     pub reply: Reply,
     pub cancelled: Arc<AtomicBool>,
     pub submitted: Instant,

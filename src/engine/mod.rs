@@ -48,6 +48,9 @@ pub struct EngineConfig {
     pub max_concurrent_jobs: usize,
     /// Jobs admitted but waiting for a running slot; past this, submissions fail fast.
     pub max_queued_jobs: usize,
+    /// Cheap requests (predictions: one pass) admitted at once, beside the explanations;
+    /// past this they fail fast too.
+    pub max_priority_requests: usize,
     /// Pause before a dead worker is replaced (so a crash loop cannot spin).
     pub worker_restart_delay_ms: u64,
     /// Per-model settings that differ from the above, by model name.
@@ -93,6 +96,7 @@ impl Default for EngineConfig {
             max_batch_delay_ms: 2,
             max_concurrent_jobs: 8,
             max_queued_jobs: 32,
+            max_priority_requests: 256,
             worker_restart_delay_ms: 1000,
             models: Default::default(),
         }
@@ -122,6 +126,9 @@ pub struct Engine {
     config: EngineConfig,
     stats: Arc<EngineStats>,
     admitted: Arc<AtomicUsize>,
+    /// Priority admissions, counted apart so predictions are not refused because
+    /// explanations fill the queue.
+    admitted_priority: Arc<AtomicUsize>,
     draining: AtomicBool,
     next_id: AtomicUsize,
     scheduler: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -149,6 +156,7 @@ impl Engine {
             config,
             stats,
             admitted: Arc::new(AtomicUsize::new(0)),
+            admitted_priority: Arc::new(AtomicUsize::new(0)),
             draining: AtomicBool::new(false),
             next_id: AtomicUsize::new(1),
             scheduler: std::sync::Mutex::new(Some(handle)),
@@ -174,7 +182,7 @@ impl Engine {
 
     /// Requests admitted and not yet finished.
     pub fn in_flight(&self) -> usize {
-        self.admitted.load(Ordering::SeqCst)
+        self.admitted.load(Ordering::SeqCst) + self.admitted_priority.load(Ordering::SeqCst)
     }
 
     /// Stops admitting new work and waits up to `grace` for admitted work to finish;
@@ -201,18 +209,36 @@ impl Engine {
     /// Takes an admission slot for one request's jobs (fail fast past capacity rather than
     /// queue without bound); the slot is freed when the admission drops.
     pub fn admit(&self, model: &Arc<EngineModel>) -> Result<Admission<'_>, EngineError> {
+        let capacity = self.config.max_concurrent_jobs + self.config.max_queued_jobs;
+        self.take_slot(model, &self.admitted, capacity, false)
+    }
+
+    /// An admission for a cheap request (a clean pass: predictions, inference): its jobs
+    /// skip the explanations' queue and run on the next free worker, so they answer in
+    /// about one batch's time under any load. It has its own capacity.
+    pub fn admit_priority(&self, model: &Arc<EngineModel>) -> Result<Admission<'_>, EngineError> {
+        self.take_slot(model, &self.admitted_priority, self.config.max_priority_requests, true)
+    }
+
+    fn take_slot(
+        &self,
+        model: &Arc<EngineModel>,
+        counter: &Arc<AtomicUsize>,
+        capacity: usize,
+        priority: bool,
+    ) -> Result<Admission<'_>, EngineError> {
         if self.is_draining() {
             return Err(EngineError::ShuttingDown);
         }
-        let capacity = self.config.max_concurrent_jobs + self.config.max_queued_jobs;
-        let admitted = self.admitted.fetch_add(1, Ordering::SeqCst) + 1;
+        let admitted = counter.fetch_add(1, Ordering::SeqCst) + 1;
         let admission = Admission {
             engine: self,
             model: model.clone(),
             submitted: AtomicBool::new(false),
-            _slot: Slot(self.admitted.clone()),
+            priority,
+            _slot: Slot(counter.clone()),
         };
-        if admitted > capacity {
+        if admitted > capacity.max(1) {
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(EngineError::Overloaded(capacity));
         }
@@ -226,6 +252,7 @@ pub struct Admission<'e> {
     engine: &'e Engine,
     model: Arc<EngineModel>,
     submitted: AtomicBool,
+    priority: bool,
     _slot: Slot,
 }
 
@@ -283,6 +310,7 @@ impl Admission<'_> {
             work,
             options: options.clone(),
             follow_up: self.submitted.swap(true, Ordering::SeqCst),
+            priority: self.priority,
             reply,
             cancelled: cancelled.clone(),
             submitted: Instant::now(),

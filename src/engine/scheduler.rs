@@ -85,14 +85,15 @@ pub(crate) struct Scheduler {
     jobs: HashMap<usize, Active>,
     /// Round-robin order of running jobs.
     order: VecDeque<usize>,
-    /// Per worker, the jobs of each batch sent and not yet answered (oldest first).
-    in_flight: Vec<VecDeque<Vec<usize>>>,
+    /// Per worker, each batch sent and not yet answered: its number and its jobs.
+    in_flight: Vec<Vec<(u64, Vec<usize>)>>,
+    next_batch: u64,
     shutting_down: bool,
 }
 
 impl Scheduler {
     pub fn new(config: EngineConfig, pool: Pool, stats: Arc<EngineStats>) -> Self {
-        let in_flight = vec![VecDeque::new(); pool.workers()];
+        let in_flight = vec![Vec::new(); pool.workers()];
         Self {
             config,
             pool,
@@ -101,6 +102,7 @@ impl Scheduler {
             jobs: HashMap::new(),
             order: VecDeque::new(),
             in_flight,
+            next_batch: 0,
             shutting_down: false,
         }
     }
@@ -180,7 +182,7 @@ impl Scheduler {
             return;
         }
         tracing::error!(worker, "worker died; failing its in-flight batches and replacing it");
-        let lost: Vec<usize> = self.in_flight[worker].drain(..).flatten().collect();
+        let lost: Vec<usize> = self.in_flight[worker].drain(..).flat_map(|(_, jobs)| jobs).collect();
         for job in lost {
             self.fail(job, EngineError::Internal(format!("worker {worker} died while running this job")));
         }
@@ -235,34 +237,46 @@ impl Scheduler {
         self.waiting = kept;
     }
 
+    /// Moves waiting jobs into running slots: priority jobs (cheap requests, a pass or
+    /// two each) at once, without taking a slot; the others while slots are free.
     fn promote(&mut self) {
-        while self.jobs.len() < self.config.max_concurrent_jobs.max(1) {
+        if self.waiting.iter().any(|e| e.priority) {
+            let (urgent, rest): (VecDeque<_>, VecDeque<_>) = self.waiting.drain(..).partition(|e| e.priority);
+            self.waiting = rest;
+            urgent.into_iter().for_each(|e| self.activate(e));
+        }
+        let max = self.config.max_concurrent_jobs.max(1);
+        while self.jobs.values().filter(|j| !j.entry.priority).count() < max {
             let Some(entry) = self.waiting.pop_front() else {
                 break;
             };
-            self.stats.queued_jobs.fetch_sub(1, Ordering::Relaxed);
-            if entry.cancelled.load(Ordering::SeqCst) {
-                continue;
-            }
-            self.stats.running_jobs.fetch_add(1, Ordering::Relaxed);
-            let id = entry.id;
-            let state = match &entry.work {
-                Work::Clean => State::Clean { dispatched: false },
-                Work::Score { passes, targets } => State::Passes(Box::new(PassState {
-                    passes: passes.clone(),
-                    targets: targets.clone(),
-                    next: 0,
-                    done: 0,
-                    scores: targets
-                        .iter()
-                        .map(|_| PassScores { logits: vec![0.0; passes.len()], probs: vec![0.0; passes.len()] })
-                        .collect(),
-                })),
-            };
-            self.jobs.insert(id, Active { entry, state, counts: PassCounts::default(), started: None });
-            self.order.push_back(id);
-            self.finish_if_done(id);
+            self.activate(entry);
         }
+    }
+
+    fn activate(&mut self, entry: Box<JobEntry>) {
+        self.stats.queued_jobs.fetch_sub(1, Ordering::Relaxed);
+        if entry.cancelled.load(Ordering::SeqCst) {
+            return;
+        }
+        self.stats.running_jobs.fetch_add(1, Ordering::Relaxed);
+        let id = entry.id;
+        let state = match &entry.work {
+            Work::Clean => State::Clean { dispatched: false },
+            Work::Score { passes, targets } => State::Passes(Box::new(PassState {
+                passes: passes.clone(),
+                targets: targets.clone(),
+                next: 0,
+                done: 0,
+                scores: targets
+                    .iter()
+                    .map(|_| PassScores { logits: vec![0.0; passes.len()], probs: vec![0.0; passes.len()] })
+                    .collect(),
+            })),
+        };
+        self.jobs.insert(id, Active { entry, state, counts: PassCounts::default(), started: None });
+        self.order.push_back(id);
+        self.finish_if_done(id);
     }
 
     /// Sends batches to workers with free slots; returns how long to sleep before the
@@ -276,10 +290,9 @@ impl Scheduler {
         while let Some(worker) =
             (0..self.in_flight.len()).filter(|w| self.pool.is_live(*w)).min_by_key(|w| self.in_flight[*w].len())
         {
-            if self.in_flight[worker].len() >= WORKER_DEPTH {
-                break;
-            }
-            let Some((batch, oldest)) = self.form_batch() else {
+            // A worker with its slots full still takes urgent batches: they skip the queue.
+            let urgent_only = self.in_flight[worker].len() >= WORKER_DEPTH;
+            let Some((batch, oldest, urgent)) = self.form_batch(urgent_only) else {
                 break;
             };
             if batch.len() < self.batch_limit(&batch.model, batch.graph) && now.duration_since(oldest) < delay {
@@ -304,9 +317,9 @@ impl Scheduler {
                     }
                 }
             }
-            self.in_flight[worker].push_back(batch.segments.iter().map(|s| s.job).collect());
-            if let Err(batch) = self.pool.send(worker, batch) {
-                self.in_flight[worker].pop_back();
+            self.in_flight[worker].push((batch.seq, batch.segments.iter().map(|s| s.job).collect()));
+            if let Err(batch) = self.pool.send(worker, batch, urgent) {
+                self.in_flight[worker].pop();
                 for seg in &batch.segments {
                     self.fail(seg.job, EngineError::Internal(format!("worker {worker} is not running")));
                 }
@@ -324,24 +337,36 @@ impl Scheduler {
         }
     }
 
-    /// Picks the next batch: clean passes first (they gate everything else), then pass
-    /// sets shared round-robin among the jobs of one model. Marks the passes taken.
-    fn form_batch(&mut self) -> Option<(Batch, Instant)> {
-        let first_clean =
-            self.order.iter().find(|id| matches!(self.jobs[id].state, State::Clean { dispatched: false }));
+    /// Picks the next batch and whether it is urgent: priority jobs' clean passes first
+    /// (cheap requests), then other clean passes (they gate everything else), then pass
+    /// sets shared round-robin among the jobs of one model. Marks the passes taken. With
+    /// `urgent_only`, only an urgent batch or none.
+    fn form_batch(&mut self, urgent_only: bool) -> Option<(Batch, Instant, bool)> {
+        let seq = self.next_batch;
+        self.next_batch += 1;
+        let clean = |j: &Active| matches!(j.state, State::Clean { dispatched: false });
+        let first_clean = self
+            .order
+            .iter()
+            .find(|id| clean(&self.jobs[id]) && self.jobs[id].entry.priority)
+            .or_else(|| self.order.iter().find(|id| !urgent_only && clean(&self.jobs[id])));
+        if urgent_only && first_clean.is_none() {
+            return None;
+        }
         if let Some(&first) = first_clean {
             let model = self.jobs[&first].entry.model.clone();
             let max = self.batch_limit(&model, Graph::Full);
-            let ids: Vec<usize> = self
-                .order
-                .iter()
-                .copied()
-                .filter(|id| {
-                    let j = &self.jobs[id];
-                    j.entry.model.id == model.id && matches!(j.state, State::Clean { dispatched: false })
-                })
-                .take(max)
-                .collect();
+            let same = |j: &Active| j.entry.model.id == model.id && clean(j);
+            // Priority jobs first, then (unless only urgent work may go) the others.
+            let mut ids: Vec<usize> =
+                self.order.iter().copied().filter(|id| same(&self.jobs[id]) && self.jobs[id].entry.priority).collect();
+            if !urgent_only {
+                ids.extend(
+                    self.order.iter().copied().filter(|id| same(&self.jobs[id]) && !self.jobs[id].entry.priority),
+                );
+            }
+            ids.truncate(max);
+            let urgent = ids.iter().any(|id| self.jobs[id].entry.priority);
             let mut oldest = Instant::now();
             let segments = ids
                 .iter()
@@ -359,7 +384,7 @@ impl Scheduler {
                     }
                 })
                 .collect();
-            return Some((Batch { model, kind: BatchKind::Clean, graph: Graph::Full, segments }, oldest));
+            return Some((Batch { seq, model, kind: BatchKind::Clean, graph: Graph::Full, segments }, oldest, urgent));
         }
         let first = *self.order.iter().find(|id| self.jobs[id].pending() > 0)?;
         let model = self.jobs[&first].entry.model.clone();
@@ -416,7 +441,7 @@ impl Scheduler {
                 fault: job.entry.options.fault,
             });
         }
-        Some((Batch { model, kind: BatchKind::Passes, graph, segments }, oldest))
+        Some((Batch { seq, model, kind: BatchKind::Passes, graph, segments }, oldest, false))
     }
 
     /// Gives a held batch's passes back to their jobs (they are always the latest taken).
@@ -432,7 +457,7 @@ impl Scheduler {
     }
 
     fn complete(&mut self, result: BatchResult) {
-        self.in_flight[result.worker].pop_front();
+        self.in_flight[result.worker].retain(|(seq, _)| *seq != result.batch.seq);
         let model_name = result.batch.model.name().to_string();
         let passes = result.batch.len() as u64;
         match (result.batch.kind, result.batch.graph) {

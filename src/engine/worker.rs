@@ -3,11 +3,11 @@
 //! time a worker sees it (models come and go while the server runs) and dropped once the
 //! model is gone and no job holds it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::job::Fault;
@@ -35,6 +35,8 @@ pub(crate) struct Segment {
 }
 
 pub(crate) struct Batch {
+    /// The scheduler's number for it (batches on the urgent lane complete out of order).
+    pub seq: u64,
     pub model: Arc<EngineModel>,
     pub kind: BatchKind,
     /// Which graph the batch runs through (all its segments agree).
@@ -72,17 +74,106 @@ pub(crate) enum WorkerEvent {
     /// A worker's inference thread ended; its in-flight batches are lost.
     Exited(usize),
     /// A replacement worker is ready.
-    Ready(usize, mpsc::Sender<Batch>),
+    Ready(usize, WorkerHandle),
 }
 
 /// Where workers send their events (the scheduler's queue); a closure, so this file
 /// needs nothing from the scheduler.
 pub(crate) type Events = Arc<dyn Fn(WorkerEvent) -> bool + Send + Sync>;
 
-/// Handles to the workers' preparation threads; a dead worker's slot is empty until its
-/// replacement is ready.
+/// What a worker's inference thread takes its batches from: one prepared batch from its
+/// preparation thread, and urgent batches (cheap requests' clean passes) that the
+/// scheduler hands over directly, so they run next instead of behind prepared work.
+#[derive(Default)]
+pub(crate) struct Lanes {
+    state: Mutex<LaneState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct LaneState {
+    prepared: Option<(Batch, Vec<f32>)>,
+    urgent: VecDeque<Batch>,
+    /// The preparation thread has ended: no more prepared batches will come.
+    no_more_prepared: bool,
+    /// The inference thread has ended: nothing will be taken any more.
+    closed: bool,
+}
+
+impl Lanes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LaneState> {
+        // A panic never happens while the lock is held (the critical sections only move
+        // values), but a poisoned lock must not take the worker down with it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands over a prepared batch, waiting while the previous one is still untaken (the
+    /// depth of one that bounds memory); gives it back if the inference thread is gone.
+    fn put_prepared(&self, batch: Batch, tensor: Vec<f32>) -> Result<(), Batch> {
+        let mut state = self.lock();
+        while state.prepared.is_some() && !state.closed {
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        if state.closed {
+            return Err(batch);
+        }
+        state.prepared = Some((batch, tensor));
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    /// Queues an urgent batch; gives it back if the inference thread is gone.
+    pub fn put_urgent(&self, batch: Batch) -> Result<(), Batch> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(batch);
+        }
+        state.urgent.push_back(batch);
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    /// The next batch to run, urgent ones first: `(batch, Some(tensor))` when prepared,
+    /// `(batch, None)` when urgent (its tensor is still to build). `None` once the
+    /// preparation thread has ended and nothing urgent is left.
+    fn take(&self) -> Option<(Batch, Option<Vec<f32>>)> {
+        let mut state = self.lock();
+        loop {
+            if let Some(batch) = state.urgent.pop_front() {
+                return Some((batch, None));
+            }
+            if let Some((batch, tensor)) = state.prepared.take() {
+                self.changed.notify_all();
+                return Some((batch, Some(tensor)));
+            }
+            if state.no_more_prepared || state.closed {
+                return None;
+            }
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn end_prepared(&self) {
+        self.lock().no_more_prepared = true;
+        self.changed.notify_all();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+}
+
+/// How the scheduler reaches one worker: batches to prepare, and the urgent lane.
+#[derive(Clone)]
+pub(crate) struct WorkerHandle {
+    batches: mpsc::Sender<Batch>,
+    lanes: Arc<Lanes>,
+}
+
+/// Handles to the workers; a dead worker's slot is empty until its replacement is ready.
 pub(crate) struct Pool {
-    senders: Vec<Option<mpsc::Sender<Batch>>>,
+    senders: Vec<Option<WorkerHandle>>,
     template: WorkerSetup,
     restart_delay: Duration,
 }
@@ -122,10 +213,12 @@ impl Pool {
         self.senders[worker].is_some()
     }
 
-    /// Hands a batch to a worker; gives it back if that worker is gone.
-    pub fn send(&self, worker: usize, batch: Batch) -> Result<(), Batch> {
+    /// Hands a batch to a worker, to prepare and run in order or (`urgent`) to run next;
+    /// gives it back if that worker is gone.
+    pub fn send(&self, worker: usize, batch: Batch, urgent: bool) -> Result<(), Batch> {
         match &self.senders[worker] {
-            Some(tx) => tx.send(batch).map_err(|e| e.0),
+            Some(h) if urgent => h.lanes.put_urgent(batch),
+            Some(h) => h.batches.send(batch).map_err(|e| e.0),
             None => Err(batch),
         }
     }
@@ -154,48 +247,51 @@ impl Pool {
         }
     }
 
-    pub fn revive(&mut self, worker: usize, sender: mpsc::Sender<Batch>) {
-        self.senders[worker] = Some(sender);
+    pub fn revive(&mut self, worker: usize, handle: WorkerHandle) {
+        self.senders[worker] = Some(handle);
     }
 }
 
 /// Starts one worker and waits until its start-up models are open and warm.
-fn start_worker(setup: WorkerSetup) -> Result<mpsc::Sender<Batch>, RuntimeError> {
+fn start_worker(setup: WorkerSetup) -> Result<WorkerHandle, RuntimeError> {
     let id = setup.id;
     let (tx, rx) = mpsc::channel::<Batch>();
     let (ready_tx, ready_rx) = mpsc::channel();
-    spawn_worker(setup, rx, ready_tx)?;
+    let lanes = Arc::new(Lanes::default());
+    spawn_worker(setup, rx, lanes.clone(), ready_tx)?;
     ready_rx.recv().map_err(|_| RuntimeError::Worker(format!("worker {id} exited during start-up")))??;
-    Ok(tx)
+    Ok(WorkerHandle { batches: tx, lanes })
 }
 
 fn spawn_worker(
     setup: WorkerSetup,
     batches: mpsc::Receiver<Batch>,
+    lanes: Arc<Lanes>,
     ready: mpsc::Sender<Result<(), RuntimeError>>,
 ) -> Result<(), RuntimeError> {
-    // Depth 1: the preparation thread builds at most one batch ahead of inference, which
-    // bounds memory to two batch tensors per worker.
-    let (prepared_tx, prepared_rx) = mpsc::sync_channel::<(Batch, Vec<f32>)>(1);
     // Used tensors go back to the preparation thread: a batch tensor is megabytes, and a
     // fresh allocation each batch costs page faults that the inference threads pay for.
     let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<f32>>();
     let spawn_err = |e: std::io::Error| RuntimeError::Worker(format!("could not start a worker thread: {e}"));
+    let prep_lanes = lanes.clone();
+    // The preparation thread builds at most one batch ahead of inference (the lane holds
+    // one), which bounds memory to two batch tensors per worker.
     std::thread::Builder::new()
         .name(format!("scorecam-prep-{}", setup.id))
         .spawn(move || {
             for batch in batches {
                 let mut tensor = recycle_rx.try_recv().unwrap_or_default();
                 build_tensor(&batch, &mut tensor);
-                if prepared_tx.send((batch, tensor)).is_err() {
+                if prep_lanes.put_prepared(batch, tensor).is_err() {
                     break;
                 }
             }
+            prep_lanes.end_prepared();
         })
         .map_err(spawn_err)?;
     std::thread::Builder::new()
         .name(format!("scorecam-infer-{}", setup.id))
-        .spawn(move || inference_loop(setup, prepared_rx, recycle_tx, ready))
+        .spawn(move || inference_loop(setup, lanes, recycle_tx, ready))
         .map_err(spawn_err)?;
     Ok(())
 }
@@ -231,10 +327,13 @@ struct Open {
 
 fn inference_loop(
     setup: WorkerSetup,
-    prepared: mpsc::Receiver<(Batch, Vec<f32>)>,
+    lanes: Arc<Lanes>,
     recycle: mpsc::Sender<Vec<f32>>,
     ready: mpsc::Sender<Result<(), RuntimeError>>,
 ) {
+    // However this thread ends, nothing more is taken from the lanes: the preparation
+    // thread and the scheduler's urgent hand-offs must fail rather than wait.
+    let _close = CloseLanes(lanes.clone());
     let mut open: HashMap<u64, Open> = HashMap::new();
     for model in &setup.warm {
         match open_and_warm(model) {
@@ -250,7 +349,12 @@ fn inference_loop(
     setup.stats.worker_started();
     let _alive = AliveGuard { id: setup.id, stats: setup.stats.clone(), events: setup.events.clone() };
     let _ = ready.send(Ok(()));
-    for (batch, tensor) in prepared {
+    while let Some((batch, prepared)) = lanes.take() {
+        let tensor = prepared.unwrap_or_else(|| {
+            let mut t = Vec::new();
+            build_tensor(&batch, &mut t);
+            t
+        });
         if batch.segments.iter().any(|s| s.fault == Some(Fault::KillWorker)) {
             tracing::error!(worker = setup.id, "worker stopping (injected fault)");
             return;
@@ -270,6 +374,14 @@ fn inference_loop(
         if !(setup.events)(WorkerEvent::Done(Box::new(result))) {
             break;
         }
+    }
+}
+
+struct CloseLanes(Arc<Lanes>);
+
+impl Drop for CloseLanes {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
@@ -309,6 +421,7 @@ fn run_contained(
             for seg in &batch.segments {
                 let n = seg.passes.len();
                 let alone = Batch {
+                    seq: batch.seq,
                     model: batch.model.clone(),
                     kind: batch.kind,
                     graph: batch.graph,

@@ -277,7 +277,7 @@ impl Service {
         let deadline = self.deadline(timeout_ms)?;
         let work = async {
             let (tensor, _) = decode(image, self.config.limits.clone(), model.clone()).await?;
-            let admission = self.engine.admit(&model)?;
+            let admission = self.engine.admit_priority(&model)?;
             let options = RunOptions { deadline: deadline.map(|d| d.at), ..Default::default() };
             Ok(admission.clean(tensor, &options).await?.logits)
         };
@@ -298,7 +298,7 @@ impl Service {
             let (tensor, _) = decode(image, self.config.limits.clone(), model.clone()).await?;
             let decode_ms = ms(t.elapsed());
             let t = Instant::now();
-            let admission = self.engine.admit(&model)?;
+            let admission = self.engine.admit_priority(&model)?;
             let options = RunOptions { deadline: deadline.map(|d| d.at), ..Default::default() };
             let logits = admission.clean(tensor, &options).await?.logits;
             Ok((logits, decode_ms, ms(t.elapsed())))
