@@ -64,6 +64,9 @@ pub struct ServerConfig {
     pub body_read_timeout_ms: u64,
     /// Origins allowed by CORS; empty = CORS off (no CORS headers at all).
     pub cors_allowed_origins: Vec<String>,
+    /// The result cache's size in MiB (0: off). An entry is an explanation's maps:
+    /// about 200 KiB per target at 224×224.
+    pub cache_mib: usize,
 }
 
 /// Optional API keys. When any key is configured, every route except `/healthz`,
@@ -118,6 +121,7 @@ impl Default for ServerConfig {
             log_format: "pretty".into(),
             body_read_timeout_ms: 30_000,
             cors_allowed_origins: Vec::new(),
+            cache_mib: 64,
         }
     }
 }

@@ -344,6 +344,58 @@ async fn a_prediction_skips_the_explanations_queue() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeat_that_differs_only_in_drawing_is_answered_from_the_cache() {
+    let server = Server::start(&[]);
+    let c = client();
+    let explain = |query: &str| c.post(server.url(&format!("/explain?{query}"))).png_body().send();
+    let cache_header = |r: &reqwest::Response| r.headers()["x-scorecam-cache"].to_str().unwrap().to_string();
+
+    let fresh = explain("format=json&resolution=model").await.unwrap();
+    assert_eq!(fresh.status(), 200);
+    assert_eq!(cache_header(&fresh), "miss");
+    let fresh: Value = fresh.json().await.unwrap();
+    assert!(fresh["stats"]["forward_passes"].as_u64().unwrap() > 100);
+    let passes = metric(&server, "scorecam_masked_passes_total").await;
+    let clean = metric(&server, "scorecam_clean_passes_total").await;
+
+    // Other formats, resolutions, colour maps and opacities: no pass at all.
+    for query in ["format=png", "format=heatmap&colormap=viridis", "alpha=0.2&colormap=gray", "format=json"] {
+        let r = explain(query).await.unwrap();
+        assert_eq!(r.status(), 200, "{query}");
+        assert_eq!(cache_header(&r), "hit", "{query}");
+    }
+    assert_eq!(metric(&server, "scorecam_masked_passes_total").await, passes, "no masked pass ran");
+    assert_eq!(metric(&server, "scorecam_clean_passes_total").await, clean, "no clean pass ran");
+    assert_eq!(metric(&server, "scorecam_cache_hits_total").await, 4);
+
+    // The cached answer is the fresh one, value for value.
+    let again: Value = explain("format=json&resolution=model").await.unwrap().json().await.unwrap();
+    assert_eq!(again["stats"]["cache"], "hit");
+    assert_eq!(again["stats"]["forward_passes"], 0);
+    assert_eq!(again["explanations"], fresh["explanations"]);
+    assert_eq!(again["predictions"], fresh["predictions"]);
+
+    // A parameter that changes the numbers is a new computation.
+    let other = explain("format=json&resolution=model&preset=torchcam").await.unwrap();
+    assert_eq!(cache_header(&other), "miss");
+    assert!(metric(&server, "scorecam_masked_passes_total").await > passes);
+    assert!(metric(&server, "scorecam_cache_bytes").await > 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cache_can_be_turned_off() {
+    let server = Server::start(&["--cache-mib", "0"]);
+    let c = client();
+    for _ in 0..2 {
+        let r =
+            c.post(server.url("/explain?format=json&method=scorecam&max_channels=8")).png_body().send().await.unwrap();
+        assert_eq!(r.headers()["x-scorecam-cache"], "off");
+        let doc: Value = r.json().await.unwrap();
+        assert!(doc["stats"]["forward_passes"].as_u64().unwrap() > 1);
+    }
+}
+
 async fn futures_join<F: std::future::Future + Send + 'static>(futures: Vec<F>) -> Vec<F::Output>
 where
     F::Output: Send + 'static,
@@ -358,7 +410,8 @@ where
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_explanations_equal_the_sequential_ones() {
-    let server = Server::start(&[]);
+    // Without the result cache, so the concurrent runs really run.
+    let server = Server::start(&["--cache-mib", "0"]);
     let c = client();
     let images: Vec<Vec<u8>> = ["chelsea", "goldfish", "airliner"]
         .iter()

@@ -198,6 +198,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SCORECAM_CORS_ORIGINS", value_delimiter = ',')]
     #[serde(rename = "server.cors_allowed_origins", skip_serializing_if = "Vec::is_empty")]
     pub cors_origins: Vec<String>,
+    /// Result cache size in MiB (0: off): a repeated explanation that differs only in how
+    /// it is drawn costs no pass.
+    #[arg(long, env = "SCORECAM_CACHE_MIB")]
+    #[serde(rename = "server.cache_mib", skip_serializing_if = "Option::is_none")]
+    pub cache_mib: Option<usize>,
     /// Seconds in-flight work may take to finish after SIGTERM.
     #[arg(long, env = "SCORECAM_SHUTDOWN_GRACE_S")]
     #[serde(rename = "server.shutdown_grace_s", skip_serializing_if = "Option::is_none")]

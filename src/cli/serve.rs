@@ -20,6 +20,7 @@ pub async fn serve(config: Config) -> Result<(), CliError> {
         limits: config.limits.clone(),
         default_timeout_ms: Some(config.server.request_timeout_ms),
         max_timeout_ms: Some(config.server.max_request_timeout_ms),
+        cache_mib: config.server.cache_mib,
     };
     let service = context::start(&config, Load::All, service_config)?;
     let listener = tokio::net::TcpListener::bind(&config.server.bind)

@@ -25,7 +25,10 @@ pub const PAGE: &str = include_str!("page/index.html");
 pub async fn explain(State(state): State<AppState>, req: ImageRequest) -> Result<Response, ApiError> {
     let (request, image) = req.explain_request()?;
     Ok(match state.service.explain(request, image, None).await? {
-        Rendered::Json(doc) => Json(doc).into_response(),
+        Rendered::Json(doc) => {
+            let cache = HeaderValue::from_static(doc.stats.cache.as_str());
+            ([(HeaderName::from_static("x-scorecam-cache"), cache)], Json(doc)).into_response()
+        }
         Rendered::Png(png) => png_response(*png),
     })
 }
@@ -44,6 +47,7 @@ fn png_response(img: RenderedPng) -> Response {
         ("x-scorecam-forward-passes", s.stats.forward_passes.to_string()),
         ("x-scorecam-skipped-channels", s.stats.skipped_channels.to_string()),
         ("x-scorecam-shared-mask-channels", s.stats.shared_mask_channels.to_string()),
+        ("x-scorecam-cache", s.stats.cache.as_str().to_string()),
         (
             "server-timing",
             format!(
@@ -313,7 +317,8 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Va
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let service = &state.service;
-    let body = state.metrics.render(service.engine().stats(), service.stats(), service.engine().is_ready());
+    let body =
+        state.metrics.render(service.engine().stats(), service.stats(), service.cache(), service.engine().is_ready());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 

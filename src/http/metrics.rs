@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
 use crate::engine::{EngineStats, stats::Histogram};
-use crate::service::ServiceStats;
+use crate::service::{ResultCache, ServiceStats};
 
 const LATENCY: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
 
@@ -30,7 +30,7 @@ impl HttpMetrics {
         }
     }
 
-    pub fn render(&self, engine: &EngineStats, service: &ServiceStats, ready: bool) -> String {
+    pub fn render(&self, engine: &EngineStats, service: &ServiceStats, cache: &ResultCache, ready: bool) -> String {
         let mut out = String::new();
         let o = &mut out;
         let _ = writeln!(o, "# HELP scorecam_http_requests_total HTTP requests by route and status.");
@@ -85,6 +85,16 @@ impl HttpMetrics {
                 service.shared_mask_channels.load(Ordering::Relaxed),
             ),
             (
+                "scorecam_cache_hits_total",
+                "Explanations answered from the result cache.",
+                cache.hits.load(Ordering::Relaxed),
+            ),
+            (
+                "scorecam_cache_misses_total",
+                "Explanations looked up in the result cache and computed.",
+                cache.misses.load(Ordering::Relaxed),
+            ),
+            (
                 "scorecam_rejected_jobs_total",
                 "Jobs refused at admission (429).",
                 engine.rejected.load(Ordering::Relaxed),
@@ -107,6 +117,8 @@ impl HttpMetrics {
             ("scorecam_jobs_running", "Jobs being scheduled.", engine.running_jobs.load(Ordering::Relaxed) as u64),
             ("scorecam_workers_alive", "Workers with live sessions.", engine.workers_alive() as u64),
             ("scorecam_ready", "1 when the server accepts work.", u64::from(ready)),
+            ("scorecam_cache_bytes", "Bytes the result cache holds.", cache.bytes() as u64),
+            ("scorecam_cache_entries", "Explanations the result cache holds.", cache.len() as u64),
         ];
         for (name, help, v) in gauges {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");

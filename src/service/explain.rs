@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use image::RgbImage;
 
+use super::cache::{self, CacheOutcome, CachedResult};
 use super::progress::{Progress, Stage, StageObserver};
 use super::request::{
     ExplainRequest, ImageInput, MAX_JSON_MAP_VALUES, MAX_TARGETS, OutputFormat, PredictRequest, Resolution, TargetSpec,
@@ -113,6 +114,30 @@ fn options(p: &Prepared, progress: Option<&Arc<Progress>>, stage: Stage) -> RunO
     }
 }
 
+/// A cached result as this request's explanation: its own rendering and upload, no pass.
+fn from_cache(p: Prepared, hit: &CachedResult, started: Instant) -> Explanation {
+    let stats = RunStats {
+        forward_passes: 0,
+        head_passes: 0,
+        metric_passes: 0,
+        batch_size: 0,
+        cache: CacheOutcome::Hit,
+        ..hit.stats
+    };
+    Explanation {
+        model: p.model,
+        method: p.request.method,
+        rendering: p.request.rendering,
+        logits: hit.logits.clone(),
+        targets: hit.targets.clone(),
+        maps: hit.maps.clone(),
+        metrics: hit.metrics.clone(),
+        stats,
+        timings: StageTimings { total_ms: ms(started.elapsed()), ..Default::default() },
+        image: p.image,
+    }
+}
+
 fn target_scores(scores: Vec<PassScores>, targets: &[usize], logits: &[f32]) -> Vec<TargetScores> {
     scores
         .into_iter()
@@ -142,10 +167,37 @@ impl Service {
         Ok(Prepared { model, request, deadline, tensor, image })
     }
 
-    /// Runs a prepared explanation: every pass, every map, the metrics when asked.
+    /// Runs a prepared explanation: every pass, every map, the metrics when asked; or,
+    /// when the same input was explained the same way before, the cached result.
     pub async fn run(&self, prepared: Prepared, progress: Option<Arc<Progress>>) -> Result<Explanation, ServiceError> {
+        let started = Instant::now();
+        // An injected fault must reach the engine; anything else may be answered from
+        // the cache.
+        let key = if self.cache.enabled() && prepared.request.fault.is_none() {
+            let (model, request, tensor) = (prepared.model.clone(), prepared.request.clone(), prepared.tensor.clone());
+            Some(blocking("hashing", move || cache::key(&model, &request, &tensor)).await?)
+        } else {
+            None
+        };
+        if let Some(hit) = key.as_ref().and_then(|k| self.cache.get(k)) {
+            return Ok(from_cache(prepared, &hit, started));
+        }
         let deadline = prepared.deadline;
-        Deadline::bound(deadline, self.run_unbounded(prepared, progress)).await
+        let mut explanation = Deadline::bound(deadline, self.run_unbounded(prepared, progress)).await?;
+        if let Some(key) = key {
+            explanation.stats.cache = CacheOutcome::Miss;
+            self.cache.put(
+                key,
+                CachedResult {
+                    logits: explanation.logits.clone(),
+                    targets: explanation.targets.clone(),
+                    maps: explanation.maps.clone(),
+                    metrics: explanation.metrics.clone(),
+                    stats: explanation.stats,
+                },
+            );
+        }
+        Ok(explanation)
     }
 
     async fn run_unbounded(&self, p: Prepared, progress: Option<Arc<Progress>>) -> Result<Explanation, ServiceError> {

@@ -9,6 +9,7 @@
 //! repository. It owns the explanation's logic: which classes, the method's plan, combining
 //! scores into maps, the metrics follow-up, rendering.
 
+mod cache;
 mod error;
 mod explain;
 pub mod models;
@@ -19,6 +20,7 @@ mod request;
 mod result;
 mod stats;
 
+pub use cache::{CacheOutcome, ResultCache};
 pub use error::ServiceError;
 pub use explain::Prepared;
 pub use models::{ModelRepository, ModelStatus};
@@ -48,6 +50,8 @@ pub struct ServiceConfig {
     pub default_timeout_ms: Option<u64>,
     /// The longest deadline a request may ask for.
     pub max_timeout_ms: Option<u64>,
+    /// The result cache's bound in MiB (0: no cache).
+    pub cache_mib: usize,
 }
 
 /// Slack past a request's deadline before the service gives up on the engine (which
@@ -59,6 +63,7 @@ pub struct Service {
     models: Arc<ModelRepository>,
     config: ServiceConfig,
     stats: Arc<ServiceStats>,
+    cache: ResultCache,
 }
 
 impl Service {
@@ -71,7 +76,13 @@ impl Service {
         }
         let ready = models.ready();
         let engine = Engine::start(engine, &ready).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let service = Self { engine: Arc::new(engine), models: Arc::new(models), config, stats: Default::default() };
+        let service = Self {
+            engine: Arc::new(engine),
+            models: Arc::new(models),
+            cache: ResultCache::new(config.cache_mib),
+            config,
+            stats: Default::default(),
+        };
         service.log_default();
         Ok(service)
     }
@@ -101,6 +112,10 @@ impl Service {
 
     pub fn stats(&self) -> &Arc<ServiceStats> {
         &self.stats
+    }
+
+    pub fn cache(&self) -> &ResultCache {
+        &self.cache
     }
 
     pub fn config(&self) -> &ServiceConfig {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use image::RgbImage;
 use serde::Serialize;
 
+use super::cache::CacheOutcome;
 use super::request::Rendering;
 use crate::cam::faithfulness::Faithfulness;
 use crate::cam::{Map, Method, Saliency, softmax};
@@ -27,6 +28,9 @@ pub struct RunStats {
     pub shared_mask_channels: usize,
     /// The largest batch any of its passes ran in.
     pub batch_size: usize,
+    /// Whether the result came from the cache (then no pass ran for this request and
+    /// the pass counts above are 0).
+    pub cache: CacheOutcome,
 }
 
 /// Wall-clock time per stage, in milliseconds.
