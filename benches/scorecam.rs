@@ -4,7 +4,10 @@
 //! 2. Score-CAM end to end per preset: time, forward passes, overhead ratio;
 //! 3. the HTTP server on loopback: explanations per minute and latency percentiles at 1,
 //!    2, 4 and 8 concurrent clients, /predict throughput, the server's peak RSS;
-//! 4. machine details.
+//! 4. (only with `--parts 4`) anytime fidelity: per photo one exact `official` run, then
+//!    the maps a pass budget gives (most important channels first) beside Faster
+//!    Score-CAM's (`max_channels`) at the same pass counts, both against the exact map;
+//!    `--plot FILE` draws mean fidelity against the share of passes.
 //!
 //! `--quick` runs one tiny iteration of everything; so does the binary when `cargo test
 //! --all-targets` runs it (CI's smoke test, so the benchmark never rots).
@@ -36,6 +39,10 @@ struct Options {
     parts: Vec<u8>,
     /// The model parts 1 and 2 measure (default: the first).
     model: Option<String>,
+    /// Part 4's plot (PNG).
+    plot: Option<PathBuf>,
+    /// Part 4's photo count (default: every photo).
+    photos: Option<usize>,
 }
 
 fn options() -> Options {
@@ -74,6 +81,8 @@ fn options() -> Options {
         batch: value("--batch").and_then(|t| t.parse().ok()).unwrap_or(4),
         spinning: args.iter().any(|a| a == "--spinning"),
         model: value("--model"),
+        plot: value("--plot").map(PathBuf::from),
+        photos: value("--photos").and_then(|n| n.parse().ok()),
         parts: value("--parts")
             .map(|p| p.bytes().filter(u8::is_ascii_digit).map(|b| b - b'0').collect())
             .unwrap_or(vec![1, 2, 3]),
@@ -186,6 +195,116 @@ async fn scorecam_end_to_end(service: &Service, name: &str, opts: &Options, best
         let (s, p) = (secs / n as f64, passes as f64 / n as f64);
         let ratio = s / (p / best);
         let _ = writeln!(out, "| {preset} | {s:.2} | {p:.0} | {ratio:.3} |");
+    }
+}
+
+/// Pass shares part 4 reports in its table, and the plot's x axis (0 to 1 in 20 steps).
+const TABLE_SHARES: [f64; 4] = [0.05, 0.10, 0.25, 0.50];
+const PLOT_STEPS: usize = 20;
+
+/// Part 4: fidelity of partial maps to the exact one, from one complete run per photo (a
+/// partial map needs only a subset of the complete run's scores).
+fn anytime_fidelity(model: &ModelPackage, opts: &Options, out: &mut String) {
+    use scorecam::cam::faithfulness::{pearson, top_iou};
+    use scorecam::cam::{
+        Activations, MaskPlan, Method, PassSet, combine, combine_partial, score_passes, top_channels_by_std,
+    };
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cfg = SessionConfig { intra_threads: cores, ..SessionConfig::default() };
+    let mut s =
+        ModelSessions::open(&model.extractor_path(), &model.head_path(), model.info.into(), &cfg, ProviderKind::Cpu)
+            .unwrap();
+    let n = if opts.quick { 1 } else { opts.photos.unwrap_or(opts.images.len()).min(opts.images.len()) };
+    let [k, fh, fw] = model.info.feature_khw;
+    let method: Method = Preset::Official.into();
+    // Per share (table, then plot), per photo: (Pearson, IoU) of anytime and of max_channels.
+    let shares: Vec<f64> =
+        TABLE_SHARES.iter().copied().chain((0..=PLOT_STEPS).map(|i| i as f64 / PLOT_STEPS as f64)).collect();
+    let mut anytime = vec![Vec::new(); shares.len()];
+    let mut faster = vec![Vec::new(); shares.len()];
+    let started = Instant::now();
+    for path in &opts.images[..n] {
+        let photo = image::open(path).unwrap().into_rgb8();
+        let x = scorecam::imaging::preprocess(&photo, &model.manifest.input).tensor;
+        let features = s.features(&x, 1).unwrap();
+        let logits = s.head_logits(&features, 1).unwrap();
+        let target = scorecam::service::top_k(&logits, 1)[0];
+        let act = Activations::with_extra(k, fh, fw, features);
+        let plan = MaskPlan::new(&method, act.clone(), model.info.input_chw);
+        let scores = score_passes(&plan, &x, &logits, &[target], opts.batch, |b, n| s.logits(b, n).unwrap()).remove(0);
+        let exact = combine(&plan, &scores).input.data;
+        let total = plan.len();
+        for (i, share) in shares.iter().enumerate() {
+            let budget = ((share * total as f64).round() as usize).min(total);
+            let mut done = vec![false; total];
+            done[..budget].fill(true);
+            let map = combine_partial(&plan, &scores, &done).input.data;
+            anytime[i].push((pearson(&map, &exact), top_iou(&map, &exact, 0.2), budget));
+            // Faster Score-CAM: the fewest top-by-spread channels whose passes reach the budget.
+            let (mut lo, mut hi) = (0usize, k);
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                let used = plan.passes_of(&top_channels_by_std(&act, mid)).iter().filter(|d| **d).count();
+                if used >= budget { hi = mid } else { lo = mid + 1 }
+            }
+            let done = plan.passes_of(&top_channels_by_std(&act, lo));
+            let used = done.iter().filter(|d| **d).count();
+            let map = combine_partial(&plan, &scores, &done).input.data;
+            faster[i].push((pearson(&map, &exact), top_iou(&map, &exact, 0.2), used));
+        }
+    }
+    let stats = |v: &[(f32, f32, usize)], pick: fn(&(f32, f32, usize)) -> f64| {
+        let mut xs: Vec<f64> = v.iter().map(pick).collect();
+        xs.sort_by(f64::total_cmp);
+        (xs.iter().sum::<f64>() / xs.len().max(1) as f64, percentile(&xs, 0.05))
+    };
+    let _ = writeln!(
+        out,
+        "\n## 4. Anytime fidelity ({n} photos, `official`, top-1 class; {:.0} s)\n\n\
+         Against the exact map at the model's resolution. \"anytime\": the plan's first passes (channels by \
+         activation mass); \"max_channels\": Faster Score-CAM (channels by spatial spread) with the fewest \
+         channels whose passes reach the same count (mean passes in brackets).\n",
+        started.elapsed().as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "| share of passes | anytime Pearson mean / p5 | anytime IoU@20% mean / p5 | max_channels Pearson mean / p5 | max_channels IoU@20% mean / p5 |\n|---:|---|---|---|---|"
+    );
+    for (i, share) in TABLE_SHARES.iter().enumerate() {
+        let (ap, ap5) = stats(&anytime[i], |t| f64::from(t.0));
+        let (ai, ai5) = stats(&anytime[i], |t| f64::from(t.1));
+        let (fp, fp5) = stats(&faster[i], |t| f64::from(t.0));
+        let (fi, fi5) = stats(&faster[i], |t| f64::from(t.1));
+        let passes = |v: &[(f32, f32, usize)]| v.iter().map(|t| t.2 as f64).sum::<f64>() / v.len().max(1) as f64;
+        let _ = writeln!(
+            out,
+            "| {:.0} % ({:.0}) | {ap:.4} / {ap5:.4} | {ai:.3} / {ai5:.3} | {fp:.4} / {fp5:.4} ({:.0}) | {fi:.3} / {fi5:.3} |",
+            share * 100.0,
+            passes(&anytime[i]),
+            passes(&faster[i])
+        );
+    }
+    if let Some(path) = &opts.plot {
+        use scorecam::render::plot::{Panel, line_charts};
+        let curve = |v: &[Vec<(f32, f32, usize)>], pick: fn(&(f32, f32, usize)) -> f64| -> Vec<f64> {
+            v[TABLE_SHARES.len()..].iter().map(|xs| stats(xs, pick).0.max(0.0)).collect()
+        };
+        let panel = |title: &str, pick: fn(&(f32, f32, usize)) -> f64| Panel {
+            title: title.into(),
+            series: vec![
+                ("anytime (mass order)".into(), curve(&anytime, pick)),
+                ("max_channels (spread)".into(), curve(&faster, pick)),
+            ],
+        };
+        let img = line_charts(
+            &[
+                panel("mean Pearson r to the exact map", |t| f64::from(t.0)),
+                panel("mean top-20 % IoU", |t| f64::from(t.1)),
+            ],
+            "share of the exact plan's passes",
+            "fidelity",
+        );
+        img.save(path).unwrap();
     }
 }
 
@@ -362,6 +481,10 @@ async fn main() {
     }
     if opts.parts.contains(&3) {
         http(&opts, &mut out).await;
+    }
+    // Not in the default parts: it runs every photo's exact plan once (minutes).
+    if opts.parts.contains(&4) || opts.quick {
+        anytime_fidelity(&model.package, &opts, &mut out);
     }
     print!("{out}");
     if let Some(path) = opts.out {

@@ -396,6 +396,74 @@ async fn the_cache_can_be_turned_off() {
     }
 }
 
+fn saliency(doc: &Value) -> Vec<f64> {
+    doc["explanations"][0]["saliency"]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pass_budget_gives_a_partial_map_with_its_coverage() {
+    let server = Server::start(&["--cache-mib", "0"]);
+    let c = client();
+    let explain = |query: &str| c.post(server.url(&format!("/explain?{query}"))).png_body().send();
+    let exact: Value = explain("format=json&resolution=model").await.unwrap().json().await.unwrap();
+    let total = exact["stats"]["forward_passes"].as_u64().unwrap() - 1;
+    assert!(exact["stats"].get("coverage").is_none(), "a complete map has no coverage");
+
+    let r = explain("format=json&resolution=model&max_passes=100").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let partial: Value = r.json().await.unwrap();
+    assert_eq!(partial["stats"]["forward_passes"], 101, "the clean pass and the budget");
+    let cov = &partial["stats"]["coverage"];
+    assert_eq!(cov["passes_done"], 100);
+    assert_eq!(cov["passes_total"].as_u64().unwrap(), total);
+    let mass = cov["estimated_mass"].as_f64().unwrap();
+    // The heaviest channels run first: 100 of ~490 passes carry far more than their share.
+    assert!(mass > 100.0 / total as f64 && mass < 1.0, "{cov}");
+    let (a, b) = (saliency(&exact), saliency(&partial));
+    assert_eq!(a.len(), b.len());
+    assert!(b.iter().all(|v| v.is_finite() && (0.0..=1.0).contains(v)));
+    assert_ne!(a, b, "a partial map differs from the exact one");
+
+    // A budget the plan fits in: the exact map, bit for bit, and no coverage.
+    let whole: Value = explain("format=json&resolution=model&max_passes=100000").await.unwrap().json().await.unwrap();
+    assert!(whole["stats"].get("coverage").is_none());
+    assert_eq!(saliency(&whole), a);
+
+    // The PNG's headers carry the coverage too.
+    let png = explain("max_passes=10").await.unwrap();
+    assert_eq!(png.headers()["x-scorecam-passes-done"].to_str().unwrap(), format!("10/{total}"));
+    assert!(png.headers().contains_key("x-scorecam-coverage"));
+    assert_eq!(metric(&server, "scorecam_partial_explanations_total").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anytime_answers_at_the_deadline_with_what_it_has() {
+    let server = Server::start(&[]);
+    let c = client();
+    // About 490 passes take seconds on a CPU; 800 ms is not enough for all of them.
+    let r = c.post(server.url("/explain?format=json&timeout_ms=800&anytime=true")).png_body().send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: Value = r.json().await.unwrap();
+    let cov = &doc["stats"]["coverage"];
+    let done = cov["passes_done"].as_u64().unwrap();
+    assert!(done < cov["passes_total"].as_u64().unwrap(), "{cov}");
+    assert!(saliency(&doc).iter().all(|v| v.is_finite()));
+    // A map the deadline cut depends on the machine's speed: it is never cached.
+    let again: Value = c
+        .post(server.url("/explain?format=json&timeout_ms=800&anytime=true"))
+        .png_body()
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(again["stats"]["cache"], "hit", "{}", again["stats"]);
+    // The same deadline without `anytime` is a 504.
+    let late = c.post(server.url("/explain?format=json&timeout_ms=800")).png_body().send().await.unwrap();
+    assert_eq!(late.status(), 504);
+}
+
 async fn futures_join<F: std::future::Future + Send + 'static>(futures: Vec<F>) -> Vec<F::Output>
 where
     F::Output: Send + 'static,

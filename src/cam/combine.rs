@@ -66,9 +66,22 @@ fn mean(values: &[f32]) -> f32 {
 /// Turns one target's pass scores into its saliency map, by the plan's method.
 pub fn combine(plan: &MaskPlan, scores: &TargetScores) -> Saliency {
     assert_eq!(scores.logits.len(), plan.passes.len(), "one score per pass");
+    combine_channels(plan, scores, plan.weighed_channels())
+}
+
+/// The map from the channels whose passes all ran (`done`: one flag per pass; scores of
+/// passes not done are ignored). Every weight rule is per channel up to a common positive
+/// factor (a softmax over the done channels is the full softmax rescaled), and the map is
+/// normalised, so this is the exact map of the done channels; with every pass done it is
+/// `combine`'s map bit for bit.
+pub fn combine_partial(plan: &MaskPlan, scores: &TargetScores, done: &[bool]) -> Saliency {
+    assert_eq!(scores.logits.len(), plan.passes.len(), "one score per pass");
+    combine_channels(plan, scores, plan.weighed_channels_done(done))
+}
+
+fn combine_channels(plan: &MaskPlan, scores: &TargetScores, weighed: Vec<(usize, Range<usize>)>) -> Saliency {
     let act = &plan.activations;
     let [_, h, w] = plan.input_chw;
-    let weighed = plan.weighed_channels();
     let weights = plan.method.cam().weights(&ChannelScores { weighed: &weighed, scores });
     let sum = weighted_sum(act, weighed.iter().map(|(k, _)| *k).zip(weights));
     let preset = plan.method.preset();

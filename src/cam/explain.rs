@@ -24,6 +24,7 @@ mod tests {
     //! Each method against a straight, unoptimised transcription of its spec.
 
     use super::*;
+    use crate::cam::pass_set::score_passes;
     use crate::cam::passes::Pass;
     use crate::cam::test_support::*;
     use crate::cam::{
@@ -49,6 +50,48 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn passes_run_heaviest_channel_first_and_a_budget_takes_a_prefix() {
+        // Channel 1 carries more activation mass (7) than channel 0 (1); their masks differ.
+        let act = Activations::new(2, 1, 2, vec![1.0, 0.0, 2.0, 5.0]);
+        let plan = std::sync::Arc::new(plan(Preset::Official, act, (2, 4)));
+        assert_eq!(plan.passes(), &[Pass::channel(1), Pass::channel(0)]);
+        let prefix = crate::cam::PlanPrefix { plan: plan.clone(), len: 1 };
+        assert_eq!(prefix.len(), 1);
+        let x = input(2, 4);
+        let (mut whole, mut first) = (vec![0.0; 2 * 24], vec![0.0; 24]);
+        plan.fill_batch(&x, 0..2, &mut whole);
+        prefix.fill_batch(&x, 0..1, &mut first);
+        assert_eq!(first, whole[..24], "the prefix's pass is the plan's first");
+    }
+
+    #[test]
+    fn a_partial_run_is_the_exact_map_of_the_channels_it_completed() {
+        let Scene { hw, x, model, clean } = scene();
+        let act = activations();
+        let plan = plan(Preset::Torchcam, act.clone(), hw);
+        let scores = score_passes(&plan, &x, &clean, &[2], 3, |b, n| model.batch(b, n)).remove(0);
+        // Every pass done: the exact map, bit for bit.
+        let exact = combine(&plan, &scores);
+        let all = crate::cam::combine_partial(&plan, &scores, &vec![true; plan.len()]);
+        assert_eq!(exact.input.data, all.input.data);
+        assert!(plan.coverage(&vec![true; plan.len()]).is_complete());
+        // Only the first pass (channel 0, the heaviest varying channel): the torch-cam map
+        // of that channel alone, whatever the other passes' scores were.
+        let mut done = vec![false; plan.len()];
+        done[0] = true;
+        let mut noisy = scores.clone();
+        noisy.logits[1..].iter_mut().for_each(|z| *z = 1e6);
+        let partial = crate::cam::combine_partial(&plan, &noisy, &done);
+        let alone = Activations::new(1, act.height, act.width, act.channel(0).to_vec());
+        let want = torchcam_map(&alone, &[scores.logits[0] - scores.clean_logit], hw);
+        assert_close(&partial.input.data, &want.input.data, 1e-6);
+        let c = plan.coverage(&done);
+        assert_eq!((c.passes_done, c.passes_total, c.channels_done, c.channels_total), (1, 3, 1, 4));
+        // Masses: 15, 8.5, 0 and 36 (the constant channel).
+        assert!((c.estimated_mass - 15.0 / 59.5).abs() < 1e-9, "{c:?}");
     }
 
     #[test]
@@ -123,8 +166,9 @@ mod tests {
         let plan = plan(ablationcam(), act.clone(), (5, 7));
         assert_eq!(plan.graph(), Graph::Head);
         assert_eq!(plan.pass_len(), act.data.len());
-        // The all-zero channel cannot change the head's output: no pass. The constant 6s can.
-        assert_eq!(plan.passes(), &[Pass::channel(0), Pass::channel(1), Pass::channel(3)]);
+        // The all-zero channel cannot change the head's output: no pass. The constant 6s can,
+        // and carry the most activation mass (36), so they go first.
+        assert_eq!(plan.passes(), &[Pass::channel(3), Pass::channel(0), Pass::channel(1)]);
         let maps = explain_with(&plan, &[], &clean, &[0, 2], 2, |b, n| head.batch(b, n));
         for (map, class) in maps.iter().zip([0, 2]) {
             let want = reference_ablation(&head, &act, (5, 7), class);

@@ -21,12 +21,12 @@ mod plan;
 mod test_support;
 mod upsample;
 
-pub use combine::combine;
+pub use combine::{combine, combine_partial};
 pub use explain::explain_with;
 pub use methods::{Method, top_channels_by_std};
 pub use noise::gaussian_noise;
 pub use pass_set::{Graph, PassSet, TargetScores, class_scores, score_passes, softmax};
-pub use plan::MaskPlan;
+pub use plan::{Coverage, MaskPlan, PlanPrefix};
 pub use upsample::{Align, Resampler, resize};
 
 use serde::{Deserialize, Serialize};

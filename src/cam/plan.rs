@@ -29,6 +29,37 @@ pub struct MaskPlan {
     /// at that step shares (SS-CAM's noise sample): drawn on first use by whichever
     /// thread needs it, and dropped with the plan.
     memo: Vec<OnceLock<Vec<f32>>>,
+    /// Each channel's estimated share of the map (its activation mass, Σ|A_k|): the
+    /// passes run in decreasing order of it, so a plan cut short has done what matters
+    /// most (see `importance`).
+    importance: Vec<f64>,
+}
+
+/// How much of a plan a partial run covered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Coverage {
+    pub passes_done: usize,
+    pub passes_total: usize,
+    /// Weighed channels whose passes all ran (a channel counts only when complete).
+    pub channels_done: usize,
+    pub channels_total: usize,
+    /// The done channels' share of the estimated weight mass (activation mass): 1 when
+    /// complete.
+    pub estimated_mass: f64,
+}
+
+impl Coverage {
+    pub fn is_complete(&self) -> bool {
+        self.passes_done == self.passes_total
+    }
+}
+
+/// A channel's estimated weight in the map, from the clean pass alone: the map is
+/// Σ_k w_k A_k and the weights w_k vary far less across channels than the activations'
+/// mass does, so Σ|A_k| ranks what each channel adds (measured in BENCHMARKS.md against
+/// Faster Score-CAM's spatial spread).
+fn importance(a: &[f32]) -> f64 {
+    a.iter().map(|v| f64::from(v.abs())).sum()
 }
 
 impl std::fmt::Debug for MaskPlan {
@@ -97,7 +128,12 @@ impl MaskPlan {
         // Passes already planned per distinct mask (see `mask_key`).
         let mut by_mask: HashMap<Vec<u32>, Range<usize>> = HashMap::new();
         let mut shared_masks = 0;
-        for ch in (0..k).filter(|&c| included[c]) {
+        let importance: Vec<f64> = (0..k).map(|c| importance(activations.channel(c))).collect();
+        // Most important first (ties by index), so any prefix of the passes is the best
+        // partial plan of its length; the map does not depend on the order.
+        let mut order: Vec<usize> = (0..k).filter(|&c| included[c]).collect();
+        order.sort_by(|&a, &b| importance[b].total_cmp(&importance[a]).then(a.cmp(&b)));
+        for ch in order {
             if cam.is_degenerate(&activations, ch) {
                 degenerate.push(ch);
                 continue;
@@ -138,6 +174,7 @@ impl MaskPlan {
             shared_masks,
             masks,
             memo,
+            importance,
         }
     }
 
@@ -174,6 +211,45 @@ impl MaskPlan {
     pub(super) fn weighed_channels(&self) -> Vec<(usize, Range<usize>)> {
         self.channel_passes.iter().enumerate().filter_map(|(k, p)| p.clone().map(|p| (k, p))).collect()
     }
+
+    /// The weighed channels whose passes are all in `done` (one flag per pass).
+    pub(super) fn weighed_channels_done(&self, done: &[bool]) -> Vec<(usize, Range<usize>)> {
+        let mut weighed = self.weighed_channels();
+        weighed.retain(|(_, p)| done[p.clone()].iter().all(|d| *d));
+        weighed
+    }
+
+    /// One flag per pass: the passes that weigh any of `channels` (for studies of other
+    /// partial plans, e.g. Faster Score-CAM's channels, from one complete run's scores).
+    pub fn passes_of(&self, channels: &[usize]) -> Vec<bool> {
+        let mut flags = vec![false; self.passes.len()];
+        for &k in channels {
+            if let Some(Some(p)) = self.channel_passes.get(k) {
+                flags[p.clone()].iter_mut().for_each(|f| *f = true);
+            }
+        }
+        flags
+    }
+
+    /// What a run that did the passes flagged in `done` covered.
+    pub fn coverage(&self, done: &[bool]) -> Coverage {
+        assert_eq!(done.len(), self.passes.len(), "one flag per pass");
+        let all = self.weighed_channels();
+        let finished = self.weighed_channels_done(done);
+        let mass = |set: &[(usize, Range<usize>)]| set.iter().map(|(k, _)| self.importance[*k]).sum::<f64>();
+        let total = mass(&all);
+        Coverage {
+            passes_done: done.iter().filter(|d| **d).count(),
+            passes_total: self.passes.len(),
+            channels_done: finished.len(),
+            channels_total: all.len(),
+            estimated_mass: if total > 0.0 {
+                mass(&finished) / total
+            } else {
+                f64::from(u8::from(finished.len() == all.len()))
+            },
+        }
+    }
 }
 
 impl PassSet for MaskPlan {
@@ -205,6 +281,32 @@ impl PassSet for MaskPlan {
         for (dst, &pass) in out.chunks_exact_mut(per).zip(&self.passes[passes]) {
             cam.fill_pass(&src, pass, &mut mask, dst);
         }
+    }
+}
+
+/// The first `len` passes of a plan (a pass budget): the most important channels' passes.
+#[derive(Debug)]
+pub struct PlanPrefix {
+    pub plan: std::sync::Arc<MaskPlan>,
+    pub len: usize,
+}
+
+impl PassSet for PlanPrefix {
+    fn len(&self) -> usize {
+        self.len.min(self.plan.len())
+    }
+
+    fn graph(&self) -> Graph {
+        self.plan.graph()
+    }
+
+    fn pass_len(&self) -> usize {
+        self.plan.pass_len()
+    }
+
+    fn fill_batch(&self, x: &[f32], passes: Range<usize>, out: &mut [f32]) {
+        assert!(passes.end <= self.len(), "passes beyond the prefix");
+        self.plan.fill_batch(x, passes, out);
     }
 }
 

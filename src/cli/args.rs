@@ -83,6 +83,10 @@ pub struct ExplainArgs {
     /// and insertion AUC) for each map.
     #[arg(long)]
     pub metrics: bool,
+    /// Pass budget: run only the first N passes (the most important channels first) and
+    /// make the map from the channels they complete; the output says the coverage.
+    #[arg(long)]
+    pub max_passes: Option<usize>,
     /// png (overlay), heatmap or json.
     #[arg(long, default_value = "png")]
     pub format: String,

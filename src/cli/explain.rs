@@ -28,6 +28,9 @@ fn params(args: &ExplainArgs) -> Params {
         put("method", m.clone());
     }
     put("metrics", args.metrics.to_string());
+    if let Some(n) = args.max_passes {
+        put("max_passes", n.to_string());
+    }
     put("format", args.format.clone());
     put("resolution", args.resolution.clone());
     put("colormap", args.colormap.clone());
@@ -62,7 +65,13 @@ pub async fn explain(service: &Service, args: ExplainArgs) -> Result<(), CliErro
         let rendered = result.map_err(|source| CliError::Input { path: image.clone(), source })?;
         let (bytes, summary) = match rendered {
             Rendered::Json(doc) => {
-                let s = format!("{} passes", doc.stats.forward_passes);
+                let mut s = format!("{} passes", doc.stats.forward_passes);
+                if let Some(c) = &doc.stats.coverage {
+                    s += &format!(
+                        " ({}/{} of the plan, estimated mass {:.3})",
+                        c.passes_done, c.passes_total, c.estimated_mass
+                    );
+                }
                 (serde_json::to_vec(&doc).map_err(|e| CliError::Invalid(e.to_string()))?, s)
             }
             Rendered::Png(img) => {
@@ -71,6 +80,12 @@ pub async fn explain(service: &Service, args: ExplainArgs) -> Result<(), CliErro
                     "class {} ({}) p={:.4}, {} passes in {:.0} ms",
                     s.target.index, s.target.label, s.target.score, s.stats.forward_passes, s.timings_ms.total_ms
                 );
+                if let Some(c) = &s.stats.coverage {
+                    line += &format!(
+                        " ({}/{} of the plan, estimated mass {:.3})",
+                        c.passes_done, c.passes_total, c.estimated_mass
+                    );
+                }
                 if let Some(m) = &s.metrics {
                     line += &format!(
                         "; average drop {:.1}%, increase in confidence {}, deletion AUC {:.4}, insertion AUC {:.4}",

@@ -42,6 +42,9 @@ pub enum Fault {
 #[derive(Clone, Default)]
 pub struct RunOptions {
     pub deadline: Option<Instant>,
+    /// At the deadline, answer a pass-set job with the passes scored so far (`Scored::done`)
+    /// instead of failing it.
+    pub partial_at_deadline: bool,
     pub observer: Option<Arc<dyn PassObserver>>,
     pub fault: Option<Fault>,
 }
@@ -50,6 +53,7 @@ impl std::fmt::Debug for RunOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunOptions")
             .field("deadline", &self.deadline)
+            .field("partial_at_deadline", &self.partial_at_deadline)
             .field("observer", &self.observer.is_some())
             .field("fault", &self.fault)
             .finish()
@@ -78,6 +82,9 @@ pub struct PassScores {
 pub struct Scored {
     /// Per target, in the order asked.
     pub scores: Vec<PassScores>,
+    /// Which passes were scored, when the deadline cut the job short (`None`: all; the
+    /// scores of the others are 0).
+    pub done: Option<Vec<bool>>,
     pub counts: PassCounts,
     pub timing: JobTiming,
 }
@@ -104,7 +111,7 @@ pub struct JobTiming {
 
 pub(crate) enum JobOutput {
     Clean { features: Vec<f32>, logits: Vec<f32> },
-    Scored { scores: Vec<PassScores> },
+    Scored { scores: Vec<PassScores>, done: Option<Vec<bool>> },
 }
 
 pub(crate) type Reply = oneshot::Sender<Result<(JobOutput, PassCounts, JobTiming), EngineError>>;

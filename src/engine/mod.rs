@@ -287,7 +287,7 @@ impl Admission<'_> {
         options: &RunOptions,
     ) -> Result<Scored, EngineError> {
         match self.submit(input, Work::Score { passes, targets }, options).await? {
-            (JobOutput::Scored { scores }, counts, timing) => Ok(Scored { scores, counts, timing }),
+            (JobOutput::Scored { scores, done }, counts, timing) => Ok(Scored { scores, done, counts, timing }),
             _ => Err(EngineError::Internal("a score job returned a clean pass".into())),
         }
     }

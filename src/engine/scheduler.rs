@@ -46,6 +46,8 @@ struct PassState {
     targets: Arc<[usize]>,
     next: usize,
     done: usize,
+    /// Which passes are scored (batches of two workers finish out of order).
+    scored: Vec<bool>,
     scores: Vec<PassScores>,
 }
 
@@ -223,7 +225,21 @@ impl Scheduler {
         let expired: Vec<usize> =
             self.jobs.values().filter(|j| past(j.entry.options.deadline)).map(|j| j.entry.id).collect();
         for id in expired {
-            self.fail(id, EngineError::DeadlineExceeded);
+            let partial = self.jobs[&id].entry.options.partial_at_deadline;
+            match self.remove(id) {
+                Some(job) if partial && matches!(job.state, State::Passes(_)) => {
+                    // What is scored so far is the answer; batches still in flight are
+                    // dropped when they return (the job is gone).
+                    let timing = job.timing();
+                    let State::Passes(p) = job.state else { unreachable!("matched above") };
+                    let output = JobOutput::Scored { scores: p.scores, done: Some(p.scored) };
+                    let _ = job.entry.reply.send(Ok((output, job.counts, timing)));
+                }
+                Some(job) => {
+                    let _ = job.entry.reply.send(Err(EngineError::DeadlineExceeded));
+                }
+                None => {}
+            }
         }
         let mut kept = VecDeque::with_capacity(self.waiting.len());
         for entry in self.waiting.drain(..) {
@@ -268,6 +284,7 @@ impl Scheduler {
                 targets: targets.clone(),
                 next: 0,
                 done: 0,
+                scored: vec![false; passes.len()],
                 scores: targets
                     .iter()
                     .map(|_| PassScores { logits: vec![0.0; passes.len()], probs: vec![0.0; passes.len()] })
@@ -504,6 +521,7 @@ impl Scheduler {
                 ts.logits[start + i] = *z;
                 ts.probs[start + i] = *prob;
             }
+            p.scored[start + i] = true;
         }
         p.done += scores.len();
         if let Some(o) = &job.entry.options.observer {
@@ -520,6 +538,6 @@ impl Scheduler {
         let job = self.remove(id).expect("present");
         let timing = job.timing();
         let State::Passes(p) = job.state else { unreachable!("checked above") };
-        let _ = job.entry.reply.send(Ok((JobOutput::Scored { scores: p.scores }, job.counts, timing)));
+        let _ = job.entry.reply.send(Ok((JobOutput::Scored { scores: p.scores, done: None }, job.counts, timing)));
     }
 }

@@ -56,6 +56,13 @@ fn png_response(img: RenderedPng) -> Response {
             ),
         ),
     ];
+    if let Some(c) = &s.stats.coverage {
+        pairs.extend([
+            ("x-scorecam-coverage", format!("{:.6}", c.estimated_mass)),
+            ("x-scorecam-passes-done", format!("{}/{}", c.passes_done, c.passes_total)),
+            ("x-scorecam-channels-done", format!("{}/{}", c.channels_done, c.channels_total)),
+        ]);
+    }
     if let Some(m) = &s.metrics {
         pairs.extend([
             ("x-scorecam-average-drop", format!("{:.6}", m.average_drop)),

@@ -85,6 +85,11 @@ impl HttpMetrics {
                 service.shared_mask_channels.load(Ordering::Relaxed),
             ),
             (
+                "scorecam_partial_explanations_total",
+                "Explanations answered with a partial map (max_passes, or anytime at the deadline).",
+                service.partial_explanations.load(Ordering::Relaxed),
+            ),
+            (
                 "scorecam_cache_hits_total",
                 "Explanations answered from the result cache.",
                 cache.hits.load(Ordering::Relaxed),

@@ -88,6 +88,7 @@ pub(crate) fn key(model: &EngineModel, request: &ExplainRequest, tensor: &[f32])
         }
     }
     h.update(&[u8::from(request.metrics)]);
+    h.update(&(request.max_passes.unwrap_or(0) as u64).to_le_bytes());
     // The tensor's bytes, a block at a time (one `update` per value would be slow).
     let mut block = [0u8; 4096];
     for chunk in tensor.chunks(block.len() / 4) {

@@ -17,7 +17,7 @@ use super::result::{
 };
 use super::{Deadline, Service, ServiceError};
 use crate::cam::faithfulness::{Faithfulness, MetricPlan};
-use crate::cam::{self, Activations, MaskPlan, PassSet, Saliency, TargetScores};
+use crate::cam::{self, Activations, MaskPlan, PassSet, PlanPrefix, Saliency, TargetScores};
 use crate::engine::{Admission, EngineModel, PassObserver, PassScores, RunOptions};
 use crate::imaging::{self, ImageLimits, Preprocessed};
 
@@ -111,6 +111,7 @@ fn options(p: &Prepared, progress: Option<&Arc<Progress>>, stage: Stage) -> RunO
         deadline: p.deadline.map(|d| d.at),
         observer: progress.map(|p| Arc::new(StageObserver { progress: p.clone(), stage }) as Arc<dyn PassObserver>),
         fault: p.request.fault,
+        partial_at_deadline: false,
     }
 }
 
@@ -136,6 +137,12 @@ fn from_cache(p: Prepared, hit: &CachedResult, started: Instant) -> Explanation 
         timings: StageTimings { total_ms: ms(started.elapsed()), ..Default::default() },
         image: p.image,
     }
+}
+
+/// How long before an anytime request's deadline its passes stop: a tenth of the
+/// deadline, within 50 ms..1 s.
+fn anytime_margin(timeout_ms: u64) -> std::time::Duration {
+    std::time::Duration::from_millis((timeout_ms / 10).clamp(50, 1000))
 }
 
 fn target_scores(scores: Vec<PassScores>, targets: &[usize], logits: &[f32]) -> Vec<TargetScores> {
@@ -183,8 +190,12 @@ impl Service {
             return Ok(from_cache(prepared, &hit, started));
         }
         let deadline = prepared.deadline;
+        let prepared_budget = prepared.request.max_passes.unwrap_or(usize::MAX);
         let mut explanation = Deadline::bound(deadline, self.run_unbounded(prepared, progress)).await?;
-        if let Some(key) = key {
+        // A map the deadline cut short depends on the machine's speed: never cached.
+        let budget = explanation.stats.coverage.map(|c| c.passes_total.min(prepared_budget));
+        let cut = explanation.stats.coverage.is_some_and(|c| Some(c.passes_done) != budget);
+        if let Some(key) = key.filter(|_| !cut) {
             explanation.stats.cache = CacheOutcome::Miss;
             self.cache.put(
                 key,
@@ -217,24 +228,51 @@ impl Service {
             Arc::new(MaskPlan::new(&method, Activations::with_extra(k, fh, fw, features), info.input_chw))
         })
         .await?;
+        // A pass budget runs the plan's first passes: its most important channels.
+        let passes: Arc<dyn PassSet> = match p.request.max_passes {
+            Some(n) if n < plan.len() => Arc::new(PlanPrefix { plan: plan.clone(), len: n }),
+            _ => plan.clone(),
+        };
+        let ran = passes.len();
         if let Some(progress) = &progress {
             let metric_passes = if p.request.metrics { MetricPlan::pass_count(targets.len()) } else { 0 };
-            progress.set_total(plan.len() + metric_passes);
+            progress.set_total(ran + metric_passes);
             progress.set_stage(Stage::Masked);
         }
-        let scored = admission
-            .score(
-                p.tensor.clone(),
-                plan.clone(),
-                targets.clone().into(),
-                &options(&p, progress.as_ref(), Stage::Masked),
-            )
-            .await?;
+        let mut masked_options = options(&p, progress.as_ref(), Stage::Masked);
+        if p.request.anytime {
+            // Stop the passes a little before the deadline, so combining and rendering
+            // the partial map still fit inside it.
+            masked_options.partial_at_deadline = true;
+            masked_options.deadline = p.deadline.map(|d| d.at - anytime_margin(d.ms));
+        }
+        let scored = admission.score(p.tensor.clone(), passes, targets.clone().into(), &masked_options).await?;
         let t = Instant::now();
-        let per_target = target_scores(scored.scores, &targets, &logits);
+        // Which of the plan's passes ran: the budget's prefix, less any the deadline cut.
+        let mut done = vec![false; plan.len()];
+        match &scored.done {
+            Some(d) => done[..ran].copy_from_slice(d),
+            None => done[..ran].fill(true),
+        }
+        let cut_by_deadline = scored.done.is_some();
+        let complete = done.iter().all(|d| *d);
+        let mut per_target = target_scores(scored.scores, &targets, &logits);
+        for s in &mut per_target {
+            s.logits.resize(plan.len(), 0.0);
+            s.probs.resize(plan.len(), 0.0);
+        }
         let combine_plan = plan.clone();
-        let maps: Vec<Saliency> =
-            blocking("combining", move || per_target.iter().map(|s| cam::combine(&combine_plan, s)).collect()).await?;
+        let combine_done = done.clone();
+        let maps: Vec<Saliency> = blocking("combining", move || {
+            per_target
+                .iter()
+                .map(|s| match complete {
+                    true => cam::combine(&combine_plan, s),
+                    false => cam::combine_partial(&combine_plan, s, &combine_done),
+                })
+                .collect()
+        })
+        .await?;
         let mut timings = StageTimings {
             queue_ms: ms(clean.timing.queued),
             features_ms: ms(clean.timing.running),
@@ -248,9 +286,11 @@ impl Service {
             skipped_channels: plan.skipped_channels(),
             shared_mask_channels: plan.shared_mask_channels(),
             batch_size: scored.counts.batch_size,
+            coverage: (!complete).then(|| plan.coverage(&done)),
             ..Default::default()
         };
-        let metrics = if p.request.metrics {
+        // Past the deadline there is no time for the metrics' passes.
+        let metrics = if p.request.metrics && !cut_by_deadline {
             let t = Instant::now();
             let inputs = maps.iter().map(|m| m.input.data.clone()).collect();
             let (figures, passes) =

@@ -15,8 +15,20 @@ pub const MAX_PARAMS: usize = 32;
 pub const MAX_PARAM_BYTES: usize = 1024;
 
 /// Parameters that every explanation takes, besides its method's own.
-const EXPLAIN_PARAMS: &[&str] =
-    &["model", "target", "top_k", "method", "metrics", "format", "resolution", "colormap", "alpha", "timeout_ms"];
+const EXPLAIN_PARAMS: &[&str] = &[
+    "model",
+    "target",
+    "top_k",
+    "method",
+    "metrics",
+    "format",
+    "resolution",
+    "colormap",
+    "alpha",
+    "timeout_ms",
+    "max_passes",
+    "anytime",
+];
 const PREDICT_PARAMS: &[&str] = &["model", "top_k", "timeout_ms"];
 
 /// Named parameters; a name may repeat (`target=1&target=2`). Bounded in count and size,
@@ -120,7 +132,13 @@ impl Params {
         if !(0.0..=1.0).contains(&alpha) {
             return Err(invalid(format!("`alpha` must be within 0..=1, got {alpha}")));
         }
+        let max_passes: Option<usize> = self.parse("max_passes")?;
+        if max_passes == Some(0) {
+            return Err(invalid("`max_passes` must be at least 1"));
+        }
         Ok(ExplainRequest {
+            max_passes,
+            anytime: self.parse::<bool>("anytime")?.unwrap_or(false),
             model: self.one("model")?.map(str::to_string),
             targets,
             method,

@@ -129,6 +129,12 @@ pub struct ExplainRequest {
     pub rendering: Rendering,
     /// The deadline; `None`: the service's default (which may be none).
     pub timeout_ms: Option<u64>,
+    /// A pass budget: only the first N of the method's passes run (its most important
+    /// channels first), and the map is made from the channels they complete.
+    pub max_passes: Option<usize>,
+    /// At the deadline, answer with the map of the passes done so far (and its coverage)
+    /// instead of a 504.
+    pub anytime: bool,
     /// Test-only fault injection (see the `fault-injection` feature).
     pub fault: Option<Fault>,
 }
@@ -142,6 +148,8 @@ impl Default for ExplainRequest {
             metrics: false,
             rendering: Rendering::default(),
             timeout_ms: None,
+            max_passes: None,
+            anytime: false,
             fault: None,
         }
     }

@@ -9,12 +9,12 @@ use serde::Serialize;
 use super::cache::CacheOutcome;
 use super::request::Rendering;
 use crate::cam::faithfulness::Faithfulness;
-use crate::cam::{Map, Method, Saliency, softmax};
+use crate::cam::{Coverage, Map, Method, Saliency, softmax};
 use crate::engine::EngineModel;
 use crate::imaging::Preprocessed;
 
 /// Counts that describe the work an explanation took.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct RunStats {
     /// Every forward pass through the model for this request, the clean pass included.
     pub forward_passes: usize,
@@ -31,6 +31,10 @@ pub struct RunStats {
     /// Whether the result came from the cache (then no pass ran for this request and
     /// the pass counts above are 0).
     pub cache: CacheOutcome,
+    /// How much of the method's plan the map covers, when a pass budget or the deadline
+    /// (with `anytime`) cut it short; absent for a complete map.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<Coverage>,
 }
 
 /// Wall-clock time per stage, in milliseconds.
