@@ -261,9 +261,9 @@ fn anytime_fidelity(model: &ModelPackage, opts: &Options, out: &mut String) {
     let _ = writeln!(
         out,
         "\n## 4. Anytime fidelity ({n} photos, `official`, top-1 class; {:.0} s)\n\n\
-         Against the exact map at the model's resolution. \"anytime\": the plan's first passes (channels by \
-         activation mass); \"max_channels\": Faster Score-CAM (channels by spatial spread) with the fewest \
-         channels whose passes reach the same count (mean passes in brackets).\n",
+         Against the exact map at the model's resolution. \"anytime\": the plan's first passes (its order: \
+         channels by spatial spread); \"max_channels\": Faster Score-CAM (channels by spatial spread) with \
+         the fewest channels whose passes reach the same count (mean passes in brackets).\n",
         started.elapsed().as_secs_f64()
     );
     let _ = writeln!(
@@ -292,7 +292,7 @@ fn anytime_fidelity(model: &ModelPackage, opts: &Options, out: &mut String) {
         let panel = |title: &str, pick: fn(&(f32, f32, usize)) -> f64| Panel {
             title: title.into(),
             series: vec![
-                ("anytime (mass order)".into(), curve(&anytime, pick)),
+                ("anytime (plan order)".into(), curve(&anytime, pick)),
                 ("max_channels (spread)".into(), curve(&faster, pick)),
             ],
         };

@@ -64,6 +64,7 @@ async fn progress_is_monotonic_and_the_result_equals_the_plain_answer() {
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut events = Events::new(response);
     let (mut last_done, mut progress_events, mut saw_total) = (0u64, 0, 0u64);
+    let (mut partials, mut partial_done) = (0, 0u64);
     let result = loop {
         let (event, data) = events.next().await.expect("the stream ends with a result");
         match event.as_str() {
@@ -79,10 +80,24 @@ async fn progress_is_monotonic_and_the_result_equals_the_plain_answer() {
                 last_done = done;
                 progress_events += 1;
             }
+            "partial" => {
+                // The map so far, at the target layer's 7×7, with its coverage.
+                assert_eq!(data["target"], 285);
+                let map = &data["map"];
+                assert_eq!((map["width"].as_u64(), map["height"].as_u64()), (Some(7), Some(7)), "{data}");
+                let values = map["data"].as_array().unwrap();
+                assert_eq!(values.len(), 49);
+                assert!(values.iter().all(|v| (0.0..=1.0).contains(&v.as_f64().unwrap())));
+                let done = data["coverage"]["passes_done"].as_u64().unwrap();
+                assert!(done >= partial_done && done <= data["coverage"]["passes_total"].as_u64().unwrap());
+                partial_done = done;
+                partials += 1;
+            }
             "result" => break data,
             other => panic!("unexpected event {other}: {data}"),
         }
     };
+    assert!(partials >= 1, "no partial map during a multi-second job");
     assert!(events.next().await.is_none(), "nothing after the result");
     assert!(progress_events >= 2, "only {progress_events} progress events for a multi-second job");
     assert!(saw_total > 0, "the total was never reported");
@@ -113,7 +128,7 @@ async fn an_image_result_carries_the_png_at_the_uploads_size() {
     let result = loop {
         match events.next().await.expect("a result") {
             (e, data) if e == "result" => break data,
-            (e, _) => assert_eq!(e, "progress"),
+            (e, _) => assert!(e == "progress" || e == "partial", "{e}"),
         }
     };
     use base64::Engine as _;
@@ -142,7 +157,7 @@ async fn bad_requests_get_a_plain_status_before_any_stream() {
     let mut events = Events::new(r);
     let last = loop {
         match events.next().await.expect("the stream ends with an error") {
-            (e, data) if e != "progress" => break (e, data),
+            (e, data) if e != "progress" && e != "partial" => break (e, data),
             _ => {}
         }
     };
@@ -159,6 +174,9 @@ async fn a_client_that_leaves_the_stream_cancels_the_work() {
     let mut events = Events::new(response);
     let total = loop {
         let (event, data) = events.next().await.expect("progress before the end");
+        if event == "partial" {
+            continue;
+        }
         assert_eq!(event, "progress", "{data}");
         if data["done"].as_u64().unwrap() > 0 {
             break data["total"].as_u64().unwrap();

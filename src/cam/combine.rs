@@ -79,6 +79,19 @@ pub fn combine_partial(plan: &MaskPlan, scores: &TargetScores, done: &[bool]) ->
     combine_channels(plan, scores, plan.weighed_channels_done(done))
 }
 
+/// A quick look at a partial run for live previews: ReLU(Σ w_k A_k) over the channels whose
+/// passes are done, at the target layer's resolution, min-max normalised. Cheap (no
+/// upsampling); not any preset's final map.
+pub fn preview(plan: &MaskPlan, scores: &TargetScores, done: &[bool]) -> Map {
+    let act = &plan.activations;
+    let weighed = plan.weighed_channels_done(done);
+    let weights = plan.method.cam().weights(&ChannelScores { weighed: &weighed, scores });
+    let mut sum = weighted_sum(act, weighed.iter().map(|(k, _)| *k).zip(weights));
+    relu(&mut sum);
+    normalize_min_max(&mut sum);
+    Map::new(act.width, act.height, sum)
+}
+
 fn combine_channels(plan: &MaskPlan, scores: &TargetScores, weighed: Vec<(usize, Range<usize>)>) -> Saliency {
     let act = &plan.activations;
     let [_, h, w] = plan.input_chw;

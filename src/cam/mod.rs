@@ -21,7 +21,7 @@ mod plan;
 mod test_support;
 mod upsample;
 
-pub use combine::{combine, combine_partial};
+pub use combine::{combine, combine_partial, preview};
 pub use explain::explain_with;
 pub use methods::{Method, top_channels_by_std};
 pub use noise::gaussian_noise;

@@ -26,6 +26,9 @@ pub trait PassObserver: Send + Sync {
     fn started(&self);
     /// `n` more of the job's passes have been scored.
     fn passes_done(&self, n: usize);
+    /// The scores of passes `start..start + scores.len()` (per pass, per target: logit and
+    /// probability), for observers that show results as they come.
+    fn scored(&self, _start: usize, _scores: &[Vec<(f32, f32)>]) {}
 }
 
 /// A fault to inject, for tests of containment (the HTTP layer only accepts it when

@@ -525,6 +525,7 @@ impl Scheduler {
         }
         p.done += scores.len();
         if let Some(o) = &job.entry.options.observer {
+            o.scored(start, &scores);
             o.passes_done(scores.len());
         }
         self.finish_if_done(id);

@@ -350,6 +350,10 @@ fn inference_loop(
     let _alive = AliveGuard { id: setup.id, stats: setup.stats.clone(), events: setup.events.clone() };
     let _ = ready.send(Ok(()));
     while let Some((batch, prepared)) = lanes.take() {
+        // Only a prepared batch's tensor goes back to the preparation thread, which takes
+        // one per batch it builds: an urgent batch's is dropped, or the spares would pile
+        // up without bound under a stream of predictions.
+        let recyclable = prepared.is_some();
         let tensor = prepared.unwrap_or_else(|| {
             let mut t = Vec::new();
             build_tensor(&batch, &mut t);
@@ -369,7 +373,9 @@ fn inference_loop(
         }
         .and_then(|o| run_contained(&mut o.sessions, &batch, &tensor));
         // The preparation thread may be gone (shutdown); the tensor is then just dropped.
-        let _ = recycle.send(tensor);
+        if recyclable {
+            let _ = recycle.send(tensor);
+        }
         let result = BatchResult { worker: setup.id, batch, outcome };
         if !(setup.events)(WorkerEvent::Done(Box::new(result))) {
             break;

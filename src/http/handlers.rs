@@ -126,8 +126,13 @@ fn error_event(error: ApiError) -> Event {
 /// How often a stream reports progress (only when it changed).
 const PROGRESS_EVERY: Duration = Duration::from_millis(150);
 
+/// How often at most a stream sends the map so far (only when new scores arrived).
+const PARTIAL_EVERY: Duration = Duration::from_millis(400);
+
 /// `/explain/stream`: the same request as `/explain`, answered with Server-Sent Events:
-/// `progress` while the passes run, then one `result` or `error`. Parameters and the
+/// `progress` while the passes run, `partial` (the first target's map so far, at the
+/// target layer's resolution, with its coverage) a few times a second as they sharpen it,
+/// then one `result` or `error`. Parameters and the
 /// image are checked first, so those errors keep their plain status codes. When the client
 /// goes away the stream is dropped, which aborts the task, which cancels the job.
 pub async fn explain_stream(State(state): State<AppState>, req: ImageRequest) -> Result<Response, ApiError> {
@@ -145,7 +150,18 @@ pub async fn explain_stream(State(state): State<AppState>, req: ImageRequest) ->
         tokio::pin!(work);
         let mut tick = tokio::time::interval(PROGRESS_EVERY);
         let mut last = None;
+        let (mut previewed, mut previewed_at) = (0, tokio::time::Instant::now());
         loop {
+            let version = progress.scored_version();
+            if version != previewed && previewed_at.elapsed() >= PARTIAL_EVERY {
+                (previewed, previewed_at) = (version, tokio::time::Instant::now());
+                let event = progress.preview().and_then(|p| Event::default().event("partial").json_data(p).ok());
+                if let Some(event) = event
+                    && tx.send(event).await.is_err()
+                {
+                    return;
+                }
+            }
             let report = (progress.done(), progress.total(), progress.stage());
             if last != Some(report) {
                 last = Some(report);

@@ -236,6 +236,7 @@ impl Service {
         let ran = passes.len();
         if let Some(progress) = &progress {
             let metric_passes = if p.request.metrics { MetricPlan::pass_count(targets.len()) } else { 0 };
+            progress.begin_passes(plan.clone(), targets[0], logits[targets[0]]);
             progress.set_total(ran + metric_passes);
             progress.set_stage(Stage::Masked);
         }

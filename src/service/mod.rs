@@ -25,7 +25,7 @@ pub use error::ServiceError;
 pub use explain::Prepared;
 pub use models::{ModelRepository, ModelStatus};
 pub use params::{MAX_PARAM_BYTES, MAX_PARAMS, Params};
-pub use progress::{Progress, Stage};
+pub use progress::{Preview, Progress, Stage};
 pub use request::{
     ExplainRequest, ImageInput, MAX_JSON_MAP_VALUES, MAX_TARGETS, OutputFormat, PredictRequest, Rendering, Resolution,
     TargetSpec,

@@ -285,7 +285,8 @@ test("clicking the top class streams progress and shows the heatmap over the ima
   await page.click("#predictions li:first-child button");
   await page.waitForFunction(() => {
     const o = document.getElementById("overlay");
-    return !o.hidden && o.complete && o.naturalWidth > 0;
+    // The final heatmap (partial maps come first, at the target layer's size).
+    return !o.hidden && o.complete && o.naturalWidth > 0 && /^Explained:/.test(document.getElementById("status").textContent);
   }, null, { timeout: EXPLAIN_TIMEOUT });
 
   const sent = requests.slice(before).filter((r) => r.includes("/explain"));
@@ -328,6 +329,9 @@ test("clicking the top class streams progress and shows the heatmap over the ima
   assert.match(await page.textContent("#status"), /Explained: .+ \(\d+\.\d%\)/);
   assert.match(await page.textContent("#facts"), /Forward passes\d+/);
   assert.equal(await page.textContent("#error"), "");
+  // The map sharpened live: partial maps were painted before the result replaced them.
+  const partials = Number(await page.getAttribute("#stage", "data-partials"));
+  assert.ok(partials >= 1, `no partial map arrived before the result (${partials})`);
   await page.screenshot({ path: path.join(ARTIFACTS, "page.png"), fullPage: true });
 });
 
@@ -388,12 +392,20 @@ test("Cancel stops a running explanation in the page and on the server", async (
   // Wait until masked passes are under way, then cancel.
   await page.waitForFunction(() => /^[1-9]\d* \/ \d+ passes/.test(document.getElementById("progress-text").textContent),
     null, { timeout: EXPLAIN_TIMEOUT, polling: 20 });
+  // ...and until a partial map is on the image.
+  await page.waitForFunction(() => Number(document.getElementById("stage").dataset.partials || 0) >= 1,
+    null, { timeout: EXPLAIN_TIMEOUT, polling: 20 });
   const planned = await page.$eval("#progress", (b) => Number(b.getAttribute("max")));
   await page.click("#cancel");
   await page.waitForFunction(() => /Cancelled/.test(document.getElementById("status").textContent), null, { timeout: 5000 });
   assert.equal(await page.$eval("#progress", (b) => b.hidden), true);
   assert.equal(await page.isDisabled("#cancel"), true);
   assert.equal(await page.textContent("#error"), "", "cancelling showed an error");
+  // Cancel keeps the last partial map on the image, and says how far it got.
+  const kept = await page.$eval("#overlay", (o) => ({ hidden: o.hidden, src: o.src.slice(0, 22), w: o.naturalWidth }));
+  assert.deepEqual(kept, { hidden: false, src: "data:image/png;base64,", w: 7 }, "the partial map did not stay");
+  assert.match(await page.textContent("#status"), /Cancelled; showing the partial map \(\d+ of \d+ passes, \d+% of the activation mass\)/);
+  await page.screenshot({ path: path.join(ARTIFACTS, "partial.png"), fullPage: true });
 
   // The server lets the job go: nothing left running, and it stopped short of the planned passes.
   let m;
@@ -552,7 +564,8 @@ test("an image of another size, dropped on the drop zone, gets its heatmap at th
   await page.click("#explain");
   await page.waitForFunction(() => {
     const o = document.getElementById("overlay");
-    return !o.hidden && o.complete && o.naturalWidth > 0;
+    // The final heatmap (partial maps come first, at the target layer's size).
+    return !o.hidden && o.complete && o.naturalWidth > 0 && /^Explained:/.test(document.getElementById("status").textContent);
   }, null, { timeout: EXPLAIN_TIMEOUT });
   const overlay = await page.$eval("#overlay", (img) => ({ w: img.naturalWidth, h: img.naturalHeight }));
   assert.deepEqual(overlay, { w: 320, h: 200 });
