@@ -84,6 +84,7 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
         limits: config.limits.clone(),
         default_timeout_ms: Some(config.server.request_timeout_ms),
         max_timeout_ms: Some(config.server.max_request_timeout_ms),
+        cache_mib: config.server.cache_mib,
     };
     let service = Service::start(config.effective_engine(), repo, service_config).expect("the tiny model serves");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
