@@ -551,17 +551,7 @@ async fn a_client_that_disconnects_cancels_its_remaining_passes() {
     let short = reqwest::Client::builder().timeout(Duration::from_millis(1500)).build().unwrap();
     let r = short.post(server.url("/explain")).png_body().send().await;
     assert!(r.is_err(), "the client gave up");
-    let passes = || async {
-        let m = client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
-        m.lines()
-            .find(|l| l.starts_with("scorecam_masked_passes_total"))
-            .unwrap()
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-    };
+    let passes = || metric(&server, "scorecam_masked_passes_total");
     // Batches already handed to the worker (at most two) still finish; after that the
     // count must stop. Wait for it to settle (a loaded machine runs batches slowly).
     let mut last = passes().await;

@@ -84,24 +84,30 @@ pub(crate) type Events = Arc<dyn Fn(WorkerEvent) -> bool + Send + Sync>;
 /// What a worker's inference thread takes its batches from: one prepared batch from its
 /// preparation thread, and urgent batches (cheap requests' clean passes) that the
 /// scheduler hands over directly, so they run next instead of behind prepared work.
-#[derive(Default)]
-pub(crate) struct Lanes {
-    state: Mutex<LaneState>,
+/// (Generic over the batch only so that its ordering can be tested without a model.)
+pub(crate) struct Lanes<B = Batch> {
+    state: Mutex<LaneState<B>>,
     changed: Condvar,
 }
 
-#[derive(Default)]
-struct LaneState {
-    prepared: Option<(Batch, Vec<f32>)>,
-    urgent: VecDeque<Batch>,
+struct LaneState<B> {
+    prepared: Option<(B, Vec<f32>)>,
+    urgent: VecDeque<B>,
     /// The preparation thread has ended: no more prepared batches will come.
     no_more_prepared: bool,
     /// The inference thread has ended: nothing will be taken any more.
     closed: bool,
 }
 
-impl Lanes {
-    fn lock(&self) -> std::sync::MutexGuard<'_, LaneState> {
+impl<B> Default for Lanes<B> {
+    fn default() -> Self {
+        let state = LaneState { prepared: None, urgent: VecDeque::new(), no_more_prepared: false, closed: false };
+        Self { state: Mutex::new(state), changed: Condvar::new() }
+    }
+}
+
+impl<B> Lanes<B> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LaneState<B>> {
         // A panic never happens while the lock is held (the critical sections only move
         // values), but a poisoned lock must not take the worker down with it.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -109,7 +115,7 @@ impl Lanes {
 
     /// Hands over a prepared batch, waiting while the previous one is still untaken (the
     /// depth of one that bounds memory); gives it back if the inference thread is gone.
-    fn put_prepared(&self, batch: Batch, tensor: Vec<f32>) -> Result<(), Batch> {
+    fn put_prepared(&self, batch: B, tensor: Vec<f32>) -> Result<(), B> {
         let mut state = self.lock();
         while state.prepared.is_some() && !state.closed {
             state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
@@ -123,7 +129,7 @@ impl Lanes {
     }
 
     /// Queues an urgent batch; gives it back if the inference thread is gone.
-    pub fn put_urgent(&self, batch: Batch) -> Result<(), Batch> {
+    pub fn put_urgent(&self, batch: B) -> Result<(), B> {
         let mut state = self.lock();
         if state.closed {
             return Err(batch);
@@ -136,7 +142,7 @@ impl Lanes {
     /// The next batch to run, urgent ones first: `(batch, Some(tensor))` when prepared,
     /// `(batch, None)` when urgent (its tensor is still to build). `None` once the
     /// preparation thread has ended and nothing urgent is left.
-    fn take(&self) -> Option<(Batch, Option<Vec<f32>>)> {
+    fn take(&self) -> Option<(B, Option<Vec<f32>>)> {
         let mut state = self.lock();
         loop {
             if let Some(batch) = state.urgent.pop_front() {
@@ -508,5 +514,26 @@ fn run_batch(sessions: &mut ModelSessions, batch: &Batch, tensor: &[f32]) -> Res
                 })
                 .collect())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lanes;
+
+    #[test]
+    fn urgent_batches_go_before_the_prepared_one_and_a_closed_lane_refuses_work() {
+        let lanes: Lanes<&str> = Lanes::default();
+        lanes.put_prepared("prepared", vec![1.0]).unwrap();
+        lanes.put_urgent("urgent 1").unwrap();
+        lanes.put_urgent("urgent 2").unwrap();
+        assert_eq!(lanes.take(), Some(("urgent 1", None)));
+        assert_eq!(lanes.take(), Some(("urgent 2", None)));
+        assert_eq!(lanes.take(), Some(("prepared", Some(vec![1.0]))));
+        lanes.end_prepared();
+        assert_eq!(lanes.take(), None, "nothing left once the preparation thread ended");
+        lanes.close();
+        assert_eq!(lanes.put_urgent("late"), Err("late"));
+        assert_eq!(lanes.put_prepared("late", Vec::new()), Err("late"));
     }
 }

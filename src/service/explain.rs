@@ -190,12 +190,10 @@ impl Service {
             return Ok(from_cache(prepared, &hit, started));
         }
         let deadline = prepared.deadline;
-        let prepared_budget = prepared.request.max_passes.unwrap_or(usize::MAX);
-        let mut explanation = Deadline::bound(deadline, self.run_unbounded(prepared, progress)).await?;
+        let (mut explanation, cut_by_deadline) =
+            Deadline::bound(deadline, self.run_unbounded(prepared, progress)).await?;
         // A map the deadline cut short depends on the machine's speed: never cached.
-        let budget = explanation.stats.coverage.map(|c| c.passes_total.min(prepared_budget));
-        let cut = explanation.stats.coverage.is_some_and(|c| Some(c.passes_done) != budget);
-        if let Some(key) = key.filter(|_| !cut) {
+        if let Some(key) = key.filter(|_| !cut_by_deadline) {
             explanation.stats.cache = CacheOutcome::Miss;
             self.cache.put(
                 key,
@@ -211,7 +209,12 @@ impl Service {
         Ok(explanation)
     }
 
-    async fn run_unbounded(&self, p: Prepared, progress: Option<Arc<Progress>>) -> Result<Explanation, ServiceError> {
+    /// The explanation, and whether the deadline cut its passes short (`anytime`).
+    async fn run_unbounded(
+        &self,
+        p: Prepared,
+        progress: Option<Arc<Progress>>,
+    ) -> Result<(Explanation, bool), ServiceError> {
         let started = Instant::now();
         let admission = self.engine.admit(&p.model)?;
         let info = p.model.package.info;
@@ -256,22 +259,16 @@ impl Service {
             None => done[..ran].fill(true),
         }
         let cut_by_deadline = scored.done.is_some();
-        let complete = done.iter().all(|d| *d);
+        let coverage = (!done.iter().all(|d| *d)).then(|| plan.coverage(&done));
         let mut per_target = target_scores(scored.scores, &targets, &logits);
         for s in &mut per_target {
             s.logits.resize(plan.len(), 0.0);
             s.probs.resize(plan.len(), 0.0);
         }
         let combine_plan = plan.clone();
-        let combine_done = done.clone();
+        // With every pass done this is `combine`'s map, bit for bit.
         let maps: Vec<Saliency> = blocking("combining", move || {
-            per_target
-                .iter()
-                .map(|s| match complete {
-                    true => cam::combine(&combine_plan, s),
-                    false => cam::combine_partial(&combine_plan, s, &combine_done),
-                })
-                .collect()
+            per_target.iter().map(|s| cam::combine_partial(&combine_plan, s, &done)).collect()
         })
         .await?;
         let mut timings = StageTimings {
@@ -287,7 +284,7 @@ impl Service {
             skipped_channels: plan.skipped_channels(),
             shared_mask_channels: plan.shared_mask_channels(),
             batch_size: scored.counts.batch_size,
-            coverage: (!complete).then(|| plan.coverage(&done)),
+            coverage,
             ..Default::default()
         };
         // Past the deadline there is no time for the metrics' passes.
@@ -304,7 +301,7 @@ impl Service {
         };
         timings.total_ms = ms(started.elapsed());
         self.stats.observe(&stats, &timings);
-        Ok(Explanation {
+        let explanation = Explanation {
             model: p.model,
             method: p.request.method,
             rendering: p.request.rendering,
@@ -315,7 +312,8 @@ impl Service {
             stats,
             timings,
             image: p.image,
-        })
+        };
+        Ok((explanation, cut_by_deadline))
     }
 
     /// The faithfulness passes of given maps (one per target, at the model's input
