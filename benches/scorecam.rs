@@ -7,7 +7,11 @@
 //! 4. (only with `--parts 4`) anytime fidelity: per photo one exact `official` run, then
 //!    the maps a pass budget gives (most important channels first) beside Faster
 //!    Score-CAM's (`max_channels`) at the same pass counts, both against the exact map;
-//!    `--plot FILE` draws mean fidelity against the share of passes.
+//!    `--plot FILE` draws mean fidelity against the share of passes;
+//! 5. (only with `--parts 5`) the overhead of exact Score-CAM against the strictest floor:
+//!    ONNX Runtime alone on real masked inputs, the best of N sessions × 1 thread and 1
+//!    session × N threads at every batch size, measured in rounds interleaved with the
+//!    explanations (`--rounds R`, default 3), so drift between minutes hits both alike.
 //!
 //! `--quick` runs one tiny iteration of everything; so does the binary when `cargo test
 //! --all-targets` runs it (CI's smoke test, so the benchmark never rots).
@@ -41,8 +45,10 @@ struct Options {
     model: Option<String>,
     /// Part 4's plot (PNG).
     plot: Option<PathBuf>,
-    /// Part 4's photo count (default: every photo).
+    /// Part 4's photo count (default: every photo); part 5's photos per round (default 3).
     photos: Option<usize>,
+    /// Part 5's rounds.
+    rounds: usize,
 }
 
 fn options() -> Options {
@@ -72,7 +78,9 @@ fn options() -> Options {
     let quick = args.iter().any(|a| a == "--quick") || !args.iter().any(|a| a == "--bench");
     Options {
         quick,
-        models: root.join(if quick { "tests/fixtures/models" } else { "models" }),
+        models: value("--models").map(PathBuf::from).unwrap_or_else(|| {
+            root.join(if quick { "tests/fixtures/models" } else { "models" })
+        }),
         images,
         out: value("--out").map(PathBuf::from),
         // The service's defaults: a worker per core, one thread each, batches of 4.
@@ -83,6 +91,7 @@ fn options() -> Options {
         model: value("--model"),
         plot: value("--plot").map(PathBuf::from),
         photos: value("--photos").and_then(|n| n.parse().ok()),
+        rounds: value("--rounds").and_then(|n| n.parse().ok()).unwrap_or(3),
         parts: value("--parts")
             .map(|p| p.bytes().filter(u8::is_ascii_digit).map(|b| b - b'0').collect())
             .unwrap_or(vec![1, 2, 3]),
@@ -308,6 +317,202 @@ fn anytime_fidelity(model: &ModelPackage, opts: &Options, out: &mut String) {
     }
 }
 
+/// One floor configuration: `sessions` side by side, each with `threads` intra-op threads.
+struct FloorPool {
+    sessions: Vec<ModelSessions>,
+    threads: usize,
+}
+
+/// The floor's best point in one round.
+#[derive(Clone, Copy, Debug)]
+struct FloorBest {
+    ips: f64,
+    sessions: usize,
+    threads: usize,
+    batch: usize,
+}
+
+/// Batch sizes the floor tries (the quick run: two).
+fn floor_batches(quick: bool) -> &'static [usize] {
+    if quick { &[1, 2] } else { &[1, 2, 4, 8, 16, 32, 64] }
+}
+
+/// Images per second of `pool` at `batch` on `input`, timed for about a second after a
+/// warm-up of the shape.
+fn floor_point(pool: &mut FloorPool, input: &[f32], per: usize, batch: usize, quick: bool) -> f64 {
+    let n = pool.sessions.len();
+    let x = &input[..per * batch];
+    let t = Instant::now();
+    std::thread::scope(|scope| {
+        for s in pool.sessions.iter_mut() {
+            scope.spawn(move || s.logits(x, batch).unwrap());
+        }
+    });
+    let rounds = if quick { 1 } else { ((1.0 / t.elapsed().as_secs_f64()).ceil() as usize).clamp(2, 200) };
+    let t = Instant::now();
+    std::thread::scope(|scope| {
+        for s in pool.sessions.iter_mut() {
+            scope.spawn(move || {
+                for _ in 0..rounds {
+                    s.logits(x, batch).unwrap();
+                }
+            });
+        }
+    });
+    (rounds * batch * n) as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Every pool at every batch size on `input` (real masked inputs); returns the best point.
+fn floor_sweep(pools: &mut [FloorPool], input: &[f32], per: usize, quick: bool) -> (FloorBest, usize) {
+    let verbose = std::env::var_os("SCORECAM_BENCH_VERBOSE").is_some();
+    let (mut best, mut best_pool) = (FloorBest { ips: 0.0, sessions: 0, threads: 0, batch: 0 }, 0);
+    for (i, pool) in pools.iter_mut().enumerate() {
+        for &batch in floor_batches(quick) {
+            let ips = floor_point(pool, input, per, batch, quick);
+            if verbose {
+                eprintln!("floor {}x{} batch {batch}: {ips:.1} images/s", pool.sessions.len(), pool.threads);
+            }
+            if ips > best.ips {
+                best = FloorBest { ips, sessions: pool.sessions.len(), threads: pool.threads, batch };
+                best_pool = i;
+            }
+        }
+    }
+    (best, best_pool)
+}
+
+/// Seconds and forward passes of exact explanations (the default method, top-1) of `photos`.
+async fn explain_photos(service: &Service, name: &str, photos: &[Arc<[u8]>]) -> (f64, usize) {
+    let (mut secs, mut passes) = (0.0, 0);
+    for bytes in photos {
+        let request = ExplainRequest {
+            model: Some(name.to_string()),
+            targets: TargetSpec::TopK(1),
+            rendering: Rendering { format: OutputFormat::Json, ..Default::default() },
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let r = service.explain(request, ImageInput::Encoded(bytes.clone()), None).await.unwrap();
+        secs += t.elapsed().as_secs_f64();
+        if let Rendered::Json(doc) = r {
+            passes += doc.stats.forward_passes;
+        }
+    }
+    (secs, passes)
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 0.5)
+}
+
+/// Part 5: exact Score-CAM's time per forward pass against ONNX Runtime's own best on the
+/// same inputs, in interleaved rounds: floor, the service at its defaults, the service at
+/// the floor's best settings (when they differ), again and again.
+async fn overhead(model: &ModelPackage, name: &str, base: &EngineConfig, opts: &Options, out: &mut String) {
+    use scorecam::cam::{Activations, MaskPlan, Method, PassSet};
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let open = |threads: usize| {
+        let cfg = SessionConfig { intra_threads: threads, spinning: opts.spinning, ..SessionConfig::default() };
+        ModelSessions::open(&model.extractor_path(), &model.head_path(), model.info.into(), &cfg, ProviderKind::Cpu)
+            .unwrap()
+    };
+    // Real masked inputs: the first 64 passes of the first photo's exact plan (the widest
+    // channels first), so the floor runs what an explanation runs, not a clean photo.
+    let mut pools = vec![FloorPool { sessions: (0..cores).map(|_| open(1)).collect(), threads: 1 }];
+    if cores > 1 {
+        pools.push(FloorPool { sessions: vec![open(cores)], threads: cores });
+    }
+    let [c, h, w] = model.info.input_chw;
+    let [k, fh, fw] = model.info.feature_khw;
+    let per = c * h * w;
+    let input: Vec<f32> = {
+        let s = &mut pools[0].sessions[0];
+        let photo = image::open(&opts.images[0]).unwrap().into_rgb8();
+        let x = scorecam::imaging::preprocess(&photo, &model.manifest.input).tensor;
+        let act = Activations::with_extra(k, fh, fw, s.features(&x, 1).unwrap());
+        let plan = MaskPlan::new(&Method::default(), act, model.info.input_chw);
+        let n = plan.len().min(64);
+        let mut masked = vec![0.0; n * per];
+        plan.fill_batch(&x, 0..n, &mut masked);
+        masked.iter().copied().cycle().take(64 * per).collect()
+    };
+    let n_photos = if opts.quick { 1 } else { opts.photos.unwrap_or(3).min(opts.images.len()) };
+    let photos: Vec<Arc<[u8]>> = opts.images[..n_photos].iter().map(|p| std::fs::read(p).unwrap().into()).collect();
+    let rounds = if opts.quick { 1 } else { opts.rounds.max(1) };
+    let started = Instant::now();
+    let (first, _) = floor_sweep(&mut pools, &input, per, opts.quick);
+    // The service at its defaults, and at the floor's best point if that is another one.
+    let mut settings = vec![(base.workers, base.session.intra_threads, base.max_batch_size)];
+    let tuned = (first.sessions, first.threads, first.batch);
+    if tuned != settings[0] {
+        settings.push(tuned);
+    }
+    let mut services = Vec::new();
+    for &(workers, threads, batch) in &settings {
+        let mut config = EngineConfig { workers, max_batch_size: batch, ..base.clone() };
+        config.session.intra_threads = threads;
+        let repo = ModelRepository::new(opts.models.clone(), None, config.clone()).only(Some(name.to_string()));
+        repo.refresh().unwrap();
+        let service = Service::start(config, repo, ServiceConfig { cache_mib: 0, ..ServiceConfig::default() }).unwrap();
+        explain_photos(&service, name, &photos[..1]).await; // warm-up: every batch shape once
+        services.push(service);
+    }
+    let _ = writeln!(
+        out,
+        "\n## 5. Overhead of exact Score-CAM against the floor ({rounds} rounds × {n_photos} photo(s) per \
+         service, `{}`, top-1)\n\n\
+         Each round sweeps the floor (ONNX Runtime alone on 64 real masked inputs: {cores} session(s) × 1 \
+         thread and 1 session × {cores} threads, at batch {:?}) and takes its best point; that point is \
+         then timed again for a second right before and right after each explanation, and the ratio is \
+         the explanation's seconds per forward pass × the mean of those two (images/s): 1.00 = the \
+         service runs passes as fast as ONNX Runtime alone at its best.\n",
+        Method::default(),
+        floor_batches(opts.quick)
+    );
+    let _ = write!(out, "| round | sweep best: images/s (sessions × threads, batch) |");
+    for (workers, threads, batch) in &settings {
+        let _ = write!(out, " service {workers}×{threads}, batch {batch}: ms/pass; floor images/s; ratios |");
+    }
+    let _ = writeln!(out, "\n|---:|---|{}", "---|".repeat(settings.len()));
+    let mut ratios = vec![Vec::new(); settings.len()];
+    for round in 0..rounds {
+        let (sweep, pool) = if round == 0 { (first, 0) } else { floor_sweep(&mut pools, &input, per, opts.quick) };
+        let pool = if round == 0 {
+            pools.iter().position(|p| p.sessions.len() == first.sessions && p.threads == first.threads).unwrap()
+        } else {
+            pool
+        };
+        let _ = write!(out, "| {} | {:.1} ({}×{}, {}) |", round + 1, sweep.ips, sweep.sessions, sweep.threads, sweep.batch);
+        for (i, service) in services.iter().enumerate() {
+            let (mut per_pass, mut floors, mut these) = (Vec::new(), Vec::new(), Vec::new());
+            for photo in &photos {
+                let before = floor_point(&mut pools[pool], &input, per, sweep.batch, opts.quick);
+                let (secs, passes) = explain_photos(service, name, std::slice::from_ref(photo)).await;
+                let after = floor_point(&mut pools[pool], &input, per, sweep.batch, opts.quick);
+                let floor = (before + after) / 2.0;
+                per_pass.push(secs / passes as f64);
+                floors.push(floor);
+                these.push(secs / passes as f64 * floor);
+            }
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+            let list: Vec<String> = these.iter().map(|r| format!("{r:.3}")).collect();
+            let _ = write!(out, " {:.2}; {:.1}; {} |", mean(&per_pass) * 1e3, mean(&floors), list.join(" "));
+            ratios[i].extend(these);
+        }
+        let _ = writeln!(out);
+    }
+    let _ = write!(out, "| median (of every photo's ratio) | |");
+    for r in &ratios {
+        let _ = write!(out, " **{:.3}** (mean {:.3}) |", median(r), r.iter().sum::<f64>() / r.len() as f64);
+    }
+    let _ = writeln!(out, "\n\n({:.0} s in all)", started.elapsed().as_secs_f64());
+    for service in services {
+        service.shutdown(Duration::from_secs(1)).await;
+    }
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -475,7 +680,7 @@ async fn main() {
     );
     let best = if opts.parts.contains(&1) { raw_throughput(&model.package, &opts, &mut out) } else { f64::NAN };
     if opts.parts.contains(&2) {
-        let service = Service::start(config, repo, ServiceConfig::default()).unwrap();
+        let service = Service::start(config.clone(), repo, ServiceConfig::default()).unwrap();
         scorecam_end_to_end(&service, &name, &opts, best, &mut out).await;
         service.shutdown(Duration::from_secs(1)).await;
     }
@@ -485,6 +690,9 @@ async fn main() {
     // Not in the default parts: it runs every photo's exact plan once (minutes).
     if opts.parts.contains(&4) || opts.quick {
         anytime_fidelity(&model.package, &opts, &mut out);
+    }
+    if opts.parts.contains(&5) || opts.quick {
+        overhead(&model.package, &name, &config, &opts, &mut out).await;
     }
     print!("{out}");
     if let Some(path) = opts.out {
