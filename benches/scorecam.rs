@@ -78,9 +78,9 @@ fn options() -> Options {
     let quick = args.iter().any(|a| a == "--quick") || !args.iter().any(|a| a == "--bench");
     Options {
         quick,
-        models: value("--models").map(PathBuf::from).unwrap_or_else(|| {
-            root.join(if quick { "tests/fixtures/models" } else { "models" })
-        }),
+        models: value("--models")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join(if quick { "tests/fixtures/models" } else { "models" })),
         images,
         out: value("--out").map(PathBuf::from),
         // The service's defaults: a worker per core, one thread each, batches of 4.
@@ -484,7 +484,8 @@ async fn overhead(model: &ModelPackage, name: &str, base: &EngineConfig, opts: &
         } else {
             pool
         };
-        let _ = write!(out, "| {} | {:.1} ({}×{}, {}) |", round + 1, sweep.ips, sweep.sessions, sweep.threads, sweep.batch);
+        let _ =
+            write!(out, "| {} | {:.1} ({}×{}, {}) |", round + 1, sweep.ips, sweep.sessions, sweep.threads, sweep.batch);
         for (i, service) in services.iter().enumerate() {
             let (mut per_pass, mut floors, mut these) = (Vec::new(), Vec::new(), Vec::new());
             for photo in &photos {

@@ -78,8 +78,9 @@ impl std::fmt::Display for Preset {
     }
 }
 
-/// A single-channel map, row-major.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// A single-channel map, row-major. (Deserialised only from scorecam's own JSON, in the
+/// CLI's client mode, which checks the size against the data.)
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Map {
     pub width: usize,
     pub height: usize,

@@ -67,8 +67,12 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
-    #[arg(required = true)]
+    /// Images, or folders searched recursively for images (a dataset run: see --output).
+    #[arg(required_unless_present = "list")]
     pub images: Vec<PathBuf>,
+    /// A file of image paths, one per line (`-`: standard input); a dataset run.
+    #[arg(long)]
+    pub list: Option<PathBuf>,
     #[arg(long)]
     pub model: Option<String>,
     /// Class indices to explain (several allowed; they share one set of masked passes).
@@ -99,9 +103,58 @@ pub struct ExplainArgs {
     /// Heatmap opacity over the image.
     #[arg(long, default_value_t = 0.5)]
     pub alpha: f32,
-    /// Output file (one image), folder (several), or `-` for standard output.
+    /// Output file (one image), folder (several, or a dataset run), or `-` for standard output.
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
+}
+
+/// How a dataset run (several images, a folder or a list) goes: its outputs, its share,
+/// and where the explanations are computed.
+#[derive(Debug, Clone, Args)]
+pub struct DatasetArgs {
+    /// What a dataset run writes per image: any of overlay, heatmap, npy, json
+    /// (comma-separated; default: the one --format names).
+    #[arg(long, value_delimiter = ',')]
+    pub outputs: Vec<String>,
+    /// Continue a stopped run: skip the images its index records as explained.
+    #[arg(long)]
+    pub resume: bool,
+    /// Explain only shard I of N (0-based, `I/N`): a stable share of the inputs by a hash of
+    /// their names, so N workers cover a dataset once with no coordination.
+    #[arg(long, env = "SCORECAM_SHARD")]
+    pub shard: Option<String>,
+    /// Images in flight at once (keeps the batches full; with --server, concurrent requests).
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Send the images to a running scorecam server (e.g. http://scorecam:8080) instead of
+    /// loading a model here.
+    #[arg(long, env = "SCORECAM_SERVER")]
+    pub server: Option<String>,
+    /// API key for --server.
+    #[arg(long, env = "SCORECAM_CLIENT_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// With --server: attempts per image on 429, 502, 503, 504 and connection errors.
+    #[arg(long, default_value_t = 10)]
+    pub attempts: u32,
+    /// When standard error is not a terminal: a progress line every N images.
+    #[arg(long, default_value_t = 100)]
+    pub log_every: usize,
+}
+
+impl ExplainArgs {
+    /// A dataset run: anything beyond one image file written to one place.
+    pub fn is_dataset(&self) -> bool {
+        let d = &self.dataset;
+        self.images.len() != 1
+            || self.list.is_some()
+            || self.images.iter().any(|p| p.is_dir())
+            || !d.outputs.is_empty()
+            || d.resume
+            || d.shard.is_some()
+            || d.server.is_some()
+    }
 }
 
 /// `--method` and every method parameter in the registry, as flags (`--max-channels` for

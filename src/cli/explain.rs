@@ -1,5 +1,5 @@
-//! `scorecam explain` and `scorecam predict`: files in, files (or lines) out, through the
-//! same request parsing and service calls as the HTTP API.
+//! `scorecam explain IMAGE` and `scorecam predict`: files in, files (or lines) out, through
+//! the same request parsing and service calls as the HTTP API (a dataset run: `dataset`).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ fn read(path: &Path) -> Result<ImageInput, CliError> {
 }
 
 /// The flags as the parameters an HTTP request would carry.
-fn params(args: &ExplainArgs) -> Params {
+pub(super) fn params(args: &ExplainArgs) -> Params {
     let mut pairs: Vec<(String, String)> = args.targets.iter().map(|t| ("target".into(), t.to_string())).collect();
     let mut put = |k: &str, v: String| pairs.push((k.into(), v));
     if let Some(m) = &args.model {
@@ -43,7 +43,7 @@ fn output_path(args: &ExplainArgs, image: &Path) -> PathBuf {
     let ext = if args.format == "json" { "json" } else { "png" };
     let name = format!("{}.scorecam.{ext}", image.file_stem().and_then(|s| s.to_str()).unwrap_or("image"));
     match &args.output {
-        Some(o) if args.images.len() == 1 && !o.is_dir() => o.clone(),
+        Some(o) if !o.is_dir() => o.clone(),
         Some(dir) => dir.join(name),
         None => PathBuf::from(name),
     }
@@ -53,9 +53,6 @@ pub async fn explain(service: &Service, args: ExplainArgs) -> Result<(), CliErro
     let request = params(&args).explain_request(false)?;
     let model = service.model(request.model.as_deref())?;
     eprintln!("model: {}", model.name());
-    if let Some(dir) = args.output.as_ref().filter(|_| args.images.len() > 1) {
-        std::fs::create_dir_all(dir).map_err(CliError::io(dir))?;
-    }
     let to_stdout = args.output.as_deref() == Some(Path::new("-"));
     for image in &args.images {
         let progress = Arc::new(Progress::default());

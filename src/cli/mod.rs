@@ -3,6 +3,7 @@
 
 mod args;
 mod context;
+mod dataset;
 mod error;
 mod evaluate;
 mod explain;
@@ -27,7 +28,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         layers.push(layer(a)?);
     }
     let config = Config::layered(cli.global.config.as_deref(), &layers)?;
-    let one_shot = ServiceConfig { limits: config.limits.clone(), ..Default::default() };
+    // No result cache: a one-shot command never asks twice.
+    let one_shot = ServiceConfig { limits: config.limits.clone(), cache_mib: 0, ..Default::default() };
     match cli.command {
         Command::Healthcheck(args) => {
             let addr = args.bind.unwrap_or(config.server.bind);
@@ -39,9 +41,17 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     context::init_logging(&config.server.log_format);
     let (service, result) = match cli.command {
         Command::Serve(_) => return serve::serve(config).await,
+        Command::Explain(args) if args.is_dataset() && args.dataset.server.is_some() => {
+            // Client mode: the server has the model; nothing to load here.
+            return dataset::run(&args, explain::params(&args), None).await;
+        }
         Command::Explain(args) => {
             let service = context::start(&config, Load::One(args.model.clone()), one_shot)?;
-            let result = explain::explain(&service, args).await;
+            let result = if args.is_dataset() {
+                dataset::run(&args, explain::params(&args), Some(service.clone())).await
+            } else {
+                explain::explain(&service, args).await
+            };
             (service, result)
         }
         Command::Predict(args) => {

@@ -54,6 +54,11 @@ impl Params {
         Ok(())
     }
 
+    /// Every (name, value), in name order (to send them on, e.g. as a query string).
+    pub fn pairs(&self) -> Vec<(&str, &str)> {
+        self.0.iter().flat_map(|(k, vs)| vs.iter().map(move |v| (k.as_str(), v.as_str()))).collect()
+    }
+
     /// Adds `other`'s parameters; a name given there replaces this one's values.
     pub fn merge_over(mut self, other: Params) -> Params {
         for (k, v) in other.0 {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use image::RgbImage;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::cache::CacheOutcome;
 use super::request::Rendering;
@@ -82,7 +82,7 @@ impl std::fmt::Debug for Explanation {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
     pub index: usize,
     pub label: String,

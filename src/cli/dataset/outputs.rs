@@ -1,0 +1,327 @@
+//! What a dataset run writes: per image an overlay, a heatmap, the raw maps (`.npy`) and/or
+//! the JSON document, each written atomically; and one index of JSON lines that records
+//! every image's outcome, from which `--resume` knows what is done.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+use super::inputs::output_stem;
+use crate::cam::Map;
+use crate::cli::CliError;
+use crate::render::{self, Colormap};
+use crate::service::Prediction;
+
+/// One kind of per-image output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputKind {
+    Overlay,
+    Heatmap,
+    Npy,
+    Json,
+}
+
+impl OutputKind {
+    pub fn parse(s: &str) -> Result<Self, CliError> {
+        match s.trim() {
+            "overlay" | "png" => Ok(Self::Overlay),
+            "heatmap" => Ok(Self::Heatmap),
+            "npy" => Ok(Self::Npy),
+            "json" => Ok(Self::Json),
+            other => Err(CliError::Invalid(format!(
+                "--outputs: unknown output {other:?} (choose from overlay, heatmap, npy, json)"
+            ))),
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::Overlay => ".overlay.png",
+            Self::Heatmap => ".heatmap.png",
+            Self::Npy => ".npy",
+            Self::Json => ".json",
+        }
+    }
+}
+
+/// An explained image, from the local service or a server alike.
+#[derive(Debug)]
+pub struct Explained {
+    pub model: String,
+    pub method: String,
+    pub predictions: Vec<Prediction>,
+    /// Per explained class, its map at the asked resolution.
+    pub maps: Vec<(Prediction, Map)>,
+    pub passes: usize,
+    /// The JSON document as the service gave it (only when a `.json` output is asked for).
+    pub json: Option<Vec<u8>>,
+}
+
+/// Writes one image's outputs.
+pub struct Writer {
+    pub dir: PathBuf,
+    pub kinds: Vec<OutputKind>,
+    pub colormap: Colormap,
+    pub alpha: f32,
+}
+
+impl Writer {
+    pub fn needs_image(&self) -> bool {
+        self.kinds.contains(&OutputKind::Overlay)
+    }
+
+    pub fn needs_json(&self) -> bool {
+        self.kinds.contains(&OutputKind::Json)
+    }
+
+    /// Writes every output of `key`; returns their paths relative to the output folder.
+    pub fn write(&self, key: &str, image: Option<&RgbImage>, e: &Explained) -> Result<Vec<String>, String> {
+        let (_, first) = e.maps.first().ok_or("the explanation has no map")?;
+        let stem = output_stem(&self.dir, key);
+        let mut written = Vec::new();
+        for kind in &self.kinds {
+            let bytes = match kind {
+                OutputKind::Overlay => {
+                    let image = image.ok_or("an overlay needs the image")?;
+                    let img = render::overlay(image, first, self.colormap, self.alpha).map_err(|e| e.to_string())?;
+                    render::encode_png(&img).map_err(|e| e.to_string())?
+                }
+                OutputKind::Heatmap => {
+                    render::encode_png(&render::heatmap(first, self.colormap)).map_err(|e| e.to_string())?
+                }
+                OutputKind::Npy => npy(&e.maps.iter().map(|(_, m)| m).collect::<Vec<_>>())?,
+                OutputKind::Json => e.json.clone().ok_or("no JSON document")?,
+            };
+            let mut name = stem.clone().into_os_string();
+            name.push(kind.suffix());
+            let path = PathBuf::from(name);
+            write_atomic(&path, &bytes).map_err(|err| format!("{}: {err}", path.display()))?;
+            written.push(path.strip_prefix(&self.dir).unwrap_or(&path).to_string_lossy().replace('\\', "/"));
+        }
+        Ok(written)
+    }
+}
+
+/// Writes a sibling temporary file and renames it over `path`, so a stopped run leaves
+/// either the whole file or none.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let result = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_data()
+    });
+    match result.and_then(|()| std::fs::rename(&tmp, path)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// The maps as a little-endian float32 NumPy array: H×W for one class, T×H×W for several.
+pub fn npy(maps: &[&Map]) -> Result<Vec<u8>, String> {
+    let first = maps.first().ok_or("no map")?;
+    if maps.iter().any(|m| (m.width, m.height) != (first.width, first.height) || m.data.len() != m.width * m.height) {
+        return Err("the maps differ in size".into());
+    }
+    let shape = if maps.len() == 1 {
+        format!("({}, {})", first.height, first.width)
+    } else {
+        format!("({}, {}, {})", maps.len(), first.height, first.width)
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+    // Magic (6) + version (2) + length (2) + header, padded with spaces to a multiple of 64
+    // and ended by a newline (the format's rule).
+    let unpadded = 10 + header.len() + 1;
+    header.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + 4 * first.data.len() * maps.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for m in maps {
+        for v in &m.data {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Error,
+}
+
+/// One line of the index.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub path: String,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The most probable class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<Prediction>,
+    /// The explained classes with their probabilities.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<Prediction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passes: Option<usize>,
+    /// Wall time of this image, from reading it to its outputs written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Record {
+    pub fn failed(path: &str, error: String, ms: f64) -> Self {
+        Self {
+            path: path.to_string(),
+            status: Status::Error,
+            model: None,
+            method: None,
+            prediction: None,
+            targets: Vec::new(),
+            passes: None,
+            ms: Some(ms),
+            outputs: Vec::new(),
+            error: Some(error),
+        }
+    }
+}
+
+/// The index: appended a line per image as the run goes (so a stopped run keeps what it
+/// did), then rewritten in name order with one line per image when the run ends.
+pub struct Index {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+/// Every whole line of an index that parses; a line cut by a stop is ignored.
+fn read_records(path: &Path) -> Result<Vec<Record>, CliError> {
+    let file = std::fs::File::open(path).map_err(CliError::io(path))?;
+    let mut records = Vec::new();
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line.map_err(CliError::io(path))?;
+        if let Ok(r) = serde_json::from_str::<Record>(&line) {
+            records.push(r);
+        }
+    }
+    Ok(records)
+}
+
+impl Index {
+    /// Opens the index for a run; with `resume`, returns the images it records as
+    /// explained. Without `resume` an existing index is refused rather than overwritten:
+    /// it may hold days of work.
+    pub fn open(path: PathBuf, resume: bool) -> Result<(Self, HashSet<String>), CliError> {
+        let exists = path.exists();
+        if exists && !resume {
+            return Err(CliError::Invalid(format!(
+                "{} exists: pass --resume to continue that run, or choose another --output",
+                path.display()
+            )));
+        }
+        let done = if exists {
+            read_records(&path)?.into_iter().filter(|r| r.status == Status::Ok).map(|r| r.path).collect()
+        } else {
+            HashSet::new()
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(CliError::io(parent))?;
+        }
+        let mut file =
+            std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(CliError::io(&path))?;
+        // A line cut by a stop has no newline: start ours on a fresh line.
+        if exists && std::fs::read(&path).map_err(CliError::io(&path))?.last().is_some_and(|b| *b != b'\n') {
+            file.write_all(b"\n").map_err(CliError::io(&path))?;
+        }
+        Ok((Self { path, file }, done))
+    }
+
+    /// Appends one record as one write of one line.
+    pub fn append(&mut self, record: &Record) -> Result<(), CliError> {
+        let mut line = serde_json::to_vec(record).map_err(|e| CliError::Invalid(e.to_string()))?;
+        line.push(b'\n');
+        self.file.write_all(&line).map_err(CliError::io(&self.path))
+    }
+
+    /// Rewrites the index in name order, one line per image (its last record). Returns
+    /// (explained, failed).
+    pub fn compact(&self) -> Result<(usize, usize), CliError> {
+        let mut last: BTreeMap<String, Record> = BTreeMap::new();
+        for r in read_records(&self.path)? {
+            last.insert(r.path.clone(), r);
+        }
+        let mut bytes = Vec::new();
+        for r in last.values() {
+            serde_json::to_writer(&mut bytes, r).map_err(|e| CliError::Invalid(e.to_string()))?;
+            bytes.push(b'\n');
+        }
+        write_atomic(&self.path, &bytes).map_err(CliError::io(&self.path))?;
+        let ok = last.values().filter(|r| r.status == Status::Ok).count();
+        Ok((ok, last.len() - ok))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_header_is_aligned_and_data_follows() {
+        let m = Map::new(3, 2, vec![0.0, 0.5, 1.0, 0.25, 0.75, 0.125]);
+        let bytes = npy(&[&m]).unwrap();
+        assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+        let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        assert_eq!((10 + len) % 64, 0);
+        let header = std::str::from_utf8(&bytes[10..10 + len]).unwrap();
+        assert!(header.contains("'shape': (2, 3)") && header.ends_with('\n'), "{header}");
+        let data: Vec<f32> =
+            bytes[10 + len..].chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        assert_eq!(data, m.data);
+        let two = npy(&[&m, &m]).unwrap();
+        assert!(String::from_utf8_lossy(&two[..128]).contains("'shape': (2, 2, 3)"));
+    }
+
+    #[test]
+    fn an_index_cut_mid_line_resumes_and_compacts_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.jsonl");
+        let (mut index, done) = Index::open(path.clone(), false).unwrap();
+        assert!(done.is_empty());
+        index.append(&Record::failed("b.png", "bad".into(), 1.0)).unwrap();
+        let mut ok = Record::failed("a.png", String::new(), 2.0);
+        (ok.status, ok.error) = (Status::Ok, None);
+        index.append(&ok).unwrap();
+        drop(index);
+        // A stop in the middle of a line.
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"path\":\"c.p").unwrap();
+        assert!(Index::open(path.clone(), false).is_err(), "an existing index is not overwritten");
+        let (mut index, done) = Index::open(path.clone(), true).unwrap();
+        assert_eq!(done, HashSet::from(["a.png".to_string()]));
+        let mut fixed = ok.clone();
+        fixed.path = "b.png".into();
+        index.append(&fixed).unwrap();
+        assert_eq!(index.compact().unwrap(), (2, 0));
+        let lines: Vec<Record> =
+            std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), ["a.png", "b.png"]);
+        assert!(lines.iter().all(|r| r.status == Status::Ok));
+    }
+}
