@@ -26,6 +26,7 @@ for overlay in deploy/kubernetes/overlays/*/; do
   grep -q "nvidia.com/gpu" "$work/$name.yaml" && echo "$name requests a GPU"
 done
 "$venv/bin/kubernetes-validate" --strict -k 1.33.0 deploy/kubernetes/base/{deployment,service,hpa,pdb}.yaml
+"$venv/bin/kubernetes-validate" --strict -k 1.33.0 deploy/kubernetes/jobs/*.yaml
 
 echo "== image set-up scripts (natively)"
 ORT_DEST="$work/onnxruntime" scripts/setup/ort.sh cpu
@@ -43,6 +44,15 @@ for _ in $(seq 1 120); do   # the image's start period is 60 s
 done
 [[ -n "$healthy" ]] || { cat "$work/serve.log"; echo "HEALTHCHECK never passed" >&2; exit 1; }
 echo "HEALTHCHECK passed"
+
+echo "== the dataset Jobs' pods, run here (self-contained workers, then clients of the server)"
+mkdir -p "$work/dataset/in/sub"
+cp samples/chelsea.png "$work/dataset/in/"
+cp tests/fixtures/reference/*.png "$work/dataset/in/sub/"
+"$venv/bin/python" scripts/ci/run_dataset_job.py deploy/kubernetes/jobs/explain-dataset.yaml \
+  "$work/bin/scorecam" "$work/dataset/in" "$work/dataset/out-workers"
+"$venv/bin/python" scripts/ci/run_dataset_job.py deploy/kubernetes/jobs/explain-dataset-client.yaml \
+  "$work/bin/scorecam" "$work/dataset/in" "$work/dataset/out-clients" --server "http://$SCORECAM_BIND"
 kill -TERM "$server"
 wait "$server"
 server=""
