@@ -209,8 +209,14 @@ pub async fn run(args: &ExplainArgs, params: Params, service: Option<Arc<Service
     // Validated here first in both modes, so a typo fails at once rather than per image.
     let request = params.explain_request(false)?;
     let rendering = request.rendering;
+    let mut concurrency = d.concurrency.max(1);
     let backend = match service {
-        Some(service) => Backend::Local { service, request: Box::new(request) },
+        Some(service) => {
+            // More in flight than the engine admits would only turn images into errors.
+            let engine = service.engine().config();
+            concurrency = concurrency.min(engine.max_concurrent_jobs + engine.max_queued_jobs);
+            Backend::Local { service, request: Box::new(request) }
+        }
         None => {
             let server = d.server.as_deref().ok_or_else(|| CliError::Invalid("no --server".into()))?;
             let query = serde_urlencoded::to_string(params.pairs()).map_err(|e| CliError::Invalid(e.to_string()))?;
@@ -258,7 +264,6 @@ pub async fn run(args: &ExplainArgs, params: Params, service: Option<Arc<Service
     let mut report = Report::new(todo.len(), d.log_every);
     let mut pending = todo.into_iter();
     let mut in_flight = tokio::task::JoinSet::new();
-    let concurrency = d.concurrency.max(1);
     loop {
         while in_flight.len() < concurrency {
             let Some(input) = pending.next() else { break };
