@@ -105,6 +105,19 @@ struct InlinePng {
     base64: String,
 }
 
+impl InlineExplanation {
+    /// About how many bytes of JSON it takes, to bound a response of several. A map value
+    /// is counted at 10 bytes (a float's digits, its comma), a PNG at its base64 text.
+    pub(super) fn approx_bytes(&self) -> usize {
+        match self {
+            InlineExplanation::Document(doc) => {
+                10 * doc.explanations.iter().map(|e| e.saliency.data.len()).sum::<usize>()
+            }
+            InlineExplanation::Image(img) => img.image.base64.len(),
+        }
+    }
+}
+
 impl From<Rendered> for InlineExplanation {
     fn from(rendered: Rendered) -> Self {
         use base64::Engine as _;
