@@ -50,7 +50,18 @@ async fn v1_readiness_predict_in_every_encoding_and_the_errors() {
     assert_eq!(r.headers()["allow"], "POST");
     let r = c.post(url("")).json(&json!({"instances": [b64()]})).send().await.unwrap();
     assert_eq!(r.status(), 405);
-    assert!(r.headers()["allow"].to_str().unwrap().contains("GET"));
+    assert_eq!(r.headers()["allow"], "GET,HEAD");
+    // `Allow` names what the path takes, not what the route shared by the three takes.
+    for (method, path, allow) in [
+        (reqwest::Method::PUT, "", "GET,HEAD"),
+        (reqwest::Method::OPTIONS, "", "GET,HEAD"),
+        (reqwest::Method::DELETE, ":predict", "POST"),
+        (reqwest::Method::OPTIONS, ":explain", "POST"),
+    ] {
+        let r = c.request(method.clone(), url(path)).send().await.unwrap();
+        assert_eq!((r.status().as_u16(), r.headers()["allow"].to_str().unwrap()), (405, allow), "{method} {path}");
+        assert_eq!(error_of(r).await.1, "method_not_allowed");
+    }
 
     // One prediction per instance, in order, whatever the encoding; each is /predict's.
     let reference: Value =

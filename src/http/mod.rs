@@ -27,7 +27,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -86,8 +86,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/models/{name}/ready", get(v2::model_ready))
         .route("/v2/models/{name}/infer", post(v2::infer))
         // KServe's V1 data plane: `{name}`, `{name}:predict` and `{name}:explain` are one
-        // path segment, which matchit cannot split, so one route takes all three.
-        .route("/v1/models/{name}", get(v1::get).post(v1::post))
+        // path segment, which matchit cannot split, so one route takes all three, and
+        // every method (the handler knows which the path takes, for 405's `Allow`).
+        .route("/v1/models/{name}", any(v1::route))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth::require_key))

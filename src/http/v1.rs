@@ -17,7 +17,7 @@
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderValue, Uri, header};
+use axum::http::{HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -93,30 +93,20 @@ fn path_error(e: PathRejection) -> ApiError {
     ApiError::bad_request(format!("invalid model name in the path: {}", e.body_text()))
 }
 
-/// 405 with the `Allow` header HTTP requires (the router adds it to its own 405s; these
-/// are decided here, where the verb is known).
+/// 405 with the `Allow` header HTTP requires, listing what this path takes (not what the
+/// shared route takes: a model's path and its verbs take different methods).
 fn method_not_allowed(allow: &'static str) -> Response {
     let mut response = ApiError::MethodNotAllowed.into_response();
     response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
     response
 }
 
-/// `GET /v1/models/{name}`: `{"name": …, "ready": …}`, 200 when ready, 503 when not.
-pub async fn get(
+/// Every method on `/v1/models/{name}`: `GET` on a model is its readiness (`{"name": …,
+/// "ready": …}`, 200 when ready, 503 when not); `POST` on `{name}:predict` or
+/// `{name}:explain` runs it. Other methods are 405, with the path's own `Allow`.
+pub async fn route(
     State(state): State<AppState>,
-    uri: Uri,
-    name: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiError> {
-    let Path(decoded) = name.map_err(path_error)?;
-    match target(last_segment(&uri), &decoded) {
-        Target::Call(..) => Ok(method_not_allowed("POST")),
-        Target::Model(name) => model_readiness(&state, &name),
-    }
-}
-
-/// `POST /v1/models/{name}:predict` and `:explain`.
-pub async fn post(
-    State(state): State<AppState>,
+    method: Method,
     uri: Uri,
     name: Result<Path<String>, PathRejection>,
     request: Request,
@@ -126,13 +116,16 @@ pub async fn post(
         Err(e) => return path_error(e).into_response(),
     };
     let raw = last_segment(&uri);
-    match target(raw, &decoded) {
-        // The model's own path: readiness, GET only.
-        Target::Model(_) if !raw.contains(':') => method_not_allowed("GET,HEAD"),
-        Target::Model(_) => {
+    match (target(raw, &decoded), method) {
+        (Target::Model(name), Method::GET | Method::HEAD) => {
+            model_readiness(&state, &name).unwrap_or_else(IntoResponse::into_response)
+        }
+        // A colon with no verb we know after it: a request for a verb, not for a model.
+        (Target::Model(_), Method::POST) if raw.contains(':') => {
             ApiError::NotFound(format!("{} (the v1 verbs are `:predict` and `:explain`)", uri.path())).into_response()
         }
-        Target::Call(name, verb) => {
+        (Target::Model(_), _) => method_not_allowed("GET,HEAD"),
+        (Target::Call(name, verb), Method::POST) => {
             let result = match verb {
                 Verb::Predict => predict(&state, &name, request).await,
                 Verb::Explain => explain(&state, &name, request).await,
@@ -141,6 +134,7 @@ pub async fn post(
             response.extensions_mut().insert(RouteLabel(verb.route()));
             response
         }
+        (Target::Call(..), _) => method_not_allowed("POST"),
     }
 }
 
