@@ -236,6 +236,13 @@ async fn every_bad_input_gets_its_status_and_the_server_stays_ready() {
     )
     .await;
     assert_eq!(e, "payload_too_large");
+    // The inference protocols' routes are under the same limit.
+    for path in ["/v1/models/efficientnet-lite0:predict", "/v2/models/efficientnet-lite0/infer"] {
+        let big = json!({"instances": ["A".repeat(300_000)]});
+        let e =
+            error_of(send_oversize(|| c.post(server.url(path)).json(&big)).await, StatusCode::PAYLOAD_TOO_LARGE).await;
+        assert_eq!(e, "payload_too_large", "{path}");
+    }
     let e = error_of(
         explain().header("content-type", "text/plain").body("hi").send().await.unwrap(),
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -637,7 +644,9 @@ async fn api_keys_guard_every_route_but_the_probes() {
     for open in ["/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"] {
         assert_eq!(c.get(server.url(open)).send().await.unwrap().status(), 200, "{open}");
     }
-    for path in ["/models", "/metrics", "/openapi.yaml", "/v2/models/efficientnet-lite0"] {
+    for path in
+        ["/models", "/metrics", "/openapi.yaml", "/v2/models/efficientnet-lite0", "/v1/models/efficientnet-lite0"]
+    {
         let r = c.get(server.url(path)).send().await.unwrap();
         assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"scorecam\"", "{path}");
         assert_eq!(error_of(r, StatusCode::UNAUTHORIZED).await, "unauthorized", "{path}");
@@ -652,6 +661,12 @@ async fn api_keys_guard_every_route_but_the_probes() {
     assert_eq!(r.status(), 200);
     let unauth = c.post(server.url("/predict")).png_body().send().await;
     assert_eq!(unauth.unwrap().status(), 401);
+    let v1 = server.url("/v1/models/efficientnet-lite0:predict");
+    let instances = json!({"instances": [base64::engine::general_purpose::STANDARD.encode(common::sample_png())]});
+    let r = c.post(&v1).json(&instances).send().await.unwrap();
+    assert_eq!(error_of(r, StatusCode::UNAUTHORIZED).await, "unauthorized");
+    let r = c.post(&v1).bearer_auth("inline-key-91c2").json(&instances).send().await.unwrap();
+    assert_eq!(r.status(), 200);
     let log = server.log.lock().unwrap().join("\n");
     assert!(log.contains("authentication on"), "{log}");
     assert!(!log.contains("inline-key-91c2") && !log.contains("file-key-7f3a"), "keys must never be logged");

@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::error::ApiError;
 use super::input::ImageRequest;
 use super::state::AppState;
-use crate::service::{ImageSummary, ModelStatus, Progress, Rendered, RenderedPng, ServiceError};
+use crate::service::{ExplainDocument, ImageSummary, ModelStatus, Progress, Rendered, RenderedPng, ServiceError};
 
 /// The contract, embedded so the binary serves exactly the spec it was built with.
 pub const OPENAPI: &str = include_str!("../../openapi.yaml");
@@ -80,39 +80,63 @@ fn png_response(img: RenderedPng) -> Response {
     (headers, img.png).into_response()
 }
 
-/// The `result` event of a streamed image explanation: the summary, and the PNG inline.
+/// An explanation as one JSON value, whatever its format: the JSON document as it is, or an
+/// image's summary with the PNG inline (base64). The stream's `result` event and the v1
+/// `explanations` carry it.
 #[derive(Serialize)]
-struct StreamedImage<'a> {
-    #[serde(flatten)]
-    summary: &'a ImageSummary,
-    image: StreamedPng,
+#[serde(untagged)]
+pub(super) enum InlineExplanation {
+    Document(Box<ExplainDocument>),
+    Image(Box<InlineImage>),
 }
 
 #[derive(Serialize)]
-struct StreamedPng {
+pub(super) struct InlineImage {
+    #[serde(flatten)]
+    summary: ImageSummary,
+    image: InlinePng,
+}
+
+#[derive(Serialize)]
+struct InlinePng {
     content_type: &'static str,
     width: u32,
     height: u32,
     base64: String,
 }
 
-fn result_event(rendered: &Rendered) -> Result<Event, axum::Error> {
-    let event = Event::default().event("result");
-    match rendered {
-        Rendered::Json(doc) => event.json_data(doc),
-        Rendered::Png(img) => {
-            use base64::Engine as _;
-            event.json_data(StreamedImage {
-                summary: &img.summary,
-                image: StreamedPng {
-                    content_type: "image/png",
-                    width: img.width,
-                    height: img.height,
-                    base64: base64::engine::general_purpose::STANDARD.encode(&img.png),
-                },
-            })
+impl InlineExplanation {
+    /// About how many bytes of JSON it takes, to bound a response of several. A map value
+    /// is counted at 10 bytes (a float's digits, its comma), a PNG at its base64 text.
+    pub(super) fn approx_bytes(&self) -> usize {
+        match self {
+            InlineExplanation::Document(doc) => {
+                10 * doc.explanations.iter().map(|e| e.saliency.data.len()).sum::<usize>()
+            }
+            InlineExplanation::Image(img) => img.image.base64.len(),
         }
     }
+}
+
+impl From<Rendered> for InlineExplanation {
+    fn from(rendered: Rendered) -> Self {
+        use base64::Engine as _;
+        match rendered {
+            Rendered::Json(doc) => InlineExplanation::Document(doc),
+            Rendered::Png(img) => {
+                let RenderedPng { png, width, height, summary } = *img;
+                let base64 = base64::engine::general_purpose::STANDARD.encode(&png);
+                InlineExplanation::Image(Box::new(InlineImage {
+                    summary,
+                    image: InlinePng { content_type: "image/png", width, height, base64 },
+                }))
+            }
+        }
+    }
+}
+
+fn result_event(rendered: Rendered) -> Result<Event, axum::Error> {
+    Event::default().event("result").json_data(InlineExplanation::from(rendered))
 }
 
 fn error_event(error: ApiError) -> Event {
@@ -174,7 +198,7 @@ pub async fn explain_stream(State(state): State<AppState>, req: ImageRequest) ->
             tokio::select! {
                 result = &mut work => {
                     let event = match result {
-                        Ok(rendered) => result_event(&rendered)
+                        Ok(rendered) => result_event(rendered)
                             .unwrap_or_else(|e| error_event(ServiceError::Internal(e.to_string()).into())),
                         Err(e) => error_event(e.into()),
                     };

@@ -116,29 +116,10 @@ impl ImageRequest {
                         .get("b64")
                         .and_then(Value::as_str)
                         .ok_or_else(|| ApiError::bad_request("`image` must be {\"b64\": \"<base64>\"}"))?;
-                    let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(b64.trim())
-                        .map_err(|e| ApiError::bad_request(format!("`image.b64` is not valid base64: {e}")))?;
-                    image = Some(axum::body::Bytes::from(bytes));
+                    image = Some(axum::body::Bytes::from(decode_base64("`image.b64`", b64)?));
                     continue;
                 }
-                let values = match v {
-                    Value::Array(items) => items,
-                    other => vec![other],
-                };
-                for item in values {
-                    let text = match item {
-                        Value::String(s) => s,
-                        Value::Number(n) => n.to_string(),
-                        Value::Bool(b) => b.to_string(),
-                        _ => {
-                            return Err(ApiError::bad_request(format!(
-                                "`{key}` must be a string, number or list of them"
-                            )));
-                        }
-                    };
-                    params.push(&key, text)?;
-                }
+                push_json_param(&mut params, &key, v)?;
             }
             image.ok_or_else(|| ApiError::bad_request("the JSON body has no `image`"))?
         } else if mime.starts_with("image/") || mime == "application/octet-stream" {
@@ -152,8 +133,9 @@ impl ImageRequest {
     }
 }
 
+/// The fault a test asks for with `x-scorecam-fault` (only with the `fault-injection` feature).
 #[cfg(feature = "fault-injection")]
-fn fault_header(headers: &axum::http::HeaderMap) -> Option<Fault> {
+pub(super) fn fault_header(headers: &axum::http::HeaderMap) -> Option<Fault> {
     match headers.get("x-scorecam-fault").and_then(|v| v.to_str().ok()) {
         Some("panic") => Some(Fault::Panic),
         Some("kill-worker") => Some(Fault::KillWorker),
@@ -162,7 +144,7 @@ fn fault_header(headers: &axum::http::HeaderMap) -> Option<Fault> {
 }
 
 #[cfg(not(feature = "fault-injection"))]
-fn fault_header(_: &axum::http::HeaderMap) -> Option<Fault> {
+pub(super) fn fault_header(_: &axum::http::HeaderMap) -> Option<Fault> {
     None
 }
 
@@ -189,4 +171,37 @@ fn multipart_error(limit: usize) -> impl Fn(axum::extract::multipart::MultipartE
 fn url_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
     serde_urlencoded::from_str::<Vec<(String, String)>>(query)
         .map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))
+}
+
+/// Most images in one request of the inference protocols (v1 `instances`, the v2 batch):
+/// each is a full explanation or prediction run in turn, so a request's work, and its
+/// answer, stay within a known multiple of a single image's.
+pub(super) const MAX_INSTANCES: usize = 16;
+
+/// Decodes base64 image bytes (standard alphabet, padded; surrounding whitespace is
+/// ignored). The result is smaller than the text, which the body limit already bounds.
+pub(super) fn decode_base64(what: &str, text: &str) -> Result<Vec<u8>, ApiError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| ApiError::bad_request(format!("{what} is not valid base64: {e}")))
+}
+
+/// One JSON parameter (`"top_k": 3`, `"target": [1, 2]`, `"preset": "official"`) as the
+/// text values `Params` parses, so JSON bodies take exactly the parameters, with exactly
+/// the checks, of the query string and form parts.
+pub(super) fn push_json_param(params: &mut Params, key: &str, value: Value) -> Result<(), ApiError> {
+    let values = match value {
+        Value::Array(items) => items,
+        other => vec![other],
+    };
+    for item in values {
+        let text = match item {
+            Value::String(s) => s,
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => return Err(ApiError::bad_request(format!("`{key}` must be a string, number or list of them"))),
+        };
+        params.push(key, text)?;
+    }
+    Ok(())
 }

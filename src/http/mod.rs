@@ -9,6 +9,7 @@ mod input;
 mod keys;
 mod metrics;
 mod state;
+mod v1;
 mod v2;
 
 pub use error::ApiError;
@@ -26,7 +27,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -43,11 +44,17 @@ impl MakeRequestId for NextRequestId {
     }
 }
 
+/// A response's route in the metrics, where it is finer than the route the router matched:
+/// one route may serve several operations (v1's `{name}:predict` and `{name}:explain`).
+#[derive(Clone, Copy, Debug)]
+struct RouteLabel(&'static str);
+
 async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route =
         req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let started = Instant::now();
     let response = next.run(req).await;
+    let route = response.extensions().get::<RouteLabel>().map_or(route, |label| label.0.to_string());
     state.metrics.observe(&route, response.status().as_u16(), started.elapsed().as_secs_f64());
     response
 }
@@ -78,6 +85,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/models/{name}", get(v2::model_metadata))
         .route("/v2/models/{name}/ready", get(v2::model_ready))
         .route("/v2/models/{name}/infer", post(v2::infer))
+        // KServe's V1 data plane: `{name}`, `{name}:predict` and `{name}:explain` are one
+        // path segment, which matchit cannot split, so one route takes all three, and
+        // every method (the handler knows which the path takes, for 405's `Allow`).
+        .route("/v1/models/{name}", any(v1::route))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth::require_key))

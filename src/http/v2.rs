@@ -12,18 +12,15 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::error::ApiError;
+use super::input::{MAX_INSTANCES, decode_base64};
 use super::state::AppState;
 use crate::cam::{Method, softmax};
 use crate::engine::EngineModel;
 use crate::service::{ExplainRequest, ImageInput, OutputFormat, Rendering, Resolution, TargetSpec};
-
-/// Most images in one v2 request.
-const MAX_BATCH: usize = 16;
 
 #[derive(Debug, Deserialize)]
 pub struct InferRequest {
@@ -104,7 +101,13 @@ pub async fn model_metadata(State(state): State<AppState>, Path(name): Path<Stri
 }
 
 pub async fn model_ready(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
-    let m = model(&state, &name)?;
+    model_readiness(&state, &name)
+}
+
+/// `{"name": …, "ready": …}`: 200 when ready, 503 when not (v1 and v2 alike); an unknown
+/// model is a 404.
+pub(super) fn model_readiness(state: &AppState, name: &str) -> Result<Response, ApiError> {
+    let m = model(state, name)?;
     let ready = state.service.engine().is_ready();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     Ok((status, Json(json!({ "name": m.name(), "ready": ready }))).into_response())
@@ -120,8 +123,8 @@ fn decode_inputs(state: &AppState, m: &EngineModel, input: InputTensor) -> Resul
         .map(|d| usize::try_from(*d).map_err(|_| bad(format!("input `{}` has a negative dimension", input.name))))
         .collect::<Result<_, _>>()?;
     let n = *dims.first().ok_or_else(|| bad("input shape is empty"))?;
-    if n == 0 || n > MAX_BATCH {
-        return Err(ApiError::invalid_parameter(format!("batch must be within 1..={MAX_BATCH}, got {n}")));
+    if n == 0 || n > MAX_INSTANCES {
+        return Err(ApiError::invalid_parameter(format!("batch must be within 1..={MAX_INSTANCES}, got {n}")));
     }
     let numbers = |expected: usize| -> Result<Vec<f64>, ApiError> {
         let items = input.data.as_array().ok_or_else(|| bad("`data` must be a flat array"))?;
@@ -140,10 +143,7 @@ fn decode_inputs(state: &AppState, m: &EngineModel, input: InputTensor) -> Resul
                 .iter()
                 .map(|v| {
                     let b64 = v.as_str().ok_or_else(|| bad("BYTES elements must be base64 strings"))?;
-                    let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(b64)
-                        .map_err(|e| bad(format!("BYTES element is not valid base64: {e}")))?;
-                    Ok(ImageInput::Encoded(bytes.into()))
+                    Ok(ImageInput::Encoded(decode_base64("BYTES element", b64)?.into()))
                 })
                 .collect()
         }
