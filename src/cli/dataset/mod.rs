@@ -26,7 +26,6 @@ use crate::imaging::{ImageLimits, decode};
 use crate::service::{ExplainRequest, ImageInput, Params, Rendered, Resolution, Service};
 
 /// Where explanations are computed.
-#[derive(Clone)]
 pub enum Backend {
     Local { service: Arc<Service>, request: Box<ExplainRequest> },
     Remote(Arc<Client>),

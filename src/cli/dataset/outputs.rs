@@ -3,7 +3,7 @@
 //! every image's outcome, from which `--resume` knows what is done.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
@@ -213,16 +213,14 @@ pub struct Index {
 }
 
 /// Every whole line of an index that parses; a line cut by a stop is ignored.
-fn read_records(path: &Path) -> Result<Vec<Record>, CliError> {
-    let file = std::fs::File::open(path).map_err(CliError::io(path))?;
-    let mut records = Vec::new();
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line.map_err(CliError::io(path))?;
-        if let Ok(r) = serde_json::from_str::<Record>(&line) {
-            records.push(r);
-        }
-    }
-    Ok(records)
+fn parse_records(text: &str) -> Vec<Record> {
+    text.lines().filter_map(|line| serde_json::from_str::<Record>(line).ok()).collect()
+}
+
+fn read_records(path: &Path) -> Result<(Vec<Record>, String), CliError> {
+    let text = std::fs::read(path).map_err(CliError::io(path))?;
+    let text = String::from_utf8_lossy(&text).into_owned();
+    Ok((parse_records(&text), text))
 }
 
 impl Index {
@@ -237,18 +235,15 @@ impl Index {
                 path.display()
             )));
         }
-        let done = if exists {
-            read_records(&path)?.into_iter().filter(|r| r.status == Status::Ok).map(|r| r.path).collect()
-        } else {
-            HashSet::new()
-        };
+        let (records, text) = if exists { read_records(&path)? } else { (Vec::new(), String::new()) };
+        let done = records.into_iter().filter(|r| r.status == Status::Ok).map(|r| r.path).collect();
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(CliError::io(parent))?;
         }
         let mut file =
             std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(CliError::io(&path))?;
         // A line cut by a stop has no newline: start ours on a fresh line.
-        if exists && std::fs::read(&path).map_err(CliError::io(&path))?.last().is_some_and(|b| *b != b'\n') {
+        if !text.is_empty() && !text.ends_with('\n') {
             file.write_all(b"\n").map_err(CliError::io(&path))?;
         }
         Ok((Self { path, file }, done))
@@ -265,7 +260,7 @@ impl Index {
     /// (explained, failed).
     pub fn compact(&self) -> Result<(usize, usize), CliError> {
         let mut last: BTreeMap<String, Record> = BTreeMap::new();
-        for r in read_records(&self.path)? {
+        for r in read_records(&self.path)?.0 {
             last.insert(r.path.clone(), r);
         }
         let mut bytes = Vec::new();
