@@ -739,11 +739,17 @@ fn shorter_side_crop_uses_torchvision_geometry() {
     let img = pattern(200, 150);
     let s = spec(224, 224, ResizeMode::ShorterSideCrop, Some(256));
     let p = preprocess(&img, &s);
-    let (kx, ky) = (200.0 / 341.0, 150.0 / 256.0);
-    assert_eq!(p.region, Region { x: 58.0 * kx, y: 16.0 * ky, width: 224.0 * kx, height: 224.0 * ky });
+    // Each edge is (resized coordinate × original size) / resized size, rounded once.
+    let region = Region {
+        x: 58.0 * 200.0 / 341.0,
+        y: 16.0 * 150.0 / 256.0,
+        width: 224.0 * 200.0 / 341.0,
+        height: 224.0 * 150.0 / 256.0,
+    };
+    assert_eq!(p.region, region);
     // 131×257 (portrait), crop_from 128, 112×112: 128×251, corner (8, round(69.5) = 70).
     let p = preprocess(&pattern(131, 257), &spec(112, 112, ResizeMode::ShorterSideCrop, Some(128)));
-    assert_eq!((p.region.x, p.region.y), (8.0 * (131.0 / 128.0), 70.0 * (257.0 / 251.0)));
+    assert_eq!((p.region.x, p.region.y), (8.0 * 131.0 / 128.0, 70.0 * 257.0 / 251.0));
 }
 
 #[test]
@@ -792,5 +798,24 @@ fn a_one_pixel_photo_preprocesses_and_maps_back() {
         assert!(r.x >= 0.0 && r.y >= 0.0 && r.x + r.width <= 1.0 && r.y + r.height <= 1.0, "{r:?}");
         let back = p.map_to_original(&Map::new(224, 224, vec![0.5; 224 * 224]));
         assert_eq!((back.width, back.height, back.data.len()), (1, 1, 1));
+    }
+}
+
+/// Found by the fuzzer: a 12×29 photo stretched to 224×224 gave a region 29.000000000000004
+/// pixels high (224 × 29/224), past the photo's edge. Every small size, in both resize
+/// modes, must give a region that lies on the photo and maps back onto exactly its pixels.
+#[test]
+fn the_region_never_leaves_the_photo() {
+    let map = Map::new(224, 224, vec![0.5; 224 * 224]);
+    let specs = [spec(224, 224, ResizeMode::Stretch, None), spec(224, 224, ResizeMode::ShorterSideCrop, Some(256))];
+    for w in 1..=40u32 {
+        for (h, s) in (1..=40u32).flat_map(|h| specs.iter().map(move |s| (h, s))) {
+            let p = preprocess(&pattern(w, h), s);
+            let r = p.region;
+            assert!(r.x >= 0.0 && r.y >= 0.0 && r.width > 0.0 && r.height > 0.0, "{w}×{h}: {r:?}");
+            assert!(r.x + r.width <= f64::from(w) && r.y + r.height <= f64::from(h), "{w}×{h}: {r:?}");
+            let back = p.map_to_original(&map);
+            assert_eq!((back.width, back.height), (w as usize, h as usize));
+        }
     }
 }

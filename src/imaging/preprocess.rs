@@ -101,12 +101,16 @@ pub fn resize<'a>(img: &'a RgbImage, spec: &InputSpec) -> (Cow<'a, RgbImage>, Re
         ResizeMode::Stretch => Window::whole(w, h),
         ResizeMode::ShorterSideCrop => centre_crop_window(ow, oh, spec.crop_from.unwrap_or(w.max(h)), w, h),
     };
-    let (sx, sy) = (f64::from(ow) / window.full_width as f64, f64::from(oh) / window.full_height as f64);
+    // Products before the division (exact in f64 at these sizes: one rounding, not two),
+    // and the far edges clamped onto the image: rounding must not push the region past
+    // it (a 12×29 upload once gave a height of 29.000000000000004).
+    let scale = |v: u64, original: u32, full: u64| (v as f64 * f64::from(original)) / full as f64;
+    let (x, y) = (scale(window.left, ow, window.full_width), scale(window.top, oh, window.full_height));
     let region = Region {
-        x: window.left as f64 * sx,
-        y: window.top as f64 * sy,
-        width: f64::from(w) * sx,
-        height: f64::from(h) * sy,
+        x,
+        y,
+        width: scale(u64::from(w), ow, window.full_width).min(f64::from(ow) - x),
+        height: scale(u64::from(h), oh, window.full_height).min(f64::from(oh) - y),
     };
     let out = if (window.full_width, window.full_height) == (u64::from(ow), u64::from(oh)) {
         // No resampling, only the crop (every filter is the identity at scale 1).
