@@ -18,6 +18,11 @@ use crate::cam::{Graph, PassSet};
 
 /// How long the engine must stay idle before it trims the heap.
 const TRIM_AFTER_IDLE: Duration = Duration::from_secs(1);
+/// While work never stops (a dataset run, a saturated server), trim this often instead:
+/// glibc keeps the freed pages of ONNX Runtime's per-run buffers (up to tens of MiB, of
+/// sizes that vary with the batch) inside its heaps, and without a trim a 600-image run
+/// grew from 515 to 865 MiB although what it held stayed near 140 MiB.
+const TRIM_WHILE_BUSY: Duration = Duration::from_secs(5);
 
 /// Batches in flight per worker: one running, one being prepared.
 const WORKER_DEPTH: usize = 2;
@@ -114,6 +119,7 @@ impl Scheduler {
         // When the engine last went idle after work, until its memory is trimmed.
         let mut idle_since: Option<Instant> = None;
         let mut busy = false;
+        let mut last_trim = Instant::now();
         loop {
             let first = match commands.recv_timeout(wake) {
                 Ok(c) => Some(c),
@@ -157,6 +163,10 @@ impl Scheduler {
             if !idle {
                 busy = true;
                 idle_since = None;
+                if now.duration_since(last_trim) >= TRIM_WHILE_BUSY {
+                    super::memory::release_free_memory();
+                    last_trim = now;
+                }
             } else if busy {
                 busy = false;
                 idle_since = Some(now);
@@ -165,6 +175,7 @@ impl Scheduler {
                 let waited = now.duration_since(t);
                 if waited >= TRIM_AFTER_IDLE {
                     super::memory::release_free_memory();
+                    last_trim = now;
                     idle_since = None;
                 } else {
                     wake = wake.min(TRIM_AFTER_IDLE - waited);
