@@ -61,10 +61,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def server_rate(base: str, photos: list[pathlib.Path], concurrency: int) -> float:
-    """Explanations per second of the server, `concurrency` clients over `photos`."""
+def server_rate(base: str, photos: list[pathlib.Path], concurrency: int) -> tuple[float, float]:
+    """Explanations and forward passes per second of the server, `concurrency` clients over
+    `photos`. Passes per second is the fair comparison with the dataset run: photos differ
+    in how many passes they need, and the server's sample is not the whole run."""
     todo = list(photos)
     lock = threading.Lock()
+    passes = [0]
 
     def client():
         while True:
@@ -76,6 +79,8 @@ def server_rate(base: str, photos: list[pathlib.Path], concurrency: int) -> floa
                                          headers={"content-type": "application/octet-stream"})
             with urllib.request.urlopen(req, timeout=600) as r:
                 r.read()
+                with lock:
+                    passes[0] += int(r.headers["X-Scorecam-Forward-Passes"])
 
     t = time.perf_counter()
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
@@ -83,7 +88,8 @@ def server_rate(base: str, photos: list[pathlib.Path], concurrency: int) -> floa
         th.start()
     for th in threads:
         th.join()
-    return len(photos) / (time.perf_counter() - t)
+    seconds = time.perf_counter() - t
+    return len(photos) / seconds, passes[0] / seconds
 
 
 def pgc_worker(photos: list[str], out: str, threads: int):
@@ -171,8 +177,8 @@ def main():
         except OSError:
             time.sleep(0.5)
     sample = photos[: args.server_photos]
-    before = server_rate(base, sample, args.concurrency)
-    print(f"server before: {before:.3f} images/s", flush=True)
+    before, before_p = server_rate(base, sample, args.concurrency)
+    print(f"server before: {before:.3f} images/s, {before_p:.1f} passes/s", flush=True)
 
     out = work / "out"
     t = time.perf_counter()
@@ -185,19 +191,23 @@ def main():
     first, last = flatness(samples)
     records = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
     ok = sum(r["status"] == "ok" for r in records)
-    print(f"dataset run: {ok}/{total} explained in {wall:.1f} s = {rate:.3f} images/s; RSS first 10 % "
-          f"{first:.0f} MiB, last 10 % {last:.0f} MiB, peak {max(s[1] for s in samples):.0f} MiB", flush=True)
+    rate_p = sum(r.get("passes") or 0 for r in records) / wall
+    print(f"dataset run: {ok}/{total} explained in {wall:.1f} s = {rate:.3f} images/s, {rate_p:.1f} passes/s; "
+          f"RSS first 10 % {first:.0f} MiB, last 10 % {last:.0f} MiB, peak {max(s[1] for s in samples):.0f} MiB",
+          flush=True)
 
-    after = server_rate(base, sample, args.concurrency)
-    print(f"server after: {after:.3f} images/s", flush=True)
+    after, after_p = server_rate(base, sample, args.concurrency)
+    print(f"server after: {after:.3f} images/s, {after_p:.1f} passes/s", flush=True)
     server.send_signal(signal.SIGTERM)
     server.wait(timeout=60)
-    server_mean = (before + after) / 2
-    print(f"dataset run / server: {rate / server_mean:.3f}", flush=True)
+    server_mean, server_mean_p = (before + after) / 2, (before_p + after_p) / 2
+    print(f"dataset run / server: {rate / server_mean:.3f} in images/s, {rate_p / server_mean_p:.3f} in passes/s",
+          flush=True)
 
     curves = [(f"scorecam explain ({total} images)", samples, total)]
     result = {"images": total, "wall_s": wall, "rate": rate, "server_before": before, "server_after": after,
-              "ratio": rate / server_mean, "rss_first": first, "rss_last": last,
+              "ratio": rate / server_mean, "passes_per_s": rate_p, "server_passes_before": before_p,
+              "server_passes_after": after_p, "ratio_passes": rate_p / server_mean_p, "rss_first": first, "rss_last": last,
               "rss_peak": max(s[1] for s in samples)}
     if args.pgc_photos:
         pgc_photos = [str(p) for p in photos[: args.pgc_photos]]
