@@ -38,6 +38,14 @@ async fn v1_readiness_predict_in_every_encoding_and_the_errors() {
     let c = client();
     let url = |verb: &str| server.url(&format!("/v1/models/{MODEL}{verb}"));
 
+    // The list: the ready models of `GET /models`, by name.
+    let list: Value = c.get(server.url("/v1/models")).send().await.unwrap().json().await.unwrap();
+    let all: Value = c.get(server.url("/models")).send().await.unwrap().json().await.unwrap();
+    let ready: Vec<Value> =
+        all["models"].as_array().unwrap().iter().filter(|m| m["state"] == "ready").map(|m| m["name"].clone()).collect();
+    assert_eq!(list, json!({ "models": ready }));
+    assert!(ready.contains(&json!(MODEL)), "{list}");
+
     // Readiness.
     let r = c.get(url("")).send().await.unwrap();
     assert_eq!(r.status(), 200);

@@ -88,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         // KServe's V1 data plane: `{name}`, `{name}:predict` and `{name}:explain` are one
         // path segment, which matchit cannot split, so one route takes all three, and
         // every method (the handler knows which the path takes, for 405's `Allow`).
+        .route("/v1/models", get(v1::list))
         .route("/v1/models/{name}", any(v1::route))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)

@@ -101,6 +101,15 @@ fn method_not_allowed(allow: &'static str) -> Response {
     response
 }
 
+/// `GET /v1/models`: the names of the models that can serve (`{"models": [...]}`, KServe
+/// V1's list); a package that failed to load is left out (`GET /models` shows it, with
+/// its error).
+pub async fn list(State(state): State<AppState>) -> Json<Value> {
+    let names: Vec<String> =
+        state.service.models().list().into_iter().filter(|s| s.model.is_some()).map(|s| s.name).collect();
+    Json(serde_json::json!({ "models": names }))
+}
+
 /// Every method on `/v1/models/{name}`: `GET` on a model is its readiness (`{"name": …,
 /// "ready": …}`, 200 when ready, 503 when not); `POST` on `{name}:predict` or
 /// `{name}:explain` runs it. Other methods are 405, with the path's own `Allow`.
