@@ -75,6 +75,10 @@ async fn packages_come_and_go_while_the_server_runs() {
     let entry = state(&list, "broken").unwrap();
     assert_eq!(entry["state"], "failed", "{list}");
     assert!(entry["error"].as_str().unwrap().contains("head.onnx"), "{entry}");
+    // KServe V1's list names only the models that can serve.
+    let v1: Value = reqwest::get(server.url("/v1/models")).await.unwrap().json().await.unwrap();
+    let names = v1["models"].as_array().unwrap();
+    assert!(!names.contains(&Value::from("broken")) && names.contains(&Value::from("first")), "{v1}");
     let r = explain("broken").await.unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(r.json::<Value>().await.unwrap()["error_type"], "model_unavailable");

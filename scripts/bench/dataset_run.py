@@ -78,9 +78,9 @@ def server_rate(base: str, photos: list[pathlib.Path], concurrency: int) -> tupl
             req = urllib.request.Request(f"{base}/explain?format=json&resolution=input", data=p.read_bytes(),
                                          headers={"content-type": "application/octet-stream"})
             with urllib.request.urlopen(req, timeout=600) as r:
-                r.read()
-                with lock:
-                    passes[0] += int(r.headers["X-Scorecam-Forward-Passes"])
+                n = json.loads(r.read())["stats"]["forward_passes"]
+            with lock:
+                passes[0] += n
 
     t = time.perf_counter()
     threads = [threading.Thread(target=client) for _ in range(concurrency)]

@@ -18,10 +18,11 @@ use crate::cam::{Graph, PassSet};
 
 /// How long the engine must stay idle before it trims the heap.
 const TRIM_AFTER_IDLE: Duration = Duration::from_secs(1);
-/// While work never stops (a dataset run, a saturated server), trim this often instead:
-/// glibc keeps the freed pages of ONNX Runtime's per-run buffers (up to tens of MiB, of
-/// sizes that vary with the batch) inside its heaps, and without a trim a 600-image run
-/// grew from 515 to 865 MiB although what it held stayed near 140 MiB.
+/// While work never stops (a dataset run, a saturated server), trim this often instead,
+/// or the idle trim never comes. ONNX Runtime's arena keeps its own buffers (the fix for
+/// the growth BENCHMARKS.md's "memory of long runs" traces); what is left to glibc is the
+/// requests' own buffers of varying sizes (decoded photos, maps, PNGs), whose freed
+/// pages would otherwise stay in its heaps.
 const TRIM_WHILE_BUSY: Duration = Duration::from_secs(5);
 
 /// Batches in flight per worker: one running, one being prepared.

@@ -105,8 +105,7 @@ fn method_not_allowed(allow: &'static str) -> Response {
 /// V1's list); a package that failed to load is left out (`GET /models` shows it, with
 /// its error).
 pub async fn list(State(state): State<AppState>) -> Json<Value> {
-    let names: Vec<String> =
-        state.service.models().list().into_iter().filter(|s| s.model.is_some()).map(|s| s.name).collect();
+    let names: Vec<String> = state.service.models().ready().iter().map(|m| m.name().to_string()).collect();
     Json(serde_json::json!({ "models": names }))
 }
 
