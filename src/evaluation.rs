@@ -30,6 +30,7 @@ impl Candidate {
     /// Score-CAM at 64 and 256 channels, and the two floors.
     pub fn defaults() -> Vec<Candidate> {
         "scorecam:official,scorecam:pytorch_grad_cam,scorecam:torchcam,sscam,iscam,ablationcam,\
+         gradcam,gradcampp,xgradcam,layercam,reciprocam:cell,reciprocam:gaussian,rise:4000,\
          scorecam:official@64,scorecam:official@256,random,centre"
             .split(',')
             .map(|s| s.parse().expect("valid default"))
@@ -385,7 +386,7 @@ mod tests {
         for bad in ["gradcam", "sscam@64", "random:3", "scorecam:nope", "iscam:x", "scorecam@x"] {
             assert!(bad.parse::<Candidate>().is_err(), "{bad}");
         }
-        assert_eq!(Candidate::defaults().len(), 10);
+        assert_eq!(Candidate::defaults().len(), 17);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Feature-map layouts end to end: generated channels-last and token models (1 and 2
 //! prefix tokens, a non-square grid) through the service, against an independent numpy
-//! transcription of every preset and Ablation-CAM (tests/fixtures/models/layouts, made by
-//! scripts/dev/make_layout_models.py). Ablation writes the features back in the head's
-//! own layout with the clean pass's prefix tokens, which the token fixtures' heads read.
+//! transcription of every preset, Ablation-CAM, Recipro-CAM (both kernels, both scores),
+//! RISE and, on the pooled linear head, the gradient family (tests/fixtures/models/layouts,
+//! made by scripts/dev/make_layout_models.py). Head-only methods write the features back in
+//! the head's own layout with the clean pass's prefix tokens, which the token fixtures'
+//! heads read.
 
 mod common;
 
@@ -77,7 +79,13 @@ async fn every_method_matches_the_transcription_on_every_layout() {
         for (name, spec) in case["methods"].as_object().unwrap() {
             let method = match spec["method"].as_str().unwrap() {
                 "scorecam" => Method::scorecam(spec["preset"].as_str().unwrap().parse::<Preset>().unwrap()),
-                other => Method::parse(Some(other), &[]).unwrap(),
+                other => {
+                    let params: Vec<(&str, &str)> = spec["params"]
+                        .as_object()
+                        .map(|o| o.iter().map(|(k, v)| (k.as_str(), v.as_str().unwrap())).collect())
+                        .unwrap_or_default();
+                    Method::parse(Some(other), &params).unwrap()
+                }
             };
             for (key, resolution) in [("input", Resolution::Model), ("feature", Resolution::Feature)] {
                 let Some(file) = spec[key]["file"].as_str() else { continue };
@@ -89,5 +97,42 @@ async fn every_method_matches_the_transcription_on_every_layout() {
                 assert!(want.iter().any(|v| *v > 0.5), "{package}/{name}/{key}: a degenerate reference");
             }
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_new_method_has_a_reference_on_every_layout() {
+    for package in ["nhwc", "tokens1", "tokens2"] {
+        let case = case(package);
+        let methods: Vec<&str> =
+            case["methods"].as_object().unwrap().values().map(|m| m["method"].as_str().unwrap()).collect();
+        for m in ["reciprocam", "rise"] {
+            assert!(methods.contains(&m), "{package}: no {m} reference");
+        }
+        let gradient = case["gradient_methods"] == "supported";
+        assert_eq!(gradient, package == "nhwc");
+        for m in ["gradcam", "gradcampp", "xgradcam", "layercam"] {
+            assert_eq!(methods.contains(&m), gradient, "{package}: {m}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gradient_methods_refuse_heads_that_read_prefix_tokens() {
+    for package in ["tokens1", "tokens2"] {
+        let request = ExplainRequest {
+            model: Some(package.into()),
+            method: Method::parse(Some("gradcam"), &[]).unwrap(),
+            rendering: Rendering { format: OutputFormat::Json, ..Default::default() },
+            ..Default::default()
+        };
+        let image = layouts().join(case(package)["image"].as_str().unwrap().trim_start_matches("../../"));
+        let bytes = std::fs::read(image).unwrap();
+        let err = service().explain(request, ImageInput::Encoded(bytes.into()), None).await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, scorecam::service::ServiceError::UnsupportedByModel { .. }) && text.contains("prefix"),
+            "{package}: {text}"
+        );
     }
 }

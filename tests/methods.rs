@@ -76,6 +76,41 @@ async fn pass_counts_follow_each_methods_plan() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_new_methods_run_their_planned_passes_on_the_shipped_model() {
+    let engine = common::default_service();
+    // The gradient family: the shipped head is average pooling and one linear layer, so it
+    // is measured once (1 zero + 1280 unit + 4 check grids, all head-only) and each method
+    // then costs the clean pass alone.
+    let mut measured = 0;
+    for name in ["gradcam", "gradcampp", "xgradcam", "layercam"] {
+        let e = explain(&engine, method(name, &[]), vec![285], false).await;
+        assert_eq!(e.stats.forward_passes, 1, "{name}");
+        assert!(e.stats.head_passes == 0 || e.stats.head_passes == 1285, "{name}: {}", e.stats.head_passes);
+        measured += e.stats.head_passes;
+        let (lo, hi) = e.maps[0].input.data.iter().fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+        assert!(lo >= 0.0 && hi <= 1.0 + 1e-6 && hi > 0.5, "{name}: map spans {lo}..{hi}");
+        assert!(e.maps[0].feature.is_some(), "{name}: pytorch-grad-cam makes a 7×7 map first");
+    }
+    assert!(measured <= 1285, "the head is measured at most once per loaded model");
+    // Recipro-CAM: the clean pass and at most one head pass per cell of the 7×7 grid.
+    for kernel in ["cell", "gaussian"] {
+        let e = explain(&engine, method("reciprocam", &[("kernel", kernel)]), vec![285], false).await;
+        assert_eq!(e.stats.forward_passes, 1, "{kernel}");
+        assert!((1..=49).contains(&e.stats.head_passes), "{kernel}: {}", e.stats.head_passes);
+        assert_eq!(e.maps[0].feature.as_ref().map(|f| (f.width, f.height)), Some((7, 7)));
+    }
+    // RISE: one full pass per mask plus the clean one; reproducible for a seed.
+    let rise = |seed: &str| method("rise", &[("masks", "40"), ("seed", seed)]);
+    let a = explain(&engine, rise("1"), vec![285], false).await;
+    assert_eq!(a.stats.forward_passes, 41);
+    let b = explain(&engine, rise("1"), vec![285], false).await;
+    let c = explain(&engine, rise("2"), vec![285], false).await;
+    assert!(common::max_abs_diff(&a.maps[0].input.data, &b.maps[0].input.data) < 1e-5);
+    assert!(common::max_abs_diff(&a.maps[0].input.data, &c.maps[0].input.data) > 1e-3);
+    assert!(a.maps[0].feature.is_none(), "RISE makes its map at input size");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sscam_is_reproducible_for_a_seed() {
     let engine = common::default_service();
     let m = |seed: &str| method("sscam", &[("samples", "1"), ("sigma", "2.0"), ("seed", seed)]);

@@ -464,7 +464,143 @@ def cam_ablation(run: Runner, f: np.ndarray, a: np.ndarray, c: int, hw, pkg: Pac
     return cam, big, [float(v) for v in w]
 
 
+def head_gradient(pkg: Package, a: np.ndarray, c: int) -> np.ndarray | None:
+    """d logit_c / d A [K, h, w] for the heads that are a mean over the grid followed by a
+    Gemm (nchw, nhwc): the Gemm's row W[c] divided by the cells, at every cell. None for the
+    token heads, which read the prefix tokens too."""
+    if pkg.layout not in ("nchw", "nhwc"):
+        return None
+    w, _ = gemm_params(pkg.head_seed)
+    n = a.shape[1] * a.shape[2]
+    return np.broadcast_to((w[c].astype(np.float64) / n)[:, None, None], a.shape).copy()
+
+
+def check_gradient(run: Runner, f: np.ndarray, a: np.ndarray, c: int, pkg: Package, grads: np.ndarray) -> float:
+    """Central differences through ONNX Runtime against `head_gradient`, on every cell of two
+    channels: the closed form is the head's."""
+    worst, step = 0.0, 1e-2
+    for k in (0, 2):
+        for y in range(a.shape[1]):
+            for x in range(a.shape[2]):
+                up, down = a.copy(), a.copy()
+                up[k, y, x] += step
+                down[k, y, x] -= step
+                z = run.head(np.stack([write_grid(f, up, pkg), write_grid(f, down, pkg)]))[:, c]
+                worst = max(worst, abs((z[0] - z[1]) / (2 * step) - grads[k, y, x]))
+    assert worst < 1e-3, f"{pkg.name}: the head's gradient is not W[c] / cells (max |Δ| {worst})"
+    return worst
+
+
+def cam_gradient(kind: str, a: np.ndarray, grads: np.ndarray, hw):
+    """pytorch-grad-cam 1.5.7's GradCAM, GradCAMPlusPlus, XGradCAM and LayerCAM on given
+    activations and gradients ([K, h, w]), then its ReLU and scale_cam_image (normalise,
+    resize, normalise)."""
+    spatial = (1, 2)
+    if kind == "gradcam":
+        cam = np.tensordot(grads.mean(axis=spatial), a, axes=1)
+    elif kind == "gradcampp":
+        g2 = grads ** 2
+        g3 = g2 * grads
+        s = a.sum(axis=spatial)[:, None, None]
+        aij = g2 / (2 * g2 + s * g3 + 0.000001)
+        aij = np.where(grads != 0, aij, 0)
+        cam = np.tensordot((np.maximum(grads, 0) * aij).sum(axis=spatial), a, axes=1)
+    elif kind == "xgradcam":
+        s = a.sum(axis=spatial)[:, None, None]
+        cam = np.tensordot((grads * a / (s + 1e-7)).sum(axis=spatial), a, axes=1)
+    elif kind == "layercam":
+        cam = (np.maximum(grads, 0) * a).sum(axis=0)
+    else:
+        raise ValueError(kind)
+    cam = shift_scale(np.maximum(cam, 0.0), 1e-7)
+    return cam, shift_scale(upsample(cam, hw, False), 1e-7), None
+
+
+GAUSSIAN = np.array([[1 / 16, 1 / 8, 1 / 16], [1 / 8, 1 / 4, 1 / 8], [1 / 16, 1 / 8, 1 / 16]])
+
+
+def cam_recipro(run: Runner, f: np.ndarray, a: np.ndarray, c: int, hw, pkg: Package, gaussian: bool, logit: bool):
+    """Recipro-CAM (the authors' code, sybyun/ReciproCAM): one head pass per cell (i, j) on a
+    grid that is zero but for A[:, i, j] at (i, j), or A[:, i, j] times the 3×3 Gaussian
+    around it (cut at the edges); prefix tokens as the clean pass made them (ViT-ReciproCAM's
+    use_cls_token). The map is the target's probability (or logit) per cell, min-max
+    normalised, upsampled bilinearly."""
+    _, h, w = a.shape
+    batch = []
+    for i in range(h):
+        for j in range(w):
+            m = np.zeros_like(a)
+            if gaussian:
+                for di in range(3):
+                    for dj in range(3):
+                        y, x = i + di - 1, j + dj - 1
+                        if 0 <= y < h and 0 <= x < w:
+                            m[:, y, x] = a[:, i, j] * GAUSSIAN[di, dj]
+            else:
+                m[:, i, j] = a[:, i, j]
+            batch.append(write_grid(f, m, pkg))
+    out = run.head(np.stack(batch))
+    scores = out[:, c] if logit else softmax(out)[:, c]
+    cam = scores.reshape(h, w)
+    cam = (cam - cam.min()) / (cam.max() - cam.min())
+    return cam, upsample(cam, hw, False), None
+
+
+M64 = (1 << 64) - 1
+GOLDEN = 0x9E3779B97F4A7C15
+
+
+class SplitMix64:
+    """The service's counter-based generator: SplitMix64 started at seed ^ (stream + 1)·φ."""
+
+    def __init__(self, seed: int, stream: int):
+        self.state = (seed ^ (((stream + 1) * GOLDEN) & M64)) & M64
+
+    def next(self) -> int:
+        self.state = (self.state + GOLDEN) & M64
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+        return z ^ (z >> 31)
+
+    def uniform(self) -> float:
+        return (self.next() >> 11) / float(1 << 53)
+
+    def below(self, n: int) -> int:
+        return self.next() % n
+
+
+RISE = {"masks": 64, "grid": 3, "keep": 0.5, "seed": 7}
+
+
+def rise_mask(i: int, hw, grid: int, keep: float, seed: int) -> np.ndarray:
+    """RISE's mask i (Petsiuk et al.): a grid×grid of cells kept with probability `keep`,
+    upsampled bilinearly to (grid + 1) cells of ceil(H / grid) × ceil(W / grid) pixels, cropped
+    at a random shift within one cell; the draws from the service's generator, in its order
+    (cells row-major, then the row shift, then the column shift)."""
+    rng = SplitMix64(seed, i)
+    cells = np.array([1.0 if rng.uniform() < keep else 0.0 for _ in range(grid * grid)]).reshape(grid, grid)
+    ch, cw = -(-hw[0] // grid), -(-hw[1] // grid)
+    dy, dx = rng.below(ch), rng.below(cw)
+    up = upsample(cells, ((grid + 1) * ch, (grid + 1) * cw), False)
+    return up[dy:dy + hw[0], dx:dx + hw[1]]
+
+
+def cam_rise(run: Runner, x: np.ndarray, c: int, hw, masks: int, grid: int, keep: float, seed: int):
+    """RISE: Σ_i P(c | X ⊙ M_i) M_i / (N · keep), min-max normalised."""
+    ms = [rise_mask(i, hw, grid, keep, seed) for i in range(masks)]
+    probs = softmax(run.logits(masked_inputs(x, ms)))[:, c]
+    sal = sum(p * m for p, m in zip(probs, ms)) / (masks * keep)
+    return None, (sal - sal.min()) / (sal.max() - sal.min()), None
+
+
 METHODS = ["official", "pytorch_grad_cam", "torchcam", "ablationcam"]
+GRADIENT_METHODS = ["gradcam", "gradcampp", "xgradcam", "layercam"]
+RECIPRO = {
+    "reciprocam": {"kernel": "cell", "score": "probability"},
+    "reciprocam_gaussian": {"kernel": "gaussian", "score": "probability"},
+    "reciprocam_logit": {"kernel": "cell", "score": "logit"},
+}
 
 
 def explain(run: Runner, pkg: Package, x: np.ndarray) -> dict:
@@ -479,6 +615,14 @@ def explain(run: Runner, pkg: Package, x: np.ndarray) -> dict:
         "torchcam": cam_torchcam(run, x, a, c, hw, float(logits[c])),
         "ablationcam": cam_ablation(run, f, a, c, hw, pkg),
     }
+    for name, params in RECIPRO.items():
+        maps[name] = cam_recipro(run, f, a, c, hw, pkg, params["kernel"] == "gaussian", params["score"] == "logit")
+    maps["rise"] = cam_rise(run, x, c, hw, **RISE)
+    grads = head_gradient(pkg, a, c)
+    if grads is not None:
+        check_gradient(run, f, a, c, pkg, grads)
+        for kind in GRADIENT_METHODS:
+            maps[kind] = cam_gradient(kind, a, grads, hw)
     return {"features": f, "activations": a, "logits": logits, "class": c, "maps": maps}
 
 
@@ -594,8 +738,8 @@ def main() -> None:
             assert twin_res["class"] == c and np.allclose(twin_res["logits"], logits, atol=1e-6)
             assert np.array_equal(twin_res["activations"], a)
             worst = 0.0
-            for m in METHODS:
-                for i in range(3):
+            for m in res["maps"]:
+                for i in range(2):
                     worst = max(worst, max_diff(res["maps"][m][i], twin_res["maps"][m][i]))
             assert worst < 1e-6, f"nhwc vs nchw twin: max |Δ| = {worst}"
             sanity["nchw_twin_max_abs_diff"] = float(f"{worst:.3g}")
@@ -622,15 +766,24 @@ def main() -> None:
         save_npy(ref / "features.npy", f[None])
         save_npy(ref / "activations.npy", a)
         methods = {}
-        for m in METHODS:
-            feat, big, weights = res["maps"][m]
+        for m, (feat, big, weights) in res["maps"].items():
+            if m in METHODS:
+                method, preset, params = ("scorecam", m, {}) if m != "ablationcam" else (m, None, {})
+            elif m in RECIPRO:
+                method, preset, params = "reciprocam", None, RECIPRO[m]
+            elif m == "rise":
+                method, preset, params = "rise", None, {k: str(v) for k, v in RISE.items()}
+            else:
+                method, preset, params = m, None, {}
             entry = {
-                "method": "ablationcam" if m == "ablationcam" else "scorecam",
-                "preset": None if m == "ablationcam" else m,
+                "method": method,
+                "preset": preset,
+                "params": params,
                 "feature": None,
                 "input": {"file": f"{m}.input.npy", "shape": [pkg.height, pkg.width]},
-                "weights": [None if v is None else float(f"{v:.9g}") for v in weights],
             }
+            if weights is not None:
+                entry["weights"] = [None if v is None else float(f"{v:.9g}") for v in weights]
             save_npy(ref / f"{m}.input.npy", big)
             if feat is not None:
                 entry["feature"] = {"file": f"{m}.feature.npy", "shape": list(pkg.grid)}
@@ -655,6 +808,9 @@ def main() -> None:
             "all_zero_channels": sorted(k for k, b in pkg.constant.items() if b <= 0),
             "arrays": {"features": "features.npy", "activations": "activations.npy"},
             "methods": methods,
+            # The gradient-family methods need a head that is pooling followed by a linear
+            # layer; the token heads read prefix tokens, and the service refuses them.
+            "gradient_methods": "supported" if pkg.layout in ("nchw", "nhwc") else "refused",
             "sanity": sanity,
         }
         (ref / "cases.json").write_text(json.dumps(cases, indent=1) + "\n", encoding="utf-8")

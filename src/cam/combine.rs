@@ -1,30 +1,46 @@
-//! From scores to a map: the method turns each weighed channel's pass scores into a
-//! weight, and the convention (preset) turns Σ_k w_k A_k into the map.
+//! From scores to a map. Most methods weigh the target layer's channels (the method turns
+//! each weighed channel's pass scores into a weight and the convention turns Σ_k w_k A_k
+//! into the map); the others (Recipro-CAM's cells, RISE's random masks) build their map
+//! from their units' scores themselves ([`CamMethod::map`]).
 
 use std::ops::Range;
 
+use super::linear_head::LinearHead;
+use super::methods::CamMethod;
 use super::pass_set::{TargetScores, softmax};
 use super::plan::MaskPlan;
 use super::{Activations, Align, Map, Preset, Resampler, Saliency, normalize_min_max, normalize_shift_eps};
 
-/// One target's scores, read per weighed channel (each the mean over its passes).
-pub(crate) struct ChannelScores<'a> {
-    weighed: &'a [(usize, Range<usize>)],
+/// What a method's map is built from: one target's scores, read per weighed unit (each
+/// the mean over its passes), and what the plan knows.
+pub(crate) struct MapInputs<'a> {
+    pub activations: &'a Activations,
+    /// The model's input size (H, W).
+    pub input_hw: (usize, usize),
+    /// The units (channels, cells, masks) that take part, each with its passes.
+    pub weighed: &'a [(usize, Range<usize>)],
     scores: &'a TargetScores,
+    /// The head's closed form, for the methods that need it (`CamMethod::needs_linear_head`).
+    pub head: Option<&'a LinearHead>,
 }
 
-impl ChannelScores<'_> {
+impl MapInputs<'_> {
+    /// The target class.
+    pub fn class(&self) -> usize {
+        self.scores.class
+    }
+
     /// The target's logit on the clean input.
     pub fn clean_logit(&self) -> f32 {
         self.scores.clean_logit
     }
 
-    /// Each weighed channel's mean logit over its passes.
+    /// Each weighed unit's mean logit over its passes.
     pub fn mean_logits(&self) -> impl Iterator<Item = f32> + '_ {
         self.weighed.iter().map(|(_, p)| mean(&self.scores.logits[p.clone()]))
     }
 
-    /// Each weighed channel's mean softmax probability over its passes.
+    /// Each weighed unit's mean softmax probability over its passes.
     pub fn mean_probs(&self) -> impl Iterator<Item = f32> + '_ {
         self.weighed.iter().map(|(_, p)| mean(&self.scores.probs[p.clone()]))
     }
@@ -33,7 +49,7 @@ impl ChannelScores<'_> {
 /// A convention's channel weights: `official` the masked input's probability,
 /// `pytorch_grad_cam` the softmax of the logits, `torchcam` the softmax of the logit's
 /// increase over the clean input.
-pub(crate) fn preset_weights(preset: Preset, scores: &ChannelScores<'_>) -> Vec<f32> {
+pub(crate) fn preset_weights(preset: Preset, scores: &MapInputs<'_>) -> Vec<f32> {
     match preset {
         Preset::Official => scores.mean_probs().collect(),
         Preset::PytorchGradCam => softmax(&scores.mean_logits().collect::<Vec<_>>()),
@@ -66,38 +82,56 @@ fn mean(values: &[f32]) -> f32 {
 /// Turns one target's pass scores into its saliency map, by the plan's method.
 pub fn combine(plan: &MaskPlan, scores: &TargetScores) -> Saliency {
     assert_eq!(scores.logits.len(), plan.passes.len(), "one score per pass");
-    combine_channels(plan, scores, plan.weighed_channels())
+    saliency(plan, scores, &plan.weighed_channels())
 }
 
-/// The map from the channels whose passes all ran (`done`: one flag per pass; scores of
-/// passes not done are ignored). Every weight rule is per channel up to a common positive
-/// factor (a softmax over the done channels is the full softmax rescaled), and the map is
-/// normalised, so this is the exact map of the done channels; with every pass done it is
-/// `combine`'s map bit for bit.
+/// The map from the units whose passes all ran (`done`: one flag per pass; scores of
+/// passes not done are ignored). Every channel weight rule is per channel up to a common
+/// positive factor (a softmax over the done channels is the full softmax rescaled), and the
+/// map is normalised, so for channel methods this is the exact map of the done channels;
+/// with every pass done it is `combine`'s map bit for bit.
 pub fn combine_partial(plan: &MaskPlan, scores: &TargetScores, done: &[bool]) -> Saliency {
     assert_eq!(scores.logits.len(), plan.passes.len(), "one score per pass");
-    combine_channels(plan, scores, plan.weighed_channels_done(done))
+    saliency(plan, scores, &plan.weighed_channels_done(done))
 }
 
-/// A quick look at a partial run for live previews: ReLU(Σ w_k A_k) over the channels whose
-/// passes are done, at the target layer's resolution, min-max normalised. Cheap (no
-/// upsampling); not any preset's final map.
+fn inputs<'a>(plan: &'a MaskPlan, scores: &'a TargetScores, weighed: &'a [(usize, Range<usize>)]) -> MapInputs<'a> {
+    let [_, h, w] = plan.input_chw;
+    MapInputs { activations: &plan.activations, input_hw: (h, w), weighed, scores, head: plan.head.as_deref() }
+}
+
+/// A quick look at a partial run for live previews, at the target layer's resolution, min-max
+/// normalised. For channel methods ReLU(Σ w_k A_k) over the done channels (cheap: no
+/// upsampling; not any preset's final map); otherwise the method's own map.
 pub fn preview(plan: &MaskPlan, scores: &TargetScores, done: &[bool]) -> Map {
     let act = &plan.activations;
     let weighed = plan.weighed_channels_done(done);
-    let weights = plan.method.cam().weights(&ChannelScores { weighed: &weighed, scores });
+    let inputs = inputs(plan, scores, &weighed);
+    let cam = plan.method.cam();
+    if let Some(s) = cam.map(&inputs) {
+        return s.feature.unwrap_or_else(|| s.input.resized(act.width, act.height));
+    }
+    let weights = cam.weights(&inputs);
     let mut sum = weighted_sum(act, weighed.iter().map(|(k, _)| *k).zip(weights));
     relu(&mut sum);
     normalize_min_max(&mut sum);
     Map::new(act.width, act.height, sum)
 }
 
-fn combine_channels(plan: &MaskPlan, scores: &TargetScores, weighed: Vec<(usize, Range<usize>)>) -> Saliency {
-    let act = &plan.activations;
-    let [_, h, w] = plan.input_chw;
-    let weights = plan.method.cam().weights(&ChannelScores { weighed: &weighed, scores });
-    let sum = weighted_sum(act, weighed.iter().map(|(k, _)| *k).zip(weights));
-    let preset = plan.method.preset();
+fn saliency(plan: &MaskPlan, scores: &TargetScores, weighed: &[(usize, Range<usize>)]) -> Saliency {
+    let inputs = inputs(plan, scores, weighed);
+    let cam = plan.method.cam();
+    cam.map(&inputs).unwrap_or_else(|| channel_map(cam, &inputs))
+}
+
+/// The map of a channel-weighing method: its weights, Σ_k w_k A_k, then its convention's
+/// ReLU, normalisation and upsampling.
+fn channel_map(cam: &dyn CamMethod, inputs: &MapInputs<'_>) -> Saliency {
+    let act = inputs.activations;
+    let (h, w) = inputs.input_hw;
+    let weights = cam.weights(inputs);
+    let sum = weighted_sum(act, inputs.weighed.iter().map(|(k, _)| *k).zip(weights));
+    let preset = cam.preset();
     if preset == Preset::Official {
         // Σ_k w_k Up(A_k) = Up(Σ_k w_k A_k): bilinear upsampling is linear, so the sum is
         // taken at feature size and upsampled once; ReLU comes after, as in the code.
@@ -117,4 +151,13 @@ fn combine_channels(plan: &MaskPlan, scores: &TargetScores, weighed: Vec<(usize,
         normalize_shift_eps(&mut input.data, 1e-7);
     }
     Saliency { input, feature: Some(feature) }
+}
+
+/// A map at feature resolution from one score per cell (Recipro-CAM), min-max normalised,
+/// and its half-pixel bilinear upsample to the input.
+pub(crate) fn cell_map(cells: Vec<f32>, act: &Activations, (h, w): (usize, usize)) -> Saliency {
+    let mut cells = cells;
+    normalize_min_max(&mut cells);
+    let feature = Map::new(act.width, act.height, cells);
+    Saliency { input: feature.resized(w, h), feature: Some(feature) }
 }

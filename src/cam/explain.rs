@@ -200,4 +200,121 @@ mod tests {
             assert_close(&a.input.data, &b.input.data, 1e-7);
         }
     }
+
+    /// A head that is the mean over each channel's cells followed by a linear layer.
+    fn pooled_linear(act: &Activations, classes: usize) -> impl Fn(&[f32], usize) -> Vec<f32> {
+        let (k, n) = (act.channels, act.height * act.width);
+        move |batch: &[f32], rows: usize| {
+            batch
+                .chunks_exact(batch.len() / rows)
+                .flat_map(|grid| {
+                    let means: Vec<f32> = grid.chunks_exact(n).map(|c| c.iter().sum::<f32>() / n as f32).collect();
+                    (0..classes)
+                        .map(|c| {
+                            (0..k).map(|i| means[i] * (((c * 3 + i * 5) % 7) as f32 - 3.0) * 0.4).sum::<f32>() + 0.1
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn gradient_methods_use_the_measured_head_and_pytorch_grad_cams_formulas() {
+        let act = activations();
+        let classes = 3;
+        let head = pooled_linear(&act, classes);
+        let probe = crate::cam::HeadProbe::new(act.channels, act.height, act.width);
+        let scores = score_passes(&probe, &[], &vec![0.0; classes], &(0..classes).collect::<Vec<_>>(), 7, &head);
+        let mut logits = vec![0.0f32; probe.len() * classes];
+        for (c, s) in scores.iter().enumerate() {
+            s.logits.iter().enumerate().for_each(|(i, z)| logits[i * classes + c] = *z);
+        }
+        let fitted = std::sync::Arc::new(probe.fit(&logits, classes).unwrap());
+        let n = (act.height * act.width) as f64;
+        let hw = (5, 7);
+        for name in ["gradcam", "gradcampp", "xgradcam", "layercam"] {
+            let method = crate::cam::Method::parse(Some(name), &[]).unwrap();
+            let plan = MaskPlan::new(&method, act.clone(), [3, hw.0, hw.1]).with_linear_head(Some(fitted.clone()));
+            assert_eq!(plan.len(), 0, "{name}: no pass beyond the clean one");
+            let clean = head(&act.data, 1);
+            for class in [0, 2] {
+                let map = &explain_with(&plan, &[], &clean, &[class], 4, |_, _| unreachable!())[0];
+                // The per-cell formulas of pytorch-grad-cam with g = W[c, k] / cells.
+                let mut cam = vec![0.0f64; act.height * act.width];
+                for k in 0..act.channels {
+                    let g = f64::from((((class * 3 + k * 5) % 7) as f32 - 3.0) * 0.4) / n;
+                    let a = act.channel(k);
+                    let s: f64 = a.iter().map(|&v| f64::from(v)).sum();
+                    for (cell, &v) in cam.iter_mut().zip(a) {
+                        let v = f64::from(v);
+                        *cell += match name {
+                            "gradcam" => g * v,
+                            "gradcampp" => {
+                                let aij = if g == 0.0 { 0.0 } else { g * g / (2.0 * g * g + s * g * g * g + 1e-6) };
+                                n * g.max(0.0) * aij * v
+                            }
+                            "xgradcam" => g * s / (s + 1e-7) * v,
+                            _ => g.max(0.0) * v,
+                        };
+                    }
+                }
+                let mut cam: Vec<f32> = cam.iter().map(|&v| v.max(0.0) as f32).collect();
+                crate::cam::normalize_shift_eps(&mut cam, 1e-7);
+                assert_close(&map.feature.as_ref().unwrap().data, &cam, 1e-5);
+                assert!(cam.iter().any(|v| *v > 0.5), "{name}/{class}: a degenerate case");
+            }
+        }
+    }
+
+    #[test]
+    fn reciprocam_runs_one_head_pass_per_cell_and_all_zero_cells_share_one() {
+        // Cell 0 is zero in every channel (after zeroing it in channels 0 and 3).
+        let mut act = activations();
+        let n = act.height * act.width;
+        for k in 0..act.channels {
+            act.data[k * n] = 0.0;
+        }
+        for kernel in ["cell", "gaussian"] {
+            let method = crate::cam::Method::parse(Some("reciprocam"), &[("kernel", kernel)]).unwrap();
+            let plan = MaskPlan::new(&method, act.clone(), [3, 5, 7]);
+            assert_eq!(plan.graph(), Graph::Head);
+            assert_eq!(plan.len(), n - 1 + 1, "{kernel}: 5 cells and the shared zero pass");
+            let mut out = vec![9.0; plan.len() * plan.pass_len()];
+            plan.fill_batch(&[], 0..plan.len(), &mut out);
+            let zero = out.chunks_exact(plan.pass_len()).filter(|p| p.iter().all(|v| *v == 0.0)).count();
+            assert_eq!(zero, 1, "{kernel}: one all-zero pass");
+        }
+    }
+
+    #[test]
+    fn rise_is_reproducible_for_a_seed_and_its_masks_keep_the_asked_share() {
+        let Scene { hw, x, model, clean } = scene();
+        let rise = |seed: &str, masks: &str| {
+            let m =
+                crate::cam::Method::parse(Some("rise"), &[("masks", masks), ("grid", "3"), ("seed", seed)]).unwrap();
+            let plan = MaskPlan::new(&m, activations(), [3, hw.0, hw.1]);
+            assert_eq!(plan.len(), masks.parse::<usize>().unwrap());
+            let maps = explain_with(&plan, &x, &clean, &[1], 16, |b, n| model.batch(b, n));
+            (plan, maps[0].input.data.clone())
+        };
+        let (plan, a) = rise("5", "200");
+        assert_eq!(a, rise("5", "200").1);
+        assert_ne!(a, rise("6", "200").1);
+        let (lo, hi) = min_max(&a);
+        assert!((lo, hi) == (0.0, 1.0), "{lo}..{hi}");
+        // With X = 1 the passes are the masks themselves: values in 0..1, about half kept.
+        let ones = vec![1.0f32; 3 * hw.0 * hw.1];
+        let mut out = vec![0.0; plan.len() * ones.len()];
+        plan.fill_batch(&ones, 0..plan.len(), &mut out);
+        let mean = out.iter().map(|&v| f64::from(v)).sum::<f64>() / out.len() as f64;
+        assert!(out.iter().all(|v| (0.0..=1.0).contains(v)));
+        assert!((mean - 0.5).abs() < 0.05, "mean mask {mean}");
+        // The first n masks of a run are a run with n masks.
+        let scores = score_passes(&plan, &x, &clean, &[1], 16, |b, n| model.batch(b, n)).remove(0);
+        let mut done = vec![false; plan.len()];
+        done[..50].iter_mut().for_each(|d| *d = true);
+        let partial = crate::cam::combine_partial(&plan, &scores, &done);
+        assert_close(&partial.input.data, &rise("5", "50").1, 1e-6);
+    }
 }

@@ -12,6 +12,7 @@
 mod combine;
 mod explain;
 pub mod faithfulness;
+mod linear_head;
 pub mod methods;
 mod noise;
 mod pass_set;
@@ -23,6 +24,7 @@ mod upsample;
 
 pub use combine::{combine, combine_partial, preview};
 pub use explain::explain_with;
+pub use linear_head::{HeadProbe, LinearHead};
 pub use methods::{Method, top_channels_by_std};
 pub use noise::gaussian_noise;
 pub use pass_set::{Graph, PassSet, TargetScores, class_scores, score_passes, softmax};

@@ -29,6 +29,8 @@ pub trait PassSet: Send + Sync + std::fmt::Debug {
 /// One target class's scores over an explanation's passes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TargetScores {
+    /// The target class.
+    pub class: usize,
     /// The class logit on the clean input.
     pub clean_logit: f32,
     /// The class logit on each pass.
@@ -71,6 +73,7 @@ pub fn score_passes(
     let mut per_target: Vec<TargetScores> = targets
         .iter()
         .map(|&t| TargetScores {
+            class: t,
             clean_logit: clean_logits[t],
             logits: Vec::with_capacity(passes.len()),
             probs: Vec::with_capacity(passes.len()),

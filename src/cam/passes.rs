@@ -70,6 +70,8 @@ pub(crate) struct PassSource<'a> {
     pub x: &'a [f32],
     /// The target layer's activations.
     pub activations: &'a Activations,
+    /// The model's input size (H, W).
+    input_hw: (usize, usize),
     masks: &'a MaskRule,
     memo: &'a [OnceLock<Vec<f32>>],
 }
@@ -78,10 +80,16 @@ impl<'a> PassSource<'a> {
     pub(super) fn new(
         x: &'a [f32],
         activations: &'a Activations,
+        input_hw: (usize, usize),
         masks: &'a MaskRule,
         memo: &'a [OnceLock<Vec<f32>>],
     ) -> Self {
-        Self { x, activations, masks, memo }
+        Self { x, activations, input_hw, masks, memo }
+    }
+
+    /// The model's input size (H, W).
+    pub fn input_hw(&self) -> (usize, usize) {
+        self.input_hw
     }
 
     /// Channel k's mask at input resolution (H×W), by the method's convention.

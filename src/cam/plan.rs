@@ -1,11 +1,16 @@
 //! The mask plan: which passes one explanation needs, derived from the clean pass's
-//! activations by asking the method which channels take part, which are degenerate and
-//! how many passes each needs, and sharing the passes of channels with the same mask.
+//! activations by asking the method what its units are (the target layer's channels for
+//! most methods; Recipro-CAM's cells, RISE's random masks), which take part, which are
+//! degenerate and how many passes each needs, and sharing the passes of channels with the
+//! same mask.
 
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::OnceLock;
 
+use std::sync::Arc;
+
+use super::linear_head::LinearHead;
 use super::pass_set::{Graph, PassSet};
 use super::passes::{MaskRule, Pass, PassSource, torchcam_normalised};
 use super::{Activations, Method, Preset, min_max};
@@ -18,8 +23,9 @@ pub struct MaskPlan {
     pub(super) activations: Activations,
     pub(super) input_chw: [usize; 3],
     pub(super) passes: Vec<Pass>,
-    /// For each channel, the passes whose mean score weighs it; `None` for channels that
-    /// contribute nothing (skipped degenerate channels, channels the method left out).
+    /// For each unit (channel, cell or mask), the passes whose mean score weighs it; `None`
+    /// for units that contribute nothing (skipped degenerate channels, channels the method
+    /// left out).
     channel_passes: Vec<Option<Range<usize>>>,
     skipped: usize,
     /// Channels whose mask equals an earlier channel's: they reuse its passes.
@@ -29,9 +35,11 @@ pub struct MaskPlan {
     /// at that step shares (SS-CAM's noise sample): drawn on first use by whichever
     /// thread needs it, and dropped with the plan.
     memo: Vec<OnceLock<Vec<f32>>>,
-    /// Each channel's activation mass Σ|A_k|: what a partial run's coverage reports the
-    /// share of.
+    /// Each unit's share of the explanation (a channel's activation mass Σ|A_k|): what a
+    /// partial run's coverage reports the share of.
     mass: Vec<f64>,
+    /// The head's closed form, for the methods that need it.
+    pub(super) head: Option<Arc<LinearHead>>,
 }
 
 /// How much of a plan a partial run covered.
@@ -54,7 +62,7 @@ impl Coverage {
 }
 
 /// A channel's activation mass Σ|A_k|.
-fn mass(a: &[f32]) -> f64 {
+pub(crate) fn mass(a: &[f32]) -> f64 {
     a.iter().map(|v| f64::from(v.abs())).sum()
 }
 
@@ -62,7 +70,7 @@ fn mass(a: &[f32]) -> f64 {
 /// activation mass as the order of a partial plan (BENCHMARKS.md, 50 photos): at 5–25 %
 /// of the passes the spread order's maps were the closer to the exact map (Faster
 /// Score-CAM ranks channels the same way).
-fn spread(a: &[f32]) -> f64 {
+pub(crate) fn spread(a: &[f32]) -> f64 {
     let n = a.len().max(1) as f64;
     let mean = a.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
     (a.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n).sqrt()
@@ -117,7 +125,7 @@ impl MaskPlan {
     pub fn new(method: &Method, activations: Activations, input_chw: [usize; 3]) -> Self {
         let cam = method.cam();
         let preset = method.preset();
-        let k = activations.channels;
+        let k = cam.units(&activations);
         let mut passes = Vec::new();
         let mut channel_passes: Vec<Option<Range<usize>>> = vec![None; k];
         let included: Vec<bool> = match cam.select_channels(&activations) {
@@ -134,10 +142,11 @@ impl MaskPlan {
         // Passes already planned per distinct mask (see `mask_key`).
         let mut by_mask: HashMap<Vec<u32>, Range<usize>> = HashMap::new();
         let mut shared_masks = 0;
-        let mass: Vec<f64> = (0..k).map(|c| mass(activations.channel(c))).collect();
-        let spread: Vec<f64> = (0..k).map(|c| spread(activations.channel(c))).collect();
-        // Largest spatial spread first (ties by index), so a prefix of the passes is a good
-        // partial plan of its length; a complete map does not depend on the order.
+        let mass: Vec<f64> = (0..k).map(|u| cam.unit_mass(&activations, u)).collect();
+        let spread: Vec<f64> = (0..k).map(|u| cam.unit_priority(&activations, u)).collect();
+        // Largest priority first (a channel's spatial spread; ties by index), so a prefix of
+        // the passes is a good partial plan of its length; a complete map does not depend
+        // on the order.
         let mut order: Vec<usize> = (0..k).filter(|&c| included[c]).collect();
         order.sort_by(|&a, &b| spread[b].total_cmp(&spread[a]).then(a.cmp(&b)));
         for ch in order {
@@ -182,7 +191,14 @@ impl MaskPlan {
             masks,
             memo,
             mass,
+            head: None,
         }
+    }
+
+    /// The plan with the head's closed form, which the gradient-family methods weigh by.
+    pub fn with_linear_head(mut self, head: Option<Arc<LinearHead>>) -> Self {
+        self.head = head;
+        self
     }
 
     pub fn method(&self) -> &Method {
@@ -283,7 +299,7 @@ impl PassSet for MaskPlan {
             assert_eq!(x.len(), per, "input does not match the plan's size");
         }
         let cam = self.method.cam();
-        let src = PassSource::new(x, &self.activations, &self.masks, &self.memo);
+        let src = PassSource::new(x, &self.activations, (h, w), &self.masks, &self.memo);
         let mut mask = vec![0.0f32; h * w];
         for (dst, &pass) in out.chunks_exact_mut(per).zip(&self.passes[passes]) {
             cam.fill_pass(&src, pass, &mut mask, dst);

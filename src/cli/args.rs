@@ -299,9 +299,10 @@ pub struct EvaluateArgs {
     /// Folder of images.
     pub dir: PathBuf,
     /// Comma-separated methods in the registry's short form (`scorecam:torchcam@64`,
-    /// `sscam:35`, `iscam:10`, `ablationcam`, see `scorecam methods`) and the floors
-    /// `random` and `centre` (default: every preset, sscam, iscam, ablationcam, scorecam@64
-    /// and @256, and both floors).
+    /// `sscam:35`, `iscam:10`, `ablationcam`, `gradcam`, `reciprocam:gaussian`, `rise:4000`,
+    /// see `scorecam methods`) and the floors `random` and `centre` (default: every preset,
+    /// sscam, iscam, ablationcam, the gradient family, both Recipro-CAM kernels, RISE,
+    /// scorecam@64 and @256, and both floors).
     #[arg(long, value_delimiter = ',')]
     pub methods: Vec<String>,
     /// Only the first N images (by file name).

@@ -64,6 +64,7 @@ impl ApiError {
                 S::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
                 S::InvalidParameter(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter"),
                 S::InvalidTarget { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_target"),
+                S::UnsupportedByModel { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported_by_model"),
                 S::UnknownModel { .. } => (StatusCode::NOT_FOUND, "unknown_model"),
                 S::ModelUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "model_unavailable"),
                 S::DeadlineExceeded { .. } => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),

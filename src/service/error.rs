@@ -20,6 +20,10 @@ pub enum ServiceError {
     BadRequest(String),
     #[error("invalid parameter: {0}")]
     InvalidParameter(String),
+    /// The method needs something of the model that this model does not have (the
+    /// gradient-family methods: a head that is pooling followed by a linear layer).
+    #[error("method `{method}` cannot explain model `{model}`: {reason}")]
+    UnsupportedByModel { method: String, model: String, reason: String },
     #[error("target class {class} is out of range: the model has {classes} classes (0..{classes})")]
     InvalidTarget { class: usize, classes: usize },
     #[error("unknown model `{name}` (available: {available})")]

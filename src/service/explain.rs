@@ -17,7 +17,7 @@ use super::result::{
 };
 use super::{Deadline, Service, ServiceError};
 use crate::cam::faithfulness::{Faithfulness, MetricPlan};
-use crate::cam::{self, Activations, MaskPlan, PassSet, PlanPrefix, Saliency, TargetScores};
+use crate::cam::{self, Activations, HeadProbe, LinearHead, MaskPlan, PassSet, PlanPrefix, Saliency, TargetScores};
 use crate::engine::{Admission, EngineModel, PassObserver, PassScores, RunOptions};
 use crate::imaging::{self, ImageLimits, Preprocessed};
 
@@ -59,6 +59,24 @@ fn validate(model: &EngineModel, r: &ExplainRequest, image: &ImageInput) -> Resu
         TargetSpec::TopK(_) => {}
     }
     r.method.check(model.package.info.feature_khw[0]).map_err(invalid)?;
+    if r.method.needs_linear_head() {
+        let unsupported = |reason: String| ServiceError::UnsupportedByModel {
+            method: r.method.name().into(),
+            model: model.name().into(),
+            reason,
+        };
+        if model.package.info.feature_extra() > 0 {
+            return Err(unsupported(
+                "its head reads the transformer's prefix (class) tokens besides the grid, so it is not global \
+                 average pooling followed by a linear layer, and the gradient-family methods have no closed form \
+                 for it; use scorecam, ablationcam or reciprocam"
+                    .into(),
+            ));
+        }
+        if let Some(Err(reason)) = model.linear_head.get() {
+            return Err(unsupported(reason.clone()));
+        }
+    }
     let rendering = &r.rendering;
     if rendering.resolution == Resolution::Feature && !r.method.has_feature_map() {
         return Err(invalid(format!("`{}` has no feature-resolution map; use resolution=input or model", r.method)));
@@ -149,7 +167,7 @@ fn target_scores(scores: Vec<PassScores>, targets: &[usize], logits: &[f32]) -> 
     scores
         .into_iter()
         .zip(targets)
-        .map(|(s, &t)| TargetScores { clean_logit: logits[t], logits: s.logits, probs: s.probs })
+        .map(|(s, &t)| TargetScores { class: t, clean_logit: logits[t], logits: s.logits, probs: s.probs })
         .collect()
 }
 
@@ -225,10 +243,18 @@ impl Service {
             TargetSpec::TopK(k) => top_k(&logits, (*k).max(1)),
         };
         let method = p.request.method.clone();
+        // The head passes that measured the head, if this request was the one that did.
+        let (head, probe_passes) = if method.needs_linear_head() {
+            let (head, passes) = self.linear_head(&admission, &p).await?;
+            (Some(head), passes)
+        } else {
+            (None, 0)
+        };
         let features = clean.features;
         let plan = blocking("planning", move || {
             let [k, fh, fw] = info.feature_khw;
-            Arc::new(MaskPlan::new(&method, Activations::with_extra(k, fh, fw, features), info.input_chw))
+            let activations = Activations::with_extra(k, fh, fw, features);
+            Arc::new(MaskPlan::new(&method, activations, info.input_chw).with_linear_head(head))
         })
         .await?;
         // A pass budget runs the plan's first passes: its most important channels.
@@ -280,7 +306,7 @@ impl Service {
         };
         let mut stats = RunStats {
             forward_passes: 1 + scored.counts.full,
-            head_passes: scored.counts.head,
+            head_passes: scored.counts.head + probe_passes,
             skipped_channels: plan.skipped_channels(),
             shared_mask_channels: plan.shared_mask_channels(),
             batch_size: scored.counts.batch_size,
@@ -314,6 +340,47 @@ impl Service {
             image: p.image,
         };
         Ok((explanation, cut_by_deadline))
+    }
+
+    /// The model's head in closed form, measured by the engine on first use and kept with
+    /// the loaded model (two first requests may both measure it; the first result stays),
+    /// and the head passes this call ran for it.
+    async fn linear_head(
+        &self,
+        admission: &Admission<'_>,
+        p: &Prepared,
+    ) -> Result<(Arc<LinearHead>, usize), ServiceError> {
+        let model = &p.model;
+        let unsupported = |reason: &String| ServiceError::UnsupportedByModel {
+            method: p.request.method.name().into(),
+            model: model.name().into(),
+            reason: reason.clone(),
+        };
+        if let Some(known) = model.linear_head.get() {
+            return known.clone().map(|h| (h, 0)).map_err(|r| unsupported(&r));
+        }
+        let [k, h, w] = model.package.info.feature_khw;
+        let classes = model.package.info.classes;
+        let probe = Arc::new(HeadProbe::new(k, h, w));
+        let all: Arc<[usize]> = (0..classes).collect();
+        let scored = admission.score(p.tensor.clone(), probe.clone(), all, &options(p, None, Stage::Masked)).await?;
+        let passes = scored.counts.head;
+        let fitted = blocking("measuring the head", move || {
+            // Pass-major logits from the engine's class-major scores.
+            let mut logits = vec![0.0f32; probe.len() * classes];
+            for (c, s) in scored.scores.iter().enumerate() {
+                for (i, z) in s.logits.iter().enumerate() {
+                    logits[i * classes + c] = *z;
+                }
+            }
+            probe.fit(&logits, classes).map(Arc::new)
+        })
+        .await?;
+        match &fitted {
+            Ok(_) => tracing::info!(model = %model.name(), "head measured: pooling followed by a linear layer"),
+            Err(reason) => tracing::info!(model = %model.name(), %reason, "head measured: no closed form"),
+        }
+        model.linear_head.get_or_init(|| fitted).clone().map(|h| (h, passes)).map_err(|r| unsupported(&r))
     }
 
     /// The faithfulness passes of given maps (one per target, at the model's input

@@ -87,7 +87,7 @@ impl Progress {
     /// The plan whose passes are about to run, and the first target (its clean logit).
     pub(crate) fn begin_passes(&self, plan: Arc<MaskPlan>, target: usize, clean_logit: f32) {
         let n = crate::cam::PassSet::len(&*plan);
-        let scores = TargetScores { clean_logit, logits: vec![0.0; n], probs: vec![0.0; n] };
+        let scores = TargetScores { class: target, clean_logit, logits: vec![0.0; n], probs: vec![0.0; n] };
         *self.partial() = Some(Partial { plan, target, scores, done: vec![false; n] });
     }
 

@@ -38,7 +38,7 @@ pub fn render_explanation(e: Explanation) -> Result<Rendered, ServiceError> {
             Ok(Rendered::Json(Box::new(ExplainDocument {
                 model: package.name.clone(),
                 method: e.method.name().into(),
-                preset: e.method.preset().to_string(),
+                preset: e.method.convention().to_string(),
                 method_parameters: e.method.clone(),
                 predictions: top5,
                 explanations,
@@ -69,7 +69,7 @@ pub fn render_explanation(e: Explanation) -> Result<Rendered, ServiceError> {
                 summary: ImageSummary {
                     model: package.name.clone(),
                     method: e.method.name().into(),
-                    preset: e.method.preset().to_string(),
+                    preset: e.method.convention().to_string(),
                     target: target_of(target),
                     metrics: e.metrics.as_ref().and_then(|f| f.first().cloned()),
                     predictions: top5,

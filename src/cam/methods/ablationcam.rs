@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{Args, CamMethod, MethodEntry};
-use crate::cam::combine::ChannelScores;
+use crate::cam::combine::MapInputs;
 use crate::cam::passes::{Pass, PassSource};
 use crate::cam::{Activations, Graph, Preset};
 
@@ -74,7 +74,7 @@ impl CamMethod for AblationCam {
     }
 
     /// pytorch-grad-cam: (y_c - y_c^(k)) / y_c on the raw logits.
-    fn weights(&self, scores: &ChannelScores<'_>) -> Vec<f32> {
+    fn weights(&self, scores: &MapInputs<'_>) -> Vec<f32> {
         let y = scores.clean_logit();
         scores.mean_logits().map(|m| (y - m) / y).collect()
     }

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
-use super::combine::{ChannelScores, preset_weights};
+use super::combine::{MapInputs, preset_weights};
 use super::passes::{Pass, PassSource};
-use super::{Activations, Graph, Preset};
+use super::plan::{mass, spread};
+use super::{Activations, Graph, Preset, Saliency};
 
 pub use scorecam::top_channels_by_std;
 
@@ -31,7 +32,16 @@ registry! {
     sscam,
     iscam,
     ablationcam,
+    gradcam,
+    gradcampp,
+    xgradcam,
+    layercam,
+    reciprocam,
+    rise,
 }
+
+/// What the closed-form gradient methods share.
+mod closed_form;
 
 /// The method a caller gets without naming one.
 const DEFAULT_METHOD: &str = "scorecam";
@@ -223,9 +233,44 @@ pub(crate) trait CamMethod: Send + Sync + fmt::Debug + fmt::Display {
     /// alignment, its default weights and how its map is normalised and upsampled.
     fn preset(&self) -> Preset;
 
+    /// The name responses give the convention followed: the preset's for methods that
+    /// follow one of Score-CAM's, else the reference implementation's.
+    fn convention(&self) -> &'static str {
+        self.preset().as_str()
+    }
+
+    /// Whether the map is computed at feature resolution first (so it can be returned).
+    fn has_feature_map(&self) -> bool {
+        self.preset().has_feature_map()
+    }
+
     /// The graph its passes run through.
     fn graph(&self) -> Graph {
         Graph::Full
+    }
+
+    /// Whether it weighs by the head's closed form ([`super::LinearHead`]), which only a
+    /// head that is global average pooling followed by a linear layer has.
+    fn needs_linear_head(&self) -> bool {
+        false
+    }
+
+    /// How many units the plan weighs: the target layer's channels, unless the method's
+    /// units are something else (spatial cells, random masks).
+    fn units(&self, activations: &Activations) -> usize {
+        activations.channels
+    }
+
+    /// A unit's share of the explanation, which a partial run's coverage reports: by
+    /// default the channel's activation mass Σ|A_k|.
+    fn unit_mass(&self, activations: &Activations, unit: usize) -> f64 {
+        mass(activations.channel(unit))
+    }
+
+    /// Units run in decreasing priority (ties by index): by default the channel's spatial
+    /// spread, so a prefix of the passes is a good partial plan.
+    fn unit_priority(&self, activations: &Activations, unit: usize) -> f64 {
+        spread(activations.channel(unit))
     }
 
     /// Bounds that depend on the model; `channels` is the target layer's K.
@@ -264,8 +309,14 @@ pub(crate) trait CamMethod: Send + Sync + fmt::Debug + fmt::Display {
     fn fill_pass(&self, src: &PassSource<'_>, pass: Pass, mask: &mut [f32], dst: &mut [f32]);
 
     /// The weighed channels' weights from their passes' scores; by default the preset's.
-    fn weights(&self, scores: &ChannelScores<'_>) -> Vec<f32> {
+    fn weights(&self, scores: &MapInputs<'_>) -> Vec<f32> {
         preset_weights(self.preset(), scores)
+    }
+
+    /// The map, for a method whose units are not channels weighed into Σ_k w_k A_k;
+    /// `None` (the default): that weighted sum, by the preset's convention.
+    fn map(&self, _inputs: &MapInputs<'_>) -> Option<Saliency> {
+        None
     }
 }
 
@@ -305,10 +356,21 @@ impl Method {
         self.0.graph()
     }
 
-    /// Whether the map is computed at feature resolution first (so it can be returned):
-    /// the combination does so for every convention but `official`.
+    /// Whether the map is computed at feature resolution first (so it can be returned).
     pub fn has_feature_map(&self) -> bool {
-        self.preset().has_feature_map()
+        self.0.has_feature_map()
+    }
+
+    /// The convention responses name: a Score-CAM preset, or the reference the method
+    /// follows.
+    pub fn convention(&self) -> &'static str {
+        self.0.convention()
+    }
+
+    /// Whether the method needs the model's head to be global average pooling followed by
+    /// a linear layer.
+    pub fn needs_linear_head(&self) -> bool {
+        self.0.needs_linear_head()
     }
 
     /// Checks the bounds that depend on the model; `channels` is the target layer's K.

@@ -1,0 +1,18 @@
+//! LayerCAM (pytorch-grad-cam 1.5.7), exact for a head that is global average pooling
+//! followed by a linear layer: see `closed_form`.
+
+use std::sync::Arc;
+
+use super::closed_form::{ClosedForm, Kind};
+use super::{Args, CamMethod, MethodEntry};
+
+pub(super) static ENTRY: MethodEntry = MethodEntry {
+    name: "layercam",
+    summary: "LayerCAM: activations weighed cell by cell by their positive gradients (closed form; no extra pass)",
+    params: &[],
+    build,
+};
+
+fn build(_: &Args) -> Result<Arc<dyn CamMethod>, String> {
+    ClosedForm::build(Kind::LayerCam, &ENTRY)
+}
