@@ -383,7 +383,7 @@ mod tests {
         }
         assert_eq!("scorecam".parse::<Candidate>().unwrap().label(), "scorecam:official");
         assert_eq!("sscam".parse::<Candidate>().unwrap().label(), "sscam:35");
-        for bad in ["gradcam", "sscam@64", "random:3", "scorecam:nope", "iscam:x", "scorecam@x"] {
+        for bad in ["nosuchcam", "sscam@64", "random:3", "scorecam:nope", "iscam:x", "scorecam@x"] {
             assert!(bad.parse::<Candidate>().is_err(), "{bad}");
         }
         assert_eq!(Candidate::defaults().len(), 17);

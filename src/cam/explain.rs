@@ -211,7 +211,7 @@ mod tests {
                     let means: Vec<f32> = grid.chunks_exact(n).map(|c| c.iter().sum::<f32>() / n as f32).collect();
                     (0..classes)
                         .map(|c| {
-                            (0..k).map(|i| means[i] * (((c * 3 + i * 5) % 7) as f32 - 3.0) * 0.4).sum::<f32>() + 0.1
+                            (0..k).map(|i| means[i] * (((c * 3 + i * 5) % 7) as f32 - 2.0) * 0.4).sum::<f32>() + 0.1
                         })
                         .collect::<Vec<_>>()
                 })
@@ -243,7 +243,7 @@ mod tests {
                 // The per-cell formulas of pytorch-grad-cam with g = W[c, k] / cells.
                 let mut cam = vec![0.0f64; act.height * act.width];
                 for k in 0..act.channels {
-                    let g = f64::from((((class * 3 + k * 5) % 7) as f32 - 3.0) * 0.4) / n;
+                    let g = f64::from((((class * 3 + k * 5) % 7) as f32 - 2.0) * 0.4) / n;
                     let a = act.channel(k);
                     let s: f64 = a.iter().map(|&v| f64::from(v)).sum();
                     for (cell, &v) in cam.iter_mut().zip(a) {

@@ -599,7 +599,7 @@ mod tests {
         // Today: "… (expected scorecam, sscam, iscam, ablationcam)"; later methods join the list.
         let known = names().join(", ");
         assert!(known.starts_with("scorecam, sscam, iscam, ablationcam"));
-        assert_eq!(parse("gradcam", &[]).unwrap_err(), format!("unknown method `gradcam` (expected {known})"));
+        assert_eq!(parse("nosuchcam", &[]).unwrap_err(), format!("unknown method `nosuchcam` (expected {known})"));
         assert_eq!(
             parse("ablationcam", &[("steps", "3")]).unwrap_err(),
             "`steps` does not apply to method `ablationcam`"
@@ -708,7 +708,7 @@ mod tests {
         }
         assert_eq!(Method::from_short("scorecam").unwrap().short(), "scorecam:official");
         assert_eq!(Method::from_short("scorecam@16").unwrap().short(), "scorecam:official@16");
-        for bad in ["gradcam", "sscam@64", "ablationcam:3", "scorecam:nope", "iscam:x", "scorecam@x", "iscam:0"] {
+        for bad in ["nosuchcam", "sscam@64", "ablationcam:3", "scorecam:nope", "iscam:x", "scorecam@x", "iscam:0"] {
             assert!(Method::from_short(bad).is_err(), "{bad}");
         }
         let fast = Method::from_short("scorecam:torchcam@64").unwrap();
