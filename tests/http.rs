@@ -269,7 +269,7 @@ async fn every_bad_input_gets_its_status_and_the_server_stays_ready() {
         ("?top_k=11", "invalid_parameter"),
         ("?alpha=2", "invalid_parameter"),
         ("?preset=gradcam", "invalid_parameter"),
-        ("?method=gradcam", "invalid_parameter"),
+        ("?method=nosuchcam", "invalid_parameter"),
         ("?resolution=feature&format=json", "invalid_parameter"),
         ("?colour=red", "invalid_parameter"),
         ("?target=1&top_k=2", "invalid_parameter"),

@@ -91,8 +91,9 @@ impl CamMethod for ClosedForm {
         false
     }
 
-    fn fill_pass(&self, _src: &PassSource<'_>, _pass: Pass, _mask: &mut [f32], _dst: &mut [f32]) {
-        unreachable!("the closed-form methods plan no pass")
+    /// Never called: the plan has no pass (an all-zero input if it were).
+    fn fill_pass(&self, _src: &PassSource<'_>, _pass: Pass, _mask: &mut [f32], dst: &mut [f32]) {
+        dst.fill(0.0);
     }
 
     fn weights(&self, inputs: &MapInputs<'_>) -> Vec<f32> {
