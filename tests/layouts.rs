@@ -136,3 +136,30 @@ async fn gradient_methods_refuse_heads_that_read_prefix_tokens() {
         );
     }
 }
+
+/// Over HTTP: the refusal is a 422 with its own error type, and a pooled linear head serves
+/// the same method.
+#[tokio::test(flavor = "multi_thread")]
+async fn over_http_a_head_without_a_closed_form_is_a_422_unsupported_by_model() {
+    let server = common::Server::start(&["--models-dir", layouts().to_str().unwrap(), "--cache-mib", "0"]);
+    let client = reqwest::Client::new();
+    let image = std::fs::read(layouts().join("image_16x16.png")).unwrap();
+    let ask = |model: &str| {
+        client
+            .post(server.url(&format!("/explain?model={model}&method=gradcam&format=json")))
+            .header("content-type", "image/png")
+            .body(image.clone())
+            .send()
+    };
+    let refused = ask("tokens1").await.unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error_type"], "unsupported_by_model", "{body}");
+    assert!(body["error"].as_str().unwrap().contains("prefix"), "{body}");
+    let served = ask("nhwc").await.unwrap();
+    assert_eq!(served.status(), reqwest::StatusCode::OK);
+    let doc: Value = served.json().await.unwrap();
+    assert_eq!(doc["preset"], "pytorch_grad_cam");
+    assert_eq!(doc["stats"]["forward_passes"], 1);
+    server.terminate();
+}
