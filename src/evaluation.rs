@@ -127,6 +127,157 @@ pub struct Summary {
     pub top20_iou: Option<f64>,
     pub deletion_curve: Vec<f64>,
     pub insertion_curve: Vec<f64>,
+    /// 95 % bootstrap intervals of the four means (`None` with fewer than 2 images).
+    pub ci95: Intervals,
+}
+
+/// A 95 % percentile bootstrap interval of a mean.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Interval {
+    pub low: f64,
+    pub high: f64,
+}
+
+/// The intervals of the faithfulness means (Average Drop and Increase in Confidence ×100).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Intervals {
+    pub average_drop_pct: Option<Interval>,
+    pub increase_in_confidence_pct: Option<Interval>,
+    pub deletion_auc: Option<Interval>,
+    pub insertion_auc: Option<Interval>,
+}
+
+/// Resamples of the images per interval. With 2000 the interval's ends move by well under
+/// a tenth of its width between seeds.
+const BOOTSTRAP: usize = 2000;
+
+/// The four per-image metrics, in `Intervals`' order (AD and IC ×100).
+fn metric_values(r: &Record) -> [f64; 4] {
+    let m = &r.metrics;
+    [
+        100.0 * f64::from(m.average_drop),
+        100.0 * f64::from(u8::from(m.increase_in_confidence)),
+        f64::from(m.deletion_auc),
+        f64::from(m.insertion_auc),
+    ]
+}
+
+/// 95 % percentile bootstrap intervals of the means of each column of `rows` (one row per
+/// image): `BOOTSTRAP` resamples of the rows with replacement from a fixed seed, so a run
+/// is reproducible; the same resamples serve every column.
+fn bootstrap(rows: &[[f64; 4]], seed: u64) -> Intervals {
+    let n = rows.len();
+    if n < 2 {
+        return Intervals::default();
+    }
+    let mut rng = crate::cam::SplitMix64::new(seed, n as u64);
+    let mut means: [Vec<f64>; 4] = Default::default();
+    for _ in 0..BOOTSTRAP {
+        let mut sum = [0.0f64; 4];
+        for _ in 0..n {
+            let row = &rows[rng.below(n)];
+            sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+        }
+        means.iter_mut().zip(sum).for_each(|(m, s)| m.push(s / n as f64));
+    }
+    let interval = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        Some(Interval { low: at(0.025), high: at(0.975) })
+    };
+    let [a, b, c, d] = means;
+    Intervals {
+        average_drop_pct: interval(a),
+        increase_in_confidence_pct: interval(b),
+        deletion_auc: interval(c),
+        insertion_auc: interval(d),
+    }
+}
+
+/// One method against a reference on the images both explained: the mean per-image
+/// difference (method − reference) of each metric and its 95 % bootstrap interval. An
+/// interval that excludes 0 is a difference the sample supports.
+#[derive(Clone, Debug, Serialize)]
+pub struct Paired {
+    pub method: String,
+    pub reference: String,
+    pub images: usize,
+    pub average_drop_pct: f64,
+    pub increase_in_confidence_pct: f64,
+    pub deletion_auc: f64,
+    pub insertion_auc: f64,
+    pub ci95: Intervals,
+}
+
+/// Every other method paired against `reference` (image by image, same target).
+pub fn paired(records: &[Record], reference: &str) -> Vec<Paired> {
+    let base: BTreeMap<(&str, usize), [f64; 4]> = records
+        .iter()
+        .filter(|r| r.method == reference)
+        .map(|r| ((r.image.as_str(), r.target), metric_values(r)))
+        .collect();
+    let mut order: Vec<&str> = Vec::new();
+    for r in records {
+        if r.method != reference && !order.contains(&r.method.as_str()) {
+            order.push(&r.method);
+        }
+    }
+    order
+        .into_iter()
+        .map(|method| {
+            let diffs: Vec<[f64; 4]> = records
+                .iter()
+                .filter(|r| r.method == method)
+                .filter_map(|r| {
+                    let b = base.get(&(r.image.as_str(), r.target))?;
+                    let v = metric_values(r);
+                    Some(std::array::from_fn(|i| v[i] - b[i]))
+                })
+                .collect();
+            let col = |i: usize| mean(diffs.iter().map(|d| d[i]));
+            Paired {
+                method: method.to_string(),
+                reference: reference.to_string(),
+                images: diffs.len(),
+                average_drop_pct: col(0),
+                increase_in_confidence_pct: col(1),
+                deletion_auc: col(2),
+                insertion_auc: col(3),
+                ci95: bootstrap(&diffs, 1),
+            }
+        })
+        .collect()
+}
+
+/// The paired comparisons as a Markdown table.
+pub fn paired_table(pairs: &[Paired]) -> String {
+    let mut out = String::from(
+        "| method − reference | images | Δ Average Drop % | Δ Increase in Confidence % | Δ deletion AUC | Δ insertion AUC |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+    );
+    for p in pairs {
+        let c = &p.ci95;
+        let _ = writeln!(
+            out,
+            "| {} − {} | {} | {} | {} | {} | {} |",
+            p.method,
+            p.reference,
+            p.images,
+            with_interval(p.average_drop_pct, c.average_drop_pct, 2),
+            with_interval(p.increase_in_confidence_pct, c.increase_in_confidence_pct, 1),
+            with_interval(p.deletion_auc, c.deletion_auc, 4),
+            with_interval(p.insertion_auc, c.insertion_auc, 4),
+        );
+    }
+    out
+}
+
+/// `v [low, high]` with `digits` decimals; just `v` without an interval.
+fn with_interval(v: f64, ci: Option<Interval>, digits: usize) -> String {
+    match ci {
+        Some(i) => format!("{v:.digits$} [{:.digits$}, {:.digits$}]", i.low, i.high),
+        None => format!("{v:.digits$}"),
+    }
 }
 
 fn mean(values: impl Iterator<Item = f64>) -> f64 {
@@ -169,6 +320,7 @@ pub fn summarize(records: &[Record]) -> Vec<Summary> {
                 top20_iou: opt(&|r| r.top20_iou),
                 deletion_curve: curve(&|r| &r.metrics.deletion_curve),
                 insertion_curve: curve(&|r| &r.metrics.insertion_curve),
+                ci95: bootstrap(&rs.iter().map(|r| metric_values(r)).collect::<Vec<_>>(), 0),
                 method,
             }
         })
@@ -186,13 +338,13 @@ pub fn markdown_table(summaries: &[Summary]) -> String {
     for s in summaries {
         let _ = writeln!(
             out,
-            "| {} | {} | {:.2} | {:.1} | {:.4} | {:.4} | {:.0} | {:.0} | {:.2} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {} | {} |",
             s.method,
             s.images,
-            s.average_drop_pct,
-            s.increase_in_confidence_pct,
-            s.deletion_auc,
-            s.insertion_auc,
+            with_interval(s.average_drop_pct, s.ci95.average_drop_pct, 2),
+            with_interval(s.increase_in_confidence_pct, s.ci95.increase_in_confidence_pct, 1),
+            with_interval(s.deletion_auc, s.ci95.deletion_auc, 4),
+            with_interval(s.insertion_auc, s.ci95.insertion_auc, 4),
             s.forward_passes,
             s.head_passes,
             s.seconds,
@@ -441,8 +593,56 @@ mod tests {
         assert!((s[0].deletion_auc - 0.2).abs() < 1e-6);
         assert!((s[0].deletion_curve[3] - 0.2).abs() < 1e-6);
         assert_eq!(s[1].images, 1);
-        assert!(markdown_table(&s).contains("| b | 2 | 30.00 | 50.0 |"));
+        // Two images: each interval is spanned by the resampled means of the two values.
+        assert!(
+            markdown_table(&s).contains("| b | 2 | 30.00 [20.00, 40.00] | 50.0 [0.0, 100.0] |"),
+            "{}",
+            markdown_table(&s)
+        );
+        assert!(markdown_table(&s).contains("| a | 1 | 50.00 | 0.0 |"), "one image has no interval");
         assert_eq!(records_csv(&rs).lines().count(), 4);
+    }
+
+    #[test]
+    fn bootstrap_intervals_are_reproducible_and_as_wide_as_the_standard_error() {
+        // 400 images, half with a deletion AUC of 0 and half of 1: mean 0.5, standard error
+        // 0.5 / √400 = 0.025, so the 95 % interval is about 0.5 ± 1.96 · 0.025.
+        let rows: Vec<[f64; 4]> =
+            (0..400).map(|i| [1.0, 0.0, f64::from(i % 2), f64::from((i * 37) % 101) / 100.0]).collect();
+        let ci = bootstrap(&rows, 0);
+        let d = ci.deletion_auc.unwrap();
+        assert!((d.low - 0.451).abs() < 0.01 && (d.high - 0.549).abs() < 0.01, "{d:?}");
+        assert_eq!(ci.average_drop_pct, Some(Interval { low: 1.0, high: 1.0 }), "a constant has no spread");
+        assert_eq!(bootstrap(&rows, 0), ci);
+        // Another seed, other resamples (the 0/1 column's means fall on a 1/400 grid, so the
+        // spread column shows it).
+        assert_ne!(bootstrap(&rows, 7).insertion_auc, ci.insertion_auc);
+        assert_eq!(bootstrap(&rows[..1], 0), Intervals::default());
+    }
+
+    #[test]
+    fn paired_comparisons_match_images_and_targets() {
+        let at = |image: &str, method: &str, drop: f32, del: f32| Record {
+            image: image.into(),
+            ..record(method, drop, false, del)
+        };
+        let rs = [
+            at("a", "ref", 0.5, 0.2),
+            at("b", "ref", 0.3, 0.4),
+            at("a", "m", 0.4, 0.3),
+            at("b", "m", 0.2, 0.5),
+            // Only in `m`: not paired.
+            at("c", "m", 0.9, 0.9),
+        ];
+        let p = paired(&rs, "ref");
+        assert_eq!(p.len(), 1);
+        assert_eq!((p[0].method.as_str(), p[0].reference.as_str(), p[0].images), ("m", "ref", 2));
+        // m − ref: Average Drop −10 points on both images, deletion AUC +0.1 on both.
+        assert!((p[0].average_drop_pct + 10.0).abs() < 1e-4);
+        assert!((p[0].deletion_auc - 0.1).abs() < 1e-6);
+        let ad = p[0].ci95.average_drop_pct.unwrap();
+        assert!((ad.low + 10.0).abs() < 1e-4 && (ad.high + 10.0).abs() < 1e-4, "{ad:?}");
+        assert!(paired_table(&p).contains("| m − ref | 2 | -10.00 [-10.00, -10.00] |"), "{}", paired_table(&p));
     }
 
     #[test]

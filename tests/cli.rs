@@ -166,6 +166,19 @@ fn evaluate_writes_the_table_the_records_and_the_plot() {
     assert_eq!(summary[1]["forward_passes"].as_f64(), Some(1.0), "ablation runs one clean full pass");
     assert!(summary[1]["head_passes"].as_f64().unwrap() > 0.0);
     assert_eq!(summary[0]["deletion_curve"].as_array().unwrap().len(), 21);
+    // Two images: every mean has its bootstrap interval, and every method is paired with
+    // the first (no exact Score-CAM in this run), image by image.
+    let ci = &summary[0]["ci95"]["average_drop_pct"];
+    assert!(ci["low"].as_f64().unwrap() <= summary[0]["average_drop_pct"].as_f64().unwrap(), "{ci}");
+    let paired = json["paired"].as_array().unwrap();
+    assert_eq!(paired.len(), 2);
+    assert_eq!(
+        (paired[0]["method"].as_str(), paired[0]["reference"].as_str()),
+        (Some("ablationcam"), Some("scorecam:official@16"))
+    );
+    assert_eq!(paired[1]["images"], 2);
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.contains("| centre − scorecam:official@16 | 2 |"), "{md}");
     let plot = image::open(out.join("curves.png")).unwrap();
     assert!(plot.width() > 1000 && plot.height() > 400);
 }

@@ -26,6 +26,7 @@ pub use combine::{combine, combine_partial, preview};
 pub use explain::explain_with;
 pub use linear_head::{HeadProbe, LinearHead};
 pub use methods::{Method, top_channels_by_std};
+pub(crate) use noise::SplitMix64;
 pub use noise::gaussian_noise;
 pub use pass_set::{Graph, PassSet, TargetScores, class_scores, score_passes, softmax};
 pub use plan::{Coverage, MaskPlan, PlanPrefix};

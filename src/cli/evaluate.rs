@@ -63,19 +63,30 @@ pub async fn evaluate(service: &Service, args: EvaluateArgs) -> Result<(), CliEr
     bar.finish_and_clear();
     let summaries = evaluation::summarize(&records);
     println!("{}", evaluation::markdown_table(&summaries));
+    println!("{}", evaluation::paired_table(&pairs(&records, &summaries)));
     eprintln!("results in {} ({:.0} s)", args.output.display(), started.elapsed().as_secs_f64());
     Ok(())
 }
 
+/// Every method paired with exact Score-CAM (`official`) when the run has it, else with
+/// the first method.
+fn pairs(records: &[evaluation::Record], summaries: &[evaluation::Summary]) -> Vec<evaluation::Paired> {
+    let exact = "scorecam:official";
+    let reference = summaries.iter().find(|s| s.method == exact).or(summaries.first());
+    reference.map(|r| evaluation::paired(records, &r.method)).unwrap_or_default()
+}
+
 fn write_results(dir: &std::path::Path, records: &[evaluation::Record]) -> Result<(), CliError> {
     let summaries = evaluation::summarize(records);
+    let paired = pairs(records, &summaries);
     let write = |name: &str, bytes: &[u8]| {
         let p = dir.join(name);
         std::fs::write(&p, bytes).map_err(CliError::io(&p))
     };
     write("results.csv", evaluation::records_csv(records).as_bytes())?;
-    write("summary.md", evaluation::markdown_table(&summaries).as_bytes())?;
-    let json = serde_json::json!({ "summary": summaries, "records": records });
+    let md = format!("{}\n{}", evaluation::markdown_table(&summaries), evaluation::paired_table(&paired));
+    write("summary.md", md.as_bytes())?;
+    let json = serde_json::json!({ "summary": summaries, "paired": paired, "records": records });
     write("summary.json", &serde_json::to_vec_pretty(&json).map_err(|e| CliError::Invalid(e.to_string()))?)?;
     let panel = |title: &str, curve: fn(&evaluation::Summary) -> &Vec<f64>| Panel {
         title: title.into(),
