@@ -35,29 +35,12 @@ from torchvision import transforms
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import verify_architectures as va  # noqa: E402
+from compare_pytorch_grad_cam import Extractor as LiteExtractor, Head as LiteHead  # noqa: E402
 
 ROOT = va.ROOT
 DELTA_MAX = 1e-4
 GRADIENT = {"gradcam": "GradCAM", "gradcampp": "GradCAMPlusPlus", "xgradcam": "XGradCAM", "layercam": "LayerCAM"}
 RECIPRO = [("cell", "probability"), ("gaussian", "probability"), ("cell", "logit"), ("gaussian", "logit")]
-
-
-class LiteExtractor(torch.nn.Module):
-    def __init__(self, m):
-        super().__init__()
-        self.m = m
-
-    def forward(self, x):
-        return self.m.extract_features(x)
-
-
-class LiteHead(torch.nn.Module):
-    def __init__(self, m):
-        super().__init__()
-        self.m = m
-
-    def forward(self, f):
-        return self.m._fc(self.m._avg_pooling(f).flatten(1))
 
 
 def efficientnet():

@@ -106,7 +106,9 @@ fn inputs<'a>(plan: &'a MaskPlan, scores: &'a TargetScores, weighed: &'a [(usize
 pub fn preview(plan: &MaskPlan, scores: &TargetScores, done: &[bool]) -> Map {
     let act = &plan.activations;
     let weighed = plan.weighed_channels_done(done);
-    let inputs = inputs(plan, scores, &weighed);
+    // The method's own map is asked for at the target layer's size: a preview of RISE then
+    // draws its masks at 7×7, not 224×224, on every refresh.
+    let inputs = MapInputs { input_hw: (act.height, act.width), ..inputs(plan, scores, &weighed) };
     let cam = plan.method.cam();
     if let Some(s) = cam.map(&inputs) {
         return s.feature.unwrap_or_else(|| s.input.resized(act.width, act.height));

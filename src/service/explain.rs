@@ -60,11 +60,7 @@ fn validate(model: &EngineModel, r: &ExplainRequest, image: &ImageInput) -> Resu
     }
     r.method.check(model.package.info.feature_khw[0]).map_err(invalid)?;
     if r.method.needs_linear_head() {
-        let unsupported = |reason: String| ServiceError::UnsupportedByModel {
-            method: r.method.name().into(),
-            model: model.name().into(),
-            reason,
-        };
+        let unsupported = |reason: String| unsupported_by(model, r, reason);
         if model.package.info.feature_extra() > 0 {
             return Err(unsupported(
                 "its head reads the transformer's prefix (class) tokens besides the grid, so it is not global \
@@ -91,6 +87,11 @@ fn validate(model: &EngineModel, r: &ExplainRequest, image: &ImageInput) -> Resu
         return Err(invalid("a tensor input has no image to draw on; use format=heatmap or json".into()));
     }
     Ok(())
+}
+
+/// The request's method cannot run on this model, and why.
+fn unsupported_by(model: &EngineModel, r: &ExplainRequest, reason: String) -> ServiceError {
+    ServiceError::UnsupportedByModel { method: r.method.name().into(), model: model.name().into(), reason }
 }
 
 /// Decodes and preprocesses (CPU work: runs on the blocking pool).
@@ -351,11 +352,7 @@ impl Service {
         p: &Prepared,
     ) -> Result<(Arc<LinearHead>, usize), ServiceError> {
         let model = &p.model;
-        let unsupported = |reason: &String| ServiceError::UnsupportedByModel {
-            method: p.request.method.name().into(),
-            model: model.name().into(),
-            reason: reason.clone(),
-        };
+        let unsupported = |reason: &String| unsupported_by(model, &p.request, reason.clone());
         if let Some(known) = model.linear_head.get() {
             return known.clone().map(|h| (h, 0)).map_err(|r| unsupported(&r));
         }
