@@ -29,7 +29,7 @@ impl Candidate {
     /// The default set: every preset, the other methods at their defaults, Faster
     /// Score-CAM at 64 and 256 channels, and the two floors.
     pub fn defaults() -> Vec<Candidate> {
-        "scorecam:official,scorecam:pytorch_grad_cam,scorecam:torchcam,sscam,iscam,ablationcam,\
+        "scorecam:official,scorecam:pytorch_grad_cam,scorecam:torchcam,scorecam:pytorch_cnn_visualizations,sscam,iscam,ablationcam,\
          gradcam,gradcampp,xgradcam,layercam,reciprocam:cell,reciprocam:gaussian,rise:4000,\
          scorecam:official@64,scorecam:official@256,random,centre"
             .split(',')

@@ -1,4 +1,4 @@
-//! The three presets against the peer libraries' outputs (tests/fixtures/reference; where
+//! The four presets against the peer libraries' outputs (tests/fixtures/reference; where
 //! they came from: docs/reference-maps.md) on the real EfficientNet-Lite0 model.
 
 mod common;
@@ -54,7 +54,20 @@ async fn every_preset_matches_its_peer_library_on_every_case() {
             let got = &doc.explanations[0].saliency;
             assert_eq!([got.height, got.width], [shape[0], shape[1]], "{case}/{preset}: map size");
             let diff = common::max_abs_diff(&got.data, &want);
-            assert!(diff <= TOLERANCE, "{case}/{preset}: max |Δ| = {diff}");
+            if preset == Preset::PytorchCnnVisualizations {
+                // Its maps are bytes / 255: a probability a few ulps off may move a byte by
+                // one step, nothing more; where the bytes agree the values are equal.
+                let step = |v: f32| (v * 255.0).round() as i32;
+                let differ = got.data.iter().zip(&want).filter(|&(a, b)| step(*a) != step(*b)).count();
+                assert!(diff <= 1.0 / 255.0 + 1e-6, "{case}/{preset}: max |Δ| = {diff}");
+                assert!(differ * 100 <= want.len(), "{case}/{preset}: {differ} bytes differ");
+                assert!(
+                    got.data.iter().zip(&want).all(|(a, b)| step(*a) != step(*b) || a == b),
+                    "{case}/{preset}: unequal where the bytes agree"
+                );
+            } else {
+                assert!(diff <= TOLERANCE, "{case}/{preset}: max |Δ| = {diff}");
+            }
 
             // The explained class is the reference's argmax, with its probability.
             let target = &doc.explanations[0].target;
@@ -72,7 +85,7 @@ async fn every_preset_matches_its_peer_library_on_every_case() {
             let passes = doc.stats.forward_passes;
             let shared = doc.stats.shared_mask_channels;
             match preset {
-                Preset::Official => {
+                Preset::Official | Preset::PytorchCnnVisualizations => {
                     assert_eq!(passes, active - shared + 1, "{case}: clean pass + distinct active masks");
                     assert!(shared > 0, "{case}: no repeated mask among {active} active channels");
                 }

@@ -10,6 +10,7 @@ use super::methods::CamMethod;
 use super::pass_set::{TargetScores, softmax};
 use super::plan::MaskPlan;
 use super::{Activations, Align, Map, Preset, Resampler, Saliency, normalize_min_max, normalize_shift_eps};
+use crate::imaging::pillow_lanczos_gray;
 
 /// What a method's map is built from: one target's scores, read per weighed unit (each
 /// the mean over its passes), and what the plan knows.
@@ -51,7 +52,7 @@ impl MapInputs<'_> {
 /// increase over the clean input.
 pub(crate) fn preset_weights(preset: Preset, scores: &MapInputs<'_>) -> Vec<f32> {
     match preset {
-        Preset::Official => scores.mean_probs().collect(),
+        Preset::Official | Preset::PytorchCnnVisualizations => scores.mean_probs().collect(),
         Preset::PytorchGradCam => softmax(&scores.mean_logits().collect::<Vec<_>>()),
         Preset::Torchcam => {
             let y = scores.clean_logit();
@@ -132,8 +133,11 @@ fn channel_map(cam: &dyn CamMethod, inputs: &MapInputs<'_>) -> Saliency {
     let act = inputs.activations;
     let (h, w) = inputs.input_hw;
     let weights = cam.weights(inputs);
-    let sum = weighted_sum(act, inputs.weighed.iter().map(|(k, _)| *k).zip(weights));
     let preset = cam.preset();
+    if preset == Preset::PytorchCnnVisualizations {
+        return cnn_visualizations_map(act, inputs.weighed.iter().map(|(k, _)| *k).zip(weights), (h, w));
+    }
+    let sum = weighted_sum(act, inputs.weighed.iter().map(|(k, _)| *k).zip(weights));
     if preset == Preset::Official {
         // Σ_k w_k Up(A_k) = Up(Σ_k w_k A_k): bilinear upsampling is linear, so the sum is
         // taken at feature size and upsampled once; ReLU comes after, as in the code.
@@ -153,6 +157,38 @@ fn channel_map(cam: &dyn CamMethod, inputs: &MapInputs<'_>) -> Saliency {
         normalize_shift_eps(&mut input.data, 1e-7);
     }
     Saliency { input, feature: Some(feature) }
+}
+
+/// pytorch-cnn-visualizations' map: 1 + Σ_k w_k A_k at feature size (summed from an array of
+/// ones, channel by channel in index order, in f32 as its numpy code does), ReLU, min-max,
+/// `np.uint8(cam * 255)` (truncation), Pillow's Lanczos enlargement of that byte image to
+/// the input size, and / 255. The quantisation and the Lanczos filter are what make its
+/// maps differ from `official`'s: up to one byte step everywhere and ringing near edges.
+fn cnn_visualizations_map(
+    act: &Activations,
+    weights: impl Iterator<Item = (usize, f32)>,
+    (h, w): (usize, usize),
+) -> Saliency {
+    let mut weights: Vec<(usize, f32)> = weights.collect();
+    weights.sort_unstable_by_key(|&(k, _)| k);
+    let mut cam = vec![1.0f32; act.height * act.width];
+    for (k, wk) in weights {
+        for (s, a) in cam.iter_mut().zip(act.channel(k)) {
+            *s += wk * a;
+        }
+    }
+    relu(&mut cam);
+    // A constant map divides 0 by 0 in the code (NaN, which np.uint8 turns into 0 on the
+    // usual platforms); normalize_min_max gives the same zeros without the NaN.
+    normalize_min_max(&mut cam);
+    // `as u8` truncates toward zero like np.uint8 (and saturates, which [0, 255] never needs).
+    let bytes: Vec<u8> = cam.iter().map(|&v| (v * 255.0) as u8).collect();
+    let big = pillow_lanczos_gray(&bytes, (act.width, act.height), (w, h));
+    let to_unit = |b: &[u8]| b.iter().map(|&v| f32::from(v) / 255.0).collect::<Vec<_>>();
+    Saliency {
+        input: Map::new(w, h, to_unit(&big)),
+        feature: Some(Map::new(act.width, act.height, to_unit(&bytes))),
+    }
 }
 
 /// A map at feature resolution from one score per cell (Recipro-CAM), min-max normalised,

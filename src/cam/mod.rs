@@ -45,16 +45,21 @@ pub enum Preset {
     PytorchGradCam,
     /// frgfm/torch-cam: normalise at feature size, logit increase, map at feature size.
     Torchcam,
+    /// utkuozbulak/pytorch-cnn-visualizations: official masks and weights, the sum at
+    /// feature size from ones, quantised to bytes and enlarged with Pillow's Lanczos.
+    PytorchCnnVisualizations,
 }
 
 impl Preset {
-    pub const ALL: [Preset; 3] = [Preset::Official, Preset::PytorchGradCam, Preset::Torchcam];
+    pub const ALL: [Preset; 4] =
+        [Preset::Official, Preset::PytorchGradCam, Preset::Torchcam, Preset::PytorchCnnVisualizations];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Preset::Official => "official",
             Preset::PytorchGradCam => "pytorch_grad_cam",
             Preset::Torchcam => "torchcam",
+            Preset::PytorchCnnVisualizations => "pytorch_cnn_visualizations",
         }
     }
 
@@ -62,6 +67,12 @@ impl Preset {
     /// caller may ask for that map itself.
     pub fn has_feature_map(self) -> bool {
         !matches!(self, Preset::Official)
+    }
+
+    /// Whether the preset masks by the official code's rule (half-pixel upsampling, plain
+    /// min-max) and drops constant channels, as `official` and `pytorch_cnn_visualizations` do.
+    pub fn official_masks(self) -> bool {
+        matches!(self, Preset::Official | Preset::PytorchCnnVisualizations)
     }
 }
 
@@ -71,7 +82,9 @@ impl std::str::FromStr for Preset {
         Preset::ALL
             .into_iter()
             .find(|p| p.as_str() == s)
-            .ok_or_else(|| format!("unknown preset `{s}` (expected official, pytorch_grad_cam or torchcam)"))
+            .ok_or_else(|| format!(
+                "unknown preset `{s}` (expected official, pytorch_grad_cam, torchcam or pytorch_cnn_visualizations)"
+            ))
     }
 }
 

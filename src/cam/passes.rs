@@ -46,13 +46,10 @@ impl MaskRule {
     /// The mask of channel activations `a`, by the convention's rule.
     fn mask_into(&self, a: &[f32], mask: &mut [f32]) {
         match self.preset {
-            Preset::Official | Preset::PytorchGradCam => {
+            Preset::Official | Preset::PytorchGradCam | Preset::PytorchCnnVisualizations => {
                 self.up.apply_into(a, mask);
                 let (lo, hi) = min_max(mask);
-                let denom = match self.preset {
-                    Preset::Official => hi - lo,
-                    _ => hi - lo + 1e-8,
-                };
+                let denom = if self.preset.official_masks() { hi - lo } else { hi - lo + 1e-8 };
                 if denom > 0.0 {
                     mask.iter_mut().for_each(|m| *m = (*m - lo) / denom);
                 } else {

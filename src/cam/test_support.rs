@@ -186,6 +186,25 @@ pub(crate) fn reference(
             normalize_min_max(&mut sum);
             Saliency { input: Map::new(hw.1, hw.0, sum), feature: None }
         }
+        Preset::PytorchCnnVisualizations => {
+            let mut cam = vec![1.0f32; fhw.0 * fhw.1];
+            for k in 0..act.channels {
+                let u = up(act.channel(k), Align::HalfPixel);
+                let (lo, hi) = min_max(&u);
+                if lo == hi {
+                    continue;
+                }
+                let m: Vec<f32> = u.iter().map(|v| (v - lo) / (hi - lo)).collect();
+                let p = softmax_ref(&model.logits(&masked(x, &m)))[c];
+                cam.iter_mut().zip(act.channel(k)).for_each(|(s, a)| *s += p * a);
+            }
+            relu(&mut cam);
+            normalize_min_max(&mut cam);
+            let bytes: Vec<u8> = cam.iter().map(|v| (v * 255.0).floor() as u8).collect();
+            let big = crate::imaging::pillow_lanczos_gray(&bytes, (fhw.1, fhw.0), (hw.1, hw.0));
+            let unit = |b: &[u8]| b.iter().map(|&v| f32::from(v) / 255.0).collect::<Vec<_>>();
+            Saliency { input: Map::new(hw.1, hw.0, unit(&big)), feature: Some(Map::new(fhw.1, fhw.0, unit(&bytes))) }
+        }
         Preset::PytorchGradCam | Preset::Torchcam => {
             let scores: Vec<f32> = (0..act.channels)
                 .map(|k| {

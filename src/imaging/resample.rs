@@ -53,21 +53,47 @@ struct Taps {
     weights: Vec<i32>,
 }
 
-/// Pillow's bilinear ("triangle") filter, support 1.
-fn pillow_triangle(x: f64) -> f64 {
-    let x = x.abs();
-    if x < 1.0 { 1.0 - x } else { 0.0 }
+/// One of Pillow's resampling filters: its kernel and the half-width it is non-zero on.
+#[derive(Clone, Copy)]
+struct PillowFilter {
+    kernel: fn(f64) -> f64,
+    support: f64,
 }
+
+/// Pillow's bilinear ("triangle") filter, support 1.
+const PILLOW_BILINEAR: PillowFilter = PillowFilter {
+    kernel: |x| {
+        let x = x.abs();
+        if x < 1.0 { 1.0 - x } else { 0.0 }
+    },
+    support: 1.0,
+};
+
+/// Pillow's `sinc_filter`: 1 at 0, else sin(πx)/(πx).
+fn pillow_sinc(x: f64) -> f64 {
+    if x == 0.0 {
+        return 1.0;
+    }
+    let x = x * std::f64::consts::PI;
+    x.sin() / x
+}
+
+/// Pillow's Lanczos filter (`LANCZOS`, formerly `ANTIALIAS`): a sinc windowed by a sinc
+/// three times wider, on [-3, 3) (the interval is half-open in Pillow's source).
+const PILLOW_LANCZOS: PillowFilter = PillowFilter {
+    kernel: |x| if (-3.0..3.0).contains(&x) { pillow_sinc(x) * pillow_sinc(x / 3.0) } else { 0.0 },
+    support: 3.0,
+};
 
 /// Pillow's coefficients for outputs `first..first + count` of resizing `in_size` to
 /// `out_size`: when downscaling the filter is stretched by the scale (antialiasing), taps
 /// are normalised to sum 1 in f64, then rounded to fixed point.
-fn pillow_taps(in_size: u32, out_size: u64, first: u64, count: u32) -> Vec<Taps> {
+fn pillow_taps(filter: PillowFilter, in_size: u32, out_size: u64, first: u64, count: u32) -> Vec<Taps> {
     // Pillow takes the scale from the box (0, in_size) as floats, exact for sides below
     // 2^24 (far above the decoder's limits), so this f64 arithmetic is Pillow's.
     let scale = f64::from(in_size) / out_size as f64;
     let filterscale = scale.max(1.0);
-    let support = filterscale; // the triangle's support (1) times the scale
+    let support = filter.support * filterscale;
     let inv = 1.0 / filterscale;
     let one = f64::from(1u32 << PILLOW_PRECISION_BITS);
     (first..first + u64::from(count))
@@ -76,7 +102,7 @@ fn pillow_taps(in_size: u32, out_size: u64, first: u64, count: u32) -> Vec<Taps>
             // `as` truncates toward zero, as C's (int) cast does; the clamp comes after.
             let xmin = ((center - support + 0.5) as i64).max(0);
             let xmax = ((center + support + 0.5) as i64).min(i64::from(in_size)).max(xmin);
-            let raw: Vec<f64> = (xmin..xmax).map(|x| pillow_triangle((x as f64 - center + 0.5) * inv)).collect();
+            let raw: Vec<f64> = (xmin..xmax).map(|x| (filter.kernel)((x as f64 - center + 0.5) * inv)).collect();
             // Summed in order, as Pillow does: the normalised weights depend on it.
             let total = raw.iter().fold(0.0, |acc, w| acc + w);
             let weights = raw
@@ -107,8 +133,8 @@ fn pillow_clip8(acc: i64) -> u8 {
 pub(crate) fn pillow_bilinear(img: &RgbImage, win: Window) -> RgbImage {
     let (iw, ih) = img.dimensions();
     let (ow, oh) = (win.width as usize, win.height as usize);
-    let cols = pillow_taps(iw, win.full_width, win.left, win.width);
-    let rows = pillow_taps(ih, win.full_height, win.top, win.height);
+    let cols = pillow_taps(PILLOW_BILINEAR, iw, win.full_width, win.left, win.width);
+    let rows = pillow_taps(PILLOW_BILINEAR, ih, win.full_height, win.top, win.height);
     // i128: the full size may be far above the input's (a needle image's long side).
     let removed_rows = i128::from(ih) - i128::from(win.full_height);
     let removed_cols = i128::from(iw) - i128::from(win.full_width);
@@ -117,12 +143,12 @@ pub(crate) fn pillow_bilinear(img: &RgbImage, win: Window) -> RgbImage {
     let out = if vertical_first {
         // Only the input columns that some output column reads go through the first pass.
         let span = span(&cols);
-        let mid = pillow_vertical(src, iw, span.clone(), &rows, 0);
-        pillow_horizontal(&mid, span.len(), 0..oh, &cols, span.start)
+        let mid = pillow_vertical::<3>(src, iw, span.clone(), &rows, 0);
+        pillow_horizontal::<3>(&mid, span.len(), 0..oh, &cols, span.start)
     } else {
         let span = span(&rows);
-        let mid = pillow_horizontal(src, iw, span.clone(), &cols, 0);
-        pillow_vertical(&mid, ow, 0..ow, &rows, span.start)
+        let mid = pillow_horizontal::<3>(src, iw, span.clone(), &cols, 0);
+        pillow_vertical::<3>(&mid, ow, 0..ow, &rows, span.start)
     };
     RgbImage::from_raw(win.width, win.height, out).unwrap_or_else(|| RgbImage::new(win.width, win.height))
 }
@@ -134,9 +160,10 @@ fn span(taps: &[Taps]) -> std::ops::Range<usize> {
     first..end
 }
 
-/// Pillow's horizontal pass over `rows` of a `width`-pixel RGB plane: one output pixel per
-/// tap set, whose indices count from column `offset` of the plane's coordinates.
-fn pillow_horizontal(
+/// Pillow's horizontal pass over `rows` of a `width`-pixel plane of `C` bytes per pixel:
+/// one output pixel per tap set, whose indices count from column `offset` of the plane's
+/// coordinates.
+fn pillow_horizontal<const C: usize>(
     plane: &[u8],
     width: usize,
     rows: std::ops::Range<usize>,
@@ -144,18 +171,18 @@ fn pillow_horizontal(
     offset: usize,
 ) -> Vec<u8> {
     let half = 1i64 << (PILLOW_PRECISION_BITS - 1);
-    let mut out = vec![0u8; rows.len() * taps.len() * 3];
-    for (y, out_row) in rows.zip(out.chunks_exact_mut(taps.len() * 3)) {
-        let in_row = &plane[y * width * 3..(y + 1) * width * 3];
-        for (t, px) in taps.iter().zip(out_row.chunks_exact_mut(3)) {
-            let mut acc = [half; 3];
+    let mut out = vec![0u8; rows.len() * taps.len() * C];
+    for (y, out_row) in rows.zip(out.chunks_exact_mut(taps.len() * C)) {
+        let in_row = &plane[y * width * C..(y + 1) * width * C];
+        for (t, px) in taps.iter().zip(out_row.chunks_exact_mut(C)) {
+            let mut acc = [half; C];
             for (i, &k) in t.weights.iter().enumerate() {
-                let at = (t.start + i - offset) * 3;
-                for c in 0..3 {
+                let at = (t.start + i - offset) * C;
+                for c in 0..C {
                     acc[c] += i64::from(in_row[at + c]) * i64::from(k);
                 }
             }
-            for c in 0..3 {
+            for c in 0..C {
                 px[c] = pillow_clip8(acc[c]);
             }
         }
@@ -163,22 +190,44 @@ fn pillow_horizontal(
     out
 }
 
-/// Pillow's vertical pass over the columns `cols` of a `width`-pixel RGB plane: one output
-/// row per tap set, whose indices count from row `offset` of the plane's coordinates.
-fn pillow_vertical(plane: &[u8], width: usize, cols: std::ops::Range<usize>, taps: &[Taps], offset: usize) -> Vec<u8> {
+/// Pillow's vertical pass over the columns `cols` of a `width`-pixel plane of `C` bytes per
+/// pixel: one output row per tap set, whose indices count from row `offset` of the plane's
+/// coordinates.
+fn pillow_vertical<const C: usize>(
+    plane: &[u8],
+    width: usize,
+    cols: std::ops::Range<usize>,
+    taps: &[Taps],
+    offset: usize,
+) -> Vec<u8> {
     let half = 1i64 << (PILLOW_PRECISION_BITS - 1);
-    let out_width = cols.len() * 3;
+    let out_width = cols.len() * C;
     let mut out = vec![0u8; taps.len() * out_width];
     for (t, out_row) in taps.iter().zip(out.chunks_exact_mut(out_width)) {
         for (x, o) in out_row.iter_mut().enumerate() {
             let mut acc = half;
             for (i, &k) in t.weights.iter().enumerate() {
-                acc += i64::from(plane[(t.start + i - offset) * width * 3 + cols.start * 3 + x]) * i64::from(k);
+                acc += i64::from(plane[(t.start + i - offset) * width * C + cols.start * C + x]) * i64::from(k);
             }
             *o = pillow_clip8(acc);
         }
     }
     out
+}
+
+/// Pillow's `Image.fromarray(bytes).resize((out_w, out_h), Image.LANCZOS)` of a one-byte
+/// ("L") image, `src` row-major `w`×`h`: a pass per axis that changes size, horizontal
+/// first (Pillow's order whenever the image is not shrunk; pytorch-cnn-visualizations'
+/// Score-CAM only enlarges), each rounding to bytes.
+pub(crate) fn pillow_lanczos_gray(src: &[u8], (w, h): (usize, usize), (out_w, out_h): (usize, usize)) -> Vec<u8> {
+    assert_eq!(src.len(), w * h, "image data does not match its size");
+    let taps = |n: usize, out: usize| {
+        // Sides are feature-map and model-input sizes: far below u32::MAX.
+        let (n, out) = (u32::try_from(n).unwrap_or(u32::MAX), u32::try_from(out).unwrap_or(u32::MAX));
+        pillow_taps(PILLOW_LANCZOS, n, out.into(), 0, out)
+    };
+    let mid = if out_w == w { src.to_vec() } else { pillow_horizontal::<1>(src, w, 0..h, &taps(w, out_w), 0) };
+    if out_h == h { mid } else { pillow_vertical::<1>(&mid, out_w, 0..out_w, &taps(h, out_h), 0) }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -393,13 +442,13 @@ mod tests {
     fn pillow_weights_match_its_hand_computed_values() {
         // 4 → 2: scale 2, support 2; output 0 is centred at 1.0 and reads pixels 0..3 with
         // triangle weights 0.75, 0.75, 0.25 normalised to 3/7, 3/7, 1/7.
-        let taps = pillow_taps(4, 2, 0, 2);
+        let taps = pillow_taps(PILLOW_BILINEAR, 4, 2, 0, 2);
         assert_eq!(taps[0].start, 0);
         let one = f64::from(1u32 << 22);
         let want: Vec<i32> = [3.0 / 7.0, 3.0 / 7.0, 1.0 / 7.0].iter().map(|w| (0.5 + w * one) as i32).collect();
         assert_eq!(taps[0].weights, want);
         // Upscaling: plain linear interpolation between the two nearest pixels.
-        let taps = pillow_taps(2, 4, 0, 4);
+        let taps = pillow_taps(PILLOW_BILINEAR, 2, 4, 0, 4);
         assert_eq!((taps[1].start, taps[1].weights.len()), (0, 2));
         assert_eq!(taps[1].weights, vec![(0.5 + 0.75 * one) as i32, (0.5 + 0.25 * one) as i32]);
     }
@@ -415,5 +464,37 @@ mod tests {
         let taps = cv_taps(2, 4, 0, 4, false);
         assert_eq!((taps[0].first, taps[0].second, taps[0].w0, taps[0].w1), (0, 0, 512, 1536));
         assert_eq!((taps[3].first, taps[3].second, taps[3].w0, taps[3].w1), (1, 1, 1536, 512));
+    }
+
+    /// Pillow 13's `Image.resize(.., LANCZOS)` of one-byte images, byte for byte
+    /// (tests/fixtures/lanczos, scripts/dev/make_lanczos_fixtures.py).
+    #[test]
+    fn lanczos_matches_pillow() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lanczos");
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+        let cases = manifest["cases"].as_array().unwrap();
+        assert!(cases.len() >= 5);
+        let size = |c: &serde_json::Value, k: &str| c[k].as_u64().unwrap() as usize;
+        for case in cases {
+            let name = case["name"].as_str().unwrap();
+            let grey = |suffix: &str| image::open(dir.join(format!("{name}.{suffix}.png"))).unwrap().into_luma8();
+            let (src, want) = (grey("src"), grey("out"));
+            let (w, h, ow, oh) = (size(case, "width"), size(case, "height"), size(case, "out_width"), size(case, "out_height"));
+            assert_eq!(src.dimensions(), (w as u32, h as u32), "{name}");
+            let got = pillow_lanczos_gray(src.as_raw(), (w, h), (ow, oh));
+            let diffs = got.iter().zip(want.as_raw()).filter(|(a, b)| a != b).count();
+            assert_eq!(got.len(), want.as_raw().len(), "{name}");
+            assert_eq!(diffs, 0, "{name}: {diffs} bytes differ from Pillow");
+        }
+    }
+
+    /// The filter's interval is half-open, as in Pillow: -3 is inside, 3 is not.
+    #[test]
+    fn lanczos_support_is_half_open() {
+        assert_eq!((PILLOW_LANCZOS.kernel)(3.0), 0.0);
+        assert!((PILLOW_LANCZOS.kernel)(-3.0).abs() < 1e-15);
+        assert_eq!((PILLOW_LANCZOS.kernel)(0.0), 1.0);
+        assert!(((PILLOW_LANCZOS.kernel)(0.5) - 0.6079271018540267).abs() < 1e-12);
     }
 }

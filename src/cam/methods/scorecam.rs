@@ -12,7 +12,7 @@ use crate::cam::passes::{Pass, PassSource, times_mask};
 use crate::cam::{Activations, Preset};
 
 /// `Preset`'s names, as the parameter's choices (a test keeps them in step).
-const PRESETS: &[&str] = &["official", "pytorch_grad_cam", "torchcam"];
+const PRESETS: &[&str] = &["official", "pytorch_grad_cam", "torchcam", "pytorch_cnn_visualizations"];
 
 pub(super) static ENTRY: MethodEntry = MethodEntry {
     name: "scorecam",
@@ -22,7 +22,7 @@ pub(super) static ENTRY: MethodEntry = MethodEntry {
             name: "preset",
             kind: ParamKind::Choice(PRESETS),
             default: "official",
-            help: "Score-CAM convention: official, pytorch_grad_cam or torchcam",
+            help: "Score-CAM convention: official, pytorch_grad_cam, torchcam or pytorch_cnn_visualizations",
         },
         ParamSpec {
             name: "max_channels",
@@ -106,10 +106,11 @@ impl CamMethod for ScoreCam {
         self.max_channels.map(|n| top_channels_by_std(activations, n))
     }
 
-    /// `official` drops constant channels (the code returns no map for them); the other
-    /// conventions score their all-zero mask, the same input for all of them: one pass.
+    /// `official` and `pytorch_cnn_visualizations` drop constant channels (their code skips
+    /// them); the other conventions score their all-zero mask, the same input for all of
+    /// them: one pass.
     fn degenerate_passes(&self) -> Option<usize> {
-        (self.preset != Preset::Official).then_some(1)
+        (!self.preset.official_masks()).then_some(1)
     }
 
     fn fill_pass(&self, src: &PassSource<'_>, pass: Pass, mask: &mut [f32], dst: &mut [f32]) {
