@@ -185,10 +185,7 @@ fn cnn_visualizations_map(
     let bytes: Vec<u8> = cam.iter().map(|&v| (v * 255.0) as u8).collect();
     let big = pillow_lanczos_gray(&bytes, (act.width, act.height), (w, h));
     let to_unit = |b: &[u8]| b.iter().map(|&v| f32::from(v) / 255.0).collect::<Vec<_>>();
-    Saliency {
-        input: Map::new(w, h, to_unit(&big)),
-        feature: Some(Map::new(act.width, act.height, to_unit(&bytes))),
-    }
+    Saliency { input: Map::new(w, h, to_unit(&big)), feature: Some(Map::new(act.width, act.height, to_unit(&bytes))) }
 }
 
 /// A map at feature resolution from one score per cell (Recipro-CAM), min-max normalised,

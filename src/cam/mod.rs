@@ -79,12 +79,11 @@ impl Preset {
 impl std::str::FromStr for Preset {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Preset::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| format!(
+        Preset::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| {
+            format!(
                 "unknown preset `{s}` (expected official, pytorch_grad_cam, torchcam or pytorch_cnn_visualizations)"
-            ))
+            )
+        })
     }
 }
 

@@ -480,7 +480,8 @@ mod tests {
             let name = case["name"].as_str().unwrap();
             let grey = |suffix: &str| image::open(dir.join(format!("{name}.{suffix}.png"))).unwrap().into_luma8();
             let (src, want) = (grey("src"), grey("out"));
-            let (w, h, ow, oh) = (size(case, "width"), size(case, "height"), size(case, "out_width"), size(case, "out_height"));
+            let (w, h, ow, oh) =
+                (size(case, "width"), size(case, "height"), size(case, "out_width"), size(case, "out_height"));
             assert_eq!(src.dimensions(), (w as u32, h as u32), "{name}");
             let got = pillow_lanczos_gray(src.as_raw(), (w, h), (ow, oh));
             let diffs = got.iter().zip(want.as_raw()).filter(|(a, b)| a != b).count();
