@@ -538,7 +538,7 @@ mod tests {
         for bad in ["nosuchcam", "sscam@64", "random:3", "scorecam:nope", "iscam:x", "scorecam@x"] {
             assert!(bad.parse::<Candidate>().is_err(), "{bad}");
         }
-        assert_eq!(Candidate::defaults().len(), 17);
+        assert_eq!(Candidate::defaults().len(), 18);
     }
 
     #[test]
