@@ -61,9 +61,9 @@ pub(crate) fn preset_weights(preset: Preset, scores: &MapInputs<'_>) -> Vec<f32>
     }
 }
 
-/// Σ_k w_k A_k over the channels with a weight.
-fn weighted_sum(act: &Activations, weights: impl Iterator<Item = (usize, f32)>) -> Vec<f32> {
-    let mut sum = vec![0.0f32; act.height * act.width];
+/// `start` + Σ_k w_k A_k over the channels with a weight, added in the iterator's order.
+fn weighted_sum(act: &Activations, start: f32, weights: impl Iterator<Item = (usize, f32)>) -> Vec<f32> {
+    let mut sum = vec![start; act.height * act.width];
     for (k, w) in weights {
         for (s, a) in sum.iter_mut().zip(act.channel(k)) {
             *s += w * a;
@@ -115,7 +115,7 @@ pub fn preview(plan: &MaskPlan, scores: &TargetScores, done: &[bool]) -> Map {
         return s.feature.unwrap_or_else(|| s.input.resized(act.width, act.height));
     }
     let weights = cam.weights(&inputs);
-    let mut sum = weighted_sum(act, weighed.iter().map(|(k, _)| *k).zip(weights));
+    let mut sum = weighted_sum(act, 0.0, weighed.iter().map(|(k, _)| *k).zip(weights));
     relu(&mut sum);
     normalize_min_max(&mut sum);
     Map::new(act.width, act.height, sum)
@@ -137,7 +137,7 @@ fn channel_map(cam: &dyn CamMethod, inputs: &MapInputs<'_>) -> Saliency {
     if preset == Preset::PytorchCnnVisualizations {
         return cnn_visualizations_map(act, inputs.weighed.iter().map(|(k, _)| *k).zip(weights), (h, w));
     }
-    let sum = weighted_sum(act, inputs.weighed.iter().map(|(k, _)| *k).zip(weights));
+    let sum = weighted_sum(act, 0.0, inputs.weighed.iter().map(|(k, _)| *k).zip(weights));
     if preset == Preset::Official {
         // Σ_k w_k Up(A_k) = Up(Σ_k w_k A_k): bilinear upsampling is linear, so the sum is
         // taken at feature size and upsampled once; ReLU comes after, as in the code.
@@ -171,12 +171,7 @@ fn cnn_visualizations_map(
 ) -> Saliency {
     let mut weights: Vec<(usize, f32)> = weights.collect();
     weights.sort_unstable_by_key(|&(k, _)| k);
-    let mut cam = vec![1.0f32; act.height * act.width];
-    for (k, wk) in weights {
-        for (s, a) in cam.iter_mut().zip(act.channel(k)) {
-            *s += wk * a;
-        }
-    }
+    let mut cam = weighted_sum(act, 1.0, weights.into_iter());
     relu(&mut cam);
     // A constant map divides 0 by 0 in the code (NaN, which np.uint8 turns into 0 on the
     // usual platforms); normalize_min_max gives the same zeros without the NaN.

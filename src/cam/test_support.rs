@@ -169,17 +169,24 @@ pub(crate) fn reference(
     let fhw = (act.height, act.width);
     let up = |a: &[f32], align| resize(a, fhw, hw, align);
     let clean = model.logits(x)[c];
+    // `official`'s weights (shared by `pytorch_cnn_visualizations`): each non-constant
+    // channel's half-pixel min-max mask, scored by the masked input's probability.
+    let official_weights = || {
+        (0..act.channels).filter_map(|k| {
+            let u = up(act.channel(k), Align::HalfPixel);
+            let (lo, hi) = min_max(&u);
+            if lo == hi {
+                return None;
+            }
+            let m: Vec<f32> = u.iter().map(|v| (v - lo) / (hi - lo)).collect();
+            Some((k, softmax_ref(&model.logits(&masked(x, &m)))[c]))
+        })
+    };
     match preset {
         Preset::Official => {
             let mut sum = vec![0.0f32; hw.0 * hw.1];
-            for k in 0..act.channels {
+            for (k, p) in official_weights() {
                 let u = up(act.channel(k), Align::HalfPixel);
-                let (lo, hi) = min_max(&u);
-                if lo == hi {
-                    continue;
-                }
-                let m: Vec<f32> = u.iter().map(|v| (v - lo) / (hi - lo)).collect();
-                let p = softmax_ref(&model.logits(&masked(x, &m)))[c];
                 sum.iter_mut().zip(&u).for_each(|(s, u)| *s += p * u);
             }
             relu(&mut sum);
@@ -188,14 +195,7 @@ pub(crate) fn reference(
         }
         Preset::PytorchCnnVisualizations => {
             let mut cam = vec![1.0f32; fhw.0 * fhw.1];
-            for k in 0..act.channels {
-                let u = up(act.channel(k), Align::HalfPixel);
-                let (lo, hi) = min_max(&u);
-                if lo == hi {
-                    continue;
-                }
-                let m: Vec<f32> = u.iter().map(|v| (v - lo) / (hi - lo)).collect();
-                let p = softmax_ref(&model.logits(&masked(x, &m)))[c];
+            for (k, p) in official_weights() {
                 cam.iter_mut().zip(act.channel(k)).for_each(|(s, a)| *s += p * a);
             }
             relu(&mut cam);
