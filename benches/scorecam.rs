@@ -162,9 +162,9 @@ fn raw_throughput(model: &ModelPackage, opts: &Options, out: &mut String) -> f64
         std::thread::scope(|scope| {
             for s in sessions.iter_mut() {
                 scope.spawn(move || {
-                    s.logits(x, batch).unwrap(); // warm-up for this shape, inside the timing only once
+                    s.model_output(x, batch).unwrap(); // warm-up for this shape, inside the timing only once
                     for _ in 0..rounds {
-                        s.logits(x, batch).unwrap();
+                        s.model_output(x, batch).unwrap();
                     }
                 });
             }
@@ -180,7 +180,7 @@ fn raw_throughput(model: &ModelPackage, opts: &Options, out: &mut String) -> f64
 async fn scorecam_end_to_end(service: &Service, name: &str, opts: &Options, best: f64, out: &mut String) {
     let (images, quick) = (&opts.images, opts.quick);
     let n = if quick { 1 } else { images.len().min(10) };
-    let batch = service.engine().config().max_batch_size;
+    let batch = service.ready_model(name).map(|(_, d)| d.batch_size).unwrap_or_default();
     let _ = writeln!(out, "\n## 2. Score-CAM end to end ({n} images, batch {batch})\n");
     let _ = writeln!(out, "| preset | mean s/image | mean forward passes | overhead ratio |\n|---|---:|---:|---:|");
     for preset in Preset::ALL {
@@ -236,11 +236,12 @@ fn anytime_fidelity(model: &ModelPackage, opts: &Options, out: &mut String) {
         let photo = image::open(path).unwrap().into_rgb8();
         let x = scorecam::imaging::preprocess(&photo, &model.manifest.input).tensor;
         let features = s.features(&x, 1).unwrap();
-        let logits = s.head_logits(&features, 1).unwrap();
+        let logits = s.head_output(&features, 1).unwrap();
         let target = scorecam::service::top_k(&logits, 1)[0];
         let act = Activations::with_extra(k, fh, fw, features);
         let plan = MaskPlan::new(&method, act.clone(), model.info.input_chw);
-        let scores = score_passes(&plan, &x, &logits, &[target], opts.batch, |b, n| s.logits(b, n).unwrap()).remove(0);
+        let scores =
+            score_passes(&plan, &x, &logits, &[target], opts.batch, |b, n| s.model_output(b, n).unwrap()).remove(0);
         let exact = combine(&plan, &scores).input.data;
         let total = plan.len();
         for (i, share) in shares.iter().enumerate() {
@@ -345,7 +346,7 @@ fn floor_point(pool: &mut FloorPool, input: &[f32], per: usize, batch: usize, qu
     let t = Instant::now();
     std::thread::scope(|scope| {
         for s in pool.sessions.iter_mut() {
-            scope.spawn(move || s.logits(x, batch).unwrap());
+            scope.spawn(move || s.model_output(x, batch).unwrap());
         }
     });
     let rounds = if quick { 1 } else { ((1.0 / t.elapsed().as_secs_f64()).ceil() as usize).clamp(2, 200) };
@@ -354,7 +355,7 @@ fn floor_point(pool: &mut FloorPool, input: &[f32], per: usize, batch: usize, qu
         for s in pool.sessions.iter_mut() {
             scope.spawn(move || {
                 for _ in 0..rounds {
-                    s.logits(x, batch).unwrap();
+                    s.model_output(x, batch).unwrap();
                 }
             });
         }

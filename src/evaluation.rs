@@ -12,7 +12,10 @@ use serde::Serialize;
 
 use crate::cam::faithfulness::{Faithfulness, STEPS, pearson, top_iou};
 use crate::cam::{Method, gaussian_noise};
-use crate::service::{ExplainRequest, ImageInput, OutputFormat, Rendering, Resolution, Service, TargetSpec, top_k};
+use crate::service::{
+    ExplainRequest, ImageInput, OutputFormat, Rendering, Resolution, Service, ServiceError, TargetSpec, is_image_name,
+    top_k,
+};
 
 /// One column of the evaluation: a method, or a map that needs no model (a floor).
 #[derive(Clone, Debug)]
@@ -406,14 +409,7 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                matches!(
-                    e.to_ascii_lowercase().as_str(),
-                    "png" | "jpg" | "jpeg" | "webp" | "bmp" | "gif" | "tif" | "tiff"
-                )
-            })
-        })
+        .filter(|p| is_image_name(p))
         .collect();
     files.sort();
     Ok(files)
@@ -435,91 +431,126 @@ pub async fn evaluate_image(
     mut done: impl FnMut(),
 ) -> Result<Vec<Record>, String> {
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let err = |e: crate::service::ServiceError| format!("{name}: {e}");
+    let err = |e: ServiceError| format!("{name}: {e}");
     let bytes: Arc<[u8]> = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?.into();
     let input = service.preprocess(&config.model, ImageInput::Encoded(bytes)).await.map_err(err)?;
-    let (model, logits) =
-        service.classify(Some(&config.model), ImageInput::Tensor(input.clone()), None).await.map_err(err)?;
+    let clean = service.classify(Some(&config.model), ImageInput::Tensor(input.clone()), None).await.map_err(err)?;
     let (target, source) = match config.labels.get(&name) {
         Some(&class) => (class, "label"),
-        None => (top_k(&logits, 1)[0], "predicted"),
+        None => (top_k(&clean.logits, 1)[0], "predicted"),
     };
-    let [_, h, w] = model.package.info.input_chw;
-    let mut exact_maps: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    let (_, details) = service.ready_model(&config.model).map_err(err)?;
+    let mut image = ImageRun {
+        service,
+        config,
+        name: name.clone(),
+        input,
+        target,
+        source,
+        size: (details.input.height, details.input.width),
+        maps: BTreeMap::new(),
+    };
     let mut records = Vec::new();
-    let explain = |method: Method| {
+    for candidate in &config.candidates {
+        let record = match candidate {
+            Candidate::Method(method) => image.method_record(candidate, method).await,
+            floor => image.floor_record(floor).await,
+        };
+        records.push(record.map_err(|e| format!("{name}: {e}"))?);
+        done();
+    }
+    Ok(records)
+}
+
+/// One image's evaluation: its input, its target, and the maps computed so far (each
+/// approximation is compared with its exact method's map, computed once).
+struct ImageRun<'a> {
+    service: &'a Service,
+    config: &'a EvaluationConfig,
+    name: String,
+    input: Vec<f32>,
+    target: usize,
+    source: &'static str,
+    size: (usize, usize),
+    maps: BTreeMap<String, Vec<f32>>,
+}
+
+impl ImageRun<'_> {
+    /// The method's explanation of the target, with its metrics.
+    async fn explain(&self, method: Method) -> Result<crate::service::Explanation, ServiceError> {
         let request = ExplainRequest {
-            model: Some(config.model.clone()),
-            targets: TargetSpec::Classes(vec![target]),
+            model: Some(self.config.model.clone()),
+            targets: TargetSpec::Classes(vec![self.target]),
             method,
             metrics: true,
             rendering: Rendering { format: OutputFormat::Json, resolution: Resolution::Model, ..Default::default() },
             ..Default::default()
         };
-        let image = ImageInput::Tensor(input.clone());
-        async move { service.run(service.prepare(request, image).await?, None).await }
-    };
-    for candidate in &config.candidates {
-        let record = match candidate {
-            Candidate::Method(method) => {
-                let t = Instant::now();
-                let outcome = explain(method.clone()).await.map_err(err)?;
-                let seconds = t.elapsed().as_secs_f64() - outcome.timings.metrics_ms / 1e3;
-                let map = outcome.maps[0].input.data.clone();
-                let (pearson, top20_iou) = match candidate.exact() {
-                    Some(exact) => {
-                        let key = Candidate::Method(exact.clone()).label();
-                        if !exact_maps.contains_key(&key) {
-                            let o = explain(exact).await.map_err(err)?;
-                            exact_maps.insert(key.clone(), o.maps[0].input.data.clone());
-                        }
-                        let reference = &exact_maps[&key];
-                        (Some(pearson(&map, reference)), Some(top_iou(&map, reference, 0.2)))
-                    }
-                    None => (None, None),
-                };
-                exact_maps.insert(candidate.label(), map);
-                let metrics = outcome.metrics.and_then(|m| m.into_iter().next()).ok_or("no metrics returned")?;
-                Record {
-                    image: name.clone(),
-                    method: candidate.label(),
-                    target,
-                    target_source: source,
-                    metrics,
-                    forward_passes: outcome.stats.forward_passes,
-                    head_passes: outcome.stats.head_passes,
-                    seconds,
-                    pearson,
-                    top20_iou,
-                }
-            }
-            floor => {
-                // A different random map per image, the same on every run.
-                let seed = config.seed
-                    ^ name
-                        .bytes()
-                        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-                let map = baseline_map(floor, h, w, seed).ok_or("a floor has a map")?;
-                let (figures, _) =
-                    service.evaluate_maps(&config.model, input.clone(), vec![map], &[target]).await.map_err(err)?;
-                Record {
-                    image: name.clone(),
-                    method: floor.label(),
-                    target,
-                    target_source: source,
-                    metrics: figures.into_iter().next().ok_or("no metrics returned")?,
-                    forward_passes: 0,
-                    head_passes: 0,
-                    seconds: 0.0,
-                    pearson: None,
-                    top20_iou: None,
-                }
-            }
-        };
-        records.push(record);
-        done();
+        self.service.explain_unrendered(request, ImageInput::Tensor(self.input.clone()), None).await
     }
-    Ok(records)
+
+    /// A method's record: its metrics, passes and time, and how close it is to its exact
+    /// method's map when it approximates one.
+    async fn method_record(&mut self, candidate: &Candidate, method: &Method) -> Result<Record, String> {
+        let t = Instant::now();
+        let outcome = self.explain(method.clone()).await.map_err(|e| e.to_string())?;
+        let seconds = t.elapsed().as_secs_f64() - outcome.timings.metrics_ms / 1e3;
+        let map = outcome.maps[0].input.data.clone();
+        let (pearson, top20_iou) = match candidate.exact() {
+            Some(exact) => {
+                let key = Candidate::Method(exact.clone()).label();
+                if !self.maps.contains_key(&key) {
+                    let o = self.explain(exact).await.map_err(|e| e.to_string())?;
+                    self.maps.insert(key.clone(), o.maps[0].input.data.clone());
+                }
+                let reference = &self.maps[&key];
+                (Some(pearson(&map, reference)), Some(top_iou(&map, reference, 0.2)))
+            }
+            None => (None, None),
+        };
+        self.maps.insert(candidate.label(), map);
+        let metrics = outcome.metrics.and_then(|m| m.into_iter().next()).ok_or("no metrics returned")?;
+        Ok(Record {
+            image: self.name.clone(),
+            method: candidate.label(),
+            target: self.target,
+            target_source: self.source,
+            metrics,
+            forward_passes: outcome.stats.forward_passes,
+            head_passes: outcome.stats.head_passes,
+            seconds,
+            pearson,
+            top20_iou,
+        })
+    }
+
+    /// A floor's record: its map's metrics.
+    async fn floor_record(&self, floor: &Candidate) -> Result<Record, String> {
+        // A different random map per image, the same on every run.
+        let seed = self.config.seed
+            ^ self
+                .name
+                .bytes()
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        let map = baseline_map(floor, self.size.0, self.size.1, seed).ok_or("a floor has a map")?;
+        let (figures, _) = self
+            .service
+            .evaluate_maps(&self.config.model, self.input.clone(), vec![map], &[self.target])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Record {
+            image: self.name.clone(),
+            method: floor.label(),
+            target: self.target,
+            target_source: self.source,
+            metrics: figures.into_iter().next().ok_or("no metrics returned")?,
+            forward_passes: 0,
+            head_passes: 0,
+            seconds: 0.0,
+            pearson: None,
+            top20_iou: None,
+        })
+    }
 }
 
 #[cfg(test)]

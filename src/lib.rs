@@ -15,5 +15,6 @@ pub mod http;
 pub mod imaging;
 pub mod model;
 pub mod render;
+pub mod resample;
 pub mod runtime;
 pub mod service;

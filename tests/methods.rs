@@ -30,9 +30,9 @@ async fn explain(service: &Service, method: Method, targets: Vec<usize>, metrics
 }
 
 fn counter(service: &Service) -> (u64, u64) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let stats = service.engine().stats();
-    (stats.masked_passes.load(Relaxed), stats.head_passes.load(Relaxed))
+    let counters = service.metrics().counters;
+    let read = |name: &str| counters.iter().find(|f| f.name == name).map(|f| f.value).unwrap_or_default();
+    (read("scorecam_masked_passes_total"), read("scorecam_head_passes_total"))
 }
 
 #[tokio::test(flavor = "multi_thread")]

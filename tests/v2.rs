@@ -139,3 +139,54 @@ async fn v2_health_metadata_and_infer_in_every_datatype() {
     let r = c.post(server.url("/v2/models/nope/infer")).json(&json!({"inputs": []})).send().await.unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// The inference protocol reaches every method of the registry, with the parameters and
+/// checks of `/explain`: Ablation-CAM's map is `/explain`'s, bit for bit, and a parameter
+/// name nobody knows is refused with the same 422 (with `explain` or without).
+#[tokio::test(flavor = "multi_thread")]
+async fn v2_explains_with_any_method_and_refuses_unknown_parameters() {
+    let server = Server::start(&[]);
+    let c = reqwest::Client::new();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(common::sample_png());
+    let inputs = json!([{"name": "image", "shape": [1], "datatype": "BYTES", "data": [b64]}]);
+    let infer = |parameters: Value| {
+        c.post(server.url("/v2/models/efficientnet-lite0/infer"))
+            .json(&json!({"inputs": inputs.clone(), "parameters": parameters}))
+            .send()
+    };
+    let r = infer(json!({"explain": true, "method": "ablationcam", "target": 281})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r: Value = r.json().await.unwrap();
+    assert_eq!(r["outputs"][2]["data"], json!([281]), "the class asked for is the one explained");
+    let floats = |v: &Value| -> Vec<f32> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect() };
+    let via_v2 = floats(&r["outputs"][1]["data"]);
+
+    let doc: Value = c
+        .post(server.url("/explain?method=ablationcam&target=281&format=json&resolution=model"))
+        .header("content-type", "image/png")
+        .body(common::sample_png())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["method"], "ablationcam");
+    let via_explain = floats(&doc["explanations"][0]["saliency"]["data"]);
+    assert_eq!(via_v2.len(), 224 * 224);
+    assert_eq!(common::max_abs_diff(&via_v2, &via_explain), 0.0, "the same map through both doors");
+
+    for (parameters, named) in [
+        (json!({"explain": true, "explian": 1}), "explian"),
+        (json!({"explian": true}), "explian"),
+        (json!({"explain": true, "method": "ablationcam", "steps": 3}), "steps"),
+        (json!({"explain": true, "format": "png"}), "format"),
+    ] {
+        let r = infer(parameters.clone()).await.unwrap();
+        assert_eq!(r.status(), 422, "{parameters}");
+        let error = r.json::<Value>().await.unwrap()["error"].as_str().unwrap_or_default().to_string();
+        assert!(error.contains(&format!("`{named}`")), "{parameters}: {error}");
+    }
+    let ready = c.get(server.url("/v2/health/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "refusals leave the server ready");
+}

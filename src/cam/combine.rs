@@ -5,12 +5,13 @@
 
 use std::ops::Range;
 
+use super::head::softmax;
 use super::linear_head::LinearHead;
 use super::methods::CamMethod;
-use super::pass_set::{TargetScores, softmax};
+use super::pass_set::TargetScores;
 use super::plan::MaskPlan;
 use super::{Activations, Align, Map, Preset, Resampler, Saliency, normalize_min_max, normalize_shift_eps};
-use crate::imaging::pillow_lanczos_gray;
+use crate::resample::pillow_lanczos_gray;
 
 /// What a method's map is built from: one target's scores, read per weighed unit (each
 /// the mean over its passes), and what the plan knows.
@@ -83,7 +84,7 @@ fn mean(values: &[f32]) -> f32 {
 /// Turns one target's pass scores into its saliency map, by the plan's method.
 pub fn combine(plan: &MaskPlan, scores: &TargetScores) -> Saliency {
     assert_eq!(scores.logits.len(), plan.passes.len(), "one score per pass");
-    saliency(plan, scores, &plan.weighed_channels())
+    saliency(plan, scores, &plan.weighed_units())
 }
 
 /// The map from the units whose passes all ran (`done`: one flag per pass; scores of
@@ -93,7 +94,7 @@ pub fn combine(plan: &MaskPlan, scores: &TargetScores) -> Saliency {
 /// with every pass done it is `combine`'s map bit for bit.
 pub fn combine_partial(plan: &MaskPlan, scores: &TargetScores, done: &[bool]) -> Saliency {
     assert_eq!(scores.logits.len(), plan.passes.len(), "one score per pass");
-    saliency(plan, scores, &plan.weighed_channels_done(done))
+    saliency(plan, scores, &plan.weighed_units_done(done))
 }
 
 fn inputs<'a>(plan: &'a MaskPlan, scores: &'a TargetScores, weighed: &'a [(usize, Range<usize>)]) -> MapInputs<'a> {
@@ -106,7 +107,7 @@ fn inputs<'a>(plan: &'a MaskPlan, scores: &'a TargetScores, weighed: &'a [(usize
 /// upsampling; not any preset's final map); otherwise the method's own map.
 pub fn preview(plan: &MaskPlan, scores: &TargetScores, done: &[bool]) -> Map {
     let act = &plan.activations;
-    let weighed = plan.weighed_channels_done(done);
+    let weighed = plan.weighed_units_done(done);
     // The method's own map is asked for at the target layer's size: a preview of RISE then
     // draws its masks at 7×7, not 224×224, on every refresh.
     let inputs = MapInputs { input_hw: (act.height, act.width), ..inputs(plan, scores, &weighed) };

@@ -12,6 +12,7 @@
 mod combine;
 mod explain;
 pub mod faithfulness;
+mod head;
 mod linear_head;
 pub mod methods;
 mod noise;
@@ -20,21 +21,21 @@ mod passes;
 mod plan;
 #[cfg(test)]
 mod test_support;
-mod upsample;
 
+pub use crate::resample::{Align, Map, Resampler, resize};
 pub use combine::{combine, combine_partial, preview};
 pub use explain::explain_with;
+pub use head::{Activation, HeadKind, Readout, softmax};
 pub use linear_head::{HeadProbe, LinearHead};
 pub use methods::{Method, top_channels_by_std};
 pub(crate) use noise::SplitMix64;
 pub use noise::gaussian_noise;
-pub use pass_set::{Graph, PassSet, TargetScores, class_scores, score_passes, softmax};
+pub use pass_set::{Graph, PassSet, TargetScores, score_passes};
 pub use plan::{Coverage, MaskPlan, PlanPrefix};
-pub use upsample::{Align, Resampler, resize};
 
 use serde::{Deserialize, Serialize};
 
-/// The numerical convention of a Score-CAM implementation (see `scorecam-presets.md`).
+/// The numerical convention of a Score-CAM implementation (see docs/presets.md).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Preset {
@@ -90,31 +91,6 @@ impl std::str::FromStr for Preset {
 impl std::fmt::Display for Preset {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// A single-channel map, row-major. (Deserialised only from scorecam's own JSON, in the
-/// CLI's client mode, which checks the size against the data.)
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Map {
-    pub width: usize,
-    pub height: usize,
-    pub data: Vec<f32>,
-}
-
-impl Map {
-    pub fn new(width: usize, height: usize, data: Vec<f32>) -> Self {
-        assert_eq!(data.len(), width * height, "map data does not match its size");
-        Self { width, height, data }
-    }
-
-    /// Resizes with half-pixel bilinear sampling (what OpenCV and `F.interpolate` do).
-    pub fn resized(&self, width: usize, height: usize) -> Map {
-        if (width, height) == (self.width, self.height) {
-            return self.clone();
-        }
-        let data = resize(&self.data, (self.height, self.width), (height, width), Align::HalfPixel);
-        Map::new(width, height, data)
     }
 }
 

@@ -1,7 +1,9 @@
 //! The pass-set contract: what the engine batches (any [`PassSet`]) and what comes back
-//! from the model ([`TargetScores`]), with the score helpers every caller shares.
+//! from the model ([`TargetScores`]), and the in-line scorer of tests and tools.
 
 use std::ops::Range;
+
+use super::head::{Activation, HeadKind, Readout};
 
 /// Which graph a set of passes runs through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -39,29 +41,9 @@ pub struct TargetScores {
     pub probs: Vec<f32>,
 }
 
-/// `(logit, softmax probability)` of each target class in one row of logits.
-pub fn class_scores(logits: &[f32], targets: &[usize]) -> Vec<(f32, f32)> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&z| f64::from(z - max).exp()).sum();
-    targets
-        .iter()
-        .map(|&t| {
-            let z = logits[t];
-            (z, (f64::from(z - max).exp() / sum) as f32)
-        })
-        .collect()
-}
-
-/// Softmax (computed in f64 for stability): over channels for the weights, over classes
-/// for probabilities.
-pub fn softmax(scores: &[f32]) -> Vec<f32> {
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f64> = scores.iter().map(|&s| f64::from(s - max).exp()).collect();
-    let sum: f64 = exps.iter().sum();
-    exps.iter().map(|e| (e / sum) as f32).collect()
-}
-
-/// Scores every pass of a pass set in batches, for each target.
+/// Scores every pass of a pass set in batches, for each target of a softmax classifier
+/// (the in-line runner of tests and tools; the engine reads scores through the model's own
+/// [`Readout`]).
 pub fn score_passes(
     passes: &dyn PassSet,
     x: &[f32],
@@ -70,6 +52,8 @@ pub fn score_passes(
     batch_size: usize,
     mut score: impl FnMut(&[f32], usize) -> Vec<f32>,
 ) -> Vec<TargetScores> {
+    let classes = clean_logits.len();
+    let readout = Readout::new(HeadKind::Classes { classes, activation: Activation::Softmax }, targets.to_vec());
     let mut per_target: Vec<TargetScores> = targets
         .iter()
         .map(|&t| TargetScores {
@@ -79,7 +63,6 @@ pub fn score_passes(
             probs: Vec::with_capacity(passes.len()),
         })
         .collect();
-    let classes = clean_logits.len();
     let per = passes.pass_len();
     let mut buf = Vec::new();
     let mut start = 0;
@@ -90,7 +73,7 @@ pub fn score_passes(
         let logits = score(&buf, end - start);
         assert_eq!(logits.len(), (end - start) * classes, "scorer returned the wrong shape");
         for row in logits.chunks_exact(classes) {
-            for (ts, (z, p)) in per_target.iter_mut().zip(class_scores(row, targets)) {
+            for (ts, (z, p)) in per_target.iter_mut().zip(readout.read(row)) {
                 ts.logits.push(z);
                 ts.probs.push(p);
             }
@@ -98,18 +81,4 @@ pub fn score_passes(
         start = end;
     }
     per_target
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn class_scores_are_softmax_probabilities() {
-        let s = class_scores(&[1.0, 2.0, 3.0], &[2, 0]);
-        let e: f32 = [1.0f32, 2.0, 3.0].iter().map(|v| v.exp()).sum();
-        assert!((s[0].1 - 3.0f32.exp() / e).abs() < 1e-6);
-        assert!((s[1].1 - 1.0f32.exp() / e).abs() < 1e-6);
-        assert_eq!(s[0].0, 3.0);
-    }
 }

@@ -26,7 +26,7 @@ pub struct MaskPlan {
     /// For each unit (channel, cell or mask), the passes whose mean score weighs it; `None`
     /// for units that contribute nothing (skipped degenerate channels, channels the method
     /// left out).
-    channel_passes: Vec<Option<Range<usize>>>,
+    unit_passes: Vec<Option<Range<usize>>>,
     skipped: usize,
     /// Channels whose mask equals an earlier channel's: they reuse its passes.
     shared_masks: usize,
@@ -127,7 +127,7 @@ impl MaskPlan {
         let preset = method.preset();
         let k = cam.units(&activations);
         let mut passes = Vec::new();
-        let mut channel_passes: Vec<Option<Range<usize>>> = vec![None; k];
+        let mut unit_passes: Vec<Option<Range<usize>>> = vec![None; k];
         let included: Vec<bool> = match cam.select_channels(&activations) {
             Some(selected) => {
                 let mut keep = vec![false; k];
@@ -136,7 +136,7 @@ impl MaskPlan {
             }
             None => vec![true; k],
         };
-        let per_channel = cam.passes_per_channel();
+        let per_unit = cam.passes_per_unit();
         // Channels whose passes are shared or skipped (see `CamMethod::degenerate_passes`).
         let mut degenerate = Vec::new();
         // Passes already planned per distinct mask (see `mask_key`).
@@ -156,15 +156,15 @@ impl MaskPlan {
             }
             let key = if cam.shares_masks() { mask_key(preset, activations.channel(ch)) } else { None };
             if let Some(range) = key.as_ref().and_then(|key| by_mask.get(key)) {
-                channel_passes[ch] = Some(range.clone());
+                unit_passes[ch] = Some(range.clone());
                 shared_masks += 1;
                 continue;
             }
-            let range = push(&mut passes, (0..per_channel).map(|step| Pass { channel: Some(ch), step }));
+            let range = push(&mut passes, (0..per_unit).map(|step| Pass { channel: Some(ch), step }));
             if let Some(key) = key {
                 by_mask.insert(key, range.clone());
             }
-            channel_passes[ch] = Some(range);
+            unit_passes[ch] = Some(range);
         }
         let shared_range = match cam.degenerate_passes() {
             Some(n) if !degenerate.is_empty() => {
@@ -173,7 +173,7 @@ impl MaskPlan {
             _ => None,
         };
         for ch in &degenerate {
-            channel_passes[*ch] = shared_range.clone();
+            unit_passes[*ch] = shared_range.clone();
         }
         let skipped = degenerate.len() + included.iter().filter(|i| !**i).count();
         let [_, h, w] = input_chw;
@@ -185,7 +185,7 @@ impl MaskPlan {
             activations,
             input_chw,
             passes,
-            channel_passes,
+            unit_passes,
             skipped,
             shared_masks,
             masks,
@@ -230,14 +230,14 @@ impl MaskPlan {
         self.shared_masks
     }
 
-    /// (channel, its passes) for every channel that contributes, ascending.
-    pub(super) fn weighed_channels(&self) -> Vec<(usize, Range<usize>)> {
-        self.channel_passes.iter().enumerate().filter_map(|(k, p)| p.clone().map(|p| (k, p))).collect()
+    /// (unit, its passes) for every unit (channel, cell or mask) that contributes, ascending.
+    pub(super) fn weighed_units(&self) -> Vec<(usize, Range<usize>)> {
+        self.unit_passes.iter().enumerate().filter_map(|(k, p)| p.clone().map(|p| (k, p))).collect()
     }
 
-    /// The weighed channels whose passes are all in `done` (one flag per pass).
-    pub(super) fn weighed_channels_done(&self, done: &[bool]) -> Vec<(usize, Range<usize>)> {
-        let mut weighed = self.weighed_channels();
+    /// The weighed units whose passes are all in `done` (one flag per pass).
+    pub(super) fn weighed_units_done(&self, done: &[bool]) -> Vec<(usize, Range<usize>)> {
+        let mut weighed = self.weighed_units();
         weighed.retain(|(_, p)| done[p.clone()].iter().all(|d| *d));
         weighed
     }
@@ -247,7 +247,7 @@ impl MaskPlan {
     pub fn passes_of(&self, channels: &[usize]) -> Vec<bool> {
         let mut flags = vec![false; self.passes.len()];
         for &k in channels {
-            if let Some(Some(p)) = self.channel_passes.get(k) {
+            if let Some(Some(p)) = self.unit_passes.get(k) {
                 flags[p.clone()].iter_mut().for_each(|f| *f = true);
             }
         }
@@ -257,8 +257,8 @@ impl MaskPlan {
     /// What a run that did the passes flagged in `done` covered.
     pub fn coverage(&self, done: &[bool]) -> Coverage {
         assert_eq!(done.len(), self.passes.len(), "one flag per pass");
-        let all = self.weighed_channels();
-        let finished = self.weighed_channels_done(done);
+        let all = self.weighed_units();
+        let finished = self.weighed_units_done(done);
         let mass = |set: &[(usize, Range<usize>)]| set.iter().map(|(k, _)| self.mass[*k]).sum::<f64>();
         let total = mass(&all);
         Coverage {

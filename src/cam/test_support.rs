@@ -201,7 +201,7 @@ pub(crate) fn reference(
             relu(&mut cam);
             normalize_min_max(&mut cam);
             let bytes: Vec<u8> = cam.iter().map(|v| (v * 255.0).floor() as u8).collect();
-            let big = crate::imaging::pillow_lanczos_gray(&bytes, (fhw.1, fhw.0), (hw.1, hw.0));
+            let big = crate::resample::pillow_lanczos_gray(&bytes, (fhw.1, fhw.0), (hw.1, hw.0));
             let unit = |b: &[u8]| b.iter().map(|&v| f32::from(v) / 255.0).collect::<Vec<_>>();
             Saliency { input: Map::new(hw.1, hw.0, unit(&big)), feature: Some(Map::new(fhw.1, fhw.0, unit(&bytes))) }
         }

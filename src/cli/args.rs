@@ -3,10 +3,11 @@
 
 use std::path::PathBuf;
 
-use clap::{Arg, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
+use clap::{Arg, ArgMatches, Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
-use crate::cam::methods;
+use crate::render::Colormap;
+use crate::service::{OutputFormat, Resolution, registry as methods};
 
 #[derive(Debug, Parser)]
 #[command(name = "scorecam", version, about = "Score-CAM saliency maps for ONNX image classifiers")]
@@ -91,15 +92,16 @@ pub struct ExplainArgs {
     /// make the map from the channels they complete; the output says the coverage.
     #[arg(long)]
     pub max_passes: Option<usize>,
-    /// png (overlay), heatmap or json.
-    #[arg(long, default_value = "png")]
-    pub format: String,
-    /// input (the image's own size), model or feature.
-    #[arg(long, default_value = "input")]
-    pub resolution: String,
-    /// jet, viridis or inferno.
-    #[arg(long, default_value = "jet")]
-    pub colormap: String,
+    /// What to write: the overlay PNG, the heatmap PNG or the JSON document.
+    #[arg(long, value_enum, default_value_t = FormatArg::Png)]
+    pub format: FormatArg,
+    /// At which resolution the maps are: the image's own size, the model's input, or the
+    /// target layer's grid.
+    #[arg(long, value_enum, default_value_t = ResolutionArg::Input)]
+    pub resolution: ResolutionArg,
+    /// The colour map of overlays and heatmaps.
+    #[arg(long, value_enum, default_value_t = ColormapArg::Jet)]
+    pub colormap: ColormapArg,
     /// Heatmap opacity over the image.
     #[arg(long, default_value_t = 0.5)]
     pub alpha: f32,
@@ -110,14 +112,97 @@ pub struct ExplainArgs {
     pub dataset: DatasetArgs,
 }
 
+/// `--format`: the service's `OutputFormat`, as a flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// The heatmap over the image.
+    Png,
+    /// The heatmap alone.
+    Heatmap,
+    /// The JSON document (maps as numbers).
+    Json,
+}
+
+/// `--resolution`: the service's `Resolution`, as a flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ResolutionArg {
+    Input,
+    Model,
+    Feature,
+}
+
+/// `--colormap`: the renderer's `Colormap`, as a flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ColormapArg {
+    Jet,
+    Viridis,
+    Inferno,
+    Gray,
+}
+
+impl From<FormatArg> for OutputFormat {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Png => OutputFormat::Png,
+            FormatArg::Heatmap => OutputFormat::Heatmap,
+            FormatArg::Json => OutputFormat::Json,
+        }
+    }
+}
+
+impl From<ResolutionArg> for Resolution {
+    fn from(r: ResolutionArg) -> Self {
+        match r {
+            ResolutionArg::Input => Resolution::Input,
+            ResolutionArg::Model => Resolution::Model,
+            ResolutionArg::Feature => Resolution::Feature,
+        }
+    }
+}
+
+impl From<ColormapArg> for Colormap {
+    fn from(c: ColormapArg) -> Self {
+        match c {
+            ColormapArg::Jet => Colormap::Jet,
+            ColormapArg::Viridis => Colormap::Viridis,
+            ColormapArg::Inferno => Colormap::Inferno,
+            ColormapArg::Gray => Colormap::Gray,
+        }
+    }
+}
+
+/// One kind of per-image output of a dataset run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputKind {
+    /// The heatmap over the image (PNG).
+    #[value(alias = "png")]
+    Overlay,
+    /// The heatmap alone (PNG).
+    Heatmap,
+    /// Every target's map as a NumPy array.
+    Npy,
+    /// The JSON document.
+    Json,
+}
+
+impl From<FormatArg> for OutputKind {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Png => OutputKind::Overlay,
+            FormatArg::Heatmap => OutputKind::Heatmap,
+            FormatArg::Json => OutputKind::Json,
+        }
+    }
+}
+
 /// How a dataset run (several images, a folder or a list) goes: its outputs, its share,
 /// and where the explanations are computed.
 #[derive(Debug, Clone, Args)]
 pub struct DatasetArgs {
-    /// What a dataset run writes per image: any of overlay, heatmap, npy, json
-    /// (comma-separated; default: the one --format names).
-    #[arg(long, value_delimiter = ',')]
-    pub outputs: Vec<String>,
+    /// What a dataset run writes per image (comma-separated; default: the one --format
+    /// names).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub outputs: Vec<OutputKind>,
     /// Continue a stopped run: skip the images its index records as explained.
     #[arg(long)]
     pub resume: bool,

@@ -3,15 +3,12 @@
 use std::path::PathBuf;
 
 use crate::config::ConfigError;
-use crate::runtime::RuntimeError;
 use crate::service::ServiceError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Service(#[from] ServiceError),
     /// A request failed for one input file.

@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::CliError;
-use super::args::{ExplainArgs, PredictArgs};
-use crate::service::{ImageInput, Params, PredictRequest, Progress, Rendered, Service};
+use super::args::{ExplainArgs, FormatArg, PredictArgs};
+use crate::service::{ExplainRequest, ImageInput, Params, PredictRequest, Progress, Rendered, Service};
 
 fn read(path: &Path) -> Result<ImageInput, CliError> {
     std::fs::read(path).map(|b| ImageInput::Encoded(b.into())).map_err(CliError::io(path))
 }
 
-/// The flags as the parameters an HTTP request would carry.
+/// The flags as the parameters an HTTP request would carry, less the rendering's typed
+/// values (`rendering` gives those; a dataset run's client sends the resolution itself).
 pub(super) fn params(args: &ExplainArgs) -> Params {
     let mut pairs: Vec<(String, String)> = args.targets.iter().map(|t| ("target".into(), t.to_string())).collect();
     let mut put = |k: &str, v: String| pairs.push((k.into(), v));
@@ -31,16 +32,13 @@ pub(super) fn params(args: &ExplainArgs) -> Params {
     if let Some(n) = args.max_passes {
         put("max_passes", n.to_string());
     }
-    put("format", args.format.clone());
-    put("resolution", args.resolution.clone());
-    put("colormap", args.colormap.clone());
     put("alpha", args.alpha.to_string());
     pairs.extend(args.method.params.iter().cloned());
     pairs.into_iter().collect()
 }
 
 fn output_path(args: &ExplainArgs, image: &Path) -> PathBuf {
-    let ext = if args.format == "json" { "json" } else { "png" };
+    let ext = if args.format == FormatArg::Json { "json" } else { "png" };
     let name = format!("{}.scorecam.{ext}", image.file_stem().and_then(|s| s.to_str()).unwrap_or("image"));
     match &args.output {
         Some(o) if !o.is_dir() => o.clone(),
@@ -49,8 +47,17 @@ fn output_path(args: &ExplainArgs, image: &Path) -> PathBuf {
     }
 }
 
+/// The request the flags make: the parameters parsed as the HTTP API parses them, the
+/// rendering from the typed flags.
+pub(super) fn request(args: &ExplainArgs) -> Result<ExplainRequest, CliError> {
+    let mut request = params(args).explain_request(false)?;
+    let r = &mut request.rendering;
+    (r.format, r.resolution, r.colormap) = (args.format.into(), args.resolution.into(), args.colormap.into());
+    Ok(request)
+}
+
 pub async fn explain(service: &Service, args: ExplainArgs) -> Result<(), CliError> {
-    let request = params(&args).explain_request(false)?;
+    let request = request(&args)?;
     let model = service.model(request.model.as_deref())?;
     eprintln!("model: {}", model.name());
     let to_stdout = args.output.as_deref() == Some(Path::new("-"));

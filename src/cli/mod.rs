@@ -43,12 +43,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve(_) => return serve::serve(config).await,
         Command::Explain(args) if args.is_dataset() && args.dataset.server.is_some() => {
             // Client mode: the server has the model; nothing to load here.
-            return dataset::run(&args, explain::params(&args), None).await;
+            return dataset::run(&args, config.limits.clone(), None).await;
         }
         Command::Explain(args) => {
             let service = context::start(&config, Load::One(args.model.clone()), one_shot)?;
             let result = if args.is_dataset() {
-                dataset::run(&args, explain::params(&args), Some(service.clone())).await
+                dataset::run(&args, config.limits.clone(), Some(service.clone())).await
             } else {
                 explain::explain(&service, args).await
             };

@@ -1,32 +1,35 @@
 //! `scorecam models` and `scorecam methods`: what the server would offer.
 
 use super::CliError;
-use crate::service::Service;
+use crate::service::{Service, registry};
 
 pub fn list(service: &Service) -> Result<(), CliError> {
-    for s in service.models().list() {
-        let Some(m) = s.model else {
+    for s in service.catalog().models {
+        let Some(d) = s.details else {
             println!("{}\n  FAILED: {}", s.name, s.error.unwrap_or_default());
             continue;
         };
-        let p = &m.package;
-        let [_, h, w] = p.info.input_chw;
-        let [k, fh, fw] = p.info.feature_khw;
+        let (i, t) = (&d.input, &d.target_layer);
         println!(
-            "{}\n  input {w}×{h} ({:?}), target layer {k}×{fh}×{fw}: {}\n  {} classes, provider {}\n  {}",
+            "{}\n  input {}×{} ({:?}), target layer {}×{}×{}: {}\n  {} classes, provider {}\n  {}",
             s.name,
-            p.manifest.input.resize,
-            p.manifest.target_layer.description,
-            p.info.classes,
-            m.provider.as_str(),
-            p.manifest.description
+            i.width,
+            i.height,
+            i.resize,
+            t.channels,
+            t.height,
+            t.width,
+            t.description,
+            d.head.outputs,
+            d.execution_provider,
+            d.description
         );
     }
     Ok(())
 }
 
 pub fn methods() -> Result<(), CliError> {
-    for m in crate::cam::methods::all() {
+    for m in registry::all() {
         println!("{}: {}", m.name, m.summary);
         for p in m.params {
             let default = if p.default.is_empty() { String::new() } else { format!(" (default {})", p.default) };

@@ -36,6 +36,6 @@ pub async fn serve(config: Config) -> Result<(), CliError> {
         config,
         metrics: Default::default(),
     };
-    tracing::info!(%addr, models = service.models().ready().len(), "listening on http://{addr}");
+    tracing::info!(%addr, models = service.readiness().map(|r| r.models.len()).unwrap_or(0), "listening on http://{addr}");
     crate::http::serve(listener, state, crate::http::shutdown_signal()).await.map_err(CliError::io("the server"))
 }

@@ -9,18 +9,19 @@ use tokio::sync::oneshot;
 
 use super::EngineError;
 use super::model::EngineModel;
-use crate::cam::PassSet;
+use crate::cam::{PassSet, Readout};
 
 /// What a job asks the workers to run.
 #[derive(Clone, Debug)]
 pub(crate) enum Work {
     /// Extractor then head on the input: its features and logits.
     Clean,
-    /// Every pass of a set, scored for the target classes.
-    Score { passes: Arc<dyn PassSet>, targets: Arc<[usize]> },
+    /// Every pass of a set, each pass's head output read by the readout (its targets).
+    Score { passes: Arc<dyn PassSet>, readout: Arc<Readout> },
 }
 
-/// Told as a job's passes run, from the scheduler thread (keep it cheap: a few atomics).
+/// Told as a job's passes run, from the scheduler thread (keep it cheap: it holds up every
+/// job's dispatch; the service's observer only counts and copies under one short lock).
 pub trait PassObserver: Send + Sync {
     /// The job's first batch was dispatched.
     fn started(&self);

@@ -1,7 +1,7 @@
 //! The engine: a queue of pass sets. It admits work (failing fast past capacity), batches
 //! the passes of concurrent jobs of one model, runs them on a pool of workers and returns
-//! scores. It knows nothing of methods, targets chosen by probability, maps or images:
-//! the service layer decides what the passes are and what their scores mean.
+//! scores. It knows nothing of methods, targets, heads, maps or images: the service layer
+//! decides what the passes are, and each job's `cam::Readout` what a head output means.
 //!
 //! Threading: one scheduler thread owns every job and the queue (no locks on the hot path);
 //! each worker has a preparation thread (builds batch inputs) and an inference thread
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cam::PassSet;
+use crate::cam::{PassSet, Readout};
 use crate::model::ModelPackage;
 use crate::runtime::{RuntimeError, SessionConfig};
 use job::{JobEntry, JobOutput, Work};
@@ -257,10 +257,6 @@ pub struct Admission<'e> {
 }
 
 impl Admission<'_> {
-    pub fn model(&self) -> &Arc<EngineModel> {
-        &self.model
-    }
-
     /// The clean pass of one preprocessed image (C×H×W): its features and logits.
     pub async fn clean(&self, input: Arc<[f32]>, options: &RunOptions) -> Result<CleanPass, EngineError> {
         let [c, h, w] = self.model.package.info.input_chw;
@@ -278,15 +274,15 @@ impl Admission<'_> {
         }
     }
 
-    /// Every pass of `passes` on `input`, scored for `targets`.
+    /// Every pass of `passes` on `input`, each read by `readout` (its targets' scores).
     pub async fn score(
         &self,
         input: Arc<[f32]>,
         passes: Arc<dyn PassSet>,
-        targets: Arc<[usize]>,
+        readout: Arc<Readout>,
         options: &RunOptions,
     ) -> Result<Scored, EngineError> {
-        match self.submit(input, Work::Score { passes, targets }, options).await? {
+        match self.submit(input, Work::Score { passes, readout }, options).await? {
             (JobOutput::Scored { scores, done }, counts, timing) => Ok(Scored { scores, done, counts, timing }),
             _ => Err(EngineError::Internal("a score job returned a clean pass".into())),
         }

@@ -3,10 +3,9 @@
 //! a package changed on disk is a new engine model and the old one lives on until the
 //! last job that holds it ends.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 
-use crate::cam::LinearHead;
 use crate::model::ModelPackage;
 use crate::runtime::{ProviderKind, SessionConfig};
 
@@ -18,9 +17,6 @@ pub struct EngineModel {
     pub session: SessionConfig,
     /// Most image passes in one batch.
     pub max_batch: usize,
-    /// The head's closed form once measured (the first request for a gradient-family
-    /// method does), or why it has none.
-    pub linear_head: OnceLock<Result<Arc<LinearHead>, String>>,
 }
 
 impl std::fmt::Debug for EngineModel {
@@ -42,14 +38,7 @@ impl EngineModel {
         session: SessionConfig,
         max_batch: usize,
     ) -> Self {
-        Self {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            package,
-            provider,
-            session,
-            max_batch: max_batch.max(1),
-            linear_head: OnceLock::new(),
-        }
+        Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), package, provider, session, max_batch: max_batch.max(1) }
     }
 
     pub fn name(&self) -> &str {

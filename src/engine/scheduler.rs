@@ -14,7 +14,7 @@ use super::model::EngineModel;
 use super::stats::EngineStats;
 use super::worker::{Batch, BatchKind, BatchResult, Pool, Segment, SegmentOutput, WorkerEvent};
 use super::{EngineConfig, EngineError};
-use crate::cam::{Graph, PassSet};
+use crate::cam::{Graph, PassSet, Readout};
 
 /// How long the engine must stay idle before it trims the heap.
 const TRIM_AFTER_IDLE: Duration = Duration::from_secs(1);
@@ -49,7 +49,7 @@ enum State {
 
 struct PassState {
     passes: Arc<dyn PassSet>,
-    targets: Arc<[usize]>,
+    readout: Arc<Readout>,
     next: usize,
     done: usize,
     /// Which passes are scored (batches of two workers finish out of order).
@@ -291,13 +291,14 @@ impl Scheduler {
         let id = entry.id;
         let state = match &entry.work {
             Work::Clean => State::Clean { dispatched: false },
-            Work::Score { passes, targets } => State::Passes(Box::new(PassState {
+            Work::Score { passes, readout } => State::Passes(Box::new(PassState {
                 passes: passes.clone(),
-                targets: targets.clone(),
+                readout: readout.clone(),
                 next: 0,
                 done: 0,
                 scored: vec![false; passes.len()],
-                scores: targets
+                scores: readout
+                    .targets()
                     .iter()
                     .map(|_| PassScores { logits: vec![0.0; passes.len()], probs: vec![0.0; passes.len()] })
                     .collect(),
@@ -378,43 +379,51 @@ impl Scheduler {
             .order
             .iter()
             .find(|id| clean(&self.jobs[id]) && self.jobs[id].entry.priority)
-            .or_else(|| self.order.iter().find(|id| !urgent_only && clean(&self.jobs[id])));
-        if urgent_only && first_clean.is_none() {
-            return None;
+            .or_else(|| self.order.iter().find(|id| !urgent_only && clean(&self.jobs[id])))
+            .copied();
+        match first_clean {
+            Some(first) => Some(self.clean_batch(seq, first, urgent_only)),
+            None if urgent_only => None,
+            None => self.pass_batch(seq).map(|(batch, oldest)| (batch, oldest, false)),
         }
-        if let Some(&first) = first_clean {
-            let model = self.jobs[&first].entry.model.clone();
-            let max = self.batch_limit(&model, Graph::Full);
-            let same = |j: &Active| j.entry.model.id == model.id && clean(j);
-            // Priority jobs first, then (unless only urgent work may go) the others.
-            let mut ids: Vec<usize> =
-                self.order.iter().copied().filter(|id| same(&self.jobs[id]) && self.jobs[id].entry.priority).collect();
-            if !urgent_only {
-                ids.extend(
-                    self.order.iter().copied().filter(|id| same(&self.jobs[id]) && !self.jobs[id].entry.priority),
-                );
-            }
-            ids.truncate(max);
-            let urgent = ids.iter().any(|id| self.jobs[id].entry.priority);
-            let mut oldest = Instant::now();
-            let segments = ids
-                .iter()
-                .map(|id| {
-                    let job = self.jobs.get_mut(id).expect("listed job exists");
-                    job.state = State::Clean { dispatched: true };
-                    oldest = oldest.min(job.entry.submitted);
-                    Segment {
-                        job: *id,
-                        input: job.entry.input.clone(),
-                        passes_set: None,
-                        targets: Arc::from([]),
-                        passes: 0..1,
-                        fault: job.entry.options.fault,
-                    }
-                })
-                .collect();
-            return Some((Batch { seq, model, kind: BatchKind::Clean, graph: Graph::Full, segments }, oldest, urgent));
+    }
+
+    /// The clean passes of `first`'s model: priority jobs first, then (unless only urgent
+    /// work may go) the others, up to the model's batch size.
+    fn clean_batch(&mut self, seq: u64, first: usize, urgent_only: bool) -> (Batch, Instant, bool) {
+        let model = self.jobs[&first].entry.model.clone();
+        let max = self.batch_limit(&model, Graph::Full);
+        let same = |j: &Active| j.entry.model.id == model.id && matches!(j.state, State::Clean { dispatched: false });
+        let mut ids: Vec<usize> =
+            self.order.iter().copied().filter(|id| same(&self.jobs[id]) && self.jobs[id].entry.priority).collect();
+        if !urgent_only {
+            ids.extend(self.order.iter().copied().filter(|id| same(&self.jobs[id]) && !self.jobs[id].entry.priority));
         }
+        ids.truncate(max);
+        let urgent = ids.iter().any(|id| self.jobs[id].entry.priority);
+        let mut oldest = Instant::now();
+        let segments = ids
+            .iter()
+            .map(|id| {
+                let job = self.jobs.get_mut(id).expect("listed job exists");
+                job.state = State::Clean { dispatched: true };
+                oldest = oldest.min(job.entry.submitted);
+                Segment {
+                    job: *id,
+                    input: job.entry.input.clone(),
+                    passes_set: None,
+                    readout: None,
+                    passes: 0..1,
+                    fault: job.entry.options.fault,
+                }
+            })
+            .collect();
+        (Batch { seq, model, kind: BatchKind::Clean, graph: Graph::Full, segments }, oldest, urgent)
+    }
+
+    /// The next batch of pass-set passes: the jobs of the first job's model and graph,
+    /// dealt round-robin, starting one job further on each time.
+    fn pass_batch(&mut self, seq: u64) -> Option<(Batch, Instant)> {
         let first = *self.order.iter().find(|id| self.jobs[id].pending() > 0)?;
         let model = self.jobs[&first].entry.model.clone();
         // A batch runs one graph: image passes and head-only passes never mix.
@@ -423,37 +432,18 @@ impl Scheduler {
         // Rotate so the next batch starts with the next job: round-robin across batches too.
         let start = self.order.iter().position(|id| *id == first).unwrap_or(0);
         self.order.rotate_left(start);
-        let mut candidates: Vec<(usize, usize)> = self
+        let candidates: Vec<(usize, usize)> = self
             .order
             .iter()
             .filter(|id| self.jobs[id].entry.model.id == model.id && self.jobs[id].graph() == graph)
             .map(|id| (*id, self.jobs[id].pending()))
             .filter(|(_, p)| *p > 0)
             .collect();
-        // Deal slots one at a time round the jobs until the batch is full.
-        let mut take = vec![0usize; candidates.len()];
-        let mut left = max;
-        while left > 0 {
-            let mut progressed = false;
-            for (i, (_, pending)) in candidates.iter_mut().enumerate() {
-                if left > 0 && *pending > 0 {
-                    *pending -= 1;
-                    take[i] += 1;
-                    left -= 1;
-                    progressed = true;
-                }
-            }
-            if !progressed {
-                break;
-            }
-        }
+        let take = deal(&candidates, max);
         self.order.rotate_left(1.min(self.order.len()));
         let mut oldest = Instant::now();
         let mut segments = Vec::new();
-        for ((id, _), n) in candidates.drain(..).zip(take) {
-            if n == 0 {
-                continue;
-            }
+        for ((id, _), n) in candidates.into_iter().zip(take).filter(|(_, n)| *n > 0) {
             let job = self.jobs.get_mut(&id).expect("listed job exists");
             oldest = oldest.min(job.started.unwrap_or(job.entry.submitted));
             let State::Passes(p) = &mut job.state else {
@@ -465,12 +455,12 @@ impl Scheduler {
                 job: id,
                 input: job.entry.input.clone(),
                 passes_set: Some(p.passes.clone()),
-                targets: p.targets.clone(),
+                readout: Some(p.readout.clone()),
                 passes,
                 fault: job.entry.options.fault,
             });
         }
-        Some((Batch { seq, model, kind: BatchKind::Passes, graph, segments }, oldest, false))
+        Some((Batch { seq, model, kind: BatchKind::Passes, graph, segments }, oldest))
     }
 
     /// Gives a held batch's passes back to their jobs (they are always the latest taken).
@@ -552,5 +542,40 @@ impl Scheduler {
         let timing = job.timing();
         let State::Passes(p) = job.state else { unreachable!("checked above") };
         let _ = job.entry.reply.send(Ok((JobOutput::Scored { scores: p.scores, done: None }, job.counts, timing)));
+    }
+}
+
+/// How many passes each candidate (job, pending passes) gets of a batch of `max`: slots
+/// dealt one at a time round the jobs until the batch is full or every job is exhausted.
+fn deal(candidates: &[(usize, usize)], max: usize) -> Vec<usize> {
+    let mut pending: Vec<usize> = candidates.iter().map(|(_, p)| *p).collect();
+    let mut take = vec![0usize; candidates.len()];
+    let mut left = max;
+    while left > 0 {
+        let mut progressed = false;
+        for (i, pending) in pending.iter_mut().enumerate() {
+            if left > 0 && *pending > 0 {
+                *pending -= 1;
+                take[i] += 1;
+                left -= 1;
+                progressed = true;
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    take
+}
+
+#[cfg(test)]
+mod tests {
+    use super::deal;
+
+    #[test]
+    fn slots_are_dealt_round_the_jobs_until_the_batch_is_full() {
+        assert_eq!(deal(&[(1, 5), (2, 1), (3, 5)], 6), vec![3, 1, 2]);
+        assert_eq!(deal(&[(1, 2)], 8), vec![2], "a batch is never padded past the work there is");
+        assert_eq!(deal(&[(1, 9), (2, 9)], 0), vec![0, 0]);
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::job::Fault;
 use super::model::EngineModel;
 use super::stats::EngineStats;
-use crate::cam::{Graph, PassSet, class_scores};
+use crate::cam::{Graph, PassSet, Readout};
 use crate::runtime::{ModelSessions, RuntimeError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,7 +29,8 @@ pub(crate) struct Segment {
     pub job: usize,
     pub input: Arc<[f32]>,
     pub passes_set: Option<Arc<dyn PassSet>>,
-    pub targets: Arc<[usize]>,
+    /// How a pass's head output becomes its targets' scores (pass batches only).
+    pub readout: Option<Arc<Readout>>,
     pub passes: Range<usize>,
     pub fault: Option<Fault>,
 }
@@ -441,7 +442,7 @@ fn run_contained(
                         job: seg.job,
                         input: seg.input.clone(),
                         passes_set: seg.passes_set.clone(),
-                        targets: seg.targets.clone(),
+                        readout: seg.readout.clone(),
                         passes: seg.passes.clone(),
                         fault: seg.fault,
                     }],
@@ -475,7 +476,7 @@ fn open_and_warm(model: &EngineModel) -> Result<ModelSessions, RuntimeError> {
     )?;
     // Warm-up: the first run allocates arenas and picks kernels; do it before real work.
     let [c, h, w] = package.info.input_chw;
-    s.logits(&vec![0.0; c * h * w], 1)?;
+    s.model_output(&vec![0.0; c * h * w], 1)?;
     tracing::debug!(model = %package.name, ms = started.elapsed().as_millis() as u64, "sessions opened");
     Ok(s)
 }
@@ -489,7 +490,7 @@ fn run_batch(sessions: &mut ModelSessions, batch: &Batch, tensor: &[f32]) -> Res
     match batch.kind {
         BatchKind::Clean => {
             let features = sessions.features(tensor, n).map_err(|e| e.to_string())?;
-            let logits = sessions.head_logits(&features, n).map_err(|e| e.to_string())?;
+            let logits = sessions.head_output(&features, n).map_err(|e| e.to_string())?;
             let (fper, lper) = (features.len() / n, logits.len() / n);
             Ok((0..batch.segments.len())
                 .map(|i| SegmentOutput::Clean {
@@ -499,22 +500,22 @@ fn run_batch(sessions: &mut ModelSessions, batch: &Batch, tensor: &[f32]) -> Res
                 .collect())
         }
         BatchKind::Passes => {
-            let logits = match batch.graph {
-                Graph::Full => sessions.logits(tensor, n),
-                Graph::Head => sessions.head_logits(tensor, n),
+            let outputs = match batch.graph {
+                Graph::Full => sessions.model_output(tensor, n),
+                Graph::Head => sessions.head_output(tensor, n),
             }
             .map_err(|e| e.to_string())?;
-            let per = logits.len() / n;
-            let mut rows = logits.chunks_exact(per);
-            Ok(batch
-                .segments
-                .iter()
-                .map(|seg| SegmentOutput::Scored {
-                    scores: rows.by_ref().take(seg.passes.len()).map(|row| class_scores(row, &seg.targets)).collect(),
-                })
-                .collect())
+            let per = outputs.len() / n;
+            let mut rows = outputs.chunks_exact(per);
+            batch.segments.iter().map(|seg| read_segment(seg, &mut rows)).collect()
         }
     }
+}
+
+/// One segment's scores: its rows of the batch's head outputs, each read by its readout.
+fn read_segment<'a>(seg: &Segment, rows: &mut impl Iterator<Item = &'a [f32]>) -> Result<SegmentOutput, String> {
+    let readout = seg.readout.as_ref().ok_or("a pass segment without a readout")?;
+    Ok(SegmentOutput::Scored { scores: rows.take(seg.passes.len()).map(|row| readout.read(row)).collect() })
 }
 
 #[cfg(test)]

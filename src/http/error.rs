@@ -6,9 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::engine::EngineError;
-use crate::imaging::ImagingError;
-use crate::service::ServiceError;
+use crate::service::{ErrorKind, ServiceError};
 
 /// Everything a handler can fail with: the service's errors, and the transport's own.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +49,6 @@ struct ErrorBody<'a> {
 impl ApiError {
     /// Status and machine-readable type, decided here and nowhere else.
     pub fn status_and_type(&self) -> (StatusCode, &'static str) {
-        use ServiceError as S;
         match self {
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
@@ -60,40 +57,28 @@ impl ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
-            ApiError::Service(e) => match e {
-                S::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-                S::InvalidParameter(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter"),
-                S::InvalidTarget { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_target"),
-                S::UnsupportedByModel { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported_by_model"),
-                S::UnknownModel { .. } => (StatusCode::NOT_FOUND, "unknown_model"),
-                S::ModelUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "model_unavailable"),
-                S::DeadlineExceeded { .. } => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
-                S::NotAccepting => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
-                // Encoding our own PNG failed: the server's fault, not the request's.
-                S::Render(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-                S::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-                S::Imaging(e) => match e {
-                    ImagingError::Empty => (StatusCode::BAD_REQUEST, "empty_image"),
-                    ImagingError::UnsupportedFormat => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_image_format"),
-                    ImagingError::Decode(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_image"),
-                    ImagingError::TooLarge(_) => (StatusCode::UNPROCESSABLE_ENTITY, "image_too_large"),
-                },
-                S::Engine(e) => match e {
-                    EngineError::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
-                    EngineError::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
-                    EngineError::Cancelled => (StatusCode::BAD_REQUEST, "cancelled"),
-                    EngineError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-                    EngineError::Runtime { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "model_failure"),
-                    EngineError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-                },
-            },
+            ApiError::Service(e) => {
+                let kind = e.kind();
+                (status_of(kind), kind.as_str())
+            }
         }
     }
 }
 
-impl From<EngineError> for ApiError {
-    fn from(e: EngineError) -> Self {
-        ApiError::Service(e.into())
+/// The status of each kind of service failure.
+fn status_of(kind: ErrorKind) -> StatusCode {
+    use ErrorKind as K;
+    match kind {
+        K::BadRequest | K::EmptyImage | K::Cancelled => StatusCode::BAD_REQUEST,
+        K::InvalidParameter | K::InvalidTarget | K::UnsupportedByModel | K::InvalidImage | K::ImageTooLarge => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        K::UnknownModel => StatusCode::NOT_FOUND,
+        K::UnsupportedImageFormat => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        K::ModelUnavailable | K::NotReady | K::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        K::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        K::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+        K::ModelFailure | K::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -14,7 +14,10 @@ use serde::Serialize;
 use super::error::ApiError;
 use super::input::ImageRequest;
 use super::state::AppState;
-use crate::service::{ExplainDocument, ImageSummary, ModelStatus, Progress, Rendered, RenderedPng, ServiceError};
+use crate::service::{
+    Catalog, ExplainDocument, ImageSummary, ModelSummary, Progress, Readiness, Rendered, RenderedPng, ServiceError,
+    registry,
+};
 
 /// The contract, embedded so the binary serves exactly the spec it was built with.
 pub const OPENAPI: &str = include_str!("../../openapi.yaml");
@@ -167,10 +170,7 @@ pub async fn explain_stream(State(state): State<AppState>, req: ImageRequest) ->
     let task_progress = progress.clone();
     let task = tokio::spawn(async move {
         let service = state.service.clone();
-        let work = async move {
-            let explanation = service.run(prepared, Some(task_progress)).await?;
-            service.render(explanation).await
-        };
+        let work = async move { service.finish(prepared, Some(task_progress)).await };
         tokio::pin!(work);
         let mut tick = tokio::time::interval(PROGRESS_EVERY);
         let mut last = None;
@@ -230,143 +230,31 @@ pub async fn predict(State(state): State<AppState>, req: ImageRequest) -> Result
     Ok(Json(state.service.predict(request, image).await?).into_response())
 }
 
-#[derive(Serialize)]
-pub struct ModelSummary {
-    name: String,
-    /// `ready`, or `failed` (then `error` says why and nothing else is known).
-    state: &'static str,
-    /// Which load of this package this is (it grows when the package changes on disk).
-    version: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    details: Option<ModelDetails>,
-}
-
-#[derive(Serialize)]
-struct ModelDetails {
-    description: String,
-    input: InputSummary,
-    target_layer: LayerSummary,
-    channels: usize,
-    labels: usize,
-    execution_provider: &'static str,
-    batch_size: usize,
-    workers: usize,
-    /// Bytes of the two ONNX graphs: roughly what each worker's sessions hold in memory.
-    weights_bytes: u64,
-    /// Estimated memory of the model across the workers (`weights_bytes` × workers).
-    memory_bytes: u64,
-    source: String,
-    license: String,
-}
-
-#[derive(Serialize)]
-struct InputSummary {
-    width: usize,
-    height: usize,
-    resize: crate::model::ResizeMode,
-}
-
-#[derive(Serialize)]
-struct LayerSummary {
-    description: String,
-    channels: usize,
-    height: usize,
-    width: usize,
-}
-
-fn summary(state: &AppState, s: ModelStatus) -> ModelSummary {
-    let workers = state.service.engine().config().workers;
-    let details = s.model.as_ref().map(|m| {
-        let p = &m.package;
-        let [_, h, w] = p.info.input_chw;
-        let [k, fh, fw] = p.info.feature_khw;
-        let weights_bytes = p.weights_bytes();
-        ModelDetails {
-            description: p.manifest.description.clone(),
-            input: InputSummary { width: w, height: h, resize: p.manifest.input.resize },
-            target_layer: LayerSummary {
-                description: p.manifest.target_layer.description.clone(),
-                channels: k,
-                height: fh,
-                width: fw,
-            },
-            channels: k,
-            labels: p.labels.len(),
-            execution_provider: m.provider.as_str(),
-            batch_size: m.max_batch,
-            workers,
-            weights_bytes,
-            memory_bytes: weights_bytes * workers as u64,
-            source: p.manifest.source.clone(),
-            license: p.manifest.license.clone(),
-        }
-    });
-    ModelSummary { name: s.name, state: s.state, version: s.version, error: s.error, details }
-}
-
-#[derive(Serialize)]
-pub struct ModelList {
-    /// The model a request that names none gets (`null` when none is ready).
-    default: Option<String>,
-    /// The configured default, when it differs from `default` (it is not available).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    configured_default: Option<String>,
-    models: Vec<ModelSummary>,
-}
-
-pub async fn models(State(state): State<AppState>) -> Json<ModelList> {
-    let repo = state.service.models();
-    let default = state.service.default_model();
-    let configured_default = repo.configured_default().filter(|c| default.as_deref() != Some(*c)).map(str::to_string);
-    let models = repo.list().into_iter().map(|s| summary(&state, s)).collect();
-    Json(ModelList { default, configured_default, models })
+pub async fn models(State(state): State<AppState>) -> Json<Catalog> {
+    Json(state.service.catalog())
 }
 
 pub async fn model(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<ModelSummary>, ApiError> {
-    let status = state.service.models().list().into_iter().find(|s| s.name == name);
-    match status {
-        Some(s) => Ok(Json(summary(&state, s))),
-        // The service's error lists the models there are.
-        None => Err(state.service.model(Some(&name)).err().unwrap_or(ServiceError::Internal(name)).into()),
-    }
+    Ok(Json(state.service.model_summary(&name)?))
 }
 
 /// The method registry: names, parameters, bounds and defaults (the page builds its form
 /// from it).
 pub async fn methods() -> Json<serde_json::Value> {
-    Json(crate::cam::methods::describe())
+    Json(registry::describe())
 }
 
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let engine = state.service.engine();
-    if engine.is_draining() {
-        return Err(ApiError::NotReady("draining for shutdown".into()));
-    }
-    let alive = engine.stats().workers_alive();
-    if alive < engine.config().workers {
-        return Err(ApiError::NotReady(format!("{alive} of {} workers alive", engine.config().workers)));
-    }
-    let ready = state.service.models().ready();
-    if ready.is_empty() {
-        return Err(ApiError::NotReady("no model is ready".into()));
-    }
-    let models: Vec<_> = ready.iter().map(|m| m.name().to_string()).collect();
-    let providers: serde_json::Map<String, serde_json::Value> =
-        ready.iter().map(|m| (m.name().to_string(), m.provider.as_str().into())).collect();
-    Ok(Json(serde_json::json!({ "status": "ready", "models": models, "providers": providers, "workers": alive })))
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
+    state.service.readiness().map(Json).map_err(ApiError::NotReady)
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let service = &state.service;
-    let body =
-        state.metrics.render(service.engine().stats(), service.stats(), service.cache(), service.engine().is_ready());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+    let body = state.metrics.render(&state.service.metrics());
+    ([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], body)
 }
 
 pub async fn page() -> impl IntoResponse {
@@ -398,18 +286,64 @@ pub async fn method_not_allowed() -> ApiError {
 
 #[cfg(test)]
 mod tests {
-    use super::OPENAPI;
-    use crate::cam::methods;
+    use serde_json::Value;
 
-    /// The contract follows the method registry: every method is in the `method` enum and
-    /// every method parameter is a documented query parameter and multipart field.
+    use super::OPENAPI;
+    use crate::service::registry as methods;
+
+    fn spec() -> Value {
+        serde_norway::from_str(OPENAPI).expect("openapi.yaml parses")
+    }
+
+    fn names(v: &Value) -> Vec<&str> {
+        v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
+    }
+
+    /// Every `method` enum of the document, wherever it is (query parameter, bodies).
+    fn method_enums(v: &Value, out: &mut Vec<Vec<String>>) {
+        match v {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    let e = value.get("enum").or_else(|| value.get("schema").and_then(|s| s.get("enum")));
+                    if key == "method"
+                        && let Some(e) = e
+                    {
+                        out.push(names(e).into_iter().map(str::to_string).collect());
+                    }
+                    method_enums(value, out);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| method_enums(i, out)),
+            _ => {}
+        }
+    }
+
+    /// The contract follows the method registry: every method is in each `method` enum,
+    /// and every method parameter is a query parameter of `/explain` and a field of its
+    /// multipart body. Compared as parsed documents, so layout does not matter.
     #[test]
     fn openapi_names_every_method_and_parameter_of_the_registry() {
-        let enum_line = format!("enum: [{}]", methods::names().join(", "));
-        assert!(OPENAPI.matches(&enum_line).count() >= 2, "openapi.yaml's method enums should be `{enum_line}`");
+        let spec = spec();
+        let components = &spec["components"];
+        let multipart =
+            &components["requestBodies"]["ExplainRequest"]["content"]["multipart/form-data"]["schema"]["properties"];
+        let mut enums = Vec::new();
+        method_enums(&spec, &mut enums);
+        assert!(enums.len() >= 4, "the query parameter, the bodies and the v2 parameters name methods");
+        for e in enums {
+            assert_eq!(e, methods::names(), "a `method` enum of openapi.yaml");
+        }
+        let explain: Vec<&str> = spec["paths"]["/explain"]["post"]["parameters"]
+            .as_array()
+            .expect("/explain has parameters")
+            .iter()
+            .filter_map(|p| p["$ref"].as_str())
+            .collect();
         for name in methods::param_names() {
-            assert!(OPENAPI.contains(&format!("      name: {name}\n      in: query")), "query parameter `{name}`");
-            assert!(OPENAPI.contains(&format!("              {name}: {{")), "multipart field `{name}`");
+            let param = &components["parameters"][name];
+            assert_eq!((param["name"].as_str(), param["in"].as_str()), (Some(name), Some("query")), "`{name}`");
+            assert!(explain.contains(&format!("#/components/parameters/{name}").as_str()), "/explain takes `{name}`");
+            assert!(multipart.get(name).is_some(), "multipart field `{name}`");
         }
     }
 }

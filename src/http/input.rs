@@ -12,8 +12,7 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use super::state::AppState;
-use crate::engine::Fault;
-use crate::service::{ExplainRequest, ImageInput, Params, PredictRequest};
+use crate::service::{ExplainRequest, Fault, ImageInput, Params, PredictRequest};
 
 /// An image and its parameters, whatever form they came in.
 #[derive(Debug)]
@@ -174,8 +173,9 @@ fn url_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
 }
 
 /// Most images in one request of the inference protocols (v1 `instances`, the v2 batch):
-/// each is a full explanation or prediction run in turn, so a request's work, and its
-/// answer, stay within a known multiple of a single image's.
+/// each is a full explanation or prediction (they run side by side, a bounded number at
+/// once), so a request's work, and its answer, stay within a known multiple of a single
+/// image's.
 pub(super) const MAX_INSTANCES: usize = 16;
 
 /// Decodes base64 image bytes (standard alphabet, padded; surrounding whitespace is

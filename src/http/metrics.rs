@@ -1,145 +1,127 @@
-//! Prometheus text exposition of the HTTP, service and engine counters.
+//! `/metrics`: the HTTP layer's own request counts and latencies, and the service's
+//! snapshot of its and the engine's counters, in the Prometheus text format (0.0.4),
+//! encoded by `prometheus-client`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
-use std::sync::atomic::Ordering;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
-use crate::engine::{EngineStats, stats::Histogram};
-use crate::service::{ResultCache, ServiceStats};
+use crate::service::{Figure, HistogramSnapshot, MetricsSnapshot};
+
+/// What `/metrics` answers with.
+pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 const LATENCY: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteStatus {
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Route {
+    route: String,
+}
+
 /// Requests by route and status, and latency by route.
-#[derive(Default)]
 pub struct HttpMetrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
-    latency: Mutex<BTreeMap<String, std::sync::Arc<Histogram>>>,
+    requests: Family<RouteStatus, Counter>,
+    latency: Family<Route, Histogram, fn() -> Histogram>,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        let latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        Self { requests: Family::default(), latency }
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY.iter().copied())
 }
 
 impl HttpMetrics {
     pub fn observe(&self, route: &str, status: u16, seconds: f64) {
-        if let Ok(mut r) = self.requests.lock() {
-            *r.entry((route.to_string(), status)).or_default() += 1;
-        }
-        let h = self.latency.lock().map(|mut l| {
-            l.entry(route.to_string()).or_insert_with(|| std::sync::Arc::new(Histogram::new(LATENCY))).clone()
-        });
-        if let Ok(h) = h {
-            h.observe(seconds);
-        }
+        self.requests.get_or_create(&RouteStatus { route: route.to_string(), status }).inc();
+        self.latency.get_or_create(&Route { route: route.to_string() }).observe(seconds);
     }
 
-    pub fn render(&self, engine: &EngineStats, service: &ServiceStats, cache: &ResultCache, ready: bool) -> String {
-        let mut out = String::new();
-        let o = &mut out;
-        let _ = writeln!(o, "# HELP scorecam_http_requests_total HTTP requests by route and status.");
-        let _ = writeln!(o, "# TYPE scorecam_http_requests_total counter");
-        if let Ok(r) = self.requests.lock() {
-            for ((route, status), n) in r.iter() {
-                let _ = writeln!(o, "scorecam_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
-            }
-        }
-        let _ = writeln!(o, "# HELP scorecam_http_request_duration_seconds HTTP request latency by route.");
-        let _ = writeln!(o, "# TYPE scorecam_http_request_duration_seconds histogram");
-        if let Ok(l) = self.latency.lock() {
-            for (route, h) in l.iter() {
-                histogram(o, "scorecam_http_request_duration_seconds", &format!("route=\"{route}\""), h);
-            }
-        }
-        let _ = writeln!(
-            o,
-            "# HELP scorecam_stage_duration_seconds Explanation time per stage (queue, features, masked, combine, total)."
+    /// The exposition: this layer's families, then the service's snapshot.
+    pub fn render(&self, snapshot: &MetricsSnapshot) -> String {
+        let mut registry = Registry::default();
+        registry.register("scorecam_http_requests", "HTTP requests by route and status", self.requests.clone());
+        registry.register(
+            "scorecam_http_request_duration_seconds",
+            "HTTP request latency by route",
+            self.latency.clone(),
         );
-        let _ = writeln!(o, "# TYPE scorecam_stage_duration_seconds histogram");
-        for (stage, h) in &service.stage_seconds {
-            histogram(o, "scorecam_stage_duration_seconds", &format!("stage=\"{stage}\""), h);
-        }
-        let _ = writeln!(o, "# HELP scorecam_batch_size Inputs per forward pass.");
-        let _ = writeln!(o, "# TYPE scorecam_batch_size histogram");
-        histogram(o, "scorecam_batch_size", "", &engine.batch_size);
-        let counters = [
-            (
-                "scorecam_masked_passes_total",
-                "Masked forward passes executed.",
-                engine.masked_passes.load(Ordering::Relaxed),
-            ),
-            (
-                "scorecam_head_passes_total",
-                "Head-only passes executed (Ablation-CAM).",
-                engine.head_passes.load(Ordering::Relaxed),
-            ),
-            (
-                "scorecam_clean_passes_total",
-                "Clean forward passes executed.",
-                engine.clean_passes.load(Ordering::Relaxed),
-            ),
-            (
-                "scorecam_skipped_channels_total",
-                "Constant channels that needed no pass of their own.",
-                service.skipped_channels.load(Ordering::Relaxed),
-            ),
-            (
-                "scorecam_shared_mask_channels_total",
-                "Channels whose mask repeated another channel's, so they reused its passes.",
-                service.shared_mask_channels.load(Ordering::Relaxed),
-            ),
-            (
-                "scorecam_partial_explanations_total",
-                "Explanations answered with a partial map (max_passes, or anytime at the deadline).",
-                service.partial_explanations.load(Ordering::Relaxed),
-            ),
-            (
-                "scorecam_cache_hits_total",
-                "Explanations answered from the result cache.",
-                cache.hits.load(Ordering::Relaxed),
-            ),
-            (
-                "scorecam_cache_misses_total",
-                "Explanations looked up in the result cache and computed.",
-                cache.misses.load(Ordering::Relaxed),
-            ),
-            (
-                "scorecam_rejected_jobs_total",
-                "Jobs refused at admission (429).",
-                engine.rejected.load(Ordering::Relaxed),
-            ),
-            (
-                "scorecam_cancelled_jobs_total",
-                "Jobs cancelled because the client went away.",
-                engine.cancelled.load(Ordering::Relaxed),
-            ),
-        ];
-        for (name, help, v) in counters {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        }
-        let gauges = [
-            (
-                "scorecam_queue_depth",
-                "Jobs admitted and waiting to run.",
-                engine.queued_jobs.load(Ordering::Relaxed) as u64,
-            ),
-            ("scorecam_jobs_running", "Jobs being scheduled.", engine.running_jobs.load(Ordering::Relaxed) as u64),
-            ("scorecam_workers_alive", "Workers with live sessions.", engine.workers_alive() as u64),
-            ("scorecam_ready", "1 when the server accepts work.", u64::from(ready)),
-            ("scorecam_cache_bytes", "Bytes the result cache holds.", cache.bytes() as u64),
-            ("scorecam_cache_entries", "Explanations the result cache holds.", cache.len() as u64),
-        ];
-        for (name, help, v) in gauges {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        }
+        registry.register_collector(Box::new(Snapshot(snapshot.clone())));
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
         out
     }
 }
 
-fn histogram(o: &mut String, name: &str, labels: &str, h: &Histogram) {
-    let (buckets, sum, count) = h.snapshot();
-    let sep = if labels.is_empty() { "" } else { "," };
-    for (bound, n) in buckets {
-        let _ = writeln!(o, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {n}");
+/// The service's counters as one scrape's collector.
+#[derive(Debug)]
+struct Snapshot(MetricsSnapshot);
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.0;
+        let stages = encoder.encode_descriptor(
+            "scorecam_stage_duration_seconds",
+            "Explanation time per stage (queue, features, masked, combine, total)",
+            None,
+            MetricType::Histogram,
+        )?;
+        let mut stages = stages;
+        for (stage, h) in &s.stage_seconds {
+            let labels = [("stage", *stage)];
+            histogram(&mut stages.encode_family(&labels.as_slice())?, h)?;
+        }
+        let mut batch =
+            encoder.encode_descriptor("scorecam_batch_size", "Inputs per forward pass", None, MetricType::Histogram)?;
+        histogram(&mut batch, &s.batch_size)?;
+        for f in &s.counters {
+            let name = f.name.strip_suffix("_total").unwrap_or(f.name);
+            let counter = ConstCounter::new(f.value);
+            counter.encode(encoder.encode_descriptor(name, help(f), None, counter.metric_type())?)?;
+        }
+        for f in &s.gauges {
+            let gauge = ConstGauge::new(i64::try_from(f.value).unwrap_or(i64::MAX));
+            gauge.encode(encoder.encode_descriptor(f.name, help(f), None, gauge.metric_type())?)?;
+        }
+        Ok(())
     }
-    let _ = writeln!(o, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
-    let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
-    let _ = writeln!(o, "{name}_sum{braces} {sum}");
-    let _ = writeln!(o, "{name}_count{braces} {count}");
+}
+
+/// The help text as the encoder wants it (it adds the final full stop).
+fn help(f: &Figure) -> &str {
+    f.help.strip_suffix('.').unwrap_or(f.help)
+}
+
+/// A snapshot's cumulative buckets as the encoder's per-bucket counts.
+fn histogram(
+    encoder: &mut prometheus_client::encoding::MetricEncoder,
+    h: &HistogramSnapshot,
+) -> Result<(), std::fmt::Error> {
+    let mut below = 0;
+    let buckets: Vec<(f64, u64)> = h
+        .buckets
+        .iter()
+        .map(|&(bound, cumulative)| {
+            let n = cumulative.saturating_sub(below);
+            below = cumulative;
+            (bound, n)
+        })
+        .collect();
+    encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(h.sum, h.count, &buckets, None)
 }

@@ -131,11 +131,11 @@ pub async fn serve(
     let service = state.service.clone();
     let grace = Duration::from_secs(state.config.server.shutdown_grace_s);
     let drained = {
-        let engine = service.engine().clone();
+        let service = service.clone();
         async move {
             shutdown.await;
-            tracing::info!(in_flight = engine.in_flight(), "shutdown requested: draining");
-            engine.drain(grace).await;
+            tracing::info!(in_flight = service.in_flight(), "shutdown requested: draining");
+            service.drain(grace).await;
         }
     };
     axum::serve(listener, router(state)).with_graceful_shutdown(drained).await?;

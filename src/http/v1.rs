@@ -29,8 +29,7 @@ use super::handlers::InlineExplanation;
 use super::input::{MAX_INSTANCES, decode_base64, fault_header, push_json_param, read_body};
 use super::state::AppState;
 use super::v2::model_readiness;
-use crate::engine::Fault;
-use crate::service::{ImageInput, MAX_JSON_MAP_VALUES, Params, PredictDocument};
+use crate::service::{Fault, ImageInput, MAX_JSON_MAP_VALUES, Params, PredictDocument, ServiceError};
 
 /// The most JSON one `:explain` answer may carry, over all its instances: what one
 /// `/explain` JSON document may reach (its map values at about 10 bytes each), so sixteen
@@ -105,7 +104,7 @@ fn method_not_allowed(allow: &'static str) -> Response {
 /// V1's list); a package that failed to load is left out (`GET /models` shows it, with
 /// its error).
 pub async fn list(State(state): State<AppState>) -> Json<Value> {
-    let names: Vec<String> = state.service.models().ready().iter().map(|m| m.name().to_string()).collect();
+    let names = state.service.readiness().map(|r| r.models).unwrap_or_default();
     Json(serde_json::json!({ "models": names }))
 }
 
@@ -260,22 +259,19 @@ struct Explanations {
     explanations: Vec<InlineExplanation>,
 }
 
-/// One `/predict` per instance, in turn.
+/// `/predict` for every instance; they run side by side, so their clean passes share
+/// the engine's batches.
 async fn predict(state: &AppState, name: &str, request: Request) -> Result<Response, ApiError> {
     let call = read_call(state, name, request).await?;
     let mut request = call.params.predict_request()?;
     request.model = Some(name.to_string());
     let images = call.images()?;
-    let mut predictions = Vec::with_capacity(images.len());
-    for image in images {
-        predictions.push(state.service.predict(request.clone(), image).await?);
-    }
+    let predictions = state.service.predict_many(&request, images).await?;
     Ok(Json(Predictions { predictions }).into_response())
 }
 
-/// One `/explain` per instance, in turn (each already spreads its passes over every
-/// worker; running them side by side would only make each wait longer). `timeout_ms` is
-/// each instance's deadline.
+/// `/explain` for every instance, side by side up to the engine's running slots (their
+/// passes batch together). `timeout_ms` is each instance's deadline.
 async fn explain(state: &AppState, name: &str, request: Request) -> Result<Response, ApiError> {
     let call = read_call(state, name, request).await?;
     let fault = call.fault;
@@ -284,21 +280,23 @@ async fn explain(state: &AppState, name: &str, request: Request) -> Result<Respo
     request.model = Some(name.to_string());
     request.fault = fault;
     let images = call.images()?;
-    let mut explanations: Vec<InlineExplanation> = Vec::with_capacity(images.len());
     let mut bytes = 0usize;
-    for image in images {
-        let explanation = InlineExplanation::from(state.service.explain(request.clone(), image, None).await?);
-        bytes = bytes.saturating_add(explanation.approx_bytes());
-        if !explanations.is_empty() && bytes > MAX_EXPLAIN_RESPONSE_BYTES {
-            return Err(ApiError::invalid_parameter(format!(
-                "the explanations of the first {} instances would pass the answer's limit of about {} MB; \
-                 ask for resolution=model, or send fewer instances per request",
-                explanations.len() + 1,
-                MAX_EXPLAIN_RESPONSE_BYTES >> 20
-            )));
-        }
-        explanations.push(explanation);
-    }
+    let explanations = state
+        .service
+        .explain_many(&request, images, |i, rendered| {
+            let e = InlineExplanation::from(rendered);
+            bytes = bytes.saturating_add(e.approx_bytes());
+            if i > 0 && bytes > MAX_EXPLAIN_RESPONSE_BYTES {
+                return Err(ServiceError::InvalidParameter(format!(
+                    "the explanations of the first {} instances would pass the answer's limit of about {} MB; \
+                     ask for resolution=model, or send fewer instances per request",
+                    i + 1,
+                    MAX_EXPLAIN_RESPONSE_BYTES >> 20
+                )));
+            }
+            Ok(e)
+        })
+        .await?;
     Ok(Json(Explanations { explanations }).into_response())
 }
 

@@ -4,11 +4,9 @@
 
 mod decode;
 mod preprocess;
-mod resample;
 
 pub use decode::{ImageLimits, decode};
 pub use preprocess::{Preprocessed, Region, preprocess, resize};
-pub(crate) use resample::pillow_lanczos_gray;
 
 /// Why an upload could not become an input tensor. All are the client's input at fault.
 #[derive(Debug, thiserror::Error)]

@@ -5,8 +5,8 @@ use std::borrow::Cow;
 use image::RgbImage;
 use image::imageops::{self, FilterType};
 
-use super::resample::{self, Window};
-use crate::cam::Map;
+use crate::resample::{self, Map, Window};
+
 use crate::model::{InputSpec, ResizeFilter, ResizeMode};
 
 /// The rectangle of the original image that the model saw, in original pixels.

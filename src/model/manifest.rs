@@ -5,6 +5,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
+use crate::cam::{Activation, HeadKind};
 
 /// The largest input side accepted; bigger models are not what this service is for and
 /// would make masked batches allocate without bound.
@@ -18,6 +19,36 @@ pub struct Manifest {
     pub license: String,
     pub input: InputSpec,
     pub target_layer: TargetLayer,
+    /// What the head returns (optional: a softmax classifier when absent).
+    #[serde(default)]
+    pub head: HeadSpec,
+}
+
+/// `[head]`: the kind of output the head graph returns. Today one kind, `classes` (one
+/// logit per class), with the activation that turns logits into probabilities.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeadSpec {
+    pub kind: HeadKindName,
+    /// `softmax` (one class per image) or `sigmoid` (multi-label, one-logit binary).
+    pub activation: Activation,
+}
+
+/// The head kinds a manifest may name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadKindName {
+    #[default]
+    Classes,
+}
+
+impl HeadSpec {
+    /// The head as the methods see it, given what the graph returns per image.
+    pub fn kind(self, outputs: usize) -> HeadKind {
+        match self.kind {
+            HeadKindName::Classes => HeadKind::Classes { classes: outputs, activation: self.activation },
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,12 +109,13 @@ const MAX_PREFIX_TOKENS: usize = 16;
 pub struct TargetLayer {
     pub description: String,
     /// How the extractor's output is laid out, so its channels can be read as maps.
-    pub layout: FeatureLayout,
+    pub layout: DeclaredLayout,
 }
 
-/// The shape of the target layer's output.
+/// The target layer's layout as `model.toml` declares it (with the token grid); the runtime
+/// keeps its own `runtime::FeatureLayout`, what it needs to convert tensors.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum FeatureLayout {
+pub enum DeclaredLayout {
     /// N×C×H×W: convolutional networks exported from PyTorch.
     #[default]
     Nchw,
@@ -94,7 +126,7 @@ pub enum FeatureLayout {
     Tokens { grid: (usize, usize), prefix: usize },
 }
 
-/// `[target_layer]` as written: flat keys, checked and folded into [`FeatureLayout`].
+/// `[target_layer]` as written: flat keys, checked and folded into [`DeclaredLayout`].
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTargetLayer {
@@ -131,7 +163,7 @@ impl TryFrom<RawTargetLayer> for TargetLayer {
                 if prefix > MAX_PREFIX_TOKENS {
                     return Err(format!("target_layer.prefix_tokens = {prefix} must be at most {MAX_PREFIX_TOKENS}"));
                 }
-                FeatureLayout::Tokens { grid: (h, w), prefix }
+                DeclaredLayout::Tokens { grid: (h, w), prefix }
             }
             kind @ (LayoutKind::Nchw | LayoutKind::Nhwc) => {
                 let name = if matches!(kind, LayoutKind::Nchw) { "nchw" } else { "nhwc" };
@@ -142,7 +174,7 @@ impl TryFrom<RawTargetLayer> for TargetLayer {
                         ));
                     }
                 }
-                if matches!(kind, LayoutKind::Nchw) { FeatureLayout::Nchw } else { FeatureLayout::Nhwc }
+                if matches!(kind, LayoutKind::Nchw) { DeclaredLayout::Nchw } else { DeclaredLayout::Nhwc }
             }
         };
         Ok(Self { description: raw.description, layout })
@@ -152,9 +184,9 @@ impl TryFrom<RawTargetLayer> for TargetLayer {
 impl From<TargetLayer> for RawTargetLayer {
     fn from(t: TargetLayer) -> Self {
         let (layout, grid, prefix_tokens) = match t.layout {
-            FeatureLayout::Nchw => (LayoutKind::Nchw, None, None),
-            FeatureLayout::Nhwc => (LayoutKind::Nhwc, None, None),
-            FeatureLayout::Tokens { grid: (h, w), prefix } => (LayoutKind::Tokens, Some([h, w]), Some(prefix)),
+            DeclaredLayout::Nchw => (LayoutKind::Nchw, None, None),
+            DeclaredLayout::Nhwc => (LayoutKind::Nhwc, None, None),
+            DeclaredLayout::Tokens { grid: (h, w), prefix } => (LayoutKind::Tokens, Some([h, w]), Some(prefix)),
         };
         Self { description: t.description, layout, grid, prefix_tokens }
     }
@@ -231,6 +263,18 @@ description = "t"
 "#;
 
     #[test]
+    fn the_head_defaults_to_a_softmax_classifier_and_takes_a_sigmoid() {
+        assert_eq!(
+            Manifest::parse(GOOD).unwrap().head.kind(5),
+            HeadKind::Classes { classes: 5, activation: Activation::Softmax }
+        );
+        let sigmoid =
+            Manifest::parse(&format!("{GOOD}[head]\nkind = \"classes\"\nactivation = \"sigmoid\"\n")).unwrap();
+        assert_eq!(sigmoid.head.kind(14), HeadKind::Classes { classes: 14, activation: Activation::Sigmoid });
+        assert!(err(&format!("{GOOD}[head]\nkind = \"boxes\"\n")).contains("boxes"));
+    }
+
+    #[test]
     fn a_minimal_manifest_parses_with_stretch_by_default() {
         let m = Manifest::parse(GOOD).unwrap();
         assert_eq!(m.input.resize, ResizeMode::Stretch);
@@ -279,15 +323,15 @@ description = "t"
 
     #[test]
     fn the_feature_layout_defaults_to_nchw_and_parses_each_kind() {
-        assert_eq!(layer("").unwrap().layout, FeatureLayout::Nchw);
-        assert_eq!(layer("layout = \"nchw\"").unwrap().layout, FeatureLayout::Nchw);
-        assert_eq!(layer("layout = \"nhwc\"").unwrap().layout, FeatureLayout::Nhwc);
+        assert_eq!(layer("").unwrap().layout, DeclaredLayout::Nchw);
+        assert_eq!(layer("layout = \"nchw\"").unwrap().layout, DeclaredLayout::Nchw);
+        assert_eq!(layer("layout = \"nhwc\"").unwrap().layout, DeclaredLayout::Nhwc);
         assert_eq!(
             layer("layout = \"tokens\"\ngrid = [14, 16]").unwrap().layout,
-            FeatureLayout::Tokens { grid: (14, 16), prefix: 0 }
+            DeclaredLayout::Tokens { grid: (14, 16), prefix: 0 }
         );
         let t = layer("layout = \"tokens\"\ngrid = [1, 1024]\nprefix_tokens = 16").unwrap();
-        assert_eq!(t.layout, FeatureLayout::Tokens { grid: (1, 1024), prefix: 16 });
+        assert_eq!(t.layout, DeclaredLayout::Tokens { grid: (1, 1024), prefix: 16 });
         assert_eq!(t.description, "t");
     }
 

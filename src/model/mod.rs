@@ -5,7 +5,9 @@
 mod manifest;
 mod package;
 
-pub use manifest::{FeatureLayout, InputSpec, Manifest, ResizeFilter, ResizeMode, TargetLayer};
+pub use manifest::{
+    DeclaredLayout, HeadKindName, HeadSpec, InputSpec, Manifest, ResizeFilter, ResizeMode, TargetLayer,
+};
 pub use package::{ModelInfo, ModelPackage, validate_signatures};
 
 use std::path::PathBuf;

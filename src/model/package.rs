@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{FeatureLayout, Manifest, ModelError};
+use super::{DeclaredLayout, Manifest, ModelError};
+use crate::cam::HeadKind;
 use crate::runtime::{self, GraphSignature, ProviderKind, SessionConfig, SessionShapes};
 
 /// The shapes a validated package guarantees.
@@ -31,7 +32,7 @@ impl ModelInfo {
 
 impl From<ModelInfo> for SessionShapes {
     fn from(i: ModelInfo) -> Self {
-        SessionShapes { input_chw: i.input_chw, feature_khw: i.feature_khw, layout: i.layout, classes: i.classes }
+        SessionShapes { input_chw: i.input_chw, feature_khw: i.feature_khw, layout: i.layout, head_len: i.classes }
     }
 }
 
@@ -61,6 +62,11 @@ impl ModelPackage {
             .filter_map(|p| std::fs::metadata(p).ok())
             .map(|m| m.len())
             .sum()
+    }
+
+    /// What the head returns, as the methods and the service read it.
+    pub fn head(&self) -> HeadKind {
+        self.manifest.head.kind(self.info.classes)
     }
 
     pub fn label(&self, class: usize) -> &str {
@@ -110,6 +116,28 @@ fn dims(shape: &[i64]) -> String {
     format!("[{}]", parts.join("×"))
 }
 
+fn fail<T>(path: &Path, message: String) -> Result<T, ModelError> {
+    Err(ModelError::Mismatch { path: path.into(), message })
+}
+
+/// A graph tensor has the rank wanted and a dynamic batch axis.
+fn rank(path: &Path, what: &str, shape: &[i64], want: usize) -> Result<(), ModelError> {
+    if shape.len() != want {
+        return fail(path, format!("{what} has shape {}, expected rank {want}", dims(shape)));
+    }
+    if shape[0] >= 0 {
+        return fail(
+            path,
+            format!(
+                "{what} has a fixed batch dimension {} ({}); re-export with a dynamic batch axis",
+                shape[0],
+                dims(shape)
+            ),
+        );
+    }
+    Ok(())
+}
+
 /// Checks the extractor/head pair against each other, the manifest and the labels.
 pub fn validate_signatures(
     dir: &Path,
@@ -118,62 +146,61 @@ pub fn validate_signatures(
     ext: &GraphSignature,
     head: &GraphSignature,
 ) -> Result<ModelInfo, ModelError> {
-    let ext_path = dir.join("extractor.onnx");
-    let head_path = dir.join("head.onnx");
-    fn fail<T>(path: &Path, message: String) -> Result<T, ModelError> {
-        Err(ModelError::Mismatch { path: path.into(), message })
-    }
-    let rank = |path: &Path, what: &str, shape: &[i64], want: usize| -> Result<(), ModelError> {
-        if shape.len() != want {
-            return fail(path, format!("{what} has shape {}, expected rank {want}", dims(shape)));
-        }
-        if shape[0] >= 0 {
-            return fail(
-                path,
-                format!(
-                    "{what} has a fixed batch dimension {} ({}); re-export with a dynamic batch axis",
-                    shape[0],
-                    dims(shape)
-                ),
-            );
-        }
-        Ok(())
-    };
+    let (ext_path, head_path) = (dir.join("extractor.onnx"), dir.join("head.onnx"));
     let layout = manifest.target_layer.layout;
-    let feature_rank = if matches!(layout, FeatureLayout::Tokens { .. }) { 3 } else { 4 };
+    let feature_rank = if matches!(layout, DeclaredLayout::Tokens { .. }) { 3 } else { 4 };
     rank(&ext_path, "input", &ext.input_shape, 4)?;
     rank(&ext_path, "output", &ext.output_shape, feature_rank)?;
     rank(&head_path, "input", &head.input_shape, feature_rank)?;
     rank(&head_path, "output", &head.output_shape, 2)?;
+    let (h, w) = check_input(&ext_path, manifest, &ext.input_shape)?;
+    check_pair(&ext_path, &head_path, &ext.output_shape, &head.input_shape)?;
+    let (feature_khw, runtime_layout) = feature_grid(&ext_path, layout, &ext.output_shape)?;
+    let classes = check_classes(dir, &head.output_shape, labels)?;
+    Ok(ModelInfo { input_chw: [3, h, w], feature_khw, layout: runtime_layout, classes })
+}
 
+/// The extractor's input is RGB at the manifest's size (or dynamic there); its H, W.
+fn check_input(path: &Path, manifest: &Manifest, input: &[i64]) -> Result<(usize, usize), ModelError> {
     let (w, h) = (manifest.input.width as i64, manifest.input.height as i64);
-    let input = &ext.input_shape;
     if input[1] != 3 {
-        return fail(&ext_path, format!("input has {} channels ({}); expected 3 (RGB)", input[1], dims(input)));
+        return fail(path, format!("input has {} channels ({}); expected 3 (RGB)", input[1], dims(input)));
     }
     if (input[2] >= 0 && input[2] != h) || (input[3] >= 0 && input[3] != w) {
-        return fail(&ext_path, format!("input is {} but model.toml says {h}×{w}", dims(input)));
+        return fail(path, format!("input is {} but model.toml says {h}×{w}", dims(input)));
     }
-    let features = &ext.output_shape;
+    Ok((h as usize, w as usize))
+}
+
+/// The head takes what the extractor gives, which is fixed but for the batch.
+fn check_pair(ext_path: &Path, head_path: &Path, features: &[i64], head_input: &[i64]) -> Result<(), ModelError> {
     if features[1..].iter().any(|d| *d <= 0) {
-        return fail(&ext_path, format!("output {} must have fixed channel and spatial sizes", dims(features)));
+        return fail(ext_path, format!("output {} must have fixed channel and spatial sizes", dims(features)));
     }
-    if head.input_shape[1..] != features[1..]
-        && head.input_shape[1..].iter().zip(&features[1..]).any(|(a, b)| *a >= 0 && a != b)
-    {
+    if head_input[1..] != features[1..] && head_input[1..].iter().zip(&features[1..]).any(|(a, b)| *a >= 0 && a != b) {
         return fail(
-            &head_path,
-            format!("input {} does not match the extractor's output {}", dims(&head.input_shape), dims(features)),
+            head_path,
+            format!("input {} does not match the extractor's output {}", dims(head_input), dims(features)),
         );
     }
-    let (feature_khw, runtime_layout) = match layout {
-        FeatureLayout::Nchw => ([features[1], features[2], features[3]], runtime::FeatureLayout::Nchw),
-        FeatureLayout::Nhwc => ([features[3], features[1], features[2]], runtime::FeatureLayout::Nhwc),
-        FeatureLayout::Tokens { grid: (gh, gw), prefix } => {
+    Ok(())
+}
+
+/// The target layer's K×h×w grid and how the runtime converts it, as the manifest
+/// declares the layout; refused when it cannot give a map.
+fn feature_grid(
+    path: &Path,
+    layout: DeclaredLayout,
+    features: &[i64],
+) -> Result<([usize; 3], runtime::FeatureLayout), ModelError> {
+    let (khw, runtime_layout) = match layout {
+        DeclaredLayout::Nchw => ([features[1], features[2], features[3]], runtime::FeatureLayout::Nchw),
+        DeclaredLayout::Nhwc => ([features[3], features[1], features[2]], runtime::FeatureLayout::Nhwc),
+        DeclaredLayout::Tokens { grid: (gh, gw), prefix } => {
             let tokens = (prefix + gh * gw) as i64;
             if features[1] != tokens {
                 return fail(
-                    &ext_path,
+                    path,
                     format!(
                         "output {} has {} tokens but model.toml's layout needs prefix_tokens + grid = \
                          {prefix} + {gh}×{gw} = {tokens}",
@@ -185,9 +212,9 @@ pub fn validate_signatures(
             ([features[2], gh as i64, gw as i64], runtime::FeatureLayout::Tokens { prefix })
         }
     };
-    if feature_khw[1] * feature_khw[2] <= 1 {
+    if khw[1] * khw[2] <= 1 {
         return fail(
-            &ext_path,
+            path,
             format!(
                 "output {} has a 1×1 grid, which cannot give a map (a cut after global pooling?); cut at the last \
                  spatial feature map before it (scripts/tools/split_model.py --list-layers ranks them)",
@@ -195,19 +222,19 @@ pub fn validate_signatures(
             ),
         );
     }
-    let classes = head.output_shape[1];
+    Ok((khw.map(|d| d as usize), runtime_layout))
+}
+
+/// The head's output is one fixed-size row per image, with a label per value.
+fn check_classes(dir: &Path, output: &[i64], labels: usize) -> Result<usize, ModelError> {
+    let classes = output[1];
     if classes <= 0 {
-        return fail(&head_path, format!("output {} must have a fixed class count", dims(&head.output_shape)));
+        return fail(&dir.join("head.onnx"), format!("output {} must have a fixed class count", dims(output)));
     }
     if classes as usize != labels {
         return fail(&dir.join("labels.txt"), format!("{labels} labels but head.onnx outputs {classes} classes"));
     }
-    Ok(ModelInfo {
-        input_chw: [3, h as usize, w as usize],
-        feature_khw: feature_khw.map(|d| d as usize),
-        layout: runtime_layout,
-        classes: classes as usize,
-    })
+    Ok(classes as usize)
 }
 
 #[cfg(test)]

@@ -75,11 +75,15 @@ mod tests {
 
     #[test]
     fn missing_library_is_a_clear_error_that_says_how_to_fix_it() {
-        // A path that cannot exist; `init` is process-global, so only the message is checked
-        // through the error type rather than by loading.
-        let err = RuntimeError::LibraryLoad { path: "/nope/libonnxruntime.so".into(), reason: "does not exist".into() };
+        if std::env::var_os("ORT_DYLIB_PATH").is_some() {
+            return; // the environment variable legitimately takes precedence
+        }
+        // No checkout has a `.ort/` folder of this variant: the search itself fails.
+        let err = resolve_library(None, "no-such-variant").unwrap_err();
+        assert!(matches!(err, RuntimeError::LibraryNotFound { .. }), "{err:?}");
         let msg = err.to_string();
         assert!(msg.contains("scripts/setup/ort.sh") && msg.contains("ORT_DYLIB_PATH"), "{msg}");
+        assert!(msg.contains(".ort/no-such-variant/libonnxruntime.so"), "says where it looked: {msg}");
     }
 
     #[test]

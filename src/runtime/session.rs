@@ -92,7 +92,7 @@ pub struct ModelSessions {
     /// K, h, w of one image's feature grid.
     feature_khw: [usize; 3],
     layout: FeatureLayout,
-    classes: usize,
+    head_len: usize,
 }
 
 /// Shape facts a caller already validated (see `model::ModelInfo`).
@@ -101,7 +101,8 @@ pub struct SessionShapes {
     pub input_chw: [usize; 3],
     pub feature_khw: [usize; 3],
     pub layout: FeatureLayout,
-    pub classes: usize,
+    /// Values of one image's head output (a classifier's classes).
+    pub head_len: usize,
 }
 
 impl ModelSessions {
@@ -118,7 +119,7 @@ impl ModelSessions {
             input_chw: shapes.input_chw,
             feature_khw: shapes.feature_khw,
             layout: shapes.layout,
-            classes: shapes.classes,
+            head_len: shapes.head_len,
         })
     }
 
@@ -148,7 +149,7 @@ impl ModelSessions {
 
     fn raw_head(&mut self, features: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
         let shape = self.layout.graph_shape(n, self.feature_khw);
-        Self::run_with(&mut self.head, &shape, features, n * self.classes, |v| Ok(v.to_vec()))
+        Self::run_with(&mut self.head, &shape, features, n * self.head_len, |v| Ok(v.to_vec()))
     }
 
     /// The extractor on `n` stacked images: n canonical feature maps (K×h×w, then the
@@ -159,8 +160,9 @@ impl ModelSessions {
         Self::run_with(&mut self.extractor, &[n, c, h, w], batch, len, |raw| Ok(layout.to_canonical(raw, n, khw)))
     }
 
-    /// The head on `n` stacked canonical feature maps: n×classes logits.
-    pub fn head_logits(&mut self, features: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
+    /// The head on `n` stacked canonical feature maps: n head outputs (a classifier's
+    /// logits); what they mean is `cam::HeadKind`'s business.
+    pub fn head_output(&mut self, features: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
         if self.layout == FeatureLayout::Nchw {
             return self.raw_head(features, n);
         }
@@ -168,17 +170,17 @@ impl ModelSessions {
         self.raw_head(&raw, n)
     }
 
-    /// The full model on `n` stacked images: n×classes logits. The extractor's output goes
+    /// The full model on `n` stacked images: n head outputs. The extractor's output goes
     /// to the head as it is: no copy, no layout round trip (this is the masked passes' hot
     /// path).
-    pub fn logits(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
+    pub fn model_output(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
         let [c, h, w] = self.input_chw;
         let len = self.features_len(n);
         let shape = self.layout.graph_shape(n, self.feature_khw);
-        let classes = self.classes;
+        let head_len = self.head_len;
         let head = &mut self.head;
         Self::run_with(&mut self.extractor, &[n, c, h, w], batch, len, |features| {
-            Self::run_with(head, &shape, features, n * classes, |v| Ok(v.to_vec()))
+            Self::run_with(head, &shape, features, n * head_len, |v| Ok(v.to_vec()))
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The service layer's one error type: everything that can fail between a request and
-//! its result. The faces map it to exit codes (CLI) or statuses (`http::error`, the only
-//! place a status is chosen).
+//! its result, and its [`ErrorKind`]: what a face needs to answer it (the HTTP face turns
+//! a kind into a status in `http::error`, the only place a status is chosen). The lower
+//! layers' errors are classified here, so no face matches on them.
 
 use crate::engine::EngineError;
 use crate::imaging::ImagingError;
@@ -40,10 +41,97 @@ pub enum ServiceError {
     NotAccepting,
     #[error("internal error: {0}")]
     Internal(String),
+    /// The process could not start serving (ONNX Runtime, the provider, the models folder).
+    #[error("{0}")]
+    Startup(String),
 }
 
 impl From<EngineError> for ServiceError {
     fn from(e: EngineError) -> Self {
         ServiceError::Engine(e)
+    }
+}
+
+/// What kind of failure an error is, in the terms a caller answers with: whose fault it
+/// is and what the client can do. `as_str` is the machine-readable `error_type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    BadRequest,
+    InvalidParameter,
+    InvalidTarget,
+    UnsupportedByModel,
+    UnknownModel,
+    ModelUnavailable,
+    DeadlineExceeded,
+    /// Draining: new work is refused.
+    NotReady,
+    EmptyImage,
+    UnsupportedImageFormat,
+    InvalidImage,
+    ImageTooLarge,
+    /// Past the engine's capacity: retry shortly.
+    Overloaded,
+    Cancelled,
+    ShuttingDown,
+    /// The model failed at run time.
+    ModelFailure,
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        use ErrorKind as K;
+        match self {
+            K::BadRequest => "bad_request",
+            K::InvalidParameter => "invalid_parameter",
+            K::InvalidTarget => "invalid_target",
+            K::UnsupportedByModel => "unsupported_by_model",
+            K::UnknownModel => "unknown_model",
+            K::ModelUnavailable => "model_unavailable",
+            K::DeadlineExceeded => "deadline_exceeded",
+            K::NotReady => "not_ready",
+            K::EmptyImage => "empty_image",
+            K::UnsupportedImageFormat => "unsupported_image_format",
+            K::InvalidImage => "invalid_image",
+            K::ImageTooLarge => "image_too_large",
+            K::Overloaded => "overloaded",
+            K::Cancelled => "cancelled",
+            K::ShuttingDown => "shutting_down",
+            K::ModelFailure => "model_failure",
+            K::Internal => "internal",
+        }
+    }
+}
+
+impl ServiceError {
+    pub fn kind(&self) -> ErrorKind {
+        use ErrorKind as K;
+        use ServiceError as S;
+        match self {
+            S::BadRequest(_) => K::BadRequest,
+            S::InvalidParameter(_) => K::InvalidParameter,
+            S::InvalidTarget { .. } => K::InvalidTarget,
+            S::UnsupportedByModel { .. } => K::UnsupportedByModel,
+            S::UnknownModel { .. } => K::UnknownModel,
+            S::ModelUnavailable { .. } => K::ModelUnavailable,
+            S::DeadlineExceeded { .. } => K::DeadlineExceeded,
+            S::NotAccepting => K::NotReady,
+            // Encoding our own PNG failed: the server's fault, not the request's.
+            S::Render(_) | S::Internal(_) | S::Startup(_) => K::Internal,
+            S::Imaging(e) => match e {
+                ImagingError::Empty => K::EmptyImage,
+                ImagingError::UnsupportedFormat => K::UnsupportedImageFormat,
+                ImagingError::Decode(_) => K::InvalidImage,
+                ImagingError::TooLarge(_) => K::ImageTooLarge,
+            },
+            S::Engine(e) => match e {
+                EngineError::Overloaded(_) => K::Overloaded,
+                EngineError::DeadlineExceeded => K::DeadlineExceeded,
+                EngineError::Cancelled => K::Cancelled,
+                EngineError::ShuttingDown => K::ShuttingDown,
+                EngineError::Runtime { .. } => K::ModelFailure,
+                EngineError::Internal(_) => K::Internal,
+            },
+        }
     }
 }

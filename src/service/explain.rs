@@ -1,6 +1,7 @@
-//! One explanation from a request to its result: validate against the model, decode, the
-//! clean pass, the method's plan and passes, the maps, the metrics follow-up. Also the
-//! prediction and the faithfulness of given maps, which take the same road.
+//! One explanation from a request to its result, in named stages: validate against the
+//! model and decode (`prepare`); then `run`: the cache, the clean pass, the targets, the
+//! method's plan, the masked passes, the maps, the metrics follow-up; then `render`.
+//! Predictions and the faithfulness of given maps take the same road's first stages.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,9 +18,9 @@ use super::result::{
 };
 use super::{Deadline, Service, ServiceError};
 use crate::cam::faithfulness::{Faithfulness, MetricPlan};
-use crate::cam::{self, Activations, HeadProbe, LinearHead, MaskPlan, PassSet, PlanPrefix, Saliency, TargetScores};
-use crate::engine::{Admission, EngineModel, PassObserver, PassScores, RunOptions};
-use crate::imaging::{self, ImageLimits, Preprocessed};
+use crate::cam::{self, Activations, MaskPlan, PassSet, PlanPrefix, Readout, Saliency, TargetScores};
+use crate::engine::{Admission, EngineModel, JobTiming, PassCounts, PassObserver, PassScores, RunOptions};
+use crate::imaging::{self, ImageLimits, ImagingError, Preprocessed};
 
 /// A request checked against its model and its image decoded, ready to run: the split
 /// lets a streaming face answer bad parameters and undecodable images with a plain error
@@ -32,6 +33,21 @@ pub struct Prepared {
     image: Option<(RgbImage, Preprocessed)>,
 }
 
+impl Prepared {
+    pub(super) fn model(&self) -> &Arc<EngineModel> {
+        &self.model
+    }
+
+    pub(super) fn tensor(&self) -> Arc<[f32]> {
+        self.tensor.clone()
+    }
+
+    /// The request's method cannot run on this model, and why.
+    pub(super) fn unsupported(&self, reason: String) -> ServiceError {
+        unsupported_by(&self.model, &self.request, reason)
+    }
+}
+
 fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -41,8 +57,13 @@ fn invalid(message: String) -> ServiceError {
 }
 
 /// Checks an explanation request against the model it will run on.
-fn validate(model: &EngineModel, r: &ExplainRequest, image: &ImageInput) -> Result<(), ServiceError> {
-    let classes = model.package.info.classes;
+fn validate(
+    model: &EngineModel,
+    r: &ExplainRequest,
+    image: &ImageInput,
+    known_head: Option<super::closed_form::Measured>,
+) -> Result<(), ServiceError> {
+    let classes = model.package.head().classes();
     match &r.targets {
         TargetSpec::Classes(c) if c.is_empty() => return Err(invalid("target needs at least one class index".into())),
         TargetSpec::Classes(c) if c.len() > MAX_TARGETS => {
@@ -69,8 +90,8 @@ fn validate(model: &EngineModel, r: &ExplainRequest, image: &ImageInput) -> Resu
                     .into(),
             ));
         }
-        if let Some(Err(reason)) = model.linear_head.get() {
-            return Err(unsupported(reason.clone()));
+        if let Some(Err(reason)) = known_head {
+            return Err(unsupported(reason));
         }
     }
     let rendering = &r.rendering;
@@ -104,7 +125,7 @@ async fn decode(
         let spec = &model.package.manifest.input;
         let rgb = match image {
             ImageInput::Encoded(bytes) => imaging::decode(&bytes, &limits)?,
-            ImageInput::Pixels(rgb) => rgb,
+            ImageInput::Pixels(rgb) => within_limits(rgb, &limits)?,
             ImageInput::Tensor(t) => {
                 let [c, h, w] = model.package.info.input_chw;
                 if t.len() != c * h * w {
@@ -120,12 +141,28 @@ async fn decode(
     .map_err(|e| ServiceError::Internal(format!("decoding task failed: {e}")))?
 }
 
+/// Raw pixels are held to the decoder's limits too, whichever face sent them.
+fn within_limits(rgb: RgbImage, limits: &ImageLimits) -> Result<RgbImage, ImagingError> {
+    let (w, h) = rgb.dimensions();
+    let pixels = u64::from(w) * u64::from(h);
+    if w > limits.max_width || h > limits.max_height || pixels > limits.max_pixels {
+        return Err(ImagingError::TooLarge(format!(
+            "{w}×{h} pixels is over the limits ({}×{}, {} pixels)",
+            limits.max_width, limits.max_height, limits.max_pixels
+        )));
+    }
+    Ok(rgb)
+}
+
 /// Runs CPU work off the async threads.
-async fn blocking<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ServiceError> {
+pub(super) async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ServiceError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| ServiceError::Internal(format!("{what} failed: {e}")))
 }
 
-fn options(p: &Prepared, progress: Option<&Arc<Progress>>, stage: Stage) -> RunOptions {
+pub(super) fn options(p: &Prepared, progress: Option<&Arc<Progress>>, stage: Stage) -> RunOptions {
     RunOptions {
         deadline: p.deadline.map(|d| d.at),
         observer: progress.map(|p| Arc::new(StageObserver { progress: p.clone(), stage }) as Arc<dyn PassObserver>),
@@ -164,19 +201,51 @@ fn anytime_margin(timeout_ms: u64) -> std::time::Duration {
     std::time::Duration::from_millis((timeout_ms / 10).clamp(50, 1000))
 }
 
-fn target_scores(scores: Vec<PassScores>, targets: &[usize], logits: &[f32]) -> Vec<TargetScores> {
+/// Each target's scores over every pass of the plan, in the combine's terms.
+fn target_scores(scores: Vec<PassScores>, targets: &[usize], logits: &[f32], len: usize) -> Vec<TargetScores> {
     scores
         .into_iter()
         .zip(targets)
-        .map(|(s, &t)| TargetScores { class: t, clean_logit: logits[t], logits: s.logits, probs: s.probs })
+        .map(|(mut s, &t)| {
+            s.logits.resize(len, 0.0);
+            s.probs.resize(len, 0.0);
+            TargetScores { class: t, clean_logit: logits[t], logits: s.logits, probs: s.probs }
+        })
         .collect()
+}
+
+/// The classes a request explains: those it names, or the top k of the clean pass.
+fn choose_targets(spec: &TargetSpec, logits: &[f32]) -> Vec<usize> {
+    match spec {
+        TargetSpec::Classes(c) => c.clone(),
+        TargetSpec::TopK(k) => top_k(logits, (*k).max(1)),
+    }
+}
+
+/// The clean pass's outputs.
+struct Clean {
+    features: Vec<f32>,
+    logits: Vec<f32>,
+    timing: JobTiming,
+}
+
+/// The masked passes' outcome: per target, its scores over the whole plan (zero where a
+/// pass did not run), and which passes ran.
+struct Masked {
+    scores: Vec<TargetScores>,
+    done: Vec<bool>,
+    /// The deadline (anytime) cut the passes short.
+    cut: bool,
+    counts: PassCounts,
+    timing: JobTiming,
 }
 
 impl Service {
     /// Validates the request against its model and decodes the image.
     pub async fn prepare(&self, request: ExplainRequest, image: ImageInput) -> Result<Prepared, ServiceError> {
         let model = self.model(request.model.as_deref())?;
-        validate(&model, &request, &image)?;
+        let known_head = if request.method.needs_linear_head() { self.linear_heads.known(&model) } else { None };
+        validate(&model, &request, &image, known_head)?;
         let deadline = self.deadline(request.timeout_ms)?;
         let (tensor, image) = decode(image, self.config.limits.clone(), model.clone()).await?;
         if let Some((_, pre)) = &image {
@@ -236,90 +305,27 @@ impl Service {
     ) -> Result<(Explanation, bool), ServiceError> {
         let started = Instant::now();
         let admission = self.engine.admit(&p.model)?;
-        let info = p.model.package.info;
-        let clean = admission.clean(p.tensor.clone(), &options(&p, progress.as_ref(), Stage::Features)).await?;
-        let logits = clean.logits;
-        let targets: Vec<usize> = match &p.request.targets {
-            TargetSpec::Classes(c) => c.clone(),
-            TargetSpec::TopK(k) => top_k(&logits, (*k).max(1)),
-        };
-        let method = p.request.method.clone();
-        // The head passes that measured the head, if this request was the one that did.
-        let (head, probe_passes) = if method.needs_linear_head() {
-            let (head, passes) = self.linear_head(&admission, &p).await?;
-            (Some(head), passes)
-        } else {
-            (None, 0)
-        };
-        let features = clean.features;
-        let plan = blocking("planning", move || {
-            let [k, fh, fw] = info.feature_khw;
-            let activations = Activations::with_extra(k, fh, fw, features);
-            Arc::new(MaskPlan::new(&method, activations, info.input_chw).with_linear_head(head))
-        })
-        .await?;
-        // A pass budget runs the plan's first passes: its most important channels.
-        let passes: Arc<dyn PassSet> = match p.request.max_passes {
-            Some(n) if n < plan.len() => Arc::new(PlanPrefix { plan: plan.clone(), len: n }),
-            _ => plan.clone(),
-        };
-        let ran = passes.len();
-        if let Some(progress) = &progress {
-            let metric_passes = if p.request.metrics { MetricPlan::pass_count(targets.len()) } else { 0 };
-            progress.begin_passes(plan.clone(), targets[0], logits[targets[0]]);
-            progress.set_total(ran + metric_passes);
-            progress.set_stage(Stage::Masked);
-        }
-        let mut masked_options = options(&p, progress.as_ref(), Stage::Masked);
-        if p.request.anytime {
-            // Stop the passes a little before the deadline, so combining and rendering
-            // the partial map still fit inside it.
-            masked_options.partial_at_deadline = true;
-            masked_options.deadline = p.deadline.map(|d| d.at - anytime_margin(d.ms));
-        }
-        let scored = admission.score(p.tensor.clone(), passes, targets.clone().into(), &masked_options).await?;
+        let clean = self.clean(&admission, &p, progress.as_ref()).await?;
+        let targets = choose_targets(&p.request.targets, &clean.logits);
+        let readout = Arc::new(Readout::new(p.model.package.head(), targets.clone()));
+        let (plan, probe_passes) = self.plan(&admission, &p, clean.features).await?;
+        let masked = self.masked(&admission, &p, &plan, &readout, &clean.logits, progress.as_ref()).await?;
         let t = Instant::now();
-        // Which of the plan's passes ran: the budget's prefix, less any the deadline cut.
-        let mut done = vec![false; plan.len()];
-        match &scored.done {
-            Some(d) => done[..ran].copy_from_slice(d),
-            None => done[..ran].fill(true),
-        }
-        let cut_by_deadline = scored.done.is_some();
-        let coverage = (!done.iter().all(|d| *d)).then(|| plan.coverage(&done));
-        let mut per_target = target_scores(scored.scores, &targets, &logits);
-        for s in &mut per_target {
-            s.logits.resize(plan.len(), 0.0);
-            s.probs.resize(plan.len(), 0.0);
-        }
-        let combine_plan = plan.clone();
-        // With every pass done this is `combine`'s map, bit for bit.
-        let maps: Vec<Saliency> = blocking("combining", move || {
-            per_target.iter().map(|s| cam::combine_partial(&combine_plan, s, &done)).collect()
-        })
-        .await?;
+        let mut stats = run_stats(&plan, &masked, probe_passes);
+        let maps = combine(plan.clone(), masked.scores, masked.done).await?;
         let mut timings = StageTimings {
             queue_ms: ms(clean.timing.queued),
             features_ms: ms(clean.timing.running),
-            masked_ms: ms(scored.timing.running),
+            masked_ms: ms(masked.timing.running),
             combine_ms: ms(t.elapsed()),
             ..Default::default()
         };
-        let mut stats = RunStats {
-            forward_passes: 1 + scored.counts.full,
-            head_passes: scored.counts.head + probe_passes,
-            skipped_channels: plan.skipped_channels(),
-            shared_mask_channels: plan.shared_mask_channels(),
-            batch_size: scored.counts.batch_size,
-            coverage,
-            ..Default::default()
-        };
         // Past the deadline there is no time for the metrics' passes.
-        let metrics = if p.request.metrics && !cut_by_deadline {
+        let metrics = if p.request.metrics && !masked.cut {
             let t = Instant::now();
             let inputs = maps.iter().map(|m| m.input.data.clone()).collect();
             let (figures, passes) =
-                self.faithfulness(&admission, &p, progress.as_ref(), inputs, &logits, &targets).await?;
+                self.faithfulness(&admission, &p, progress.as_ref(), inputs, &clean.logits, &readout).await?;
             stats.metric_passes = passes;
             timings.metrics_ms = ms(t.elapsed());
             Some(figures)
@@ -332,7 +338,7 @@ impl Service {
             model: p.model,
             method: p.request.method,
             rendering: p.request.rendering,
-            logits,
+            logits: clean.logits,
             targets,
             maps,
             metrics,
@@ -340,44 +346,90 @@ impl Service {
             timings,
             image: p.image,
         };
-        Ok((explanation, cut_by_deadline))
+        Ok((explanation, masked.cut))
     }
 
-    /// The model's head in closed form, measured by the engine on first use and kept with
-    /// the loaded model (two first requests may both measure it; the first result stays),
-    /// and the head passes this call ran for it.
-    async fn linear_head(
+    /// The clean pass: the target layer's activations and the logits.
+    async fn clean(
         &self,
         admission: &Admission<'_>,
         p: &Prepared,
-    ) -> Result<(Arc<LinearHead>, usize), ServiceError> {
-        let model = &p.model;
-        let unsupported = |reason: &String| unsupported_by(model, &p.request, reason.clone());
-        if let Some(known) = model.linear_head.get() {
-            return known.clone().map(|h| (h, 0)).map_err(|r| unsupported(&r));
-        }
-        let [k, h, w] = model.package.info.feature_khw;
-        let classes = model.package.info.classes;
-        let probe = Arc::new(HeadProbe::new(k, h, w));
-        let all: Arc<[usize]> = (0..classes).collect();
-        let scored = admission.score(p.tensor.clone(), probe.clone(), all, &options(p, None, Stage::Masked)).await?;
-        let passes = scored.counts.head;
-        let fitted = blocking("measuring the head", move || {
-            // Pass-major logits from the engine's class-major scores.
-            let mut logits = vec![0.0f32; probe.len() * classes];
-            for (c, s) in scored.scores.iter().enumerate() {
-                for (i, z) in s.logits.iter().enumerate() {
-                    logits[i * classes + c] = *z;
-                }
-            }
-            probe.fit(&logits, classes).map(Arc::new)
+        progress: Option<&Arc<Progress>>,
+    ) -> Result<Clean, ServiceError> {
+        let clean = admission.clean(p.tensor.clone(), &options(p, progress, Stage::Features)).await?;
+        Ok(Clean { features: clean.features, logits: clean.logits, timing: clean.timing })
+    }
+
+    /// The method's plan from the clean activations (with the measured head, for the
+    /// methods that need it), and the head passes measuring it took.
+    async fn plan(
+        &self,
+        admission: &Admission<'_>,
+        p: &Prepared,
+        features: Vec<f32>,
+    ) -> Result<(Arc<MaskPlan>, usize), ServiceError> {
+        let method = p.request.method.clone();
+        let (head, probe_passes) = if method.needs_linear_head() {
+            let (head, passes) = self.linear_head(admission, p).await?;
+            (Some(head), passes)
+        } else {
+            (None, 0)
+        };
+        let info = p.model.package.info;
+        let plan = blocking("planning", move || {
+            let [k, fh, fw] = info.feature_khw;
+            let activations = Activations::with_extra(k, fh, fw, features);
+            Arc::new(MaskPlan::new(&method, activations, info.input_chw).with_linear_head(head))
         })
         .await?;
-        match &fitted {
-            Ok(_) => tracing::info!(model = %model.name(), "head measured: pooling followed by a linear layer"),
-            Err(reason) => tracing::info!(model = %model.name(), %reason, "head measured: no closed form"),
+        Ok((plan, probe_passes))
+    }
+
+    /// The plan's passes (a prefix of them under a pass budget; fewer if an anytime
+    /// deadline cuts them), each read for the targets.
+    async fn masked(
+        &self,
+        admission: &Admission<'_>,
+        p: &Prepared,
+        plan: &Arc<MaskPlan>,
+        readout: &Arc<Readout>,
+        logits: &[f32],
+        progress: Option<&Arc<Progress>>,
+    ) -> Result<Masked, ServiceError> {
+        // A pass budget runs the plan's first passes: its most important channels.
+        let passes: Arc<dyn PassSet> = match p.request.max_passes {
+            Some(n) if n < plan.len() => Arc::new(PlanPrefix { plan: plan.clone(), len: n }),
+            _ => plan.clone(),
+        };
+        let ran = passes.len();
+        let targets = readout.targets();
+        if let Some(progress) = progress {
+            let metric_passes = if p.request.metrics { MetricPlan::pass_count(targets.len()) } else { 0 };
+            progress.begin_passes(plan.clone(), targets[0], logits[targets[0]]);
+            progress.set_total(ran + metric_passes);
+            progress.set_stage(Stage::Masked);
         }
-        model.linear_head.get_or_init(|| fitted).clone().map(|h| (h, passes)).map_err(|r| unsupported(&r))
+        let mut masked_options = options(p, progress, Stage::Masked);
+        if p.request.anytime {
+            // Stop the passes a little before the deadline, so combining and rendering
+            // the partial map still fit inside it.
+            masked_options.partial_at_deadline = true;
+            masked_options.deadline = p.deadline.map(|d| d.at - anytime_margin(d.ms));
+        }
+        let scored = admission.score(p.tensor.clone(), passes, readout.clone(), &masked_options).await?;
+        // Which of the plan's passes ran: the budget's prefix, less any the deadline cut.
+        let mut done = vec![false; plan.len()];
+        match &scored.done {
+            Some(d) => done[..ran].copy_from_slice(d),
+            None => done[..ran].fill(true),
+        }
+        Ok(Masked {
+            cut: scored.done.is_some(),
+            scores: target_scores(scored.scores, targets, logits, plan.len()),
+            done,
+            counts: scored.counts,
+            timing: scored.timing,
+        })
     }
 
     /// The faithfulness passes of given maps (one per target, at the model's input
@@ -389,14 +441,15 @@ impl Service {
         progress: Option<&Arc<Progress>>,
         maps: Vec<Vec<f32>>,
         logits: &[f32],
-        targets: &[usize],
+        readout: &Arc<Readout>,
     ) -> Result<(Vec<Faithfulness>, usize), ServiceError> {
         let plan = Arc::new(MetricPlan::new(maps, p.model.package.info.input_chw));
         let scored = admission
-            .score(p.tensor.clone(), plan.clone(), targets.into(), &options(p, progress, Stage::Metrics))
+            .score(p.tensor.clone(), plan.clone(), readout.clone(), &options(p, progress, Stage::Metrics))
             .await?;
-        let probs = cam::softmax(logits);
-        let figures = target_scores(scored.scores, targets, logits)
+        let probs = p.model.package.head().probabilities(logits);
+        let targets = readout.targets();
+        let figures = target_scores(scored.scores, targets, logits, plan.len())
             .iter()
             .enumerate()
             .map(|(i, s)| plan.evaluate(i, s, probs[targets[i]]))
@@ -409,6 +462,25 @@ impl Service {
         blocking("rendering", move || super::render::render_explanation(explanation)).await?
     }
 
+    /// Runs and renders a prepared explanation (the stream prepares first, to answer bad
+    /// requests with a status before it starts).
+    pub async fn finish(&self, prepared: Prepared, progress: Option<Arc<Progress>>) -> Result<Rendered, ServiceError> {
+        let explanation = self.run(prepared, progress).await?;
+        self.render(explanation).await
+    }
+
+    /// Validates, decodes and explains, unrendered (for faces that read the maps
+    /// themselves: the inference protocol's tensors, `evaluate`).
+    pub async fn explain_unrendered(
+        &self,
+        request: ExplainRequest,
+        image: ImageInput,
+        progress: Option<Arc<Progress>>,
+    ) -> Result<Explanation, ServiceError> {
+        let prepared = self.prepare(request, image).await?;
+        self.run(prepared, progress).await
+    }
+
     /// Validates, decodes, explains and renders.
     pub async fn explain(
         &self,
@@ -417,37 +489,39 @@ impl Service {
         progress: Option<Arc<Progress>>,
     ) -> Result<Rendered, ServiceError> {
         let prepared = self.prepare(request, image).await?;
-        let explanation = self.run(prepared, progress).await?;
-        self.render(explanation).await
+        self.finish(prepared, progress).await
     }
+}
 
-    /// The clean pass only: the model that ran and its logits.
+/// A clean pass on its own (a prediction): the model that ran and what it said.
+#[derive(Clone, Debug)]
+pub struct Classified {
+    pub model: String,
+    pub logits: Vec<f32>,
+    /// The head's probabilities (softmax or sigmoid).
+    pub probabilities: Vec<f32>,
+    pub timings: PredictTimings,
+    /// The model that ran (for its labels).
+    source: Arc<EngineModel>,
+}
+
+impl Classified {
+    /// The k most probable classes, with their labels.
+    pub fn top(&self, k: usize) -> Vec<super::Prediction> {
+        predictions(&self.logits, &self.probabilities, &self.source.package.labels, k)
+    }
+}
+
+impl Service {
+    /// The clean pass only, in the cheap requests' lane: decode, admit, one pass.
     pub async fn classify(
         &self,
         model: Option<&str>,
         image: ImageInput,
         timeout_ms: Option<u64>,
-    ) -> Result<(Arc<EngineModel>, Vec<f32>), ServiceError> {
+    ) -> Result<Classified, ServiceError> {
         let model = self.model(model)?;
         let deadline = self.deadline(timeout_ms)?;
-        let work = async {
-            let (tensor, _) = decode(image, self.config.limits.clone(), model.clone()).await?;
-            let admission = self.engine.admit_priority(&model)?;
-            let options = RunOptions { deadline: deadline.map(|d| d.at), ..Default::default() };
-            Ok(admission.clean(tensor, &options).await?.logits)
-        };
-        let logits = Deadline::bound(deadline, work).await?;
-        Ok((model, logits))
-    }
-
-    /// The top-k classes of one image.
-    pub async fn predict(&self, request: PredictRequest, image: ImageInput) -> Result<PredictDocument, ServiceError> {
-        let model = self.model(request.model.as_deref())?;
-        let classes = model.package.info.classes;
-        if request.top_k == 0 || request.top_k > classes {
-            return Err(invalid(format!("top_k must be within 1..={classes}, got {}", request.top_k)));
-        }
-        let deadline = self.deadline(request.timeout_ms)?;
         let t = Instant::now();
         let work = async {
             let (tensor, _) = decode(image, self.config.limits.clone(), model.clone()).await?;
@@ -456,14 +530,26 @@ impl Service {
             let admission = self.engine.admit_priority(&model)?;
             let options = RunOptions { deadline: deadline.map(|d| d.at), ..Default::default() };
             let logits = admission.clean(tensor, &options).await?.logits;
-            Ok((logits, decode_ms, ms(t.elapsed())))
+            Ok((logits, PredictTimings { decode_ms, inference_ms: ms(t.elapsed()) }))
         };
-        let (logits, decode_ms, inference_ms) = Deadline::bound(deadline, work).await?;
-        Ok(PredictDocument {
+        let (logits, timings) = Deadline::bound(deadline, work).await?;
+        Ok(Classified {
             model: model.name().to_string(),
-            predictions: predictions(&logits, &model.package.labels, request.top_k),
-            timings_ms: PredictTimings { decode_ms, inference_ms },
+            probabilities: model.package.head().probabilities(&logits),
+            logits,
+            timings,
+            source: model,
         })
+    }
+
+    /// The top-k classes of one image.
+    pub async fn predict(&self, request: PredictRequest, image: ImageInput) -> Result<PredictDocument, ServiceError> {
+        let classes = self.model(request.model.as_deref())?.package.head().classes();
+        if request.top_k == 0 || request.top_k > classes {
+            return Err(invalid(format!("top_k must be within 1..={classes}, got {}", request.top_k)));
+        }
+        let c = self.classify(request.model.as_deref(), image, request.timeout_ms).await?;
+        Ok(PredictDocument { predictions: c.top(request.top_k), model: c.model, timings_ms: c.timings })
     }
 
     /// Faithfulness of maps that came from elsewhere (baselines, other tools): `maps[i]`
@@ -481,13 +567,15 @@ impl Service {
         if input.len() != c * h * w || maps.iter().any(|m| m.len() != h * w) || maps.len() != targets.len() {
             return Err(invalid("the input, maps and targets do not match the model".into()));
         }
+        let classes = model.package.head().classes();
+        if let Some(&class) = targets.iter().find(|&&t| t >= classes) {
+            return Err(ServiceError::InvalidTarget { class, classes });
+        }
         let p = Prepared { model: model.clone(), request, deadline: None, tensor: input.into(), image: None };
         let admission = self.engine.admit(&model)?;
-        let logits = admission.clean(p.tensor.clone(), &RunOptions::default()).await?.logits;
-        if let Some(&class) = targets.iter().find(|&&t| t >= logits.len()) {
-            return Err(ServiceError::InvalidTarget { class, classes: logits.len() });
-        }
-        let (figures, passes) = self.faithfulness(&admission, &p, None, maps, &logits, targets).await?;
+        let clean = self.clean(&admission, &p, None).await?;
+        let readout = Arc::new(Readout::new(model.package.head(), targets.to_vec()));
+        let (figures, passes) = self.faithfulness(&admission, &p, None, maps, &clean.logits, &readout).await?;
         Ok((figures, RunStats { forward_passes: 1, metric_passes: passes, ..Default::default() }))
     }
 
@@ -498,4 +586,27 @@ impl Service {
         let (tensor, _) = decode(image, self.config.limits.clone(), model).await?;
         Ok(tensor.to_vec())
     }
+}
+
+/// The counts of a run's passes, and its coverage when some of the plan did not run.
+fn run_stats(plan: &MaskPlan, masked: &Masked, probe_passes: usize) -> RunStats {
+    RunStats {
+        forward_passes: 1 + masked.counts.full,
+        head_passes: masked.counts.head + probe_passes,
+        skipped_channels: plan.skipped_channels(),
+        shared_mask_channels: plan.shared_mask_channels(),
+        batch_size: masked.counts.batch_size,
+        coverage: (!masked.done.iter().all(|d| *d)).then(|| plan.coverage(&masked.done)),
+        ..Default::default()
+    }
+}
+
+/// Scores to maps (CPU work, on the blocking pool). With every pass done this is
+/// `cam::combine`'s map, bit for bit.
+async fn combine(
+    plan: Arc<MaskPlan>,
+    scores: Vec<TargetScores>,
+    done: Vec<bool>,
+) -> Result<Vec<Saliency>, ServiceError> {
+    blocking("combining", move || scores.iter().map(|s| cam::combine_partial(&plan, s, &done)).collect()).await
 }

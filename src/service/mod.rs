@@ -9,7 +9,9 @@
 //! repository. It owns the explanation's logic: which classes, the method's plan, combining
 //! scores into maps, the metrics follow-up, rendering.
 
+mod batch;
 mod cache;
+mod closed_form;
 mod error;
 mod explain;
 pub mod models;
@@ -18,29 +20,46 @@ mod progress;
 mod render;
 mod request;
 mod result;
+pub mod startup;
 mod stats;
+mod status;
 
+pub use batch::Inferred;
 pub use cache::{CacheOutcome, ResultCache};
-pub use error::ServiceError;
-pub use explain::Prepared;
+pub use error::{ErrorKind, ServiceError};
+pub use explain::{Classified, Prepared};
 pub use models::{ModelRepository, ModelStatus};
 pub use params::{MAX_PARAM_BYTES, MAX_PARAMS, Params};
 pub use progress::{Preview, Progress, Stage};
+pub use render::{decode_image, heatmap_png, overlay_png};
 pub use request::{
-    ExplainRequest, ImageInput, MAX_JSON_MAP_VALUES, MAX_TARGETS, OutputFormat, PredictRequest, Rendering, Resolution,
-    TargetSpec,
+    ExplainRequest, IMAGE_EXTENSIONS, ImageInput, MAX_JSON_MAP_VALUES, MAX_TARGETS, OutputFormat, PredictRequest,
+    Rendering, Resolution, TargetSpec, is_image_name,
 };
 pub use result::{
     ExplainDocument, Explanation, ImageSummary, PredictDocument, PredictTimings, Prediction, Rendered, RenderedPng,
     RunStats, StageTimings, TargetMap, predictions, top_k,
 };
 pub use stats::ServiceStats;
+pub use status::{
+    Catalog, Figure, HeadSummary, HistogramSnapshot, InputSummary, LayerSummary, MetricsSnapshot, ModelDetails,
+    ModelSummary, Readiness,
+};
+/// The method registry (names, parameters, bounds, defaults), as the faces show it.
+pub mod registry {
+    pub use crate::cam::methods::{MethodEntry, ParamKind, ParamSpec, all, describe, names, param_names};
+}
+/// A fault a test may inject into a request's passes (the `fault-injection` feature).
+pub use crate::engine::Fault;
+/// Decoder bounds, part of the service's configuration.
+pub use crate::imaging::ImageLimits;
+/// Saliency maps and their grids.
+pub use crate::resample::Map;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::engine::{Engine, EngineConfig, EngineModel};
-use crate::imaging::ImageLimits;
+use crate::engine::{Engine, EngineConfig, EngineError, EngineModel};
 
 /// What the service needs besides the engine and the models.
 #[derive(Clone, Debug, Default)]
@@ -64,6 +83,8 @@ pub struct Service {
     config: ServiceConfig,
     stats: Arc<ServiceStats>,
     cache: ResultCache,
+    /// The closed-form methods' measured heads, per loaded model.
+    linear_heads: closed_form::LinearHeads,
 }
 
 impl Service {
@@ -82,6 +103,7 @@ impl Service {
             cache: ResultCache::new(config.cache_mib),
             config,
             stats: Default::default(),
+            linear_heads: Default::default(),
         };
         service.log_default();
         Ok(service)
@@ -102,24 +124,19 @@ impl Service {
         }
     }
 
-    pub fn engine(&self) -> &Arc<Engine> {
-        &self.engine
-    }
-
     pub fn models(&self) -> &Arc<ModelRepository> {
         &self.models
     }
 
-    pub fn stats(&self) -> &Arc<ServiceStats> {
-        &self.stats
+    /// Requests the engine admits at once (running and queued) before it refuses with 429.
+    pub fn capacity(&self) -> usize {
+        let c = self.engine.config();
+        c.max_concurrent_jobs + c.max_queued_jobs
     }
 
-    pub fn cache(&self) -> &ResultCache {
-        &self.cache
-    }
-
-    pub fn config(&self) -> &ServiceConfig {
-        &self.config
+    /// The decoder limits every upload is held to.
+    pub fn limits(&self) -> &ImageLimits {
+        &self.config.limits
     }
 
     /// The model a request that names none gets.
@@ -177,6 +194,8 @@ impl Service {
             }
         }
         if !changes.is_empty() {
+            let loaded: Vec<u64> = self.models.ready().iter().map(|m| m.id).collect();
+            self.linear_heads.retain(&loaded);
             tracing::info!(loaded = ?changes.loaded, failed = ?changes.failed, removed = ?changes.removed, "models changed");
             self.log_default();
         }
@@ -229,7 +248,7 @@ impl Deadline {
             None => work.await,
         };
         match (result, deadline) {
-            (Err(ServiceError::Engine(crate::engine::EngineError::DeadlineExceeded)), Some(d)) => Err(d.exceeded()),
+            (Err(ServiceError::Engine(EngineError::DeadlineExceeded)), Some(d)) => Err(d.exceeded()),
             (r, _) => r,
         }
     }

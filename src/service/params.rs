@@ -206,6 +206,20 @@ mod tests {
         assert_eq!(params(&[]).explain_request(true).unwrap().rendering.format, OutputFormat::Json);
     }
 
+    /// A method parameter named like a request parameter would silently alias it (and give
+    /// clap a duplicate flag): the registry must never have one.
+    #[test]
+    fn no_method_parameter_is_named_like_a_request_parameter() {
+        for name in methods::param_names() {
+            assert!(!EXPLAIN_PARAMS.contains(&name), "method parameter `{name}` collides with /explain's own");
+            assert!(!PREDICT_PARAMS.contains(&name), "method parameter `{name}` collides with /predict's own");
+        }
+        // The inference protocol's own switch, and the CLI's flags that are not parameters.
+        for reserved in ["explain", "output", "images", "list", "config"] {
+            assert!(!methods::param_names().contains(&reserved), "method parameter `{reserved}` is reserved");
+        }
+    }
+
     #[test]
     fn limits_bound_a_hostile_request() {
         let mut p = Params::default();

@@ -6,13 +6,16 @@ use super::request::{OutputFormat, Resolution};
 use super::result::{
     ExplainDocument, Explanation, ImageSummary, Prediction, Rendered, RenderedPng, TargetMap, predictions,
 };
-use crate::cam::{Map, Saliency, softmax};
-use crate::render;
+use crate::cam::{Map, Saliency};
+use image::RgbImage;
+
+use crate::imaging::{self, ImageLimits};
+use crate::render::{self, Colormap};
 
 /// Renders a computed explanation (CPU work: call it off the async threads).
 pub fn render_explanation(e: Explanation) -> Result<Rendered, ServiceError> {
     let package = &e.model.package;
-    let probs = softmax(&e.logits);
+    let probs = e.probabilities();
     let target_of = |i: usize| Prediction { index: i, label: package.label(i).to_string(), score: probs[i] };
     let pick = |map: &Saliency| -> Map {
         match (e.rendering.resolution, &e.image) {
@@ -21,7 +24,7 @@ pub fn render_explanation(e: Explanation) -> Result<Rendered, ServiceError> {
             (Resolution::Feature, _) => map.feature.clone().unwrap_or_else(|| map.input.clone()),
         }
     };
-    let top5 = predictions(&e.logits, &package.labels, 5);
+    let top5 = predictions(&e.logits, &probs, &package.labels, 5);
     match e.rendering.format {
         OutputFormat::Json => {
             let explanations = e
@@ -53,19 +56,19 @@ pub fn render_explanation(e: Explanation) -> Result<Rendered, ServiceError> {
                 .zip(e.maps.first())
                 .ok_or_else(|| ServiceError::Internal("explanation without a map".into()))?;
             let map = pick(map);
-            let img = match (e.rendering.format, &e.image) {
+            let png = match (e.rendering.format, &e.image) {
                 (OutputFormat::Png, Some((image, _))) => {
-                    render::overlay(image, &map, e.rendering.colormap, e.rendering.alpha)?
+                    overlay_png(image, &map, e.rendering.colormap, e.rendering.alpha)?
                 }
                 (OutputFormat::Png, None) => {
                     return Err(ServiceError::Internal("an overlay needs the uploaded image".into()));
                 }
-                _ => render::heatmap(&map, e.rendering.colormap),
+                _ => heatmap_png(&map, e.rendering.colormap)?,
             };
             Ok(Rendered::Png(Box::new(RenderedPng {
-                png: render::encode_png(&img)?,
-                width: img.width(),
-                height: img.height(),
+                png,
+                width: map.width as u32,
+                height: map.height as u32,
                 summary: ImageSummary {
                     model: package.name.clone(),
                     method: e.method.name().into(),
@@ -79,4 +82,21 @@ pub fn render_explanation(e: Explanation) -> Result<Rendered, ServiceError> {
             })))
         }
     }
+}
+
+/// The map blended over the image, as PNG bytes (the map is resized to the image).
+pub fn overlay_png(image: &RgbImage, map: &Map, colormap: Colormap, alpha: f32) -> Result<Vec<u8>, ServiceError> {
+    Ok(render::encode_png(&render::overlay(image, map, colormap, alpha)?)?)
+}
+
+/// The map alone in a colour map, as PNG bytes.
+pub fn heatmap_png(map: &Map, colormap: Colormap) -> Result<Vec<u8>, ServiceError> {
+    Ok(render::encode_png(&render::heatmap(map, colormap))?)
+}
+
+/// Decodes an image file as every request's upload is decoded (limits first, EXIF
+/// orientation, RGB), for faces that draw on the photo themselves (a dataset run's
+/// overlays).
+pub fn decode_image(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, ServiceError> {
+    Ok(imaging::decode(bytes, limits)?)
 }

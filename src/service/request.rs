@@ -17,6 +17,17 @@ pub const MAX_TARGETS: usize = 10;
 /// resolution of a 40-megapixel photo would otherwise be half a gigabyte of text.
 pub const MAX_JSON_MAP_VALUES: usize = 4 << 20;
 
+/// File name extensions of the image files the service decodes (lower case), for faces
+/// that pick images out of a folder by name.
+pub const IMAGE_EXTENSIONS: [&str; 9] = ["jpg", "jpeg", "jfif", "png", "webp", "gif", "bmp", "tif", "tiff"];
+
+/// Whether a file name's extension is one of [`IMAGE_EXTENSIONS`] (case-insensitive).
+pub fn is_image_name(path: &std::path::Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
 /// The image to explain, in whichever form the face received it.
 #[derive(Clone, Debug)]
 pub enum ImageInput {

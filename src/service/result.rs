@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::cache::CacheOutcome;
 use super::request::Rendering;
 use crate::cam::faithfulness::Faithfulness;
-use crate::cam::{Coverage, Map, Method, Saliency, softmax};
+use crate::cam::{Coverage, Map, Method, Saliency};
 use crate::engine::EngineModel;
 use crate::imaging::Preprocessed;
 
@@ -18,7 +18,8 @@ use crate::imaging::Preprocessed;
 pub struct RunStats {
     /// Every forward pass through the model for this request, the clean pass included.
     pub forward_passes: usize,
-    /// Passes through the head graph alone (Ablation-CAM).
+    /// Passes through the head graph alone (Ablation-CAM, Recipro-CAM, the closed-form
+    /// methods' one-time head measurement).
     pub head_passes: usize,
     /// Passes spent on faithfulness metrics (not counted above).
     pub metric_passes: usize,
@@ -71,6 +72,13 @@ pub struct Explanation {
     pub(crate) image: Option<(RgbImage, Preprocessed)>,
 }
 
+impl Explanation {
+    /// The clean pass's class probabilities, as the model's head defines them.
+    pub fn probabilities(&self) -> Vec<f32> {
+        self.model.package.head().probabilities(&self.logits)
+    }
+}
+
 impl std::fmt::Debug for Explanation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Explanation")
@@ -86,7 +94,7 @@ impl std::fmt::Debug for Explanation {
 pub struct Prediction {
     pub index: usize,
     pub label: String,
-    /// Softmax probability.
+    /// The class's probability: softmax, or sigmoid for a multi-label head.
     pub score: f32,
 }
 
@@ -168,9 +176,9 @@ pub fn top_k(logits: &[f32], k: usize) -> Vec<usize> {
     idx
 }
 
-/// The k most probable classes, most probable first.
-pub fn predictions(logits: &[f32], labels: &[String], k: usize) -> Vec<Prediction> {
-    let probs = softmax(logits);
+/// The k most probable classes, most probable first: ranked by logit, scored by the head's
+/// probabilities (`probs`, softmax or sigmoid).
+pub fn predictions(logits: &[f32], probs: &[f32], labels: &[String], k: usize) -> Vec<Prediction> {
     top_k(logits, k)
         .into_iter()
         .map(|i| Prediction { index: i, label: labels.get(i).cloned().unwrap_or_default(), score: probs[i] })

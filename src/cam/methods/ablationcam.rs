@@ -42,7 +42,7 @@ impl CamMethod for AblationCam {
         serde_json::Map::new()
     }
 
-    fn passes_per_channel(&self) -> usize {
+    fn passes_per_unit(&self) -> usize {
         1
     }
 

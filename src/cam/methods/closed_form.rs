@@ -73,7 +73,7 @@ impl CamMethod for ClosedForm {
     }
 
     /// The weights come from the head's closed form: no pass at all.
-    fn passes_per_channel(&self) -> usize {
+    fn passes_per_unit(&self) -> usize {
         0
     }
 

@@ -50,7 +50,7 @@ impl CamMethod for IsCam {
         std::iter::once(("steps".to_string(), self.steps.into())).collect()
     }
 
-    fn passes_per_channel(&self) -> usize {
+    fn passes_per_unit(&self) -> usize {
         self.steps
     }
 

@@ -85,7 +85,7 @@ pub enum ParamKind {
     Seed,
 }
 
-/// The registry, in order: scorecam, sscam, iscam, ablationcam.
+/// The registry, in the order `REGISTRY` lists it (what `GET /methods` and the help show).
 pub fn all() -> &'static [&'static MethodEntry] {
     REGISTRY
 }
@@ -281,8 +281,8 @@ pub(crate) trait CamMethod: Send + Sync + fmt::Debug + fmt::Display {
     /// Every parameter's value, keyed by its [`ParamSpec`] name.
     fn parameters(&self) -> serde_json::Map<String, Value>;
 
-    /// Passes each weighed channel needs.
-    fn passes_per_channel(&self) -> usize;
+    /// Passes each weighed unit (channel, cell or mask) needs.
+    fn passes_per_unit(&self) -> usize;
 
     /// The channels that take part, ascending; `None`: all of them.
     fn select_channels(&self, _activations: &Activations) -> Option<Vec<usize>> {
@@ -587,10 +587,11 @@ mod tests {
     }
 
     #[test]
-    fn only_ablation_runs_the_head_alone() {
-        assert_eq!(parse("ablationcam", &[]).unwrap().graph(), Graph::Head);
-        for m in [Method::default(), parse("sscam", &[]).unwrap(), parse("iscam", &[]).unwrap()] {
-            assert_eq!(m.graph(), Graph::Full);
+    fn only_ablation_and_recipro_cam_run_the_head_alone() {
+        for name in names() {
+            let graph = parse(name, &[]).unwrap().graph();
+            let expected = if ["ablationcam", "reciprocam"].contains(&name) { Graph::Head } else { Graph::Full };
+            assert_eq!(graph, expected, "{name}");
         }
     }
 

@@ -109,7 +109,7 @@ impl CamMethod for ReciproCam {
         self.unit_mass(activations, unit)
     }
 
-    fn passes_per_channel(&self) -> usize {
+    fn passes_per_unit(&self) -> usize {
         1
     }
 

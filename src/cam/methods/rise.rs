@@ -123,7 +123,7 @@ impl CamMethod for Rise {
         0.0
     }
 
-    fn passes_per_channel(&self) -> usize {
+    fn passes_per_unit(&self) -> usize {
         1
     }
 

@@ -98,7 +98,7 @@ impl CamMethod for ScoreCam {
             .collect()
     }
 
-    fn passes_per_channel(&self) -> usize {
+    fn passes_per_unit(&self) -> usize {
         1
     }
 

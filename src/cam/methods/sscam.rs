@@ -65,7 +65,7 @@ impl CamMethod for SsCam {
             .collect()
     }
 
-    fn passes_per_channel(&self) -> usize {
+    fn passes_per_unit(&self) -> usize {
         self.samples
     }
 

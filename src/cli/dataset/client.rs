@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::outputs::Explained;
-use crate::cam::Map;
 use crate::cli::CliError;
+use crate::service::Map;
 use crate::service::Prediction;
 
 /// Longest wait between attempts, whatever the server asks.

@@ -7,10 +7,11 @@ use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
 use crate::cli::CliError;
+use crate::service::is_image_name;
 
-/// File name extensions taken from folders (case-insensitive); files named directly or in
-/// a list are taken whatever their name, and fail in the index if they are not images.
-const IMAGE_EXTENSIONS: [&str; 9] = ["jpg", "jpeg", "jfif", "png", "webp", "gif", "bmp", "tif", "tiff"];
+// Folders give the files whose extension is the service's (`service::is_image_name`);
+// files named directly or in a list are taken whatever their name, and fail in the index
+// if they are not images.
 
 /// Folder depth a search follows (symbolic links can make loops).
 const MAX_DEPTH: usize = 64;
@@ -54,12 +55,6 @@ impl Shard {
         first.copy_from_slice(&hash.as_bytes()[..8]);
         u64::from_le_bytes(first) % self.count == self.index
     }
-}
-
-fn is_image_name(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
 fn walk(root: &Path, dir: &Path, depth: usize, out: &mut Vec<Input>) -> Result<(), CliError> {

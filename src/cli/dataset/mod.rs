@@ -22,8 +22,10 @@ use outputs::{Explained, Index, OutputKind, Record, Status, Writer};
 
 use super::CliError;
 use super::args::ExplainArgs;
-use crate::imaging::{ImageLimits, decode};
-use crate::service::{ExplainRequest, ImageInput, Params, Rendered, Resolution, Service};
+use clap::ValueEnum;
+
+use super::args::ResolutionArg;
+use crate::service::{ExplainRequest, ImageInput, ImageLimits, OutputFormat, Rendered, Service, decode_image};
 
 /// Where explanations are computed.
 pub enum Backend {
@@ -59,18 +61,17 @@ impl Backend {
 }
 
 /// The output kinds of a run: `--outputs`, else what `--format` names.
-fn kinds(args: &ExplainArgs) -> Result<Vec<OutputKind>, CliError> {
+fn kinds(args: &ExplainArgs) -> Vec<OutputKind> {
     if args.dataset.outputs.is_empty() {
-        return OutputKind::parse(&args.format).map(|k| vec![k]);
+        return vec![args.format.into()];
     }
     let mut kinds = Vec::new();
-    for s in &args.dataset.outputs {
-        let k = OutputKind::parse(s)?;
-        if !kinds.contains(&k) {
-            kinds.push(k);
+    for k in &args.dataset.outputs {
+        if !kinds.contains(k) {
+            kinds.push(*k);
         }
     }
-    Ok(kinds)
+    kinds
 }
 
 /// A run's shared, read-only settings.
@@ -93,7 +94,7 @@ async fn one(run: Arc<Run>, input: Input) -> Record {
     // first also keeps an unreadable file from costing a request.
     let image = if run.writer.needs_image() {
         let (b, limits) = (bytes.clone(), run.limits.clone());
-        match tokio::task::spawn_blocking(move || decode(&b, &limits)).await {
+        match tokio::task::spawn_blocking(move || decode_image(&b, &limits)).await {
             Ok(Ok(img)) => Some(img),
             Ok(Err(e)) => return Record::failed(&input.key, e.to_string(), ms(started)),
             Err(e) => return Record::failed(&input.key, format!("decoding: {e}"), ms(started)),
@@ -198,42 +199,62 @@ fn stop_if_asked(done: usize) {
     }
 }
 
-/// Runs a dataset explanation: `params` as the flags give them; on `service`, or on the
-/// server `--server` names when `service` is `None`.
-pub async fn run(args: &ExplainArgs, params: Params, service: Option<Arc<Service>>) -> Result<(), CliError> {
+/// Runs a dataset explanation as the flags say: on `service`, or on the server `--server`
+/// names when `service` is `None`.
+pub async fn run(args: &ExplainArgs, limits: ImageLimits, service: Option<Arc<Service>>) -> Result<(), CliError> {
     let d = &args.dataset;
     let shard: Option<Shard> = d.shard.as_deref().map(str::parse).transpose()?;
-    // JSON maps whatever --format says: the outputs are rendered here, alike in both modes.
-    let params = params.merge_over([("format", "json")].into_iter().collect());
-    // Validated here first in both modes, so a typo fails at once rather than per image.
-    let request = params.explain_request(false)?;
-    let rendering = request.rendering;
-    let mut concurrency = d.concurrency.max(1);
-    let backend = match service {
-        Some(service) => {
-            // More in flight than the engine admits would only turn images into errors.
-            let engine = service.engine().config();
-            concurrency = concurrency.min(engine.max_concurrent_jobs + engine.max_queued_jobs);
-            Backend::Local { service, request: Box::new(request) }
-        }
-        None => {
-            let server = d.server.as_deref().ok_or_else(|| CliError::Invalid("no --server".into()))?;
-            let query = serde_urlencoded::to_string(params.pairs()).map_err(|e| CliError::Invalid(e.to_string()))?;
-            Backend::Remote(Arc::new(Client::new(server, &query, d.api_key.clone(), d.attempts)?))
-        }
-    };
-    let kinds = kinds(args)?;
-    if kinds.contains(&OutputKind::Overlay) && rendering.resolution != Resolution::Input {
-        return Err(CliError::Invalid(format!(
+    let kinds = kinds(args);
+    if kinds.contains(&OutputKind::Overlay) && args.resolution != ResolutionArg::Input {
+        return Err(CliError::Invalid(
             "an overlay is drawn at the image's own size: use --resolution input, or --outputs heatmap,npy,json \
-             for maps at the {} resolution",
-            args.resolution
-        )));
+             for maps at another resolution"
+                .into(),
+        ));
     }
     let dir = args.output.clone().unwrap_or_else(|| PathBuf::from("scorecam-out"));
     if dir == std::path::Path::new("-") {
         return Err(CliError::Invalid("a dataset run writes to a folder (-o DIR), not standard output".into()));
     }
+    let (backend, concurrency) = backend(args, service)?;
+    let (index, todo, total_mine) = plan(args, shard, &dir)?;
+    let rendering = (args.colormap.into(), args.alpha);
+    let run =
+        Arc::new(Run { backend, writer: Writer { dir, kinds, colormap: rendering.0, alpha: rendering.1 }, limits });
+    drive(run, index, todo, total_mine, concurrency, d.log_every).await
+}
+
+/// Where the explanations are computed, and how many images may be in flight there.
+fn backend(args: &ExplainArgs, service: Option<Arc<Service>>) -> Result<(Backend, usize), CliError> {
+    let d = &args.dataset;
+    // Validated here first in both modes, so a typo fails at once rather than per image.
+    let mut request = super::explain::request(args)?;
+    // JSON maps whatever --format says: the outputs are rendered here, alike in both modes.
+    request.rendering.format = OutputFormat::Json;
+    let concurrency = d.concurrency.max(1);
+    match service {
+        // More in flight than the engine admits would only turn images into errors.
+        Some(service) => {
+            let concurrency = concurrency.min(service.capacity());
+            Ok((Backend::Local { service, request: Box::new(request) }, concurrency))
+        }
+        None => {
+            let server = d.server.as_deref().ok_or_else(|| CliError::Invalid("no --server".into()))?;
+            let resolution = args.resolution.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default();
+            let params = super::explain::params(args)
+                .merge_over([("format", "json".to_string()), ("resolution", resolution)].into_iter().collect());
+            let query = serde_urlencoded::to_string(params.pairs()).map_err(|e| CliError::Invalid(e.to_string()))?;
+            Ok((Backend::Remote(Arc::new(Client::new(server, &query, d.api_key.clone(), d.attempts)?)), concurrency))
+        }
+    }
+}
+
+/// This run's share of the inputs, less what its index already records (with `--resume`).
+fn plan(
+    args: &ExplainArgs,
+    shard: Option<Shard>,
+    dir: &std::path::Path,
+) -> Result<(Index, Vec<Input>, usize), CliError> {
     let listed = inputs::collect(&args.images, args.list.as_deref())?;
     let listed_count = listed.len();
     let mine: Vec<Input> = match shard {
@@ -244,7 +265,7 @@ pub async fn run(args: &ExplainArgs, params: Params, service: Option<Arc<Service
         Some(s) => format!("index-{}-of-{}.jsonl", s.index, s.count),
         None => "index.jsonl".into(),
     };
-    let (mut index, finished): (Index, HashSet<String>) = Index::open(dir.join(index_name), d.resume)?;
+    let (index, finished): (Index, HashSet<String>) = Index::open(dir.join(index_name), args.dataset.resume)?;
     let total_mine = mine.len();
     let todo: Vec<Input> = mine.into_iter().filter(|i| !finished.contains(&i.key)).collect();
     eprintln!(
@@ -255,12 +276,19 @@ pub async fn run(args: &ExplainArgs, params: Params, service: Option<Arc<Service
         todo.len(),
         dir.display()
     );
-    let run = Arc::new(Run {
-        backend,
-        writer: Writer { dir: dir.clone(), kinds, colormap: rendering.colormap, alpha: rendering.alpha },
-        limits: ImageLimits::default(),
-    });
-    let mut report = Report::new(todo.len(), d.log_every);
+    Ok((index, todo, total_mine))
+}
+
+/// Keeps `concurrency` images in flight until all are recorded in the index.
+async fn drive(
+    run: Arc<Run>,
+    mut index: Index,
+    todo: Vec<Input>,
+    total_mine: usize,
+    concurrency: usize,
+    log_every: usize,
+) -> Result<(), CliError> {
+    let mut report = Report::new(todo.len(), log_every);
     let mut pending = todo.into_iter();
     let mut in_flight = tokio::task::JoinSet::new();
     loop {

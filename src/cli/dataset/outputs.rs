@@ -10,33 +10,15 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::inputs::output_stem;
-use crate::cam::Map;
 use crate::cli::CliError;
-use crate::render::{self, Colormap};
-use crate::service::Prediction;
+use crate::render::Colormap;
+use crate::service::Map;
+use crate::service::{Prediction, heatmap_png, overlay_png};
 
-/// One kind of per-image output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutputKind {
-    Overlay,
-    Heatmap,
-    Npy,
-    Json,
-}
+pub use crate::cli::args::OutputKind;
 
+/// Where each kind goes.
 impl OutputKind {
-    pub fn parse(s: &str) -> Result<Self, CliError> {
-        match s.trim() {
-            "overlay" | "png" => Ok(Self::Overlay),
-            "heatmap" => Ok(Self::Heatmap),
-            "npy" => Ok(Self::Npy),
-            "json" => Ok(Self::Json),
-            other => Err(CliError::Invalid(format!(
-                "--outputs: unknown output {other:?} (choose from overlay, heatmap, npy, json)"
-            ))),
-        }
-    }
-
     fn suffix(self) -> &'static str {
         match self {
             Self::Overlay => ".overlay.png",
@@ -86,12 +68,9 @@ impl Writer {
             let bytes = match kind {
                 OutputKind::Overlay => {
                     let image = image.ok_or("an overlay needs the image")?;
-                    let img = render::overlay(image, first, self.colormap, self.alpha).map_err(|e| e.to_string())?;
-                    render::encode_png(&img).map_err(|e| e.to_string())?
+                    overlay_png(image, first, self.colormap, self.alpha).map_err(|e| e.to_string())?
                 }
-                OutputKind::Heatmap => {
-                    render::encode_png(&render::heatmap(first, self.colormap)).map_err(|e| e.to_string())?
-                }
+                OutputKind::Heatmap => heatmap_png(first, self.colormap).map_err(|e| e.to_string())?,
                 OutputKind::Npy => npy(&e.maps.iter().map(|(_, m)| m).collect::<Vec<_>>())?,
                 OutputKind::Json => e.json.clone().ok_or("no JSON document")?,
             };

@@ -1,0 +1,102 @@
+//! Requests of several images (KServe V1 `instances`, an Open Inference Protocol batch):
+//! the images go in together, each with its own admission, so their passes batch with each
+//! other's and with other requests' in the engine. A bounded number run at once: the
+//! engine's running slots for explanations (more would only queue, or be refused); every
+//! image of a prediction batch (one cheap pass each).
+
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+
+use super::request::{ExplainRequest, ImageInput, OutputFormat, PredictRequest, Rendering, Resolution};
+use super::result::{Explanation, PredictDocument, Rendered};
+use super::{Service, ServiceError};
+
+/// One image of an inference batch: its class probabilities and, when asked, its
+/// explanation.
+#[derive(Debug)]
+pub struct Inferred {
+    pub probabilities: Vec<f32>,
+    /// The explained class and its map at the model's input size.
+    pub explained: Option<(usize, Vec<f32>)>,
+}
+
+impl Service {
+    /// Images explained at once for one batch request.
+    fn batch_concurrency(&self) -> usize {
+        self.engine.config().max_concurrent_jobs.max(1)
+    }
+
+    /// `/predict` for each image, in order; the first failure fails the batch (the rest is
+    /// cancelled).
+    pub async fn predict_many(
+        &self,
+        request: &PredictRequest,
+        images: Vec<ImageInput>,
+    ) -> Result<Vec<PredictDocument>, ServiceError> {
+        let n = images.len().max(1);
+        stream::iter(images).map(|image| self.predict(request.clone(), image)).buffered(n).try_collect().await
+    }
+
+    /// `/explain` for each image, in order, rendered as the request asks. `keep` sees each
+    /// result as it is ready, in order; its error ends the batch at once (the images still
+    /// running are cancelled), so a caller can bound what it holds.
+    pub async fn explain_many<T>(
+        &self,
+        request: &ExplainRequest,
+        images: Vec<ImageInput>,
+        mut keep: impl FnMut(usize, Rendered) -> Result<T, ServiceError>,
+    ) -> Result<Vec<T>, ServiceError> {
+        let mut results = stream::iter(images)
+            .map(|image| self.explain(request.clone(), image, None))
+            .buffered(self.batch_concurrency());
+        let mut kept = Vec::new();
+        while let Some(rendered) = results.try_next().await? {
+            kept.push(keep(kept.len(), rendered)?);
+        }
+        Ok(kept)
+    }
+
+    /// The Open Inference Protocol's batch: each image's probabilities, and with
+    /// `explain` (an explanation request whose targets and method the caller set) its map
+    /// at the model's input size.
+    pub async fn infer_many(
+        &self,
+        model: &str,
+        images: Vec<ImageInput>,
+        explain: Option<ExplainRequest>,
+    ) -> Result<Vec<Inferred>, ServiceError> {
+        match explain {
+            Some(mut request) => {
+                request.model = Some(model.to_string());
+                request.rendering =
+                    Rendering { format: OutputFormat::Json, resolution: Resolution::Model, ..request.rendering };
+                let request = &request;
+                stream::iter(images)
+                    .map(|image| async move {
+                        let e = self.explain_unrendered(request.clone(), image, None).await?;
+                        Ok::<_, ServiceError>(inferred(&e))
+                    })
+                    .buffered(self.batch_concurrency())
+                    .try_collect()
+                    .await
+            }
+            None => {
+                let n = images.len().max(1);
+                stream::iter(images)
+                    .map(|image| async move {
+                        let c = self.classify(Some(model), image, None).await?;
+                        Ok::<_, ServiceError>(Inferred { probabilities: c.probabilities, explained: None })
+                    })
+                    .buffered(n)
+                    .try_collect()
+                    .await
+            }
+        }
+    }
+}
+
+fn inferred(e: &Explanation) -> Inferred {
+    Inferred {
+        probabilities: e.probabilities(),
+        explained: e.targets.first().zip(e.maps.first()).map(|(t, m)| (*t, m.input.data.clone())),
+    }
+}
