@@ -129,6 +129,36 @@ fn two_shards_cover_a_folder_exactly_once() {
     let unique: BTreeSet<&String> = seen.iter().collect();
     assert_eq!(unique.len(), seen.len(), "an image was in both shards: {seen:?}");
     assert_eq!(seen.len(), 17, "every file once: {seen:?}");
+
+    // A plain resume over the shards' folder redoes none of their work: only the file that
+    // failed is tried again, and no output is rewritten.
+    let outputs: Vec<(PathBuf, std::time::SystemTime)> = walk(&out)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "npy"))
+        .map(|p| (p.clone(), std::fs::metadata(&p).unwrap().modified().unwrap()))
+        .collect();
+    assert_eq!(outputs.len(), 16);
+    let args = [input.to_str().unwrap(), "--model", "tiny", "--outputs", "npy", "-o", out.to_str().unwrap()];
+    let o = scorecam(&[&args[..], &["--resume"]].concat(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("16 already explained; 1 to go"), "{}", stderr(&o));
+    for (path, modified) in &outputs {
+        assert_eq!(std::fs::metadata(path).unwrap().modified().unwrap(), *modified, "{} rewritten", path.display());
+    }
+    assert_eq!(paths(&index(&out.join("index.jsonl"))), ["odd/broken.png"], "the resume ran only the failure");
+
+    // One index from the three: every image once, the explained ones as the shards wrote them.
+    let o = scorecam(&["--merge-index", "-o", out.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("16 explained, 1 failed"), "{}", stderr(&o));
+    let merged = index(&out.join("index.jsonl"));
+    let mut shards: Vec<serde_json::Value> =
+        ["index-0-of-2.jsonl", "index-1-of-2.jsonl"].iter().flat_map(|n| index(&out.join(n))).collect();
+    shards.sort_by_key(|r| r["path"].as_str().unwrap().to_string());
+    assert_eq!(paths(&merged), paths(&shards), "one record per image, in name order");
+    for (m, s) in merged.iter().zip(&shards).filter(|(_, s)| s["status"] == "ok") {
+        assert_eq!(m, s, "an explained image keeps its shard's record");
+    }
 }
 
 #[test]

@@ -69,7 +69,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
     /// Images, or folders searched recursively for images (a dataset run: see --output).
-    #[arg(required_unless_present = "list")]
+    #[arg(required_unless_present_any = ["list", "merge_index"])]
     pub images: Vec<PathBuf>,
     /// A file of image paths, one per line (`-`: standard input); a dataset run.
     #[arg(long)]
@@ -203,9 +203,15 @@ pub struct DatasetArgs {
     /// names).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub outputs: Vec<OutputKind>,
-    /// Continue a stopped run: skip the images its index records as explained.
+    /// Continue a stopped run: skip the images that any index in the output folder (the
+    /// plain run's or a shard's) records as explained; their outputs are not rewritten.
     #[arg(long)]
     pub resume: bool,
+    /// Write one `index.jsonl` in the -o folder from every index there (the shards' and a
+    /// plain run's): one record per image, the last one, an explained record never
+    /// replaced by a failure. Explains nothing.
+    #[arg(long, conflicts_with_all = ["shard", "server", "resume"])]
+    pub merge_index: bool,
     /// Explain only shard I of N (0-based, `I/N`): a stable share of the inputs by a hash of
     /// their names, so N workers cover a dataset once with no coordination.
     #[arg(long, env = "SCORECAM_SHARD")]

@@ -41,6 +41,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     context::init_logging(&config.server.log_format);
     let (service, result) = match cli.command {
         Command::Serve(_) => return serve::serve(config).await,
+        Command::Explain(args) if args.dataset.merge_index => return dataset::merge(&args),
         Command::Explain(args) if args.is_dataset() && args.dataset.server.is_some() => {
             // Client mode: the server has the model; nothing to load here.
             return dataset::run(&args, config.limits.clone(), None).await;

@@ -27,6 +27,15 @@ use clap::ValueEnum;
 use super::args::ResolutionArg;
 use crate::service::{ExplainRequest, ImageInput, ImageLimits, OutputFormat, Rendered, Service, decode_image};
 
+/// `--merge-index`: one `index.jsonl` from every index of the output folder.
+pub fn merge(args: &ExplainArgs) -> Result<(), CliError> {
+    let dir =
+        args.output.clone().ok_or_else(|| CliError::Invalid("--merge-index needs the run's folder: -o DIR".into()))?;
+    let (ok, failed) = outputs::merge_indexes(&dir)?;
+    eprintln!("{} -> {}: {ok} explained, {failed} failed", dir.display(), dir.join("index.jsonl").display());
+    Ok(())
+}
+
 /// Where explanations are computed.
 pub enum Backend {
     Local { service: Arc<Service>, request: Box<ExplainRequest> },

@@ -203,8 +203,8 @@ fn read_records(path: &Path) -> Result<(Vec<Record>, String), CliError> {
 }
 
 impl Index {
-    /// Opens the index for a run; with `resume`, returns the images it records as
-    /// explained. Without `resume` an existing index is refused rather than overwritten:
+    /// Opens the index for a run; with `resume`, returns the images that any index of its
+    /// folder records as explained. Without `resume` an existing index is refused rather than overwritten:
     /// it may hold days of work.
     pub fn open(path: PathBuf, resume: bool) -> Result<(Self, HashSet<String>), CliError> {
         let exists = path.exists();
@@ -214,11 +214,11 @@ impl Index {
                 path.display()
             )));
         }
-        let (records, text) = if exists { read_records(&path)? } else { (Vec::new(), String::new()) };
-        let done = records.into_iter().filter(|r| r.status == Status::Ok).map(|r| r.path).collect();
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(CliError::io(parent))?;
-        }
+        let text = if exists { read_records(&path)?.1 } else { String::new() };
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(CliError::io(&dir))?;
+        // Any index of the folder counts: a plain resume after shards redoes none of theirs.
+        let done = if resume { explained_in(&dir)? } else { HashSet::new() };
         let mut file =
             std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(CliError::io(&path))?;
         // A line cut by a stop has no newline: start ours on a fresh line.
@@ -253,9 +253,86 @@ impl Index {
     }
 }
 
+/// Whether a file name is an index a run writes: `index.jsonl` or `index-I-of-N.jsonl`.
+fn is_index_name(name: &str) -> bool {
+    let shard = |rest: &str| {
+        let (i, n) = rest.split_once("-of-").unwrap_or(("", ""));
+        !i.is_empty() && !n.is_empty() && (i.bytes().chain(n.bytes())).all(|b| b.is_ascii_digit())
+    };
+    name == "index.jsonl" || name.strip_prefix("index-").and_then(|r| r.strip_suffix(".jsonl")).is_some_and(shard)
+}
+
+/// The indexes in `dir`, oldest first (by modification time, then name): the order their
+/// records were written in.
+fn index_files(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(CliError::Io { path: dir.into(), source: e }),
+    };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_str().is_some_and(is_index_name))
+        .map(|e| (e.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH), e.path()))
+        .collect();
+    files.sort();
+    Ok(files.into_iter().map(|(_, p)| p).collect())
+}
+
+/// Per image, its last record over every index of `dir`; an explained record is never
+/// replaced by a failure (a later run that failed to reread a file does not undo it).
+fn last_records(dir: &Path) -> Result<BTreeMap<String, Record>, CliError> {
+    let mut last: BTreeMap<String, Record> = BTreeMap::new();
+    for file in index_files(dir)? {
+        for r in read_records(&file)?.0 {
+            let keeps_ok = last.get(&r.path).is_some_and(|old| old.status == Status::Ok && r.status != Status::Ok);
+            if !keeps_ok {
+                last.insert(r.path.clone(), r);
+            }
+        }
+    }
+    Ok(last)
+}
+
+/// The images any index of `dir` records as explained.
+fn explained_in(dir: &Path) -> Result<HashSet<String>, CliError> {
+    Ok(last_records(dir)?.into_values().filter(|r| r.status == Status::Ok).map(|r| r.path).collect())
+}
+
+/// Writes `dir/index.jsonl` from every index of `dir`, one record per image in name order
+/// (the shards' own indexes stay as they are). Returns (explained, failed).
+pub fn merge_indexes(dir: &Path) -> Result<(usize, usize), CliError> {
+    let last = last_records(dir)?;
+    if last.is_empty() {
+        return Err(CliError::Invalid(format!(
+            "{}: no index to merge (index.jsonl, index-I-of-N.jsonl)",
+            dir.display()
+        )));
+    }
+    let mut bytes = Vec::new();
+    for r in last.values() {
+        serde_json::to_writer(&mut bytes, r).map_err(|e| CliError::Invalid(e.to_string()))?;
+        bytes.push(b'\n');
+    }
+    let path = dir.join("index.jsonl");
+    write_atomic(&path, &bytes).map_err(CliError::io(&path))?;
+    let ok = last.values().filter(|r| r.status == Status::Ok).count();
+    Ok((ok, last.len() - ok))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn index_names_are_the_plain_runs_and_the_shards() {
+        for name in ["index.jsonl", "index-0-of-2.jsonl", "index-11-of-12.jsonl"] {
+            assert!(is_index_name(name), "{name}");
+        }
+        for name in ["index.json", "index-a-of-2.jsonl", "index-0-of-.jsonl", "myindex.jsonl", "index-0-2.jsonl"] {
+            assert!(!is_index_name(name), "{name}");
+        }
+    }
 
     #[test]
     fn npy_header_is_aligned_and_data_follows() {
