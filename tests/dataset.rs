@@ -101,7 +101,6 @@ fn a_stopped_run_resumes_to_the_index_of_an_uninterrupted_one() {
     assert!(leftovers.len() <= 3, "at most the killed run's in-flight files: {leftovers:?}");
 }
 
-#[cfg(feature = "fault-injection")]
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {

@@ -2,10 +2,11 @@
 
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 use serde::{Deserialize, Serialize};
 
-use super::ImagingError;
+use super::{ImagingError, jpeg};
 
 /// Bounds on what a decoder may allocate for one upload.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,23 +29,33 @@ impl Default for ImageLimits {
 
 /// Decodes PNG, JPEG, WebP, GIF (first frame), BMP or TIFF into RGB, with EXIF orientation
 /// applied. Grey, alpha and 16-bit images are converted (alpha dropped, as PIL's
-/// `convert("RGB")` does, which is what the reference pipelines use).
+/// `convert("RGB")` does, which is what the reference pipelines use). JPEGs go through
+/// libjpeg-turbo with Pillow's settings (see `jpeg`), so they decode to Pillow's bytes.
 pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, ImagingError> {
     if bytes.is_empty() {
         return Err(ImagingError::Empty);
     }
-    let mut reader =
+    let reader =
         ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| ImagingError::Decode(e.to_string()))?;
     match reader.format() {
-        None => return Err(ImagingError::UnsupportedFormat),
-        // The JPEG decoder fills a truncated scan with grey rather than failing; a file
-        // with no end-of-image marker is truncated, and explaining grey helps nobody.
-        // (Entropy-coded data stuffs 0xFF bytes, so FF D9 appears only as a marker.)
-        Some(image::ImageFormat::Jpeg) if !bytes.windows(2).rev().any(|w| w == [0xFF, 0xD9]) => {
-            return Err(ImagingError::Decode("the JPEG is truncated (no end-of-image marker)".into()));
-        }
-        Some(_) => {}
+        None => Err(ImagingError::UnsupportedFormat),
+        Some(ImageFormat::Jpeg) => decode_jpeg(bytes, limits),
+        Some(_) => decode_other(reader, limits),
     }
+}
+
+fn decode_jpeg(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, ImagingError> {
+    // A file with no end-of-image marker is truncated: refuse it before any work. (Entropy-
+    // coded data stuffs 0xFF bytes, so FF D9 appears only as a marker.) The decoder also
+    // notices data running out, which covers an FF D9 earlier on, in an EXIF thumbnail.
+    if !bytes.windows(2).rev().any(|w| w == [0xFF, 0xD9]) {
+        return Err(ImagingError::Decode("the JPEG is truncated (no end-of-image marker)".into()));
+    }
+    let decoded = jpeg::decode(bytes, limits)?;
+    Ok(orient(decoded.image, decoded.orientation))
+}
+
+fn decode_other(mut reader: ImageReader<Cursor<&[u8]>>, limits: &ImageLimits) -> Result<RgbImage, ImagingError> {
     let mut decoder_limits = image::Limits::default();
     decoder_limits.max_image_width = Some(limits.max_width);
     decoder_limits.max_image_height = Some(limits.max_height);
@@ -52,25 +63,47 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, ImagingErr
     reader.limits(decoder_limits);
     let mut decoder = reader.into_decoder().map_err(map_err(limits))?;
     let (w, h) = decoder.dimensions();
+    // `into_decoder` bypasses the reader's allocation check, so apply it here.
+    check_size(w, h, decoder.total_bytes(), limits)?;
+    // A broken EXIF block should not cost the user their request: treat it as upright.
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let img = DynamicImage::from_decoder(decoder).map_err(map_err(limits))?;
+    Ok(orient(img.into_rgb8(), orientation))
+}
+
+/// Refuses a `w`×`h` image that would take `decoded_bytes` over the limits: from its
+/// header, before any pixel buffer exists.
+pub(super) fn check_size(w: u32, h: u32, decoded_bytes: u64, limits: &ImageLimits) -> Result<(), ImagingError> {
     if w == 0 || h == 0 {
         return Err(ImagingError::Decode(format!("the image has no pixels ({w}×{h})")));
+    }
+    if w > limits.max_width || h > limits.max_height {
+        return Err(ImagingError::TooLarge(format!(
+            "{w}×{h} is over the limit of {}×{} pixels",
+            limits.max_width, limits.max_height
+        )));
     }
     if u64::from(w) * u64::from(h) > limits.max_pixels {
         return Err(ImagingError::TooLarge(format!("{w}×{h} is over the limit of {} pixels", limits.max_pixels)));
     }
-    // `into_decoder` bypasses the reader's allocation check, so apply it here.
-    if decoder.total_bytes() > limits.max_alloc_bytes {
+    if decoded_bytes > limits.max_alloc_bytes {
         return Err(ImagingError::TooLarge(format!(
-            "{w}×{h} needs {} bytes decoded, over the limit of {}",
-            decoder.total_bytes(),
+            "{w}×{h} needs {decoded_bytes} bytes decoded, over the limit of {}",
             limits.max_alloc_bytes
         )));
     }
-    // A broken EXIF block should not cost the user their request: treat it as upright.
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(map_err(limits))?;
+    Ok(())
+}
+
+/// Turns the image upright as its EXIF orientation says (a lossless flip or rotation).
+/// On its own, with the orientation as a value, so that applying it can become a choice.
+pub(super) fn orient(image: RgbImage, orientation: Orientation) -> RgbImage {
+    if orientation == Orientation::NoTransforms {
+        return image;
+    }
+    let mut img = DynamicImage::ImageRgb8(image);
     img.apply_orientation(orientation);
-    Ok(img.into_rgb8())
+    img.into_rgb8()
 }
 
 fn map_err(limits: &ImageLimits) -> impl Fn(image::ImageError) -> ImagingError + '_ {

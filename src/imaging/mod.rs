@@ -3,6 +3,7 @@
 //! C×H×W f32.
 
 mod decode;
+mod jpeg;
 mod preprocess;
 
 pub use decode::{ImageLimits, decode};
