@@ -13,8 +13,8 @@ use serde::Serialize;
 use crate::cam::faithfulness::{Faithfulness, STEPS, pearson, top_iou};
 use crate::cam::{Method, gaussian_noise};
 use crate::service::{
-    ExplainRequest, ImageInput, OutputFormat, Rendering, Resolution, Service, ServiceError, TargetSpec, is_image_name,
-    top_k,
+    ExplainRequest, ImageInput, OutputFormat, PredictRequest, Rendering, Resolution, Service, ServiceError, TargetSpec,
+    is_image_name, top_k,
 };
 
 /// One column of the evaluation: a method, or a map that needs no model (a floor).
@@ -434,7 +434,8 @@ pub async fn evaluate_image(
     let err = |e: ServiceError| format!("{name}: {e}");
     let bytes: Arc<[u8]> = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?.into();
     let input = service.preprocess(&config.model, ImageInput::Encoded(bytes)).await.map_err(err)?;
-    let clean = service.classify(Some(&config.model), ImageInput::Tensor(input.clone()), None).await.map_err(err)?;
+    let request = PredictRequest { model: Some(config.model.clone()), ..Default::default() };
+    let clean = service.classify(&request, ImageInput::Tensor(input.clone())).await.map_err(err)?;
     let (target, source) = match config.labels.get(&name) {
         Some(&class) => (class, "label"),
         None => (top_k(&clean.logits, 1)[0], "predicted"),

@@ -141,7 +141,16 @@ fn spec_with(
     resize: ResizeMode,
     crop_from: Option<u32>,
 ) -> InputSpec {
-    InputSpec { width, height, resize, crop_from, resize_filter, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] }
+    InputSpec {
+        width,
+        height,
+        resize,
+        crop_from,
+        resize_filter,
+        exif_orientation: Default::default(),
+        mean: [0.5, 0.5, 0.5],
+        std: [0.25, 0.25, 0.25],
+    }
 }
 
 const FILTERS: [ResizeFilter; 3] = [ResizeFilter::PillowBilinear, ResizeFilter::OpencvLinear, ResizeFilter::Triangle];
@@ -509,6 +518,7 @@ fn per_channel_mean_and_std_are_applied_to_their_own_channel() {
         resize: ResizeMode::Stretch,
         crop_from: None,
         resize_filter: ResizeFilter::default(),
+        exif_orientation: Default::default(),
         mean: [0.0, 0.5, 1.0],
         std: [1.0, 0.5, 0.25],
     };

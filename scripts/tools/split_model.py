@@ -87,10 +87,15 @@ Resize filter (model.toml [input] resize_filter): pillow_bilinear (Pillow's anti
 bilinear, what torchvision's PIL-based transforms use; the default) or opencv_linear
 (OpenCV's INTER_LINEAR, no antialiasing); pick what the model was trained/evaluated with.
 
+EXIF orientation (model.toml [input] exif_orientation): ignore (the default: the model sees
+a photo's pixels as stored, as PIL.Image.open and torchvision's transforms give them, so
+what pytorch-grad-cam's users compare against) or apply (turned upright by the EXIF tag
+first, as ImageOps.exif_transpose does). Maps are drawn on the upright photo either way.
+
 model.toml written:
   description, source, license
   [input]         width, height, resize, crop_from (shorter_side_crop only), resize_filter,
-                  mean, std
+                  exif_orientation, mean, std
   [target_layer]  description, layout ("nchw" | "nhwc" | "tokens", always written),
                   grid = [h, w] and prefix_tokens (tokens only)
 
@@ -1238,6 +1243,7 @@ def model_toml(args, width: int, height: int, description: str, a: Analysis) -> 
         lines.append(f"crop_from = {args.crop_from}")
     lines += [
         f"resize_filter = {toml_str(args.resize_filter)}",
+        f"exif_orientation = {toml_str(args.exif_orientation)}  # what the model sees of a photo's EXIF rotation",
         f"mean = {toml_floats(args.mean)}  # applied after scaling pixels to 0..1",
         f"std = {toml_floats(args.std)}",
         "",
@@ -1315,6 +1321,9 @@ def parse_args(argv):
     ap.add_argument("--resize-filter", choices=RESIZE_FILTERS, default="pillow_bilinear",
                     help="resampling the model was trained with: pillow_bilinear (Pillow's antialiased bilinear, "
                          "torchvision's PIL path) or opencv_linear (cv2.INTER_LINEAR) (default: %(default)s)")
+    ap.add_argument("--exif-orientation", choices=["ignore", "apply"], default="ignore",
+                    help="whether the model sees a photo turned upright by its EXIF tag: ignore (the pixels as stored, "
+                         "what PIL.Image.open and torchvision give) or apply (default: %(default)s)")
     ap.add_argument("--description", help="model.toml description (default: derived from the file name)")
     ap.add_argument("--source", help="model.toml source (default: the file name and this script)")
     ap.add_argument("--license", default="unknown: not stated when this package was made; fill in the original model's licence",
@@ -1471,7 +1480,11 @@ def main(argv=None) -> int:
               "(concrete dims declared)")
         print(f"  head.onnx:      features -> logits [batch, {classes}]")
         extra = f", grid {a.grid[0]}×{a.grid[1]}, prefix_tokens {a.prefix}" if a.layout == "tokens" else ""
-        print(f"  model.toml:     layout {a.layout}{extra}, resize {args.resize}, resize_filter {args.resize_filter}")
+        print(f"  model.toml:     layout {a.layout}{extra}, resize {args.resize}, resize_filter {args.resize_filter}, "
+              f"exif_orientation {args.exif_orientation}")
+        if args.exif_orientation == "ignore":
+            print("  exif_orientation = \"ignore\": photos are fed as stored, as PIL.Image.open and torchvision give "
+                  "them (what pytorch-grad-cam users compare against); --exif-orientation apply turns them upright first")
         print(f"verified with ONNX Runtime on a random batch of 2: max |Δ| = {diff:.3e} "
               f"(allowed: --tolerance {args.tolerance:g} + --rtol {args.rtol:g} × max|output|)")
         print(f"wrote {', '.join(FILES)} to {out}")

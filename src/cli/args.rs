@@ -7,7 +7,7 @@ use clap::{Arg, ArgMatches, Args, FromArgMatches, Parser, Subcommand, ValueEnum}
 use serde::Serialize;
 
 use crate::render::Colormap;
-use crate::service::{OutputFormat, Resolution, registry as methods};
+use crate::service::{ExifOrientation, OutputFormat, Resolution, registry as methods};
 
 #[derive(Debug, Parser)]
 #[command(name = "scorecam", version, about = "Score-CAM saliency maps for ONNX image classifiers")]
@@ -105,6 +105,10 @@ pub struct ExplainArgs {
     /// Heatmap opacity over the image.
     #[arg(long, default_value_t = 0.5)]
     pub alpha: f32,
+    /// Whether the model sees a photo turned upright by its EXIF tag (apply) or as stored
+    /// (ignore, as PIL and torchvision give it); default: the model package's setting.
+    #[arg(long, value_enum)]
+    pub exif_orientation: Option<ExifArg>,
     /// Output file (one image), folder (several, or a dataset run), or `-` for standard output.
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
@@ -138,6 +142,24 @@ pub enum ColormapArg {
     Viridis,
     Inferno,
     Gray,
+}
+
+/// `--exif-orientation`: the service's `ExifOrientation`, as a flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExifArg {
+    /// The photo turned upright first.
+    Apply,
+    /// The pixels as stored.
+    Ignore,
+}
+
+impl From<ExifArg> for ExifOrientation {
+    fn from(e: ExifArg) -> Self {
+        match e {
+            ExifArg::Apply => ExifOrientation::Apply,
+            ExifArg::Ignore => ExifOrientation::Ignore,
+        }
+    }
 }
 
 impl From<FormatArg> for OutputFormat {
@@ -379,10 +401,14 @@ pub struct HealthcheckArgs {
 pub struct PredictArgs {
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
+    /// The model package (default: the configured default model).
     #[arg(long)]
     pub model: Option<String>,
     #[arg(long, default_value_t = 5)]
     pub top_k: usize,
+    /// As `explain --exif-orientation`.
+    #[arg(long, value_enum)]
+    pub exif_orientation: Option<ExifArg>,
 }
 
 #[derive(Debug, Args)]

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use super::CliError;
 use super::args::{ExplainArgs, FormatArg, PredictArgs};
-use crate::service::{ExplainRequest, ImageInput, Params, PredictRequest, Progress, Rendered, Service};
+use crate::service::{
+    ExifOrientation, ExplainRequest, ImageInput, Params, PredictRequest, Progress, Rendered, Service,
+};
 
 fn read(path: &Path) -> Result<ImageInput, CliError> {
     std::fs::read(path).map(|b| ImageInput::Encoded(b.into())).map_err(CliError::io(path))
@@ -33,6 +35,9 @@ pub(super) fn params(args: &ExplainArgs) -> Params {
         put("max_passes", n.to_string());
     }
     put("alpha", args.alpha.to_string());
+    if let Some(e) = args.exif_orientation {
+        put("exif_orientation", ExifOrientation::from(e).as_str().to_string());
+    }
     pairs.extend(args.method.params.iter().cloned());
     pairs.into_iter().collect()
 }
@@ -116,7 +121,12 @@ pub async fn explain(service: &Service, args: ExplainArgs) -> Result<(), CliErro
 
 pub async fn predict(service: &Service, args: PredictArgs) -> Result<(), CliError> {
     for image in &args.images {
-        let request = PredictRequest { model: args.model.clone(), top_k: args.top_k, timeout_ms: None };
+        let request = PredictRequest {
+            model: args.model.clone(),
+            top_k: args.top_k,
+            exif_orientation: args.exif_orientation.map(Into::into),
+            ..Default::default()
+        };
         let doc = service
             .predict(request, read(image)?)
             .await

@@ -51,6 +51,7 @@ fn png_response(img: RenderedPng) -> Response {
         ("x-scorecam-skipped-channels", s.stats.skipped_channels.to_string()),
         ("x-scorecam-shared-mask-channels", s.stats.shared_mask_channels.to_string()),
         ("x-scorecam-cache", s.stats.cache.as_str().to_string()),
+        ("x-scorecam-exif-orientation", s.exif_orientation.as_str().to_string()),
         (
             "server-timing",
             format!(

@@ -204,10 +204,11 @@ pub async fn infer(
         .try_into()
         .map_err(|inputs: Vec<InputTensor>| bad(format!("expected exactly one input tensor, got {}", inputs.len())))?;
     let (explain, params) = parameters(req.parameters)?;
-    let explain = if explain { Some(params.explain_request(true)?) } else { params.predict_request().map(|_| None)? };
+    let predict = if explain { Default::default() } else { params.predict_request()? };
+    let explain = if explain { Some(params.explain_request(true)?) } else { None };
     let images = decode_inputs(&state, &m, input)?;
     let n = images.len();
-    let inferred = state.service.infer_many(&name, images, explain).await?;
+    let inferred = state.service.infer_many(&name, images, predict, explain).await?;
     let response =
         InferResponse { model_name: name, model_version: "1", id: req.id, outputs: outputs(&m, n, inferred) };
     serde_json::to_value(response).map(Json).map_err(|e| crate::service::ServiceError::Internal(e.to_string()).into())

@@ -32,6 +32,13 @@ impl Default for ImageLimits {
 /// `convert("RGB")` does, which is what the reference pipelines use). JPEGs go through
 /// libjpeg-turbo with Pillow's settings (see `jpeg`), so they decode to Pillow's bytes.
 pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, ImagingError> {
+    let (image, orientation) = decode_stored(bytes, limits)?;
+    Ok(orient(image, orientation))
+}
+
+/// Decodes as [`decode`] does, but returns the pixels as stored, with the EXIF orientation
+/// that would turn them upright (for a model fed unrotated pixels, as PIL's users are).
+pub fn decode_stored(bytes: &[u8], limits: &ImageLimits) -> Result<(RgbImage, Orientation), ImagingError> {
     if bytes.is_empty() {
         return Err(ImagingError::Empty);
     }
@@ -44,7 +51,7 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, ImagingErr
     }
 }
 
-fn decode_jpeg(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, ImagingError> {
+fn decode_jpeg(bytes: &[u8], limits: &ImageLimits) -> Result<(RgbImage, Orientation), ImagingError> {
     // A file with no end-of-image marker is truncated: refuse it before any work. (Entropy-
     // coded data stuffs 0xFF bytes, so FF D9 appears only as a marker.) The decoder also
     // notices data running out, which covers an FF D9 earlier on, in an EXIF thumbnail.
@@ -52,10 +59,13 @@ fn decode_jpeg(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, ImagingEr
         return Err(ImagingError::Decode("the JPEG is truncated (no end-of-image marker)".into()));
     }
     let decoded = jpeg::decode(bytes, limits)?;
-    Ok(orient(decoded.image, decoded.orientation))
+    Ok((decoded.image, decoded.orientation))
 }
 
-fn decode_other(mut reader: ImageReader<Cursor<&[u8]>>, limits: &ImageLimits) -> Result<RgbImage, ImagingError> {
+fn decode_other(
+    mut reader: ImageReader<Cursor<&[u8]>>,
+    limits: &ImageLimits,
+) -> Result<(RgbImage, Orientation), ImagingError> {
     let mut decoder_limits = image::Limits::default();
     decoder_limits.max_image_width = Some(limits.max_width);
     decoder_limits.max_image_height = Some(limits.max_height);
@@ -68,7 +78,7 @@ fn decode_other(mut reader: ImageReader<Cursor<&[u8]>>, limits: &ImageLimits) ->
     // A broken EXIF block should not cost the user their request: treat it as upright.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let img = DynamicImage::from_decoder(decoder).map_err(map_err(limits))?;
-    Ok(orient(img.into_rgb8(), orientation))
+    Ok((img.into_rgb8(), orientation))
 }
 
 /// Refuses a `w`×`h` image that would take `decoded_bytes` over the limits: from its
@@ -96,8 +106,9 @@ pub(super) fn check_size(w: u32, h: u32, decoded_bytes: u64, limits: &ImageLimit
 }
 
 /// Turns the image upright as its EXIF orientation says (a lossless flip or rotation).
-/// On its own, with the orientation as a value, so that applying it can become a choice.
-pub(super) fn orient(image: RgbImage, orientation: Orientation) -> RgbImage {
+/// On its own, with the orientation as a value: whether the model sees it is a choice
+/// (`model::ExifOrientation`); the photo a map is drawn on is always upright.
+pub fn orient(image: RgbImage, orientation: Orientation) -> RgbImage {
     if orientation == Orientation::NoTransforms {
         return image;
     }

@@ -6,8 +6,9 @@ mod decode;
 mod jpeg;
 mod preprocess;
 
-pub use decode::{ImageLimits, decode};
-pub use preprocess::{Preprocessed, Region, preprocess, resize};
+pub use decode::{ImageLimits, decode, decode_stored, orient};
+pub use image::metadata::Orientation;
+pub use preprocess::{Preprocessed, Region, orient_map, preprocess, resize};
 
 /// Why an upload could not become an input tensor. All are the client's input at fault.
 #[derive(Debug, thiserror::Error)]

@@ -2,8 +2,9 @@
 
 use std::borrow::Cow;
 
-use image::RgbImage;
 use image::imageops::{self, FilterType};
+use image::metadata::Orientation;
+use image::{ImageBuffer, Luma, RgbImage};
 
 use crate::resample::{self, Map, Window};
 
@@ -28,12 +29,20 @@ pub struct Preprocessed {
     pub original_width: u32,
     pub original_height: u32,
     pub region: Region,
+    /// How a map on the preprocessed image is turned onto the upright photo: the EXIF
+    /// orientation when the model saw the pixels as stored, else none.
+    pub map_orientation: Orientation,
 }
 
 impl Preprocessed {
     /// Places a map at the model's input resolution onto the original image's pixels:
     /// stretched back over the whole image, or over the centre crop (zero outside it).
     pub fn map_to_original(&self, map: &Map) -> Map {
+        orient_map(self.map_on_input(map), self.map_orientation)
+    }
+
+    /// The map on the image that was preprocessed (as stored, or upright).
+    fn map_on_input(&self, map: &Map) -> Map {
         let (ow, oh) = (self.original_width as usize, self.original_height as usize);
         if ow == 0 || oh == 0 {
             return Map::new(ow, oh, Vec::new());
@@ -79,7 +88,32 @@ pub fn preprocess(img: &RgbImage, spec: &InputSpec) -> Preprocessed {
         original_width: ow,
         original_height: oh,
         region,
+        map_orientation: Orientation::NoTransforms,
     }
+}
+
+/// A map turned as an EXIF orientation turns a photo (the same lossless flips and
+/// rotations, so a map on the stored pixels lands on the same pixels of the upright photo).
+pub fn orient_map(map: Map, orientation: Orientation) -> Map {
+    if orientation == Orientation::NoTransforms {
+        return map;
+    }
+    let (w, h) = (map.width as u32, map.height as u32);
+    let Some(grid) = ImageBuffer::<Luma<f32>, Vec<f32>>::from_raw(w, h, map.data) else {
+        return Map::new(0, 0, Vec::new());
+    };
+    let turned = match orientation {
+        Orientation::NoTransforms => grid,
+        Orientation::Rotate90 => imageops::rotate90(&grid),
+        Orientation::Rotate180 => imageops::rotate180(&grid),
+        Orientation::Rotate270 => imageops::rotate270(&grid),
+        Orientation::FlipHorizontal => imageops::flip_horizontal(&grid),
+        Orientation::FlipVertical => imageops::flip_vertical(&grid),
+        Orientation::Rotate90FlipH => imageops::flip_horizontal(&imageops::rotate90(&grid)),
+        Orientation::Rotate270FlipH => imageops::flip_horizontal(&imageops::rotate270(&grid)),
+    };
+    let (tw, th) = turned.dimensions();
+    Map::new(tw as usize, th as usize, turned.into_raw())
 }
 
 /// The image the model sees, before normalisation: `spec.width`×`spec.height` pixels, per

@@ -63,6 +63,40 @@ pub enum ResizeMode {
     ShorterSideCrop,
 }
 
+/// What the model is fed of a photo whose EXIF tag says it is stored rotated or flipped.
+/// Either way the maps are drawn on the photo as a viewer shows it (upright).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExifOrientation {
+    /// The photo turned upright first (what a gallery shows; Pillow's
+    /// `ImageOps.exif_transpose`). The default of packages that do not say.
+    #[default]
+    Apply,
+    /// The pixels as stored: what `PIL.Image.open` and torchvision's transforms give, and so
+    /// what pytorch-grad-cam's users compare against. The split tool writes this.
+    Ignore,
+}
+
+impl ExifOrientation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExifOrientation::Apply => "apply",
+            ExifOrientation::Ignore => "ignore",
+        }
+    }
+}
+
+impl std::str::FromStr for ExifOrientation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "apply" => Ok(Self::Apply),
+            "ignore" => Ok(Self::Ignore),
+            _ => Err(format!("unknown exif_orientation `{s}` (expected apply or ignore)")),
+        }
+    }
+}
+
 /// How pixels are interpolated when resizing: the model should be fed what its training
 /// pipeline fed it, to the byte.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +128,10 @@ pub struct InputSpec {
     pub crop_from: Option<u32>,
     #[serde(default)]
     pub resize_filter: ResizeFilter,
+    /// Whether a photo's EXIF orientation is applied before the model sees it (a request
+    /// may ask otherwise).
+    #[serde(default)]
+    pub exif_orientation: ExifOrientation,
     /// Per-channel mean and std, applied after scaling pixels to 0..1.
     pub mean: [f32; 3],
     pub std: [f32; 3],

@@ -6,7 +6,7 @@ mod manifest;
 mod package;
 
 pub use manifest::{
-    DeclaredLayout, HeadKindName, HeadSpec, InputSpec, Manifest, ResizeFilter, ResizeMode, TargetLayer,
+    DeclaredLayout, ExifOrientation, HeadKindName, HeadSpec, InputSpec, Manifest, ResizeFilter, ResizeMode, TargetLayer,
 };
 pub use package::{ModelInfo, ModelPackage, validate_signatures};
 

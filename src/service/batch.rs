@@ -62,6 +62,7 @@ impl Service {
         &self,
         model: &str,
         images: Vec<ImageInput>,
+        predict: PredictRequest,
         explain: Option<ExplainRequest>,
     ) -> Result<Vec<Inferred>, ServiceError> {
         match explain {
@@ -81,9 +82,10 @@ impl Service {
             }
             None => {
                 let n = images.len().max(1);
+                let request = &PredictRequest { model: Some(model.to_string()), ..predict };
                 stream::iter(images)
                     .map(|image| async move {
-                        let c = self.classify(Some(model), image, None).await?;
+                        let c = self.classify(request, image).await?;
                         Ok::<_, ServiceError>(Inferred { probabilities: c.probabilities, explained: None })
                     })
                     .buffered(n)

@@ -20,7 +20,8 @@ use super::{Deadline, Service, ServiceError};
 use crate::cam::faithfulness::{Faithfulness, MetricPlan};
 use crate::cam::{self, Activations, MaskPlan, PassSet, PlanPrefix, Readout, Saliency, TargetScores};
 use crate::engine::{Admission, EngineModel, JobTiming, PassCounts, PassObserver, PassScores, RunOptions};
-use crate::imaging::{self, ImageLimits, ImagingError, Preprocessed};
+use crate::imaging::{self, ImageLimits, ImagingError, Orientation, Preprocessed};
+use crate::model::ExifOrientation;
 
 /// A request checked against its model and its image decoded, ready to run: the split
 /// lets a streaming face answer bad parameters and undecodable images with a plain error
@@ -31,6 +32,8 @@ pub struct Prepared {
     deadline: Option<Deadline>,
     tensor: Arc<[f32]>,
     image: Option<(RgbImage, Preprocessed)>,
+    /// What the model saw of the photo's EXIF orientation.
+    exif: ExifOrientation,
 }
 
 impl Prepared {
@@ -115,17 +118,20 @@ fn unsupported_by(model: &EngineModel, r: &ExplainRequest, reason: String) -> Se
     ServiceError::UnsupportedByModel { method: r.method.name().into(), model: model.name().into(), reason }
 }
 
-/// Decodes and preprocesses (CPU work: runs on the blocking pool).
+/// Decodes and preprocesses (CPU work: runs on the blocking pool). `exif` says whether
+/// the model sees a photo turned upright by its EXIF tag; the photo kept for drawing is
+/// upright either way, and the preprocessed image knows how to turn maps onto it.
 async fn decode(
     image: ImageInput,
     limits: ImageLimits,
     model: Arc<EngineModel>,
+    exif: ExifOrientation,
 ) -> Result<(Arc<[f32]>, Option<(RgbImage, Preprocessed)>), ServiceError> {
     tokio::task::spawn_blocking(move || {
         let spec = &model.package.manifest.input;
-        let rgb = match image {
-            ImageInput::Encoded(bytes) => imaging::decode(&bytes, &limits)?,
-            ImageInput::Pixels(rgb) => within_limits(rgb, &limits)?,
+        let (stored, orientation) = match image {
+            ImageInput::Encoded(bytes) => imaging::decode_stored(&bytes, &limits)?,
+            ImageInput::Pixels(rgb) => (within_limits(rgb, &limits)?, Orientation::NoTransforms),
             ImageInput::Tensor(t) => {
                 let [c, h, w] = model.package.info.input_chw;
                 if t.len() != c * h * w {
@@ -134,8 +140,19 @@ async fn decode(
                 return Ok((t.into(), None));
             }
         };
-        let pre = imaging::preprocess(&rgb, spec);
-        Ok((pre.tensor.clone().into(), Some((rgb, pre))))
+        let (upright, pre) = match exif {
+            ExifOrientation::Apply => {
+                let upright = imaging::orient(stored, orientation);
+                let pre = imaging::preprocess(&upright, spec);
+                (upright, pre)
+            }
+            ExifOrientation::Ignore => {
+                let mut pre = imaging::preprocess(&stored, spec);
+                pre.map_orientation = orientation;
+                (imaging::orient(stored, orientation), pre)
+            }
+        };
+        Ok((pre.tensor.clone().into(), Some((upright, pre))))
     })
     .await
     .map_err(|e| ServiceError::Internal(format!("decoding task failed: {e}")))?
@@ -192,6 +209,7 @@ fn from_cache(p: Prepared, hit: &CachedResult, started: Instant) -> Explanation 
         stats,
         timings: StageTimings { total_ms: ms(started.elapsed()), ..Default::default() },
         image: p.image,
+        exif_orientation: p.exif,
     }
 }
 
@@ -247,7 +265,8 @@ impl Service {
         let known_head = if request.method.needs_linear_head() { self.linear_heads.known(&model) } else { None };
         validate(&model, &request, &image, known_head)?;
         let deadline = self.deadline(request.timeout_ms)?;
-        let (tensor, image) = decode(image, self.config.limits.clone(), model.clone()).await?;
+        let exif = request.exif_orientation.unwrap_or(model.package.manifest.input.exif_orientation);
+        let (tensor, image) = decode(image, self.config.limits.clone(), model.clone(), exif).await?;
         if let Some((_, pre)) = &image {
             let values = pre.original_width as usize * pre.original_height as usize * request.targets.len();
             let r = &request.rendering;
@@ -259,7 +278,7 @@ impl Service {
                 )));
             }
         }
-        Ok(Prepared { model, request, deadline, tensor, image })
+        Ok(Prepared { model, request, deadline, tensor, image, exif })
     }
 
     /// Runs a prepared explanation: every pass, every map, the metrics when asked; or,
@@ -345,6 +364,7 @@ impl Service {
             stats,
             timings,
             image: p.image,
+            exif_orientation: p.exif,
         };
         Ok((explanation, masked.cut))
     }
@@ -501,6 +521,8 @@ pub struct Classified {
     /// The head's probabilities (softmax or sigmoid).
     pub probabilities: Vec<f32>,
     pub timings: PredictTimings,
+    /// What the model saw of the photo's EXIF orientation.
+    pub exif_orientation: ExifOrientation,
     /// The model that ran (for its labels).
     source: Arc<EngineModel>,
 }
@@ -514,17 +536,13 @@ impl Classified {
 
 impl Service {
     /// The clean pass only, in the cheap requests' lane: decode, admit, one pass.
-    pub async fn classify(
-        &self,
-        model: Option<&str>,
-        image: ImageInput,
-        timeout_ms: Option<u64>,
-    ) -> Result<Classified, ServiceError> {
-        let model = self.model(model)?;
-        let deadline = self.deadline(timeout_ms)?;
+    pub async fn classify(&self, request: &PredictRequest, image: ImageInput) -> Result<Classified, ServiceError> {
+        let model = self.model(request.model.as_deref())?;
+        let deadline = self.deadline(request.timeout_ms)?;
+        let exif = request.exif_orientation.unwrap_or(model.package.manifest.input.exif_orientation);
         let t = Instant::now();
         let work = async {
-            let (tensor, _) = decode(image, self.config.limits.clone(), model.clone()).await?;
+            let (tensor, _) = decode(image, self.config.limits.clone(), model.clone(), exif).await?;
             let decode_ms = ms(t.elapsed());
             let t = Instant::now();
             let admission = self.engine.admit_priority(&model)?;
@@ -538,6 +556,7 @@ impl Service {
             probabilities: model.package.head().probabilities(&logits),
             logits,
             timings,
+            exif_orientation: exif,
             source: model,
         })
     }
@@ -548,8 +567,13 @@ impl Service {
         if request.top_k == 0 || request.top_k > classes {
             return Err(invalid(format!("top_k must be within 1..={classes}, got {}", request.top_k)));
         }
-        let c = self.classify(request.model.as_deref(), image, request.timeout_ms).await?;
-        Ok(PredictDocument { predictions: c.top(request.top_k), model: c.model, timings_ms: c.timings })
+        let c = self.classify(&request, image).await?;
+        Ok(PredictDocument {
+            predictions: c.top(request.top_k),
+            model: c.model,
+            timings_ms: c.timings,
+            exif_orientation: c.exif_orientation,
+        })
     }
 
     /// Faithfulness of maps that came from elsewhere (baselines, other tools): `maps[i]`
@@ -571,7 +595,8 @@ impl Service {
         if let Some(&class) = targets.iter().find(|&&t| t >= classes) {
             return Err(ServiceError::InvalidTarget { class, classes });
         }
-        let p = Prepared { model: model.clone(), request, deadline: None, tensor: input.into(), image: None };
+        let exif = model.package.manifest.input.exif_orientation;
+        let p = Prepared { model: model.clone(), request, deadline: None, tensor: input.into(), image: None, exif };
         let admission = self.engine.admit(&model)?;
         let clean = self.clean(&admission, &p, None).await?;
         let readout = Arc::new(Readout::new(model.package.head(), targets.to_vec()));
@@ -583,7 +608,8 @@ impl Service {
     /// that score maps of their own on the same input).
     pub async fn preprocess(&self, model: &str, image: ImageInput) -> Result<Vec<f32>, ServiceError> {
         let model = self.model(Some(model))?;
-        let (tensor, _) = decode(image, self.config.limits.clone(), model).await?;
+        let exif = model.package.manifest.input.exif_orientation;
+        let (tensor, _) = decode(image, self.config.limits.clone(), model, exif).await?;
         Ok(tensor.to_vec())
     }
 }

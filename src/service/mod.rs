@@ -33,8 +33,8 @@ pub use params::{MAX_PARAM_BYTES, MAX_PARAMS, Params};
 pub use progress::{Preview, Progress, Stage};
 pub use render::{decode_image, heatmap_png, overlay_png};
 pub use request::{
-    ExplainRequest, IMAGE_EXTENSIONS, ImageInput, MAX_JSON_MAP_VALUES, MAX_TARGETS, OutputFormat, PredictRequest,
-    Rendering, Resolution, TargetSpec, is_image_name,
+    ExifOrientation, ExplainRequest, IMAGE_EXTENSIONS, ImageInput, MAX_JSON_MAP_VALUES, MAX_TARGETS, OutputFormat,
+    PredictRequest, Rendering, Resolution, TargetSpec, is_image_name,
 };
 pub use result::{
     ExplainDocument, Explanation, ImageSummary, PredictDocument, PredictTimings, Prediction, Rendered, RenderedPng,

@@ -28,8 +28,9 @@ const EXPLAIN_PARAMS: &[&str] = &[
     "timeout_ms",
     "max_passes",
     "anytime",
+    "exif_orientation",
 ];
-const PREDICT_PARAMS: &[&str] = &["model", "top_k", "timeout_ms"];
+const PREDICT_PARAMS: &[&str] = &["model", "top_k", "timeout_ms", "exif_orientation"];
 
 /// Named parameters; a name may repeat (`target=1&target=2`). Bounded in count and size,
 /// so a hostile request cannot make it grow without limit.
@@ -155,6 +156,7 @@ impl Params {
                 alpha,
             },
             timeout_ms: self.parse("timeout_ms")?,
+            exif_orientation: self.parse("exif_orientation")?,
             fault: None,
         })
     }
@@ -165,6 +167,7 @@ impl Params {
             model: self.one("model")?.map(str::to_string),
             top_k: self.parse("top_k")?.unwrap_or(5),
             timeout_ms: self.parse("timeout_ms")?,
+            exif_orientation: self.parse("exif_orientation")?,
         })
     }
 }

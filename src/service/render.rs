@@ -43,6 +43,7 @@ pub fn render_explanation(e: Explanation) -> Result<Rendered, ServiceError> {
                 method: e.method.name().into(),
                 preset: e.method.convention().to_string(),
                 method_parameters: e.method.clone(),
+                exif_orientation: e.exif_orientation,
                 predictions: top5,
                 explanations,
                 stats: e.stats,
@@ -78,6 +79,7 @@ pub fn render_explanation(e: Explanation) -> Result<Rendered, ServiceError> {
                     predictions: top5,
                     stats: e.stats,
                     timings_ms: e.timings,
+                    exif_orientation: e.exif_orientation,
                 },
             })))
         }

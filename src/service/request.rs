@@ -10,6 +10,9 @@ use crate::cam::Method;
 use crate::engine::Fault;
 use crate::render::Colormap;
 
+/// What the model sees of a photo's EXIF orientation (`[input] exif_orientation`).
+pub use crate::model::ExifOrientation;
+
 /// Most targets one request may explain (each is a full map in the response).
 pub const MAX_TARGETS: usize = 10;
 
@@ -146,6 +149,9 @@ pub struct ExplainRequest {
     /// At the deadline, answer with the map of the passes done so far (and its coverage)
     /// instead of a 504.
     pub anytime: bool,
+    /// Whether the model sees a photo turned upright by its EXIF tag; `None`: as the
+    /// model's package says.
+    pub exif_orientation: Option<ExifOrientation>,
     /// Test-only fault injection (see the `fault-injection` feature).
     pub fault: Option<Fault>,
 }
@@ -161,6 +167,7 @@ impl Default for ExplainRequest {
             timeout_ms: None,
             max_passes: None,
             anytime: false,
+            exif_orientation: None,
             fault: None,
         }
     }
@@ -172,4 +179,12 @@ pub struct PredictRequest {
     pub model: Option<String>,
     pub top_k: usize,
     pub timeout_ms: Option<u64>,
+    /// As [`ExplainRequest::exif_orientation`].
+    pub exif_orientation: Option<ExifOrientation>,
+}
+
+impl Default for PredictRequest {
+    fn default() -> Self {
+        Self { model: None, top_k: 5, timeout_ms: None, exif_orientation: None }
+    }
 }

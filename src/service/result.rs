@@ -7,7 +7,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::cache::CacheOutcome;
-use super::request::Rendering;
+use super::request::{ExifOrientation, Rendering};
 use crate::cam::faithfulness::Faithfulness;
 use crate::cam::{Coverage, Map, Method, Saliency};
 use crate::engine::EngineModel;
@@ -70,6 +70,8 @@ pub struct Explanation {
     pub timings: StageTimings,
     /// The decoded upload (for overlays and its own resolution); `None` for a tensor input.
     pub(crate) image: Option<(RgbImage, Preprocessed)>,
+    /// What the model saw of the photo's EXIF orientation.
+    pub exif_orientation: ExifOrientation,
 }
 
 impl Explanation {
@@ -117,6 +119,9 @@ pub struct ExplainDocument {
     pub preset: String,
     /// The method and every parameter it ran with.
     pub method_parameters: Method,
+    /// Whether the model saw the photo turned upright by its EXIF tag (`apply`) or as
+    /// stored (`ignore`); maps at the upload's resolution are upright either way.
+    pub exif_orientation: ExifOrientation,
     pub predictions: Vec<Prediction>,
     pub explanations: Vec<TargetMap>,
     pub stats: RunStats,
@@ -137,6 +142,8 @@ pub struct ImageSummary {
     pub predictions: Vec<Prediction>,
     pub stats: RunStats,
     pub timings_ms: StageTimings,
+    /// As [`ExplainDocument::exif_orientation`].
+    pub exif_orientation: ExifOrientation,
 }
 
 /// A rendered PNG (overlay or heatmap).
@@ -160,6 +167,8 @@ pub struct PredictDocument {
     pub model: String,
     pub predictions: Vec<Prediction>,
     pub timings_ms: PredictTimings,
+    /// Whether the model saw the photo turned upright by its EXIF tag.
+    pub exif_orientation: ExifOrientation,
 }
 
 #[derive(Clone, Copy, Debug, Serialize)]

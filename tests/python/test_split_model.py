@@ -175,7 +175,8 @@ def test_options_reach_model_toml(tmp_path: Path):
     assert r.returncode == 0, r.stderr
     toml = tomllib.loads((out / "model.toml").read_text())
     assert toml["input"] == {"width": 16, "height": 16, "resize": "shorter_side_crop", "crop_from": 20,
-                             "resize_filter": "pillow_bilinear", "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+                             "resize_filter": "pillow_bilinear", "exif_orientation": "ignore",
+                             "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
     assert (out / "labels.txt").read_text().splitlines() == ["zero", "one", "two", "three", "four"]
 
 
@@ -582,6 +583,18 @@ def test_resize_filter_written(tmp_path: Path):
     assert tomllib.loads((out / "model.toml").read_text())["input"]["resize_filter"] == "opencv_linear"
     r = run_split(FULL, "--layer", "relu_out", "--resize-filter", "lanczos", "--out", tmp_path / "x")
     assert r.returncode == 2
+
+
+def test_exif_orientation_written_and_said(tmp_path: Path):
+    # torchvision-style pipelines feed the pixels as stored: the default, and the tool says so.
+    out, r = split_ok(tmp_path, FULL, "--layer", "relu_out")
+    assert tomllib.loads((out / "model.toml").read_text())["input"]["exif_orientation"] == "ignore"
+    assert "exif_orientation = \"ignore\"" in r.stdout and "PIL.Image.open" in r.stdout
+    out2 = tmp_path / "apply"
+    r = run_split(FULL, "--layer", "relu_out", "--exif-orientation", "apply", "--out", out2)
+    assert r.returncode == 0, r.stderr
+    assert tomllib.loads((out2 / "model.toml").read_text())["input"]["exif_orientation"] == "apply"
+    assert run_split(FULL, "--layer", "relu_out", "--exif-orientation", "rotate", "--out", tmp_path / "x").returncode == 2
 
 
 def test_head_reading_the_shape_of_a_tensor_before_the_cut(tmp_path: Path):
