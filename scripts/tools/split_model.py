@@ -605,6 +605,27 @@ def module_tensor(model: onnx.ModelProto, query: str) -> tuple[str, str, int]:
     return pick[-1][1], module, len(inside)
 
 
+# Element-wise activations PyTorch models often apply in place (nn.ReLU(inplace=True),
+# F.relu(x, inplace=True), nn.Hardswish(inplace=True), ...).
+INPLACE_ACTIVATIONS = {"Relu", "LeakyRelu", "Clip", "HardSwish", "HardSigmoid", "Elu", "Selu", "Celu", "PRelu"}
+
+
+def inplace_follower(model: onnx.ModelProto, tensor: str) -> tuple[str, str] | None:
+    """(op, its output) when `tensor` feeds nothing but one element-wise activation.
+
+    A forward hook keeps the module's output tensor without copying it; when the model then
+    applies that activation in place, the hooked tensor is overwritten, so pytorch-grad-cam
+    records the activation's output. ONNX does not say whether it was in place, so this is
+    a warning, not a choice.
+    """
+    if tensor in {o.name for o in model.graph.output}:
+        return None
+    users = [n for n in model.graph.node if tensor in n.input]
+    if len(users) == 1 and users[0].op_type in INPLACE_ACTIVATIONS and users[0].output:
+        return users[0].op_type, users[0].output[0]
+    return None
+
+
 # --------------------------------------------------------------------------- loading, ONNX Runtime
 
 
@@ -1414,6 +1435,13 @@ def main(argv=None) -> int:
             layer, module, count = module_tensor(model, args.module)
             print(f"--module {args.module}: module {module} ({count} nodes); cutting at its output {layer!r} "
                   "(the last tensor made inside it and used outside it)")
+            follower = inplace_follower(model, layer)
+            if follower:
+                op, after = follower
+                print(f"warning: {layer!r} feeds only a {op} ({after!r}) outside module {module}. If the model "
+                      f"applies that {op} in place (torchvision's DenseNet does: F.relu(features, inplace=True)), "
+                      f"pytorch-grad-cam's hook on the module records {after!r}, not {layer!r}: to reproduce the "
+                      f"library's maps, cut with --layer {after!r}")
         else:
             layer = args.layer
         cut_index = check_layer_name(model, layer, str(full), head_out)

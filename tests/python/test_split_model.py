@@ -460,6 +460,49 @@ def test_module_picks_the_module_output(tmp_path: Path, src: Path, query: str, t
     assert target_layer(out)["description"].startswith(tensor + " (output of module ")
 
 
+def densenet_like(path: Path) -> Path:
+    """A DenseNet-shaped graph: the `features` module ends in a BatchNorm, and the model's
+    forward applies a ReLU to its output outside the module (torchvision does it in place)."""
+    h = onnx.helper
+    rng = np.random.default_rng(0)
+    init = [
+        onnx.numpy_helper.from_array(rng.standard_normal((6, 3, 3, 3)).astype(np.float32), "w0"),
+        onnx.numpy_helper.from_array(np.ones(6, np.float32), "scale"),
+        onnx.numpy_helper.from_array(np.zeros(6, np.float32), "bias"),
+        onnx.numpy_helper.from_array(np.zeros(6, np.float32), "mean"),
+        onnx.numpy_helper.from_array(np.ones(6, np.float32), "var"),
+        onnx.numpy_helper.from_array(rng.standard_normal((5, 6)).astype(np.float32), "wc"),
+        onnx.numpy_helper.from_array(np.zeros(5, np.float32), "bc"),
+    ]
+    nodes = [
+        h.make_node("Conv", ["x", "w0"], ["/features/conv0/Conv_output_0"], name="/features/conv0/Conv", pads=[1, 1, 1, 1]),
+        h.make_node("BatchNormalization", ["/features/conv0/Conv_output_0", "scale", "bias", "mean", "var"],
+                    ["/features/norm5/BatchNormalization_output_0"], name="/features/norm5/BatchNormalization"),
+        h.make_node("Relu", ["/features/norm5/BatchNormalization_output_0"], ["/Relu_output_0"], name="/Relu"),
+        h.make_node("GlobalAveragePool", ["/Relu_output_0"], ["/GlobalAveragePool_output_0"], name="/GlobalAveragePool"),
+        h.make_node("Flatten", ["/GlobalAveragePool_output_0"], ["/Flatten_output_0"], name="/Flatten"),
+        h.make_node("Gemm", ["/Flatten_output_0", "wc", "bc"], ["logits"], name="/classifier/Gemm", transB=1),
+    ]
+    graph = h.make_graph(nodes, "densenet_like", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 8, 8])],
+                         [h.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 5])], init)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_module_followed_by_an_activation_warns_and_names_the_hooked_tensor(tmp_path: Path):
+    src = densenet_like(tmp_path / "densenet_like.onnx")
+    out, r = split_ok(tmp_path, src, "--module", "features")
+    assert "cutting at its output '/features/norm5/BatchNormalization_output_0'" in r.stdout
+    assert "warning:" in r.stdout and "in place" in r.stdout and "--layer '/Relu_output_0'" in r.stdout, r.stdout
+    # The named tensor splits cleanly, and with no activation after it there is no warning.
+    out2 = tmp_path / "relu"
+    r = run_split(src, "--layer", "/Relu_output_0", "--out", out2)
+    assert r.returncode == 0, r.stderr
+    assert "warning:" not in r.stdout
+
+
 def test_module_not_found_lists_close_names(tmp_path: Path):
     r = run_split(VIT, "--module", "encoder.layer.1", "--out", tmp_path / "pkg")
     assert clean_failure(r), r.stderr
