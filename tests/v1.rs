@@ -199,3 +199,25 @@ async fn v1_explanations_are_the_explain_documents() {
         assert_eq!(got, want, "{query}");
     }
 }
+
+/// KServe V1's liveness is `GET /` answering `{"status": "alive"}` (its clients'
+/// `is_server_live`); a browser asking for HTML still gets the page.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_root_is_v1_liveness_for_clients_and_the_page_for_browsers() {
+    let server = Server::start(&[]);
+    let c = client();
+    for accept in [None, Some("application/json"), Some("*/*")] {
+        let mut req = c.get(server.url("/"));
+        if let Some(a) = accept {
+            req = req.header("accept", a);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/json"), "{accept:?}");
+        assert_eq!(r.json::<Value>().await.unwrap(), json!({"status": "alive"}), "{accept:?}");
+    }
+    let browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+    let r = c.get(server.url("/")).header("accept", browser).send().await.unwrap();
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(r.text().await.unwrap().contains("<html"), "the explorer page");
+}

@@ -190,3 +190,38 @@ async fn v2_explains_with_any_method_and_refuses_unknown_parameters() {
     let ready = c.get(server.url("/v2/health/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 200, "refusals leave the server ready");
 }
+
+/// The versions the metadata advertises have their paths (tritonclient's `model_version`):
+/// "1" answers as the unversioned path does, another version is a 404 naming the one there is.
+#[tokio::test(flavor = "multi_thread")]
+async fn v2_versioned_paths_answer_for_the_advertised_version() {
+    let server = Server::start(&[]);
+    let c = reqwest::Client::new();
+    let meta: Value = c.get(server.url("/v2/models/efficientnet-lite0")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(meta["versions"], json!(["1"]));
+    let versioned: Value =
+        c.get(server.url("/v2/models/efficientnet-lite0/versions/1")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(versioned, meta);
+    let ready = c.get(server.url("/v2/models/efficientnet-lite0/versions/1/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(common::sample_png());
+    let body = json!({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [b64]}]});
+    let r: Value = c
+        .post(server.url("/v2/models/efficientnet-lite0/versions/1/infer"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(argmax(&probabilities(&r)), 285);
+    for path in ["/versions/2", "/versions/2/ready"] {
+        let r = c.get(server.url(&format!("/v2/models/efficientnet-lite0{path}"))).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        let error = r.json::<Value>().await.unwrap()["error"].as_str().unwrap_or_default().to_string();
+        assert!(error.contains("one version: \"1\""), "{error}");
+    }
+    let r = c.post(server.url("/v2/models/efficientnet-lite0/versions/2/infer")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}

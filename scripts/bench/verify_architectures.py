@@ -21,6 +21,21 @@ ImageNet Normalize); scorecam gets the file and resizes it itself (the package's
 asks for `resize_filter = "pillow_bilinear"`). scorecam's map is taken at `--resolution model`
 (224×224, the grid of the library's map; for the 224 photo it is the same as `input`).
 
+JPEG photos (`--photos jpeg`, or some of landscape portrait exif6 gray): four JPEGs made
+deterministically with Pillow from --jpeg-source (default samples/chelsea.png, LANCZOS):
+  landscape  500×375 RGB, quality 90, 4:2:0
+  portrait   375×500 RGB, quality 95, 4:4:4
+  exif6      stored 500×375 with EXIF Orientation = 6 (upright it is a 375×500 portrait,
+             the stored pixels are that portrait turned 90° anticlockwise), quality 85, 4:2:2
+  gray       500×375 greyscale (mode L), quality 90, progressive
+pytorch-grad-cam gets what its users give it: `Image.open(p).convert("RGB")` (no
+ImageOps.exif_transpose: the pixels as stored), the architecture's torchvision resize
+(`Resize((224, 224))`, `Resize(256) + CenterCrop(224)` for resnet50, `Resize(342) +
+CenterCrop(299)` for inception_v3), ToTensor, Normalize. scorecam gets the JPEG file; its
+package is the split tool's output with the matching `resize` / `crop_from` and must say
+`[input] exif_orientation = "ignore"` (the split tool's default; checked, a row fails if it
+does not). The maps are compared at the model grid (224×224 or 299×299).
+
 Same threads on both sides: torch.set_num_threads(T); scorecam with T workers of one
 intra-op thread each (its CPU default layout, as scripts/bench/compare_pytorch_grad_cam.py).
 
@@ -31,7 +46,9 @@ target/verify_architectures/, so reruns are cheap and a row can be run alone:
     scripts/bench/verify_architectures.sh                       # all rows
     scripts/bench/verify_architectures.sh --arch vit_b_16       # one architecture
     scripts/bench/verify_architectures.sh --photos 224          # the 224×224 photo only
+    scripts/bench/verify_architectures.sh --arch resnet18 resnet50 inception_v3 --photos jpeg
     scripts/bench/verify_architectures.sh --table               # the cached results as Markdown
+    scripts/bench/verify_architectures.sh --table --photos jpeg # the JPEG rows' table
 
 A row whose step fails (export, split, an unsupported layout or model.toml key in scorecam)
 is reported with the step and the error text; the other rows still run. Exit status: 0
@@ -77,14 +94,32 @@ def vit_tokens_to_nchw(t, grid=14):
     return t.transpose(2, 3).transpose(1, 2)
 
 
+def inception_v3(weights=None):
+    # aux_logits=False: one output; init_weights=True: torchvision's own initialisation (what
+    # weights=None would warn it defaults to).
+    return torchvision.models.inception_v3(weights=weights, aux_logits=False, init_weights=True)
+
+
 # name: (constructor, module picked as pytorch-grad-cam target (as code), what it is,
 #        how to find its tensor in the ONNX graph, layout, reshape_transform)
 # "after:SCOPE" = the output of the last node (graph order) whose name starts with SCOPE/;
 # "tensor:NAME" = that tensor.
+# size: the model's input (default 224); resize: "stretch" (Resize((size, size)), the default)
+# or "shorter_side_crop" with crop_from (Resize(crop_from) + CenterCrop(size)), the torchvision
+# pipeline the library gets and the package's [input] resize / crop_from.
 ARCHS = {
     "resnet18": dict(
         ctor=torchvision.models.resnet18, module="model.layer4[-1]",
         onnx="after:/layer4/layer4.1", layout="nchw", reshape=None),
+    "resnet50": dict(
+        ctor=torchvision.models.resnet50, module="model.layer4[-1]",
+        onnx="after:/layer4/layer4.2", layout="nchw", reshape=None,
+        resize="shorter_side_crop", crop_from=256),
+    "inception_v3": dict(
+        # torchvision's Inception_V3_Weights preset: Resize(342) + CenterCrop(299).
+        ctor=inception_v3, module="model.Mixed_7c",
+        onnx="after:/Mixed_7c", layout="nchw", reshape=None,
+        size=299, resize="shorter_side_crop", crop_from=342),
     "mobilenet_v3_large": dict(
         ctor=torchvision.models.mobilenet_v3_large, module="model.features[-1]",
         onnx="after:/features/features.16", layout="nchw", reshape=None),
@@ -141,7 +176,8 @@ def export(name: str, model, out: pathlib.Path) -> None:
     if out.exists():
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    x = torch.randn(1, 3, 224, 224)
+    size = ARCHS[name].get("size", 224)
+    x = torch.randn(1, 3, size, size)
     tmp = out.with_suffix(".tmp.onnx")
     fast = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # nn.MultiheadAttention's fused path does not export
@@ -179,13 +215,15 @@ def split_help() -> str:
 def split(name: str, full: pathlib.Path, pkg: pathlib.Path, tensor: str) -> None:
     a = ARCHS[name]
     # Split again when the tensor, the model or the split tool changed.
-    stamp = f"{tensor}\n{sha256(full)}\n{sha256(SPLIT)}"
+    stamp = f"{tensor}\n{sha256(full)}\n{sha256(SPLIT)}\n{a.get('resize', 'stretch')} {a.get('crop_from')}"
     if (pkg / "model.toml").exists() and (pkg / ".stamp").exists() and (pkg / ".stamp").read_text() == stamp:
         return
     cmd = [sys.executable, str(SPLIT), str(full), "--layer", tensor, "--out", str(pkg), "--force",
            "--description", f"torchvision {name}, random weights (seed), cut at {a['module']}",
            "--source", f"torchvision {torchvision.__version__} {name}(weights=None), exported by scripts/bench/verify_architectures.py",
            "--license", "BSD-3-Clause (torchvision code); random weights"]
+    if a.get("resize", "stretch") != "stretch":
+        cmd += ["--resize", a["resize"], "--crop-from", str(a["crop_from"])]
     help_text = split_help()
     if a["layout"] != "nchw" and "--layout" in help_text:
         cmd += ["--layout", a["layout"]]
@@ -242,8 +280,18 @@ def package_variant(name: str, pkg: pathlib.Path, models_dir: pathlib.Path, pill
 # --------------------------------------------------------------------------- the two tools
 
 
-def library_input(image: pathlib.Path) -> torch.Tensor:
-    tf = transforms.Compose([transforms.Resize((224, 224)), transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+def library_transforms(name: str) -> list:
+    a = ARCHS[name]
+    size = a.get("size", 224)
+    if a.get("resize", "stretch") == "stretch":
+        return [transforms.Resize((size, size))]
+    return [transforms.Resize(a["crop_from"]), transforms.CenterCrop(size)]
+
+
+def library_input(name: str, image: pathlib.Path) -> torch.Tensor:
+    # As pytorch-grad-cam's users load a photo: PIL.Image.open + convert("RGB"), no
+    # ImageOps.exif_transpose (the pixels as stored), then torchvision's transforms.
+    tf = transforms.Compose(library_transforms(name) + [transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
     return tf(Image.open(image).convert("RGB"))[None]
 
 
@@ -315,16 +363,56 @@ def run_scorecam(binary, models_dir, variant, image, cls, threads):
 # --------------------------------------------------------------------------- rows
 
 
+# The JPEG photos: (size as stored, mode, Pillow save options, EXIF orientation or None).
+JPEG_PHOTOS = {
+    "landscape": ((500, 375), "RGB", dict(quality=90, subsampling=2), None),
+    "portrait": ((375, 500), "RGB", dict(quality=95, subsampling=0), None),
+    "exif6": ((500, 375), "RGB", dict(quality=85, subsampling=1), 6),
+    "gray": ((500, 375), "L", dict(quality=90, progressive=True), None),
+}
+
+
+def make_jpeg(source: pathlib.Path, key: str, out: pathlib.Path) -> None:
+    """One of the JPEG photos, made from `source` with Pillow (the same bytes each time for the
+    same source and Pillow/libjpeg-turbo)."""
+    (w, h), mode, opts, orientation = JPEG_PHOTOS[key]
+    img = Image.open(source).convert("RGB")
+    if orientation == 6:
+        # Upright the photo is a w'×h' = h×w portrait; stored turned 90° anticlockwise, with
+        # Orientation = 6 ("turn 90° clockwise to view"): ImageOps.exif_transpose gives it back.
+        upright = img.resize((h, w), Image.LANCZOS)
+        stored = upright.transpose(Image.Transpose.ROTATE_90)
+        exif = Image.Exif()
+        exif[0x0112] = 6  # Orientation
+        opts = dict(opts, exif=exif.tobytes())
+    else:
+        stored = img.resize((w, h), Image.LANCZOS)
+    stored = stored.convert(mode)
+    assert stored.size == (w, h)
+    tmp = out.with_suffix(".tmp.jpg")
+    stored.save(tmp, "JPEG", **opts)
+    tmp.rename(out)
+
+
 def photos(args) -> dict[str, pathlib.Path]:
     if args.images:
         return {pathlib.Path(p).name: pathlib.Path(p) for p in args.images}
     base = ROOT / "samples" / "chelsea.png"
     big = CACHE / "photos" / "chelsea_512.png"
-    if not big.exists():
+    out = {"224": base, "512": big}
+    wanted = [k for k in args.photos if k != "jpeg"] + (list(JPEG_PHOTOS) if "jpeg" in args.photos else [])
+    if "512" in wanted and not big.exists():
         big.parent.mkdir(parents=True, exist_ok=True)
         Image.open(base).convert("RGB").resize((512, 512), Image.LANCZOS).save(big)
-    out = {"224": base, "512": big}
-    return {k: v for k, v in out.items() if k in args.photos}
+    source = args.jpeg_source.resolve()
+    tag = "chelsea" if source == base.resolve() else f"{source.stem}-{sha256(source)[:8]}"
+    for key in JPEG_PHOTOS:
+        path = CACHE / "photos" / f"{tag}_{key}.jpg"
+        if key in wanted and not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            make_jpeg(source, key, path)
+        out[key] = path
+    return {k: out[k] for k in dict.fromkeys(wanted)}
 
 
 def run_row(name, photo_key, image, binary, args, model, pkg):
@@ -344,7 +432,8 @@ def run_row(name, photo_key, image, binary, args, model, pkg):
         row["tensor"] = tensor
         split(name, full, pkg, tensor)
 
-        x = library_input(image)
+        x = library_input(name, image)
+        row["library_transforms"] = ", ".join(repr(t) for t in library_transforms(name))
         # The extractor's output must be what the library's hook records for the module.
         import onnxruntime as ort
         so = ort.SessionOptions()
@@ -372,6 +461,16 @@ def run_row(name, photo_key, image, binary, args, model, pkg):
             row["note"] = "resize_filter not supported by this scorecam build: its own resize; " + e.text.splitlines()[-1][:200]
             variant = package_variant(name, pkg, CACHE / "models", pillow=False)
             ours, wall, doc = run_scorecam(binary, CACHE / "models", variant, image, cls, args.threads)
+        toml_text = (CACHE / "models" / variant / "model.toml").read_text()
+        m_exif = re.search(r'^\s*exif_orientation\s*=\s*"([a-z]+)"', toml_text, re.M)
+        row["package_exif_orientation"] = m_exif.group(1) if m_exif else None
+        row["answer_exif_orientation"] = doc.get("exif_orientation", doc["explanations"][0].get("exif_orientation"))
+        m_resize = re.search(r'^\s*resize\s*=\s*"([a-z_]+)"', toml_text, re.M)
+        m_crop = re.search(r'^\s*crop_from\s*=\s*(\d+)', toml_text, re.M)
+        row["package_resize"] = (m_resize.group(1) if m_resize else "stretch") + (f" {m_crop.group(1)}" if m_crop else "")
+        if photo_key in JPEG_PHOTOS and row["package_exif_orientation"] != "ignore":
+            raise RowError("package", f"model.toml says exif_orientation = {row['package_exif_orientation']!r}, "
+                                      "not \"ignore\" (what pytorch-grad-cam's users feed: the pixels as stored)")
         if ours.shape != ref.shape:
             raise RowError("compare", f"scorecam map {ours.shape} vs pytorch-grad-cam {ref.shape}")
         r = float(np.corrcoef(ours.ravel().astype(np.float64), ref.ravel().astype(np.float64))[0, 1])
@@ -380,11 +479,17 @@ def run_row(name, photo_key, image, binary, args, model, pkg):
             pearson=r, max_delta=d, scorecam_s=round(doc["timings_ms"]["total_ms"] / 1e3, 3), scorecam_wall_s=round(wall, 3),
             passes=doc["stats"].get("forward_passes"), ok=bool(r >= R_MIN and d <= DELTA_MAX), status="ok",
         )
+        if photo_key in JPEG_PHOTOS and photo_key == "exif6":
+            # What the same map would score against the library's if one of them were turned
+            # (shows that the stored pixels, not the upright photo, were compared).
+            row["pearson_if_turned"] = float(np.corrcoef(np.rot90(ours, -1).ravel().astype(np.float64),
+                                                         ref.ravel().astype(np.float64))[0, 1])
     except RowError as e:
         row.update(ok=False, status=f"{e.step} failed", error=e.text)
     except Exception as e:  # noqa: BLE001
         row.update(ok=False, status="error", error=f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
     row["row_s"] = round(time.perf_counter() - t0, 1)
+    row["load_avg_1m"] = round(os.getloadavg()[0], 2)
     return row
 
 
@@ -395,7 +500,33 @@ def fmt(row) -> str:
             f"grad-cam {row['grad_cam_s']:.1f} s{' (cached)' if row['grad_cam_cached'] else ''}  "
             f"scorecam {row['scorecam_s']:.1f} s (process {row['scorecam_wall_s']:.1f} s)  "
             f"{'PASS' if row['ok'] else 'FAIL'}  [target check {row['target_check_max_delta']:.1e}]"
+            + (f"\n    package: resize {row['package_resize']}, exif_orientation {row['package_exif_orientation']}; "
+               f"answer's exif_orientation {row.get('answer_exif_orientation')}"
+               + (f"; r if one map were turned {row['pearson_if_turned']:.3f}" if "pearson_if_turned" in row else "")
+               if row.get("package_exif_orientation") and row["photo"] in JPEG_PHOTOS else "")
             + (f"\n    note: {row['note']}" if row.get("note") else ""))
+
+
+def markdown_jpeg(results: dict, keys) -> str:
+    out = ["| architecture | library's transforms (scorecam's package) | photo | Pearson r (1 − r) | max \\|Δ\\| | pytorch-grad-cam s | scorecam s | pass |",
+           "|---|---|---|---|---|---|---|---|"]
+    for name in ARCHS:
+        for photo in keys:
+            row = results.get(f"{name}/{photo}")
+            if row is None:
+                continue
+            size = ARCHS[name].get("size", 224)
+            tf = (f"`Resize(({size}, {size}))`" if ARCHS[name].get("resize", "stretch") == "stretch"
+                  else f"`Resize({ARCHS[name]['crop_from']})`, `CenterCrop({size})`")
+            pkg = row.get("package_resize")
+            tf += f" (`{pkg}`, exif `{row.get('package_exif_orientation')}`)" if pkg else ""
+            if row.get("status") != "ok":
+                err = (row.get("error") or "").splitlines()[0].replace("|", "\\|")[:160]
+                out.append(f"| {name} | {tf} | {photo} | – | – | – | – | {row['status']}: {err} |")
+                continue
+            out.append(f"| {name} | {tf} | {photo} | {row['pearson']:.8f} ({1 - row['pearson']:.0e}) | {row['max_delta']:.1e} | "
+                       f"{row['grad_cam_s']:.1f} | {row['scorecam_s']:.1f} | {'yes' if row['ok'] else '**no**'} |")
+    return "\n".join(out)
 
 
 def markdown(results: dict) -> str:
@@ -420,7 +551,10 @@ def markdown(results: dict) -> str:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", nargs="+", choices=list(ARCHS), default=list(ARCHS), help="rows to run (default: all, CNNs first)")
-    ap.add_argument("--photos", nargs="+", choices=["224", "512"], default=["224", "512"], help="which of the two photos")
+    ap.add_argument("--photos", nargs="+", choices=["224", "512", "jpeg", *JPEG_PHOTOS], default=["224", "512"],
+                    help="which photos: 224, 512 (the default two), jpeg (the four JPEG photos) or some of them")
+    ap.add_argument("--jpeg-source", type=pathlib.Path, default=ROOT / "samples" / "chelsea.png",
+                    help="the picture the JPEG photos are made from (default: samples/chelsea.png)")
     ap.add_argument("--images", nargs="+", help="other images instead of the two photos (any size)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=16, help="pytorch-grad-cam's ScoreCAM batch size (its default: 16)")
@@ -434,14 +568,22 @@ def main():
     results_path = CACHE / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     if args.table:
-        print(markdown(results))
+        keys = [k for k in args.photos if k != "jpeg"] + (list(JPEG_PHOTOS) if "jpeg" in args.photos else [])
+        jpeg_keys = [k for k in keys if k in JPEG_PHOTOS]
+        if jpeg_keys:
+            print(markdown_jpeg(results, jpeg_keys))
+        else:
+            print(markdown(results))
         return 0
 
     torch.set_num_threads(args.threads)
     if not args.binary.exists():
         subprocess.run(["cargo", "build", "--release", "--locked"], cwd=ROOT, check=True)
     import pytorch_grad_cam
-    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, grad-cam "
+    import PIL
+    from PIL import features as pil_features
+    print(f"Pillow {PIL.__version__} (libjpeg-turbo {pil_features.version('libjpeg_turbo')}), "
+          f"torch {torch.__version__}, torchvision {torchvision.__version__}, grad-cam "
           f"{getattr(pytorch_grad_cam, '__version__', '1.5.7')}, onnx {onnx.__version__}; {args.threads} threads; "
           f"ScoreCAM batch {args.batch_size}; pass: r >= {R_MIN}, max |Δ| <= {DELTA_MAX:g}", flush=True)
     imgs = photos(args)

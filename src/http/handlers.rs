@@ -258,6 +258,22 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], body)
 }
 
+/// `GET /`: the explorer page for a browser (a client that accepts HTML); for any other
+/// client, KServe V1's liveness answer `{"status": "alive"}`, which its clients'
+/// `is_server_live` reads from this path.
+pub async fn root(headers: HeaderMap) -> Response {
+    let wants_html = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|accept| accept.contains("text/html"));
+    if wants_html {
+        page().await.into_response()
+    } else {
+        Json(serde_json::json!({ "status": "alive" })).into_response()
+    }
+}
+
 pub async fn page() -> impl IntoResponse {
     (
         [

@@ -67,7 +67,7 @@ pub fn router(state: AppState) -> Router {
         tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
     });
     Router::new()
-        .route("/", get(handlers::page))
+        .route("/", get(handlers::root))
         .route("/explain", post(handlers::explain))
         .route("/explain/stream", post(handlers::explain_stream))
         .route("/predict", post(handlers::predict))
@@ -85,6 +85,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/models/{name}", get(v2::model_metadata))
         .route("/v2/models/{name}/ready", get(v2::model_ready))
         .route("/v2/models/{name}/infer", post(v2::infer))
+        // The versions the metadata advertises ("1"), for clients that name one.
+        .route("/v2/models/{name}/versions/{version}", get(v2::versioned_metadata))
+        .route("/v2/models/{name}/versions/{version}/ready", get(v2::versioned_ready))
+        .route("/v2/models/{name}/versions/{version}/infer", post(v2::versioned_infer))
         // KServe's V1 data plane: `{name}`, `{name}:predict` and `{name}:explain` are one
         // path segment, which matchit cannot split, so one route takes all three, and
         // every method (the handler knows which the path takes, for 405's `Allow`).

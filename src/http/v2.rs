@@ -57,6 +57,10 @@ struct InferResponse {
     outputs: Vec<OutputTensor>,
 }
 
+/// The version every model has: a package is served as one version (a changed package
+/// replaces it).
+const MODEL_VERSION: &str = "1";
+
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::bad_request(message)
 }
@@ -88,7 +92,7 @@ pub async fn model_metadata(State(state): State<AppState>, Path(name): Path<Stri
     let (c, h, w) = (m.input.channels, m.input.height, m.input.width);
     Ok(Json(json!({
         "name": name,
-        "versions": ["1"],
+        "versions": [MODEL_VERSION],
         "platform": "onnxruntime_onnx",
         "inputs": [
             { "name": "image", "datatype": "BYTES", "shape": [-1] },
@@ -105,6 +109,41 @@ pub async fn model_metadata(State(state): State<AppState>, Path(name): Path<Stri
 
 pub async fn model_ready(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     model_readiness(&state, &name)
+}
+
+/// The one version a model has: a path naming another is a 404 that says which there is.
+fn version(name: &str, version: &str) -> Result<(), ApiError> {
+    if version == MODEL_VERSION {
+        return Ok(());
+    }
+    Err(ApiError::NotFound(format!(
+        "/v2/models/{name}/versions/{version} (model `{name}` has one version: \"{MODEL_VERSION}\")"
+    )))
+}
+
+pub async fn versioned_metadata(
+    state: State<AppState>,
+    Path((name, v)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    version(&name, &v)?;
+    model_metadata(state, Path(name)).await
+}
+
+pub async fn versioned_ready(
+    State(state): State<AppState>,
+    Path((name, v)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    version(&name, &v)?;
+    model_readiness(&state, &name)
+}
+
+pub async fn versioned_infer(
+    state: State<AppState>,
+    Path((name, v)): Path<(String, String)>,
+    request: axum::extract::Request,
+) -> Result<Json<Value>, ApiError> {
+    version(&name, &v)?;
+    infer(state, Path(name), request).await
 }
 
 /// `{"name": …, "ready": …}`: 200 when ready, 503 when not (v1 and v2 alike); an unknown
