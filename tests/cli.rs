@@ -61,6 +61,10 @@ fn explain_json_to_stdout_has_the_documented_shape() {
         "-",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // The summary goes to stderr for every output, standard output included.
+    let err = stderr(&o);
+    assert!(err.contains("-> standard output: efficientnet-lite0: class 285 (Egyptian cat) p="), "{err}");
+    assert!(err.contains(" passes in ") && err.contains("cache off"), "{err}");
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(doc["model"], "efficientnet-lite0");
     assert_eq!(doc["method"], "scorecam");

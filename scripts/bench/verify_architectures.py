@@ -341,13 +341,13 @@ def ort_library() -> str | None:
     return str(p) if p.exists() else None
 
 
-def run_scorecam(binary, models_dir, variant, image, cls, threads):
+def run_scorecam(binary, models_dir, variant, image, cls, threads, extra=()):
     env = dict(os.environ, SCORECAM_WORKERS=str(threads), SCORECAM_INTRA_THREADS="1")
     lib = ort_library()
     if lib:
         env["ORT_DYLIB_PATH"] = lib
     cmd = [str(binary), "--models-dir", str(models_dir), "explain", str(image), "--model", variant,
-           "--preset", "pytorch_grad_cam", "--format", "json", "--resolution", "model", "--target", str(cls), "-o", "-"]
+           "--preset", "pytorch_grad_cam", "--format", "json", "--resolution", "model", "--target", str(cls), "-o", "-", *extra]
     t = time.perf_counter()
     # Run outside the repository so that no config/default.toml applies: built-in defaults only.
     r = subprocess.run(cmd, cwd=CACHE, env=env, capture_output=True)
@@ -479,11 +479,16 @@ def run_row(name, photo_key, image, binary, args, model, pkg):
             pearson=r, max_delta=d, scorecam_s=round(doc["timings_ms"]["total_ms"] / 1e3, 3), scorecam_wall_s=round(wall, 3),
             passes=doc["stats"].get("forward_passes"), ok=bool(r >= R_MIN and d <= DELTA_MAX), status="ok",
         )
-        if photo_key in JPEG_PHOTOS and photo_key == "exif6":
-            # What the same map would score against the library's if one of them were turned
-            # (shows that the stored pixels, not the upright photo, were compared).
-            row["pearson_if_turned"] = float(np.corrcoef(np.rot90(ours, -1).ravel().astype(np.float64),
-                                                         ref.ravel().astype(np.float64))[0, 1])
+        if photo_key == "exif6" and args.exif_control:
+            # Control: the same request with --exif-orientation apply (the model sees the photo
+            # turned upright) must not match the library's map on the stored pixels.
+            other, _, other_doc = run_scorecam(binary, CACHE / "models", variant, image, cls, args.threads,
+                                               extra=["--exif-orientation", "apply"])
+            row["control_apply"] = dict(
+                answer_exif_orientation=other_doc.get("exif_orientation"), shape=list(other.shape),
+                pearson=float(np.corrcoef(other.ravel().astype(np.float64), ref.ravel().astype(np.float64))[0, 1])
+                if other.shape == ref.shape else None,
+                max_delta=float(np.abs(other.astype(np.float64) - ref).max()) if other.shape == ref.shape else None)
     except RowError as e:
         row.update(ok=False, status=f"{e.step} failed", error=e.text)
     except Exception as e:  # noqa: BLE001
@@ -502,7 +507,9 @@ def fmt(row) -> str:
             f"{'PASS' if row['ok'] else 'FAIL'}  [target check {row['target_check_max_delta']:.1e}]"
             + (f"\n    package: resize {row['package_resize']}, exif_orientation {row['package_exif_orientation']}; "
                f"answer's exif_orientation {row.get('answer_exif_orientation')}"
-               + (f"; r if one map were turned {row['pearson_if_turned']:.3f}" if "pearson_if_turned" in row else "")
+               + (f"; control with --exif-orientation apply: r={row['control_apply']['pearson']:.4f}, "
+                  f"max|Δ|={row['control_apply']['max_delta']:.2e} (answer says {row['control_apply']['answer_exif_orientation']})"
+                  if row.get("control_apply") and row["control_apply"]["pearson"] is not None else "")
                if row.get("package_exif_orientation") and row["photo"] in JPEG_PHOTOS else "")
             + (f"\n    note: {row['note']}" if row.get("note") else ""))
 
@@ -562,6 +569,8 @@ def main():
     ap.add_argument("--binary", type=pathlib.Path, default=ROOT / "target" / "release" / "scorecam")
     ap.add_argument("--fresh-reference", action="store_true", help="recompute pytorch-grad-cam's maps even when cached")
     ap.add_argument("--pillow-always", action="store_true", help="ask for resize_filter = pillow_bilinear on the 224 photo too")
+    ap.add_argument("--exif-control", action="store_true",
+                    help="exif6 photo: also run scorecam with --exif-orientation apply and report how far it is from the library's map")
     ap.add_argument("--table", action="store_true", help="print the cached results as a Markdown table and exit")
     args = ap.parse_args()
 

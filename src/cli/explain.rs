@@ -72,44 +72,15 @@ pub async fn explain(service: &Service, args: ExplainArgs) -> Result<(), CliErro
         let result = service.explain(request.clone(), read(image)?, Some(progress)).await;
         bar.finish().await;
         let rendered = result.map_err(|source| CliError::Input { path: image.clone(), source })?;
-        let (bytes, summary) = match rendered {
-            Rendered::Json(doc) => {
-                let mut s = format!("{} passes", doc.stats.forward_passes);
-                if let Some(c) = &doc.stats.coverage {
-                    s += &format!(
-                        " ({}/{} of the plan, estimated mass {:.3})",
-                        c.passes_done, c.passes_total, c.estimated_mass
-                    );
-                }
-                (serde_json::to_vec(&doc).map_err(|e| CliError::Invalid(e.to_string()))?, s)
-            }
-            Rendered::Png(img) => {
-                let s = &img.summary;
-                let mut line = format!(
-                    "class {} ({}) p={:.4}, {} passes in {:.0} ms",
-                    s.target.index, s.target.label, s.target.score, s.stats.forward_passes, s.timings_ms.total_ms
-                );
-                if let Some(c) = &s.stats.coverage {
-                    line += &format!(
-                        " ({}/{} of the plan, estimated mass {:.3})",
-                        c.passes_done, c.passes_total, c.estimated_mass
-                    );
-                }
-                if let Some(m) = &s.metrics {
-                    line += &format!(
-                        "; average drop {:.1}%, increase in confidence {}, deletion AUC {:.4}, insertion AUC {:.4}",
-                        100.0 * m.average_drop,
-                        m.increase_in_confidence,
-                        m.deletion_auc,
-                        m.insertion_auc
-                    );
-                }
-                (img.png, line)
-            }
+        let summary = summary(&rendered);
+        let bytes = match rendered {
+            Rendered::Json(doc) => serde_json::to_vec(&doc).map_err(|e| CliError::Invalid(e.to_string()))?,
+            Rendered::Png(img) => img.png,
         };
         if to_stdout {
             use std::io::Write;
             std::io::stdout().write_all(&bytes).map_err(CliError::io("standard output"))?;
+            eprintln!("{} -> standard output: {summary}", image.display());
         } else {
             let out = output_path(&args, image);
             std::fs::write(&out, bytes).map_err(CliError::io(&out))?;
@@ -137,6 +108,45 @@ pub async fn predict(service: &Service, args: PredictArgs) -> Result<(), CliErro
         }
     }
     Ok(())
+}
+
+/// One line for stderr, whatever the output: model, the first target's class, label and
+/// probability, passes and time, the coverage of a partial map, the metrics, the cache.
+fn summary(rendered: &Rendered) -> String {
+    let (model, target, stats, ms, metrics) = match rendered {
+        Rendered::Json(d) => {
+            let first = d.explanations.first();
+            (
+                &d.model,
+                first.map(|e| &e.target),
+                &d.stats,
+                d.timings_ms.total_ms,
+                first.and_then(|e| e.metrics.as_ref()),
+            )
+        }
+        Rendered::Png(p) => {
+            let s = &p.summary;
+            (&s.model, Some(&s.target), &s.stats, s.timings_ms.total_ms, s.metrics.as_ref())
+        }
+    };
+    let mut line = format!("{model}: ");
+    if let Some(t) = target {
+        line += &format!("class {} ({}) p={:.4}, ", t.index, t.label, t.score);
+    }
+    line += &format!("{} passes in {:.0} ms", stats.forward_passes, ms);
+    if let Some(c) = &stats.coverage {
+        line += &format!(" ({}/{} of the plan, estimated mass {:.3})", c.passes_done, c.passes_total, c.estimated_mass);
+    }
+    if let Some(m) = metrics {
+        line += &format!(
+            "; average drop {:.1}%, increase in confidence {}, deletion AUC {:.4}, insertion AUC {:.4}",
+            100.0 * m.average_drop,
+            m.increase_in_confidence,
+            m.deletion_auc,
+            m.insertion_auc
+        );
+    }
+    line + &format!(", cache {}", stats.cache.as_str())
 }
 
 /// A terminal progress bar over an explanation's masked passes (silent when stderr is not
