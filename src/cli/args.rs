@@ -74,6 +74,7 @@ pub struct ExplainArgs {
     /// A file of image paths, one per line (`-`: standard input); a dataset run.
     #[arg(long)]
     pub list: Option<PathBuf>,
+    /// The model package to explain with (default: the configured default model).
     #[arg(long)]
     pub model: Option<String>,
     /// Class indices to explain (several allowed; they share one set of masked passes).
@@ -317,7 +318,11 @@ impl Args for MethodFlags {
                 .iter()
                 .flat_map(|e| e.params.iter())
                 .find(|p| p.name == name)
-                .map(|p| format!("{} ({}; default {})", p.help, users.join(", "), p.default))
+                .map(|p| match p.default {
+                    // The help of a parameter without a default already says what leaving it out does.
+                    "" => format!("{} ({})", p.help, users.join(", ")),
+                    default => format!("{} ({}; default {default})", p.help, users.join(", ")),
+                })
                 .unwrap_or_default();
             cmd = cmd.arg(Arg::new(name).long(Self::flag(name)).value_name("VALUE").help(help));
         }
