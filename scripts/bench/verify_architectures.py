@@ -35,6 +35,8 @@ CenterCrop(299)` for inception_v3), ToTensor, Normalize. scorecam gets the JPEG 
 package is the split tool's output with the matching `resize` / `crop_from` and must say
 `[input] exif_orientation = "ignore"` (the split tool's default; checked, a row fails if it
 does not). The maps are compared at the model grid (224×224 or 299×299).
+--exif-control also runs the exif6 photo with `--exif-orientation apply` (the model sees
+the upright photo) and reports how far that map is from the library's: a control that fails.
 
 Same threads on both sides: torch.set_num_threads(T); scorecam with T workers of one
 intra-op thread each (its CPU default layout, as scripts/bench/compare_pytorch_grad_cam.py).

@@ -4,6 +4,7 @@
 # given arguments, e.g.
 #   scripts/bench/verify_architectures.sh                    # every architecture, both photos
 #   scripts/bench/verify_architectures.sh --arch vit_b_16    # one row
+#   scripts/bench/verify_architectures.sh --arch resnet18 resnet50 inception_v3 --photos jpeg   # the four JPEG photos
 # The scorecam binary is target/release/scorecam (built with `cargo build --release` if missing).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
