@@ -209,8 +209,12 @@ impl Engine {
     /// Takes an admission slot for one request's jobs (fail fast past capacity rather than
     /// queue without bound); the slot is freed when the admission drops.
     pub fn admit(&self, model: &Arc<EngineModel>) -> Result<Admission<'_>, EngineError> {
-        let capacity = self.config.max_concurrent_jobs + self.config.max_queued_jobs;
-        self.take_slot(model, &self.admitted, capacity, false)
+        self.take_slot(model, &self.admitted, self.capacity(), false)
+    }
+
+    /// Requests `admit` takes at once (running and queued) before it refuses.
+    pub fn capacity(&self) -> usize {
+        self.config.max_concurrent_jobs + self.config.max_queued_jobs
     }
 
     /// An admission for a cheap request (a clean pass: predictions, inference): its jobs

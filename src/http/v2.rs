@@ -21,7 +21,7 @@ use super::error::ApiError;
 use super::input::push_json_param;
 use super::input::{MAX_INSTANCES, decode_base64};
 use super::state::AppState;
-use crate::service::{ImageInput, Inferred, ModelDetails, Params};
+use crate::service::{ImageInput, Inference, Inferred, ModelDetails, Params};
 
 #[derive(Debug, Deserialize)]
 pub struct InferRequest {
@@ -243,13 +243,16 @@ pub async fn infer(
         .try_into()
         .map_err(|inputs: Vec<InputTensor>| bad(format!("expected exactly one input tensor, got {}", inputs.len())))?;
     let (explain, params) = parameters(req.parameters)?;
-    let predict = if explain { Default::default() } else { params.predict_request()? };
-    let explain = if explain { Some(params.explain_request(true)?) } else { None };
+    let inference = if explain {
+        Inference::Explain(params.explain_request(true)?)
+    } else {
+        Inference::Predict(params.predict_request()?)
+    };
     let images = decode_inputs(&state, &m, input)?;
     let n = images.len();
-    let inferred = state.service.infer_many(&name, images, predict, explain).await?;
+    let inferred = state.service.infer_many(&name, images, inference).await?;
     let response =
-        InferResponse { model_name: name, model_version: "1", id: req.id, outputs: outputs(&m, n, inferred) };
+        InferResponse { model_name: name, model_version: MODEL_VERSION, id: req.id, outputs: outputs(&m, n, inferred) };
     serde_json::to_value(response).map(Json).map_err(|e| crate::service::ServiceError::Internal(e.to_string()).into())
 }
 

@@ -19,6 +19,15 @@ pub struct Inferred {
     pub explained: Option<(usize, Vec<f32>)>,
 }
 
+/// What an inference batch asks of each image.
+#[derive(Clone, Debug)]
+pub enum Inference {
+    /// Its probabilities (a prediction's parameters).
+    Predict(PredictRequest),
+    /// Its probabilities and its explanation (an explanation's parameters).
+    Explain(ExplainRequest),
+}
+
 impl Service {
     /// Images explained at once for one batch request.
     fn batch_concurrency(&self) -> usize {
@@ -55,18 +64,16 @@ impl Service {
         Ok(kept)
     }
 
-    /// The Open Inference Protocol's batch: each image's probabilities, and with
-    /// `explain` (an explanation request whose targets and method the caller set) its map
-    /// at the model's input size.
+    /// The Open Inference Protocol's batch on `model`: each image's probabilities, and when
+    /// asked its explanation's map at the model's input size.
     pub async fn infer_many(
         &self,
         model: &str,
         images: Vec<ImageInput>,
-        predict: PredictRequest,
-        explain: Option<ExplainRequest>,
+        inference: Inference,
     ) -> Result<Vec<Inferred>, ServiceError> {
-        match explain {
-            Some(mut request) => {
+        match inference {
+            Inference::Explain(mut request) => {
                 request.model = Some(model.to_string());
                 request.rendering =
                     Rendering { format: OutputFormat::Json, resolution: Resolution::Model, ..request.rendering };
@@ -80,7 +87,7 @@ impl Service {
                     .try_collect()
                     .await
             }
-            None => {
+            Inference::Predict(predict) => {
                 let n = images.len().max(1);
                 let request = &PredictRequest { model: Some(model.to_string()), ..predict };
                 stream::iter(images)

@@ -24,7 +24,7 @@ pub mod startup;
 mod stats;
 mod status;
 
-pub use batch::Inferred;
+pub use batch::{Inference, Inferred};
 pub use cache::{CacheOutcome, ResultCache};
 pub use error::{ErrorKind, ServiceError};
 pub use explain::{Classified, Prepared};
@@ -130,8 +130,7 @@ impl Service {
 
     /// Requests the engine admits at once (running and queued) before it refuses with 429.
     pub fn capacity(&self) -> usize {
-        let c = self.engine.config();
-        c.max_concurrent_jobs + c.max_queued_jobs
+        self.engine.capacity()
     }
 
     /// The decoder limits every upload is held to.
