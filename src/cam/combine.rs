@@ -147,16 +147,25 @@ fn channel_map(cam: &dyn CamMethod, inputs: &MapInputs<'_>) -> Saliency {
         normalize_min_max(&mut map);
         return Saliency { input: Map::new(w, h, map), feature: None };
     }
+    if preset == Preset::PytorchGradCam {
+        return grad_cam_map(sum, act, (h, w));
+    }
     let mut cam = sum;
     relu(&mut cam);
-    let eps = if preset == Preset::Torchcam { 1e-8 } else { 1e-7 };
-    normalize_shift_eps(&mut cam, eps);
+    normalize_shift_eps(&mut cam, 1e-8);
+    let feature = Map::new(act.width, act.height, cam);
+    Saliency { input: feature.resized(w, h), feature: Some(feature) }
+}
+
+/// pytorch-grad-cam's `BaseCAM` from a map at feature size: ReLU, `scale_cam_image`
+/// (min shifted to 0, divided by max + 1e-7), `cv2.resize` (half-pixel bilinear) to the
+/// input, and the same normalisation once more.
+pub(crate) fn grad_cam_map(mut cam: Vec<f32>, act: &Activations, (h, w): (usize, usize)) -> Saliency {
+    relu(&mut cam);
+    normalize_shift_eps(&mut cam, 1e-7);
     let feature = Map::new(act.width, act.height, cam);
     let mut input = feature.resized(w, h);
-    if preset == Preset::PytorchGradCam {
-        // pytorch-grad-cam normalises once more after cv2.resize.
-        normalize_shift_eps(&mut input.data, 1e-7);
-    }
+    normalize_shift_eps(&mut input.data, 1e-7);
     Saliency { input, feature: Some(feature) }
 }
 

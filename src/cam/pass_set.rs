@@ -53,7 +53,7 @@ pub fn score_passes(
     mut score: impl FnMut(&[f32], usize) -> Vec<f32>,
 ) -> Vec<TargetScores> {
     let classes = clean_logits.len();
-    let readout = Readout::new(HeadKind::Classes { classes, activation: Activation::Softmax }, targets.to_vec());
+    let readout = Readout::classes(HeadKind::Classes { classes, activation: Activation::Softmax }, targets);
     let mut per_target: Vec<TargetScores> = targets
         .iter()
         .map(|&t| TargetScores {

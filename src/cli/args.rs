@@ -83,6 +83,15 @@ pub struct ExplainArgs {
     /// Explain the k most probable classes (default 1 when no --target is given).
     #[arg(long, conflicts_with = "targets")]
     pub top_k: Option<usize>,
+    /// A segmentation model's region to explain the target class over: `x1,y1,x2,y2` in
+    /// photo pixels, or a mask image the photo's size (non-zero = in). Default: the pixels
+    /// the model assigns to the class.
+    #[arg(long, value_name = "BOX|FILE")]
+    pub region: Option<String>,
+    /// An embedding model's reference: a vector file (`.npy` float32/float64, or `.json`
+    /// array) or a photo, which the model embeds.
+    #[arg(long, value_name = "FILE")]
+    pub reference: Option<PathBuf>,
     #[command(flatten)]
     pub method: MethodFlags,
     /// Also compute faithfulness metrics (Average Drop, Increase in Confidence, deletion

@@ -9,7 +9,8 @@ use std::time::Duration;
 use super::CliError;
 use super::args::{ExplainArgs, FormatArg, PredictArgs};
 use crate::service::{
-    ExifOrientation, ExplainRequest, ImageInput, Params, PredictRequest, Progress, Rendered, Service,
+    ExifOrientation, ExplainRequest, ImageInput, ImageLimits, Params, PredictRequest, Progress, ReferenceSpec,
+    RegionSpec, Rendered, Service, parse_box, parse_reference, region_mask,
 };
 
 fn read(path: &Path) -> Result<ImageInput, CliError> {
@@ -54,15 +55,74 @@ fn output_path(args: &ExplainArgs, image: &Path) -> PathBuf {
 
 /// The request the flags make: the parameters parsed as the HTTP API parses them, the
 /// rendering from the typed flags.
-pub(super) fn request(args: &ExplainArgs) -> Result<ExplainRequest, CliError> {
+pub(super) fn request(args: &ExplainArgs, limits: &ImageLimits) -> Result<ExplainRequest, CliError> {
     let mut request = params(args).explain_request(false)?;
     let r = &mut request.rendering;
     (r.format, r.resolution, r.colormap) = (args.format.into(), args.resolution.into(), args.colormap.into());
+    if let Some(region) = &args.region {
+        request.region = Some(region_arg(region, limits)?);
+    }
+    if let Some(path) = &args.reference {
+        request.reference = Some(reference_arg(path)?);
+    }
     Ok(request)
 }
 
+/// `--region`: a box, or a mask image file.
+fn region_arg(text: &str, limits: &ImageLimits) -> Result<RegionSpec, CliError> {
+    let path = Path::new(text);
+    if !path.exists() && text.contains(',') {
+        return Ok(parse_box(text)?);
+    }
+    let bytes = std::fs::read(path).map_err(CliError::io(path))?;
+    Ok(region_mask(&bytes, limits)?)
+}
+
+/// `--reference`: a vector file (`.npy`, `.json`) or a photo.
+fn reference_arg(path: &Path) -> Result<ReferenceSpec, CliError> {
+    let bytes = std::fs::read(path).map_err(CliError::io(path))?;
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    match ext.as_str() {
+        "npy" => npy_vector(&bytes)
+            .map(|v| ReferenceSpec::Vector(v.into()))
+            .map_err(|e| CliError::Invalid(format!("{}: {e}", path.display()))),
+        "json" => Ok(parse_reference(&String::from_utf8_lossy(&bytes))?),
+        _ => Ok(ReferenceSpec::Image(ImageInput::Encoded(bytes.into()))),
+    }
+}
+
+/// A 1-D little-endian float32 or float64 array from a `.npy` file (format 1.0–3.0).
+fn npy_vector(bytes: &[u8]) -> Result<Vec<f32>, String> {
+    let bad = || "not a .npy file of one float32/float64 vector (np.save(path, v.astype(np.float32)))".to_string();
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(bad());
+    }
+    let (len_bytes, start) = if bytes[6] == 1 { (2, 8) } else { (4, 8) };
+    let header_len = bytes[start..start + len_bytes].iter().rev().fold(0usize, |n, &b| n * 256 + usize::from(b));
+    let data_at = start + len_bytes + header_len;
+    let header = std::str::from_utf8(bytes.get(start + len_bytes..data_at).ok_or_else(bad)?).map_err(|_| bad())?;
+    let data = &bytes[data_at..];
+    let width = if header.contains("'<f4'") {
+        4
+    } else if header.contains("'<f8'") {
+        8
+    } else {
+        return Err(bad());
+    };
+    if header.contains("'fortran_order': True") || data.len() % width != 0 {
+        return Err(bad());
+    }
+    Ok(data
+        .chunks_exact(width)
+        .map(|c| match c.try_into() {
+            Ok(b4) => f32::from_le_bytes(b4),
+            Err(_) => f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32,
+        })
+        .collect())
+}
+
 pub async fn explain(service: &Service, args: ExplainArgs) -> Result<(), CliError> {
-    let request = request(&args)?;
+    let request = request(&args, service.limits())?;
     let model = service.model(request.model.as_deref())?;
     eprintln!("model: {}", model.name());
     let to_stdout = args.output.as_deref() == Some(Path::new("-"));

@@ -286,6 +286,11 @@ impl Admission<'_> {
         readout: Arc<Readout>,
         options: &RunOptions,
     ) -> Result<Scored, EngineError> {
+        if passes.is_empty() {
+            // Nothing to run (EigenCAM's plan): no job, no queueing.
+            let scores = vec![PassScores::default(); readout.len()];
+            return Ok(Scored { scores, done: None, counts: PassCounts::default(), timing: JobTiming::default() });
+        }
         match self.submit(input, Work::Score { passes, readout }, options).await? {
             (JobOutput::Scored { scores, done }, counts, timing) => Ok(Scored { scores, done, counts, timing }),
             _ => Err(EngineError::Internal("a score job returned a clean pass".into())),

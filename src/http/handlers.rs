@@ -26,7 +26,7 @@ pub const OPENAPI: &str = include_str!("../../openapi.yaml");
 pub const PAGE: &str = include_str!("page/index.html");
 
 pub async fn explain(State(state): State<AppState>, req: ImageRequest) -> Result<Response, ApiError> {
-    let (request, image) = req.explain_request()?;
+    let (request, image) = req.explain_request(&state.config.limits)?;
     Ok(match state.service.explain(request, image, None).await? {
         Rendered::Json(doc) => {
             let cache = HeaderValue::from_static(doc.stats.cache.as_str());
@@ -164,7 +164,7 @@ const PARTIAL_EVERY: Duration = Duration::from_millis(400);
 /// image are checked first, so those errors keep their plain status codes. When the client
 /// goes away the stream is dropped, which aborts the task, which cancels the job.
 pub async fn explain_stream(State(state): State<AppState>, req: ImageRequest) -> Result<Response, ApiError> {
-    let (request, image) = req.explain_request()?;
+    let (request, image) = req.explain_request(&state.config.limits)?;
     let progress = Arc::new(Progress::default());
     let prepared = state.service.prepare(request, image).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(4);

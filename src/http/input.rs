@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use super::state::AppState;
-use crate::service::{ExplainRequest, Fault, ImageInput, Params, PredictRequest};
+use crate::service::{self, ExplainRequest, Fault, ImageInput, ImageLimits, Params, PredictRequest, ReferenceSpec};
 
 /// An image and its parameters, whatever form they came in.
 #[derive(Debug)]
@@ -23,16 +23,85 @@ pub struct ImageRequest {
     pub accepts_json: bool,
     /// An injected fault (only with the `fault-injection` feature).
     pub fault: Option<Fault>,
+    /// Targets' inputs that are files or long, not parameters.
+    pub extras: Extras,
+}
+
+/// A segmentation region drawn as a mask, an embedding's reference photo, or a reference
+/// vector too long for a parameter: multipart parts or JSON members of those names.
+#[derive(Debug, Default)]
+pub struct Extras {
+    pub region_mask: Option<axum::body::Bytes>,
+    pub reference_image: Option<axum::body::Bytes>,
+    pub reference: Option<String>,
+}
+
+/// Names that carry [`Extras`] rather than parameters.
+const EXTRA_PARTS: [&str; 3] = ["region_mask", "reference_image", "reference"];
+
+impl Extras {
+    /// Keeps a part named as an extra; false for any other name.
+    fn take(&mut self, name: &str, bytes: axum::body::Bytes) -> Result<bool, ApiError> {
+        let slot = match name {
+            "region_mask" => &mut self.region_mask,
+            "reference_image" => &mut self.reference_image,
+            "reference" => {
+                let text = String::from_utf8(bytes.to_vec())
+                    .map_err(|_| ApiError::bad_request("part `reference` is not UTF-8 text"))?;
+                return self.set_reference(text).map(|()| true);
+            }
+            _ => return Ok(false),
+        };
+        if slot.replace(bytes).is_some() {
+            return Err(ApiError::bad_request(format!("more than one `{name}` part")));
+        }
+        Ok(true)
+    }
+
+    fn set_reference(&mut self, text: String) -> Result<(), ApiError> {
+        if self.reference.replace(text).is_some() {
+            return Err(ApiError::bad_request("`reference` given more than once"));
+        }
+        Ok(())
+    }
+
+    /// Sets the request's region and reference from the extras.
+    fn apply(&self, request: &mut ExplainRequest, limits: &ImageLimits) -> Result<(), ApiError> {
+        if let Some(mask) = &self.region_mask {
+            if request.region.is_some() {
+                return Err(ApiError::bad_request("give `region` (a box) or `region_mask`, not both"));
+            }
+            request.region = Some(service::region_mask(mask, limits)?);
+        }
+        let given = [self.reference.is_some(), self.reference_image.is_some(), request.reference.is_some()];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(ApiError::bad_request("give one of `reference` and `reference_image`"));
+        }
+        if let Some(text) = &self.reference {
+            request.reference = Some(service::parse_reference(text)?);
+        }
+        if let Some(image) = &self.reference_image {
+            request.reference = Some(ReferenceSpec::Image(ImageInput::Encoded(Arc::from(image.as_ref()))));
+        }
+        Ok(())
+    }
 }
 
 impl ImageRequest {
-    pub fn explain_request(&self) -> Result<(ExplainRequest, ImageInput), ApiError> {
+    pub fn explain_request(&self, limits: &ImageLimits) -> Result<(ExplainRequest, ImageInput), ApiError> {
         let mut request = self.params.explain_request(self.accepts_json)?;
         request.fault = self.fault;
+        self.extras.apply(&mut request, limits)?;
         Ok((request, ImageInput::Encoded(self.image.clone())))
     }
 
     pub fn predict_request(&self) -> Result<(PredictRequest, ImageInput), ApiError> {
+        let e = &self.extras;
+        if e.region_mask.is_some() || e.reference_image.is_some() || e.reference.is_some() {
+            return Err(ApiError::bad_request(
+                "region_mask, reference and reference_image choose what /explain explains; a prediction takes none",
+            ));
+        }
         Ok((self.params.predict_request()?, ImageInput::Encoded(self.image.clone())))
     }
 }
@@ -80,6 +149,7 @@ impl ImageRequest {
             }
         }
         let mut params = Params::default();
+        let mut extras = Extras::default();
         let mime = content_type.split(';').next().unwrap_or("").trim().to_string();
         let image = if mime == "multipart/form-data" {
             let mut multipart = Multipart::from_request(req, state)
@@ -94,7 +164,7 @@ impl ImageRequest {
                         return Err(ApiError::bad_request("more than one `image` part"));
                     }
                     image = Some(bytes);
-                } else {
+                } else if !extras.take(&name, bytes.clone())? {
                     let value = String::from_utf8(bytes.to_vec())
                         .map_err(|_| ApiError::bad_request(format!("part `{name}` is not UTF-8 text")))?;
                     params.push(&name, value)?;
@@ -118,6 +188,10 @@ impl ImageRequest {
                     image = Some(axum::body::Bytes::from(decode_base64("`image.b64`", b64)?));
                     continue;
                 }
+                if EXTRA_PARTS.contains(&key.as_str()) {
+                    json_extra(&mut extras, &key, v)?;
+                    continue;
+                }
                 push_json_param(&mut params, &key, v)?;
             }
             image.ok_or_else(|| ApiError::bad_request("the JSON body has no `image`"))?
@@ -128,8 +202,21 @@ impl ImageRequest {
                 "unsupported Content-Type `{mime}`: send multipart/form-data, image/*, or application/json"
             )));
         };
-        Ok(Self { image: Arc::from(image.as_ref()), params: query_params.merge_over(params), accepts_json, fault })
+        Ok(Self { image: Arc::from(image.as_ref()), params: query_params.merge_over(params), accepts_json, fault, extras })
     }
+}
+
+/// A JSON body's extra: `reference` as an array of numbers, a file as {"b64": "…"}.
+fn json_extra(extras: &mut Extras, key: &str, v: Value) -> Result<(), ApiError> {
+    if key == "reference" {
+        return extras.set_reference(v.to_string());
+    }
+    let b64 = v
+        .get("b64")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request(format!("`{key}` must be {{\"b64\": \"<base64>\"}}")))?;
+    let bytes = axum::body::Bytes::from(decode_base64(&format!("`{key}.b64`"), b64)?);
+    extras.take(key, bytes).map(|_| ())
 }
 
 /// The fault a test asks for with `x-scorecam-fault` (only with the `fault-injection` feature).

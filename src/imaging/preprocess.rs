@@ -22,19 +22,56 @@ pub struct Region {
 /// One image ready for the model, and what is needed to map results back onto it.
 #[derive(Clone, Debug)]
 pub struct Preprocessed {
-    /// 3×H×W, normalised.
+    /// C×H×W, normalised.
     pub tensor: Vec<f32>,
     pub input_width: usize,
     pub input_height: usize,
     pub original_width: u32,
     pub original_height: u32,
     pub region: Region,
+    /// The rectangle of the model's input that shows `region`, in input pixels (less than
+    /// the whole input when letterboxed: the rest is padding).
+    pub content: Content,
     /// How a map on the preprocessed image is turned onto the upright photo: the EXIF
     /// orientation when the model saw the pixels as stored, else none.
     pub map_orientation: Orientation,
 }
 
+/// A rectangle of the model's input, in whole input pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Content {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
 impl Preprocessed {
+    /// Where the centre of input pixel (u, v) of a `grid` laid over the model's input
+    /// (a segmenter's output, say) falls on the upright photo, in continuous photo
+    /// pixels; `None` on the letterbox's padding.
+    pub fn grid_point_on_photo(&self, (gh, gw): (usize, usize), (u, v): (usize, usize)) -> Option<(f64, f64)> {
+        let x = (u as f64 + 0.5) * self.input_width as f64 / gw as f64;
+        let y = (v as f64 + 0.5) * self.input_height as f64 / gh as f64;
+        let c = self.content;
+        let (cx, cy) = (x - f64::from(c.x), y - f64::from(c.y));
+        if cx < 0.0 || cy < 0.0 || cx >= f64::from(c.width) || cy >= f64::from(c.height) {
+            return None;
+        }
+        let r = self.region;
+        let stored = (r.x + cx * r.width / f64::from(c.width), r.y + cy * r.height / f64::from(c.height));
+        Some(orient_point(stored, (self.stored_width(), self.stored_height()), self.map_orientation))
+    }
+
+    /// The size of the image as preprocessed (as stored when the orientation was ignored).
+    fn stored_width(&self) -> f64 {
+        f64::from(if swaps_sides(self.map_orientation) { self.original_height } else { self.original_width })
+    }
+
+    fn stored_height(&self) -> f64 {
+        f64::from(if swaps_sides(self.map_orientation) { self.original_width } else { self.original_height })
+    }
+
     /// Places a map at the model's input resolution onto the original image's pixels:
     /// stretched back over the whole image, or over the centre crop (zero outside it).
     pub fn map_to_original(&self, map: &Map) -> Map {
@@ -47,6 +84,14 @@ impl Preprocessed {
         if ow == 0 || oh == 0 {
             return Map::new(ow, oh, Vec::new());
         }
+        let c = self.content;
+        let cropped;
+        let map = if (c.x, c.y, c.width as usize, c.height as usize) == (0, 0, map.width, map.height) {
+            map
+        } else {
+            cropped = crop_map(map, c);
+            &cropped
+        };
         let r = self.region;
         if r.x == 0.0 && r.y == 0.0 && r.width == ow as f64 && r.height == oh as f64 {
             return map.resized(ow, oh);
@@ -68,15 +113,24 @@ impl Preprocessed {
 }
 
 /// Resizes per the manifest (an image already at the input size passes through untouched)
-/// and normalises with the manifest's mean/std.
+/// and normalises with the manifest's mean/std. A grey model's photo is turned grey first,
+/// as Pillow's `convert("L")`.
 pub fn preprocess(img: &RgbImage, spec: &InputSpec) -> Preprocessed {
     let (ow, oh) = img.dimensions();
     let (w, h) = (spec.width, spec.height);
-    let (src, region) = resize(img, spec);
+    let grey;
+    let img = if spec.channels == 1 {
+        grey = pillow_grey(img);
+        &grey
+    } else {
+        img
+    };
+    let (src, region, content) = resize(img, spec);
     let plane = (w * h) as usize;
-    let mut tensor = vec![0.0f32; 3 * plane];
+    let channels = spec.channels as usize;
+    let mut tensor = vec![0.0f32; channels * plane];
     for (i, p) in src.pixels().enumerate() {
-        for c in 0..3 {
+        for c in 0..channels {
             let v = f32::from(p[c]) / 255.0;
             tensor[c * plane + i] = (v - spec.mean[c]) / spec.std[c];
         }
@@ -88,7 +142,51 @@ pub fn preprocess(img: &RgbImage, spec: &InputSpec) -> Preprocessed {
         original_width: ow,
         original_height: oh,
         region,
+        content,
         map_orientation: Orientation::NoTransforms,
+    }
+}
+
+/// Pillow's `convert("L")`: L = (19595 R + 38470 G + 7471 B + 2¹⁵) >> 16 (ITU-R 601-2
+/// luma in 16-bit fixed point), kept in all three planes so the RGB resizers carry it.
+fn pillow_grey(img: &RgbImage) -> RgbImage {
+    let mut out = img.clone();
+    for p in out.pixels_mut() {
+        let [r, g, b] = p.0.map(u32::from);
+        let l = ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as u8;
+        p.0 = [l; 3];
+    }
+    out
+}
+
+/// The `content` rectangle of a map, as its own map.
+fn crop_map(map: &Map, c: Content) -> Map {
+    let (x0, y0) = (c.x as usize, c.y as usize);
+    let (cw, ch) = ((c.width as usize).min(map.width.saturating_sub(x0)), (c.height as usize).min(map.height.saturating_sub(y0)));
+    let mut data = Vec::with_capacity(cw * ch);
+    for row in y0..y0 + ch {
+        data.extend_from_slice(&map.data[row * map.width + x0..row * map.width + x0 + cw]);
+    }
+    Map::new(cw, ch, data)
+}
+
+/// Whether an EXIF orientation swaps width and height.
+fn swaps_sides(o: Orientation) -> bool {
+    matches!(o, Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH)
+}
+
+/// A point of an image of size `(w, h)` as stored, on the image turned as `o` turns it
+/// (continuous coordinates: the same turns as [`orient_map`]'s).
+pub fn orient_point((x, y): (f64, f64), (w, h): (f64, f64), o: Orientation) -> (f64, f64) {
+    match o {
+        Orientation::NoTransforms => (x, y),
+        Orientation::Rotate90 => (h - y, x),
+        Orientation::Rotate180 => (w - x, h - y),
+        Orientation::Rotate270 => (y, w - x),
+        Orientation::FlipHorizontal => (w - x, y),
+        Orientation::FlipVertical => (x, h - y),
+        Orientation::Rotate90FlipH => (y, x),
+        Orientation::Rotate270FlipH => (h - y, w - x),
     }
 }
 
@@ -117,8 +215,35 @@ pub fn orient_map(map: Map, orientation: Orientation) -> Map {
 }
 
 /// The image the model sees, before normalisation: `spec.width`×`spec.height` pixels, per
-/// the manifest's resize mode and filter, and the rectangle of `img` it shows.
-pub fn resize<'a>(img: &'a RgbImage, spec: &InputSpec) -> (Cow<'a, RgbImage>, Region) {
+/// the manifest's resize mode and filter; the rectangle of `img` it shows, and where in
+/// the input that shows.
+pub fn resize<'a>(img: &'a RgbImage, spec: &InputSpec) -> (Cow<'a, RgbImage>, Region, Content) {
+    let (ow, oh) = img.dimensions();
+    let (w, h) = (spec.width, spec.height);
+    if spec.resize != ResizeMode::Letterbox || w == 0 || h == 0 || ow == 0 || oh == 0 {
+        let (out, region) = resize_region(img, spec);
+        return (out, region, Content { x: 0, y: 0, width: w, height: h });
+    }
+    let (nw, nh) = letterbox_size((ow, oh), (w, h));
+    let fitted = InputSpec { width: nw, height: nh, resize: ResizeMode::Stretch, ..spec.clone() };
+    let (inner, region) = resize_region(img, &fitted);
+    let content = Content { x: (w - nw) / 2, y: (h - nh) / 2, width: nw, height: nh };
+    let mut canvas = RgbImage::from_pixel(w, h, image::Rgb([spec.pad_value; 3]));
+    imageops::replace(&mut canvas, inner.as_ref(), i64::from(content.x), i64::from(content.y));
+    (Cow::Owned(canvas), region, content)
+}
+
+/// A letterbox's inner size: the photo scaled by min(w/ow, h/oh), each side rounded half to
+/// even (Python's `round`, as Ultralytics) and kept within 1..=the input's side.
+pub fn letterbox_size((ow, oh): (u32, u32), (w, h): (u32, u32)) -> (u32, u32) {
+    let s = (f64::from(w) / f64::from(ow)).min(f64::from(h) / f64::from(oh));
+    let side = |v: u32, max: u32| ((f64::from(v) * s).round_ties_even() as u32).clamp(1, max);
+    (side(ow, w), side(oh, h))
+}
+
+/// Stretch or shorter-side crop to `spec`'s size (a letterbox's first step is a stretch to
+/// its inner size), and the rectangle of `img` it shows.
+fn resize_region<'a>(img: &'a RgbImage, spec: &InputSpec) -> (Cow<'a, RgbImage>, Region) {
     let (ow, oh) = img.dimensions();
     let (w, h) = (spec.width, spec.height);
     let full = Region { x: 0.0, y: 0.0, width: f64::from(ow), height: f64::from(oh) };
@@ -131,8 +256,8 @@ pub fn resize<'a>(img: &'a RgbImage, spec: &InputSpec) -> (Cow<'a, RgbImage>, Re
         return triangle(img, spec);
     }
     let window = match spec.resize {
-        ResizeMode::Stretch if (ow, oh) == (w, h) => return (Cow::Borrowed(img), full),
-        ResizeMode::Stretch => Window::whole(w, h),
+        ResizeMode::Stretch | ResizeMode::Letterbox if (ow, oh) == (w, h) => return (Cow::Borrowed(img), full),
+        ResizeMode::Stretch | ResizeMode::Letterbox => Window::whole(w, h),
         ResizeMode::ShorterSideCrop => centre_crop_window(ow, oh, spec.crop_from.unwrap_or(w.max(h)), w, h),
     };
     // Products before the division (exact in f64 at these sizes: one rounding, not two),
@@ -184,8 +309,10 @@ fn triangle<'a>(img: &'a RgbImage, spec: &InputSpec) -> (Cow<'a, RgbImage>, Regi
     let (w, h) = (spec.width, spec.height);
     let full = Region { x: 0.0, y: 0.0, width: f64::from(ow), height: f64::from(oh) };
     match spec.resize {
-        ResizeMode::Stretch if (ow, oh) == (w, h) => (Cow::Borrowed(img), full),
-        ResizeMode::Stretch => (Cow::Owned(imageops::resize(img, w, h, FilterType::Triangle)), full),
+        ResizeMode::Stretch | ResizeMode::Letterbox if (ow, oh) == (w, h) => (Cow::Borrowed(img), full),
+        ResizeMode::Stretch | ResizeMode::Letterbox => {
+            (Cow::Owned(imageops::resize(img, w, h, FilterType::Triangle)), full)
+        }
         ResizeMode::ShorterSideCrop => {
             // The crop is cut from the original first and only then resized: resizing the
             // whole image first would let a 1×8192 upload become a 256×2M buffer.

@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
-use crate::cam::{Activation, HeadKind};
+use crate::cam::{Activation, HeadKind, MapLayout};
 
 /// The largest input side accepted; bigger models are not what this service is for and
 /// would make masked batches allocate without bound.
@@ -24,14 +24,17 @@ pub struct Manifest {
     pub head: HeadSpec,
 }
 
-/// `[head]`: the kind of output the head graph returns. Today one kind, `classes` (one
-/// logit per class), with the activation that turns logits into probabilities.
+/// `[head]`: the kind of output the head graph returns: `classes` (one logit per class),
+/// `segmentation` (per-pixel class logits) or `embedding` (a vector), with the activation
+/// that turns logits into probabilities and a segmentation's layout.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HeadSpec {
     pub kind: HeadKindName,
-    /// `softmax` (one class per image) or `sigmoid` (multi-label, one-logit binary).
+    /// `softmax` (one class per image or pixel) or `sigmoid` (multi-label, one-logit binary).
     pub activation: Activation,
+    /// A segmentation output's layout: `nchw` (N×C×H×W, the default) or `nhwc`.
+    pub layout: MapLayout,
 }
 
 /// The head kinds a manifest may name.
@@ -40,13 +43,33 @@ pub struct HeadSpec {
 pub enum HeadKindName {
     #[default]
     Classes,
+    Segmentation,
+    Embedding,
 }
 
 impl HeadSpec {
-    /// The head as the methods see it, given what the graph returns per image.
-    pub fn kind(self, outputs: usize) -> HeadKind {
+    /// The head as the methods see it, given the graph's output shape for one image
+    /// (without the batch axis; checked against the kind on load).
+    pub fn kind(self, output: &[usize]) -> HeadKind {
+        let activation = self.activation;
+        match (self.kind, output) {
+            (HeadKindName::Segmentation, &[a, b, c]) => {
+                let (classes, height, width) = match self.layout {
+                    MapLayout::Nchw => (a, b, c),
+                    MapLayout::Nhwc => (c, a, b),
+                };
+                HeadKind::Segmentation { classes, height, width, layout: self.layout, activation }
+            }
+            (HeadKindName::Embedding, _) => HeadKind::Embedding { dim: output.iter().product() },
+            _ => HeadKind::Classes { classes: output.iter().product(), activation },
+        }
+    }
+
+    /// The rank of the head graph's output, batch included.
+    pub fn output_rank(self) -> usize {
         match self.kind {
-            HeadKindName::Classes => HeadKind::Classes { classes: outputs, activation: self.activation },
+            HeadKindName::Segmentation => 4,
+            HeadKindName::Classes | HeadKindName::Embedding => 2,
         }
     }
 }
@@ -61,6 +84,10 @@ pub enum ResizeMode {
     /// The shorter side is resized to `crop_from`, then the centre width×height is cut;
     /// the map covers that crop and is zero outside it.
     ShorterSideCrop,
+    /// The aspect ratio is kept: scaled by min(width/w, height/h) (the new size rounded
+    /// half to even, as Python's `round`), centred (the offset floored) and padded with
+    /// `pad_value`: Ultralytics' letterbox. The map covers the whole upload.
+    Letterbox,
 }
 
 /// What the model is fed of a photo whose EXIF tag says it is stored rotated or flipped.
@@ -132,9 +159,27 @@ pub struct InputSpec {
     /// may ask otherwise).
     #[serde(default)]
     pub exif_orientation: ExifOrientation,
-    /// Per-channel mean and std, applied after scaling pixels to 0..1.
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
+    /// Channels the model takes: 1 (the photo turned grey as Pillow's `convert("L")`
+    /// does, before resizing) or 3 (RGB).
+    #[serde(default = "three")]
+    pub channels: u32,
+    /// Per-channel mean and std (one value per channel), applied after scaling pixels to
+    /// 0..1.
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    /// `resize = "letterbox"`: the padding's pixel value (0..=255, every channel), before
+    /// normalisation.
+    #[serde(default = "grey_pad")]
+    pub pad_value: u8,
+}
+
+fn three() -> u32 {
+    3
+}
+
+/// Ultralytics' letterbox grey.
+fn grey_pad() -> u8 {
+    114
 }
 
 /// The largest token grid side accepted for `layout = "tokens"`.
@@ -249,6 +294,18 @@ impl Manifest {
                 return Err(format!("{name} = {v} must be in 1..={MAX_SIDE}"));
             }
         }
+        if !matches!(i.channels, 1 | 3) {
+            return Err(format!("input.channels = {} must be 1 (grey) or 3 (RGB)", i.channels));
+        }
+        for (name, values) in [("input.mean", &i.mean), ("input.std", &i.std)] {
+            if values.len() != i.channels as usize {
+                return Err(format!(
+                    "{name} has {} values; give one per input channel ({})",
+                    values.len(),
+                    i.channels
+                ));
+            }
+        }
         if let Some(s) =
             i.std.iter().find(|s| s.partial_cmp(&&0.0) != Some(std::cmp::Ordering::Greater) || !s.is_finite())
         {
@@ -265,7 +322,7 @@ impl Manifest {
                 "input.crop_from = {c} must be at least the input size ({}) and at most {MAX_SIDE}",
                 i.width.max(i.height)
             )),
-            (ResizeMode::Stretch, Some(_)) => {
+            (ResizeMode::Stretch | ResizeMode::Letterbox, Some(_)) => {
                 Err("input.crop_from only applies to resize = \"shorter_side_crop\"".into())
             }
             _ => Ok(()),
@@ -303,12 +360,12 @@ description = "t"
     #[test]
     fn the_head_defaults_to_a_softmax_classifier_and_takes_a_sigmoid() {
         assert_eq!(
-            Manifest::parse(GOOD).unwrap().head.kind(5),
+            Manifest::parse(GOOD).unwrap().head.kind(&[5]),
             HeadKind::Classes { classes: 5, activation: Activation::Softmax }
         );
         let sigmoid =
             Manifest::parse(&format!("{GOOD}[head]\nkind = \"classes\"\nactivation = \"sigmoid\"\n")).unwrap();
-        assert_eq!(sigmoid.head.kind(14), HeadKind::Classes { classes: 14, activation: Activation::Sigmoid });
+        assert_eq!(sigmoid.head.kind(&[14]), HeadKind::Classes { classes: 14, activation: Activation::Sigmoid });
         assert!(err(&format!("{GOOD}[head]\nkind = \"boxes\"\n")).contains("boxes"));
     }
 

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::manifest::HeadKindName;
 use super::{DeclaredLayout, Manifest, ModelError};
 use crate::cam::HeadKind;
 use crate::runtime::{self, GraphSignature, ProviderKind, SessionConfig, SessionShapes};
@@ -19,7 +20,11 @@ pub struct ModelInfo {
     /// How the graphs lay the target layer out.
     #[serde(skip)]
     pub layout: runtime::FeatureLayout,
+    /// Classes a target may name (a one-logit binary head has two; an embedding none).
     pub classes: usize,
+    /// What the head returns per image.
+    #[serde(skip)]
+    pub head: HeadKind,
 }
 
 impl ModelInfo {
@@ -32,7 +37,7 @@ impl ModelInfo {
 
 impl From<ModelInfo> for SessionShapes {
     fn from(i: ModelInfo) -> Self {
-        SessionShapes { input_chw: i.input_chw, feature_khw: i.feature_khw, layout: i.layout, head_len: i.classes }
+        SessionShapes { input_chw: i.input_chw, feature_khw: i.feature_khw, layout: i.layout, head_len: i.head.output_len() }
     }
 }
 
@@ -66,7 +71,7 @@ impl ModelPackage {
 
     /// What the head returns, as the methods and the service read it.
     pub fn head(&self) -> HeadKind {
-        self.manifest.head.kind(self.info.classes)
+        self.info.head
     }
 
     pub fn label(&self, class: usize) -> &str {
@@ -82,13 +87,28 @@ impl ModelPackage {
             .ok_or_else(|| ModelError::Manifest { path: dir.into(), message: "folder name is not UTF-8".into() })?
             .to_string();
         let manifest = Manifest::from_file(&dir.join("model.toml"))?;
-        let labels = read_labels(&dir.join("labels.txt"))?;
+        let labels_path = dir.join("labels.txt");
+        // An embedding has no classes: its labels are optional.
+        let labels = if manifest.head.kind == HeadKindName::Embedding && !labels_path.exists() {
+            Vec::new()
+        } else {
+            read_labels(&labels_path)?
+        };
         let extractor = dir.join("extractor.onnx");
         let head = dir.join("head.onnx");
         let ext_sig = signature(&extractor)?;
         let head_sig = signature(&head)?;
         let info = validate_signatures(dir, &manifest, labels.len(), &ext_sig, &head_sig)?;
+        let labels = binary_labels(info.head, labels);
         Ok(Self { name, dir: dir.to_path_buf(), manifest, labels, info })
+    }
+}
+
+/// A one-logit binary head's two classes: its labels file may name only the positive one.
+fn binary_labels(head: HeadKind, labels: Vec<String>) -> Vec<String> {
+    match labels.as_slice() {
+        [positive] if head.is_binary() => vec![format!("not {positive}"), positive.clone()],
+        _ => labels,
     }
 }
 
@@ -152,19 +172,35 @@ pub fn validate_signatures(
     rank(&ext_path, "input", &ext.input_shape, 4)?;
     rank(&ext_path, "output", &ext.output_shape, feature_rank)?;
     rank(&head_path, "input", &head.input_shape, feature_rank)?;
-    rank(&head_path, "output", &head.output_shape, 2)?;
+    rank(&head_path, "output", &head.output_shape, manifest.head.output_rank())?;
     let (h, w) = check_input(&ext_path, manifest, &ext.input_shape)?;
     check_pair(&ext_path, &head_path, &ext.output_shape, &head.input_shape)?;
     let (feature_khw, runtime_layout) = feature_grid(&ext_path, layout, &ext.output_shape)?;
-    let classes = check_classes(dir, &head.output_shape, labels)?;
-    Ok(ModelInfo { input_chw: [3, h, w], feature_khw, layout: runtime_layout, classes })
+    let head_kind = check_head(dir, manifest, &head.output_shape, labels)?;
+    Ok(ModelInfo {
+        input_chw: [manifest.input.channels as usize, h, w],
+        feature_khw,
+        layout: runtime_layout,
+        classes: head_kind.classes(),
+        head: head_kind,
+    })
 }
 
-/// The extractor's input is RGB at the manifest's size (or dynamic there); its H, W.
+/// The extractor's input has the manifest's channels and size (or is dynamic there); its
+/// H, W.
 fn check_input(path: &Path, manifest: &Manifest, input: &[i64]) -> Result<(usize, usize), ModelError> {
     let (w, h) = (manifest.input.width as i64, manifest.input.height as i64);
-    if input[1] != 3 {
-        return fail(path, format!("input has {} channels ({}); expected 3 (RGB)", input[1], dims(input)));
+    let channels = i64::from(manifest.input.channels);
+    if input[1] != channels {
+        return fail(
+            path,
+            format!(
+                "input has {} channels ({}) but model.toml says input.channels = {channels}; set it to match \
+                 (1 for a grey model, 3 for RGB)",
+                input[1],
+                dims(input)
+            ),
+        );
     }
     if (input[2] >= 0 && input[2] != h) || (input[3] >= 0 && input[3] != w) {
         return fail(path, format!("input is {} but model.toml says {h}×{w}", dims(input)));
@@ -225,16 +261,26 @@ fn feature_grid(
     Ok((khw.map(|d| d as usize), runtime_layout))
 }
 
-/// The head's output is one fixed-size row per image, with a label per value.
-fn check_classes(dir: &Path, output: &[i64], labels: usize) -> Result<usize, ModelError> {
-    let classes = output[1];
-    if classes <= 0 {
-        return fail(&dir.join("head.onnx"), format!("output {} must have a fixed class count", dims(output)));
+/// The head's output is one fixed-size block per image, of the manifest's kind, with a
+/// label per class.
+fn check_head(dir: &Path, manifest: &Manifest, output: &[i64], labels: usize) -> Result<HeadKind, ModelError> {
+    if output[1..].iter().any(|d| *d <= 0) {
+        return fail(&dir.join("head.onnx"), format!("output {} must have fixed sizes but for the batch", dims(output)));
     }
-    if classes as usize != labels {
-        return fail(&dir.join("labels.txt"), format!("{labels} labels but head.onnx outputs {classes} classes"));
+    let head = manifest.head.kind(&output[1..].iter().map(|&d| d as usize).collect::<Vec<_>>());
+    let classes = head.classes();
+    let labels_ok = match head {
+        HeadKind::Embedding { .. } => true,
+        _ if head.is_binary() => matches!(labels, 1 | 2),
+        _ => labels == classes,
+    };
+    if !labels_ok {
+        return fail(
+            &dir.join("labels.txt"),
+            format!("{labels} labels but head.onnx outputs {classes} classes ({} head {})", head.name(), dims(output)),
+        );
     }
-    Ok(classes as usize)
+    Ok(head)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use super::request::{ExplainRequest, TargetSpec};
+use super::request::{ExplainRequest, ImageInput, ReferenceSpec, RegionSpec, TargetSpec};
 use super::result::RunStats;
 use crate::cam::Saliency;
 use crate::cam::faithfulness::Faithfulness;
@@ -49,6 +49,7 @@ impl CacheOutcome {
 pub(crate) struct CachedResult {
     pub logits: Vec<f32>,
     pub targets: Vec<usize>,
+    pub target_scores: Vec<f32>,
     pub maps: Vec<Saliency>,
     pub metrics: Option<Vec<Faithfulness>>,
     pub stats: RunStats,
@@ -68,7 +69,7 @@ pub(crate) type CacheKey = [u8; 32];
 /// The key of a request on a prepared input.
 pub(crate) fn key(model: &EngineModel, request: &ExplainRequest, tensor: &[f32]) -> CacheKey {
     let mut h = blake3::Hasher::new();
-    h.update(b"scorecam-result-v1\0");
+    h.update(b"scorecam-result-v2\0");
     h.update(&model.id.to_le_bytes());
     h.update(model.name().as_bytes());
     h.update(b"\0");
@@ -87,6 +88,8 @@ pub(crate) fn key(model: &EngineModel, request: &ExplainRequest, tensor: &[f32])
             h.update(&(*k as u64).to_le_bytes());
         }
     }
+    hash_region(&mut h, request.region.as_ref());
+    hash_reference(&mut h, request.reference.as_ref());
     h.update(&[u8::from(request.metrics)]);
     h.update(&(request.max_passes.unwrap_or(0) as u64).to_le_bytes());
     // The tensor's bytes, a block at a time (one `update` per value would be slow).
@@ -98,6 +101,41 @@ pub(crate) fn key(model: &EngineModel, request: &ExplainRequest, tensor: &[f32])
         h.update(&block[..chunk.len() * 4]);
     }
     *h.finalize().as_bytes()
+}
+
+/// A segmentation target's region, when given.
+fn hash_region(h: &mut blake3::Hasher, region: Option<&RegionSpec>) {
+    match region {
+        None => h.update(b"region:none"),
+        Some(RegionSpec::Box(b)) => {
+            h.update(b"region:box");
+            b.iter().for_each(|v| {
+                h.update(&v.to_le_bytes());
+            });
+            h
+        }
+        Some(RegionSpec::Mask { width, height, pixels }) => {
+            h.update(b"region:mask");
+            h.update(&width.to_le_bytes()).update(&height.to_le_bytes()).update(pixels)
+        }
+    };
+}
+
+/// An embedding target's reference, when given: the vector, or the reference photo.
+fn hash_reference(h: &mut blake3::Hasher, reference: Option<&ReferenceSpec>) {
+    match reference {
+        None => h.update(b"reference:none"),
+        Some(ReferenceSpec::Vector(v)) => h.update(b"reference:vector").update(&floats(v)),
+        Some(ReferenceSpec::Image(ImageInput::Encoded(bytes))) => h.update(b"reference:encoded").update(bytes),
+        Some(ReferenceSpec::Image(ImageInput::Pixels(rgb))) => {
+            h.update(b"reference:pixels").update(&rgb.width().to_le_bytes()).update(&rgb.height().to_le_bytes()).update(rgb.as_raw())
+        }
+        Some(ReferenceSpec::Image(ImageInput::Tensor(t))) => h.update(b"reference:tensor").update(&floats(t)),
+    };
+}
+
+fn floats(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 struct Entry {
@@ -210,6 +248,7 @@ mod tests {
         CachedResult {
             logits: vec![0.0; 10],
             targets: vec![1],
+            target_scores: vec![0.1],
             maps: vec![Saliency { input: Map::new(values, 1, vec![0.5; values]), feature: None }],
             metrics: None,
             stats: RunStats::default(),

@@ -67,7 +67,7 @@ impl Service {
         let head = model.package.head();
         let classes = head.classes();
         let probe = Arc::new(HeadProbe::new(k, h, w));
-        let readout = Arc::new(Readout::new(head, (0..classes).collect::<Vec<_>>()));
+        let readout = Arc::new(Readout::classes(head, &(0..classes).collect::<Vec<_>>()));
         let scored = admission.score(p.tensor(), probe.clone(), readout, &options(p, None, Stage::Masked)).await?;
         let passes = scored.counts.head;
         let fitted = blocking("measuring the head", move || {

@@ -11,14 +11,14 @@ use image::RgbImage;
 use super::cache::{self, CacheOutcome, CachedResult};
 use super::progress::{Progress, Stage, StageObserver};
 use super::request::{
-    ExplainRequest, ImageInput, MAX_JSON_MAP_VALUES, MAX_TARGETS, OutputFormat, PredictRequest, Resolution, TargetSpec,
+    ExplainRequest, ImageInput, MAX_JSON_MAP_VALUES, OutputFormat, PredictRequest, Resolution,
 };
 use super::result::{
-    Explanation, PredictDocument, PredictTimings, Rendered, RunStats, StageTimings, predictions, top_k,
+    EmbeddingSummary, Explanation, PredictDocument, PredictTimings, Rendered, RunStats, StageTimings, predictions,
 };
 use super::{Deadline, Service, ServiceError};
 use crate::cam::faithfulness::{Faithfulness, MetricPlan};
-use crate::cam::{self, Activations, MaskPlan, PassSet, PlanPrefix, Readout, Saliency, TargetScores};
+use crate::cam::{self, Activations, HeadKind, MaskPlan, PassSet, PlanPrefix, Readout, Saliency, Target, TargetScores};
 use crate::engine::{Admission, EngineModel, JobTiming, PassCounts, PassObserver, PassScores, RunOptions};
 use crate::imaging::{self, ImageLimits, ImagingError, Orientation, Preprocessed};
 use crate::model::ExifOrientation;
@@ -49,6 +49,23 @@ impl Prepared {
     pub(super) fn unsupported(&self, reason: String) -> ServiceError {
         unsupported_by(&self.model, &self.request, reason)
     }
+
+    pub(super) fn request(&self) -> &ExplainRequest {
+        &self.request
+    }
+
+    pub(super) fn exif(&self) -> ExifOrientation {
+        self.exif
+    }
+
+    pub(super) fn deadline_at(&self) -> Option<Instant> {
+        self.deadline.map(|d| d.at)
+    }
+
+    /// How the photo was preprocessed (`None` for a tensor input).
+    pub(super) fn preprocessed(&self) -> Option<&Preprocessed> {
+        self.image.as_ref().map(|(_, pre)| pre)
+    }
 }
 
 fn ms(d: std::time::Duration) -> f64 {
@@ -66,25 +83,18 @@ fn validate(
     image: &ImageInput,
     known_head: Option<super::closed_form::Measured>,
 ) -> Result<(), ServiceError> {
-    let classes = model.package.head().classes();
-    match &r.targets {
-        TargetSpec::Classes(c) if c.is_empty() => return Err(invalid("target needs at least one class index".into())),
-        TargetSpec::Classes(c) if c.len() > MAX_TARGETS => {
-            return Err(invalid(format!("at most {MAX_TARGETS} targets per request, got {}", c.len())));
-        }
-        TargetSpec::Classes(c) => {
-            if let Some(&class) = c.iter().find(|&&c| c >= classes) {
-                return Err(ServiceError::InvalidTarget { class, classes });
-            }
-        }
-        TargetSpec::TopK(k) if *k == 0 || *k > MAX_TARGETS.min(classes) => {
-            return Err(invalid(format!("top_k must be within 1..={}, got {k}", MAX_TARGETS.min(classes))));
-        }
-        TargetSpec::TopK(_) => {}
-    }
+    let head = model.package.head();
+    super::targets::check(head, r)?;
     r.method.check(model.package.info.feature_khw[0]).map_err(invalid)?;
     if r.method.needs_linear_head() {
         let unsupported = |reason: String| unsupported_by(model, r, reason);
+        if !matches!(head, HeadKind::Classes { .. }) {
+            return Err(unsupported(format!(
+                "the closed-form gradient methods need a classifier's linear head, and this model's head is `{}`; \
+                 use scorecam, ablationcam, reciprocam, rise or eigencam",
+                head.name()
+            )));
+        }
         if model.package.info.feature_extra() > 0 {
             return Err(unsupported(
                 "its head reads the transformer's prefix (class) tokens besides the grid, so it is not global \
@@ -121,7 +131,7 @@ fn unsupported_by(model: &EngineModel, r: &ExplainRequest, reason: String) -> Se
 /// Decodes and preprocesses (CPU work: runs on the blocking pool). `exif` says whether
 /// the model sees a photo turned upright by its EXIF tag; the photo kept for drawing is
 /// upright either way, and the preprocessed image knows how to turn maps onto it.
-async fn decode(
+pub(super) async fn decode(
     image: ImageInput,
     limits: ImageLimits,
     model: Arc<EngineModel>,
@@ -204,6 +214,7 @@ fn from_cache(p: Prepared, hit: &CachedResult, started: Instant) -> Explanation 
         rendering: p.request.rendering,
         logits: hit.logits.clone(),
         targets: hit.targets.clone(),
+        target_scores: hit.target_scores.clone(),
         maps: hit.maps.clone(),
         metrics: hit.metrics.clone(),
         stats,
@@ -219,25 +230,18 @@ fn anytime_margin(timeout_ms: u64) -> std::time::Duration {
     std::time::Duration::from_millis((timeout_ms / 10).clamp(50, 1000))
 }
 
-/// Each target's scores over every pass of the plan, in the combine's terms.
-fn target_scores(scores: Vec<PassScores>, targets: &[usize], logits: &[f32], len: usize) -> Vec<TargetScores> {
+/// Each target's scores over every pass of the plan, in the combine's terms (`clean`: each
+/// target's (score, probability) on the clean input).
+fn target_scores(scores: Vec<PassScores>, targets: &[Target], clean: &[(f32, f32)], len: usize) -> Vec<TargetScores> {
     scores
         .into_iter()
-        .zip(targets)
-        .map(|(mut s, &t)| {
+        .zip(targets.iter().zip(clean))
+        .map(|(mut s, (t, &(clean_logit, _)))| {
             s.logits.resize(len, 0.0);
             s.probs.resize(len, 0.0);
-            TargetScores { class: t, clean_logit: logits[t], logits: s.logits, probs: s.probs }
+            TargetScores { class: t.class(), clean_logit, logits: s.logits, probs: s.probs }
         })
         .collect()
-}
-
-/// The classes a request explains: those it names, or the top k of the clean pass.
-fn choose_targets(spec: &TargetSpec, logits: &[f32]) -> Vec<usize> {
-    match spec {
-        TargetSpec::Classes(c) => c.clone(),
-        TargetSpec::TopK(k) => top_k(logits, (*k).max(1)),
-    }
 }
 
 /// The clean pass's outputs.
@@ -267,6 +271,11 @@ impl Service {
         let deadline = self.deadline(request.timeout_ms)?;
         let exif = request.exif_orientation.unwrap_or(model.package.manifest.input.exif_orientation);
         let (tensor, image) = decode(image, self.config.limits.clone(), model.clone(), exif).await?;
+        if let Some(region) = &request.region {
+            let [_, h, w] = model.package.info.input_chw;
+            let size = image.as_ref().map_or((w as u32, h as u32), |(upright, _)| upright.dimensions());
+            super::targets::check_region(region, size)?;
+        }
         if let Some((_, pre)) = &image {
             let values = pre.original_width as usize * pre.original_height as usize * request.targets.len();
             let r = &request.rendering;
@@ -307,6 +316,7 @@ impl Service {
                 CachedResult {
                     logits: explanation.logits.clone(),
                     targets: explanation.targets.clone(),
+                    target_scores: explanation.target_scores.clone(),
                     maps: explanation.maps.clone(),
                     metrics: explanation.metrics.clone(),
                     stats: explanation.stats,
@@ -325,10 +335,11 @@ impl Service {
         let started = Instant::now();
         let admission = self.engine.admit(&p.model)?;
         let clean = self.clean(&admission, &p, progress.as_ref()).await?;
-        let targets = choose_targets(&p.request.targets, &clean.logits);
-        let readout = Arc::new(Readout::new(p.model.package.head(), targets.clone()));
+        let targets = self.targets(&admission, &p, &clean.logits).await?;
+        let readout = Arc::new(Readout::new(p.model.package.head(), targets));
+        let clean_reads = readout.read(&clean.logits);
         let (plan, probe_passes) = self.plan(&admission, &p, clean.features).await?;
-        let masked = self.masked(&admission, &p, &plan, &readout, &clean.logits, progress.as_ref()).await?;
+        let masked = self.masked(&admission, &p, &plan, &readout, &clean_reads, progress.as_ref()).await?;
         let t = Instant::now();
         let mut stats = run_stats(&plan, &masked, probe_passes);
         let maps = combine(plan.clone(), masked.scores, masked.done).await?;
@@ -344,7 +355,7 @@ impl Service {
             let t = Instant::now();
             let inputs = maps.iter().map(|m| m.input.data.clone()).collect();
             let (figures, passes) =
-                self.faithfulness(&admission, &p, progress.as_ref(), inputs, &clean.logits, &readout).await?;
+                self.faithfulness(&admission, &p, progress.as_ref(), inputs, &clean_reads, &readout).await?;
             stats.metric_passes = passes;
             timings.metrics_ms = ms(t.elapsed());
             Some(figures)
@@ -358,7 +369,8 @@ impl Service {
             method: p.request.method,
             rendering: p.request.rendering,
             logits: clean.logits,
-            targets,
+            targets: readout.targets().iter().map(Target::class).collect(),
+            target_scores: clean_reads.iter().map(|&(_, probability)| probability).collect(),
             maps,
             metrics,
             stats,
@@ -413,7 +425,7 @@ impl Service {
         p: &Prepared,
         plan: &Arc<MaskPlan>,
         readout: &Arc<Readout>,
-        logits: &[f32],
+        clean: &[(f32, f32)],
         progress: Option<&Arc<Progress>>,
     ) -> Result<Masked, ServiceError> {
         // A pass budget runs the plan's first passes: its most important channels.
@@ -425,7 +437,7 @@ impl Service {
         let targets = readout.targets();
         if let Some(progress) = progress {
             let metric_passes = if p.request.metrics { MetricPlan::pass_count(targets.len()) } else { 0 };
-            progress.begin_passes(plan.clone(), targets[0], logits[targets[0]]);
+            progress.begin_passes(plan.clone(), targets[0].class(), clean[0].0);
             progress.set_total(ran + metric_passes);
             progress.set_stage(Stage::Masked);
         }
@@ -445,7 +457,7 @@ impl Service {
         }
         Ok(Masked {
             cut: scored.done.is_some(),
-            scores: target_scores(scored.scores, targets, logits, plan.len()),
+            scores: target_scores(scored.scores, targets, clean, plan.len()),
             done,
             counts: scored.counts,
             timing: scored.timing,
@@ -460,19 +472,17 @@ impl Service {
         p: &Prepared,
         progress: Option<&Arc<Progress>>,
         maps: Vec<Vec<f32>>,
-        logits: &[f32],
+        clean: &[(f32, f32)],
         readout: &Arc<Readout>,
     ) -> Result<(Vec<Faithfulness>, usize), ServiceError> {
         let plan = Arc::new(MetricPlan::new(maps, p.model.package.info.input_chw));
         let scored = admission
             .score(p.tensor.clone(), plan.clone(), readout.clone(), &options(p, progress, Stage::Metrics))
             .await?;
-        let probs = p.model.package.head().probabilities(logits);
-        let targets = readout.targets();
-        let figures = target_scores(scored.scores, targets, logits, plan.len())
+        let figures = target_scores(scored.scores, readout.targets(), clean, plan.len())
             .iter()
             .enumerate()
-            .map(|(i, s)| plan.evaluate(i, s, probs[targets[i]]))
+            .map(|(i, s)| plan.evaluate(i, s, clean[i].1))
             .collect();
         Ok((figures, scored.counts.full))
     }
@@ -530,7 +540,7 @@ pub struct Classified {
 impl Classified {
     /// The k most probable classes, with their labels.
     pub fn top(&self, k: usize) -> Vec<super::Prediction> {
-        predictions(&self.logits, &self.probabilities, &self.source.package.labels, k)
+        predictions(self.source.package.head(), &self.logits, &self.probabilities, &self.source.package.labels, k)
     }
 }
 
@@ -553,7 +563,7 @@ impl Service {
         let (logits, timings) = Deadline::bound(deadline, work).await?;
         Ok(Classified {
             model: model.name().to_string(),
-            probabilities: model.package.head().probabilities(&logits),
+            probabilities: model.package.head().class_scores(&logits),
             logits,
             timings,
             exif_orientation: exif,
@@ -563,13 +573,17 @@ impl Service {
 
     /// The top-k classes of one image.
     pub async fn predict(&self, request: PredictRequest, image: ImageInput) -> Result<PredictDocument, ServiceError> {
-        let classes = self.model(request.model.as_deref())?.package.head().classes();
-        if request.top_k == 0 || request.top_k > classes {
+        let head = self.model(request.model.as_deref())?.package.head();
+        let classes = head.classes();
+        // An embedding has no classes to rank: its prediction is the vector's norm.
+        if !matches!(head, HeadKind::Embedding { .. }) && (request.top_k == 0 || request.top_k > classes) {
             return Err(invalid(format!("top_k must be within 1..={classes}, got {}", request.top_k)));
         }
         let c = self.classify(&request, image).await?;
+        let embedding = matches!(head, HeadKind::Embedding { .. }).then(|| EmbeddingSummary::of(&c.logits));
         Ok(PredictDocument {
-            predictions: c.top(request.top_k),
+            predictions: c.top(request.top_k.min(classes)),
+            embedding,
             model: c.model,
             timings_ms: c.timings,
             exif_orientation: c.exif_orientation,
@@ -591,7 +605,11 @@ impl Service {
         if input.len() != c * h * w || maps.iter().any(|m| m.len() != h * w) || maps.len() != targets.len() {
             return Err(invalid("the input, maps and targets do not match the model".into()));
         }
-        let classes = model.package.head().classes();
+        let head = model.package.head();
+        if !matches!(head, HeadKind::Classes { .. }) {
+            return Err(invalid(format!("evaluating given maps needs a classifier; this model's head is `{}`", head.name())));
+        }
+        let classes = head.classes();
         if let Some(&class) = targets.iter().find(|&&t| t >= classes) {
             return Err(ServiceError::InvalidTarget { class, classes });
         }
@@ -599,8 +617,9 @@ impl Service {
         let p = Prepared { model: model.clone(), request, deadline: None, tensor: input.into(), image: None, exif };
         let admission = self.engine.admit(&model)?;
         let clean = self.clean(&admission, &p, None).await?;
-        let readout = Arc::new(Readout::new(model.package.head(), targets.to_vec()));
-        let (figures, passes) = self.faithfulness(&admission, &p, None, maps, &clean.logits, &readout).await?;
+        let readout = Arc::new(Readout::classes(head, targets));
+        let clean_reads = readout.read(&clean.logits);
+        let (figures, passes) = self.faithfulness(&admission, &p, None, maps, &clean_reads, &readout).await?;
         Ok((figures, RunStats { forward_passes: 1, metric_passes: passes, ..Default::default() }))
     }
 

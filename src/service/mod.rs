@@ -23,21 +23,22 @@ mod result;
 pub mod startup;
 mod stats;
 mod status;
+mod targets;
 
 pub use batch::{Inference, Inferred};
 pub use cache::{CacheOutcome, ResultCache};
 pub use error::{ErrorKind, ServiceError};
 pub use explain::{Classified, Prepared};
 pub use models::{ModelRepository, ModelStatus};
-pub use params::{MAX_PARAM_BYTES, MAX_PARAMS, Params};
+pub use params::{MAX_PARAM_BYTES, MAX_PARAMS, Params, parse_box, parse_reference};
 pub use progress::{Preview, Progress, Stage};
-pub use render::{decode_image, heatmap_png, overlay_png};
+pub use render::{decode_image, heatmap_png, overlay_png, region_mask};
 pub use request::{
     ExifOrientation, ExplainRequest, IMAGE_EXTENSIONS, ImageInput, MAX_JSON_MAP_VALUES, MAX_TARGETS, OutputFormat,
-    PredictRequest, Rendering, Resolution, TargetSpec, is_image_name,
+    PredictRequest, ReferenceSpec, RegionSpec, Rendering, Resolution, TargetSpec, is_image_name,
 };
 pub use result::{
-    ExplainDocument, Explanation, ImageSummary, PredictDocument, PredictTimings, Prediction, Rendered, RenderedPng,
+    EmbeddingSummary, ExplainDocument, Explanation, ImageSummary, PredictDocument, PredictTimings, Prediction, Rendered, RenderedPng,
     RunStats, StageTimings, TargetMap, predictions, top_k,
 };
 pub use stats::ServiceStats;

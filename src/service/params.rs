@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use super::ServiceError;
-use super::request::{ExplainRequest, OutputFormat, PredictRequest, Rendering, Resolution, TargetSpec};
+use super::request::{
+    ExplainRequest, OutputFormat, PredictRequest, ReferenceSpec, RegionSpec, Rendering, Resolution, TargetSpec,
+};
 use crate::cam::{Method, methods};
 use crate::render::Colormap;
 
@@ -29,6 +31,8 @@ const EXPLAIN_PARAMS: &[&str] = &[
     "max_passes",
     "anytime",
     "exif_orientation",
+    "region",
+    "reference",
 ];
 const PREDICT_PARAMS: &[&str] = &["model", "top_k", "timeout_ms", "exif_orientation"];
 
@@ -157,6 +161,8 @@ impl Params {
             },
             timeout_ms: self.parse("timeout_ms")?,
             exif_orientation: self.parse("exif_orientation")?,
+            region: self.one("region")?.map(parse_box).transpose()?,
+            reference: self.one("reference")?.map(parse_reference).transpose()?,
             fault: None,
         })
     }
@@ -170,6 +176,25 @@ impl Params {
             exif_orientation: self.parse("exif_orientation")?,
         })
     }
+}
+
+/// `region=x1,y1,x2,y2`: a box in photo pixels.
+pub fn parse_box(text: &str) -> Result<RegionSpec, ServiceError> {
+    let values: Vec<f64> = text.split(',').map(|v| v.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|_| {
+        invalid(format!("`region` must be x1,y1,x2,y2 (four numbers, photo pixels), got `{text}`"))
+    })?;
+    match values.as_slice() {
+        &[x1, y1, x2, y2] if values.iter().all(|v| v.is_finite()) => Ok(RegionSpec::Box([x1, y1, x2, y2])),
+        _ => Err(invalid(format!("`region` must be x1,y1,x2,y2 (four numbers, photo pixels), got `{text}`"))),
+    }
+}
+
+/// `reference=[0.1, -0.3, …]`: an embedding as a JSON array of numbers.
+pub fn parse_reference(text: &str) -> Result<ReferenceSpec, ServiceError> {
+    let values: Vec<f32> = serde_json::from_str(text).map_err(|e| {
+        invalid(format!("`reference` must be a JSON array of numbers (the reference embedding): {e}"))
+    })?;
+    Ok(ReferenceSpec::Vector(values.into()))
 }
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Params {

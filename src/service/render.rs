@@ -2,21 +2,33 @@
 //! overlay or a heatmap PNG, at the asked resolution. Rendering never changes the numbers.
 
 use super::ServiceError;
-use super::request::{OutputFormat, Resolution};
+use super::request::{OutputFormat, RegionSpec, Resolution};
 use super::result::{
     ExplainDocument, Explanation, ImageSummary, Prediction, Rendered, RenderedPng, TargetMap, predictions,
 };
-use crate::cam::{Map, Saliency};
+use crate::cam::{HeadKind, Map, Saliency};
 use image::RgbImage;
 
 use crate::imaging::{self, ImageLimits};
 use crate::render::{self, Colormap};
 
+/// A target's label: its class's, or what an embedding's target is.
+fn target_label(e: &Explanation, class: usize) -> String {
+    match e.model.package.head() {
+        HeadKind::Embedding { .. } => "similarity to the reference".into(),
+        _ => e.model.package.label(class).to_string(),
+    }
+}
+
 /// Renders a computed explanation (CPU work: call it off the async threads).
 pub fn render_explanation(e: Explanation) -> Result<Rendered, ServiceError> {
     let package = &e.model.package;
     let probs = e.probabilities();
-    let target_of = |i: usize| Prediction { index: i, label: package.label(i).to_string(), score: probs[i] };
+    let target_of = |i: usize| Prediction {
+        index: e.targets[i],
+        label: target_label(&e, e.targets[i]),
+        score: e.target_scores.get(i).copied().unwrap_or(f32::NAN),
+    };
     let pick = |map: &Saliency| -> Map {
         match (e.rendering.resolution, &e.image) {
             (Resolution::Input, Some((_, pre))) => pre.map_to_original(&map.input),
@@ -24,7 +36,7 @@ pub fn render_explanation(e: Explanation) -> Result<Rendered, ServiceError> {
             (Resolution::Feature, _) => map.feature.clone().unwrap_or_else(|| map.input.clone()),
         }
     };
-    let top5 = predictions(&e.logits, &probs, &package.labels, 5);
+    let top5 = predictions(package.head(), &e.logits, &probs, &package.labels, 5);
     match e.rendering.format {
         OutputFormat::Json => {
             let explanations = e
@@ -32,8 +44,8 @@ pub fn render_explanation(e: Explanation) -> Result<Rendered, ServiceError> {
                 .iter()
                 .zip(&e.maps)
                 .enumerate()
-                .map(|(i, (&t, m))| TargetMap {
-                    target: target_of(t),
+                .map(|(i, (_, m))| TargetMap {
+                    target: target_of(i),
                     saliency: pick(m),
                     metrics: e.metrics.as_ref().and_then(|f| f.get(i).cloned()),
                 })
@@ -51,11 +63,7 @@ pub fn render_explanation(e: Explanation) -> Result<Rendered, ServiceError> {
             })))
         }
         OutputFormat::Png | OutputFormat::Heatmap => {
-            let (&target, map) = e
-                .targets
-                .first()
-                .zip(e.maps.first())
-                .ok_or_else(|| ServiceError::Internal("explanation without a map".into()))?;
+            let map = e.maps.first().ok_or_else(|| ServiceError::Internal("explanation without a map".into()))?;
             let map = pick(map);
             let png = match (e.rendering.format, &e.image) {
                 (OutputFormat::Png, Some((image, _))) => {
@@ -74,7 +82,7 @@ pub fn render_explanation(e: Explanation) -> Result<Rendered, ServiceError> {
                     model: package.name.clone(),
                     method: e.method.name().into(),
                     preset: e.method.convention().to_string(),
-                    target: target_of(target),
+                    target: target_of(0),
                     metrics: e.metrics.as_ref().and_then(|f| f.first().cloned()),
                     predictions: top5,
                     stats: e.stats,
@@ -101,4 +109,14 @@ pub fn heatmap_png(map: &Map, colormap: Colormap) -> Result<Vec<u8>, ServiceErro
 /// overlays).
 pub fn decode_image(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, ServiceError> {
     Ok(imaging::decode(bytes, limits)?)
+}
+
+/// A region mask from an image file (any format the service decodes): the pixels where any
+/// channel is non-zero are in the region.
+pub fn region_mask(bytes: &[u8], limits: &ImageLimits) -> Result<RegionSpec, ServiceError> {
+    let image = imaging::decode(bytes, limits)
+        .map_err(|e| ServiceError::InvalidParameter(format!("the region mask could not be read: {e}")))?;
+    let (width, height) = image.dimensions();
+    let pixels = image.pixels().map(|p| u8::from(p.0.iter().any(|&v| v != 0))).collect::<Vec<_>>();
+    Ok(RegionSpec::Mask { width, height, pixels: pixels.into() })
 }

@@ -65,6 +65,26 @@ impl TargetSpec {
     }
 }
 
+/// Where a segmentation target's class is summed (`region`): on the upright photo, in its
+/// pixels (on the model's input for a tensor input).
+#[derive(Clone, Debug, PartialEq)]
+pub enum RegionSpec {
+    /// x1, y1, x2, y2: the output pixels whose centre falls in x1 ≤ x < x2, y1 ≤ y < y2.
+    Box([f64; 4]),
+    /// A mask the size of the photo: the output pixels whose centre falls on a non-zero
+    /// mask pixel.
+    Mask { width: u32, height: u32, pixels: Arc<[u8]> },
+}
+
+/// What an embedding's target is compared with (`reference`).
+#[derive(Clone, Debug)]
+pub enum ReferenceSpec {
+    /// An embedding given as numbers.
+    Vector(Arc<[f32]>),
+    /// Another photo, embedded by the same model (one more clean pass).
+    Image(ImageInput),
+}
+
 /// What the caller wants back.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -152,6 +172,10 @@ pub struct ExplainRequest {
     /// Whether the model sees a photo turned upright by its EXIF tag; `None`: as the
     /// model's package says.
     pub exif_orientation: Option<ExifOrientation>,
+    /// A segmentation target's region; `None`: the pixels the model assigns to the class.
+    pub region: Option<RegionSpec>,
+    /// An embedding target's reference (required for embedding models).
+    pub reference: Option<ReferenceSpec>,
     /// Test-only fault injection (see the `fault-injection` feature).
     pub fault: Option<Fault>,
 }
@@ -168,6 +192,8 @@ impl Default for ExplainRequest {
             max_passes: None,
             anytime: false,
             exif_orientation: None,
+            region: None,
+            reference: None,
             fault: None,
         }
     }

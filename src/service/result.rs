@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::cache::CacheOutcome;
 use super::request::{ExifOrientation, Rendering};
 use crate::cam::faithfulness::Faithfulness;
-use crate::cam::{Coverage, Map, Method, Saliency};
+use crate::cam::{Coverage, HeadKind, Map, Method, Saliency};
 use crate::engine::EngineModel;
 use crate::imaging::Preprocessed;
 
@@ -61,8 +61,12 @@ pub struct Explanation {
     pub rendering: Rendering,
     /// Logits of the clean pass.
     pub logits: Vec<f32>,
-    /// The explained classes, in the order of `maps`.
+    /// The explained classes, in the order of `maps` (0 for an embedding's reference).
     pub targets: Vec<usize>,
+    /// Each target's score on the clean pass as answers report it: its probability (a
+    /// segmenter's class probability averaged over the region; an embedding's cosine
+    /// similarity to the reference).
+    pub target_scores: Vec<f32>,
     pub maps: Vec<Saliency>,
     /// Per target, when metrics were asked for.
     pub metrics: Option<Vec<Faithfulness>>,
@@ -75,9 +79,10 @@ pub struct Explanation {
 }
 
 impl Explanation {
-    /// The clean pass's class probabilities, as the model's head defines them.
+    /// The clean pass's per-class scores, as the model's head defines them
+    /// (`HeadKind::class_scores`: probabilities, or a segmenter's pixel shares).
     pub fn probabilities(&self) -> Vec<f32> {
-        self.model.package.head().probabilities(&self.logits)
+        self.model.package.head().class_scores(&self.logits)
     }
 }
 
@@ -96,7 +101,10 @@ impl std::fmt::Debug for Explanation {
 pub struct Prediction {
     pub index: usize,
     pub label: String,
-    /// The class's probability: softmax, or sigmoid for a multi-label head.
+    /// The class's probability (softmax, or sigmoid for a multi-label or binary head); for
+    /// a segmenter the share of output pixels it assigns to the class (a target: the class
+    /// probability averged over its region); for an embedding's target the cosine
+    /// similarity to the reference.
     pub score: f32,
 }
 
@@ -165,10 +173,28 @@ pub enum Rendered {
 #[derive(Clone, Debug, Serialize)]
 pub struct PredictDocument {
     pub model: String,
+    /// The top k classes (empty for an embedding model).
     pub predictions: Vec<Prediction>,
+    /// An embedding model's output: its Euclidean norm and length.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<EmbeddingSummary>,
     pub timings_ms: PredictTimings,
     /// Whether the model saw the photo turned upright by its EXIF tag.
     pub exif_orientation: ExifOrientation,
+}
+
+/// What a prediction says of an embedding model's output.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct EmbeddingSummary {
+    pub dim: usize,
+    pub norm: f32,
+}
+
+impl EmbeddingSummary {
+    pub fn of(output: &[f32]) -> Self {
+        let norm = output.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt() as f32;
+        Self { dim: output.len(), norm }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -185,12 +211,15 @@ pub fn top_k(logits: &[f32], k: usize) -> Vec<usize> {
     idx
 }
 
-/// The k most probable classes, most probable first: ranked by logit, scored by the head's
-/// probabilities (`probs`, softmax or sigmoid).
-pub fn predictions(logits: &[f32], probs: &[f32], labels: &[String], k: usize) -> Vec<Prediction> {
-    top_k(logits, k)
+/// The k most probable classes, most probable first, scored by the head's class scores
+/// (`scores`: softmax or sigmoid probabilities, a segmenter's pixel shares). A classifier's
+/// classes are ranked by logit (probabilities far in the tail tie at 0), the others by
+/// their scores.
+pub fn predictions(head: HeadKind, output: &[f32], scores: &[f32], labels: &[String], k: usize) -> Vec<Prediction> {
+    let rank = if matches!(head, HeadKind::Classes { .. }) && !head.is_binary() { output } else { scores };
+    top_k(rank, k)
         .into_iter()
-        .map(|i| Prediction { index: i, label: labels.get(i).cloned().unwrap_or_default(), score: probs[i] })
+        .map(|i| Prediction { index: i, label: labels.get(i).cloned().unwrap_or_default(), score: scores[i] })
         .collect()
 }
 

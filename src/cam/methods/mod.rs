@@ -38,6 +38,7 @@ registry! {
     layercam,
     reciprocam,
     rise,
+    eigencam,
 }
 
 /// What the closed-form gradient methods share.

@@ -237,7 +237,8 @@ pub async fn run(args: &ExplainArgs, limits: ImageLimits, service: Option<Arc<Se
 fn backend(args: &ExplainArgs, service: Option<Arc<Service>>) -> Result<(Backend, usize), CliError> {
     let d = &args.dataset;
     // Validated here first in both modes, so a typo fails at once rather than per image.
-    let mut request = super::explain::request(args)?;
+    let limits = service.as_ref().map_or_else(ImageLimits::default, |s| s.limits().clone());
+    let mut request = super::explain::request(args, &limits)?;
     // JSON maps whatever --format says: the outputs are rendered here, alike in both modes.
     request.rendering.format = OutputFormat::Json;
     let concurrency = d.concurrency.max(1);
@@ -249,6 +250,11 @@ fn backend(args: &ExplainArgs, service: Option<Arc<Service>>) -> Result<(Backend
         }
         None => {
             let server = d.server.as_deref().ok_or_else(|| CliError::Invalid("no --server".into()))?;
+            if args.region.is_some() || args.reference.is_some() {
+                return Err(CliError::Invalid(
+                    "--region and --reference are not sent to a --server; run the dataset locally (no --server)".into(),
+                ));
+            }
             let resolution = args.resolution.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default();
             let params = super::explain::params(args)
                 .merge_over([("format", "json".to_string()), ("resolution", resolution)].into_iter().collect());
