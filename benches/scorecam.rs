@@ -138,7 +138,7 @@ fn raw_throughput(model: &ModelPackage, opts: &Options, out: &mut String) -> f64
     let cfg = SessionConfig { intra_threads: threads, spinning: opts.spinning, ..SessionConfig::default() };
     let mut sessions: Vec<ModelSessions> = (0..workers)
         .map(|_| {
-            ModelSessions::open(&model.extractor_path(), &model.head_path(), model.info.into(), &cfg, ProviderKind::Cpu)
+            ModelSessions::open(&model.extractor_path(), &model.head_path(), model.session_shapes(), &cfg, ProviderKind::Cpu)
                 .unwrap()
         })
         .collect();
@@ -221,7 +221,7 @@ fn anytime_fidelity(model: &ModelPackage, opts: &Options, out: &mut String) {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let cfg = SessionConfig { intra_threads: cores, ..SessionConfig::default() };
     let mut s =
-        ModelSessions::open(&model.extractor_path(), &model.head_path(), model.info.into(), &cfg, ProviderKind::Cpu)
+        ModelSessions::open(&model.extractor_path(), &model.head_path(), model.session_shapes(), &cfg, ProviderKind::Cpu)
             .unwrap();
     let n = if opts.quick { 1 } else { opts.photos.unwrap_or(opts.images.len()).min(opts.images.len()) };
     let [k, fh, fw] = model.info.feature_khw;
@@ -416,7 +416,7 @@ async fn overhead(model: &ModelPackage, name: &str, base: &EngineConfig, opts: &
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let open = |threads: usize| {
         let cfg = SessionConfig { intra_threads: threads, spinning: opts.spinning, ..SessionConfig::default() };
-        ModelSessions::open(&model.extractor_path(), &model.head_path(), model.info.into(), &cfg, ProviderKind::Cpu)
+        ModelSessions::open(&model.extractor_path(), &model.head_path(), model.session_shapes(), &cfg, ProviderKind::Cpu)
             .unwrap()
     };
     // Real masked inputs: the first 64 passes of the first photo's exact plan (the widest

@@ -150,12 +150,7 @@ impl HeadKind {
 
     /// The output pixels a segmenter assigns to `class` (plane indices, ascending).
     pub fn predicted_region(&self, output: &[f32], class: usize) -> Vec<u32> {
-        self.predicted_classes(output)
-            .iter()
-            .enumerate()
-            .filter(|&(_, &c)| c == class)
-            .map(|(p, _)| p as u32)
-            .collect()
+        self.predicted_classes(output).iter().enumerate().filter(|&(_, &c)| c == class).map(|(p, _)| p as u32).collect()
     }
 
     /// The segmenter's output grid (height, width); `None` for the other kinds.
@@ -183,7 +178,10 @@ impl HeadKind {
             (HeadKind::Classes { activation: Activation::Softmax, .. }, Target::Class(t)) => {
                 (output[*t], softmax_at(output.iter().copied(), output[*t]))
             }
-            (HeadKind::Segmentation { classes, height, width, layout, activation }, Target::Segment { class, region }) => {
+            (
+                HeadKind::Segmentation { classes, height, width, layout, activation },
+                Target::Segment { class, region },
+            ) => {
                 let plane = height * width;
                 let at = |c: usize, p: u32| output[pixel_index(layout, classes, plane, c, p as usize)];
                 // In f64: a region's sum runs over up to millions of logits.

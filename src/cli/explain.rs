@@ -109,7 +109,7 @@ fn npy_vector(bytes: &[u8]) -> Result<Vec<f32>, String> {
     } else {
         return Err(bad());
     };
-    if header.contains("'fortran_order': True") || data.len() % width != 0 {
+    if header.contains("'fortran_order': True") || !data.len().is_multiple_of(width) {
         return Err(bad());
     }
     Ok(data

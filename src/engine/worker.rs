@@ -470,7 +470,7 @@ fn open_and_warm(model: &EngineModel) -> Result<ModelSessions, RuntimeError> {
     let mut s = ModelSessions::open(
         &package.extractor_path(),
         &package.head_path(),
-        package.info.into(),
+        package.session_shapes(),
         &model.session,
         model.provider,
     )?;

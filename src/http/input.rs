@@ -202,7 +202,13 @@ impl ImageRequest {
                 "unsupported Content-Type `{mime}`: send multipart/form-data, image/*, or application/json"
             )));
         };
-        Ok(Self { image: Arc::from(image.as_ref()), params: query_params.merge_over(params), accepts_json, fault, extras })
+        Ok(Self {
+            image: Arc::from(image.as_ref()),
+            params: query_params.merge_over(params),
+            accepts_json,
+            fault,
+            extras,
+        })
     }
 }
 

@@ -162,7 +162,8 @@ fn pillow_grey(img: &RgbImage) -> RgbImage {
 /// The `content` rectangle of a map, as its own map.
 fn crop_map(map: &Map, c: Content) -> Map {
     let (x0, y0) = (c.x as usize, c.y as usize);
-    let (cw, ch) = ((c.width as usize).min(map.width.saturating_sub(x0)), (c.height as usize).min(map.height.saturating_sub(y0)));
+    let (cw, ch) =
+        ((c.width as usize).min(map.width.saturating_sub(x0)), (c.height as usize).min(map.height.saturating_sub(y0)));
     let mut data = Vec::with_capacity(cw * ch);
     for row in y0..y0 + ch {
         data.extend_from_slice(&map.data[row * map.width + x0..row * map.width + x0 + cw]);
@@ -172,7 +173,10 @@ fn crop_map(map: &Map, c: Content) -> Map {
 
 /// Whether an EXIF orientation swaps width and height.
 fn swaps_sides(o: Orientation) -> bool {
-    matches!(o, Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH)
+    matches!(
+        o,
+        Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH
+    )
 }
 
 /// A point of an image of size `(w, h)` as stored, on the image turned as `o` turns it

@@ -299,11 +299,7 @@ impl Manifest {
         }
         for (name, values) in [("input.mean", &i.mean), ("input.std", &i.std)] {
             if values.len() != i.channels as usize {
-                return Err(format!(
-                    "{name} has {} values; give one per input channel ({})",
-                    values.len(),
-                    i.channels
-                ));
+                return Err(format!("{name} has {} values; give one per input channel ({})", values.len(), i.channels));
             }
         }
         if let Some(s) =

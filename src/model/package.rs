@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::manifest::HeadKindName;
 use super::{DeclaredLayout, Manifest, ModelError};
 use crate::cam::HeadKind;
-use crate::runtime::{self, GraphSignature, ProviderKind, SessionConfig, SessionShapes};
+use crate::runtime::{self, GraphSignature, Port, ProviderKind, SessionConfig, SessionShapes, SideTensor};
 
 /// The shapes a validated package guarantees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -25,20 +25,26 @@ pub struct ModelInfo {
     /// What the head returns per image.
     #[serde(skip)]
     pub head: HeadKind,
+    /// Values of one image's side tensors: what the head takes besides the target layer
+    /// (skip connections), 0 for a head that reads only the cut.
+    pub side_len: usize,
 }
 
 impl ModelInfo {
     /// Values besides the grid that one image's features carry (a transformer's prefix
-    /// tokens), which the head needs back unchanged.
+    /// tokens, a U-Net's skip connections), which head-only passes give the head back
+    /// unchanged.
     pub fn feature_extra(&self) -> usize {
-        self.layout.extra_len(self.feature_khw)
+        self.layout.extra_len(self.feature_khw) + self.side_len
     }
 }
 
-impl From<ModelInfo> for SessionShapes {
-    fn from(i: ModelInfo) -> Self {
-        SessionShapes { input_chw: i.input_chw, feature_khw: i.feature_khw, layout: i.layout, head_len: i.head.output_len() }
-    }
+/// How the two graphs connect: the names of the target layer's tensor (the extractor's
+/// first output, the head's first input) and the side tensors the head takes besides it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Wiring {
+    pub features_names: (String, String),
+    pub sides: Vec<SideTensor>,
 }
 
 #[derive(Clone, Debug)]
@@ -48,9 +54,23 @@ pub struct ModelPackage {
     pub manifest: Manifest,
     pub labels: Vec<String>,
     pub info: ModelInfo,
+    pub wiring: Wiring,
 }
 
 impl ModelPackage {
+    /// What the runtime needs to run the two graphs.
+    pub fn session_shapes(&self) -> SessionShapes {
+        let i = &self.info;
+        SessionShapes {
+            input_chw: i.input_chw,
+            feature_khw: i.feature_khw,
+            layout: i.layout,
+            head_len: i.head.output_len(),
+            features_names: self.wiring.features_names.clone(),
+            sides: self.wiring.sides.clone(),
+        }
+    }
+
     pub fn extractor_path(&self) -> PathBuf {
         self.dir.join("extractor.onnx")
     }
@@ -98,9 +118,9 @@ impl ModelPackage {
         let head = dir.join("head.onnx");
         let ext_sig = signature(&extractor)?;
         let head_sig = signature(&head)?;
-        let info = validate_signatures(dir, &manifest, labels.len(), &ext_sig, &head_sig)?;
+        let (info, wiring) = validate_signatures(dir, &manifest, labels.len(), &ext_sig, &head_sig)?;
         let labels = binary_labels(info.head, labels);
-        Ok(Self { name, dir: dir.to_path_buf(), manifest, labels, info })
+        Ok(Self { name, dir: dir.to_path_buf(), manifest, labels, info, wiring })
     }
 }
 
@@ -165,25 +185,67 @@ pub fn validate_signatures(
     labels: usize,
     ext: &GraphSignature,
     head: &GraphSignature,
-) -> Result<ModelInfo, ModelError> {
+) -> Result<(ModelInfo, Wiring), ModelError> {
     let (ext_path, head_path) = (dir.join("extractor.onnx"), dir.join("head.onnx"));
+    if ext.inputs.len() != 1 {
+        return fail(&ext_path, format!("has {} inputs; the extractor takes one, the image", ext.inputs.len()));
+    }
+    let (input, features, head_in, head_out) = (&ext.inputs[0], &ext.outputs[0], &head.inputs[0], &head.outputs[0]);
     let layout = manifest.target_layer.layout;
     let feature_rank = if matches!(layout, DeclaredLayout::Tokens { .. }) { 3 } else { 4 };
-    rank(&ext_path, "input", &ext.input_shape, 4)?;
-    rank(&ext_path, "output", &ext.output_shape, feature_rank)?;
-    rank(&head_path, "input", &head.input_shape, feature_rank)?;
-    rank(&head_path, "output", &head.output_shape, manifest.head.output_rank())?;
-    let (h, w) = check_input(&ext_path, manifest, &ext.input_shape)?;
-    check_pair(&ext_path, &head_path, &ext.output_shape, &head.input_shape)?;
-    let (feature_khw, runtime_layout) = feature_grid(&ext_path, layout, &ext.output_shape)?;
-    let head_kind = check_head(dir, manifest, &head.output_shape, labels)?;
-    Ok(ModelInfo {
+    rank(&ext_path, "input", &input.shape, 4)?;
+    rank(&ext_path, "output", &features.shape, feature_rank)?;
+    rank(&head_path, "input", &head_in.shape, feature_rank)?;
+    rank(&head_path, "output", &head_out.shape, manifest.head.output_rank())?;
+    let (h, w) = check_input(&ext_path, manifest, &input.shape)?;
+    check_pair(&ext_path, &head_path, &features.shape, &head_in.shape)?;
+    let (feature_khw, runtime_layout) = feature_grid(&ext_path, layout, &features.shape)?;
+    let head_kind = check_head(dir, manifest, &head_out.shape, labels)?;
+    let sides = side_tensors(&head_path, &ext.outputs[1..], &head.inputs[1..])?;
+    let info = ModelInfo {
         input_chw: [manifest.input.channels as usize, h, w],
         feature_khw,
         layout: runtime_layout,
         classes: head_kind.classes(),
         head: head_kind,
-    })
+        side_len: sides.iter().map(SideTensor::len).sum(),
+    };
+    Ok((info, Wiring { features_names: (features.name.clone(), head_in.name.clone()), sides }))
+}
+
+/// The head's inputs after the first are extractor outputs of the same name and shape:
+/// tensors computed before the cut that the head needs (skip connections).
+fn side_tensors(head_path: &Path, outputs: &[Port], inputs: &[Port]) -> Result<Vec<SideTensor>, ModelError> {
+    inputs
+        .iter()
+        .map(|input| {
+            let Some(output) = outputs.iter().find(|o| o.name == input.name) else {
+                let have: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+                return fail(
+                    head_path,
+                    format!(
+                        "input `{}` is not an output of extractor.onnx (its other outputs: {}); a head input \
+                         besides the features must be an extractor output of the same name",
+                        input.name,
+                        if have.is_empty() { "none".to_string() } else { have.join(", ") }
+                    ),
+                );
+            };
+            let what = format!("side tensor `{}`", input.name);
+            rank(head_path, &what, &input.shape, input.shape.len().max(1))?;
+            if input.shape[1..].iter().any(|d| *d <= 0) || output.shape.get(1..) != Some(&input.shape[1..]) {
+                return fail(
+                    head_path,
+                    format!(
+                        "{what} is {} in head.onnx and {} in extractor.onnx; it needs the same fixed sizes but for the batch",
+                        dims(&input.shape),
+                        dims(&output.shape)
+                    ),
+                );
+            }
+            Ok(SideTensor { name: input.name.clone(), shape: input.shape[1..].iter().map(|&d| d as usize).collect() })
+        })
+        .collect()
 }
 
 /// The extractor's input has the manifest's channels and size (or is dynamic there); its
@@ -265,7 +327,10 @@ fn feature_grid(
 /// label per class.
 fn check_head(dir: &Path, manifest: &Manifest, output: &[i64], labels: usize) -> Result<HeadKind, ModelError> {
     if output[1..].iter().any(|d| *d <= 0) {
-        return fail(&dir.join("head.onnx"), format!("output {} must have fixed sizes but for the batch", dims(output)));
+        return fail(
+            &dir.join("head.onnx"),
+            format!("output {} must have fixed sizes but for the batch", dims(output)),
+        );
     }
     let head = manifest.head.kind(&output[1..].iter().map(|&d| d as usize).collect::<Vec<_>>());
     let classes = head.classes();
@@ -288,12 +353,10 @@ mod tests {
     use super::*;
 
     fn sig(input: &[i64], output: &[i64]) -> GraphSignature {
-        GraphSignature {
-            input_name: "in".into(),
-            input_shape: input.to_vec(),
-            output_name: "out".into(),
-            output_shape: output.to_vec(),
-        }
+        GraphSignature::single(
+            Port { name: "in".into(), shape: input.to_vec() },
+            Port { name: "out".into(), shape: output.to_vec() },
+        )
     }
 
     fn manifest(layer: &str) -> Manifest {
@@ -307,7 +370,9 @@ mod tests {
     fn info(layer: &str, features: &[i64]) -> Result<ModelInfo, String> {
         let ext = sig(&[-1, 3, 16, 16], features);
         let head = sig(features, &[-1, 5]);
-        validate_signatures(Path::new("m"), &manifest(layer), 5, &ext, &head).map_err(|e| e.to_string())
+        validate_signatures(Path::new("m"), &manifest(layer), 5, &ext, &head)
+            .map(|(info, _)| info)
+            .map_err(|e| e.to_string())
     }
 
     #[test]

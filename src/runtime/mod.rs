@@ -12,7 +12,9 @@ mod session;
 pub use layout::FeatureLayout;
 pub use library::{LibrarySource, ORT_VERSION, init, resolve_library};
 pub use provider::{DevicePolicy, ProviderConfig, ProviderKind};
-pub use session::{GraphSignature, ModelSessions, SessionConfig, SessionShapes, open_session, read_signature};
+pub use session::{
+    GraphSignature, ModelSessions, Port, SessionConfig, SessionShapes, SideTensor, open_session, read_signature,
+};
 
 use std::path::PathBuf;
 

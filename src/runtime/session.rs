@@ -4,6 +4,9 @@ use std::path::Path;
 
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
+use std::borrow::Cow;
+
+use ort::session::SessionInputValue;
 use ort::value::TensorRef;
 use serde::{Deserialize, Serialize};
 
@@ -29,31 +32,40 @@ impl Default for SessionConfig {
     }
 }
 
-/// A graph's single input and single output as ONNX Runtime reports them (-1 = dynamic).
+/// One input or output of a graph: its name and shape (-1 = dynamic).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GraphSignature {
-    pub input_name: String,
-    pub input_shape: Vec<i64>,
-    pub output_name: String,
-    pub output_shape: Vec<i64>,
+pub struct Port {
+    pub name: String,
+    pub shape: Vec<i64>,
 }
 
-/// Reads the first input and output of a session (the model layer validates the rest).
-pub fn read_signature(session: &Session) -> Result<GraphSignature, String> {
-    let shape = |o: &ort::value::Outlet| -> Result<Vec<i64>, String> {
-        o.dtype().tensor_shape().map(|s| s.to_vec()).ok_or_else(|| format!("`{}` is not a tensor", o.name()))
-    };
-    let input = session.inputs().first().ok_or("the graph has no input")?;
-    let output = session.outputs().first().ok_or("the graph has no output")?;
-    if session.inputs().len() != 1 {
-        return Err(format!("the graph has {} inputs, expected 1", session.inputs().len()));
+/// A graph's inputs and outputs as ONNX Runtime reports them, in the graph's order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GraphSignature {
+    pub inputs: Vec<Port>,
+    pub outputs: Vec<Port>,
+}
+
+impl GraphSignature {
+    /// A graph of one input and one output (tests, tools).
+    pub fn single(input: Port, output: Port) -> Self {
+        Self { inputs: vec![input], outputs: vec![output] }
     }
-    Ok(GraphSignature {
-        input_name: input.name().to_string(),
-        input_shape: shape(input)?,
-        output_name: output.name().to_string(),
-        output_shape: shape(output)?,
-    })
+}
+
+/// Reads every input and output of a session (the model layer validates them).
+pub fn read_signature(session: &Session) -> Result<GraphSignature, String> {
+    let port = |o: &ort::value::Outlet| -> Result<Port, String> {
+        let shape =
+            o.dtype().tensor_shape().map(|s| s.to_vec()).ok_or_else(|| format!("`{}` is not a tensor", o.name()))?;
+        Ok(Port { name: o.name().to_string(), shape })
+    };
+    let inputs = session.inputs().iter().map(port).collect::<Result<Vec<_>, _>>()?;
+    let outputs = session.outputs().iter().map(port).collect::<Result<Vec<_>, _>>()?;
+    if inputs.is_empty() || outputs.is_empty() {
+        return Err("the graph needs at least one input and one output".into());
+    }
+    Ok(GraphSignature { inputs, outputs })
 }
 
 /// Opens one session with the configured threads, optimisation and provider.
@@ -92,17 +104,54 @@ pub struct ModelSessions {
     /// K, h, w of one image's feature grid.
     feature_khw: [usize; 3],
     layout: FeatureLayout,
+    feed: HeadFeed,
+}
+
+/// What the head graph takes and gives besides the target layer's grid.
+struct HeadFeed {
+    /// The head's input for the target layer.
+    features_name: String,
+    sides: Vec<SideTensor>,
+    /// Values of one image's head output.
     head_len: usize,
 }
 
+/// A tensor the head takes besides the target layer (a U-Net's skip connection, an FPN's
+/// other levels): an output of the extractor and an input of the head, of one name. Above
+/// the runtime it rides at the end of each image's canonical features, so head-only
+/// passes keep it at its clean value while full passes recompute it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SideTensor {
+    pub name: String,
+    /// One image's shape (no batch axis).
+    pub shape: Vec<usize>,
+}
+
+impl SideTensor {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn batch_shape(&self, n: usize) -> Vec<usize> {
+        std::iter::once(n).chain(self.shape.iter().copied()).collect()
+    }
+}
+
 /// Shape facts a caller already validated (see `model::ModelInfo`).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct SessionShapes {
     pub input_chw: [usize; 3],
     pub feature_khw: [usize; 3],
     pub layout: FeatureLayout,
     /// Values of one image's head output (a classifier's classes).
     pub head_len: usize,
+    /// The names of the extractor's features output and of the head's features input.
+    pub features_names: (String, String),
+    pub sides: Vec<SideTensor>,
 }
 
 impl ModelSessions {
@@ -119,7 +168,7 @@ impl ModelSessions {
             input_chw: shapes.input_chw,
             feature_khw: shapes.feature_khw,
             layout: shapes.layout,
-            head_len: shapes.head_len,
+            feed: HeadFeed { features_name: shapes.features_names.1, sides: shapes.sides, head_len: shapes.head_len },
         })
     }
 
@@ -135,9 +184,7 @@ impl ModelSessions {
         let input = TensorRef::from_array_view((shape, data))?;
         let outputs = session.run(ort::inputs![input])?;
         let (_, values) = outputs[0].try_extract_tensor::<f32>()?;
-        if values.len() != out_len {
-            return Err(RuntimeError::OutputShape(format!("expected {out_len} values, got {}", values.len())));
-        }
+        check_len(values, out_len)?;
         then(values)
     }
 
@@ -147,40 +194,137 @@ impl ModelSessions {
         n * (k * fh * fw + self.layout.extra_len(self.feature_khw))
     }
 
-    fn raw_head(&mut self, features: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
+    /// The head on `n` images' features in the graph's layout and their side tensors.
+    fn run_head(&mut self, features: &[f32], sides: &[&[f32]], n: usize) -> Result<Vec<f32>, RuntimeError> {
         let shape = self.layout.graph_shape(n, self.feature_khw);
-        Self::run_with(&mut self.head, &shape, features, n * self.head_len, |v| Ok(v.to_vec()))
+        self.feed.run(&mut self.head, (&shape, features), sides, n)
     }
 
     /// The extractor on `n` stacked images: n canonical feature maps (K×h×w, then the
-    /// layout's extra values).
+    /// layout's extra values, then the side tensors).
     pub fn features(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
         let [c, h, w] = self.input_chw;
         let (len, layout, khw) = (self.features_len(n), self.layout, self.feature_khw);
-        Self::run_with(&mut self.extractor, &[n, c, h, w], batch, len, |raw| Ok(layout.to_canonical(raw, n, khw)))
+        if self.feed.sides.is_empty() {
+            return Self::run_with(&mut self.extractor, &[n, c, h, w], batch, len, |raw| {
+                Ok(layout.to_canonical(raw, n, khw))
+            });
+        }
+        let input = TensorRef::from_array_view(([n, c, h, w], batch))?;
+        let outputs = self.extractor.run(ort::inputs![input])?;
+        let (_, raw) = outputs[0].try_extract_tensor::<f32>()?;
+        check_len(raw, len)?;
+        let grid = layout.to_canonical(raw, n, khw);
+        let per = len / n.max(1);
+        let mut out = Vec::with_capacity(n * (per + self.feed.sides_len()));
+        let mut sides = Vec::with_capacity(self.feed.sides.len());
+        for side in &self.feed.sides {
+            let (_, values) = outputs[side.name.as_str()].try_extract_tensor::<f32>()?;
+            check_len(values, n * side.len())?;
+            sides.push(values);
+        }
+        for i in 0..n {
+            out.extend_from_slice(&grid[i * per..(i + 1) * per]);
+            for (side, values) in self.feed.sides.iter().zip(&sides) {
+                out.extend_from_slice(&values[i * side.len()..(i + 1) * side.len()]);
+            }
+        }
+        Ok(out)
     }
 
     /// The head on `n` stacked canonical feature maps: n head outputs (a classifier's
     /// logits); what they mean is `cam::HeadKind`'s business.
     pub fn head_output(&mut self, features: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
-        if self.layout == FeatureLayout::Nchw {
-            return self.raw_head(features, n);
+        if self.feed.sides.is_empty() {
+            let raw = match self.layout {
+                FeatureLayout::Nchw => Cow::Borrowed(features),
+                layout => Cow::Owned(layout.from_canonical(features, n, self.feature_khw)),
+            };
+            return self.run_head(&raw, &[], n);
         }
-        let raw = self.layout.from_canonical(features, n, self.feature_khw);
-        self.raw_head(&raw, n)
+        // Each image's canonical features, then its side tensors: regather per tensor.
+        let per = self.features_len(1);
+        let stride = per + self.feed.sides_len();
+        check_len(features, n * stride)?;
+        let grid: Vec<f32> = features.chunks_exact(stride).flat_map(|image| &image[..per]).copied().collect();
+        let grid = self.layout.from_canonical(&grid, n, self.feature_khw);
+        let mut sides = Vec::with_capacity(self.feed.sides.len());
+        let mut offset = per;
+        for side in &self.feed.sides {
+            let len = side.len();
+            sides.push(
+                features
+                    .chunks_exact(stride)
+                    .flat_map(|image| &image[offset..offset + len])
+                    .copied()
+                    .collect::<Vec<f32>>(),
+            );
+            offset += len;
+        }
+        let views: Vec<&[f32]> = sides.iter().map(Vec::as_slice).collect();
+        self.run_head(&grid, &views, n)
     }
 
-    /// The full model on `n` stacked images: n head outputs. The extractor's output goes
-    /// to the head as it is: no copy, no layout round trip (this is the masked passes' hot
-    /// path).
+    /// The full model on `n` stacked images: n head outputs. The extractor's outputs go
+    /// to the head as they are: no copy, no layout round trip (this is the masked passes'
+    /// hot path).
     pub fn model_output(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
         let [c, h, w] = self.input_chw;
         let len = self.features_len(n);
+        if self.feed.sides.is_empty() {
+            let shape = self.layout.graph_shape(n, self.feature_khw);
+            let head_len = self.feed.head_len;
+            let head = &mut self.head;
+            return Self::run_with(&mut self.extractor, &[n, c, h, w], batch, len, |features| {
+                Self::run_with(head, &shape, features, n * head_len, |v| Ok(v.to_vec()))
+            });
+        }
+        let input = TensorRef::from_array_view(([n, c, h, w], batch))?;
+        let outputs = self.extractor.run(ort::inputs![input])?;
+        let (_, features) = outputs[0].try_extract_tensor::<f32>()?;
+        check_len(features, len)?;
+        let mut sides = Vec::with_capacity(self.feed.sides.len());
+        for side in &self.feed.sides {
+            let (_, values) = outputs[side.name.as_str()].try_extract_tensor::<f32>()?;
+            check_len(values, n * side.len())?;
+            sides.push(values);
+        }
         let shape = self.layout.graph_shape(n, self.feature_khw);
-        let head_len = self.head_len;
-        let head = &mut self.head;
-        Self::run_with(&mut self.extractor, &[n, c, h, w], batch, len, |features| {
-            Self::run_with(head, &shape, features, n * head_len, |v| Ok(v.to_vec()))
-        })
+        self.feed.run(&mut self.head, (&shape, features), &sides, n)
     }
+}
+
+impl HeadFeed {
+    /// Values of one image's side tensors.
+    fn sides_len(&self) -> usize {
+        self.sides.iter().map(SideTensor::len).sum()
+    }
+
+    /// `head` on `n` images' features (their graph shape and values) and side tensors
+    /// (each batch-major, in `self.sides`' order): n head outputs.
+    fn run(
+        &self,
+        head: &mut Session,
+        (shape, features): (&[usize], &[f32]),
+        sides: &[&[f32]],
+        n: usize,
+    ) -> Result<Vec<f32>, RuntimeError> {
+        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
+            vec![(Cow::Borrowed(self.features_name.as_str()), TensorRef::from_array_view((shape, features))?.into())];
+        for (side, values) in self.sides.iter().zip(sides) {
+            let view = TensorRef::from_array_view((side.batch_shape(n), *values))?;
+            inputs.push((Cow::Borrowed(side.name.as_str()), view.into()));
+        }
+        let outputs = head.run(inputs)?;
+        let (_, values) = outputs[0].try_extract_tensor::<f32>()?;
+        check_len(values, n * self.head_len)?;
+        Ok(values.to_vec())
+    }
+}
+
+fn check_len(values: &[f32], want: usize) -> Result<(), RuntimeError> {
+    if values.len() != want {
+        return Err(RuntimeError::OutputShape(format!("expected {want} values, got {}", values.len())));
+    }
+    Ok(())
 }

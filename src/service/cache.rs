@@ -127,9 +127,11 @@ fn hash_reference(h: &mut blake3::Hasher, reference: Option<&ReferenceSpec>) {
         None => h.update(b"reference:none"),
         Some(ReferenceSpec::Vector(v)) => h.update(b"reference:vector").update(&floats(v)),
         Some(ReferenceSpec::Image(ImageInput::Encoded(bytes))) => h.update(b"reference:encoded").update(bytes),
-        Some(ReferenceSpec::Image(ImageInput::Pixels(rgb))) => {
-            h.update(b"reference:pixels").update(&rgb.width().to_le_bytes()).update(&rgb.height().to_le_bytes()).update(rgb.as_raw())
-        }
+        Some(ReferenceSpec::Image(ImageInput::Pixels(rgb))) => h
+            .update(b"reference:pixels")
+            .update(&rgb.width().to_le_bytes())
+            .update(&rgb.height().to_le_bytes())
+            .update(rgb.as_raw()),
         Some(ReferenceSpec::Image(ImageInput::Tensor(t))) => h.update(b"reference:tensor").update(&floats(t)),
     };
 }

@@ -10,9 +10,7 @@ use image::RgbImage;
 
 use super::cache::{self, CacheOutcome, CachedResult};
 use super::progress::{Progress, Stage, StageObserver};
-use super::request::{
-    ExplainRequest, ImageInput, MAX_JSON_MAP_VALUES, OutputFormat, PredictRequest, Resolution,
-};
+use super::request::{ExplainRequest, ImageInput, MAX_JSON_MAP_VALUES, OutputFormat, PredictRequest, Resolution};
 use super::result::{
     EmbeddingSummary, Explanation, PredictDocument, PredictTimings, Rendered, RunStats, StageTimings, predictions,
 };
@@ -97,9 +95,10 @@ fn validate(
         }
         if model.package.info.feature_extra() > 0 {
             return Err(unsupported(
-                "its head reads the transformer's prefix (class) tokens besides the grid, so it is not global \
-                 average pooling followed by a linear layer, and the gradient-family methods have no closed form \
-                 for it; use scorecam, ablationcam or reciprocam"
+                "its head reads more than the target layer's grid (a transformer's prefix tokens, or tensors from \
+                 before the cut such as skip connections), so it is not global average pooling followed by a \
+                 linear layer, and the gradient-family methods have no closed form for it; use scorecam, \
+                 ablationcam, reciprocam, rise or eigencam"
                     .into(),
             ));
         }
@@ -607,7 +606,10 @@ impl Service {
         }
         let head = model.package.head();
         if !matches!(head, HeadKind::Classes { .. }) {
-            return Err(invalid(format!("evaluating given maps needs a classifier; this model's head is `{}`", head.name())));
+            return Err(invalid(format!(
+                "evaluating given maps needs a classifier; this model's head is `{}`",
+                head.name()
+            )));
         }
         let classes = head.classes();
         if let Some(&class) = targets.iter().find(|&&t| t >= classes) {

@@ -38,8 +38,8 @@ pub use request::{
     PredictRequest, ReferenceSpec, RegionSpec, Rendering, Resolution, TargetSpec, is_image_name,
 };
 pub use result::{
-    EmbeddingSummary, ExplainDocument, Explanation, ImageSummary, PredictDocument, PredictTimings, Prediction, Rendered, RenderedPng,
-    RunStats, StageTimings, TargetMap, predictions, top_k,
+    EmbeddingSummary, ExplainDocument, Explanation, ImageSummary, PredictDocument, PredictTimings, Prediction,
+    Rendered, RenderedPng, RunStats, StageTimings, TargetMap, predictions, top_k,
 };
 pub use stats::ServiceStats;
 pub use status::{

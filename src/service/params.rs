@@ -180,9 +180,11 @@ impl Params {
 
 /// `region=x1,y1,x2,y2`: a box in photo pixels.
 pub fn parse_box(text: &str) -> Result<RegionSpec, ServiceError> {
-    let values: Vec<f64> = text.split(',').map(|v| v.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|_| {
-        invalid(format!("`region` must be x1,y1,x2,y2 (four numbers, photo pixels), got `{text}`"))
-    })?;
+    let values: Vec<f64> = text
+        .split(',')
+        .map(|v| v.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| invalid(format!("`region` must be x1,y1,x2,y2 (four numbers, photo pixels), got `{text}`")))?;
     match values.as_slice() {
         &[x1, y1, x2, y2] if values.iter().all(|v| v.is_finite()) => Ok(RegionSpec::Box([x1, y1, x2, y2])),
         _ => Err(invalid(format!("`region` must be x1,y1,x2,y2 (four numbers, photo pixels), got `{text}`"))),
@@ -191,9 +193,8 @@ pub fn parse_box(text: &str) -> Result<RegionSpec, ServiceError> {
 
 /// `reference=[0.1, -0.3, …]`: an embedding as a JSON array of numbers.
 pub fn parse_reference(text: &str) -> Result<ReferenceSpec, ServiceError> {
-    let values: Vec<f32> = serde_json::from_str(text).map_err(|e| {
-        invalid(format!("`reference` must be a JSON array of numbers (the reference embedding): {e}"))
-    })?;
+    let values: Vec<f32> = serde_json::from_str(text)
+        .map_err(|e| invalid(format!("`reference` must be a JSON array of numbers (the reference embedding): {e}")))?;
     Ok(ReferenceSpec::Vector(values.into()))
 }
 

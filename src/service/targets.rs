@@ -170,7 +170,8 @@ impl Service {
         p: &Prepared,
         image: super::ImageInput,
     ) -> Result<Arc<[f32]>, ServiceError> {
-        let (tensor, _) = super::explain::decode(image, self.config.limits.clone(), p.model().clone(), p.exif()).await?;
+        let (tensor, _) =
+            super::explain::decode(image, self.config.limits.clone(), p.model().clone(), p.exif()).await?;
         let options = RunOptions { deadline: p.deadline_at(), ..Default::default() };
         Ok(admission.clean(tensor, &options).await?.logits.into())
     }
