@@ -148,8 +148,10 @@ fn spec_with(
         crop_from,
         resize_filter,
         exif_orientation: Default::default(),
-        mean: [0.5, 0.5, 0.5],
-        std: [0.25, 0.25, 0.25],
+        channels: 3,
+        mean: vec![0.5, 0.5, 0.5],
+        std: vec![0.25, 0.25, 0.25],
+        pad_value: 114,
     }
 }
 
@@ -519,13 +521,81 @@ fn per_channel_mean_and_std_are_applied_to_their_own_channel() {
         crop_from: None,
         resize_filter: ResizeFilter::default(),
         exif_orientation: Default::default(),
-        mean: [0.0, 0.5, 1.0],
-        std: [1.0, 0.5, 0.25],
+        channels: 3,
+        mean: vec![0.0, 0.5, 1.0],
+        std: vec![1.0, 0.5, 0.25],
+        pad_value: 114,
     };
     let p = preprocess(&img, &s);
     assert_eq!(&p.tensor[0..4], &[1.0; 4]);
     assert_eq!(&p.tensor[4..8], &[1.0; 4]);
     assert_eq!(&p.tensor[8..12], &[0.0; 4]);
+}
+
+#[test]
+fn a_grey_model_sees_pillows_luma_of_the_photo() {
+    // Pillow's convert("L"): (19595 R + 38470 G + 7471 B + 2^15) >> 16, per pixel.
+    let img = RgbImage::from_fn(3, 2, |x, y| Rgb([(x * 90) as u8, (y * 200) as u8, 37]));
+    let s = InputSpec { width: 3, height: 2, channels: 1, mean: vec![0.0], std: vec![1.0], ..spec_for(3, 2) };
+    let p = preprocess(&img, &s);
+    assert_eq!(p.tensor.len(), 6, "one plane");
+    for (i, px) in img.pixels().enumerate() {
+        let [r, g, b] = px.0.map(u32::from);
+        let l = (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16;
+        assert_eq!(p.tensor[i], l as f32 / 255.0, "pixel {i}");
+    }
+}
+
+fn spec_for(width: u32, height: u32) -> InputSpec {
+    spec(width, height, ResizeMode::Stretch, None)
+}
+
+#[test]
+fn a_letterbox_keeps_the_aspect_ratio_and_pads_around_the_photo() {
+    // 24×12 into 16×16: scale 2/3, 16×8 inside, 4 rows of padding above and below.
+    let img = RgbImage::from_pixel(24, 12, Rgb([200, 10, 10]));
+    let s = InputSpec { resize: ResizeMode::Letterbox, pad_value: 114, ..spec_for(16, 16) };
+    let p = preprocess(&img, &s);
+    assert_eq!(scorecam::imaging::letterbox_size((24, 12), (16, 16)), (16, 8));
+    assert_eq!((p.content.x, p.content.y, p.content.width, p.content.height), (0, 4, 16, 8));
+    let at = |x: usize, y: usize| p.tensor[y * 16 + x];
+    assert_eq!(at(3, 0), norm(114), "padding");
+    assert_eq!(at(3, 15), norm(114), "padding");
+    assert_eq!(at(3, 8), norm(200), "the photo");
+    // Python's round half to even: 5×2.5 = 12.5 -> 12 (Ultralytics' letterbox).
+    assert_eq!(scorecam::imaging::letterbox_size((5, 10), (25, 25)), (12, 25));
+    // The map's padding rows are cut before it goes back on the photo.
+    let map = scorecam::service::Map::new(
+        16,
+        16,
+        (0..256).map(|i| if (4..12).contains(&(i / 16)) { 1.0 } else { 0.0 }).collect(),
+    );
+    let back = p.map_to_original(&map);
+    assert_eq!((back.width, back.height), (24, 12));
+    assert!(back.data.iter().all(|&v| v == 1.0), "only the photo's rows come back");
+}
+
+#[test]
+fn boxes_go_from_the_photo_to_the_input_and_back() {
+    let img = RgbImage::new(30, 20);
+    for resize in [ResizeMode::Stretch, ResizeMode::Letterbox] {
+        let s = InputSpec { resize, ..spec_for(16, 16) };
+        let p = preprocess(&img, &s);
+        let on_input = p.photo_box_on_input([3.0, 4.0, 21.0, 15.0]);
+        let back = p.input_box_on_photo(on_input);
+        for (a, b) in back.iter().zip([3.0, 4.0, 21.0, 15.0]) {
+            assert!((a - b).abs() < 1e-4, "{resize:?}: {back:?}");
+        }
+    }
+    // A photo stored rotated (EXIF 6) and fed as stored: the box is on the upright photo.
+    let stored = RgbImage::new(30, 20);
+    let mut p = preprocess(&stored, &spec_for(16, 16));
+    p.map_orientation = scorecam::imaging::Orientation::Rotate90;
+    let upright_box = [2.0f32, 5.0, 12.0, 25.0]; // on the 20×30 upright photo
+    let back = p.input_box_on_photo(p.photo_box_on_input(upright_box.map(f64::from)));
+    for (a, b) in back.iter().zip(upright_box) {
+        assert!((a - b).abs() < 1e-4, "{back:?}");
+    }
 }
 
 #[test]
@@ -724,7 +794,7 @@ fn resizing_matches_pillow_and_opencv_on_every_fixture() {
         let s = spec_with(filter, w, h, mode, crop_from);
         let src = fixture(field("source"));
         let want = fixture(field("expected"));
-        let (got, _) = resize(&src, &s);
+        let (got, _, _) = resize(&src, &s);
         assert_eq!(got.dimensions(), want.dimensions(), "{}/{}", field("name"), field("filter"));
         let max = max_abs_diff(&got, &want);
         let inexact = got.pixels().zip(want.pixels()).filter(|(a, b)| a != b).count();
@@ -766,7 +836,7 @@ fn shorter_side_crop_uses_torchvision_geometry() {
 fn the_legacy_triangle_filter_is_the_image_crates() {
     let img = pattern(37, 23);
     let s = spec_with(ResizeFilter::Triangle, 16, 12, ResizeMode::Stretch, None);
-    let (got, _) = resize(&img, &s);
+    let (got, _, _) = resize(&img, &s);
     assert_same(&got, &image::imageops::resize(&img, 16, 12, image::imageops::FilterType::Triangle));
 }
 

@@ -25,7 +25,9 @@ mod test_support;
 pub use crate::resample::{Align, Map, Resampler, resize};
 pub use combine::{combine, combine_partial, preview};
 pub use explain::explain_with;
-pub use head::{Activation, HeadKind, MapLayout, Readout, Target, softmax};
+pub use head::{
+    Activation, BoxScore, Detection, DetectionFormat, Detector, HeadKind, MapLayout, Readout, Target, iou, softmax,
+};
 pub use linear_head::{HeadProbe, LinearHead};
 pub use methods::{Method, top_channels_by_std};
 pub(crate) use noise::SplitMix64;

@@ -88,6 +88,18 @@ pub struct ExplainArgs {
     /// the model assigns to the class.
     #[arg(long, value_name = "BOX|FILE")]
     pub region: Option<String>,
+    /// A detection model's target box, `x1,y1,x2,y2` in photo pixels (with one --target,
+    /// its class).
+    #[arg(long = "box", value_name = "X1,Y1,X2,Y2", conflicts_with = "detection")]
+    pub bbox: Option<String>,
+    /// A detection model's target: its N-th detection on the photo (0: the highest-scoring).
+    #[arg(long, value_name = "N")]
+    pub detection: Option<usize>,
+    /// How a detection target's box is scored on each masked pass: d_rise (the best
+    /// IoU × class probability over the raw proposals) or box_score (pytorch-grad-cam's
+    /// FasterRCNNBoxScoreTarget: IoU + score of the best-matching proposal of the class).
+    #[arg(long, value_name = "RULE")]
+    pub box_score: Option<String>,
     /// An embedding model's reference: a vector file (`.npy` float32/float64, or `.json`
     /// array) or a photo, which the model embeds.
     #[arg(long, value_name = "FILE")]

@@ -36,6 +36,15 @@ pub(super) fn params(args: &ExplainArgs) -> Params {
         put("max_passes", n.to_string());
     }
     put("alpha", args.alpha.to_string());
+    if let Some(b) = &args.bbox {
+        put("box", b.clone());
+    }
+    if let Some(n) = args.detection {
+        put("detection", n.to_string());
+    }
+    if let Some(rule) = &args.box_score {
+        put("box_score", rule.clone());
+    }
     if let Some(e) = args.exif_orientation {
         put("exif_orientation", ExifOrientation::from(e).as_str().to_string());
     }

@@ -8,7 +8,9 @@ mod preprocess;
 
 pub use decode::{ImageLimits, decode, decode_stored, orient};
 pub use image::metadata::Orientation;
-pub use preprocess::{Content, Preprocessed, Region, letterbox_size, orient_map, orient_point, preprocess, resize};
+pub use preprocess::{
+    Content, Preprocessed, Region, letterbox_size, orient_map, orient_point, preprocess, resize, unorient_point,
+};
 
 /// Why an upload could not become an input tensor. All are the client's input at fault.
 #[derive(Debug, thiserror::Error)]

@@ -58,18 +58,55 @@ impl Preprocessed {
         if cx < 0.0 || cy < 0.0 || cx >= f64::from(c.width) || cy >= f64::from(c.height) {
             return None;
         }
-        let r = self.region;
-        let stored = (r.x + cx * r.width / f64::from(c.width), r.y + cy * r.height / f64::from(c.height));
-        Some(orient_point(stored, (self.stored_width(), self.stored_height()), self.map_orientation))
+        Some(self.input_point_on_photo((x, y)))
     }
 
-    /// The size of the image as preprocessed (as stored when the orientation was ignored).
+    /// A point of the model's input (continuous input pixels) on the upright photo.
+    pub fn input_point_on_photo(&self, (x, y): (f64, f64)) -> (f64, f64) {
+        let (c, r) = (self.content, self.region);
+        let (cx, cy) = (x - f64::from(c.x), y - f64::from(c.y));
+        let stored = (r.x + cx * r.width / f64::from(c.width), r.y + cy * r.height / f64::from(c.height));
+        orient_point(stored, (self.stored_width(), self.stored_height()), self.map_orientation)
+    }
+
+    /// A point of the upright photo on the model's input (the inverse of
+    /// [`Self::input_point_on_photo`]).
+    pub fn photo_point_on_input(&self, upright: (f64, f64)) -> (f64, f64) {
+        let (x, y) = unorient_point(upright, (self.stored_width(), self.stored_height()), self.map_orientation);
+        let (c, r) = (self.content, self.region);
+        (
+            f64::from(c.x) + (x - r.x) * f64::from(c.width) / r.width,
+            f64::from(c.y) + (y - r.y) * f64::from(c.height) / r.height,
+        )
+    }
+
+    /// A box (x1, y1, x2, y2) on the upright photo as a box on the model's input.
+    pub fn photo_box_on_input(&self, b: [f64; 4]) -> [f32; 4] {
+        let (p, q) = (self.photo_point_on_input((b[0], b[1])), self.photo_point_on_input((b[2], b[3])));
+        [p.0.min(q.0) as f32, p.1.min(q.1) as f32, p.0.max(q.0) as f32, p.1.max(q.1) as f32]
+    }
+
+    /// A box on the model's input as a box on the upright photo, clipped to the photo.
+    pub fn input_box_on_photo(&self, b: [f32; 4]) -> [f32; 4] {
+        let p = self.input_point_on_photo((f64::from(b[0]), f64::from(b[1])));
+        let q = self.input_point_on_photo((f64::from(b[2]), f64::from(b[3])));
+        let (w, h) = if swaps_sides(self.map_orientation) {
+            (f64::from(self.original_height), f64::from(self.original_width))
+        } else {
+            (f64::from(self.original_width), f64::from(self.original_height))
+        };
+        let (cx, cy) = (|v: f64| v.clamp(0.0, w) as f32, |v: f64| v.clamp(0.0, h) as f32);
+        [cx(p.0.min(q.0)), cy(p.1.min(q.1)), cx(p.0.max(q.0)), cy(p.1.max(q.1))]
+    }
+
+    /// The size of the image as preprocessed (as stored when the orientation was ignored;
+    /// `map_orientation` turns it upright).
     fn stored_width(&self) -> f64 {
-        f64::from(if swaps_sides(self.map_orientation) { self.original_height } else { self.original_width })
+        f64::from(self.original_width)
     }
 
     fn stored_height(&self) -> f64 {
-        f64::from(if swaps_sides(self.map_orientation) { self.original_width } else { self.original_height })
+        f64::from(self.original_height)
     }
 
     /// Places a map at the model's input resolution onto the original image's pixels:
@@ -177,6 +214,18 @@ fn swaps_sides(o: Orientation) -> bool {
         o,
         Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH
     )
+}
+
+/// A point of the upright image on the image as stored (size `(w, h)`): the inverse of
+/// [`orient_point`].
+pub fn unorient_point((x, y): (f64, f64), (w, h): (f64, f64), o: Orientation) -> (f64, f64) {
+    match o {
+        Orientation::Rotate90 => (y, h - x),
+        Orientation::Rotate270 => (w - y, x),
+        Orientation::Rotate270FlipH => (w - y, h - x),
+        // The others are their own inverses.
+        other => orient_point((x, y), (w, h), other),
+    }
 }
 
 /// A point of an image of size `(w, h)` as stored, on the image turned as `o` turns it

@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
-use crate::cam::{Activation, HeadKind, MapLayout};
+use crate::cam::{Activation, DetectionFormat, Detector, HeadKind, MapLayout};
 
 /// The largest input side accepted; bigger models are not what this service is for and
 /// would make masked batches allocate without bound.
@@ -25,9 +25,9 @@ pub struct Manifest {
 }
 
 /// `[head]`: the kind of output the head graph returns: `classes` (one logit per class),
-/// `segmentation` (per-pixel class logits) or `embedding` (a vector), with the activation
-/// that turns logits into probabilities and a segmentation's layout.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `segmentation` (per-pixel class logits), `embedding` (a vector) or `detection` (raw
+/// proposals), with what each kind needs to be read.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HeadSpec {
     pub kind: HeadKindName,
@@ -35,6 +35,38 @@ pub struct HeadSpec {
     pub activation: Activation,
     /// A segmentation output's layout: `nchw` (N×C×H×W, the default) or `nhwc`.
     pub layout: MapLayout,
+    /// A detector's output format (`yolo_v8`, `yolo_v5` or `boxes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<DetectionFormat>,
+    /// A detector's class scores (and objectness): `probabilities` as they are, or
+    /// `logits` that need a sigmoid.
+    pub scores: ScoreScale,
+    /// A detector's default thresholds for predictions (non-maximum suppression).
+    pub score_threshold: f32,
+    pub iou_threshold: f32,
+}
+
+impl Default for HeadSpec {
+    fn default() -> Self {
+        Self {
+            kind: HeadKindName::Classes,
+            activation: Activation::Softmax,
+            layout: MapLayout::Nchw,
+            format: None,
+            scores: ScoreScale::Probabilities,
+            score_threshold: 0.25,
+            iou_threshold: 0.45,
+        }
+    }
+}
+
+/// Whether a detector's scores are probabilities already.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreScale {
+    #[default]
+    Probabilities,
+    Logits,
 }
 
 /// The head kinds a manifest may name.
@@ -45,31 +77,73 @@ pub enum HeadKindName {
     Classes,
     Segmentation,
     Embedding,
+    Detection,
 }
 
 impl HeadSpec {
-    /// The head as the methods see it, given the graph's output shape for one image
-    /// (without the batch axis; checked against the kind on load).
-    pub fn kind(self, output: &[usize]) -> HeadKind {
+    /// The head as the methods see it, given the shapes of the graph's outputs for one
+    /// image (without the batch axis), or why they do not fit the kind.
+    pub fn kind(self, outputs: &[Vec<usize>]) -> Result<HeadKind, String> {
         let activation = self.activation;
-        match (self.kind, output) {
-            (HeadKindName::Segmentation, &[a, b, c]) => {
+        let first = outputs.first().map(Vec::as_slice).unwrap_or(&[]);
+        let want = |what: &str| format!("a {} head outputs {what}", self.kind.name());
+        match self.kind {
+            HeadKindName::Classes => Ok(HeadKind::Classes { classes: first.iter().product(), activation }),
+            HeadKindName::Embedding => Ok(HeadKind::Embedding { dim: first.iter().product() }),
+            HeadKindName::Segmentation => {
+                let &[a, b, c] = first else { return Err(want("[N, C, H, W] (or [N, H, W, C])")) };
                 let (classes, height, width) = match self.layout {
                     MapLayout::Nchw => (a, b, c),
                     MapLayout::Nhwc => (c, a, b),
                 };
-                HeadKind::Segmentation { classes, height, width, layout: self.layout, activation }
+                Ok(HeadKind::Segmentation { classes, height, width, layout: self.layout, activation })
             }
-            (HeadKindName::Embedding, _) => HeadKind::Embedding { dim: output.iter().product() },
-            _ => HeadKind::Classes { classes: output.iter().product(), activation },
+            HeadKindName::Detection => self.detector(outputs).map(HeadKind::Detection),
         }
     }
 
-    /// The rank of the head graph's output, batch included.
+    /// A detector's proposals and classes from its output shapes.
+    fn detector(self, outputs: &[Vec<usize>]) -> Result<Detector, String> {
+        let format =
+            self.format.ok_or("head.kind = \"detection\" needs head.format = \"yolo_v8\", \"yolo_v5\" or \"boxes\"")?;
+        let logits = self.scores == ScoreScale::Logits;
+        let shapes: Vec<&[usize]> = outputs.iter().map(Vec::as_slice).collect();
+        let (classes, proposals) = match (format, shapes.as_slice()) {
+            (DetectionFormat::YoloV8, [[attrs, anchors], ..]) if *attrs > 4 => (attrs - 4, *anchors),
+            (DetectionFormat::YoloV5, [[anchors, attrs], ..]) if *attrs > 5 => (attrs - 5, *anchors),
+            (DetectionFormat::Boxes, [[k, 4], [k2, classes], ..]) if k == k2 && *classes > 0 => (*classes, *k),
+            (DetectionFormat::YoloV8, _) => return Err("a yolo_v8 head outputs [N, 4 + classes, anchors]".into()),
+            (DetectionFormat::YoloV5, _) => return Err("a yolo_v5 head outputs [N, anchors, 5 + classes]".into()),
+            (DetectionFormat::Boxes, _) => {
+                return Err("a boxes head outputs boxes [N, K, 4] then scores [N, K, classes]".into());
+            }
+        };
+        Ok(Detector { format, classes, proposals, logits })
+    }
+
+    /// The rank of the head graph's (first) output, batch included.
     pub fn output_rank(self) -> usize {
         match self.kind {
             HeadKindName::Segmentation => 4,
+            HeadKindName::Detection => 3,
             HeadKindName::Classes | HeadKindName::Embedding => 2,
+        }
+    }
+
+    /// How many of the head graph's outputs make its output (a boxes detector's boxes
+    /// and scores; one for every other kind).
+    pub fn outputs(self) -> usize {
+        if self.format == Some(DetectionFormat::Boxes) { 2 } else { 1 }
+    }
+}
+
+impl HeadKindName {
+    pub fn name(self) -> &'static str {
+        match self {
+            HeadKindName::Classes => "classes",
+            HeadKindName::Segmentation => "segmentation",
+            HeadKindName::Embedding => "embedding",
+            HeadKindName::Detection => "detection",
         }
     }
 }
@@ -356,12 +430,15 @@ description = "t"
     #[test]
     fn the_head_defaults_to_a_softmax_classifier_and_takes_a_sigmoid() {
         assert_eq!(
-            Manifest::parse(GOOD).unwrap().head.kind(&[5]),
+            Manifest::parse(GOOD).unwrap().head.kind(&[vec![5]]).unwrap(),
             HeadKind::Classes { classes: 5, activation: Activation::Softmax }
         );
         let sigmoid =
             Manifest::parse(&format!("{GOOD}[head]\nkind = \"classes\"\nactivation = \"sigmoid\"\n")).unwrap();
-        assert_eq!(sigmoid.head.kind(&[14]), HeadKind::Classes { classes: 14, activation: Activation::Sigmoid });
+        assert_eq!(
+            sigmoid.head.kind(&[vec![14]]).unwrap(),
+            HeadKind::Classes { classes: 14, activation: Activation::Sigmoid }
+        );
         assert!(err(&format!("{GOOD}[head]\nkind = \"boxes\"\n")).contains("boxes"));
     }
 

@@ -66,6 +66,7 @@ impl ModelPackage {
             feature_khw: i.feature_khw,
             layout: i.layout,
             head_len: i.head.output_len(),
+            head_outputs: self.manifest.head.outputs(),
             features_names: self.wiring.features_names.clone(),
             sides: self.wiring.sides.clone(),
         }
@@ -87,6 +88,11 @@ impl ModelPackage {
             .filter_map(|p| std::fs::metadata(p).ok())
             .map(|m| m.len())
             .sum()
+    }
+
+    /// A detector's default prediction thresholds (score, IoU).
+    pub fn nms(&self) -> (f32, f32) {
+        (self.manifest.head.score_threshold, self.manifest.head.iou_threshold)
     }
 
     /// What the head returns, as the methods and the service read it.
@@ -200,7 +206,7 @@ pub fn validate_signatures(
     let (h, w) = check_input(&ext_path, manifest, &input.shape)?;
     check_pair(&ext_path, &head_path, &features.shape, &head_in.shape)?;
     let (feature_khw, runtime_layout) = feature_grid(&ext_path, layout, &features.shape)?;
-    let head_kind = check_head(dir, manifest, &head_out.shape, labels)?;
+    let head_kind = check_head(dir, manifest, &head.outputs, labels)?;
     let sides = side_tensors(&head_path, &ext.outputs[1..], &head.inputs[1..])?;
     let info = ModelInfo {
         input_chw: [manifest.input.channels as usize, h, w],
@@ -323,16 +329,35 @@ fn feature_grid(
     Ok((khw.map(|d| d as usize), runtime_layout))
 }
 
-/// The head's output is one fixed-size block per image, of the manifest's kind, with a
+/// The head's outputs are fixed-size blocks per image, of the manifest's kind, with a
 /// label per class.
-fn check_head(dir: &Path, manifest: &Manifest, output: &[i64], labels: usize) -> Result<HeadKind, ModelError> {
-    if output[1..].iter().any(|d| *d <= 0) {
+fn check_head(dir: &Path, manifest: &Manifest, outputs: &[Port], labels: usize) -> Result<HeadKind, ModelError> {
+    let head_path = dir.join("head.onnx");
+    let wanted = manifest.head.outputs();
+    if outputs.len() < wanted {
         return fail(
-            &dir.join("head.onnx"),
-            format!("output {} must have fixed sizes but for the batch", dims(output)),
+            &head_path,
+            format!("has {} outputs; a {} head needs {wanted}", outputs.len(), manifest.head.kind.name()),
         );
     }
-    let head = manifest.head.kind(&output[1..].iter().map(|&d| d as usize).collect::<Vec<_>>());
+    let mut shapes = Vec::with_capacity(wanted);
+    for port in &outputs[..wanted] {
+        let shape = &port.shape;
+        if shape.len() < 2 || shape[1..].iter().any(|d| *d <= 0) {
+            return fail(
+                &head_path,
+                format!("output `{}` {} must have fixed sizes but for the batch", port.name, dims(shape)),
+            );
+        }
+        shapes.push(shape[1..].iter().map(|&d| d as usize).collect::<Vec<_>>());
+    }
+    let head = manifest.head.kind(&shapes).map_err(|message| ModelError::Mismatch {
+        path: head_path.clone(),
+        message: format!(
+            "{message}; its outputs are {}",
+            outputs.iter().map(|p| dims(&p.shape)).collect::<Vec<_>>().join(", ")
+        ),
+    })?;
     let classes = head.classes();
     let labels_ok = match head {
         HeadKind::Embedding { .. } => true,
@@ -342,7 +367,11 @@ fn check_head(dir: &Path, manifest: &Manifest, output: &[i64], labels: usize) ->
     if !labels_ok {
         return fail(
             &dir.join("labels.txt"),
-            format!("{labels} labels but head.onnx outputs {classes} classes ({} head {})", head.name(), dims(output)),
+            format!(
+                "{labels} labels but head.onnx outputs {classes} classes ({} head {})",
+                head.name(),
+                dims(&outputs[0].shape)
+            ),
         );
     }
     Ok(head)

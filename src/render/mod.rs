@@ -56,6 +56,35 @@ pub fn overlay(image: &RgbImage, map: &Map, cmap: Colormap, alpha: f32) -> Resul
     Ok(out)
 }
 
+/// A box outline (x1, y1, x2, y2 in image pixels; 2 pixels wide, white inside black so it
+/// shows on any map) with a label above it (below when there is no room).
+pub fn draw_box(image: &mut RgbImage, [x1, y1, x2, y2]: [f32; 4], label: &str) {
+    let (w, h) = (image.width() as i64, image.height() as i64);
+    if w == 0 || h == 0 {
+        return;
+    }
+    let clamp = |v: f32, max: i64| (v.round() as i64).clamp(0, max - 1);
+    let (x1, y1, x2, y2) = (clamp(x1, w), clamp(y1, h), clamp(x2, w), clamp(y2, h));
+    let mut put = |x: i64, y: i64, c: [u8; 3]| {
+        if (0..w).contains(&x) && (0..h).contains(&y) {
+            image.put_pixel(x as u32, y as u32, image::Rgb(c));
+        }
+    };
+    for (inset, colour) in [(0, [0, 0, 0]), (1, [255, 255, 255])] {
+        let (l, t, r, b) = (x1 + inset, y1 + inset, x2 - inset, y2 - inset);
+        for x in l..=r {
+            put(x, t, colour);
+            put(x, b, colour);
+        }
+        for y in t..=b {
+            put(l, y, colour);
+            put(r, y, colour);
+        }
+    }
+    let ty = if y1 >= 10 { y1 - 10 } else { (y2 + 2).min(h - 8).max(0) };
+    plot::text(image, x1.max(0) as u32, ty as u32, label, image::Rgb([255, 255, 255]));
+}
+
 /// PNG bytes of an RGB image (fast compression: these are responses, not archives).
 pub fn encode_png(image: &RgbImage) -> Result<Vec<u8>, RenderError> {
     let mut bytes = Vec::new();

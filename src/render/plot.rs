@@ -33,7 +33,7 @@ const PLOT_W: u32 = 440;
 const PLOT_H: u32 = 330;
 const LEGEND_W: u32 = 260;
 
-fn text(img: &mut RgbImage, x: u32, y: u32, s: &str, color: Rgb<u8>) {
+pub(super) fn text(img: &mut RgbImage, x: u32, y: u32, s: &str, color: Rgb<u8>) {
     for (i, ch) in s.chars().enumerate() {
         let glyph = BASIC_FONTS.get(ch).or_else(|| BASIC_FONTS.get('?')).unwrap_or([0; 8]);
         for (row, bits) in glyph.iter().enumerate() {

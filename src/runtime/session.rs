@@ -114,6 +114,8 @@ struct HeadFeed {
     sides: Vec<SideTensor>,
     /// Values of one image's head output.
     head_len: usize,
+    /// Graph outputs concatenated into it.
+    outputs: usize,
 }
 
 /// A tensor the head takes besides the target layer (a U-Net's skip connection, an FPN's
@@ -147,8 +149,11 @@ pub struct SessionShapes {
     pub input_chw: [usize; 3],
     pub feature_khw: [usize; 3],
     pub layout: FeatureLayout,
-    /// Values of one image's head output (a classifier's classes).
+    /// Values of one image's head output (a classifier's classes), over its outputs.
     pub head_len: usize,
+    /// How many of the head graph's outputs make one image's output, concatenated per image
+    /// in the graph's order (a detector's boxes then scores).
+    pub head_outputs: usize,
     /// The names of the extractor's features output and of the head's features input.
     pub features_names: (String, String),
     pub sides: Vec<SideTensor>,
@@ -168,7 +173,12 @@ impl ModelSessions {
             input_chw: shapes.input_chw,
             feature_khw: shapes.feature_khw,
             layout: shapes.layout,
-            feed: HeadFeed { features_name: shapes.features_names.1, sides: shapes.sides, head_len: shapes.head_len },
+            feed: HeadFeed {
+                features_name: shapes.features_names.1,
+                sides: shapes.sides,
+                head_len: shapes.head_len,
+                outputs: shapes.head_outputs.max(1),
+            },
         })
     }
 
@@ -271,7 +281,7 @@ impl ModelSessions {
     pub fn model_output(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
         let [c, h, w] = self.input_chw;
         let len = self.features_len(n);
-        if self.feed.sides.is_empty() {
+        if self.feed.sides.is_empty() && self.feed.outputs == 1 {
             let shape = self.layout.graph_shape(n, self.feature_khw);
             let head_len = self.feed.head_len;
             let head = &mut self.head;
@@ -316,9 +326,29 @@ impl HeadFeed {
             inputs.push((Cow::Borrowed(side.name.as_str()), view.into()));
         }
         let outputs = head.run(inputs)?;
-        let (_, values) = outputs[0].try_extract_tensor::<f32>()?;
-        check_len(values, n * self.head_len)?;
-        Ok(values.to_vec())
+        if self.outputs == 1 {
+            let (_, values) = outputs[0].try_extract_tensor::<f32>()?;
+            check_len(values, n * self.head_len)?;
+            return Ok(values.to_vec());
+        }
+        // Several outputs: each image's part of each, in the graph's order.
+        let mut parts = Vec::with_capacity(self.outputs);
+        for i in 0..self.outputs {
+            let (_, values) = outputs[i].try_extract_tensor::<f32>()?;
+            parts.push(values);
+        }
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total != n * self.head_len {
+            return Err(RuntimeError::OutputShape(format!("expected {} values, got {total}", n * self.head_len)));
+        }
+        let mut out = Vec::with_capacity(n * self.head_len);
+        for image in 0..n {
+            for part in &parts {
+                let per = part.len() / n.max(1);
+                out.extend_from_slice(&part[image * per..(image + 1) * per]);
+            }
+        }
+        Ok(out)
     }
 }
 

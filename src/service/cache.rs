@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 
 use super::request::{ExplainRequest, ImageInput, ReferenceSpec, RegionSpec, TargetSpec};
-use super::result::RunStats;
+use super::result::{RunStats, TargetInfo};
 use crate::cam::Saliency;
 use crate::cam::faithfulness::Faithfulness;
 use crate::engine::EngineModel;
@@ -49,7 +49,7 @@ impl CacheOutcome {
 pub(crate) struct CachedResult {
     pub logits: Vec<f32>,
     pub targets: Vec<usize>,
-    pub target_scores: Vec<f32>,
+    pub target_info: TargetInfo,
     pub maps: Vec<Saliency>,
     pub metrics: Option<Vec<Faithfulness>>,
     pub stats: RunStats,
@@ -89,6 +89,7 @@ pub(crate) fn key(model: &EngineModel, request: &ExplainRequest, tensor: &[f32])
         }
     }
     hash_region(&mut h, request.region.as_ref());
+    h.update(format!("{:?}", request.detection).as_bytes());
     hash_reference(&mut h, request.reference.as_ref());
     h.update(&[u8::from(request.metrics)]);
     h.update(&(request.max_passes.unwrap_or(0) as u64).to_le_bytes());
@@ -250,7 +251,7 @@ mod tests {
         CachedResult {
             logits: vec![0.0; 10],
             targets: vec![1],
-            target_scores: vec![0.1],
+            target_info: TargetInfo { scores: vec![0.1], ..Default::default() },
             maps: vec![Saliency { input: Map::new(values, 1, vec![0.5; values]), feature: None }],
             metrics: None,
             stats: RunStats::default(),

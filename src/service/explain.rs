@@ -12,8 +12,10 @@ use super::cache::{self, CacheOutcome, CachedResult};
 use super::progress::{Progress, Stage, StageObserver};
 use super::request::{ExplainRequest, ImageInput, MAX_JSON_MAP_VALUES, OutputFormat, PredictRequest, Resolution};
 use super::result::{
-    EmbeddingSummary, Explanation, PredictDocument, PredictTimings, Rendered, RunStats, StageTimings, predictions,
+    DetectedBox, EmbeddingSummary, Explanation, PredictDocument, PredictTimings, Rendered, RunStats, StageTimings,
+    TargetInfo, predictions,
 };
+use super::targets::detections;
 use super::{Deadline, Service, ServiceError};
 use crate::cam::faithfulness::{Faithfulness, MetricPlan};
 use crate::cam::{self, Activations, HeadKind, MaskPlan, PassSet, PlanPrefix, Readout, Saliency, Target, TargetScores};
@@ -213,7 +215,7 @@ fn from_cache(p: Prepared, hit: &CachedResult, started: Instant) -> Explanation 
         rendering: p.request.rendering,
         logits: hit.logits.clone(),
         targets: hit.targets.clone(),
-        target_scores: hit.target_scores.clone(),
+        target_info: hit.target_info.clone(),
         maps: hit.maps.clone(),
         metrics: hit.metrics.clone(),
         stats,
@@ -243,6 +245,22 @@ fn target_scores(scores: Vec<PassScores>, targets: &[Target], clean: &[(f32, f32
         .collect()
 }
 
+/// What answers say of the targets: their clean scores, boxes, and a detector's
+/// detections.
+fn target_info(p: &Prepared, readout: &Readout, clean: &[(f32, f32)], output: &[f32]) -> TargetInfo {
+    let spec = &p.request.detection;
+    TargetInfo {
+        scores: clean.iter().map(|&(_, probability)| probability).collect(),
+        boxes: readout.targets().iter().map(Target::bbox).collect(),
+        detections: detections(
+            p.model.package.head(),
+            output,
+            (spec.score_threshold, spec.iou_threshold),
+            p.model.package.nms(),
+        ),
+    }
+}
+
 /// The clean pass's outputs.
 struct Clean {
     features: Vec<f32>,
@@ -270,10 +288,13 @@ impl Service {
         let deadline = self.deadline(request.timeout_ms)?;
         let exif = request.exif_orientation.unwrap_or(model.package.manifest.input.exif_orientation);
         let (tensor, image) = decode(image, self.config.limits.clone(), model.clone(), exif).await?;
+        let [_, h, w] = model.package.info.input_chw;
+        let size = image.as_ref().map_or((w as u32, h as u32), |(upright, _)| upright.dimensions());
         if let Some(region) = &request.region {
-            let [_, h, w] = model.package.info.input_chw;
-            let size = image.as_ref().map_or((w as u32, h as u32), |(upright, _)| upright.dimensions());
             super::targets::check_region(region, size)?;
+        }
+        if let Some(b) = request.detection.bbox {
+            super::targets::check_box(b, size)?;
         }
         if let Some((_, pre)) = &image {
             let values = pre.original_width as usize * pre.original_height as usize * request.targets.len();
@@ -315,7 +336,7 @@ impl Service {
                 CachedResult {
                     logits: explanation.logits.clone(),
                     targets: explanation.targets.clone(),
-                    target_scores: explanation.target_scores.clone(),
+                    target_info: explanation.target_info.clone(),
                     maps: explanation.maps.clone(),
                     metrics: explanation.metrics.clone(),
                     stats: explanation.stats,
@@ -363,13 +384,14 @@ impl Service {
         };
         timings.total_ms = ms(started.elapsed());
         self.stats.observe(&stats, &timings);
+        let target_info = target_info(&p, &readout, &clean_reads, &clean.logits);
         let explanation = Explanation {
             model: p.model,
             method: p.request.method,
             rendering: p.request.rendering,
             logits: clean.logits,
             targets: readout.targets().iter().map(Target::class).collect(),
-            target_scores: clean_reads.iter().map(|&(_, probability)| probability).collect(),
+            target_info,
             maps,
             metrics,
             stats,
@@ -534,12 +556,22 @@ pub struct Classified {
     pub exif_orientation: ExifOrientation,
     /// The model that ran (for its labels).
     source: Arc<EngineModel>,
+    /// How the photo was fed to the model (to put a detector's boxes back on it).
+    preprocessed: Option<Preprocessed>,
 }
 
 impl Classified {
     /// The k most probable classes, with their labels.
     pub fn top(&self, k: usize) -> Vec<super::Prediction> {
         predictions(self.source.package.head(), &self.logits, &self.probabilities, &self.source.package.labels, k)
+    }
+
+    /// A detector's k highest-scoring detections on the photo (`None` for other heads).
+    pub fn detections(&self, k: usize, thresholds: (Option<f32>, Option<f32>)) -> Option<Vec<DetectedBox>> {
+        let package = &self.source.package;
+        let found = detections(package.head(), &self.logits, thresholds, package.nms())?;
+        let on_photo = |b: [f32; 4]| self.preprocessed.as_ref().map_or(b, |pre| pre.input_box_on_photo(b));
+        Some(super::render::detected_boxes(&found[..k.min(found.len())], &package.labels, on_photo))
     }
 }
 
@@ -551,15 +583,15 @@ impl Service {
         let exif = request.exif_orientation.unwrap_or(model.package.manifest.input.exif_orientation);
         let t = Instant::now();
         let work = async {
-            let (tensor, _) = decode(image, self.config.limits.clone(), model.clone(), exif).await?;
+            let (tensor, image) = decode(image, self.config.limits.clone(), model.clone(), exif).await?;
             let decode_ms = ms(t.elapsed());
             let t = Instant::now();
             let admission = self.engine.admit_priority(&model)?;
             let options = RunOptions { deadline: deadline.map(|d| d.at), ..Default::default() };
             let logits = admission.clean(tensor, &options).await?.logits;
-            Ok((logits, PredictTimings { decode_ms, inference_ms: ms(t.elapsed()) }))
+            Ok((logits, image.map(|(_, pre)| pre), PredictTimings { decode_ms, inference_ms: ms(t.elapsed()) }))
         };
-        let (logits, timings) = Deadline::bound(deadline, work).await?;
+        let (logits, preprocessed, timings) = Deadline::bound(deadline, work).await?;
         Ok(Classified {
             model: model.name().to_string(),
             probabilities: model.package.head().class_scores(&logits),
@@ -567,6 +599,7 @@ impl Service {
             timings,
             exif_orientation: exif,
             source: model,
+            preprocessed,
         })
     }
 
@@ -582,6 +615,7 @@ impl Service {
         let embedding = matches!(head, HeadKind::Embedding { .. }).then(|| EmbeddingSummary::of(&c.logits));
         Ok(PredictDocument {
             predictions: c.top(request.top_k.min(classes)),
+            detections: c.detections(request.top_k, (request.score_threshold, request.iou_threshold)),
             embedding,
             model: c.model,
             timings_ms: c.timings,

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use super::ServiceError;
 use super::request::{
-    ExplainRequest, OutputFormat, PredictRequest, ReferenceSpec, RegionSpec, Rendering, Resolution, TargetSpec,
+    DetectionSpec, ExplainRequest, OutputFormat, PredictRequest, ReferenceSpec, RegionSpec, Rendering, Resolution,
+    TargetSpec,
 };
-use crate::cam::{Method, methods};
+use crate::cam::{BoxScore, Method, methods};
 use crate::render::Colormap;
 
 /// Most parameters (form parts, JSON keys, query pairs) one request may carry.
@@ -33,8 +34,15 @@ const EXPLAIN_PARAMS: &[&str] = &[
     "exif_orientation",
     "region",
     "reference",
+    "box",
+    "detection",
+    "box_score",
+    "box_iou",
+    "score_threshold",
+    "iou_threshold",
 ];
-const PREDICT_PARAMS: &[&str] = &["model", "top_k", "timeout_ms", "exif_orientation"];
+const PREDICT_PARAMS: &[&str] =
+    &["model", "top_k", "timeout_ms", "exif_orientation", "score_threshold", "iou_threshold"];
 
 /// Named parameters; a name may repeat (`target=1&target=2`). Bounded in count and size,
 /// so a hostile request cannot make it grow without limit.
@@ -163,8 +171,48 @@ impl Params {
             exif_orientation: self.parse("exif_orientation")?,
             region: self.one("region")?.map(parse_box).transpose()?,
             reference: self.one("reference")?.map(parse_reference).transpose()?,
+            detection: self.detection()?,
             fault: None,
         })
+    }
+
+    /// A detector's target and thresholds.
+    fn detection(&self) -> Result<DetectionSpec, ServiceError> {
+        let bbox = match self.one("box")? {
+            Some(text) => match parse_box(text) {
+                Ok(RegionSpec::Box(b)) => Some(b),
+                _ => {
+                    return Err(invalid(format!(
+                        "`box` must be x1,y1,x2,y2 (four numbers, photo pixels), got `{text}`"
+                    )));
+                }
+            },
+            None => None,
+        };
+        let iou = self.unit("box_iou")?;
+        let rule = match (self.one("box_score")?, iou) {
+            (None | Some("d_rise"), None) => BoxScore::DRise,
+            (Some("box_score"), iou) => BoxScore::BoxScore { iou_threshold: iou.unwrap_or(0.5) },
+            (None | Some("d_rise"), Some(_)) => return Err(invalid("`box_iou` applies to box_score=box_score")),
+            (Some(other), _) => {
+                return Err(invalid(format!("unknown box_score `{other}` (expected d_rise or box_score)")));
+            }
+        };
+        Ok(DetectionSpec {
+            bbox,
+            rank: self.parse("detection")?,
+            rule,
+            score_threshold: self.unit("score_threshold")?,
+            iou_threshold: self.unit("iou_threshold")?,
+        })
+    }
+
+    /// A number within 0..=1.
+    fn unit(&self, name: &str) -> Result<Option<f32>, ServiceError> {
+        match self.parse::<f32>(name)? {
+            Some(v) if !(0.0..=1.0).contains(&v) => Err(invalid(format!("`{name}` must be within 0..=1, got {v}"))),
+            v => Ok(v),
+        }
     }
 
     pub fn predict_request(&self) -> Result<PredictRequest, ServiceError> {
@@ -172,6 +220,8 @@ impl Params {
         Ok(PredictRequest {
             model: self.one("model")?.map(str::to_string),
             top_k: self.parse("top_k")?.unwrap_or(5),
+            score_threshold: self.unit("score_threshold")?,
+            iou_threshold: self.unit("iou_threshold")?,
             timeout_ms: self.parse("timeout_ms")?,
             exif_orientation: self.parse("exif_orientation")?,
         })

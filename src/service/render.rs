@@ -4,9 +4,9 @@
 use super::ServiceError;
 use super::request::{OutputFormat, RegionSpec, Resolution};
 use super::result::{
-    ExplainDocument, Explanation, ImageSummary, Prediction, Rendered, RenderedPng, TargetMap, predictions,
+    DetectedBox, ExplainDocument, Explanation, ImageSummary, Prediction, Rendered, RenderedPng, TargetMap, predictions,
 };
-use crate::cam::{HeadKind, Map, Saliency};
+use crate::cam::{Detection, HeadKind, Map, Saliency};
 use image::RgbImage;
 
 use crate::imaging::{self, ImageLimits};
@@ -27,7 +27,7 @@ pub fn render_explanation(e: Explanation) -> Result<Rendered, ServiceError> {
     let target_of = |i: usize| Prediction {
         index: e.targets[i],
         label: target_label(&e, e.targets[i]),
-        score: e.target_scores.get(i).copied().unwrap_or(f32::NAN),
+        score: e.target_info.scores.get(i).copied().unwrap_or(f32::NAN),
     };
     let pick = |map: &Saliency| -> Map {
         match (e.rendering.resolution, &e.image) {
@@ -37,6 +37,10 @@ pub fn render_explanation(e: Explanation) -> Result<Rendered, ServiceError> {
         }
     };
     let top5 = predictions(package.head(), &e.logits, &probs, &package.labels, 5);
+    let pre = e.image.as_ref().map(|(_, pre)| pre);
+    let on_photo = |b: [f32; 4]| pre.map_or(b, |pre| pre.input_box_on_photo(b));
+    let box_of = |i: usize| e.target_info.boxes.get(i).copied().flatten().map(on_photo);
+    let detections = e.target_info.detections.as_ref().map(|found| detected_boxes(found, &package.labels, on_photo));
     match e.rendering.format {
         OutputFormat::Json => {
             let explanations = e
@@ -46,6 +50,7 @@ pub fn render_explanation(e: Explanation) -> Result<Rendered, ServiceError> {
                 .enumerate()
                 .map(|(i, (_, m))| TargetMap {
                     target: target_of(i),
+                    bbox: box_of(i),
                     saliency: pick(m),
                     metrics: e.metrics.as_ref().and_then(|f| f.get(i).cloned()),
                 })
@@ -57,6 +62,7 @@ pub fn render_explanation(e: Explanation) -> Result<Rendered, ServiceError> {
                 method_parameters: e.method.clone(),
                 exif_orientation: e.exif_orientation,
                 predictions: top5,
+                detections,
                 explanations,
                 stats: e.stats,
                 timings_ms: e.timings,
@@ -67,7 +73,11 @@ pub fn render_explanation(e: Explanation) -> Result<Rendered, ServiceError> {
             let map = pick(map);
             let png = match (e.rendering.format, &e.image) {
                 (OutputFormat::Png, Some((image, _))) => {
-                    overlay_png(image, &map, e.rendering.colormap, e.rendering.alpha)?
+                    let mut drawn = render::overlay(image, &map, e.rendering.colormap, e.rendering.alpha)?;
+                    if let Some(b) = box_of(0) {
+                        render::draw_box(&mut drawn, b, &target_of(0).label);
+                    }
+                    render::encode_png(&drawn)?
                 }
                 (OutputFormat::Png, None) => {
                     return Err(ServiceError::Internal("an overlay needs the uploaded image".into()));
@@ -83,6 +93,8 @@ pub fn render_explanation(e: Explanation) -> Result<Rendered, ServiceError> {
                     method: e.method.name().into(),
                     preset: e.method.convention().to_string(),
                     target: target_of(0),
+                    bbox: box_of(0),
+                    detections,
                     metrics: e.metrics.as_ref().and_then(|f| f.first().cloned()),
                     predictions: top5,
                     stats: e.stats,
@@ -92,6 +104,23 @@ pub fn render_explanation(e: Explanation) -> Result<Rendered, ServiceError> {
             })))
         }
     }
+}
+
+/// A detector's detections as answers give them (`on_photo` maps a box onto the photo).
+pub(super) fn detected_boxes(
+    found: &[Detection],
+    labels: &[String],
+    on_photo: impl Fn([f32; 4]) -> [f32; 4],
+) -> Vec<DetectedBox> {
+    found
+        .iter()
+        .map(|d| DetectedBox {
+            index: d.class,
+            label: labels.get(d.class).cloned().unwrap_or_default(),
+            score: d.score,
+            bbox: on_photo(d.bbox),
+        })
+        .collect()
 }
 
 /// The map blended over the image, as PNG bytes (the map is resized to the image).

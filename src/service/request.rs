@@ -6,7 +6,7 @@ use std::sync::Arc;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use crate::cam::Method;
+use crate::cam::{BoxScore, Method};
 use crate::engine::Fault;
 use crate::render::Colormap;
 
@@ -74,6 +74,21 @@ pub enum RegionSpec {
     /// A mask the size of the photo: the output pixels whose centre falls on a non-zero
     /// mask pixel.
     Mask { width: u32, height: u32, pixels: Arc<[u8]> },
+}
+
+/// A detector's target and predictions (`box`, `detection`, `box_score`, thresholds).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DetectionSpec {
+    /// The target's box, x1, y1, x2, y2 in pixels of the upright photo (with `target`, its
+    /// class).
+    pub bbox: Option<[f64; 4]>,
+    /// The target is the clean pass's detection of this rank (0: the highest-scoring).
+    pub rank: Option<usize>,
+    /// How the target's box is scored on each pass.
+    pub rule: BoxScore,
+    /// Predictions' non-maximum suppression; `None`: the package's `[head]` defaults.
+    pub score_threshold: Option<f32>,
+    pub iou_threshold: Option<f32>,
 }
 
 /// What an embedding's target is compared with (`reference`).
@@ -176,6 +191,8 @@ pub struct ExplainRequest {
     pub region: Option<RegionSpec>,
     /// An embedding target's reference (required for embedding models).
     pub reference: Option<ReferenceSpec>,
+    /// A detector's target and its predictions' thresholds.
+    pub detection: DetectionSpec,
     /// Test-only fault injection (see the `fault-injection` feature).
     pub fault: Option<Fault>,
 }
@@ -194,6 +211,7 @@ impl Default for ExplainRequest {
             exif_orientation: None,
             region: None,
             reference: None,
+            detection: DetectionSpec::default(),
             fault: None,
         }
     }
@@ -203,7 +221,11 @@ impl Default for ExplainRequest {
 #[derive(Clone, Debug)]
 pub struct PredictRequest {
     pub model: Option<String>,
+    /// The top k classes (a detector: the k highest-scoring detections).
     pub top_k: usize,
+    /// A detector's non-maximum suppression; `None`: the package's defaults.
+    pub score_threshold: Option<f32>,
+    pub iou_threshold: Option<f32>,
     pub timeout_ms: Option<u64>,
     /// As [`ExplainRequest::exif_orientation`].
     pub exif_orientation: Option<ExifOrientation>,
@@ -211,6 +233,13 @@ pub struct PredictRequest {
 
 impl Default for PredictRequest {
     fn default() -> Self {
-        Self { model: None, top_k: 5, timeout_ms: None, exif_orientation: None }
+        Self {
+            model: None,
+            top_k: 5,
+            score_threshold: None,
+            iou_threshold: None,
+            timeout_ms: None,
+            exif_orientation: None,
+        }
     }
 }

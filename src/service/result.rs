@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::cache::CacheOutcome;
 use super::request::{ExifOrientation, Rendering};
 use crate::cam::faithfulness::Faithfulness;
-use crate::cam::{Coverage, HeadKind, Map, Method, Saliency};
+use crate::cam::{Coverage, Detection, HeadKind, Map, Method, Saliency};
 use crate::engine::EngineModel;
 use crate::imaging::Preprocessed;
 
@@ -63,10 +63,8 @@ pub struct Explanation {
     pub logits: Vec<f32>,
     /// The explained classes, in the order of `maps` (0 for an embedding's reference).
     pub targets: Vec<usize>,
-    /// Each target's score on the clean pass as answers report it: its probability (a
-    /// segmenter's class probability averaged over the region; an embedding's cosine
-    /// similarity to the reference).
-    pub target_scores: Vec<f32>,
+    /// What answers say of the targets besides their class.
+    pub target_info: TargetInfo,
     pub maps: Vec<Saliency>,
     /// Per target, when metrics were asked for.
     pub metrics: Option<Vec<Faithfulness>>,
@@ -76,6 +74,19 @@ pub struct Explanation {
     pub(crate) image: Option<(RgbImage, Preprocessed)>,
     /// What the model saw of the photo's EXIF orientation.
     pub exif_orientation: ExifOrientation,
+}
+
+/// What answers report of an explanation's targets besides their classes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TargetInfo {
+    /// Each target's score on the clean pass: its probability (a segmenter's class
+    /// probability averaged over the region; an embedding's cosine similarity to the
+    /// reference; a detection target's box score).
+    pub scores: Vec<f32>,
+    /// A detection target's box, in model-input pixels.
+    pub boxes: Vec<Option<[f32; 4]>>,
+    /// A detector's detections on the clean pass (model-input pixels).
+    pub detections: Option<Vec<Detection>>,
 }
 
 impl Explanation {
@@ -108,10 +119,26 @@ pub struct Prediction {
     pub score: f32,
 }
 
+/// One detection of a detector, on the upright photo (on the model's input for a tensor
+/// input).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DetectedBox {
+    pub index: usize,
+    pub label: String,
+    /// The class probability (× objectness where the format has one).
+    pub score: f32,
+    /// x1, y1, x2, y2 in pixels.
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+}
+
 /// One target's map in the JSON document.
 #[derive(Clone, Debug, Serialize)]
 pub struct TargetMap {
     pub target: Prediction,
+    /// A detection target's box (x1, y1, x2, y2 on the upright photo).
+    #[serde(rename = "box", skip_serializing_if = "Option::is_none")]
+    pub bbox: Option<[f32; 4]>,
     pub saliency: Map,
     /// Faithfulness of this map (when asked for with `metrics=true`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -131,6 +158,9 @@ pub struct ExplainDocument {
     /// stored (`ignore`); maps at the upload's resolution are upright either way.
     pub exif_orientation: ExifOrientation,
     pub predictions: Vec<Prediction>,
+    /// A detector's detections on the clean pass (after non-maximum suppression).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detections: Option<Vec<DetectedBox>>,
     pub explanations: Vec<TargetMap>,
     pub stats: RunStats,
     pub timings_ms: StageTimings,
@@ -144,6 +174,12 @@ pub struct ImageSummary {
     pub preset: String,
     /// The explained target (the first one when several were asked for).
     pub target: Prediction,
+    /// A detection target's box (x1, y1, x2, y2 on the upright photo).
+    #[serde(rename = "box", skip_serializing_if = "Option::is_none")]
+    pub bbox: Option<[f32; 4]>,
+    /// A detector's detections on the clean pass.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detections: Option<Vec<DetectedBox>>,
     /// The target's faithfulness, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Faithfulness>,
@@ -178,6 +214,9 @@ pub struct PredictDocument {
     /// An embedding model's output: its Euclidean norm and length.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embedding: Option<EmbeddingSummary>,
+    /// A detector's detections (after non-maximum suppression), the top k.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detections: Option<Vec<DetectedBox>>,
     pub timings_ms: PredictTimings,
     /// Whether the model saw the photo turned upright by its EXIF tag.
     pub exif_orientation: ExifOrientation,

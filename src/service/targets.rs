@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use super::explain::Prepared;
-use super::request::{ExplainRequest, MAX_TARGETS, ReferenceSpec, RegionSpec, TargetSpec};
+use super::request::{DetectionSpec, ExplainRequest, MAX_TARGETS, ReferenceSpec, RegionSpec, TargetSpec};
 use super::result::top_k;
 use super::{Service, ServiceError};
-use crate::cam::{HeadKind, Target};
+use crate::cam::{Detection, HeadKind, Target};
 use crate::engine::{Admission, RunOptions};
 use crate::imaging::Preprocessed;
 
@@ -19,7 +19,15 @@ fn invalid(message: String) -> ServiceError {
 /// The request's targets fit the head's kind (before the image is decoded).
 pub(super) fn check(head: HeadKind, r: &ExplainRequest) -> Result<(), ServiceError> {
     let classes = head.classes();
+    let detection = &r.detection;
+    if !matches!(head, HeadKind::Detection(_)) && *detection != DetectionSpec::default() {
+        return Err(invalid(format!(
+            "box, detection, box_score and the thresholds apply to detection models; this model's head is `{}`",
+            head.name()
+        )));
+    }
     match (&head, &r.region, &r.reference) {
+        (HeadKind::Detection(_), None, None) => return check_detection(classes, detection, &r.targets),
         (HeadKind::Segmentation { .. }, _, None) => {}
         (HeadKind::Embedding { dim }, None, Some(reference)) => return check_reference(*dim, reference, &r.targets),
         (HeadKind::Embedding { .. }, None, None) => {
@@ -57,6 +65,51 @@ pub(super) fn check(head: HeadKind, r: &ExplainRequest) -> Result<(), ServiceErr
         }
         TargetSpec::TopK(_) => Ok(()),
     }
+}
+
+/// A detector's target is a box with a class, a detection's rank, or the top k detections.
+fn check_detection(classes: usize, d: &DetectionSpec, targets: &TargetSpec) -> Result<(), ServiceError> {
+    match (d.bbox, d.rank, targets) {
+        (Some(_), Some(_), _) => Err(invalid("give `box` (with `target`) or `detection`, not both".into())),
+        (Some(_), None, TargetSpec::Classes(c)) if c.len() == 1 => match c[0] < classes {
+            true => Ok(()),
+            false => Err(ServiceError::InvalidTarget { class: c[0], classes }),
+        },
+        (Some(_), None, _) => Err(invalid("`box` needs the class to explain in it: one `target=C`".into())),
+        (None, Some(_), TargetSpec::TopK(1)) => Ok(()),
+        (None, Some(_), _) => Err(invalid("`detection` names the target itself: leave target and top_k out".into())),
+        (None, None, TargetSpec::Classes(_)) => Err(invalid(
+            "a detection target is a box and a class: give box=x1,y1,x2,y2 with target=C, or detection=N (the \
+             N-th detection, 0 the highest-scoring), or top_k=K"
+                .into(),
+        )),
+        (None, None, TargetSpec::TopK(k)) if *k == 0 || *k > MAX_TARGETS => {
+            Err(invalid(format!("top_k must be within 1..={MAX_TARGETS}, got {k}")))
+        }
+        (None, None, TargetSpec::TopK(_)) => Ok(()),
+    }
+}
+
+/// A detection target's box lies on the photo (`size`, upright) and is not empty.
+pub(super) fn check_box([x1, y1, x2, y2]: [f64; 4], (w, h): (u32, u32)) -> Result<(), ServiceError> {
+    let (fw, fh) = (f64::from(w), f64::from(h));
+    if 0.0 <= x1 && x1 < x2 && x2 <= fw && 0.0 <= y1 && y1 < y2 && y2 <= fh {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "box {x1},{y1},{x2},{y2} must satisfy 0 <= x1 < x2 <= {w} and 0 <= y1 < y2 <= {h} (the photo's pixels, upright)"
+    )))
+}
+
+/// A detector's predictions on one output, with the request's thresholds or the package's.
+pub(super) fn detections(
+    head: HeadKind,
+    output: &[f32],
+    spec: (Option<f32>, Option<f32>),
+    defaults: (f32, f32),
+) -> Option<Vec<Detection>> {
+    let HeadKind::Detection(d) = head else { return None };
+    Some(d.detect(output, spec.0.unwrap_or(defaults.0), spec.1.unwrap_or(defaults.1)))
 }
 
 /// An embedding explains one reference, of the embedding's length.
@@ -160,6 +213,7 @@ impl Service {
                 };
                 Ok(vec![Target::Similarity { reference }])
             }
+            HeadKind::Detection(_) => detection_targets(head, p, output),
         }
     }
 
@@ -174,6 +228,36 @@ impl Service {
             super::explain::decode(image, self.config.limits.clone(), p.model().clone(), p.exif()).await?;
         let options = RunOptions { deadline: p.deadline_at(), ..Default::default() };
         Ok(admission.clean(tensor, &options).await?.logits.into())
+    }
+}
+
+/// A detector's targets: the box asked for, the detection of the rank asked for, or the
+/// top k detections.
+fn detection_targets(head: HeadKind, p: &Prepared, output: &[f32]) -> Result<Vec<Target>, ServiceError> {
+    let request = p.request();
+    let spec = &request.detection;
+    let rule = spec.rule;
+    if let (Some(b), TargetSpec::Classes(c)) = (spec.bbox, &request.targets) {
+        let bbox = match p.preprocessed() {
+            Some(pre) => pre.photo_box_on_input(b),
+            None => b.map(|v| v as f32),
+        };
+        return Ok(vec![Target::Detection { class: c[0], bbox, rule }]);
+    }
+    let found = detections(head, output, (spec.score_threshold, spec.iou_threshold), p.model().package.nms())
+        .unwrap_or_default();
+    let pick = |d: &Detection| Target::Detection { class: d.class, bbox: d.bbox, rule };
+    let none = || {
+        invalid(format!(
+            "the model detects {} object(s) on this photo above the score threshold; ask for one of those \
+             (detection=0..), lower score_threshold, or give box=x1,y1,x2,y2 with target=C",
+            found.len()
+        ))
+    };
+    match (spec.rank, &request.targets) {
+        (Some(rank), _) => found.get(rank).map(|d| vec![pick(d)]).ok_or_else(none),
+        (None, TargetSpec::TopK(k)) if !found.is_empty() => Ok(found.iter().take(*k).map(pick).collect()),
+        _ => Err(none()),
     }
 }
 

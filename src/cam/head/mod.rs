@@ -9,9 +9,13 @@
 //! (N×D; a target is a reference vector, scored by cosine similarity like its
 //! `SimilarityToConceptTarget`).
 
+mod detection;
+
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+pub use detection::{BoxScore, Detection, DetectionFormat, Detector, iou};
 
 /// How a classifier's logits become probabilities.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -45,6 +49,8 @@ pub enum HeadKind {
     Segmentation { classes: usize, height: usize, width: usize, layout: MapLayout, activation: Activation },
     /// One `dim`-vector per image.
     Embedding { dim: usize },
+    /// A detector's raw proposals (before NMS).
+    Detection(Detector),
 }
 
 /// What a target asks of the head's output.
@@ -57,13 +63,23 @@ pub enum Target {
     Segment { class: usize, region: Arc<[u32]> },
     /// An embedding's cosine similarity to `reference` (as long as the embedding).
     Similarity { reference: Arc<[f32]> },
+    /// A detector's box (x1, y1, x2, y2 in model-input pixels) and class, scored by `rule`.
+    Detection { class: usize, bbox: [f32; 4], rule: BoxScore },
 }
 
 impl Target {
+    /// A detection target's box (model-input pixels).
+    pub fn bbox(&self) -> Option<[f32; 4]> {
+        match self {
+            Target::Detection { bbox, .. } => Some(*bbox),
+            _ => None,
+        }
+    }
+
     /// The class a target names (0 for a similarity), as answers label it.
     pub fn class(&self) -> usize {
         match self {
-            Target::Class(c) | Target::Segment { class: c, .. } => *c,
+            Target::Class(c) | Target::Segment { class: c, .. } | Target::Detection { class: c, .. } => *c,
             Target::Similarity { .. } => 0,
         }
     }
@@ -76,6 +92,7 @@ impl HeadKind {
             HeadKind::Classes { classes, .. } => classes,
             HeadKind::Segmentation { classes, height, width, .. } => classes * height * width,
             HeadKind::Embedding { dim } => dim,
+            HeadKind::Detection(d) => d.output_len(),
         }
     }
 
@@ -85,6 +102,7 @@ impl HeadKind {
         match *self {
             HeadKind::Classes { classes: 1, activation: Activation::Sigmoid } => 2,
             HeadKind::Classes { classes, .. } | HeadKind::Segmentation { classes, .. } => classes,
+            HeadKind::Detection(d) => d.classes,
             HeadKind::Embedding { .. } => 0,
         }
     }
@@ -100,12 +118,14 @@ impl HeadKind {
             HeadKind::Classes { .. } => "classes",
             HeadKind::Segmentation { .. } => "segmentation",
             HeadKind::Embedding { .. } => "embedding",
+            HeadKind::Detection(_) => "detection",
         }
     }
 
     /// Per class, the score a prediction ranks and reports: a classifier's probability
     /// (softmax or sigmoid; a binary head's two classes 1 − p and p), a segmenter's share
-    /// of the output pixels it predicts as that class. Empty for an embedding.
+    /// of the output pixels it predicts as that class, a detector's best proposal score for
+    /// the class. Empty for an embedding.
     pub fn class_scores(&self, output: &[f32]) -> Vec<f32> {
         match *self {
             HeadKind::Classes { classes: 1, activation: Activation::Sigmoid } => {
@@ -123,6 +143,12 @@ impl HeadKind {
                 counts.iter().map(|&n| n as f32 / pixels as f32).collect()
             }
             HeadKind::Embedding { .. } => Vec::new(),
+            HeadKind::Detection(d) => {
+                let o = |j| d.objectness(output, j);
+                (0..d.classes)
+                    .map(|c| (0..d.proposals).map(|j| d.class_prob(output, j, c) * o(j)).fold(0.0, f32::max))
+                    .collect()
+            }
         }
     }
 
@@ -200,6 +226,10 @@ impl HeadKind {
                 let cos = cosine(output, reference);
                 (cos, cos)
             }
+            (HeadKind::Detection(d), Target::Detection { class, bbox, rule }) => {
+                let score = d.score(output, bbox, *class, *rule);
+                (score, score)
+            }
             (head, target) => unreachable!("targets are validated against the head: {target:?} on {head:?}"),
         }
     }
@@ -213,6 +243,9 @@ impl HeadKind {
                 *class < classes && !region.is_empty() && region.iter().all(|&p| (p as usize) < height * width)
             }
             (HeadKind::Embedding { dim }, Target::Similarity { reference }) => reference.len() == dim,
+            (HeadKind::Detection(d), Target::Detection { class, bbox, .. }) => {
+                *class < d.classes && bbox.iter().all(|v| v.is_finite()) && bbox[0] < bbox[2] && bbox[1] < bbox[3]
+            }
             _ => false,
         }
     }
