@@ -10,7 +10,8 @@ use serde::Serialize;
 use super::{Service, ServiceError};
 use crate::engine::EngineModel;
 use crate::engine::stats::Histogram;
-use crate::model::ResizeMode;
+use crate::cam::{Activation, DetectionFormat, HeadKind};
+use crate::model::{ModelPackage, ResizeMode};
 
 /// The service takes work: every worker alive, not draining, at least one model ready.
 #[derive(Clone, Debug, Serialize)]
@@ -55,8 +56,7 @@ pub struct ModelDetails {
     pub memory_bytes: u64,
     pub source: String,
     pub license: String,
-    /// What the head returns (today: `classes`, one score per class).
-    #[serde(skip)]
+    /// What the head returns.
     pub head: HeadSummary,
 }
 
@@ -65,8 +65,7 @@ pub struct InputSummary {
     pub width: usize,
     pub height: usize,
     pub resize: ResizeMode,
-    /// Planes of the model's input tensor (N×C×H×W).
-    #[serde(skip)]
+    /// Planes of the model's input tensor (N×C×H×W): 1 (grey) or 3 (RGB).
     pub channels: usize,
 }
 
@@ -79,10 +78,49 @@ pub struct LayerSummary {
 }
 
 /// The head's output as a client sees it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct HeadSummary {
-    /// Values the head returns per image (classes).
+    /// `classes`, `segmentation`, `embedding` or `detection`.
+    pub kind: &'static str,
+    /// Per-class scores a prediction gives per image (classes; 0 for an embedding).
     pub outputs: usize,
+    /// `softmax` or `sigmoid` (classifiers and segmenters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activation: Option<Activation>,
+    /// A segmenter's output grid (height, width).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grid: Option<[usize; 2]>,
+    /// An embedding's length.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dim: Option<usize>,
+    /// A detector's output format and raw proposals.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<DetectionFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proposals: Option<usize>,
+    /// Tensors besides the target layer that the head takes (skip connections).
+    pub side_inputs: Vec<String>,
+}
+
+impl HeadSummary {
+    fn of(p: &ModelPackage) -> Self {
+        let head = p.head();
+        let mut s = HeadSummary {
+            kind: head.name(),
+            outputs: head.classes(),
+            side_inputs: p.wiring.sides.iter().map(|s| s.name.clone()).collect(),
+            ..Default::default()
+        };
+        match head {
+            HeadKind::Classes { activation, .. } => s.activation = Some(activation),
+            HeadKind::Segmentation { height, width, activation, .. } => {
+                (s.activation, s.grid) = (Some(activation), Some([height, width]));
+            }
+            HeadKind::Embedding { dim } => s.dim = Some(dim),
+            HeadKind::Detection(d) => (s.format, s.proposals) = (Some(d.format), Some(d.proposals)),
+        }
+        s
+    }
 }
 
 /// Every package, and which one a request that names none gets.
@@ -293,6 +331,6 @@ fn details(m: &EngineModel, workers: usize) -> ModelDetails {
         memory_bytes: weights_bytes * workers as u64,
         source: p.manifest.source.clone(),
         license: p.manifest.license.clone(),
-        head: HeadSummary { outputs: p.info.classes },
+        head: HeadSummary::of(p),
     }
 }
