@@ -99,6 +99,15 @@ impl Preprocessed {
         [cx(p.0.min(q.0)), cy(p.1.min(q.1)), cx(p.0.max(q.0)), cy(p.1.max(q.1))]
     }
 
+    /// The upright photo's width and height.
+    pub fn upright_size(&self) -> (u32, u32) {
+        if swaps_sides(self.map_orientation) {
+            (self.original_height, self.original_width)
+        } else {
+            (self.original_width, self.original_height)
+        }
+    }
+
     /// The size of the image as preprocessed (as stored when the orientation was ignored;
     /// `map_orientation` turns it upright).
     fn stored_width(&self) -> f64 {

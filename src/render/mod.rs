@@ -85,6 +85,23 @@ pub fn draw_box(image: &mut RgbImage, [x1, y1, x2, y2]: [f32; 4], label: &str) {
     plot::text(image, x1.max(0) as u32, ty as u32, label, image::Rgb([255, 255, 255]));
 }
 
+/// The outline of a region (`inside[y][x]`, the image's size): the pixels inside it with a
+/// neighbour outside, drawn white.
+pub fn draw_outline(image: &mut RgbImage, inside: &[Vec<bool>]) {
+    let at = |x: i64, y: i64| {
+        y >= 0 && x >= 0 && inside.get(y as usize).and_then(|row| row.get(x as usize)).copied().unwrap_or(false)
+    };
+    for (y, row) in inside.iter().enumerate() {
+        for (x, &is_in) in row.iter().enumerate() {
+            let (xi, yi) = (x as i64, y as i64);
+            let edge = is_in && [(1, 0), (-1, 0), (0, 1), (0, -1)].iter().any(|(dx, dy)| !at(xi + dx, yi + dy));
+            if edge && (x as u32) < image.width() && (y as u32) < image.height() {
+                image.put_pixel(x as u32, y as u32, image::Rgb([255, 255, 255]));
+            }
+        }
+    }
+}
+
 /// PNG bytes of an RGB image (fast compression: these are responses, not archives).
 pub fn encode_png(image: &RgbImage) -> Result<Vec<u8>, RenderError> {
     let mut bytes = Vec::new();

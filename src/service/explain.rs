@@ -252,6 +252,7 @@ fn target_info(p: &Prepared, readout: &Readout, clean: &[(f32, f32)], output: &[
     TargetInfo {
         scores: clean.iter().map(|&(_, probability)| probability).collect(),
         boxes: readout.targets().iter().map(Target::bbox).collect(),
+        regions: readout.targets().iter().map(Target::region).collect(),
         detections: detections(
             p.model.package.head(),
             output,

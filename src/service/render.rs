@@ -77,6 +77,11 @@ pub fn render_explanation(e: Explanation) -> Result<Rendered, ServiceError> {
                     if let Some(b) = box_of(0) {
                         render::draw_box(&mut drawn, b, &target_of(0).label);
                     }
+                    if let (Some(Some(region)), Some(grid), Some(pre)) =
+                        (e.target_info.regions.first(), package.head().grid(), pre)
+                    {
+                        render::draw_outline(&mut drawn, &region_on_photo(pre, grid, region));
+                    }
                     render::encode_png(&drawn)?
                 }
                 (OutputFormat::Png, None) => {
@@ -104,6 +109,30 @@ pub fn render_explanation(e: Explanation) -> Result<Rendered, ServiceError> {
             })))
         }
     }
+}
+
+/// A segmentation region (plane indices of the head's `grid`) on the upright photo: each
+/// photo pixel is in when the output cell under its centre is.
+fn region_on_photo(pre: &crate::imaging::Preprocessed, (gh, gw): (usize, usize), region: &[u32]) -> Vec<Vec<bool>> {
+    let mut cells = vec![false; gh * gw];
+    region.iter().for_each(|&p| cells[p as usize] = true);
+    let (w, h) = pre.upright_size();
+    let (iw, ih) = (pre.input_width as f64, pre.input_height as f64);
+    (0..h)
+        .map(|y| {
+            (0..w)
+                .map(|x| {
+                    let (u, v) = pre.photo_point_on_input((f64::from(x) + 0.5, f64::from(y) + 0.5));
+                    let (gx, gy) = ((u * gw as f64 / iw).floor(), (v * gh as f64 / ih).floor());
+                    gx >= 0.0
+                        && gy >= 0.0
+                        && (gx as usize) < gw
+                        && (gy as usize) < gh
+                        && cells[gy as usize * gw + gx as usize]
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// A detector's detections as answers give them (`on_photo` maps a box onto the photo).

@@ -85,6 +85,8 @@ pub struct TargetInfo {
     pub scores: Vec<f32>,
     /// A detection target's box, in model-input pixels.
     pub boxes: Vec<Option<[f32; 4]>>,
+    /// A segmentation target's region, as plane indices of the head's output grid.
+    pub regions: Vec<Option<Arc<[u32]>>>,
     /// A detector's detections on the clean pass (model-input pixels).
     pub detections: Option<Vec<Detection>>,
 }

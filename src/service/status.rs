@@ -8,9 +8,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{Service, ServiceError};
+use crate::cam::{Activation, DetectionFormat, HeadKind};
 use crate::engine::EngineModel;
 use crate::engine::stats::Histogram;
-use crate::cam::{Activation, DetectionFormat, HeadKind};
 use crate::model::{ModelPackage, ResizeMode};
 
 /// The service takes work: every worker alive, not draining, at least one model ready.

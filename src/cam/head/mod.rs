@@ -68,6 +68,14 @@ pub enum Target {
 }
 
 impl Target {
+    /// A segmentation target's region (output-grid plane indices).
+    pub fn region(&self) -> Option<Arc<[u32]>> {
+        match self {
+            Target::Segment { region, .. } => Some(region.clone()),
+            _ => None,
+        }
+    }
+
     /// A detection target's box (model-input pixels).
     pub fn bbox(&self) -> Option<[f32; 4]> {
         match self {
