@@ -68,6 +68,9 @@ impl Prepared {
     }
 }
 
+/// Predictions a request that does not say gets.
+const DEFAULT_TOP_K: usize = 5;
+
 fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -609,14 +612,16 @@ impl Service {
         let head = self.model(request.model.as_deref())?.package.head();
         let classes = head.classes();
         // An embedding has no classes to rank: its prediction is the vector's norm.
-        if !matches!(head, HeadKind::Embedding { .. }) && (request.top_k == 0 || request.top_k > classes) {
-            return Err(invalid(format!("top_k must be within 1..={classes}, got {}", request.top_k)));
+        // Without top_k, up to 5 (a binary head has 2).
+        let top_k = request.top_k.unwrap_or(DEFAULT_TOP_K.min(classes.max(1)));
+        if !matches!(head, HeadKind::Embedding { .. }) && (top_k == 0 || top_k > classes) {
+            return Err(invalid(format!("top_k must be within 1..={classes}, got {top_k}")));
         }
         let c = self.classify(&request, image).await?;
         let embedding = matches!(head, HeadKind::Embedding { .. }).then(|| EmbeddingSummary::of(&c.logits));
         Ok(PredictDocument {
-            predictions: c.top(request.top_k.min(classes)),
-            detections: c.detections(request.top_k, (request.score_threshold, request.iou_threshold)),
+            predictions: c.top(top_k.min(classes)),
+            detections: c.detections(top_k, (request.score_threshold, request.iou_threshold)),
             embedding,
             model: c.model,
             timings_ms: c.timings,

@@ -219,7 +219,7 @@ impl Params {
         self.only(PREDICT_PARAMS)?;
         Ok(PredictRequest {
             model: self.one("model")?.map(str::to_string),
-            top_k: self.parse("top_k")?.unwrap_or(5),
+            top_k: self.parse("top_k")?,
             score_threshold: self.unit("score_threshold")?,
             iou_threshold: self.unit("iou_threshold")?,
             timeout_ms: self.parse("timeout_ms")?,

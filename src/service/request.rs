@@ -221,8 +221,8 @@ impl Default for ExplainRequest {
 #[derive(Clone, Debug)]
 pub struct PredictRequest {
     pub model: Option<String>,
-    /// The top k classes (a detector: the k highest-scoring detections).
-    pub top_k: usize,
+    /// The top k classes (a detector: the k highest-scoring detections); `None`: up to 5.
+    pub top_k: Option<usize>,
     /// A detector's non-maximum suppression; `None`: the package's defaults.
     pub score_threshold: Option<f32>,
     pub iou_threshold: Option<f32>,
@@ -235,7 +235,7 @@ impl Default for PredictRequest {
     fn default() -> Self {
         Self {
             model: None,
-            top_k: 5,
+            top_k: None,
             score_threshold: None,
             iou_threshold: None,
             timeout_ms: None,

@@ -197,8 +197,13 @@ impl Service {
         let request = p.request();
         let classes = match &request.targets {
             TargetSpec::Classes(c) => c.clone(),
-            TargetSpec::TopK(k) if head.is_binary() || matches!(head, HeadKind::Segmentation { .. }) => {
-                top_k(&head.class_scores(output), *k)
+            TargetSpec::TopK(k) if head.is_binary() => top_k(&head.class_scores(output), *k),
+            // A segmenter's top k among the classes it predicts somewhere (fewer maps when
+            // fewer classes appear).
+            TargetSpec::TopK(k) if matches!(head, HeadKind::Segmentation { .. }) => {
+                let shares = head.class_scores(output);
+                let present: Vec<usize> = top_k(&shares, *k).into_iter().filter(|&c| shares[c] > 0.0).collect();
+                if present.is_empty() { top_k(&shares, 1) } else { present }
             }
             TargetSpec::TopK(k) => top_k(output, (*k).max(1)),
         };

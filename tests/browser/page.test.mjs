@@ -171,13 +171,32 @@ test("the page loads under its CSP with every control labelled and the models li
   channels = Number(model?.target_layer?.channels || model?.channels);
   assert.ok(channels > 0, "GET /models gives no channel count for the default model");
 
-  // The method selector is filled from GET /methods: value = name, text = summary, in its order.
+  // The method selector is filled from GET /methods: value = name, text = the summary's title
+  // (before its colon), the whole summary as the option's title and under the select; in its order.
   registry = await fetchRegistry();
   await page.waitForFunction(() => document.getElementById("method").dataset.source);
   assert.equal(await page.$eval("#method", (s) => s.dataset.source), "registry", "the page fell back instead of using GET /methods");
-  const methodOptions = await page.$$eval("#method option", (os) => os.map((o) => ({ name: o.value, summary: o.textContent })));
-  assert.deepEqual(methodOptions, registry.map((m) => ({ name: m.name, summary: m.summary })));
+  const methodOptions = await page.$$eval("#method option", (os) => os.map((o) => ({ name: o.value, text: o.textContent, title: o.title })));
+  const titleOf = (m) => (m.summary.includes(":") ? m.summary.slice(0, m.summary.indexOf(":")).trim() : m.summary) || m.name;
+  assert.deepEqual(methodOptions, registry.map((m) => ({ name: m.name, text: titleOf(m), title: m.summary })));
+  assert.ok(registry.some((m) => m.name === "eigencam"), "GET /methods does not list eigencam");
   assert.equal(await page.inputValue("#method"), "scorecam");
+  // No method's text is cut off in the select: each fits its box (less the arrow) in the select's font.
+  const cut = await page.$eval("#method", (s) => {
+    const cs = getComputedStyle(s);
+    const ctx = document.createElement("canvas").getContext("2d");
+    ctx.font = `${cs.fontStyle} ${cs.fontWeight} ${cs.fontSize} ${cs.fontFamily}`;
+    const room = s.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight) - 24;
+    return [...s.options].filter((o) => ctx.measureText(o.textContent).width > room).map((o) => o.textContent);
+  });
+  assert.deepEqual(cut, [], "method names cut off in the select");
+  // The preset's label lists its choices (the registry's help); its hint does not repeat them.
+  const presetHelp = param("scorecam", "preset").help;
+  const presetHint = await page.textContent("#param-hint-preset");
+  for (const c of param("scorecam", "preset").choices) {
+    if (presetHelp.includes(c)) assert.ok(!presetHint.includes(c) || c === param("scorecam", "preset").default,
+      `the preset hint repeats "${c}" from its label: ${presetHint}`);
+  }
   assert.match(await page.textContent("#status"), /^$/, "the status area reports a problem with the methods");
 
   // The other selectors carry exactly the contract's values (the preset's from the registry).
@@ -210,9 +229,33 @@ test("the page loads under its CSP with every control labelled and the models li
   const probe = consoleErrors.findIndex((t) => t.includes("example.invalid"));
   if (probe >= 0) consoleErrors.splice(probe, 1);
 
-  // Nothing to explain yet.
+  // Nothing to explain yet, and nothing to download.
   assert.equal(await page.isDisabled("#explain"), true);
   assert.equal(await page.isDisabled("#cancel"), true);
+  assert.equal(await page.isDisabled("#download-json"), true, "Download JSON is enabled before any result");
+  assert.equal(await page.isDisabled("#download-png"), true, "Download PNG is enabled before any result");
+  // The saliency pane is an empty placeholder, not a photo.
+  assert.equal(await page.isVisible("#stage-empty"), true);
+  assert.equal(await page.isVisible("#original"), false);
+  assert.equal(await page.isVisible("#overlay"), false);
+});
+
+test("the page has an icon: /favicon.ico and /favicon.svg answer 200 with an SVG", async () => {
+  assert.equal(await page.getAttribute('link[rel="icon"]', "href"), "/favicon.svg");
+  for (const route of ["/favicon.ico", "/favicon.svg"]) {
+    const r = await fetch(`${BASE}${route}`);
+    assert.equal(r.status, 200, `${route} answered ${r.status}`);
+    assert.match(r.headers.get("content-type"), /^image\/svg\+xml/);
+    assert.match(await r.text(), /^<svg[\s\S]*<\/svg>\s*$/);
+  }
+  // And the browser can draw it (the page's CSP allows it).
+  const size = await page.evaluate(async () => {
+    const i = new Image();
+    i.src = "/favicon.svg";
+    await i.decode();
+    return [i.naturalWidth, i.naturalHeight];
+  });
+  assert.ok(size[0] > 0 && size[1] > 0);
 });
 
 test("the drop zone is the first stop for the keyboard, shows its focus, and Enter or Space opens the picker", async () => {
@@ -252,11 +295,55 @@ test("choosing the sample shows its preview and its top five classes, a cat firs
   assert.deepEqual(items.map((i) => i.index), api.predictions.map((p) => p.index));
   assert.ok(items[0].text.startsWith(api.predictions[0].label));
 
-  const preview = await page.$eval("#original", (img) => ({ w: img.naturalWidth, h: img.naturalHeight, hidden: img.hidden }));
-  assert.deepEqual(preview, { w: sampleSize.width, h: sampleSize.height, hidden: false });
+  const preview = await page.$eval("#original-side", (img) => ({ w: img.naturalWidth, h: img.naturalHeight, visible: img.offsetParent !== null }));
+  assert.deepEqual(preview, { w: sampleSize.width, h: sampleSize.height, visible: true });
+  // Before an explanation the saliency pane shows a placeholder, not the plain photo as if it were a map.
+  assert.equal(await page.isVisible("#stage-empty"), true);
+  assert.match(await page.textContent("#stage-empty"), /No saliency map yet/);
+  assert.equal(await page.isVisible("#original"), false, "the photo stands in the saliency pane before any map");
+  assert.equal(await page.isVisible("#overlay"), false);
   assert.equal(await page.isEnabled("#explain"), true);
+  assert.equal(await page.isDisabled("#download-json"), true, "Download JSON is enabled before any result");
   assert.match(await page.textContent("#status"), /Classified: /);
 });
+
+/** Waits for the final map of an explanation (partial maps come first, at the target layer's size). */
+async function waitExplained(p = page) {
+  await p.waitForFunction(() => {
+    const o = document.getElementById("overlay");
+    return !o.hidden && o.dataset.kind === "result" && o.width > 0 && /^Explained:/.test(document.getElementById("status").textContent);
+  }, null, { timeout: EXPLAIN_TIMEOUT });
+}
+
+/** How many pixels of the overlay canvas differ from a PNG (base64) of the same size, and the size. */
+async function overlayDiff(p, pngBase64) {
+  return p.evaluate(async (b64) => {
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const bitmap = await createImageBitmap(new Blob([bytes], { type: "image/png" }));
+    const o = document.getElementById("overlay");
+    const c = document.createElement("canvas");
+    c.width = bitmap.width; c.height = bitmap.height;
+    const ctx = c.getContext("2d");
+    ctx.drawImage(bitmap, 0, 0);
+    const want = ctx.getImageData(0, 0, c.width, c.height).data;
+    const got = o.getContext("2d").getImageData(0, 0, o.width, o.height).data;
+    let differ = 0;
+    if (want.length === got.length) for (let i = 0; i < want.length; i += 4) {
+      if (want[i] !== got[i] || want[i + 1] !== got[i + 1] || want[i + 2] !== got[i + 2]) differ++;
+    }
+    return { differ, png: [bitmap.width, bitmap.height], canvas: [o.width, o.height] };
+  }, pngBase64);
+}
+
+/** The server's own heatmap of the page's last explanation (a result-cache hit), in base64. */
+async function serverHeatmap(target, colormap) {
+  const r = await fetch(`${BASE}/explain?format=heatmap&target=${target}&colormap=${colormap}&method=scorecam&preset=official`, {
+    method: "POST", headers: { "Content-Type": "image/png" }, body: sample,
+  });
+  assert.equal(r.status, 200);
+  assert.equal(r.headers.get("x-scorecam-cache"), "hit", "the server computed the map again");
+  return Buffer.from(await r.arrayBuffer()).toString("base64");
+}
 
 /** Starts recording every state of the progress bar and its text. */
 async function recordProgress() {
@@ -283,21 +370,19 @@ test("clicking the top class streams progress and shows the heatmap over the ima
   await recordProgress();
   const before = requests.length;
   await page.click("#predictions li:first-child button");
-  await page.waitForFunction(() => {
-    const o = document.getElementById("overlay");
-    // The final heatmap (partial maps come first, at the target layer's size).
-    return !o.hidden && o.complete && o.naturalWidth > 0 && /^Explained:/.test(document.getElementById("status").textContent);
-  }, null, { timeout: EXPLAIN_TIMEOUT });
+  await waitExplained();
 
   const sent = requests.slice(before).filter((r) => r.includes("/explain"));
   assert.equal(sent.length, 1, `expected one explain request, saw ${sent.join(", ")}`);
   const url = new URL(sent[0].split(" ")[1]);
   assert.equal(sent[0].split(" ")[0], "POST");
   assert.equal(url.pathname, "/explain/stream");
-  assert.equal(url.searchParams.get("format"), "heatmap");
+  // The page asks for the map's values (and colours them itself).
+  assert.equal(url.searchParams.get("format"), "json");
+  assert.equal(url.searchParams.get("resolution"), "input");
   assert.equal(url.searchParams.get("method"), "scorecam");
   assert.equal(url.searchParams.get("preset"), "official");
-  assert.equal(url.searchParams.get("colormap"), "jet");
+  assert.equal(url.searchParams.has("colormap"), false);
   const top = await page.$eval("#predictions li:first-child button", (b) => Number(b.dataset.index));
   assert.equal(Number(url.searchParams.get("target")), top);
 
@@ -310,8 +395,9 @@ test("clicking the top class streams progress and shows the heatmap over the ima
   // The bar goes away when the result is in.
   assert.equal(await page.$eval("#progress", (b) => b.hidden), true);
 
-  const overlay = await page.$eval("#overlay", (img) => ({ w: img.naturalWidth, h: img.naturalHeight }));
+  const overlay = await page.$eval("#overlay", (c) => ({ w: c.width, h: c.height }));
   assert.deepEqual(overlay, { w: sampleSize.width, h: sampleSize.height }, "the heatmap is not at the upload's size");
+  assert.equal(await page.isVisible("#stage-empty"), false);
   // Stacked: the heatmap covers the original's box exactly.
   const boxes = await page.evaluate(() => ["original", "overlay"].map((id) => {
     const r = document.getElementById(id).getBoundingClientRect();
@@ -328,6 +414,8 @@ test("clicking the top class streams progress and shows the heatmap over the ima
   assert.ok(side.left < side.stageLeft, "the original is not beside (left of) the overlay");
   assert.match(await page.textContent("#status"), /Explained: .+ \(\d+\.\d%\)/);
   assert.match(await page.textContent("#facts"), /Forward passes\d+/);
+  assert.equal(await page.$eval("#facts", (f) => f.dataset.cache), "miss");
+  assert.equal(await page.isEnabled("#download-json"), true);
   assert.equal(await page.textContent("#error"), "");
   // The map sharpened live: partial maps were painted before the result replaced them.
   const partials = Number(await page.getAttribute("#stage", "data-partials"));
@@ -346,6 +434,38 @@ test("the opacity slider changes the heatmap's opacity without a request", async
   assert.equal(requests.length, before, `the slider made requests: ${requests.slice(before).join(", ")}`);
 });
 
+test("changing the colour map recolours the map at once, without a request, in the server's colours", async () => {
+  const target = await page.$eval("#predictions button[aria-pressed=true]", (b) => Number(b.dataset.index));
+  // The page's jet map is the server's jet heatmap, pixel for pixel.
+  let diff = await overlayDiff(page, await serverHeatmap(target, "jet"));
+  assert.deepEqual(diff, { differ: 0, png: [sampleSize.width, sampleSize.height], canvas: [sampleSize.width, sampleSize.height] });
+  for (const cmap of ["viridis", "inferno", "gray", "jet"]) {
+    const before = requests.length;
+    await page.selectOption("#colormap", cmap);
+    // At once: the canvas is repainted in the change event itself.
+    assert.equal(await page.$eval("#overlay", (o) => o.dataset.colormap), cmap);
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(requests.length, before, `the colour map change made requests: ${requests.slice(before).join(", ")}`);
+    diff = await overlayDiff(page, await serverHeatmap(target, cmap));
+    assert.equal(diff.differ, 0, `${cmap}: ${diff.differ} pixels differ from the server's heatmap`);
+  }
+  assert.equal(await page.$eval("#overlay", (o) => getComputedStyle(o).opacity), "0.79", "the opacity was lost");
+});
+
+test("a repeated explanation comes from the server's result cache, and the page says so", async () => {
+  const before = requests.length;
+  await page.click("#explain");
+  await page.waitForFunction(() => /result cache/.test(document.getElementById("status").textContent), null, { timeout: EXPLAIN_TIMEOUT });
+  await waitExplained();
+  assert.equal(requests.slice(before).filter((r) => r.includes("/explain")).length, 1);
+  assert.match(await page.textContent("#status"), /^Explained: .+ \(\d+\.\d%\)\. Answered from the server's result cache: no passes were run\.$/);
+  assert.equal(await page.$eval("#facts", (f) => f.dataset.cache), "hit");
+  const facts = await page.textContent("#facts");
+  assert.match(facts, /from the server's result cache/);
+  assert.doesNotMatch(facts, /Forward passes/, "a cache hit shows its zero pass count as if it ran");
+  assert.equal(await page.isVisible("#facts .note-cache"), true);
+});
+
 test("Download PNG saves the composed image at the upload's size", async () => {
   const downloading = page.waitForEvent("download", { timeout: 30_000 });
   await page.click("#download-png");
@@ -355,8 +475,9 @@ test("Download PNG saves the composed image at the upload's size", async () => {
   assert.deepEqual(pngSize(bytes), sampleSize);
 });
 
-test("Download JSON saves the API's JSON document for the chosen class", async () => {
+test("Download JSON saves the API's JSON document of the last explanation, with no new request", async () => {
   const target = await page.$eval("#predictions button[aria-pressed=true]", (b) => Number(b.dataset.index));
+  const before = requests.length;
   const downloading = page.waitForEvent("download", { timeout: EXPLAIN_TIMEOUT });
   await page.click("#download-json");
   const download = await downloading;
@@ -370,14 +491,14 @@ test("Download JSON saves the API's JSON document for the chosen class", async (
   const [e] = doc.explanations;
   assert.equal(e.target.index, target);
   assert.equal(e.saliency.width * e.saliency.height, e.saliency.data.length);
-  assert.deepEqual([e.saliency.width, e.saliency.height], [224, 224]); // resolution=model
+  assert.deepEqual([e.saliency.width, e.saliency.height], [sampleSize.width, sampleSize.height]); // resolution=input
   assert.ok(e.saliency.data.every((v) => v >= 0 && v <= 1));
   assert.ok(Math.max(...e.saliency.data) > 0, "the saliency map is all zeros");
-  // The page asked for this explanation before: the server's result cache answers it
-  // with no pass (and says so); otherwise it ran its passes.
-  assert.ok(["hit", "miss"].includes(doc.stats.cache), `stats.cache is ${doc.stats.cache}`);
-  assert.ok(doc.stats.cache === "hit" ? doc.stats.forward_passes === 0 : doc.stats.forward_passes > 0);
+  // The last explanation was the repeat, answered by the result cache with no pass.
+  assert.equal(doc.stats.cache, "hit");
+  assert.equal(doc.stats.forward_passes, 0);
   await page.waitForFunction(() => document.getElementById("status").textContent === "JSON saved.");
+  assert.deepEqual(requests.slice(before).filter((r) => !r.startsWith("GET blob:")), [], "Download JSON made a request");
 });
 
 test("Cancel stops a running explanation in the page and on the server", async () => {
@@ -402,8 +523,15 @@ test("Cancel stops a running explanation in the page and on the server", async (
   assert.equal(await page.isDisabled("#cancel"), true);
   assert.equal(await page.textContent("#error"), "", "cancelling showed an error");
   // Cancel keeps the last partial map on the image, and says how far it got.
-  const kept = await page.$eval("#overlay", (o) => ({ hidden: o.hidden, src: o.src.slice(0, 22), w: o.naturalWidth }));
-  assert.deepEqual(kept, { hidden: false, src: "data:image/png;base64,", w: 7 }, "the partial map did not stay");
+  const kept = await page.$eval("#overlay", (o) => ({ hidden: o.hidden, kind: o.dataset.kind, w: o.width }));
+  assert.deepEqual(kept, { hidden: false, kind: "partial", w: 7 }, "the partial map did not stay");
+  // The partial map is recoloured too, with no request.
+  const before = requests.length;
+  await page.selectOption("#colormap", "gray");
+  const px = await page.$eval("#overlay", (o) => [...o.getContext("2d").getImageData(3, 3, 1, 1).data]);
+  assert.ok(px[0] === px[1] && px[1] === px[2], `a gray partial map pixel is ${px}`);
+  await page.selectOption("#colormap", "jet");
+  assert.equal(requests.length, before);
   assert.match(await page.textContent("#status"), /Cancelled; showing the partial map \(\d+ of \d+ passes, \d+% of the activation mass\)/);
   await page.screenshot({ path: path.join(ARTIFACTS, "partial.png"), fullPage: true });
 
@@ -493,8 +621,8 @@ test("Ablation-CAM: the method selector sends the method without a preset", asyn
   const url = new URL(sent[0].split(" ")[1]);
   assert.equal(url.searchParams.get("method"), "ablationcam");
   assert.equal(url.searchParams.has("preset"), false);
-  assert.deepEqual([...url.searchParams.keys()].sort(), ["colormap", "format", "method", "model", "target"]);
-  assert.deepEqual(await page.$eval("#overlay", (i) => [i.naturalWidth, i.naturalHeight]), [sampleSize.width, sampleSize.height]);
+  assert.deepEqual([...url.searchParams.keys()].sort(), ["format", "method", "model", "resolution", "target"]);
+  assert.deepEqual(await page.$eval("#overlay", (c) => [c.width, c.height]), [sampleSize.width, sampleSize.height]);
   assert.equal(await page.textContent("#error"), "");
   assert.equal(await page.isVisible("#repeat-hint"), false, "Ablation-CAM got the long-method hint");
   await page.selectOption("#method", "scorecam");
@@ -521,7 +649,7 @@ test("a method with more passes than channels gets the long-method hint from its
   const sent = requests.slice(before).filter((r) => r.includes("/explain"));
   assert.equal(sent.length, 1);
   const q = new URL(sent[0].split(" ")[1]).searchParams;
-  assert.deepEqual([...q.keys()].sort(), ["colormap", "format", "method", "model", "samples", "target"]);
+  assert.deepEqual([...q.keys()].sort(), ["format", "method", "model", "resolution", "samples", "target"]);
   assert.equal(q.get("samples"), "5");
   assert.equal(await page.isVisible("#repeat-hint"), true);
   assert.match(await page.textContent("#repeat-hint"),
@@ -561,13 +689,10 @@ test("an image of another size, dropped on the drop zone, gets its heatmap at th
   await page.waitForFunction(() => document.getElementById("overlay").hidden
     && document.querySelectorAll("#predictions button").length === 5, null, { timeout: 60_000 });
   assert.equal(await page.$eval("#original", (i) => `${i.naturalWidth}x${i.naturalHeight}`), "320x200");
+  assert.equal(await page.isDisabled("#download-json"), true, "Download JSON offers the previous photo's result");
   await page.click("#explain");
-  await page.waitForFunction(() => {
-    const o = document.getElementById("overlay");
-    // The final heatmap (partial maps come first, at the target layer's size).
-    return !o.hidden && o.complete && o.naturalWidth > 0 && /^Explained:/.test(document.getElementById("status").textContent);
-  }, null, { timeout: EXPLAIN_TIMEOUT });
-  const overlay = await page.$eval("#overlay", (img) => ({ w: img.naturalWidth, h: img.naturalHeight }));
+  await waitExplained();
+  const overlay = await page.$eval("#overlay", (c) => ({ w: c.width, h: c.height }));
   assert.deepEqual(overlay, { w: 320, h: 200 });
 });
 
@@ -626,7 +751,7 @@ test("errors of the explanation stream are shown in words (server answers mocked
   assert.equal(last.get("method"), "sscam");
   assert.equal(last.get("samples"), "3");
   // Empty fields are left to the server's defaults; other methods' parameters are never sent.
-  assert.deepEqual([...last.keys()].sort(), ["colormap", "format", "method", "model", "samples", "target"]);
+  assert.deepEqual([...last.keys()].sort(), ["format", "method", "model", "resolution", "samples", "target"]);
   // Score-CAM (real runs above, mocked ones here) plans at most one pass per channel: no hint.
   assert.equal(await page.isVisible("#repeat-hint"), false);
   // SS-CAM is now known to plan more passes than channels: its hint says so.
@@ -724,7 +849,7 @@ test("without GET /methods the page offers plain Score-CAM and says so; with ano
   await p.waitForFunction(() => /no such method here/.test(document.getElementById("error").textContent));
   assert.equal(urls.length, 1);
   const q = urls[0].searchParams;
-  assert.deepEqual([...q.keys()].sort(), ["alpha", "colormap", "flavour", "format", "method", "model", "target"]);
+  assert.deepEqual([...q.keys()].sort(), ["alpha", "flavour", "format", "method", "model", "resolution", "target"]);
   assert.deepEqual([q.get("method"), q.get("alpha"), q.get("flavour")], ["fakecam", "0.25", "a"]);
   await ctx.close();
 });
