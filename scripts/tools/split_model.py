@@ -1,22 +1,47 @@
 #!/usr/bin/env python3
-"""Split a whole ONNX image classifier into a scorecam model package.
+"""Split a whole ONNX image model (classifier, segmenter, embedder) into a scorecam model package.
 
-scorecam needs a classifier in two pieces: an extractor (image -> the activations of the
-target layer) and a head (those activations -> class scores). This tool cuts a single
-ONNX graph (a ResNet, ConvNeXt, EfficientNet, ViT, DeiT, Swin, DenseNet ... exported from
-PyTorch or elsewhere) at one of its intermediate tensors with onnx.utils.Extractor:
+scorecam needs a model in two pieces: an extractor (image -> the activations of the
+target layer) and a head (those activations -> class scores, a segmentation map or an
+embedding). This tool cuts a single ONNX graph (a ResNet, ConvNeXt, EfficientNet, ViT,
+DeiT, Swin, DenseNet, DeepLabV3 ... exported from PyTorch or elsewhere) at one of its
+intermediate tensors with onnx.utils.Extractor:
 
   extractor.onnx   graph input -> LAYER      renamed: input -> features
   head.onnx        LAYER -> graph output     renamed: features -> logits
-  labels.txt       --labels, or class_0 .. class_{C-1}
-  model.toml       input size, resize mode and filter, mean/std, provenance, target layer
+  labels.txt       --labels, or class_0 .. class_{C-1} (none for an embedding head)
+  model.toml       input size, channels, resize mode and filter, mean/std, provenance, target
+                   layer, head kind
 
 Only tensor names and the declared shapes of the four package inputs/outputs change (node
 inputs/outputs are rewritten; a tensor that already used one of the new names gets a fresh
 one); nodes, weights and attributes are kept as they are.
 
-Requirements on the model: one float32 image input N x 3 x H x W, one output N x C, and a
-dynamic batch dimension. H x W must be fixed in the model or given with --input-size.
+Requirements on the model: one float32 image input N x 3 x H x W (RGB) or N x 1 x H x W
+(greyscale), one output, and a dynamic batch dimension. H x W must be fixed in the model or
+given with --input-size.
+
+Heads (model.toml [head]; --head, default inferred from the output's rank)
+  classes        output [N, C]: class scores (a 2-D output). --activation softmax (one class
+                 per image, the default) or sigmoid (multi-label; a one-output sigmoid head is a
+                 binary classifier: target 1 = the logit, target 0 = -logit, as pytorch-grad-cam's
+                 BinaryClassifierOutputTarget). labels.txt: C lines (a one-output sigmoid head:
+                 1 line, or 2 = negative, positive; default "negative", "positive").
+  segmentation   output [N, C, H, W] per-pixel class logits (a 4-D output; any H x W, e.g. the
+                 input size after the model's own upsampling); --head-layout nhwc for
+                 [N, H, W, C]. labels.txt: C lines. Torchvision's segmentation models return a
+                 dict: export a wrapper returning model(x)["out"]; the head then contains the
+                 model's final upsampling to the input size (its read of the input's shape is
+                 rewritten, see below).
+  embedding      output [N, D] feature vector, explained by its similarity to a reference;
+                 must be asked for (--head embedding; a 2-D output is otherwise classes); no
+                 labels.txt.
+
+Greyscale models (input N x 1 x H x W): model.toml says [input] channels = 1 and scorecam
+converts photos like Pillow's Image.convert("L") before resizing. --mean and --std take one
+value each and have no default (there is no common greyscale normalisation: give the values
+of your pipeline, e.g. --mean 0.5 --std 0.25); RGB models take three values each, ImageNet's
+by default.
 
 Choosing the target layer
   --layer TENSOR     cut at this tensor (names as --list-layers prints them)
@@ -69,19 +94,29 @@ nn.MultiheadAttention, or [N*heads, ...]); the message says so and names a usabl
 
 Concrete shapes: exporters often leave dims after a reshape/permute symbolic. The extractor
 is run on a trial batch with ONNX Runtime and the package declares concrete dims: extractor
-input [batch, 3, H, W] and output features [batch, ...], head input the same features and
-output logits [batch, C]; only the batch stays dynamic (named "batch").
+input [batch, C, H, W] and output features [batch, ...], head input the same features and
+output logits [batch, C] ([batch, C, H, W] segmentation, [batch, D] embedding); only the
+batch stays dynamic (named "batch").
 
-Softmax: if the graph ends in a Softmax it is dropped from the head, so the head yields
-logits (scorecam applies the softmax itself); --keep-softmax keeps it.
+Softmax / Sigmoid: if a classes graph ends in a Softmax it is dropped from the head, so the
+head yields logits (scorecam applies the softmax itself); a final Sigmoid is dropped the
+same way and the package says activation = "sigmoid". --keep-activation (or its old name
+--keep-softmax) keeps either. Segmentation and embedding heads keep their graph as it is.
 
-Check: head(extractor(x)) must equal the full model's output (after a softmax when one was
-dropped) on a random batch of 2 (ONNX Runtime, CPU), to within
+Check: head(extractor(x)) must equal the full model's output (after a softmax or sigmoid
+when one was dropped) on a random batch of 2 (ONNX Runtime, CPU), to within
     max |Δ| <= --tolerance + --rtol * max |full model output|
 (defaults 1e-5 and 1e-4). ONNX Runtime fuses operators across the cut in the whole model
 but cannot in the split, so float32 rounding differences of ~1e-7 relative are normal; a
 wrong split is off by far more. A failure that looks like rounding says so and suggests a
 --tolerance that would accept it.
+
+Resize (model.toml [input] resize): stretch (the whole photo to W x H: torchvision's
+Resize((H, W))), shorter_side_crop (shorter side to --crop-from, then the centre W x H:
+Resize(crop_from) + CenterCrop) or letterbox (keep the aspect ratio: scale s = min(W/w0,
+H/h0), resize to round(w0*s) x round(h0*s) (half to even, at least 1), paste at
+(floor((W-nw)/2), floor((H-nh)/2)) on a W x H canvas of --pad-value (0..255 before
+normalisation, default 114): Ultralytics' letterbox with --resize-filter opencv_linear).
 
 Resize filter (model.toml [input] resize_filter): pillow_bilinear (Pillow's antialiased
 bilinear, what torchvision's PIL-based transforms use; the default) or opencv_linear
@@ -94,10 +129,13 @@ first, as ImageOps.exif_transpose does). Maps are drawn on the upright photo eit
 
 model.toml written:
   description, source, license
-  [input]         width, height, resize, crop_from (shorter_side_crop only), resize_filter,
-                  exif_orientation, mean, std
+  [input]         width, height, channels (1 only: 3 is the default and not written), resize,
+                  crop_from (shorter_side_crop only), pad_value (letterbox only),
+                  resize_filter, exif_orientation, mean, std (one value per channel)
   [target_layer]  description, layout ("nchw" | "nhwc" | "tokens", always written),
                   grid = [h, w] and prefix_tokens (tokens only)
+  [head]          kind ("classes" | "segmentation" | "embedding"), activation ("softmax" |
+                  "sigmoid"; classes only), layout ("nchw" | "nhwc"; segmentation only)
 
 Examples:
   python scripts/tools/split_model.py resnet50.onnx --list-layers
@@ -107,6 +145,10 @@ Examples:
   python scripts/tools/split_model.py vit_b_16.onnx --module encoder.layers.encoder_layer_11 --out models/vit_b_16
   python scripts/tools/split_model.py swin_t.onnx --module 'features[-1]' --out models/swin_t
   python scripts/tools/split_model.py model.onnx --layer /stage4/Add_output_0 --layout nhwc --out models/x
+  python scripts/tools/split_model.py deeplabv3.onnx --module backbone --out models/deeplab   # [N, 21, H, W]: segmentation
+  python scripts/tools/split_model.py chest_xray.onnx --module features --out models/cxr \
+      --activation sigmoid --mean 0.5 --std 0.25                                   # 1-channel, multi-label
+  python scripts/tools/split_model.py resnet50_embed.onnx --module layer4 --head embedding --out models/embed
 
 Needs only onnx, onnxruntime and numpy (pip install -r scripts/setup/requirements_tools.txt).
 """
@@ -137,6 +179,11 @@ BATCH = "batch"
 FILES = ("extractor.onnx", "head.onnx", "labels.txt", "model.toml")
 LAYOUTS = ("nchw", "nhwc", "tokens")
 RESIZE_FILTERS = ("pillow_bilinear", "opencv_linear")
+RESIZES = ("stretch", "shorter_side_crop", "letterbox")
+HEAD_KINDS = ("classes", "segmentation", "embedding")
+ACTIVATIONS = ("softmax", "sigmoid")
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+DEFAULT_PAD_VALUE = 114  # Ultralytics' letterbox border
 DEFAULT_TOP = 20
 MAX_PREFIX_TOKENS, MAX_GRID_SIDE = 16, 1024  # what scorecam's model.toml accepts
 SHAPE_OPS = ("Shape", "Size")
@@ -675,7 +722,7 @@ def ort_session(m):
     return ort.InferenceSession(str(m), so, providers=["CPUExecutionProvider"])
 
 
-def probe(model: onnx.ModelProto, input_name: str, names: list[str], hw, seed: int) -> dict[str, tuple]:
+def probe(model: onnx.ModelProto, input_name: str, names: list[str], hw, seed: int, channels: int = 3) -> dict[str, tuple]:
     """Run the model on random batches of 1 and 2 with `names` as extra outputs: {name: (shape@1, shape@2)}."""
     vis = value_infos(model)
     existing = {o.name for o in model.graph.output}
@@ -694,14 +741,14 @@ def probe(model: onnx.ModelProto, input_name: str, names: list[str], hw, seed: i
     shapes: dict[str, list] = {n: [] for n in wanted}
     rng = np.random.default_rng(seed)
     for b in (1, 2):
-        x = rng.standard_normal((b, 3, *hw)).astype(np.float32)
+        x = rng.standard_normal((b, channels, *hw)).astype(np.float32)
         try:
             outs = sess.run(wanted, {input_name: x})
         except Exception as e:  # noqa: BLE001
             baked = (" The input's batch is dynamic but the graph may have the export batch size baked in "
                      "(a Reshape to a constant shape): re-export with a dynamic batch (dynamic_axes / dynamic_shapes)."
                      if b == 2 else "")
-            raise SplitError(f"ONNX Runtime failed running the model on a batch of {b} (input {b}×3×{hw[0]}×{hw[1]}): "
+            raise SplitError(f"ONNX Runtime failed running the model on a batch of {b} (input {b}×{channels}×{hw[0]}×{hw[1]}): "
                              f"{e}.{baked}") from e
         for n, v in zip(wanted, outs):
             shapes[n].append(tuple(np.shape(v)))
@@ -986,7 +1033,7 @@ class Candidate:
 
 
 def candidates(model: onnx.ModelProto, input_name: str, head_out: str, hw, seed: int,
-               only: list[str] | None = None) -> list[Candidate]:
+               only: list[str] | None = None, channels: int = 3) -> list[Candidate]:
     """Float tensors of rank >= 3 (or unknown), probed and analysed, best first."""
     g = model.graph
     vis = value_infos(model)
@@ -1009,7 +1056,7 @@ def candidates(model: onnx.ModelProto, input_name: str, head_out: str, hw, seed:
             info[o] = (k, node.op_type, ".".join(scope) if scope else "")
     if not names:
         return []
-    shapes = probe(model, input_name, names, hw, seed)
+    shapes = probe(model, input_name, names, hw, seed, channels)
     sep = separating_tensors(g, input_name, head_out)
     out = []
     for n in names:
@@ -1052,10 +1099,10 @@ def print_candidates(rows: list[Candidate], total: int, shown_from: str, top: in
         print(f"({len(rows)} of {total} candidates match {filt!r})")
 
 
-def suggestion(model, input_name, head_out, hw, seed, cut_index: int, later: bool) -> str:
+def suggestion(model, input_name, head_out, hw, seed, cut_index: int, later: bool, channels: int = 3) -> str:
     """A usable, separating tensor near the refused cut: the latest before it, or the first after it."""
     try:
-        cands = [c for c in candidates(model, input_name, head_out, hw, seed) if c.tier == 0]
+        cands = [c for c in candidates(model, input_name, head_out, hw, seed, channels=channels) if c.tier == 0]
     except SplitError:
         return ""
     if later:
@@ -1074,15 +1121,29 @@ def suggestion(model, input_name, head_out, hw, seed, cut_index: int, later: boo
 # --------------------------------------------------------------------------- the split
 
 
-def find_head_out(model: onnx.ModelProto, keep_softmax: bool):
-    graph = model.graph
+def final_activation(model: onnx.ModelProto) -> onnx.NodeProto | None:
+    """The node making the graph output when it is a Softmax or a Sigmoid (default domain)."""
     _, out = graph_io(model)
-    producers = {n: node for node in graph.node for n in node.output if n}
-    last = producers.get(out.name)
-    if last is not None and last.op_type == "Softmax" and is_default_domain(last) and not keep_softmax:
+    last = next((node for node in model.graph.node if out.name in node.output), None)
+    if last is not None and last.op_type in ("Softmax", "Sigmoid") and is_default_domain(last):
+        return last
+    return None
+
+
+def find_head_out(model: onnx.ModelProto, keep: bool, kind: str = "classes"):
+    """(the tensor the head ends at, what was dropped: None | ("Softmax", axis) | ("Sigmoid", None)).
+
+    A classes head ending in a Softmax or a Sigmoid loses it (scorecam applies the activation
+    itself); segmentation and embedding heads keep their graph as it is.
+    """
+    _, out = graph_io(model)
+    last = final_activation(model)
+    if last is None or keep or kind != "classes":
+        return out.name, None
+    if last.op_type == "Softmax":
         axis = next((a.i for a in last.attribute if a.name == "axis"), None)
-        return last.input[0], (-1 if axis is None else axis)
-    return out.name, None
+        return last.input[0], ("Softmax", -1 if axis is None else axis)
+    return last.input[0], ("Sigmoid", None)
 
 
 def check_input(inp: onnx.ValueInfoProto) -> list:
@@ -1090,14 +1151,14 @@ def check_input(inp: onnx.ValueInfoProto) -> list:
         raise SplitError(f"the input {inp.name!r} must be float32")
     in_dims = dims_of(inp)
     if in_dims is None or len(in_dims) != 4:
-        raise SplitError(f"the input {inp.name!r} must be 4-D N×3×H×W; it is {fmt_dims(in_dims)}")
+        raise SplitError(f"the input {inp.name!r} must be 4-D N×3×H×W (or N×1×H×W, greyscale); it is {fmt_dims(in_dims)}")
     if not is_dynamic(in_dims[0]):
         raise SplitError(
             f"the batch dimension of the input {inp.name!r} is fixed to {in_dims[0]} ({fmt_dims(in_dims)}); "
             "scorecam runs the model on batches: re-export it with a dynamic batch dimension"
         )
-    if isinstance(in_dims[1], int) and in_dims[1] != 3:
-        raise SplitError(f"the input {inp.name!r} must have 3 (RGB) channels; it is {fmt_dims(in_dims)}")
+    if isinstance(in_dims[1], int) and in_dims[1] not in (1, 3):
+        raise SplitError(f"the input {inp.name!r} must have 3 (RGB) or 1 (greyscale) channels; it is {fmt_dims(in_dims)}")
     return in_dims
 
 
@@ -1117,14 +1178,14 @@ def check_layer_name(model: onnx.ModelProto, layer: str, full_name: str, head_ou
             "Run with --list-layers to see the candidate tensors."
         )
     if layer == head_out:
-        raise SplitError(f"tensor {layer!r} is the input of the final Softmax; cut earlier")
+        raise SplitError(f"tensor {layer!r} is the input of the final Softmax/Sigmoid; cut earlier")
     vis = value_infos(model)
     if layer in vis and vis[layer].type.tensor_type.elem_type not in (0, TensorProto.FLOAT):
         raise SplitError(f"tensor {layer!r} must be float32")
     return producers[layer]
 
 
-def split(model: onnx.ModelProto, layer: str, head_out: str, hw, seed: int):
+def split(model: onnx.ModelProto, layer: str, head_out: str, hw, seed: int, channels: int = 3):
     """(extractor, head, tensors whose shape reads were rewritten), checked and renamed."""
     inp, _ = graph_io(model)
     if layer not in value_infos(model):  # Extractor needs a value_info for its I/O
@@ -1136,10 +1197,10 @@ def split(model: onnx.ModelProto, layer: str, head_out: str, hw, seed: int):
     before = image_dependent(head.graph.node, inp.name, through=layer) - {layer}
     reads = [n.input[0] for n in head.graph.node
              if n.op_type == "Shape" and is_default_domain(n) and n.input and n.input[0] in before]
-    known: dict[str, list[int]] = {inp.name: [0, 3, *hw]}
+    known: dict[str, list[int]] = {inp.name: [0, channels, *hw]}
     others = [t for t in dict.fromkeys(reads) if t != inp.name]
     if others:
-        for t, (s1, s2) in probe(model, inp.name, others, hw, seed).items():
+        for t, (s1, s2) in probe(model, inp.name, others, hw, seed, channels).items():
             if batch_axis(s1, s2) == ("first", 0):
                 known[t] = list(s2)
     rewritten = rewrite_shape_reads(head, inp.name, layer, known)
@@ -1168,12 +1229,15 @@ def split(model: onnx.ModelProto, layer: str, head_out: str, hw, seed: int):
     return extractor, head, rewritten
 
 
-def declare_concrete(extractor, head, hw, feature_dims, classes: int) -> None:
-    """Fixed non-batch dims on the package's inputs and outputs; the batch is `batch`."""
-    set_dims(extractor.graph.input[0], [BATCH, 3, *hw])
+def declare_concrete(extractor, head, hw, feature_dims, out_dims, channels: int = 3) -> None:
+    """Fixed non-batch dims on the package's inputs and outputs; the batch is `batch`.
+
+    out_dims: the head output's non-batch dims ([C] classes, [C, H, W] / [H, W, C] segmentation,
+    [D] embedding)."""
+    set_dims(extractor.graph.input[0], [BATCH, channels, *hw])
     set_dims(extractor.graph.output[0], [BATCH, *feature_dims])
     set_dims(head.graph.input[0], [BATCH, *feature_dims])
-    set_dims(head.graph.output[0], [BATCH, classes])
+    set_dims(head.graph.output[0], [BATCH, *out_dims])
     for part, what in ((extractor, "extractor"), (head, "head")):
         try:
             onnx.checker.check_model(part, full_check=True)
@@ -1219,9 +1283,15 @@ def compare(got: np.ndarray, want: np.ndarray, atol: float, rtol: float) -> floa
     raise SplitError(msg)
 
 
-def verify(full_path: Path, parts: dict, input_name: str, shape: tuple[int, ...], softmax_axis,
-           feature_dims, atol: float, rtol: float, seed: int):
-    """parts: {"extractor": ModelProto or Path, "head": ModelProto or Path}."""
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
+
+
+def verify(full_path: Path, parts: dict, input_name: str, shape: tuple[int, ...], dropped,
+           feature_dims, atol: float, rtol: float, seed: int, out_rank: int = 2):
+    """parts: {"extractor": ModelProto or Path, "head": ModelProto or Path}; dropped: the final
+    activation the head lost (None, ("Softmax", axis) or ("Sigmoid", None)); out_rank: the rank of
+    the head's output (2: [N, C] or [N, D]; 4: a segmentation map)."""
     full, ext, head = ort_session(full_path), ort_session(parts["extractor"]), ort_session(parts["head"])
     x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
     want = full.run(None, {input_name: x})[0]
@@ -1230,9 +1300,14 @@ def verify(full_path: Path, parts: dict, input_name: str, shape: tuple[int, ...]
         raise SplitError(f"extractor produced features of shape {f.shape} for a batch of {shape[0]}; "
                          f"expected {fmt_batch_first(feature_dims)}")
     got = head.run([LOGITS], {FEATURES: f})[0]
-    if got.ndim != 2 or got.shape[0] != shape[0]:
+    if got.ndim != out_rank or got.shape[0] != shape[0]:
         raise SplitError(f"head produced logits of shape {got.shape} for a batch of {shape[0]}")
-    cmp = softmax(got, softmax_axis) if softmax_axis is not None else got
+    if dropped is None:
+        cmp = got
+    elif dropped[0] == "Softmax":
+        cmp = softmax(got, dropped[1])
+    else:
+        cmp = sigmoid(got)
     if cmp.shape != want.shape:
         raise SplitError(f"split output shape {cmp.shape} differs from the full model's {want.shape}")
     return f.shape, got.shape, compare(cmp, want, atol, rtol)
@@ -1249,7 +1324,9 @@ def toml_floats(xs) -> str:
     return "[" + ", ".join(repr(float(x)) for x in xs) + "]"
 
 
-def model_toml(args, width: int, height: int, description: str, a: Analysis) -> str:
+def model_toml(args, width: int, height: int, description: str, a: Analysis, channels: int = 3,
+               head: dict | None = None) -> str:
+    """head: {"kind": ..., "activation": ... (classes), "layout": ... (segmentation)}."""
     lines = [
         f"description = {toml_str(args.description)}",
         f"source = {toml_str(args.source)}",
@@ -1258,10 +1335,14 @@ def model_toml(args, width: int, height: int, description: str, a: Analysis) -> 
         "[input]",
         f"width = {width}",
         f"height = {height}",
-        f"resize = {toml_str(args.resize)}",
     ]
+    if channels != 3:  # 3 (RGB) is the default; older scorecam builds do not know the key
+        lines.append(f"channels = {channels}  # greyscale: the photo is converted like Pillow's convert(\"L\") before resizing")
+    lines.append(f"resize = {toml_str(args.resize)}")
     if args.resize == "shorter_side_crop":
         lines.append(f"crop_from = {args.crop_from}")
+    if args.resize == "letterbox":
+        lines.append(f"pad_value = {args.pad_value}  # the border, 0..255 before normalisation")
     lines += [
         f"resize_filter = {toml_str(args.resize_filter)}",
         f"exif_orientation = {toml_str(args.exif_orientation)}  # what the model sees of a photo's EXIF rotation",
@@ -1274,6 +1355,8 @@ def model_toml(args, width: int, height: int, description: str, a: Analysis) -> 
     ]
     if a.layout == "tokens":
         lines += [f"grid = [{a.grid[0]}, {a.grid[1]}]", f"prefix_tokens = {a.prefix}"]
+    if head:
+        lines += ["", "[head]"] + [f"{k} = {toml_str(v)}" for k, v in head.items()]
     lines.append("")
     return "\n".join(lines)
 
@@ -1331,14 +1414,24 @@ def parse_args(argv):
     ap.add_argument("--out", type=Path, metavar="DIR", help="output package folder, e.g. models/NAME")
     ap.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
                     help="input height and width; needed when the model's input size is dynamic, must agree when it is fixed")
-    ap.add_argument("--labels", type=Path, metavar="FILE", help="class names, one a line, as many as the model has classes (default: class_0 .. class_{C-1})")
-    ap.add_argument("--mean", type=float, nargs=3, default=[0.485, 0.456, 0.406], metavar=("R", "G", "B"),
-                    help="per-channel mean, applied after scaling pixels to 0..1 (default: ImageNet %(default)s)")
-    ap.add_argument("--std", type=float, nargs=3, default=[0.229, 0.224, 0.225], metavar=("R", "G", "B"),
-                    help="per-channel std (default: ImageNet %(default)s)")
-    ap.add_argument("--resize", choices=["stretch", "shorter_side_crop"], default="stretch",
-                    help="stretch: whole image to W×H; shorter_side_crop: shorter side to --crop-from, then centre crop (default: %(default)s)")
+    ap.add_argument("--labels", type=Path, metavar="FILE",
+                    help="class names, one a line, as many as the model has classes (default: class_0 .. class_{C-1}; "
+                         "a one-output sigmoid head: 1 line, or 2 for targets 0 and 1, default 'negative', 'positive'; "
+                         "an embedding head has none)")
+    ap.add_argument("--mean", type=float, nargs="+", metavar="M",
+                    help="per-channel mean, applied after scaling pixels to 0..1: 3 values (R G B) for an RGB model, "
+                         "1 for a greyscale one (default: ImageNet's 0.485 0.456 0.406 for RGB; a greyscale model has "
+                         "no common convention, so give --mean and --std, e.g. --mean 0.5 --std 0.25)")
+    ap.add_argument("--std", type=float, nargs="+", metavar="S",
+                    help="per-channel std, as many values as --mean (default: ImageNet's 0.229 0.224 0.225 for RGB)")
+    ap.add_argument("--resize", choices=RESIZES, default="stretch",
+                    help="stretch: whole image to W×H; shorter_side_crop: shorter side to --crop-from, then centre crop; "
+                         "letterbox: keep the aspect ratio, scale to fit W×H, centre, fill the rest with --pad-value "
+                         "(Ultralytics' letterbox with --resize-filter opencv_linear) (default: %(default)s)")
     ap.add_argument("--crop-from", type=int, metavar="PX", help="shorter side before the centre crop (shorter_side_crop only; default: round(max(H, W) / 0.875), 256 for 224)")
+    ap.add_argument("--pad-value", type=int, metavar="V",
+                    help="letterbox only: the border's pixel value 0..255 before normalisation, same for every channel "
+                         f"(default: {DEFAULT_PAD_VALUE}, Ultralytics' grey)")
     ap.add_argument("--resize-filter", choices=RESIZE_FILTERS, default="pillow_bilinear",
                     help="resampling the model was trained with: pillow_bilinear (Pillow's antialiased bilinear, "
                          "torchvision's PIL path) or opencv_linear (cv2.INTER_LINEAR) (default: %(default)s)")
@@ -1349,7 +1442,21 @@ def parse_args(argv):
     ap.add_argument("--source", help="model.toml source (default: the file name and this script)")
     ap.add_argument("--license", default="unknown: not stated when this package was made; fill in the original model's licence",
                     help="model.toml license (default: 'unknown ...')")
-    ap.add_argument("--keep-softmax", action="store_true", help="keep a final Softmax in the head (by default it is dropped so the head outputs logits)")
+    ap.add_argument("--head", choices=HEAD_KINDS, dest="head_kind",
+                    help="what the model outputs: classes [N, C] (scores of C classes), segmentation [N, C, H, W] "
+                         "(per-pixel class logits; see --head-layout) or embedding [N, D] (a feature vector, explained "
+                         "by its similarity to a reference). Default: segmentation for a 4-D output, classes for a 2-D "
+                         "one; embedding must be asked for")
+    ap.add_argument("--head-layout", choices=("nchw", "nhwc"),
+                    help="segmentation only: the output is [N, C, H, W] (nchw, the default) or [N, H, W, C] (nhwc)")
+    ap.add_argument("--activation", choices=ACTIVATIONS,
+                    help="classes only: how scores become probabilities: softmax (one class per image) or sigmoid "
+                         "(multi-label; a one-output sigmoid head is a binary classifier: target 1 = the logit, "
+                         "target 0 = -logit). Default: sigmoid when the graph ends in a Sigmoid (which is dropped), "
+                         "else softmax; give sigmoid for a multi-label/binary model that outputs logits")
+    ap.add_argument("--keep-activation", "--keep-softmax", action="store_true", dest="keep_activation",
+                    help="keep a final Softmax/Sigmoid in the head (by default a classes head drops it so that it outputs "
+                         "logits; scorecam applies the activation itself)")
     ap.add_argument("--tolerance", type=float, default=1e-5, metavar="ATOL",
                     help="absolute part of the allowed difference between head(extractor(x)) and the full model: "
                          "max |Δ| <= ATOL + RTOL * max|output| (default: %(default)g)")
@@ -1375,10 +1482,30 @@ def parse_args(argv):
         ap.error("--grid and --prefix-tokens only apply to --layout tokens")
     if args.crop_from is not None and args.resize != "shorter_side_crop":
         ap.error("--crop-from only applies to --resize shorter_side_crop")
+    if args.pad_value is not None and args.resize != "letterbox":
+        ap.error("--pad-value only applies to --resize letterbox")
+    if args.resize == "letterbox":
+        if args.pad_value is None:
+            args.pad_value = DEFAULT_PAD_VALUE
+        if not 0 <= args.pad_value <= 255:
+            ap.error("--pad-value must be 0..255")
+    if args.head_layout is not None and args.head_kind not in (None, "segmentation"):
+        ap.error("--head-layout only applies to --head segmentation")
+    if args.activation is not None and args.head_kind not in (None, "classes"):
+        ap.error("--activation only applies to --head classes")
     for name in ("mean", "std"):
-        if not all(math.isfinite(v) for v in getattr(args, name)):
+        vals = getattr(args, name)
+        if vals is None:
+            continue
+        if len(vals) not in (1, 3):
+            ap.error(f"--{name} takes 1 value (greyscale) or 3 (RGB); got {len(vals)}")
+        if not all(math.isfinite(v) for v in vals):
             ap.error(f"--{name} values must be finite")
-    if not all(v > 0 for v in args.std):
+    if (args.mean is None) != (args.std is None) and not listing:
+        ap.error("give --mean and --std together (or neither, for ImageNet's on an RGB model)")
+    if args.mean is not None and args.std is not None and len(args.mean) != len(args.std):
+        ap.error(f"--mean has {len(args.mean)} values and --std {len(args.std)}: one per input channel each")
+    if args.std is not None and not all(v > 0 for v in args.std):
         ap.error("--std values must be positive")
     if args.input_size is not None and min(args.input_size) <= 0:
         ap.error("--input-size values must be positive")
@@ -1400,6 +1527,72 @@ def input_size(args, in_dims) -> tuple[int, int] | None:
     return (h, w) if isinstance(h, int) and isinstance(w, int) else None
 
 
+def input_channels(args, in_dims) -> int:
+    """1 or 3: the input's channel dim when fixed, else the --mean count, else 3."""
+    c = in_dims[1]
+    if isinstance(c, int):
+        return c
+    return len(args.mean) if args.mean is not None else 3
+
+
+def normalisation(args, channels: int) -> None:
+    """Fill in / check --mean and --std for the input's channel count."""
+    if args.mean is None:
+        if channels == 1:
+            raise SplitError("the model's input has 1 channel (greyscale): give its normalisation with --mean M --std S "
+                             "(one value each, e.g. --mean 0.5 --std 0.25); there is no common default for greyscale")
+        args.mean, args.std = list(IMAGENET_MEAN), list(IMAGENET_STD)
+    for name in ("mean", "std"):
+        n = len(getattr(args, name))
+        if n != channels:
+            raise SplitError(f"--{name} has {n} value{'s' if n != 1 else ''} but the model's input has {channels} "
+                             f"channel{'s' if channels != 1 else ''}: give one value per channel")
+
+
+def output_rank(model, out, inp_name: str, hw, seed: int, channels: int) -> int:
+    """The rank of the graph output: from shape inference, else by running the model."""
+    d = dims_of(out)
+    if d is not None:
+        return len(d)
+    if hw is None:
+        raise SplitError(f"the rank of the output {out.name!r} is unknown and the input size is dynamic: "
+                         "give --input-size H W (or --head)")
+    s1, s2 = probe(model, inp_name, [out.name], hw, seed, channels)[out.name]
+    return len(s2)
+
+
+def head_kind(args, rank: int, out_name: str) -> str:
+    if args.head_kind is not None:
+        want = {"classes": 2, "embedding": 2, "segmentation": 4}[args.head_kind]
+        if rank != want:
+            shape = {2: "[N, C]", 4: "[N, C, H, W]"}[want] if args.head_kind != "embedding" else "[N, D]"
+            raise SplitError(f"--head {args.head_kind} needs a {want}-D output {shape}; {out_name!r} is {rank}-D")
+        kind = args.head_kind
+    elif rank == 2:
+        kind = "classes"
+    elif rank == 4:
+        kind = "segmentation"
+    else:
+        raise SplitError(f"the output {out_name!r} is {rank}-D: scorecam explains [N, C] class scores (--head classes), "
+                         "[N, C, H, W] segmentation maps (--head segmentation) and [N, D] embeddings (--head embedding)")
+    if args.head_layout is not None and kind != "segmentation":
+        raise SplitError(f"--head-layout only applies to segmentation heads; this one is {kind}")
+    if args.activation is not None and kind != "classes":
+        raise SplitError(f"--activation only applies to classes heads; this one is {kind}")
+    return kind
+
+
+def head_activation(args, last: onnx.NodeProto | None, dropped) -> str:
+    """classes: the activation model.toml names, checked against a final Softmax/Sigmoid."""
+    ends = last.op_type if last is not None else None
+    if args.activation is not None and ends is not None and ends.lower() != args.activation:
+        raise SplitError(f"--activation {args.activation}, but the graph ends in a {ends}: its scores are "
+                         f"{ends.lower()} probabilities (leave --activation out, or give {ends.lower()})")
+    if args.activation is not None:
+        return args.activation
+    return ends.lower() if ends is not None else "softmax"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     full: Path = args.model
@@ -1407,20 +1600,31 @@ def main(argv=None) -> int:
         if not full.is_file():
             raise SplitError(f"{full} does not exist")
         model = load_inferred(full)
-        inp, _ = graph_io(model)
+        inp, out_vi = graph_io(model)
         in_dims = check_input(inp)
+        channels = input_channels(args, in_dims)
         hw = input_size(args, in_dims)
-        head_out, softmax_axis = find_head_out(model, args.keep_softmax)
+        rank = output_rank(model, out_vi, inp.name, hw, args.seed, channels)
+        kind = head_kind(args, rank, out_vi.name)
+        last = final_activation(model)
+        head_out, dropped = find_head_out(model, args.keep_activation, kind)
 
         if args.list_layers is not None:
             if hw is None:
                 raise SplitError(f"the model's input size is dynamic ({fmt_dims(in_dims)}): give --input-size H W "
                                  "(--list-layers runs the model once to learn the real shapes)")
-            rows = candidates(model, inp.name, head_out, hw, args.seed)
+            rows = candidates(model, inp.name, head_out, hw, args.seed, channels=channels)
             filt = args.list_layers.lower()
             chosen = [c for c in rows if filt in c.name.lower() or filt in c.op.lower() or filt in c.module.lower()]
             print_candidates(chosen, len(rows), f"{full} (probed on {hw[0]}×{hw[1]} input)", args.top, args.list_layers or None)
             return 0
+
+        normalisation(args, channels)
+        head_toml: dict = {"kind": kind}
+        if kind == "classes":
+            head_toml["activation"] = head_activation(args, last, dropped)
+        elif kind == "segmentation":
+            head_toml["layout"] = args.head_layout or "nchw"
 
         out: Path = args.out
         existing = [n for n in FILES if (out / n).exists()]
@@ -1446,23 +1650,33 @@ def main(argv=None) -> int:
             layer = args.layer
         cut_index = check_layer_name(model, layer, str(full), head_out)
 
-        shapes = probe(model, inp.name, [layer, head_out], hw, args.seed)
+        shapes = probe(model, inp.name, [layer, head_out], hw, args.seed, channels)
         a = analyze(shapes[layer], hw, args.layout, args.grid, args.prefix_tokens)
         if a.problem:
             later = a.kind == "batch"
-            hint = suggestion(model, inp.name, head_out, hw, args.seed, cut_index, later) if a.kind in ("batch", "pooled", "not_spatial") else ""
+            hint = (suggestion(model, inp.name, head_out, hw, args.seed, cut_index, later, channels)
+                    if a.kind in ("batch", "pooled", "not_spatial") else "")
             raise SplitError(f"cannot use tensor {layer!r} as the target layer: {a.problem}.{hint}")
         ls1, ls2 = shapes[head_out]
-        if batch_axis(ls1, ls2) != ("first", 0) or len(ls2) != 2:
-            raise SplitError(f"the class scores {head_out!r} must be 2-D [N, C]; for 2 images they are {list(ls2)}")
-        classes = ls2[1]
+        want_rank = 4 if kind == "segmentation" else 2
+        if batch_axis(ls1, ls2) != ("first", 0) or len(ls2) != want_rank:
+            what = {"classes": "class scores", "segmentation": "segmentation map", "embedding": "embedding"}[kind]
+            form = {"classes": "2-D [N, C]", "embedding": "2-D [N, D]",
+                    "segmentation": "4-D [N, H, W, C]" if head_toml.get("layout") == "nhwc" else "4-D [N, C, H, W]"}[kind]
+            raise SplitError(f"the {what} {head_out!r} must be {form}; for 2 images they are {list(ls2)}")
+        out_dims = list(ls2[1:])
+        classes = None
+        if kind == "classes":
+            classes = out_dims[0]
+        elif kind == "segmentation":
+            classes = out_dims[0] if head_toml["layout"] == "nchw" else out_dims[2]
         feature_dims = a.batch_dims
         check_dominates(model.graph, layer, inp.name, head_out)
         print(f"target layer {layer!r} {fmt_batch_first(feature_dims)}")
         print(f"layout {a.layout}: {a.why}")
 
-        extractor, head, rewritten = split(model, layer, head_out, hw, args.seed)
-        declare_concrete(extractor, head, hw, feature_dims, classes)
+        extractor, head, rewritten = split(model, layer, head_out, hw, args.seed, channels)
+        declare_concrete(extractor, head, hw, feature_dims, out_dims, channels)
 
         if args.resize == "shorter_side_crop" and args.crop_from is None:
             args.crop_from = int(round(max(h, w) / 0.875))
@@ -1475,8 +1689,19 @@ def main(argv=None) -> int:
             args.source = f"{full.name}, split at {where} by scripts/tools/split_model.py"
 
         labels = read_labels(args.labels) if args.labels else None
-        if labels is not None and len(labels) != classes:
-            raise SplitError(f"{args.labels} has {len(labels)} labels but the model has {classes} classes")
+        binary = kind == "classes" and classes == 1 and head_toml["activation"] == "sigmoid"
+        if labels is not None:
+            if kind == "embedding":
+                raise SplitError("an embedding head has no classes: leave --labels out (no labels.txt is written)")
+            ok = len(labels) in (1, 2) if binary else len(labels) == classes
+            if not ok and binary:
+                raise SplitError(f"{args.labels} has {len(labels)} labels; a one-output sigmoid head (a binary "
+                                 "classifier) takes 1, or 2 for its targets 0 and 1 (negative, positive)")
+            if not ok:
+                raise SplitError(f"{args.labels} has {len(labels)} labels but the model has {classes} classes")
+        if kind == "classes" and classes == 1 and not binary:
+            print("warning: the head has one output and a softmax: its probability is always 1. A binary classifier "
+                  "with one logit wants --activation sigmoid")
 
         big = max(extractor.ByteSize(), head.ByteSize()) > onnx.checker.MAXIMUM_PROTOBUF
         out.mkdir(parents=True, exist_ok=True)
@@ -1486,36 +1711,52 @@ def main(argv=None) -> int:
             parts = {"extractor": out / "extractor.onnx", "head": out / "head.onnx"}
         else:
             parts = {"extractor": extractor, "head": head}
-        f_shape, l_shape, diff = verify(full, parts, inp.name, (2, 3, h, w), softmax_axis, feature_dims,
-                                        args.tolerance, args.rtol, args.seed)
-        if labels is None:
-            labels = [f"class_{i}" for i in range(classes)]
+        f_shape, l_shape, diff = verify(full, parts, inp.name, (2, channels, h, w), dropped, feature_dims,
+                                        args.tolerance, args.rtol, args.seed, out_rank=want_rank)
+        if labels is None and kind != "embedding":
+            labels = ["negative", "positive"] if binary else [f"class_{i}" for i in range(classes)]
         if not big:
             save(extractor, out / "extractor.onnx")
             save(head, out / "head.onnx")
-        (out / "labels.txt").write_text("\n".join(labels), encoding="utf-8")
+        if labels is not None:
+            (out / "labels.txt").write_text("\n".join(labels), encoding="utf-8")
+        elif (out / "labels.txt").exists():
+            (out / "labels.txt").unlink()  # --force over an older package: an embedding has no labels
         desc = layer + (f" (output of module {module})" if module else "")
-        (out / "model.toml").write_text(model_toml(args, w, h, desc, a), encoding="utf-8")
+        (out / "model.toml").write_text(model_toml(args, w, h, desc, a, channels, head_toml), encoding="utf-8")
 
         print(f"cut {full} at {layer!r}")
         for t in rewritten:
             what = "the input" if t == inp.name else f"tensor {t!r} (before the cut)"
             print(f"the part after the cut read the shape of {what}: now computed from the features' batch "
                   "and its fixed dims")
-        if softmax_axis is not None:
-            print(f"dropped the final Softmax (axis {softmax_axis}): the head outputs logits")
-        print(f"  extractor.onnx: input [batch, 3, {h}, {w}] -> features [batch, {', '.join(map(str, f_shape[1:]))}] "
+        if dropped is not None:
+            axis = f" (axis {dropped[1]})" if dropped[0] == "Softmax" else ""
+            print(f"dropped the final {dropped[0]}{axis}: the head outputs logits")
+        elif last is not None and kind != "classes":
+            print(f"note: the graph ends in a {last.op_type}; {'an' if kind == 'embedding' else 'a'} {kind} head keeps it "
+                  "(its outputs are what the explanation scores)")
+        elif last is not None and args.keep_activation:
+            print(f"note: the head keeps the final {last.op_type} (--keep-activation): it outputs probabilities, and "
+                  f"scorecam applies [head] activation = \"{head_toml.get('activation')}\" to them again")
+        print(f"  extractor.onnx: input [batch, {channels}, {h}, {w}] -> features [batch, {', '.join(map(str, f_shape[1:]))}] "
               "(concrete dims declared)")
-        print(f"  head.onnx:      features -> logits [batch, {classes}]")
+        out_text = {"classes": "logits", "segmentation": f"per-pixel logits ({head_toml.get('layout')})",
+                    "embedding": "embedding"}[kind]
+        print(f"  head.onnx:      features -> {out_text} [batch, {', '.join(map(str, out_dims))}]")
         extra = f", grid {a.grid[0]}×{a.grid[1]}, prefix_tokens {a.prefix}" if a.layout == "tokens" else ""
-        print(f"  model.toml:     layout {a.layout}{extra}, resize {args.resize}, resize_filter {args.resize_filter}, "
-              f"exif_orientation {args.exif_orientation}")
+        pre = (f"channels {channels}, " if channels != 3 else "") + f"resize {args.resize}"
+        pre += f" (pad_value {args.pad_value})" if args.resize == "letterbox" else ""
+        head_text = ", ".join(f"{k} {v}" for k, v in head_toml.items())
+        print(f"  model.toml:     layout {a.layout}{extra}, {pre}, resize_filter {args.resize_filter}, "
+              f"exif_orientation {args.exif_orientation}; [head] {head_text}")
         if args.exif_orientation == "ignore":
             print("  exif_orientation = \"ignore\": photos are fed as stored, as PIL.Image.open and torchvision give "
                   "them (what pytorch-grad-cam users compare against); --exif-orientation apply turns them upright first")
         print(f"verified with ONNX Runtime on a random batch of 2: max |Δ| = {diff:.3e} "
               f"(allowed: --tolerance {args.tolerance:g} + --rtol {args.rtol:g} × max|output|)")
-        print(f"wrote {', '.join(FILES)} to {out}")
+        written = [n for n in FILES if n != "labels.txt" or labels is not None]
+        print(f"wrote {', '.join(written)} to {out}")
         return 0
     except SplitError as e:
         print(f"error: {e}", file=sys.stderr)
