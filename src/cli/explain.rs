@@ -175,6 +175,13 @@ pub async fn predict(service: &Service, args: PredictArgs) -> Result<(), CliErro
         for p in doc.predictions {
             println!("  {:>4}  {:.4}  {}", p.index, p.score, p.label);
         }
+        for d in doc.detections.unwrap_or_default() {
+            let [x1, y1, x2, y2] = d.bbox;
+            println!("  box {x1:.1},{y1:.1},{x2:.1},{y2:.1}  {:>4}  {:.4}  {}", d.index, d.score, d.label);
+        }
+        if let Some(e) = doc.embedding {
+            println!("  embedding of {} values, norm {:.4}", e.dim, e.norm);
+        }
     }
     Ok(())
 }

@@ -24,6 +24,8 @@ pub const OPENAPI: &str = include_str!("../../openapi.yaml");
 
 /// The explorer page: one self-contained file (no CDN, works offline), embedded at build time.
 pub const PAGE: &str = include_str!("page/index.html");
+/// The page's icon (also answered at `/favicon.ico`, which browsers ask for unprompted).
+pub const FAVICON: &str = include_str!("page/favicon.svg");
 
 pub async fn explain(State(state): State<AppState>, req: ImageRequest) -> Result<Response, ApiError> {
     let (request, image) = req.explain_request(&state.config.limits)?;
@@ -286,6 +288,18 @@ pub async fn page() -> impl IntoResponse {
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         PAGE,
+    )
+}
+
+/// `GET /favicon.svg` and `GET /favicon.ico`: the page's icon (SVG).
+pub async fn favicon() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        FAVICON,
     )
 }
 

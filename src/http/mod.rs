@@ -68,6 +68,8 @@ pub fn router(state: AppState) -> Router {
     });
     Router::new()
         .route("/", get(handlers::root))
+        .route("/favicon.svg", get(handlers::favicon))
+        .route("/favicon.ico", get(handlers::favicon))
         .route("/explain", post(handlers::explain))
         .route("/explain/stream", post(handlers::explain_stream))
         .route("/predict", post(handlers::predict))
