@@ -218,7 +218,7 @@ impl Default for ExplainRequest {
 }
 
 /// The top-k classes of one image.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct PredictRequest {
     pub model: Option<String>,
     /// The top k classes (a detector: the k highest-scoring detections); `None`: up to 5.
@@ -231,15 +231,3 @@ pub struct PredictRequest {
     pub exif_orientation: Option<ExifOrientation>,
 }
 
-impl Default for PredictRequest {
-    fn default() -> Self {
-        Self {
-            model: None,
-            top_k: None,
-            score_threshold: None,
-            iou_threshold: None,
-            timeout_ms: None,
-            exif_orientation: None,
-        }
-    }
-}
