@@ -447,19 +447,15 @@ def eigen_svd_sign_flipped(a: np.ndarray) -> bool:
 
 
 def cam_eigen(a: np.ndarray):
-    """EigenCAM: the activations as (h·w)×K, each channel minus its spatial mean, projected on
-    the first right singular vector; sign such that the element of largest |value| is
-    positive; ReLU, then pytorch_grad_cam's normalise / resize / normalise."""
+    """EigenCAM as pytorch-grad-cam 1.5.7's get_2d_projection computes it: the activations as
+    (h·w)×K in float32, each channel minus its spatial mean, projected on the first right
+    singular vector of numpy's SVD with the sign numpy gives it; ReLU, then pytorch_grad_cam's
+    normalise / resize / normalise."""
     k, h, w = a.shape
-    xm = a.reshape(k, h * w).T
+    xm = a.astype(np.float32).reshape(k, h * w).T
     xm = xm - xm.mean(axis=0)
     _, _, vt = np.linalg.svd(xm, full_matrices=True)
-    proj = xm @ vt[0]
-    i = int(np.argmax(np.abs(proj)))
-    top = np.sort(np.abs(proj))[::-1]
-    assert top[0] - top[1] > 1e-3, "EigenCAM sign rule ambiguous: pick other weights"
-    if proj[i] < 0:
-        proj = -proj
+    proj = (xm @ vt[0]).astype(np.float64)
     cam = shift_scale(np.maximum(proj.reshape(h, w), 0.0), 1e-7)
     return cam, shift_scale(upsample(cam, (H, W), False), 1e-7), None
 
@@ -901,16 +897,16 @@ Forward passes in ONNX Runtime; everything else numpy float64 from the definitio
   Gemm, so d score / d A is the target's Gemm row over the 16 cells (minus it for the binary
   head's target 0), checked by central differences; weights = its spatial mean, then
   ReLU(Σ w_k A_k) and `pytorch_grad_cam`'s normalise / Up_half / normalise. EigenCAM (`binary/`, `segmentation/`): A as (h·w)×K minus each channel's
-  mean, projected on the first right singular vector, sign so that the largest |value| is
-  positive, ReLU, then as `pytorch_grad_cam`'s normalise / Up_half / normalise.
+  mean (float32, as the library), projected on numpy's first right singular vector with numpy's
+  sign (pytorch-grad-cam's get_2d_projection), ReLU, then as `pytorch_grad_cam`'s normalise / Up_half / normalise.
 - Letterbox `input` maps: the 16×16 map cropped to the pasted rectangle, Up_half to 24×11.
 
 Checks: PNGs decode to the intended pixels; Pillow's grey equals the integer formula; the
 grey-then-resize bytes differ from a channel mean by {d["grey"]["sanity"]["channel_mean_grey_max_byte_diff"]} levels, and resizing before the
 conversion moves the `pytorch_grad_cam` map by {d["grey"]["sanity"]["convert_after_resize_pytorch_grad_cam_max_abs_diff"]};
 a closed box (x ≤ x2) moves the segmentation box score by {seg["sanity"]["closed_box_score_diff"]} and its `official` map by
-{seg["sanity"]["closed_box_official_max_abs_diff"]}; EigenCAM's sign rule flips LAPACK's vector on
-`segmentation/` ({seg["sanity"]["eigencam_svd_sign_flipped"]}) and not on `binary/` ({d["binary"]["sanity"]["eigencam_svd_sign_flipped"]}) here;
+{seg["sanity"]["closed_box_official_max_abs_diff"]}; numpy's sign leaves the projection's largest |value| negative on
+`segmentation/` ({seg["sanity"]["eigencam_svd_sign_flipped"]}) and not on `binary/` ({d["binary"]["sanity"]["eigencam_svd_sign_flipped"]}) here (so `svd_flip` would not give the library's map);
 the segmentation classes have {seg["predicted_pixels"]} predicted pixels (no ties); the box
 edges are exact (centres on x1 and y1 are in, on x2 and y2 out: output pixels 2..=8 both ways); the letterbox map differs from
 the stretched one by {d["letterbox"]["sanity"]["stretch_instead_max_abs_diff"]} (max |Δ|). Compare with a tolerance of about 1e-4.
