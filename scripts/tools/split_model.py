@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Split a whole ONNX image model (classifier, segmenter, embedder) into a scorecam model package.
+"""Split a whole ONNX image model (classifier, segmenter, embedder, detector) into a scorecam model package.
 
 scorecam needs a model in two pieces: an extractor (image -> the activations of the
 target layer) and a head (those activations -> class scores, a segmentation map or an
@@ -7,8 +7,9 @@ embedding). This tool cuts a single ONNX graph (a ResNet, ConvNeXt, EfficientNet
 DeiT, Swin, DenseNet, DeepLabV3 ... exported from PyTorch or elsewhere) at one of its
 intermediate tensors with onnx.utils.Extractor:
 
-  extractor.onnx   graph input -> LAYER      renamed: input -> features
-  head.onnx        LAYER -> graph output     renamed: features -> logits
+  extractor.onnx   graph input -> LAYER      renamed: input -> features (then any side inputs)
+  head.onnx        LAYER -> graph output     renamed: features (then any side inputs) -> logits
+                                             (a boxes detector: -> boxes, scores)
   labels.txt       --labels, or class_0 .. class_{C-1} (none for an embedding head)
   model.toml       input size, channels, resize mode and filter, mean/std, provenance, target
                    layer, head kind
@@ -18,8 +19,8 @@ inputs/outputs are rewritten; a tensor that already used one of the new names ge
 one); nodes, weights and attributes are kept as they are.
 
 Requirements on the model: one float32 image input N x 3 x H x W (RGB) or N x 1 x H x W
-(greyscale), one output, and a dynamic batch dimension. H x W must be fixed in the model or
-given with --input-size.
+(greyscale), one output (two for a boxes detector), and a dynamic batch dimension. H x W must
+be fixed in the model or given with --input-size.
 
 Heads (model.toml [head]; --head, default inferred from the output's rank)
   classes        output [N, C]: class scores (a 2-D output). --activation softmax (one class
@@ -36,6 +37,25 @@ Heads (model.toml [head]; --head, default inferred from the output's rank)
   embedding      output [N, D] feature vector, explained by its similarity to a reference;
                  must be asked for (--head embedding; a 2-D output is otherwise classes); no
                  labels.txt.
+  detection      raw proposals, before non-maximum suppression (a 3-D output or two outputs).
+                 --detection-format (implies --head detection):
+                   yolo_v8  one output [N, 4 + C, A]: cx, cy, w, h (input pixels) then C class
+                            scores per anchor (YOLOv8/v11 exported without NMS). Inferred when
+                            A > 4 + C (more anchors than attributes); otherwise give the flag.
+                   yolo_v5  one output [N, A, 5 + C]: cx, cy, w, h, objectness, C scores. Never
+                            inferred ([N, A, 4 + C], a transposed YOLOv8 output, looks the same).
+                   boxes    two outputs, boxes [N, K, 4] (x1, y1, x2, y2) then scores [N, K, C];
+                            the head keeps both, in that order (named boxes, scores). Inferred
+                            for two outputs of those shapes.
+                 --scores probabilities (the default: YOLOv8's export applies the sigmoid) or
+                 logits (scorecam applies a sigmoid to class scores and objectness); class
+                 scores outside 0..1 on the verification batch are refused without --scores.
+                 --score-threshold (0.25) and --iou-threshold (0.45): model.toml's default
+                 prediction thresholds (greedy class-wise NMS). labels.txt: C lines.
+                 Ultralytics' preprocessing is a letterbox: give --resize letterbox --pad-value
+                 114 --resize-filter opencv_linear --mean 0 0 0 --std 1 1 1 (pixels / 255).
+                 The target layer of a YOLO head is usually a neck level that the head reads
+                 with others (model.model[-2] of YOLOv8): cut it with --side-inputs.
 
 Greyscale models (input N x 1 x H x W): model.toml says [input] channels = 1 and scorecam
 converts photos like Pillow's Image.convert("L") before resizing. --mean and --std take one
@@ -62,13 +82,29 @@ Choosing the target layer
                      spatial h, w not both 1, layout decidable; token grids count as spatial)
                      that separate the graph come first, latest in the graph first; then maps
                      whose layout needs --layout; then tensors with a skip connection around
-                     them (cutting there fails); then 1x1 maps, tensors whose batch is not the
-                     first axis, and the like. --top N rows (default 20, 0 = all).
+                     them, noted "needs --side-inputs (N tensors)" (N: the tensors that would be
+                     passed) or that the image itself is read after them (no cut there); then
+                     1x1 maps, tensors whose batch is not the first axis, and the like.
+                     --top N rows (default 20, 0 = all).
 
 The cut must separate the graph: nothing after it may use a tensor computed before it (a
-skip connection around the cut is an error). Reading only the *shape* of such a tensor is
-fine when that shape is fixed apart from the batch (torch's `x.view(x.size(0), -1)`): the
-read is rewritten as [batch of the features, fixed dims...].
+skip connection around the cut is an error, unless --side-inputs). Reading only the *shape*
+of such a tensor is fine when that shape is fixed apart from the batch (torch's
+`x.view(x.size(0), -1)`, `F.interpolate(x, size=skip.shape[-2:])`): the read is rewritten as
+[batch of the features, fixed dims...].
+
+Side inputs (--side-inputs): where the part after the cut also reads tensors computed before
+it (a U-Net decoder reading the encoder's stages, a detector's neck and head reading several
+backbone levels, a residual around the cut), those tensors become extra outputs of the
+extractor (after `features`) and extra inputs of the head, of the same name (characters
+outside [A-Za-z0-9_./:-] replaced by _, and made distinct from input/features/logits),
+declared with concrete dims and a dynamic batch. Each is traced back to a tensor the extractor
+computes anyway (the level the head reads, not the head's own convolution of it), unless it
+comes from a branch of its own straight from the image. They must be float32 with the batch
+first. The image itself read after the cut (not only its shape) cannot be passed and is an
+error. scorecam recomputes side inputs on every full pass (Score-CAM, RISE) and keeps them at
+their clean values on head-only passes (Ablation-CAM, Recipro-CAM), as pytorch-grad-cam's
+hooks do; the check below feeds them.
 
 Feature-map layouts (model.toml [target_layer] layout, grid, prefix_tokens)
   nchw     [N, C, h, w]                 convnets (ResNet, ConvNeXt, EfficientNet, DenseNet)
@@ -103,8 +139,9 @@ head yields logits (scorecam applies the softmax itself); a final Sigmoid is dro
 same way and the package says activation = "sigmoid". --keep-activation (or its old name
 --keep-softmax) keeps either. Segmentation and embedding heads keep their graph as it is.
 
-Check: head(extractor(x)) must equal the full model's output (after a softmax or sigmoid
-when one was dropped) on a random batch of 2 (ONNX Runtime, CPU), to within
+Check: head(extractor(x)) (fed the side inputs too) must equal the full model's output(s)
+(after a softmax or sigmoid when one was dropped) on a random batch of 2 (ONNX Runtime, CPU),
+to within
     max |Δ| <= --tolerance + --rtol * max |full model output|
 (defaults 1e-5 and 1e-4). ONNX Runtime fuses operators across the cut in the whole model
 but cannot in the split, so float32 rounding differences of ~1e-7 relative are normal; a
@@ -134,8 +171,9 @@ model.toml written:
                   resize_filter, exif_orientation, mean, std (one value per channel)
   [target_layer]  description, layout ("nchw" | "nhwc" | "tokens", always written),
                   grid = [h, w] and prefix_tokens (tokens only)
-  [head]          kind ("classes" | "segmentation" | "embedding"), activation ("softmax" |
-                  "sigmoid"; classes only), layout ("nchw" | "nhwc"; segmentation only)
+  [head]          kind ("classes" | "segmentation" | "embedding" | "detection"), activation
+                  ("softmax" | "sigmoid"; classes only), layout ("nchw" | "nhwc"; segmentation
+                  only), format, scores, score_threshold, iou_threshold (detection only)
 
 Examples:
   python scripts/tools/split_model.py resnet50.onnx --list-layers
@@ -149,6 +187,10 @@ Examples:
   python scripts/tools/split_model.py chest_xray.onnx --module features --out models/cxr \
       --activation sigmoid --mean 0.5 --std 0.25                                   # 1-channel, multi-label
   python scripts/tools/split_model.py resnet50_embed.onnx --module layer4 --head embedding --out models/embed
+  python scripts/tools/split_model.py unet.onnx --module encoder.layer4 --side-inputs --out models/unet   # skips to the decoder
+  python scripts/tools/split_model.py yolov8n.onnx --module model.21 --side-inputs --out models/yolov8n \
+      --head detection --labels coco.txt --resize letterbox --pad-value 114 --resize-filter opencv_linear \
+      --mean 0 0 0 --std 1 1 1                                                  # [N, 84, 8400]: yolo_v8
 
 Needs only onnx, onnxruntime and numpy (pip install -r scripts/setup/requirements_tools.txt).
 """
@@ -180,8 +222,12 @@ FILES = ("extractor.onnx", "head.onnx", "labels.txt", "model.toml")
 LAYOUTS = ("nchw", "nhwc", "tokens")
 RESIZE_FILTERS = ("pillow_bilinear", "opencv_linear")
 RESIZES = ("stretch", "shorter_side_crop", "letterbox")
-HEAD_KINDS = ("classes", "segmentation", "embedding")
+HEAD_KINDS = ("classes", "segmentation", "embedding", "detection")
 ACTIVATIONS = ("softmax", "sigmoid")
+DETECTION_FORMATS = ("yolo_v8", "yolo_v5", "boxes")
+SCORE_SCALES = ("probabilities", "logits")
+BOXES, SCORES = "boxes", "scores"  # a boxes detector's two head outputs
+RESERVED_NAMES = (INPUT, FEATURES, LOGITS, BOXES, SCORES)
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 DEFAULT_PAD_VALUE = 114  # Ultralytics' letterbox border
 DEFAULT_TOP = 20
@@ -302,10 +348,13 @@ def rename_to(model: onnx.ModelProto, wanted: dict[str, str]) -> None:
     rename(model.graph, mapping)
 
 
-def image_dependent(nodes, graph_input: str, through: str | None = None) -> set[str]:
-    """Tensors computed from graph_input, not counting paths through `through` (the cut)."""
+def image_dependent(nodes, graph_input: str, through: str | None = None, data_only: bool = False) -> set[str]:
+    """Tensors computed from graph_input, not counting paths through `through` (the cut), nor
+    (data_only) paths through shape reads."""
     dep = {graph_input}
     for node in nodes:  # topologically sorted
+        if data_only and node.op_type in SHAPE_OPS and is_default_domain(node):
+            continue
         if any(n in dep for n in node.input if n and n != through):
             dep.update(o for o in node.output if o)
     return dep
@@ -410,8 +459,48 @@ def check_separates(head: onnx.ModelProto, cut: str, graph_input: str) -> None:
             f"the graph does not separate at {cut!r}: after the cut, the model also reads "
             f"{', '.join(repr(m) for m in names[:5])}{' …' if len(names) > 5 else ''}, computed from the input "
             "before the cut (a skip connection around it?). Pick a tensor that every path from the input to the "
-            "output goes through (--list-layers ranks those first)."
+            "output goes through (--list-layers ranks those first), or give --side-inputs to pass such tensors to "
+            "the head as extra inputs."
         )
+
+
+def crossings(head: onnx.ModelProto, cut: str, graph_input: str, outputs: list[str]) -> list[str]:
+    """Tensors the part after the cut reads that depend on the input but not on the cut.
+
+    Walks the head as the Extractor cut it from [cut] (so it still holds whatever computes
+    tensors before the cut that the rest needs, back to the image): a node that depends on
+    the cut reading a tensor that depends only on the image is where a skip connection crosses
+    the cut. Shape reads should be rewritten first (they then read the cut). The graph input
+    itself may be among them (the image used after the cut). Raises when an output does not
+    depend on the cut at all.
+    """
+    from_image, from_cut = {graph_input}, {cut}
+    found: list[str] = []
+    for node in head.graph.node:  # topologically sorted
+        ins = [n for n in node.input if n]
+        if any(n in from_cut for n in ins):
+            from_cut.update(o for o in node.output if o)
+            found += [n for n in ins if n in from_image and n not in found]
+        elif any(n in from_image for n in ins):
+            from_image.update(o for o in node.output if o)
+    loose = [o for o in outputs if o not in from_cut]
+    if loose:
+        raise SplitError(f"the output {loose[0]!r} does not depend on {cut!r}: the head would not read the target "
+                         "layer; cut at a tensor every output depends on")
+    return found
+
+
+def image_read_after_cut(head: onnx.ModelProto, cut: str, graph_input: str) -> str:
+    """A node after the cut that reads the image itself (for the error message)."""
+    from_cut = {cut}
+    for node in head.graph.node:
+        ins = [n for n in node.input if n]
+        if any(n in from_cut for n in ins):
+            from_cut.update(o for o in node.output if o)
+            if graph_input in ins:
+                article = "an" if node.op_type[:1] in "AEIOU" else "a"
+                return f"{node.op_type} node {node.name!r}" if node.name else f"{article} {node.op_type} node"
+    return "a node"
 
 
 def check_closed(sub: onnx.ModelProto, cut: str, part: str) -> None:
@@ -429,8 +518,9 @@ def check_closed(sub: onnx.ModelProto, cut: str, part: str) -> None:
         )
 
 
-def separating_tensors(graph: onnx.GraphProto, graph_input: str, output: str) -> set[str]:
-    """Tensors that every data path from the input to `output` goes through (dominators).
+def separating_tensors(graph: onnx.GraphProto, graph_input: str, output) -> set[str]:
+    """Tensors that every data path from the input to `output` (or to each of several outputs)
+    goes through (dominators).
 
     Shape/Size reads are not data paths (their results are fixed apart from the batch, and
     the split rewrites them). Nodes are vertices of their own, so the outputs of one node
@@ -460,38 +550,116 @@ def separating_tensors(graph: onnx.GraphProto, graph_input: str, output: str) ->
         for o in node.output:
             if o:
                 idom[o], depth[o] = vid, depth[vid] + 1
-    if output not in idom:
-        return set()
-    out, v = set(), idom[output]
-    while v is not None:
-        if isinstance(v, str) and v != graph_input:
-            out.add(v)
-        v = idom[v]
+    result: set[str] | None = None
+    for name in as_list(output):
+        if name not in idom:
+            return set()
+        out, v = set(), idom[name]
+        while v is not None:
+            if isinstance(v, str) and v != graph_input:
+                out.add(v)
+            v = idom[v]
+        result = out if result is None else result & out
+    return result or set()
+
+
+def cut_ancestors(graph: onnx.GraphProto, cut: str) -> set[str]:
+    """The tensors the extractor computes anyway: those the cut is computed from (and itself)."""
+    producers = {o: node for node in graph.node for o in node.output if o}
+    seen, stack = set(), [cut]
+    while stack:
+        t = stack.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        node = producers.get(t)
+        if node is not None:
+            stack += [n for n in node.input if n]
+    return seen
+
+
+def pull_back(nodes, frontier: list[str], available: set[str], graph_input: str) -> list[str]:
+    """The side tensors for the tensors `frontier` the part after the cut reads: each one is
+    traced back (through the nodes that make it, not through shape reads) to tensors the
+    extractor computes anyway (`available`: float tensors the cut is computed from), which the
+    head then takes instead, so the head keeps the nodes in between (a detector's per-level
+    convolutions on the backbone/neck levels it reads, not their outputs). A tensor whose trace
+    reaches the image itself (a branch of its own from the input) stays as it is."""
+    producers = {o: node for node in nodes for o in node.output if o}
+    out: list[str] = []
+    for t in frontier:
+        if t in available or t == graph_input:
+            out += [t] if t not in out else []
+            continue
+        sources, seen, stack, own_branch = [], set(), [t], False
+        while stack:
+            u = stack.pop()
+            if u in seen:
+                continue
+            seen.add(u)
+            if u == graph_input:
+                own_branch = True
+                break
+            if u in available:
+                sources.append(u)
+                continue
+            node = producers.get(u)
+            if node is None or (node.op_type in SHAPE_OPS and is_default_domain(node)):
+                continue
+            stack += [n for n in node.input if n]
+        for u in ([t] if own_branch or not sources else sources):
+            if u not in out:
+                out.append(u)
     return out
 
 
-def check_dominates(graph: onnx.GraphProto, cut: str, graph_input: str, output: str) -> None:
-    """Refuse a cut that some input-to-output data path bypasses, naming the tensors that skip it."""
-    if cut in separating_tensors(graph, graph_input, output):
-        return
+def float_tensors(model_or_graph) -> set[str]:
+    g = model_or_graph.graph if isinstance(model_or_graph, onnx.ModelProto) else model_or_graph
+    return {vi.name for vi in list(g.value_info) + list(g.input) + list(g.output)
+            if vi.type.tensor_type.elem_type == TensorProto.FLOAT}
+
+
+def skip_tensors(graph: onnx.GraphProto, cut: str, graph_input: str) -> list[str]:
+    """Tensors computed from the input without the cut that the part after the cut reads (data
+    reads: Shape/Size reads are not counted, the split rewrites them), traced back to tensors
+    the extractor computes anyway (pull_back): what --side-inputs passes. The graph input
+    itself is among them when a node after the cut reads the image."""
     desc = {cut}
     for node in graph.node:
         if any(n in desc for n in node.input if n):
             desc.update(o for o in node.output if o)
-    before = image_dependent(graph.node, graph_input, through=cut)
+    before = image_dependent(graph.node, graph_input, through=cut, data_only=True)
     skips: list[str] = []
     for node in graph.node:
         if node.op_type in SHAPE_OPS and is_default_domain(node):
             continue
         if any(n in desc for n in node.input if n):
             skips += [n for n in node.input if n and n in before and n not in desc and n not in skips]
+    available = (cut_ancestors(graph, cut) - {cut}) & float_tensors(graph)
+    return pull_back(graph.node, skips, available, graph_input)
+
+
+def check_dominates(graph: onnx.GraphProto, cut: str, graph_input: str, output, side_inputs: bool = False) -> list[str]:
+    """Refuse a cut that some input-to-output data path bypasses, naming the tensors that skip it
+    (with side_inputs: return them instead; the split passes them to the head)."""
+    if cut in separating_tensors(graph, graph_input, output):
+        return []
+    skips = skip_tensors(graph, cut, graph_input)
     if not skips:
         raise SplitError(f"the graph does not separate at {cut!r}: the output does not depend on it")
+    if side_inputs:
+        return skips
+    n = len(skips)
+    image = (f" The model also reads its input image itself after the cut, which --side-inputs cannot pass."
+             if graph_input in skips else
+             f" Or give --side-inputs: the extractor then also outputs {'this tensor' if n == 1 else f'these {n} tensors'} "
+             f"and the head takes {'it as an extra input' if n == 1 else 'them as extra inputs'} (a U-Net decoder's or a "
+             "detector neck's skip connections).")
     raise SplitError(
         f"the graph does not separate at {cut!r}: after the cut, the model also reads "
-        f"{', '.join(repr(m) for m in skips[:5])}{' …' if len(skips) > 5 else ''}, computed from the input before "
+        f"{', '.join(repr(m) for m in skips[:5])}{' …' if n > 5 else ''}, computed from the input before "
         "the cut (a skip connection / residual around it). Pick a tensor that every path from the input to the "
-        "output goes through, such as a block's output (--list-layers ranks those first)."
+        "output goes through, such as a block's output (--list-layers ranks those first)." + image
     )
 
 
@@ -690,15 +858,26 @@ def load_inferred(path: Path) -> onnx.ModelProto:
     return model
 
 
-def graph_io(model: onnx.ModelProto) -> tuple[onnx.ValueInfoProto, onnx.ValueInfoProto]:
+def graph_ios(model: onnx.ModelProto) -> tuple[onnx.ValueInfoProto, list[onnx.ValueInfoProto]]:
+    """The image input and every graph output."""
     inits = {t.name for t in model.graph.initializer}
     inputs = [vi for vi in model.graph.input if vi.name not in inits]
-    outputs = list(model.graph.output)
     if len(inputs) != 1:
         raise SplitError(f"the model must have exactly one (image) input; it has {[vi.name for vi in inputs]}")
+    return inputs[0], list(model.graph.output)
+
+
+def graph_io(model: onnx.ModelProto) -> tuple[onnx.ValueInfoProto, onnx.ValueInfoProto]:
+    inp, outputs = graph_ios(model)
     if len(outputs) != 1:
-        raise SplitError(f"the model must have exactly one (class scores) output; it has {[vi.name for vi in outputs]}")
-    return inputs[0], outputs[0]
+        raise SplitError(f"the model must have exactly one (class scores) output; it has {[vi.name for vi in outputs]} "
+                         "(a detector with two outputs, boxes [N, K, 4] then scores [N, K, C]: --head detection "
+                         "--detection-format boxes)")
+    return inp, outputs[0]
+
+
+def as_list(names) -> list[str]:
+    return [names] if isinstance(names, str) else list(names)
 
 
 def value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
@@ -1020,6 +1199,7 @@ class Candidate:
     module: str
     analysis: Analysis
     separates: bool
+    sides: int = 0      # not separating: the tensors --side-inputs would pass (-1: the image itself is read after it)
 
     @property
     def tier(self) -> int:
@@ -1027,9 +1207,11 @@ class Candidate:
             return 0
         if self.analysis.kind == "ambiguous" and self.separates:
             return 1
-        if self.analysis.kind in ("ok", "ambiguous"):
+        if self.analysis.kind in ("ok", "ambiguous") and self.sides > 0:
             return 2
-        return 3
+        if self.analysis.kind in ("ok", "ambiguous"):
+            return 3
+        return 4
 
 
 def candidates(model: onnx.ModelProto, input_name: str, head_out: str, hw, seed: int,
@@ -1037,12 +1219,12 @@ def candidates(model: onnx.ModelProto, input_name: str, head_out: str, hw, seed:
     """Float tensors of rank >= 3 (or unknown), probed and analysed, best first."""
     g = model.graph
     vis = value_infos(model)
-    outputs = {o.name for o in g.output}
+    outputs = {o.name for o in g.output} | set(as_list(head_out))
     names, info = [], {}
     for k, node in enumerate(g.node):
         scope = node_scope(node)
         for o in node.output:
-            if not o or o in outputs or o == head_out or o in info:
+            if not o or o in outputs or o in info:
                 continue
             if only is not None and o not in only:
                 continue
@@ -1064,17 +1246,27 @@ def candidates(model: onnx.ModelProto, input_name: str, head_out: str, hw, seed:
         if a.kind == "constant" or (a.kind == "not_spatial" and len(a.batch_dims) < 2):
             continue
         k, op, module = info[n]
-        out.append(Candidate(k, n, op, module, a, n in sep))
+        sides = 0
+        if n not in sep and a.kind in ("ok", "ambiguous"):
+            skips = skip_tensors(g, n, input_name)
+            sides = -1 if input_name in skips else len(skips)
+        out.append(Candidate(k, n, op, module, a, n in sep, sides))
     out.sort(key=lambda c: (c.tier, -c.index))
     return out
 
 
 def note_of(c: Candidate) -> str:
+    notes = []
     if not c.separates and c.analysis.kind in ("ok", "ambiguous"):
-        return "a skip connection goes around it: does not separate"
+        if c.sides > 0:
+            notes.append(f"does not separate: needs --side-inputs ({c.sides} tensor{'s' if c.sides != 1 else ''})")
+        elif c.sides < 0:
+            notes.append("does not separate: the image itself is read after it")
+        else:
+            notes.append("a skip connection goes around it: does not separate")
     if c.analysis.kind == "ambiguous":
-        return "needs --layout / --grid"
-    return ""
+        notes.append("needs --layout / --grid")
+    return "; ".join(notes)
 
 
 def print_candidates(rows: list[Candidate], total: int, shown_from: str, top: int, filt: str | None) -> None:
@@ -1088,8 +1280,8 @@ def print_candidates(rows: list[Candidate], total: int, shown_from: str, top: in
         for i, c in enumerate(shown)
     ]
     widths = [max(len(r[k]) for r in table) for k in range(len(head))]
-    print(f"candidate target layers of {shown_from}, best first "
-          f"(usable maps that separate the graph, latest first){f'; filter {filt!r}' if filt else ''}:")
+    print(f"candidate target layers of {shown_from}, best first (usable maps that separate the graph, latest "
+          f"first; then those that need --side-inputs){f'; filter {filt!r}' if filt else ''}:")
     for r in table:
         print("  ".join(v.rjust(widths[0]) if k == 0 else v.ljust(widths[k]) for k, v in enumerate(r)).rstrip())
     more = len(rows) - len(shown)
@@ -1123,7 +1315,10 @@ def suggestion(model, input_name, head_out, hw, seed, cut_index: int, later: boo
 
 def final_activation(model: onnx.ModelProto) -> onnx.NodeProto | None:
     """The node making the graph output when it is a Softmax or a Sigmoid (default domain)."""
-    _, out = graph_io(model)
+    _, outs = graph_ios(model)
+    if len(outs) != 1:
+        return None
+    out = outs[0]
     last = next((node for node in model.graph.node if out.name in node.output), None)
     if last is not None and last.op_type in ("Softmax", "Sigmoid") and is_default_domain(last):
         return last
@@ -1134,9 +1329,11 @@ def find_head_out(model: onnx.ModelProto, keep: bool, kind: str = "classes"):
     """(the tensor the head ends at, what was dropped: None | ("Softmax", axis) | ("Sigmoid", None)).
 
     A classes head ending in a Softmax or a Sigmoid loses it (scorecam applies the activation
-    itself); segmentation and embedding heads keep their graph as it is.
+    itself); segmentation, embedding and detection heads keep their graph as it is. A detector
+    may have two outputs (boxes, scores): then the first is returned here (see head_outputs).
     """
-    _, out = graph_io(model)
+    _, outs = graph_ios(model)
+    out = outs[0]
     last = final_activation(model)
     if last is None or keep or kind != "classes":
         return out.name, None
@@ -1164,11 +1361,11 @@ def check_input(inp: onnx.ValueInfoProto) -> list:
 
 def check_layer_name(model: onnx.ModelProto, layer: str, full_name: str, head_out: str) -> int:
     graph = model.graph
-    inp, out = graph_io(model)
+    inp, outs = graph_ios(model)
     producers = {n: k for k, node in enumerate(graph.node) for n in node.output if n}
     if layer == inp.name:
         raise SplitError(f"tensor {layer!r} is the model's input; cut at an intermediate tensor")
-    if layer == out.name:
+    if layer in {o.name for o in outs}:
         raise SplitError(f"tensor {layer!r} is the model's output; cut at an intermediate tensor")
     if layer not in producers:
         close = difflib.get_close_matches(layer, list(producers), n=5, cutoff=0.5)
@@ -1185,25 +1382,115 @@ def check_layer_name(model: onnx.ModelProto, layer: str, full_name: str, head_ou
     return producers[layer]
 
 
-def split(model: onnx.ModelProto, layer: str, head_out: str, hw, seed: int, channels: int = 3):
-    """(extractor, head, tensors whose shape reads were rewritten), checked and renamed."""
-    inp, _ = graph_io(model)
-    if layer not in value_infos(model):  # Extractor needs a value_info for its I/O
-        model.graph.value_info.append(helper.make_tensor_value_info(layer, TensorProto.FLOAT, None))
-    ex = onnx.utils.Extractor(model)
-    extractor = ex.extract_model([inp.name], [layer])
-    head = ex.extract_model([layer], [head_out])
+@dataclass
+class Side:
+    """A tensor computed before the cut that the head reads (--side-inputs): an extra output of
+    the extractor and an extra input of the head, of one name."""
+    tensor: str        # its name in the whole model
+    name: str          # its name in the package (the tensor's, sanitised)
+    dims: tuple        # its non-batch dims
 
-    before = image_dependent(head.graph.node, inp.name, through=layer) - {layer}
+
+def side_name(tensor: str, used: set[str]) -> str:
+    """The package name of a side tensor: its own, with characters outside [A-Za-z0-9_./:-]
+    replaced, and made distinct from the package's names and the other side tensors."""
+    base = re.sub(r"[^A-Za-z0-9_./:-]", "_", tensor) or "side"
+    name, k = base, 1
+    while name in used:
+        name, k = f"{base}_{k}", k + 1
+    used.add(name)
+    return name
+
+
+def shape_reads(model: onnx.ModelProto, head: onnx.ModelProto, graph_input: str, layer: str, hw, seed: int,
+                channels: int) -> dict[str, list[int]]:
+    """{tensor before the cut whose shape the head reads: its shape at batch 2, batch first}
+    for the ones whose batch is the first axis (their reads can be rewritten)."""
+    before = image_dependent(head.graph.node, graph_input, through=layer) - {layer}
     reads = [n.input[0] for n in head.graph.node
              if n.op_type == "Shape" and is_default_domain(n) and n.input and n.input[0] in before]
-    known: dict[str, list[int]] = {inp.name: [0, channels, *hw]}
-    others = [t for t in dict.fromkeys(reads) if t != inp.name]
+    known: dict[str, list[int]] = {graph_input: [0, channels, *hw]}
+    others = [t for t in dict.fromkeys(reads) if t != graph_input]
     if others:
-        for t, (s1, s2) in probe(model, inp.name, others, hw, seed, channels).items():
+        for t, (s1, s2) in probe(model, graph_input, others, hw, seed, channels).items():
             if batch_axis(s1, s2) == ("first", 0):
                 known[t] = list(s2)
-    rewritten = rewrite_shape_reads(head, inp.name, layer, known)
+    return known
+
+
+def ensure_value_info(model: onnx.ModelProto, name: str) -> None:
+    if name not in value_infos(model):  # Extractor needs a value_info for its I/O
+        model.graph.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+
+
+def split(model: onnx.ModelProto, layer: str, head_out, hw, seed: int, channels: int = 3,
+          side_inputs: bool = False, out_names: list[str] | None = None):
+    """(extractor, head, tensors whose shape reads were rewritten, side tensors), checked and renamed.
+
+    head_out: the tensor the head ends at, or several (a boxes detector's boxes and scores),
+    renamed to out_names (default: logits). side_inputs: tensors computed before the cut that
+    the part after it reads become extra extractor outputs / head inputs instead of an error.
+    """
+    inp, _ = graph_ios(model)
+    head_outs = as_list(head_out)
+    out_names = out_names or [LOGITS]
+    ensure_value_info(model, layer)
+    ex = onnx.utils.Extractor(model)
+    extractor = ex.extract_model([inp.name], [layer])
+    head = ex.extract_model([layer], head_outs)
+    rewritten = rewrite_shape_reads(head, inp.name, layer, shape_reads(model, head, inp.name, layer, hw, seed, channels))
+    crossing = crossings(head, layer, inp.name, head_outs)
+    sides: list[Side] = []
+    if crossing and side_inputs:
+        # The tensors to pass: what the part after the cut reads by data (not through shape reads,
+        # which the Shape rewrite serves) of what is computed without the cut, traced back to
+        # tensors the extractor computes anyway. Found on the whole graph: in the head cut from
+        # [layer] alone, rewriting the shape reads inside the part before the cut (a C2f's chunk
+        # sizes) would tie that part to the cut.
+        available = (cut_ancestors(model.graph, layer) - {layer}) & float_tensors(model)
+        wanted = skip_tensors(model.graph, layer, inp.name)
+        for _ in range(8):  # a shape read that cannot be rewritten adds what it reads
+            if inp.name in wanted:
+                raise SplitError(
+                    f"after the cut at {layer!r}, the model reads its input image {inp.name!r} itself "
+                    f"({image_read_after_cut(head, layer, inp.name)}), not only its shape: the head only gets the target "
+                    "layer and tensors computed from the image, never the image, so --side-inputs cannot pass it. Cut "
+                    "after that use of the image (--list-layers notes such cuts)")
+            for t in wanted:
+                ensure_value_info(model, t)
+            ex = onnx.utils.Extractor(model)
+            head = ex.extract_model([layer, *wanted], head_outs)
+            known = shape_reads(model, head, inp.name, layer, hw, seed, channels)
+            rewritten = rewrite_shape_reads(head, inp.name, layer, known)
+            more = [t for t in pull_back(head.graph.node, crossings(head, layer, inp.name, head_outs), available, inp.name)
+                    if t not in wanted]
+            if not more:
+                break
+            wanted += more
+        else:
+            raise SplitError(f"internal: --side-inputs did not settle on the tensors to pass at {layer!r}")
+        vis = value_infos(model)
+        bad = [t for t in wanted if t in vis and vis[t].type.tensor_type.elem_type not in (0, TensorProto.FLOAT)]
+        if bad:
+            t = bad[0]
+            kind = onnx.helper.tensor_dtype_to_np_dtype(vis[t].type.tensor_type.elem_type)
+            raise SplitError(f"the part after the cut reads {t!r} ({kind}), computed before the cut: scorecam passes "
+                             "float32 side tensors only; cut elsewhere")
+        shapes = probe(model, inp.name, wanted, hw, seed, channels)
+        used = set(RESERVED_NAMES) | set(out_names)
+        for t in wanted:
+            s1, s2 = shapes[t]
+            if batch_axis(s1, s2) != ("first", 0):
+                raise SplitError(f"the part after the cut reads {t!r}, computed before the cut, whose batch is not "
+                                 f"its first axis ({list(s1)} for 1 image, {list(s2)} for 2): it cannot be a side input; "
+                                 "cut elsewhere")
+            sides.append(Side(t, side_name(t, used), tuple(s2[1:])))
+        extractor = onnx.utils.Extractor(model).extract_model([inp.name], [layer, *wanted])
+    elif crossing and inp.name in crossing and len(crossing) == 1:
+        raise SplitError(
+            f"the graph does not separate at {layer!r}: after the cut the model reads its input image {inp.name!r} itself "
+            f"({image_read_after_cut(head, layer, inp.name)}), not only its shape, and scorecam's head never gets the image "
+            "(not even with --side-inputs). Cut after that use of the image.")
     check_separates(head, layer, inp.name)
     check_closed(extractor, layer, "extractor")
     check_closed(head, layer, "head")
@@ -1224,20 +1511,29 @@ def split(model: onnx.ModelProto, layer: str, head_out: str, hw, seed: int, chan
         part.domain = model.domain
         for p in model.metadata_props:
             part.metadata_props.add(key=p.key, value=p.value)
-    rename_to(extractor, {inp.name: INPUT, layer: FEATURES})
-    rename_to(head, {layer: FEATURES, head_out: LOGITS})
-    return extractor, head, rewritten
+    side_map = {sd.tensor: sd.name for sd in sides}
+    rename_to(extractor, {inp.name: INPUT, layer: FEATURES, **side_map})
+    rename_to(head, {layer: FEATURES, **side_map, **dict(zip(head_outs, out_names))})
+    return extractor, head, rewritten, sides
 
 
-def declare_concrete(extractor, head, hw, feature_dims, out_dims, channels: int = 3) -> None:
+def declare_concrete(extractor, head, hw, feature_dims, out_dims, channels: int = 3, sides=()) -> None:
     """Fixed non-batch dims on the package's inputs and outputs; the batch is `batch`.
 
     out_dims: the head output's non-batch dims ([C] classes, [C, H, W] / [H, W, C] segmentation,
-    [D] embedding)."""
+    [D] embedding, [4 + C, A] / [A, 5 + C] a YOLO detector), or a list of them, one per head
+    output (a boxes detector: [[K, 4], [K, C]]). sides: the side tensors, extractor outputs and
+    head inputs after the features, in that order."""
     set_dims(extractor.graph.input[0], [BATCH, channels, *hw])
     set_dims(extractor.graph.output[0], [BATCH, *feature_dims])
     set_dims(head.graph.input[0], [BATCH, *feature_dims])
-    set_dims(head.graph.output[0], [BATCH, *out_dims])
+    for part, vis in ((extractor, extractor.graph.output), (head, head.graph.input)):
+        by_name = {vi.name: vi for vi in vis}
+        for sd in sides:
+            set_dims(by_name[sd.name], [BATCH, *sd.dims])
+    per_output = out_dims if out_dims and isinstance(out_dims[0], (list, tuple)) else [out_dims]
+    for vi, dims in zip(head.graph.output, per_output):
+        set_dims(vi, [BATCH, *dims])
     for part, what in ((extractor, "extractor"), (head, "head")):
         try:
             onnx.checker.check_model(part, full_check=True)
@@ -1288,29 +1584,45 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def verify(full_path: Path, parts: dict, input_name: str, shape: tuple[int, ...], dropped,
-           feature_dims, atol: float, rtol: float, seed: int, out_rank: int = 2):
+           feature_dims, atol: float, rtol: float, seed: int, out_rank: int = 2, sides=(), outputs: int = 1,
+           returned: list | None = None):
     """parts: {"extractor": ModelProto or Path, "head": ModelProto or Path}; dropped: the final
     activation the head lost (None, ("Softmax", axis) or ("Sigmoid", None)); out_rank: the rank of
-    the head's output (2: [N, C] or [N, D]; 4: a segmentation map)."""
+    the head's output (2: [N, C] or [N, D]; 4: a segmentation map; 3: a detector's proposals);
+    sides: the side tensors, which the head is fed from the extractor's extra outputs; outputs:
+    how many head outputs are compared with the full model's (2: a boxes detector). The head's
+    outputs are appended to `returned` when given. Returns (features shape, first head output's
+    shape, the largest max |Δ| over the outputs)."""
     full, ext, head = ort_session(full_path), ort_session(parts["extractor"]), ort_session(parts["head"])
     x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-    want = full.run(None, {input_name: x})[0]
-    f = ext.run([FEATURES], {INPUT: x})[0]
+    wants = full.run(None, {input_name: x})[:outputs]
+    names = [FEATURES, *(sd.name for sd in sides)]
+    f, *side_values = ext.run(names, {INPUT: x})
     if tuple(f.shape) != (shape[0], *feature_dims):
         raise SplitError(f"extractor produced features of shape {f.shape} for a batch of {shape[0]}; "
                          f"expected {fmt_batch_first(feature_dims)}")
-    got = head.run([LOGITS], {FEATURES: f})[0]
-    if got.ndim != out_rank or got.shape[0] != shape[0]:
-        raise SplitError(f"head produced logits of shape {got.shape} for a batch of {shape[0]}")
-    if dropped is None:
-        cmp = got
-    elif dropped[0] == "Softmax":
-        cmp = softmax(got, dropped[1])
-    else:
-        cmp = sigmoid(got)
-    if cmp.shape != want.shape:
-        raise SplitError(f"split output shape {cmp.shape} differs from the full model's {want.shape}")
-    return f.shape, got.shape, compare(cmp, want, atol, rtol)
+    for sd, v in zip(sides, side_values):
+        if tuple(v.shape) != (shape[0], *sd.dims):
+            raise SplitError(f"extractor produced side tensor {sd.name!r} of shape {v.shape} for a batch of "
+                             f"{shape[0]}; expected {fmt_batch_first(sd.dims)}")
+    feed = {FEATURES: f, **{sd.name: v for sd, v in zip(sides, side_values)}}
+    gots = head.run([o.name for o in head.get_outputs()][:outputs], feed)
+    if returned is not None:
+        returned.extend(gots)
+    diff = 0.0
+    for k, (got, want) in enumerate(zip(gots, wants)):
+        if got.ndim != out_rank or got.shape[0] != shape[0]:
+            raise SplitError(f"head produced an output of shape {got.shape} for a batch of {shape[0]}")
+        if dropped is None:
+            cmp = got
+        elif dropped[0] == "Softmax":
+            cmp = softmax(got, dropped[1])
+        else:
+            cmp = sigmoid(got)
+        if cmp.shape != want.shape:
+            raise SplitError(f"split output shape {cmp.shape} differs from the full model's {want.shape}")
+        diff = max(diff, compare(cmp, want, atol, rtol))
+    return f.shape, gots[0].shape, diff
 
 
 # --------------------------------------------------------------------------- package files
@@ -1318,6 +1630,16 @@ def verify(full_path: Path, parts: dict, input_name: str, shape: tuple[int, ...]
 
 def toml_str(s: str) -> str:
     return json.dumps(s, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+
+
+def toml_value(v) -> str:
+    if isinstance(v, str):
+        return toml_str(v)
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    return repr(float(v))
 
 
 def toml_floats(xs) -> str:
@@ -1356,7 +1678,7 @@ def model_toml(args, width: int, height: int, description: str, a: Analysis, cha
     if a.layout == "tokens":
         lines += [f"grid = [{a.grid[0]}, {a.grid[1]}]", f"prefix_tokens = {a.prefix}"]
     if head:
-        lines += ["", "[head]"] + [f"{k} = {toml_str(v)}" for k, v in head.items()]
+        lines += ["", "[head]"] + [f"{k} = {toml_value(v)}" for k, v in head.items()]
     lines.append("")
     return "\n".join(lines)
 
@@ -1444,9 +1766,32 @@ def parse_args(argv):
                     help="model.toml license (default: 'unknown ...')")
     ap.add_argument("--head", choices=HEAD_KINDS, dest="head_kind",
                     help="what the model outputs: classes [N, C] (scores of C classes), segmentation [N, C, H, W] "
-                         "(per-pixel class logits; see --head-layout) or embedding [N, D] (a feature vector, explained "
-                         "by its similarity to a reference). Default: segmentation for a 4-D output, classes for a 2-D "
-                         "one; embedding must be asked for")
+                         "(per-pixel class logits; see --head-layout), embedding [N, D] (a feature vector, explained "
+                         "by its similarity to a reference) or detection (raw proposals before NMS; see "
+                         "--detection-format). Default: segmentation for a 4-D output, classes for a 2-D one, detection "
+                         "for a 3-D output or two outputs; embedding must be asked for")
+    ap.add_argument("--detection-format", choices=DETECTION_FORMATS,
+                    help="detection only (implies --head detection): yolo_v8 = one output [N, 4 + C, A] (cx, cy, w, h "
+                         "in input pixels, then C class scores; YOLOv8/v11 exported without NMS), yolo_v5 = one output "
+                         "[N, A, 5 + C] (cx, cy, w, h, objectness, C scores), boxes = two outputs, boxes [N, K, 4] "
+                         "(x1, y1, x2, y2) then scores [N, K, C] (kept in that order). Default: yolo_v8 when the "
+                         "output is [N, 4 + C, A] with A > 4 + C, boxes for two outputs of those shapes; otherwise "
+                         "required. Ultralytics models are letterboxed: add --resize letterbox --pad-value 114 "
+                         "--resize-filter opencv_linear --mean 0 0 0 --std 1 1 1")
+    ap.add_argument("--scores", choices=SCORE_SCALES,
+                    help="detection only: the class scores (and objectness) are probabilities (the default; YOLOv8 "
+                         "exports apply the sigmoid) or logits (scorecam applies a sigmoid). Scores outside 0..1 on the "
+                         "verification batch need this flag")
+    ap.add_argument("--score-threshold", type=float, metavar="P",
+                    help="detection only: model.toml's default score threshold of predictions, 0..1 (default: 0.25)")
+    ap.add_argument("--iou-threshold", type=float, metavar="IOU",
+                    help="detection only: model.toml's default NMS IoU threshold, 0..1 (default: 0.45)")
+    ap.add_argument("--side-inputs", action="store_true",
+                    help="cut even where a skip connection goes around the layer (a U-Net decoder reading encoder "
+                         "stages, a detector neck/head reading several backbone levels): each tensor computed before "
+                         "the cut and read after it becomes an extra extractor output and an extra head input of the "
+                         "same name (concrete dims, dynamic batch); scorecam recomputes them on every full pass and "
+                         "keeps them at their clean values on head-only passes")
     ap.add_argument("--head-layout", choices=("nchw", "nhwc"),
                     help="segmentation only: the output is [N, C, H, W] (nchw, the default) or [N, H, W, C] (nhwc)")
     ap.add_argument("--activation", choices=ACTIVATIONS,
@@ -1493,6 +1838,12 @@ def parse_args(argv):
         ap.error("--head-layout only applies to --head segmentation")
     if args.activation is not None and args.head_kind not in (None, "classes"):
         ap.error("--activation only applies to --head classes")
+    if args.detection_format is not None and args.head_kind not in (None, "detection"):
+        ap.error("--detection-format only applies to --head detection")
+    for name in ("score_threshold", "iou_threshold"):
+        v = getattr(args, name)
+        if v is not None and not (math.isfinite(v) and 0.0 <= v <= 1.0):
+            ap.error(f"--{name.replace('_', '-')} must be between 0 and 1")
     for name in ("mean", "std"):
         vals = getattr(args, name)
         if vals is None:
@@ -1561,25 +1912,93 @@ def output_rank(model, out, inp_name: str, hw, seed: int, channels: int) -> int:
     return len(s2)
 
 
-def head_kind(args, rank: int, out_name: str) -> str:
-    if args.head_kind is not None:
-        want = {"classes": 2, "embedding": 2, "segmentation": 4}[args.head_kind]
+def head_kind(args, ranks: list[int], out_names: list[str]) -> str:
+    """The head kind: --head (--detection-format implies detection), else from the output(s):
+    2-D classes, 4-D segmentation, a 3-D output or two outputs a detector."""
+    rank, out_name = ranks[0], out_names[0]
+    given = args.head_kind or ("detection" if args.detection_format else None)
+    if len(out_names) > 1 and given not in (None, "detection"):
+        raise SplitError(f"the model has {len(out_names)} outputs {out_names}; a {given} head has one")
+    if len(out_names) > 2:
+        raise SplitError(f"the model must have one output (or two: a detector's boxes and scores); it has {out_names}")
+    if given == "detection" or (given is None and (rank == 3 or len(out_names) == 2)):
+        kind = "detection"
+        if len(out_names) == 1 and rank != 3:
+            raise SplitError(f"--head detection needs a 3-D output ([N, 4 + C, A] yolo_v8, [N, A, 5 + C] yolo_v5) or "
+                             f"two (boxes [N, K, 4] then scores [N, K, C]); {out_name!r} is {rank}-D")
+        if len(out_names) == 2 and ranks != [3, 3]:
+            raise SplitError(f"a detector with two outputs returns boxes [N, K, 4] then scores [N, K, C]; "
+                             f"{out_names} are {ranks[0]}-D and {ranks[1]}-D")
+    elif given is not None:
+        want = {"classes": 2, "embedding": 2, "segmentation": 4}[given]
         if rank != want:
-            shape = {2: "[N, C]", 4: "[N, C, H, W]"}[want] if args.head_kind != "embedding" else "[N, D]"
-            raise SplitError(f"--head {args.head_kind} needs a {want}-D output {shape}; {out_name!r} is {rank}-D")
-        kind = args.head_kind
+            shape = {2: "[N, C]", 4: "[N, C, H, W]"}[want] if given != "embedding" else "[N, D]"
+            raise SplitError(f"--head {given} needs a {want}-D output {shape}; {out_name!r} is {rank}-D")
+        kind = given
     elif rank == 2:
         kind = "classes"
     elif rank == 4:
         kind = "segmentation"
     else:
         raise SplitError(f"the output {out_name!r} is {rank}-D: scorecam explains [N, C] class scores (--head classes), "
-                         "[N, C, H, W] segmentation maps (--head segmentation) and [N, D] embeddings (--head embedding)")
+                         "[N, C, H, W] segmentation maps (--head segmentation), [N, D] embeddings (--head embedding) "
+                         "and raw detector proposals (--head detection)")
     if args.head_layout is not None and kind != "segmentation":
         raise SplitError(f"--head-layout only applies to segmentation heads; this one is {kind}")
     if args.activation is not None and kind != "classes":
         raise SplitError(f"--activation only applies to classes heads; this one is {kind}")
+    if kind != "detection":
+        for flag in ("scores", "score_threshold", "iou_threshold"):
+            if getattr(args, flag) is not None:
+                raise SplitError(f"--{flag.replace('_', '-')} only applies to detection heads; this one is {kind}")
     return kind
+
+
+def detection_format(args, shapes: list[tuple], names: list[str]) -> tuple[str, int, str]:
+    """(format, classes, how it was decided) from the head outputs' shapes at batch 2."""
+    fmt = args.detection_format
+    dims = [tuple(sh[1:]) for sh in shapes]
+    txt = " and ".join(fmt_batch_first(d) for d in dims)
+    if len(dims) == 2:
+        if fmt not in (None, "boxes"):
+            raise SplitError(f"--detection-format {fmt} reads one output; the model has two ({txt})")
+        (k, four), (k2, c) = dims[0] + (None,) * (2 - len(dims[0])), dims[1] + (None,) * (2 - len(dims[1]))
+        if len(dims[0]) == 2 and len(dims[1]) == 2 and k == k2 and four == 4 and c and c > 0:
+            how = "--detection-format boxes" if fmt else "inferred: two outputs"
+            return "boxes", c, f"boxes ({how}): {names[0]!r} {fmt_batch_first(dims[0])} boxes x1, y1, x2, y2 then {names[1]!r} {fmt_batch_first(dims[1])} scores of {c} classes for {k} proposals"
+        if len(dims[0]) == 2 and len(dims[1]) == 2 and k == k2 and c == 4:
+            raise SplitError(f"the outputs are {txt}: scores then boxes; the boxes format needs boxes [N, K, 4] first, "
+                             "then scores [N, K, C]: re-export with the outputs in that order")
+        raise SplitError(f"a boxes detector outputs boxes [N, K, 4] then scores [N, K, C]; {names} are {txt}")
+    (d,) = dims
+    if len(d) != 2:
+        raise SplitError(f"a detector's output is 3-D; {names[0]!r} is {fmt_batch_first(d)}")
+    a, b = d
+    if fmt == "boxes":
+        raise SplitError(f"--detection-format boxes needs two outputs, boxes [N, K, 4] then scores [N, K, C]; the "
+                         f"model has one, {fmt_batch_first(d)}")
+    if fmt == "yolo_v8":
+        if a <= 4:
+            raise SplitError(f"yolo_v8 reads [N, 4 + C, A]; {fmt_batch_first(d)} has no class scores")
+        return "yolo_v8", a - 4, (f"yolo_v8 (--detection-format): {fmt_batch_first(d)} as 4 box values (cx, cy, w, h) "
+                                  f"+ {a - 4} class scores for {b} anchors")
+    if fmt == "yolo_v5":
+        if b <= 5:
+            raise SplitError(f"yolo_v5 reads [N, A, 5 + C]; {fmt_batch_first(d)} has no class scores")
+        return "yolo_v5", b - 5, (f"yolo_v5 (--detection-format): {fmt_batch_first(d)} as {a} anchors of 4 box values "
+                                  f"(cx, cy, w, h), objectness and {b - 5} class scores")
+    if a > 4 and b > a:
+        return "yolo_v8", a - 4, (f"yolo_v8 (inferred): {fmt_batch_first(d)} reads as 4 box values (cx, cy, w, h) + "
+                                  f"{a - 4} class scores for {b} anchors (more anchors than attributes, so not [N, "
+                                  "anchors, attributes]); give --detection-format otherwise")
+    guessed = ("" if args.head_kind or args.detection_format else
+               "a 3-D output is read as a detector's raw proposals (scorecam explains [N, C] class scores, [N, C, H, W] "
+               "segmentation maps, [N, D] embeddings and detectors), but ")
+    raise SplitError(
+        f"{guessed}cannot tell the detection format of {fmt_batch_first(d)}: it is not [N, 4 + C, A] with more anchors than "
+        f"attributes (YOLOv8/v11). Give --detection-format yolo_v8 ([N, 4 + C, A]) or yolo_v5 ([N, A, 5 + C]: "
+        "cx, cy, w, h, objectness, C scores; a YOLOv8 output transposed to [N, A, 4 + C] is not yolo_v5: export it "
+        "untransposed)")
 
 
 def head_activation(args, last: onnx.NodeProto | None, dropped) -> str:
@@ -1593,6 +2012,29 @@ def head_activation(args, last: onnx.NodeProto | None, dropped) -> str:
     return ends.lower() if ends is not None else "softmax"
 
 
+def check_detection_scores(args, head_toml: dict, outputs: list) -> None:
+    """On the verification batch: class scores outside 0..1 are not probabilities."""
+    fmt = head_toml["format"]
+    first = {"yolo_v8": 4, "yolo_v5": 4, "boxes": 0}[fmt]
+    if fmt == "boxes":
+        scores = outputs[1]
+    elif fmt == "yolo_v8":
+        scores = outputs[0][:, first:, :]
+    else:
+        scores = outputs[0][:, :, first:]  # objectness and class scores
+    lo, hi = float(np.min(scores)), float(np.max(scores))
+    if lo >= -1e-6 and hi <= 1.0 + 1e-6:  # a float32 sigmoid may round just past 0 or 1
+        return
+    what = "class scores" + (" and objectness" if fmt == "yolo_v5" else "")
+    if args.scores is None:
+        raise SplitError(f"the {what} range from {lo:.7g} to {hi:.7g} on the random verification batch: not "
+                         "probabilities. Give --scores logits (scorecam applies a sigmoid) or, if they are scores "
+                         "of another scale on purpose, --scores probabilities")
+    if args.scores == "probabilities":
+        print(f"warning: --scores probabilities, but the {what} range from {lo:.3g} to {hi:.3g} on the random "
+              "verification batch (logits would be --scores logits)")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     full: Path = args.model
@@ -1600,14 +2042,18 @@ def main(argv=None) -> int:
         if not full.is_file():
             raise SplitError(f"{full} does not exist")
         model = load_inferred(full)
-        inp, out_vi = graph_io(model)
+        inp, out_vis = graph_ios(model)
         in_dims = check_input(inp)
         channels = input_channels(args, in_dims)
         hw = input_size(args, in_dims)
-        rank = output_rank(model, out_vi, inp.name, hw, args.seed, channels)
-        kind = head_kind(args, rank, out_vi.name)
+        ranks = [output_rank(model, o, inp.name, hw, args.seed, channels) for o in out_vis[:3]]
+        kind = head_kind(args, ranks, [o.name for o in out_vis])
         last = final_activation(model)
-        head_out, dropped = find_head_out(model, args.keep_activation, kind)
+        if kind == "detection":  # the graph as it is: every output (one, or boxes and scores)
+            head_out, dropped = [o.name for o in out_vis], None
+        else:
+            head_out, dropped = find_head_out(model, args.keep_activation, kind)
+        head_outs = as_list(head_out)
 
         if args.list_layers is not None:
             if hw is None:
@@ -1648,35 +2094,57 @@ def main(argv=None) -> int:
                       f"library's maps, cut with --layer {after!r}")
         else:
             layer = args.layer
-        cut_index = check_layer_name(model, layer, str(full), head_out)
+        cut_index = check_layer_name(model, layer, str(full), head_outs[0])
 
-        shapes = probe(model, inp.name, [layer, head_out], hw, args.seed, channels)
+        shapes = probe(model, inp.name, [layer, *head_outs], hw, args.seed, channels)
         a = analyze(shapes[layer], hw, args.layout, args.grid, args.prefix_tokens)
         if a.problem:
             later = a.kind == "batch"
             hint = (suggestion(model, inp.name, head_out, hw, args.seed, cut_index, later, channels)
                     if a.kind in ("batch", "pooled", "not_spatial") else "")
             raise SplitError(f"cannot use tensor {layer!r} as the target layer: {a.problem}.{hint}")
-        ls1, ls2 = shapes[head_out]
-        want_rank = 4 if kind == "segmentation" else 2
-        if batch_axis(ls1, ls2) != ("first", 0) or len(ls2) != want_rank:
-            what = {"classes": "class scores", "segmentation": "segmentation map", "embedding": "embedding"}[kind]
-            form = {"classes": "2-D [N, C]", "embedding": "2-D [N, D]",
-                    "segmentation": "4-D [N, H, W, C]" if head_toml.get("layout") == "nhwc" else "4-D [N, C, H, W]"}[kind]
-            raise SplitError(f"the {what} {head_out!r} must be {form}; for 2 images they are {list(ls2)}")
-        out_dims = list(ls2[1:])
+        want_rank = {"segmentation": 4, "detection": 3}.get(kind, 2)
+        for name in head_outs:
+            ls1, ls2 = shapes[name]
+            if batch_axis(ls1, ls2) != ("first", 0) or len(ls2) != want_rank:
+                what = {"classes": "class scores", "segmentation": "segmentation map", "embedding": "embedding",
+                        "detection": "detector output"}[kind]
+                form = {"classes": "2-D [N, C]", "embedding": "2-D [N, D]", "detection": "3-D, batch first",
+                        "segmentation": "4-D [N, H, W, C]" if head_toml.get("layout") == "nhwc" else "4-D [N, C, H, W]"}[kind]
+                raise SplitError(f"the {what} {name!r} must be {form}; for 2 images they are {list(ls2)}")
+        out_dims = list(shapes[head_outs[0]][1][1:])
         classes = None
+        out_names = [LOGITS]
         if kind == "classes":
             classes = out_dims[0]
         elif kind == "segmentation":
             classes = out_dims[0] if head_toml["layout"] == "nchw" else out_dims[2]
+        elif kind == "detection":
+            fmt, classes, fmt_why = detection_format(args, [shapes[n][1] for n in head_outs], head_outs)
+            head_toml.update(format=fmt, scores=args.scores or "probabilities",
+                             score_threshold=0.25 if args.score_threshold is None else args.score_threshold,
+                             iou_threshold=0.45 if args.iou_threshold is None else args.iou_threshold)
+            if fmt == "boxes":
+                out_names = [BOXES, SCORES]
+                out_dims = [list(shapes[n][1][1:]) for n in head_outs]
         feature_dims = a.batch_dims
-        check_dominates(model.graph, layer, inp.name, head_out)
+        check_dominates(model.graph, layer, inp.name, head_outs, side_inputs=args.side_inputs)
         print(f"target layer {layer!r} {fmt_batch_first(feature_dims)}")
         print(f"layout {a.layout}: {a.why}")
+        if kind == "detection":
+            print(f"detection format {fmt_why}")
 
-        extractor, head, rewritten = split(model, layer, head_out, hw, args.seed, channels)
-        declare_concrete(extractor, head, hw, feature_dims, out_dims, channels)
+        extractor, head, rewritten, sides = split(model, layer, head_outs, hw, args.seed, channels,
+                                                  side_inputs=args.side_inputs, out_names=out_names)
+        if args.side_inputs and not sides:
+            print(f"note: --side-inputs: the graph separates at {layer!r}; the head reads nothing else")
+        elif sides:
+            print(f"side inputs (computed before the cut, read after it; extractor outputs after `features`, "
+                  f"head inputs after `features`): {len(sides)}")
+            for sd in sides:
+                renamed = f" (as {sd.name!r})" if sd.name != sd.tensor else ""
+                print(f"  {sd.tensor!r}{renamed} {fmt_batch_first(sd.dims)}")
+        declare_concrete(extractor, head, hw, feature_dims, out_dims, channels, sides)
 
         if args.resize == "shorter_side_crop" and args.crop_from is None:
             args.crop_from = int(round(max(h, w) / 0.875))
@@ -1711,8 +2179,12 @@ def main(argv=None) -> int:
             parts = {"extractor": out / "extractor.onnx", "head": out / "head.onnx"}
         else:
             parts = {"extractor": extractor, "head": head}
+        head_values: list = []
         f_shape, l_shape, diff = verify(full, parts, inp.name, (2, channels, h, w), dropped, feature_dims,
-                                        args.tolerance, args.rtol, args.seed, out_rank=want_rank)
+                                        args.tolerance, args.rtol, args.seed, out_rank=want_rank, sides=sides,
+                                        outputs=len(head_outs), returned=head_values)
+        if kind == "detection":
+            check_detection_scores(args, head_toml, head_values)
         if labels is None and kind != "embedding":
             labels = ["negative", "positive"] if binary else [f"class_{i}" for i in range(classes)]
         if not big:
@@ -1739,17 +2211,25 @@ def main(argv=None) -> int:
         elif last is not None and args.keep_activation:
             print(f"note: the head keeps the final {last.op_type} (--keep-activation): it outputs probabilities, and "
                   f"scorecam applies [head] activation = \"{head_toml.get('activation')}\" to them again")
-        print(f"  extractor.onnx: input [batch, {channels}, {h}, {w}] -> features [batch, {', '.join(map(str, f_shape[1:]))}] "
-              "(concrete dims declared)")
-        out_text = {"classes": "logits", "segmentation": f"per-pixel logits ({head_toml.get('layout')})",
-                    "embedding": "embedding"}[kind]
-        print(f"  head.onnx:      features -> {out_text} [batch, {', '.join(map(str, out_dims))}]")
+        side_text = "".join(f", {sd.name} {fmt_batch_first(sd.dims).replace('N', 'batch', 1)}" for sd in sides)
+        print(f"  extractor.onnx: input [batch, {channels}, {h}, {w}] -> features [batch, {', '.join(map(str, f_shape[1:]))}]"
+              f"{side_text} (concrete dims declared)")
+        if kind == "detection" and head_toml["format"] == "boxes":
+            out_text = " and ".join(f"{n} [batch, {', '.join(map(str, d))}]" for n, d in zip(out_names, out_dims))
+        else:
+            what = {"classes": "logits", "segmentation": f"per-pixel logits ({head_toml.get('layout')})",
+                    "embedding": "embedding", "detection": f"logits: raw {head_toml.get('format')} proposals"}[kind]
+            out_text = f"{what} [batch, {', '.join(map(str, out_dims))}]"
+        print(f"  head.onnx:      features{' + ' + str(len(sides)) + ' side inputs' if sides else ''} -> {out_text}")
         extra = f", grid {a.grid[0]}×{a.grid[1]}, prefix_tokens {a.prefix}" if a.layout == "tokens" else ""
         pre = (f"channels {channels}, " if channels != 3 else "") + f"resize {args.resize}"
         pre += f" (pad_value {args.pad_value})" if args.resize == "letterbox" else ""
         head_text = ", ".join(f"{k} {v}" for k, v in head_toml.items())
         print(f"  model.toml:     layout {a.layout}{extra}, {pre}, resize_filter {args.resize_filter}, "
               f"exif_orientation {args.exif_orientation}; [head] {head_text}")
+        if kind == "detection" and (args.resize != "letterbox" or args.resize_filter != "opencv_linear"):
+            print("  note: Ultralytics' YOLO models are fed letterboxed photos: --resize letterbox --pad-value 114 "
+                  "--resize-filter opencv_linear --mean 0 0 0 --std 1 1 1 (pixels / 255) reproduces their preprocessing")
         if args.exif_orientation == "ignore":
             print("  exif_orientation = \"ignore\": photos are fed as stored, as PIL.Image.open and torchvision give "
                   "them (what pytorch-grad-cam users compare against); --exif-orientation apply turns them upright first")

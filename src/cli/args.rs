@@ -430,8 +430,10 @@ pub struct PredictArgs {
     /// The model package (default: the configured default model).
     #[arg(long)]
     pub model: Option<String>,
-    #[arg(long, default_value_t = 5)]
-    pub top_k: usize,
+    /// How many classes (a detector: detections) to print; default 5, or fewer when the
+    /// model has fewer classes.
+    #[arg(long)]
+    pub top_k: Option<usize>,
     /// As `explain --exif-orientation`.
     #[arg(long, value_enum)]
     pub exif_orientation: Option<ExifArg>,

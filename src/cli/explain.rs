@@ -163,7 +163,7 @@ pub async fn predict(service: &Service, args: PredictArgs) -> Result<(), CliErro
     for image in &args.images {
         let request = PredictRequest {
             model: args.model.clone(),
-            top_k: Some(args.top_k),
+            top_k: args.top_k,
             exif_orientation: args.exif_orientation.map(Into::into),
             ..Default::default()
         };

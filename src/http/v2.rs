@@ -100,7 +100,7 @@ pub async fn model_metadata(State(state): State<AppState>, Path(name): Path<Stri
             { "name": "input", "datatype": "FP32", "shape": [-1, c, h, w] }
         ],
         "outputs": [
-            { "name": "probabilities", "datatype": "FP32", "shape": [-1, m.head.outputs] },
+            scores_output(&m),
             { "name": "saliency", "datatype": "FP32", "shape": [-1, h, w] },
             { "name": "explained_class", "datatype": "INT64", "shape": [-1] }
         ]
@@ -109,6 +109,15 @@ pub async fn model_metadata(State(state): State<AppState>, Path(name): Path<Stri
 
 pub async fn model_ready(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     model_readiness(&state, &name)
+}
+
+/// The per-image output an inference answers: an embedding model's vector, else the
+/// per-class scores.
+fn scores_output(m: &ModelDetails) -> Value {
+    match m.head.dim {
+        Some(dim) => json!({ "name": "embedding", "datatype": "FP32", "shape": [-1, dim] }),
+        None => json!({ "name": "probabilities", "datatype": "FP32", "shape": [-1, m.head.outputs] }),
+    }
 }
 
 /// The one version a model has: a path naming another is a 404 that says which there is.
@@ -283,12 +292,15 @@ fn parameters(map: serde_json::Map<String, Value>) -> Result<(bool, Params), Api
 /// The answer's tensors: every image's probabilities, and its map and class when explained.
 fn outputs(m: &ModelDetails, n: usize, inferred: Vec<Inferred>) -> Vec<OutputTensor> {
     let (classes, h, w) = (m.head.outputs, m.input.height, m.input.width);
-    let probabilities: Vec<f32> = inferred.iter().flat_map(|i| i.probabilities.iter().copied()).collect();
-    let mut outputs = vec![OutputTensor {
-        name: "probabilities",
-        datatype: "FP32",
-        shape: vec![n, classes],
-        data: json!(probabilities),
+    let mut outputs = vec![match m.head.dim {
+        Some(dim) => {
+            let values: Vec<f32> = inferred.iter().flat_map(|i| i.embedding.iter().flatten().copied()).collect();
+            OutputTensor { name: "embedding", datatype: "FP32", shape: vec![n, dim], data: json!(values) }
+        }
+        None => {
+            let values: Vec<f32> = inferred.iter().flat_map(|i| i.probabilities.iter().copied()).collect();
+            OutputTensor { name: "probabilities", datatype: "FP32", shape: vec![n, classes], data: json!(values) }
+        }
     }];
     let explained: Vec<&(usize, Vec<f32>)> = inferred.iter().filter_map(|i| i.explained.as_ref()).collect();
     if explained.len() == n {

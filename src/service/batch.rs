@@ -9,12 +9,16 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 use super::request::{ExplainRequest, ImageInput, OutputFormat, PredictRequest, Rendering, Resolution};
 use super::result::{Explanation, PredictDocument, Rendered};
 use super::{Service, ServiceError};
+use crate::cam::HeadKind;
 
 /// One image of an inference batch: its class probabilities and, when asked, its
 /// explanation.
 #[derive(Debug)]
 pub struct Inferred {
+    /// Per-class scores (`HeadKind::class_scores`; empty for an embedding).
     pub probabilities: Vec<f32>,
+    /// An embedding model's output vector.
+    pub embedding: Option<Vec<f32>>,
     /// The explained class and its map at the model's input size.
     pub explained: Option<(usize, Vec<f32>)>,
 }
@@ -93,7 +97,8 @@ impl Service {
                 stream::iter(images)
                     .map(|image| async move {
                         let c = self.classify(request, image).await?;
-                        Ok::<_, ServiceError>(Inferred { probabilities: c.probabilities, explained: None })
+                        let embedding = c.embedding();
+                        Ok::<_, ServiceError>(Inferred { probabilities: c.probabilities, embedding, explained: None })
                     })
                     .buffered(n)
                     .try_collect()
@@ -105,6 +110,7 @@ impl Service {
 
 fn inferred(e: &Explanation) -> Inferred {
     Inferred {
+        embedding: matches!(e.model.package.head(), HeadKind::Embedding { .. }).then(|| e.logits.clone()),
         probabilities: e.probabilities(),
         explained: e.targets.first().zip(e.maps.first()).map(|(t, m)| (*t, m.input.data.clone())),
     }

@@ -570,6 +570,11 @@ impl Classified {
         predictions(self.source.package.head(), &self.logits, &self.probabilities, &self.source.package.labels, k)
     }
 
+    /// An embedding model's output vector (`None` for other heads).
+    pub fn embedding(&self) -> Option<Vec<f32>> {
+        matches!(self.source.package.head(), HeadKind::Embedding { .. }).then(|| self.logits.clone())
+    }
+
     /// A detector's k highest-scoring detections on the photo (`None` for other heads).
     pub fn detections(&self, k: usize, thresholds: (Option<f32>, Option<f32>)) -> Option<Vec<DetectedBox>> {
         let package = &self.source.package;
