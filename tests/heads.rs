@@ -867,3 +867,25 @@ async fn an_embedding_explanation_has_no_class_predictions() {
     assert_eq!(d.explanations.len(), 1);
     assert_eq!(d.explanations[0].target.index, 0);
 }
+
+/// The inference protocol answers an embedding model with its vector (named `embedding`),
+/// the numbers the fixture's transcription computed.
+#[tokio::test(flavor = "multi_thread")]
+async fn v2_answers_an_embedding_models_vector() {
+    use base64::Engine as _;
+    let server = common::Server::start(&["--models-dir", heads().to_str().unwrap(), "--cache-mib", "0"]);
+    let c = reqwest::Client::new();
+    let meta: Value = c.get(server.url("/v2/models/embedding")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(meta["outputs"][0]["name"], "embedding", "{meta}");
+    assert_eq!(meta["outputs"][0]["shape"], serde_json::json!([-1, 8]));
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&*bytes(&heads().join("photo_16x16.png")));
+    let body = serde_json::json!({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [b64]}]});
+    let r: Value =
+        c.post(server.url("/v2/models/embedding/infer")).json(&body).send().await.unwrap().json().await.unwrap();
+    let out = &r["outputs"][0];
+    assert_eq!((out["name"].as_str(), &out["shape"]), (Some("embedding"), &serde_json::json!([1, 8])), "{r}");
+    let want = doc("embedding")["embedding"].clone();
+    for (g, w) in out["data"].as_array().unwrap().iter().zip(want.as_array().unwrap()) {
+        assert!((g.as_f64().unwrap() - w.as_f64().unwrap()).abs() < 1e-5, "{out} vs {want}");
+    }
+}
