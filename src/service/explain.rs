@@ -617,10 +617,19 @@ impl Service {
         let head = self.model(request.model.as_deref())?.package.head();
         let classes = head.classes();
         // An embedding has no classes to rank: its prediction is the vector's norm.
-        // Without top_k, up to 5 (a binary head has 2).
-        let top_k = request.top_k.unwrap_or(DEFAULT_TOP_K.min(classes.max(1)));
-        if !matches!(head, HeadKind::Embedding { .. }) && (top_k == 0 || top_k > classes) {
-            return Err(invalid(format!("top_k must be within 1..={classes}, got {top_k}")));
+        // Without top_k, up to 5 (a binary head has 2). A detector's top_k counts its
+        // detections, an embedding has none to count.
+        let top_k = match head {
+            HeadKind::Detection(_) | HeadKind::Embedding { .. } => request.top_k.unwrap_or(DEFAULT_TOP_K),
+            _ => request.top_k.unwrap_or(DEFAULT_TOP_K.min(classes.max(1))),
+        };
+        let most = match head {
+            HeadKind::Detection(d) => d.proposals,
+            HeadKind::Embedding { .. } => usize::MAX,
+            _ => classes,
+        };
+        if top_k == 0 || top_k > most {
+            return Err(invalid(format!("top_k must be within 1..={most}, got {top_k}")));
         }
         let c = self.classify(&request, image).await?;
         let embedding = matches!(head, HeadKind::Embedding { .. }).then(|| EmbeddingSummary::of(&c.logits));

@@ -230,4 +230,3 @@ pub struct PredictRequest {
     /// As [`ExplainRequest::exif_orientation`].
     pub exif_orientation: Option<ExifOrientation>,
 }
-
