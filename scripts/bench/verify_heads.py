@@ -203,7 +203,7 @@ PACKAGES = {
     "deeplabv3": dict(
         builder="deeplabv3", module='model.model.backbone["16"]', onnx="after:/model/backbone/backbone.16"),
     "unet_encoder": dict(
-        builder="unet", module="model.encoder.layer4", onnx="after:/encoder/layer4"),
+        builder="unet", module="model.encoder.layer4", onnx="after:/encoder/layer4", split=["--side-inputs"]),
     "unet_decoder": dict(
         builder="unet", module="model.decoder", onnx="after:/decoder"),
     "resnet18_binary": dict(
