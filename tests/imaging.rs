@@ -899,3 +899,54 @@ fn the_region_never_leaves_the_photo() {
         }
     }
 }
+
+// A 4-channel (RGBA) model's input against Pillow and OpenCV (tests/fixtures/rgba,
+// scripts/dev/make_rgba_fixtures.py): Pillow premultiplies alpha around its resize.
+
+#[test]
+fn an_rgba_model_sees_what_pillow_and_opencv_make_of_a_transparent_photo() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rgba");
+    let photo = std::fs::read(dir.join("photo.png")).unwrap();
+    let limits = ImageLimits::default();
+    let rgb = decode(&photo, &limits).unwrap();
+    let alpha = scorecam::imaging::decode_alpha(&photo, &limits).unwrap().expect("the photo has alpha");
+    assert!(alpha.pixels().any(|p| p[0] == 0) && alpha.pixels().any(|p| (1..255).contains(&p[0])));
+    let cases: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    for case in cases.as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let resize = match case["resize"].as_str().unwrap() {
+            "stretch" => ResizeMode::Stretch,
+            "letterbox" => ResizeMode::Letterbox,
+            _ => ResizeMode::ShorterSideCrop,
+        };
+        let filter =
+            if case["filter"] == "opencv_linear" { ResizeFilter::OpencvLinear } else { ResizeFilter::PillowBilinear };
+        let (w, h) = (case["width"].as_u64().unwrap() as u32, case["height"].as_u64().unwrap() as u32);
+        let crop = case["crop_from"].as_u64().map(|c| c as u32);
+        let s = InputSpec {
+            channels: 4,
+            mean: vec![0.0; 4],
+            std: vec![1.0; 4],
+            pad_value: case["pad_value"].as_u64().unwrap_or(114) as u8,
+            ..spec_with(filter, w, h, resize, crop)
+        };
+        let p = scorecam::imaging::preprocess_rgba(&rgb, Some(&alpha), &s);
+        let want =
+            image::load_from_memory(&std::fs::read(dir.join(format!("{name}.png"))).unwrap()).unwrap().to_rgba8();
+        let plane = (w * h) as usize;
+        let mut wrong = 0;
+        for (i, px) in want.pixels().enumerate() {
+            for c in 0..4 {
+                let got = (p.tensor[c * plane + i] * 255.0).round() as i32;
+                if got != i32::from(px[c]) {
+                    wrong += 1;
+                }
+            }
+        }
+        assert_eq!(wrong, 0, "{name}: {wrong} of {} values differ", plane * 4);
+    }
+    // An opaque photo on an RGBA model: alpha 255 everywhere.
+    let s = InputSpec { channels: 4, mean: vec![0.0; 4], std: vec![1.0; 4], ..spec(8, 8, ResizeMode::Stretch, None) };
+    let p = scorecam::imaging::preprocess_rgba(&rgb, None, &s);
+    assert!(p.tensor[3 * 64..].iter().all(|&v| v == 1.0));
+}

@@ -61,7 +61,8 @@ Greyscale models (input N x 1 x H x W): model.toml says [input] channels = 1 and
 converts photos like Pillow's Image.convert("L") before resizing. --mean and --std take one
 value each and have no default (there is no common greyscale normalisation: give the values
 of your pipeline, e.g. --mean 0.5 --std 0.25); RGB models take three values each, ImageNet's
-by default.
+by default. RGBA models (N x 4 x H x W): channels = 4, the photo's alpha is kept (255 where
+it has none; Pillow's premultiplied-alpha resize), four --mean and --std values, no default.
 
 Choosing the target layer
   --layer TENSOR     cut at this tensor (names as --list-layers prints them)
@@ -1348,14 +1349,14 @@ def check_input(inp: onnx.ValueInfoProto) -> list:
         raise SplitError(f"the input {inp.name!r} must be float32")
     in_dims = dims_of(inp)
     if in_dims is None or len(in_dims) != 4:
-        raise SplitError(f"the input {inp.name!r} must be 4-D N×3×H×W (or N×1×H×W, greyscale); it is {fmt_dims(in_dims)}")
+        raise SplitError(f"the input {inp.name!r} must be 4-D N×3×H×W (or N×1×H×W greyscale, N×4×H×W RGBA); it is {fmt_dims(in_dims)}")
     if not is_dynamic(in_dims[0]):
         raise SplitError(
             f"the batch dimension of the input {inp.name!r} is fixed to {in_dims[0]} ({fmt_dims(in_dims)}); "
             "scorecam runs the model on batches: re-export it with a dynamic batch dimension"
         )
-    if isinstance(in_dims[1], int) and in_dims[1] not in (1, 3):
-        raise SplitError(f"the input {inp.name!r} must have 3 (RGB) or 1 (greyscale) channels; it is {fmt_dims(in_dims)}")
+    if isinstance(in_dims[1], int) and in_dims[1] not in (1, 3, 4):
+        raise SplitError(f"the input {inp.name!r} must have 3 (RGB), 1 (greyscale) or 4 (RGBA) channels; it is {fmt_dims(in_dims)}")
     return in_dims
 
 
@@ -1658,8 +1659,10 @@ def model_toml(args, width: int, height: int, description: str, a: Analysis, cha
         f"width = {width}",
         f"height = {height}",
     ]
-    if channels != 3:  # 3 (RGB) is the default; older scorecam builds do not know the key
+    if channels == 1:  # 3 (RGB) is the default; older scorecam builds do not know the key
         lines.append(f"channels = {channels}  # greyscale: the photo is converted like Pillow's convert(\"L\") before resizing")
+    elif channels == 4:
+        lines.append(f"channels = {channels}  # RGBA: the photo's alpha is kept (255 where it has none)")
     lines.append(f"resize = {toml_str(args.resize)}")
     if args.resize == "shorter_side_crop":
         lines.append(f"crop_from = {args.crop_from}")
@@ -1848,8 +1851,8 @@ def parse_args(argv):
         vals = getattr(args, name)
         if vals is None:
             continue
-        if len(vals) not in (1, 3):
-            ap.error(f"--{name} takes 1 value (greyscale) or 3 (RGB); got {len(vals)}")
+        if len(vals) not in (1, 3, 4):
+            ap.error(f"--{name} takes 1 value (greyscale), 3 (RGB) or 4 (RGBA); got {len(vals)}")
         if not all(math.isfinite(v) for v in vals):
             ap.error(f"--{name} values must be finite")
     if (args.mean is None) != (args.std is None) and not listing:
@@ -1879,7 +1882,7 @@ def input_size(args, in_dims) -> tuple[int, int] | None:
 
 
 def input_channels(args, in_dims) -> int:
-    """1 or 3: the input's channel dim when fixed, else the --mean count, else 3."""
+    """1, 3 or 4: the input's channel dim when fixed, else the --mean count, else 3."""
     c = in_dims[1]
     if isinstance(c, int):
         return c
@@ -1892,6 +1895,9 @@ def normalisation(args, channels: int) -> None:
         if channels == 1:
             raise SplitError("the model's input has 1 channel (greyscale): give its normalisation with --mean M --std S "
                              "(one value each, e.g. --mean 0.5 --std 0.25); there is no common default for greyscale")
+        if channels == 4:
+            raise SplitError("the model's input has 4 channels (RGBA): give its normalisation with four --mean and "
+                             "four --std values; there is no common default for alpha")
         args.mean, args.std = list(IMAGENET_MEAN), list(IMAGENET_STD)
     for name in ("mean", "std"):
         n = len(getattr(args, name))

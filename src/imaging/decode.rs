@@ -3,7 +3,7 @@
 use std::io::Cursor;
 
 use image::metadata::Orientation;
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+use image::{DynamicImage, GrayImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 use serde::{Deserialize, Serialize};
 
 use super::{ImagingError, jpeg};
@@ -79,6 +79,39 @@ fn decode_other(
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let img = DynamicImage::from_decoder(decoder).map_err(map_err(limits))?;
     Ok((img.into_rgb8(), orientation))
+}
+
+/// The alpha plane of an image file, as stored (`None` when it has none: a JPEG, an
+/// opaque PNG), for models that take RGBA. A second decode of the same bytes, under the
+/// same limits: only such models pay for it.
+pub fn decode_alpha(bytes: &[u8], limits: &ImageLimits) -> Result<Option<GrayImage>, ImagingError> {
+    let reader =
+        ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| ImagingError::Decode(e.to_string()))?;
+    if matches!(reader.format(), None | Some(ImageFormat::Jpeg)) {
+        return Ok(None);
+    }
+    let mut decoder_limits = image::Limits::default();
+    decoder_limits.max_image_width = Some(limits.max_width);
+    decoder_limits.max_image_height = Some(limits.max_height);
+    decoder_limits.max_alloc = Some(limits.max_alloc_bytes);
+    let mut reader = reader;
+    reader.limits(decoder_limits);
+    let img = reader.decode().map_err(map_err(limits))?;
+    if !img.color().has_alpha() {
+        return Ok(None);
+    }
+    let rgba = img.into_rgba8();
+    Ok(GrayImage::from_raw(rgba.width(), rgba.height(), rgba.pixels().map(|p| p[3]).collect()))
+}
+
+/// Turns an alpha plane upright as [`orient`] turns its image.
+pub fn orient_alpha(alpha: GrayImage, orientation: Orientation) -> GrayImage {
+    if orientation == Orientation::NoTransforms {
+        return alpha;
+    }
+    let mut img = DynamicImage::ImageLuma8(alpha);
+    img.apply_orientation(orientation);
+    img.into_luma8()
 }
 
 /// Refuses a `w`×`h` image that would take `decoded_bytes` over the limits: from its

@@ -6,10 +6,11 @@ mod decode;
 mod jpeg;
 mod preprocess;
 
-pub use decode::{ImageLimits, decode, decode_stored, orient};
+pub use decode::{ImageLimits, decode, decode_alpha, decode_stored, orient, orient_alpha};
 pub use image::metadata::Orientation;
 pub use preprocess::{
-    Content, Preprocessed, Region, letterbox_size, orient_map, orient_point, preprocess, resize, unorient_point,
+    Content, Preprocessed, Region, letterbox_size, orient_map, orient_point, preprocess, preprocess_rgba, resize,
+    unorient_point,
 };
 
 /// Why an upload could not become an input tensor. All are the client's input at fault.

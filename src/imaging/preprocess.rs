@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use image::imageops::{self, FilterType};
 use image::metadata::Orientation;
-use image::{ImageBuffer, Luma, RgbImage};
+use image::{GrayImage, ImageBuffer, Luma, RgbImage};
 
 use crate::resample::{self, Map, Window};
 
@@ -155,6 +155,90 @@ impl Preprocessed {
             data[start..start + cw].copy_from_slice(src);
         }
         Map::new(ow, oh, data)
+    }
+}
+
+/// As [`preprocess`], for a model that takes 4 channels (RGBA): `alpha` is the photo's alpha
+/// plane (`None`: opaque, as Pillow's `convert("RGBA")` makes an RGB photo). With the
+/// Pillow filter the colours are premultiplied by alpha for the resize and divided back
+/// after, as Pillow's `Image.resize` does to RGBA images ("RGBa"); OpenCV resizes the four
+/// planes as they are. Letterbox padding is `pad_value` in all four.
+pub fn preprocess_rgba(img: &RgbImage, alpha: Option<&GrayImage>, spec: &InputSpec) -> Preprocessed {
+    if spec.channels != 4 {
+        return preprocess(img, spec);
+    }
+    let (ow, oh) = img.dimensions();
+    let alpha = match alpha {
+        Some(a) if a.dimensions() == (ow, oh) => {
+            RgbImage::from_fn(ow, oh, |x, y| image::Rgb([a.get_pixel(x, y)[0]; 3]))
+        }
+        _ => RgbImage::from_pixel(ow, oh, image::Rgb([255; 3])),
+    };
+    let premultiply = spec.resize_filter == ResizeFilter::PillowBilinear && resamples((ow, oh), spec);
+    let colour = if premultiply { premultiplied(img, &alpha) } else { img.clone() };
+    let (colour, region, content) = resize(&colour, spec);
+    let (alpha, _, _) = resize(&alpha, spec);
+    let (w, h) = (spec.width, spec.height);
+    let plane = (w * h) as usize;
+    let mut tensor = vec![0.0f32; 4 * plane];
+    for (i, (c, a)) in colour.pixels().zip(alpha.pixels()).enumerate() {
+        let (x, y) = (i as u32 % w, i as u32 / w);
+        let inside =
+            x >= content.x && y >= content.y && x < content.x + content.width && y < content.y + content.height;
+        let a = if inside { a[0] } else { spec.pad_value };
+        let rgba = match (inside, premultiply) {
+            (false, _) => [spec.pad_value; 4],
+            (true, true) => [unpremultiply(c[0], a), unpremultiply(c[1], a), unpremultiply(c[2], a), a],
+            (true, false) => [c[0], c[1], c[2], a],
+        };
+        for (ch, v) in rgba.into_iter().enumerate() {
+            tensor[ch * plane + i] = (f32::from(v) / 255.0 - spec.mean[ch]) / spec.std[ch];
+        }
+    }
+    Preprocessed {
+        tensor,
+        input_width: w as usize,
+        input_height: h as usize,
+        original_width: ow,
+        original_height: oh,
+        region,
+        content,
+        map_orientation: Orientation::NoTransforms,
+    }
+}
+
+/// Whether the manifest's resize resamples a `size` photo (rather than passing it through
+/// or only cropping it), which is when Pillow premultiplies alpha.
+fn resamples((ow, oh): (u32, u32), spec: &InputSpec) -> bool {
+    let (w, h) = (spec.width, spec.height);
+    match spec.resize {
+        ResizeMode::Stretch => (ow, oh) != (w, h),
+        ResizeMode::Letterbox => letterbox_size((ow, oh), (w, h)) != (ow, oh),
+        ResizeMode::ShorterSideCrop => {
+            let win = centre_crop_window(ow, oh, spec.crop_from.unwrap_or(w.max(h)), w, h);
+            (win.full_width, win.full_height) != (u64::from(ow), u64::from(oh))
+        }
+    }
+}
+
+/// Pillow's RGBA → RGBa: each colour × alpha / 255, rounded as its `MULDIV255`.
+fn premultiplied(img: &RgbImage, alpha: &RgbImage) -> RgbImage {
+    let mul = |c: u8, a: u8| {
+        let t = u32::from(c) * u32::from(a) + 128;
+        (((t >> 8) + t) >> 8) as u8
+    };
+    RgbImage::from_fn(img.width(), img.height(), |x, y| {
+        let (c, a) = (img.get_pixel(x, y), alpha.get_pixel(x, y)[0]);
+        image::Rgb([mul(c[0], a), mul(c[1], a), mul(c[2], a)])
+    })
+}
+
+/// Pillow's RGBa → RGBA: each colour × 255 / alpha (integer division, clipped), unchanged
+/// where alpha is 0 or 255.
+fn unpremultiply(c: u8, a: u8) -> u8 {
+    match a {
+        0 | 255 => c,
+        a => ((255 * u32::from(c)) / u32::from(a)).min(255) as u8,
     }
 }
 

@@ -234,7 +234,8 @@ pub struct InputSpec {
     #[serde(default)]
     pub exif_orientation: ExifOrientation,
     /// Channels the model takes: 1 (the photo turned grey as Pillow's `convert("L")`
-    /// does, before resizing) or 3 (RGB).
+    /// does, before resizing), 3 (RGB; a photo's alpha is dropped) or 4 (RGBA: alpha kept,
+    /// 255 for photos without one).
     #[serde(default = "three")]
     pub channels: u32,
     /// Per-channel mean and std (one value per channel), applied after scaling pixels to
@@ -368,8 +369,8 @@ impl Manifest {
                 return Err(format!("{name} = {v} must be in 1..={MAX_SIDE}"));
             }
         }
-        if !matches!(i.channels, 1 | 3) {
-            return Err(format!("input.channels = {} must be 1 (grey) or 3 (RGB)", i.channels));
+        if !matches!(i.channels, 1 | 3 | 4) {
+            return Err(format!("input.channels = {} must be 1 (grey), 3 (RGB) or 4 (RGBA)", i.channels));
         }
         for (name, values) in [("input.mean", &i.mean), ("input.std", &i.std)] {
             if values.len() != i.channels as usize {

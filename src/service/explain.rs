@@ -143,8 +143,15 @@ pub(super) async fn decode(
 ) -> Result<(Arc<[f32]>, Option<(RgbImage, Preprocessed)>), ServiceError> {
     tokio::task::spawn_blocking(move || {
         let spec = &model.package.manifest.input;
+        // A model that takes RGBA reads the photo's alpha too (a second decode).
+        let mut alpha = None;
         let (stored, orientation) = match image {
-            ImageInput::Encoded(bytes) => imaging::decode_stored(&bytes, &limits)?,
+            ImageInput::Encoded(bytes) => {
+                if spec.channels == 4 {
+                    alpha = imaging::decode_alpha(&bytes, &limits)?;
+                }
+                imaging::decode_stored(&bytes, &limits)?
+            }
             ImageInput::Pixels(rgb) => (within_limits(rgb, &limits)?, Orientation::NoTransforms),
             ImageInput::Tensor(t) => {
                 let [c, h, w] = model.package.info.input_chw;
@@ -157,11 +164,12 @@ pub(super) async fn decode(
         let (upright, pre) = match exif {
             ExifOrientation::Apply => {
                 let upright = imaging::orient(stored, orientation);
-                let pre = imaging::preprocess(&upright, spec);
+                let alpha = alpha.map(|a| imaging::orient_alpha(a, orientation));
+                let pre = imaging::preprocess_rgba(&upright, alpha.as_ref(), spec);
                 (upright, pre)
             }
             ExifOrientation::Ignore => {
-                let mut pre = imaging::preprocess(&stored, spec);
+                let mut pre = imaging::preprocess_rgba(&stored, alpha.as_ref(), spec);
                 pre.map_orientation = orientation;
                 (imaging::orient(stored, orientation), pre)
             }

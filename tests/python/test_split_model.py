@@ -1041,3 +1041,42 @@ def test_help_documents_side_inputs_and_detection():
     for word in ("--side-inputs", "--detection-format", "yolo_v8", "yolo_v5", "boxes", "--scores", "--score-threshold",
                  "--iou-threshold", "--resize letterbox --pad-value 114", "opencv_linear"):
         assert word in r.stdout, word
+
+
+def tiny_classifier(channels: int) -> onnx.ModelProto:
+    """image [batch, channels, 16, 16] -> Conv(6, 4x4/4) -> Relu -> GAP -> Flatten -> Gemm -> scores [batch, 5]."""
+    rng = np.random.default_rng(channels)
+    inits = [numpy_helper.from_array(rng.standard_normal((6, channels, 4, 4)).astype(np.float32), "cw"),
+             numpy_helper.from_array(rng.standard_normal((5, 6)).astype(np.float32), "gw"),
+             numpy_helper.from_array(np.zeros(5, np.float32), "gb")]
+    nodes = [helper.make_node("Conv", ["image", "cw"], ["conv_out"], kernel_shape=[4, 4], strides=[4, 4]),
+             helper.make_node("Relu", ["conv_out"], ["relu_out"]),
+             helper.make_node("GlobalAveragePool", ["relu_out"], ["pooled4"]),
+             helper.make_node("Flatten", ["pooled4"], ["pooled"], axis=1),
+             helper.make_node("Gemm", ["pooled", "gw", "gb"], ["scores"], transB=1)]
+    g = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", channels, 16, 16])],
+                          [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 5])], initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+@pytest.mark.parametrize("channels, mean", [(1, ["0.5"]), (4, ["0.5", "0.5", "0.5", "0.5"])])
+def test_grey_and_rgba_inputs_write_their_channels(tmp_path: Path, channels: int, mean: list[str]):
+    src = tmp_path / "tiny.onnx"
+    onnx.save(tiny_classifier(channels), str(src))
+    refused = run_split(src, "--layer", "relu_out", "--out", tmp_path / "nomean")
+    assert refused.returncode != 0 and "--mean" in refused.stderr, refused.stderr
+    out = tmp_path / "pkg"
+    std = ["0.25"] * channels
+    r = run_split(src, "--layer", "relu_out", "--out", out, "--mean", *mean, "--std", *std)
+    assert r.returncode == 0, r.stderr
+    toml = tomllib.loads((out / "model.toml").read_text())
+    assert toml["input"]["channels"] == channels
+    assert toml["input"]["mean"] == [0.5] * channels and toml["input"]["std"] == [0.25] * channels
+    x = np.random.default_rng(3).standard_normal((2, channels, 16, 16)).astype(np.float32)
+    (f,) = session(out / "extractor.onnx").run(["features"], {"input": x})
+    (z,) = session(out / "head.onnx").run(["logits"], {"features": f})
+    (want,) = session(src).run(["scores"], {"image": x})
+    assert np.abs(z - want).max() <= 1e-5
