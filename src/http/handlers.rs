@@ -375,6 +375,12 @@ mod tests {
             assert_eq!((param["name"].as_str(), param["in"].as_str()), (Some(name), Some("query")), "`{name}`");
             assert!(explain.contains(&format!("#/components/parameters/{name}").as_str()), "/explain takes `{name}`");
             assert!(multipart.get(name).is_some(), "multipart field `{name}`");
+            // A generated client sends every parameter that has a default, and a method's
+            // parameter with another method is refused: none may declare one.
+            let schema = &param["schema"];
+            let preset = (schema["$ref"].as_str() == Some("#/components/schemas/Preset"))
+                .then(|| &components["schemas"]["Preset"]);
+            assert!(preset.unwrap_or(schema).get("default").is_none(), "`{name}` declares a default");
         }
     }
 }
