@@ -47,6 +47,20 @@ pub struct Content {
 }
 
 impl Preprocessed {
+    /// A preprocessed `original`-sized photo, not turned by any EXIF orientation.
+    fn new(tensor: Vec<f32>, spec: &InputSpec, original: (u32, u32), region: Region, content: Content) -> Self {
+        Preprocessed {
+            tensor,
+            input_width: spec.width as usize,
+            input_height: spec.height as usize,
+            original_width: original.0,
+            original_height: original.1,
+            region,
+            content,
+            map_orientation: Orientation::NoTransforms,
+        }
+    }
+
     /// Where the centre of input pixel (u, v) of a `grid` laid over the model's input
     /// (a segmenter's output, say) falls on the upright photo, in continuous photo
     /// pixels; `None` on the letterbox's padding.
@@ -175,36 +189,22 @@ pub fn preprocess_rgba(img: &RgbImage, alpha: Option<&GrayImage>, spec: &InputSp
         _ => RgbImage::from_pixel(ow, oh, image::Rgb([255; 3])),
     };
     let premultiply = spec.resize_filter == ResizeFilter::PillowBilinear && resamples((ow, oh), spec);
-    let colour = if premultiply { premultiplied(img, &alpha) } else { img.clone() };
+    let colour = if premultiply { Cow::Owned(premultiplied(img, &alpha)) } else { Cow::Borrowed(img) };
     let (colour, region, content) = resize(&colour, spec);
     let (alpha, _, _) = resize(&alpha, spec);
-    let (w, h) = (spec.width, spec.height);
-    let plane = (w * h) as usize;
-    let mut tensor = vec![0.0f32; 4 * plane];
-    for (i, (c, a)) in colour.pixels().zip(alpha.pixels()).enumerate() {
+    let w = spec.width;
+    let pixels = colour.pixels().zip(alpha.pixels()).enumerate().map(|(i, (c, a))| {
         let (x, y) = (i as u32 % w, i as u32 / w);
         let inside =
             x >= content.x && y >= content.y && x < content.x + content.width && y < content.y + content.height;
-        let a = if inside { a[0] } else { spec.pad_value };
-        let rgba = match (inside, premultiply) {
+        match (inside, premultiply) {
+            // The letterbox's padding: after the division, so it stays pad_value.
             (false, _) => [spec.pad_value; 4],
-            (true, true) => [unpremultiply(c[0], a), unpremultiply(c[1], a), unpremultiply(c[2], a), a],
-            (true, false) => [c[0], c[1], c[2], a],
-        };
-        for (ch, v) in rgba.into_iter().enumerate() {
-            tensor[ch * plane + i] = (f32::from(v) / 255.0 - spec.mean[ch]) / spec.std[ch];
+            (true, true) => [unpremultiply(c[0], a[0]), unpremultiply(c[1], a[0]), unpremultiply(c[2], a[0]), a[0]],
+            (true, false) => [c[0], c[1], c[2], a[0]],
         }
-    }
-    Preprocessed {
-        tensor,
-        input_width: w as usize,
-        input_height: h as usize,
-        original_width: ow,
-        original_height: oh,
-        region,
-        content,
-        map_orientation: Orientation::NoTransforms,
-    }
+    });
+    Preprocessed::new(normalised(pixels, spec), spec, (ow, oh), region, content)
 }
 
 /// Whether the manifest's resize resamples a `size` photo (rather than passing it through
@@ -247,7 +247,6 @@ fn unpremultiply(c: u8, a: u8) -> u8 {
 /// as Pillow's `convert("L")`.
 pub fn preprocess(img: &RgbImage, spec: &InputSpec) -> Preprocessed {
     let (ow, oh) = img.dimensions();
-    let (w, h) = (spec.width, spec.height);
     let grey;
     let img = if spec.channels == 1 {
         grey = pillow_grey(img);
@@ -256,25 +255,22 @@ pub fn preprocess(img: &RgbImage, spec: &InputSpec) -> Preprocessed {
         img
     };
     let (src, region, content) = resize(img, spec);
-    let plane = (w * h) as usize;
+    let pixels = src.pixels().map(|p| [p[0], p[1], p[2], 0]);
+    Preprocessed::new(normalised(pixels, spec), spec, (ow, oh), region, content)
+}
+
+/// The model's C×H×W tensor from its input's pixels (row-major, the first `spec.channels`
+/// values of each used): scaled to 0..1, then each channel's (v − mean) / std.
+fn normalised(pixels: impl Iterator<Item = [u8; 4]>, spec: &InputSpec) -> Vec<f32> {
+    let plane = (spec.width * spec.height) as usize;
     let channels = spec.channels as usize;
     let mut tensor = vec![0.0f32; channels * plane];
-    for (i, p) in src.pixels().enumerate() {
+    for (i, p) in pixels.enumerate() {
         for c in 0..channels {
-            let v = f32::from(p[c]) / 255.0;
-            tensor[c * plane + i] = (v - spec.mean[c]) / spec.std[c];
+            tensor[c * plane + i] = (f32::from(p[c]) / 255.0 - spec.mean[c]) / spec.std[c];
         }
     }
-    Preprocessed {
-        tensor,
-        input_width: w as usize,
-        input_height: h as usize,
-        original_width: ow,
-        original_height: oh,
-        region,
-        content,
-        map_orientation: Orientation::NoTransforms,
-    }
+    tensor
 }
 
 /// Pillow's `convert("L")`: L = (19595 R + 38470 G + 7471 B + 2¹⁵) >> 16 (ITU-R 601-2
