@@ -55,7 +55,7 @@ Heads (model.toml [head]; --head, default inferred from the output's rank)
                  Ultralytics' preprocessing is a letterbox: give --resize letterbox --pad-value
                  114 --resize-filter opencv_linear --mean 0 0 0 --std 1 1 1 (pixels / 255).
                  The target layer of a YOLO head is usually a neck level that the head reads
-                 with others (model.model[-2] of YOLOv8): cut it with --side-inputs.
+                 with others (model.model[-2] of YOLOv8): the tool passes those as side inputs.
 
 Greyscale models (input N x 1 x H x W): model.toml says [input] channels = 1 and scorecam
 converts photos like Pillow's Image.convert("L") before resizing. --mean and --std take one
@@ -75,7 +75,11 @@ Choosing the target layer
                      module path may also match below a wrapper (`model.layer4`). The cut is the
                      module's output: the last tensor (in topological order) made inside it and
                      used outside it. The tool prints which tensor it chose; when nothing
-                     matches it lists close module names.
+                     matches it lists close module names. When that tensor feeds nothing but an
+                     element-wise activation outside the module (DenseNet's `features`, then
+                     F.relu(..., inplace=True) in forward), it warns and names the activation's
+                     output: an in-place activation overwrites the tensor pytorch-grad-cam's hook
+                     holds, so the library's maps come from that output.
   --list-layers [SUBSTRING]   rank the candidate tensors, best first, and exit (also --filter
                      SUBSTRING; matches tensor name, op type and module, case-insensitive).
                      The model is run once with ONNX Runtime (batches of 1 and 2) to learn every
@@ -83,29 +87,36 @@ Choosing the target layer
                      spatial h, w not both 1, layout decidable; token grids count as spatial)
                      that separate the graph come first, latest in the graph first; then maps
                      whose layout needs --layout; then tensors with a skip connection around
-                     them, noted "needs --side-inputs (N tensors)" (N: the tensors that would be
-                     passed) or that the image itself is read after them (no cut there); then
-                     1x1 maps, tensors whose batch is not the first axis, and the like.
+                     them, noted "does not separate: N side inputs" (the tensors the package
+                     would pass; "the image among them" when the model reads its input image
+                     after the cut); then 1x1 maps, tensors whose batch is not the first axis,
+                     and the like.
                      --top N rows (default 20, 0 = all).
 
-The cut must separate the graph: nothing after it may use a tensor computed before it (a
-skip connection around the cut is an error, unless --side-inputs). Reading only the *shape*
-of such a tensor is fine when that shape is fixed apart from the batch (torch's
-`x.view(x.size(0), -1)`, `F.interpolate(x, size=skip.shape[-2:])`): the read is rewritten as
-[batch of the features, fixed dims...].
+A cut that separates the graph (every path from the image to the output goes through it)
+gives a plain extractor/head pair. Reading only the *shape* of a tensor from before the cut
+is fine when that shape is fixed apart from the batch (torch's `x.view(x.size(0), -1)`,
+`F.interpolate(x, size=skip.shape[-2:])`): the read is rewritten as [batch of the features,
+fixed dims...].
 
-Side inputs (--side-inputs): where the part after the cut also reads tensors computed before
-it (a U-Net decoder reading the encoder's stages, a detector's neck and head reading several
-backbone levels, a residual around the cut), those tensors become extra outputs of the
-extractor (after `features`) and extra inputs of the head, of the same name (characters
-outside [A-Za-z0-9_./:-] replaced by _, and made distinct from input/features/logits),
-declared with concrete dims and a dynamic batch. Each is traced back to a tensor the extractor
-computes anyway (the level the head reads, not the head's own convolution of it), unless it
-comes from a branch of its own straight from the image. They must be float32 with the batch
-first. The image itself read after the cut (not only its shape) cannot be passed and is an
-error. scorecam recomputes side inputs on every full pass (Score-CAM, RISE) and keeps them at
-their clean values on head-only passes (Ablation-CAM, Recipro-CAM), as pytorch-grad-cam's
-hooks do; the check below feeds them.
+Side inputs (cuts that do not separate): where the part after the cut also reads tensors
+computed before it (a residual around the cut: a transformer block's `x + attn(norm1(x))` cut
+at norm1; a U-Net decoder reading the encoder's stages; a detector's neck and head reading
+several backbone levels), those tensors become extra outputs of the extractor (after
+`features`) and extra inputs of the head, of the same name (characters outside
+[A-Za-z0-9_./:-] replaced by _, and made distinct from input/features/logits), declared with
+concrete dims and a dynamic batch; the tool prints which, and model.toml lists them in a
+comment. Each is traced back to a tensor the extractor computes anyway (the level the head
+reads, not the head's own convolution of it), unless it comes from a branch of its own
+straight from the image. They must be float32 with the batch first. A model that reads its
+input image itself after the cut (a global residual `out + x`) gets an Identity copy of the
+image as a side input named `image`. scorecam recomputes side inputs on every full pass
+(Score-CAM, SS-CAM, IS-CAM, RISE: each pass costs what it costs at any cut; EigenCAM needs
+only the clean pass) and keeps them at their clean values on head-only passes (Ablation-CAM,
+Recipro-CAM), which is what a PyTorch forward hook replacing the layer's output does
+(pytorch-grad-cam's AblationCAM); the check below feeds them. --no-side-inputs refuses such cuts instead, naming
+the tensors that go around the cut and a separating tensor after it. (--side-inputs, which
+used to be needed, is the default and still accepted.)
 
 Feature-map layouts (model.toml [target_layer] layout, grid, prefix_tokens)
   nchw     [N, C, h, w]                 convnets (ResNet, ConvNeXt, EfficientNet, DenseNet)
@@ -188,8 +199,9 @@ Examples:
   python scripts/tools/split_model.py chest_xray.onnx --module features --out models/cxr \
       --activation sigmoid --mean 0.5 --std 0.25                                   # 1-channel, multi-label
   python scripts/tools/split_model.py resnet50_embed.onnx --module layer4 --head embedding --out models/embed
-  python scripts/tools/split_model.py unet.onnx --module encoder.layer4 --side-inputs --out models/unet   # skips to the decoder
-  python scripts/tools/split_model.py yolov8n.onnx --module model.21 --side-inputs --out models/yolov8n \
+  python scripts/tools/split_model.py deit_s.onnx --module 'blocks[-1].norm1' --out models/deit_s   # inside a residual
+  python scripts/tools/split_model.py unet.onnx --module encoder.layer4 --out models/unet   # skips to the decoder
+  python scripts/tools/split_model.py yolov8n.onnx --module model.21 --out models/yolov8n \
       --head detection --labels coco.txt --resize letterbox --pad-value 114 --resize-filter opencv_linear \
       --mean 0 0 0 --std 1 1 1                                                  # [N, 84, 8400]: yolo_v8
 
@@ -460,8 +472,8 @@ def check_separates(head: onnx.ModelProto, cut: str, graph_input: str) -> None:
             f"the graph does not separate at {cut!r}: after the cut, the model also reads "
             f"{', '.join(repr(m) for m in names[:5])}{' …' if len(names) > 5 else ''}, computed from the input "
             "before the cut (a skip connection around it?). Pick a tensor that every path from the input to the "
-            "output goes through (--list-layers ranks those first), or give --side-inputs to pass such tensors to "
-            "the head as extra inputs."
+            "output goes through (--list-layers ranks those first), or leave out --no-side-inputs to pass such "
+            "tensors to the head as extra inputs."
         )
 
 
@@ -623,12 +635,9 @@ def float_tensors(model_or_graph) -> set[str]:
 def skip_tensors(graph: onnx.GraphProto, cut: str, graph_input: str) -> list[str]:
     """Tensors computed from the input without the cut that the part after the cut reads (data
     reads: Shape/Size reads are not counted, the split rewrites them), traced back to tensors
-    the extractor computes anyway (pull_back): what --side-inputs passes. The graph input
+    the extractor computes anyway (pull_back): the side inputs a split passes. The graph input
     itself is among them when a node after the cut reads the image."""
-    desc = {cut}
-    for node in graph.node:
-        if any(n in desc for n in node.input if n):
-            desc.update(o for o in node.output if o)
+    desc = descendants(graph, cut)
     before = image_dependent(graph.node, graph_input, through=cut, data_only=True)
     skips: list[str] = []
     for node in graph.node:
@@ -640,9 +649,11 @@ def skip_tensors(graph: onnx.GraphProto, cut: str, graph_input: str) -> list[str
     return pull_back(graph.node, skips, available, graph_input)
 
 
-def check_dominates(graph: onnx.GraphProto, cut: str, graph_input: str, output, side_inputs: bool = False) -> list[str]:
-    """Refuse a cut that some input-to-output data path bypasses, naming the tensors that skip it
-    (with side_inputs: return them instead; the split passes them to the head)."""
+def check_dominates(graph: onnx.GraphProto, cut: str, graph_input: str, output, side_inputs: bool = True) -> list[str]:
+    """The tensors that skip the cut (computed before it, read after it; the graph input among
+    them when a node after the cut reads the image), which the split passes to the head as side
+    inputs; [] for a cut that separates. Without side_inputs (--no-side-inputs) such a cut is
+    refused, naming them."""
     if cut in separating_tensors(graph, graph_input, output):
         return []
     skips = skip_tensors(graph, cut, graph_input)
@@ -651,17 +662,51 @@ def check_dominates(graph: onnx.GraphProto, cut: str, graph_input: str, output, 
     if side_inputs:
         return skips
     n = len(skips)
-    image = (f" The model also reads its input image itself after the cut, which --side-inputs cannot pass."
-             if graph_input in skips else
-             f" Or give --side-inputs: the extractor then also outputs {'this tensor' if n == 1 else f'these {n} tensors'} "
-             f"and the head takes {'it as an extra input' if n == 1 else 'them as extra inputs'} (a U-Net decoder's or a "
-             "detector neck's skip connections).")
+    them = "this tensor" if n == 1 else f"these {n} tensors"
+    image = " (the image among them: an Identity copy of it)" if graph_input in skips else ""
     raise SplitError(
         f"the graph does not separate at {cut!r}: after the cut, the model also reads "
         f"{', '.join(repr(m) for m in skips[:5])}{' …' if n > 5 else ''}, computed from the input before "
-        "the cut (a skip connection / residual around it). Pick a tensor that every path from the input to the "
-        "output goes through, such as a block's output (--list-layers ranks those first)." + image
+        "the cut (a skip connection / residual around it), and --no-side-inputs refuses such cuts. Without it the "
+        f"extractor also outputs {them}{image} and the head takes {'it as an extra input' if n == 1 else 'them as extra inputs'}. "
+        "Or pick a tensor that every path from the input to the output goes through, such as a block's output."
     )
+
+
+def descendants(graph: onnx.GraphProto, cut: str) -> set[str]:
+    """The cut and every tensor computed from it."""
+    desc = {cut}
+    for node in graph.node:  # topologically sorted
+        if any(n in desc for n in node.input if n):
+            desc.update(o for o in node.output if o)
+    return desc
+
+
+def route_image_reads(model: onnx.ModelProto, cut: str, graph_input: str) -> str | None:
+    """Give the nodes after the cut that read the image itself (a global residual `out + x`) an
+    Identity copy of it instead, and return the copy's name (None when there are none).
+
+    scorecam's head gets only the features and extractor outputs, never the graph input; the
+    copy is a tensor computed before the cut like any other, so the side-input machinery
+    passes it (full passes recompute it from the masked image, as the model does). Shape reads
+    are left alone: the split rewrites them."""
+    g = model.graph
+    desc = descendants(g, cut)
+    readers = [n for n in g.node
+               if graph_input in n.input and not (n.op_type in SHAPE_OPS and is_default_domain(n))
+               and any(i in desc for i in n.input if i)]
+    if not readers:
+        return None
+    taken, name, k = all_names(g), f"{graph_input}_copy", 1
+    while name in taken:
+        name, k = f"{graph_input}_copy{k}", k + 1
+    for node in readers:
+        node.input[:] = [name if i == graph_input else i for i in node.input]
+    g.node.insert(0, helper.make_node("Identity", [graph_input], [name], name=f"{name}/Identity"))
+    vi = copy.deepcopy(next(i for i in g.input if i.name == graph_input))
+    vi.name = name
+    g.value_info.append(vi)
+    return name
 
 
 # --------------------------------------------------------------------------- module scopes
@@ -826,20 +871,26 @@ def module_tensor(model: onnx.ModelProto, query: str) -> tuple[str, str, int]:
 INPLACE_ACTIVATIONS = {"Relu", "LeakyRelu", "Clip", "HardSwish", "HardSigmoid", "Elu", "Selu", "Celu", "PRelu"}
 
 
-def inplace_follower(model: onnx.ModelProto, tensor: str) -> tuple[str, str] | None:
-    """(op, its output) when `tensor` feeds nothing but one element-wise activation.
+def inplace_follower(model: onnx.ModelProto, tensor: str, module: str) -> tuple[str, str] | None:
+    """(op, its output) when `tensor`, the output of `module`, feeds nothing but one element-wise
+    activation applied outside the module (DenseNet's `F.relu(features, inplace=True)` after
+    `features`' norm5).
 
     A forward hook keeps the module's output tensor without copying it; when the model then
     applies that activation in place, the hooked tensor is overwritten, so pytorch-grad-cam
     records the activation's output. ONNX does not say whether it was in place, so this is
-    a warning, not a choice.
+    a warning, not a choice. An activation inside the module is the module's own (its hook
+    sees it anyway), and a tensor that is a graph output or read twice was not overwritten.
     """
     if tensor in {o.name for o in model.graph.output}:
         return None
     users = [n for n in model.graph.node if tensor in n.input]
-    if len(users) == 1 and users[0].op_type in INPLACE_ACTIVATIONS and users[0].output:
-        return users[0].op_type, users[0].output[0]
-    return None
+    if len(users) != 1 or users[0].op_type not in INPLACE_ACTIVATIONS or not users[0].output:
+        return None
+    atoms = tuple(module.split("."))
+    if (node_scope(users[0]) or ())[: len(atoms)] == atoms:
+        return None
+    return users[0].op_type, users[0].output[0]
 
 
 # --------------------------------------------------------------------------- loading, ONNX Runtime
@@ -1200,7 +1251,8 @@ class Candidate:
     module: str
     analysis: Analysis
     separates: bool
-    sides: int = 0      # not separating: the tensors --side-inputs would pass (-1: the image itself is read after it)
+    sides: int = 0      # not separating: the side inputs its package would pass
+    image: bool = False  # not separating: the image itself (a copy) among them
 
     @property
     def tier(self) -> int:
@@ -1247,11 +1299,8 @@ def candidates(model: onnx.ModelProto, input_name: str, head_out: str, hw, seed:
         if a.kind == "constant" or (a.kind == "not_spatial" and len(a.batch_dims) < 2):
             continue
         k, op, module = info[n]
-        sides = 0
-        if n not in sep and a.kind in ("ok", "ambiguous"):
-            skips = skip_tensors(g, n, input_name)
-            sides = -1 if input_name in skips else len(skips)
-        out.append(Candidate(k, n, op, module, a, n in sep, sides))
+        skips = skip_tensors(g, n, input_name) if n not in sep and a.kind in ("ok", "ambiguous") else []
+        out.append(Candidate(k, n, op, module, a, n in sep, len(skips), input_name in skips))
     out.sort(key=lambda c: (c.tier, -c.index))
     return out
 
@@ -1260,9 +1309,8 @@ def note_of(c: Candidate) -> str:
     notes = []
     if not c.separates and c.analysis.kind in ("ok", "ambiguous"):
         if c.sides > 0:
-            notes.append(f"does not separate: needs --side-inputs ({c.sides} tensor{'s' if c.sides != 1 else ''})")
-        elif c.sides < 0:
-            notes.append("does not separate: the image itself is read after it")
+            image = " (the image among them)" if c.image else ""
+            notes.append(f"does not separate: {c.sides} side input{'s' if c.sides != 1 else ''}{image}")
         else:
             notes.append("a skip connection goes around it: does not separate")
     if c.analysis.kind == "ambiguous":
@@ -1282,7 +1330,8 @@ def print_candidates(rows: list[Candidate], total: int, shown_from: str, top: in
     ]
     widths = [max(len(r[k]) for r in table) for k in range(len(head))]
     print(f"candidate target layers of {shown_from}, best first (usable maps that separate the graph, latest "
-          f"first; then those that need --side-inputs){f'; filter {filt!r}' if filt else ''}:")
+          f"first; then those that do not separate, whose packages pass side inputs to the head: as good for "
+          f"Score-CAM){f'; filter {filt!r}' if filt else ''}:")
     for r in table:
         print("  ".join(v.rjust(widths[0]) if k == 0 else v.ljust(widths[k]) for k, v in enumerate(r)).rstrip())
     more = len(rows) - len(shown)
@@ -1385,11 +1434,26 @@ def check_layer_name(model: onnx.ModelProto, layer: str, full_name: str, head_ou
 
 @dataclass
 class Side:
-    """A tensor computed before the cut that the head reads (--side-inputs): an extra output of
+    """A tensor computed before the cut that the head reads (a side input): an extra output of
     the extractor and an extra input of the head, of one name."""
     tensor: str        # its name in the whole model
     name: str          # its name in the package (the tensor's, sanitised)
     dims: tuple        # its non-batch dims
+    image: bool = False  # an Identity copy of the image (route_image_reads)
+
+
+def side_inputs_line(layer: str, sides: list[Side]) -> str:
+    """The one line saying that the cut does not separate and what rides along with the features."""
+    def one(sd: Side) -> str:
+        what = "the image itself (an Identity copy)" if sd.image else repr(sd.tensor)
+        return f"{what}{f' (as {sd.name!r})' if sd.name != sd.tensor else ''} {fmt_batch_first(sd.dims)}"
+
+    it, its = ("it", "its clean value") if len(sides) == 1 else ("them", "their clean values")
+    return (f"side inputs: the graph does not separate at {layer!r} (a residual or skip connection goes around it), "
+            f"so the extractor also returns {', '.join(one(sd) for sd in sides)} and the head takes {it} by name; "
+            f"Score-CAM's full passes recompute {it} at no extra cost, head-only passes (Ablation-CAM, Recipro-CAM) "
+            f"hold {it} at {its}, as a PyTorch hook replacing the layer's output does (--no-side-inputs refuses "
+            "such cuts)")
 
 
 def side_name(tensor: str, used: set[str]) -> str:
@@ -1425,14 +1489,16 @@ def ensure_value_info(model: onnx.ModelProto, name: str) -> None:
 
 
 def split(model: onnx.ModelProto, layer: str, head_out, hw, seed: int, channels: int = 3,
-          side_inputs: bool = False, out_names: list[str] | None = None):
+          side_inputs: bool = True, out_names: list[str] | None = None):
     """(extractor, head, tensors whose shape reads were rewritten, side tensors), checked and renamed.
 
     head_out: the tensor the head ends at, or several (a boxes detector's boxes and scores),
     renamed to out_names (default: logits). side_inputs: tensors computed before the cut that
-    the part after it reads become extra extractor outputs / head inputs instead of an error.
+    the part after it reads become extra extractor outputs / head inputs instead of an error
+    (the image itself through an Identity copy, added to `model`).
     """
     inp, _ = graph_ios(model)
+    image_copy = route_image_reads(model, layer, inp.name) if side_inputs else None
     head_outs = as_list(head_out)
     out_names = out_names or [LOGITS]
     ensure_value_info(model, layer)
@@ -1451,12 +1517,10 @@ def split(model: onnx.ModelProto, layer: str, head_out, hw, seed: int, channels:
         available = (cut_ancestors(model.graph, layer) - {layer}) & float_tensors(model)
         wanted = skip_tensors(model.graph, layer, inp.name)
         for _ in range(8):  # a shape read that cannot be rewritten adds what it reads
-            if inp.name in wanted:
+            if inp.name in wanted:  # route_image_reads gave every such read the image's copy
                 raise SplitError(
-                    f"after the cut at {layer!r}, the model reads its input image {inp.name!r} itself "
-                    f"({image_read_after_cut(head, layer, inp.name)}), not only its shape: the head only gets the target "
-                    "layer and tensors computed from the image, never the image, so --side-inputs cannot pass it. Cut "
-                    "after that use of the image (--list-layers notes such cuts)")
+                    f"internal: after the cut at {layer!r}, the model still reads its input image {inp.name!r} itself "
+                    f"({image_read_after_cut(head, layer, inp.name)}); cut after that use of the image")
             for t in wanted:
                 ensure_value_info(model, t)
             ex = onnx.utils.Extractor(model)
@@ -1469,7 +1533,7 @@ def split(model: onnx.ModelProto, layer: str, head_out, hw, seed: int, channels:
                 break
             wanted += more
         else:
-            raise SplitError(f"internal: --side-inputs did not settle on the tensors to pass at {layer!r}")
+            raise SplitError(f"internal: the side inputs did not settle on the tensors to pass at {layer!r}")
         vis = value_infos(model)
         bad = [t for t in wanted if t in vis and vis[t].type.tensor_type.elem_type not in (0, TensorProto.FLOAT)]
         if bad:
@@ -1485,13 +1549,14 @@ def split(model: onnx.ModelProto, layer: str, head_out, hw, seed: int, channels:
                 raise SplitError(f"the part after the cut reads {t!r}, computed before the cut, whose batch is not "
                                  f"its first axis ({list(s1)} for 1 image, {list(s2)} for 2): it cannot be a side input; "
                                  "cut elsewhere")
-            sides.append(Side(t, side_name(t, used), tuple(s2[1:])))
+            # The image's copy is called what it is; the graph input itself becomes `input`.
+            sides.append(Side(t, side_name("image" if t == image_copy else t, used), tuple(s2[1:]), t == image_copy))
         extractor = onnx.utils.Extractor(model).extract_model([inp.name], [layer, *wanted])
     elif crossing and inp.name in crossing and len(crossing) == 1:
         raise SplitError(
             f"the graph does not separate at {layer!r}: after the cut the model reads its input image {inp.name!r} itself "
-            f"({image_read_after_cut(head, layer, inp.name)}), not only its shape, and scorecam's head never gets the image "
-            "(not even with --side-inputs). Cut after that use of the image.")
+            f"({image_read_after_cut(head, layer, inp.name)}), not only its shape, and scorecam's head never gets the graph "
+            "input; without --no-side-inputs the extractor passes it a copy. Or cut after that use of the image.")
     check_separates(head, layer, inp.name)
     check_closed(extractor, layer, "extractor")
     check_closed(head, layer, "head")
@@ -1648,8 +1713,9 @@ def toml_floats(xs) -> str:
 
 
 def model_toml(args, width: int, height: int, description: str, a: Analysis, channels: int = 3,
-               head: dict | None = None) -> str:
-    """head: {"kind": ..., "activation": ... (classes), "layout": ... (segmentation)}."""
+               head: dict | None = None, sides=()) -> str:
+    """head: {"kind": ..., "activation": ... (classes), "layout": ... (segmentation)}; sides: the
+    side inputs, named in a comment (scorecam reads them from the graphs; the manifest has no key)."""
     lines = [
         f"description = {toml_str(args.description)}",
         f"source = {toml_str(args.source)}",
@@ -1680,6 +1746,12 @@ def model_toml(args, width: int, height: int, description: str, a: Analysis, cha
     ]
     if a.layout == "tokens":
         lines += [f"grid = [{a.grid[0]}, {a.grid[1]}]", f"prefix_tokens = {a.prefix}"]
+    if sides:
+        lines.append("# The graph does not separate at this layer: extractor.onnx also returns these side inputs and "
+                     "head.onnx takes them (by name), recomputed on full passes, clean on head-only passes:")
+        lines += [f"#   {sd.name} {fmt_batch_first(sd.dims)}"
+                  + (" (an Identity copy of the image)" if sd.image else f" (tensor {sd.tensor})" if sd.name != sd.tensor else "")
+                  for sd in sides]
     if head:
         lines += ["", "[head]"] + [f"{k} = {toml_value(v)}" for k, v in head.items()]
     lines.append("")
@@ -1789,12 +1861,17 @@ def parse_args(argv):
                     help="detection only: model.toml's default score threshold of predictions, 0..1 (default: 0.25)")
     ap.add_argument("--iou-threshold", type=float, metavar="IOU",
                     help="detection only: model.toml's default NMS IoU threshold, 0..1 (default: 0.45)")
-    ap.add_argument("--side-inputs", action="store_true",
-                    help="cut even where a skip connection goes around the layer (a U-Net decoder reading encoder "
-                         "stages, a detector neck/head reading several backbone levels): each tensor computed before "
-                         "the cut and read after it becomes an extra extractor output and an extra head input of the "
-                         "same name (concrete dims, dynamic batch); scorecam recomputes them on every full pass and "
-                         "keeps them at their clean values on head-only passes")
+    sides = ap.add_mutually_exclusive_group()
+    sides.add_argument("--side-inputs", action="store_true", default=None,
+                       help="the default: cut even where a skip connection or residual goes around the layer (a "
+                            "transformer block's norm1, a U-Net decoder reading encoder stages, a detector neck reading "
+                            "several backbone levels): each tensor computed before the cut and read after it (the image "
+                            "itself through an Identity copy) becomes an extra extractor output and an extra head input "
+                            "of the same name (concrete dims, dynamic batch); scorecam recomputes them on every full "
+                            "pass and keeps them at their clean values on head-only passes")
+    sides.add_argument("--no-side-inputs", action="store_false", dest="side_inputs",
+                       help="refuse a cut that does not separate the graph, naming the tensors that go around it and "
+                            "a separating tensor after it (a plain extractor/head pair or nothing)")
     ap.add_argument("--head-layout", choices=("nchw", "nhwc"),
                     help="segmentation only: the output is [N, C, H, W] (nchw, the default) or [N, H, W, C] (nhwc)")
     ap.add_argument("--activation", choices=ACTIVATIONS,
@@ -2091,7 +2168,7 @@ def main(argv=None) -> int:
             layer, module, count = module_tensor(model, args.module)
             print(f"--module {args.module}: module {module} ({count} nodes); cutting at its output {layer!r} "
                   "(the last tensor made inside it and used outside it)")
-            follower = inplace_follower(model, layer)
+            follower = inplace_follower(model, layer, module)
             if follower:
                 op, after = follower
                 print(f"warning: {layer!r} feeds only a {op} ({after!r}) outside module {module}. If the model "
@@ -2134,22 +2211,22 @@ def main(argv=None) -> int:
                 out_names = [BOXES, SCORES]
                 out_dims = [list(shapes[n][1][1:]) for n in head_outs]
         feature_dims = a.batch_dims
-        check_dominates(model.graph, layer, inp.name, head_outs, side_inputs=args.side_inputs)
+        wire = args.side_inputs is not False
+        try:
+            check_dominates(model.graph, layer, inp.name, head_outs, side_inputs=wire)
+        except SplitError as e:  # name a cut that would work
+            raise SplitError(f"{e}{suggestion(model, inp.name, head_out, hw, args.seed, cut_index, True, channels)}") from e
         print(f"target layer {layer!r} {fmt_batch_first(feature_dims)}")
         print(f"layout {a.layout}: {a.why}")
         if kind == "detection":
             print(f"detection format {fmt_why}")
 
         extractor, head, rewritten, sides = split(model, layer, head_outs, hw, args.seed, channels,
-                                                  side_inputs=args.side_inputs, out_names=out_names)
+                                                  side_inputs=wire, out_names=out_names)
         if args.side_inputs and not sides:
             print(f"note: --side-inputs: the graph separates at {layer!r}; the head reads nothing else")
         elif sides:
-            print(f"side inputs (computed before the cut, read after it; extractor outputs after `features`, "
-                  f"head inputs after `features`): {len(sides)}")
-            for sd in sides:
-                renamed = f" (as {sd.name!r})" if sd.name != sd.tensor else ""
-                print(f"  {sd.tensor!r}{renamed} {fmt_batch_first(sd.dims)}")
+            print(side_inputs_line(layer, sides))
         declare_concrete(extractor, head, hw, feature_dims, out_dims, channels, sides)
 
         if args.resize == "shorter_side_crop" and args.crop_from is None:
@@ -2201,7 +2278,7 @@ def main(argv=None) -> int:
         elif (out / "labels.txt").exists():
             (out / "labels.txt").unlink()  # --force over an older package: an embedding has no labels
         desc = layer + (f" (output of module {module})" if module else "")
-        (out / "model.toml").write_text(model_toml(args, w, h, desc, a, channels, head_toml), encoding="utf-8")
+        (out / "model.toml").write_text(model_toml(args, w, h, desc, a, channels, head_toml, sides), encoding="utf-8")
 
         print(f"cut {full} at {layer!r}")
         for t in rewritten:
@@ -2226,7 +2303,8 @@ def main(argv=None) -> int:
             what = {"classes": "logits", "segmentation": f"per-pixel logits ({head_toml.get('layout')})",
                     "embedding": "embedding", "detection": f"logits: raw {head_toml.get('format')} proposals"}[kind]
             out_text = f"{what} [batch, {', '.join(map(str, out_dims))}]"
-        print(f"  head.onnx:      features{' + ' + str(len(sides)) + ' side inputs' if sides else ''} -> {out_text}")
+        head_sides = f" + {len(sides)} side input{'s' if len(sides) > 1 else ''}" if sides else ""
+        print(f"  head.onnx:      features{head_sides} -> {out_text}")
         extra = f", grid {a.grid[0]}×{a.grid[1]}, prefix_tokens {a.prefix}" if a.layout == "tokens" else ""
         pre = (f"channels {channels}, " if channels != 3 else "") + f"resize {args.resize}"
         pre += f" (pad_value {args.pad_value})" if args.resize == "letterbox" else ""

@@ -287,8 +287,9 @@ def test_static_batch_fails(tmp_path: Path):
     assert "batch" in r.stderr
 
 
-def test_skip_connection_around_the_cut_fails(tmp_path: Path):
-    # image -> Conv -> a -> Relu -> b ; Add(b, a) -> c -> pool/flatten/gemm: cutting at b leaves 'a' needed by the head.
+def residual_around_the_cut(tmp_path: Path) -> Path:
+    """image -> Conv -> a -> Relu -> b ; Add(b, a) -> c -> pool/flatten/gemm: cutting at b leaves 'a' needed by the
+    head (a residual around the cut, as a transformer block's `x + attn(norm1(x))` cut at norm1)."""
     full = onnx.load(str(FULL))
     inits = list(full.graph.initializer)
     nodes = [
@@ -305,9 +306,40 @@ def test_skip_connection_around_the_cut_fails(tmp_path: Path):
     m.ir_version = 8
     src = tmp_path / "skip.onnx"
     onnx.save(m, str(src))
-    r = run_split(src, "--layer", "b", "--out", tmp_path / "pkg")
+    return src
+
+
+def test_skip_connection_around_the_cut_is_refused_with_no_side_inputs(tmp_path: Path):
+    r = run_split(residual_around_the_cut(tmp_path), "--layer", "b", "--no-side-inputs", "--out", tmp_path / "pkg")
     assert clean_failure(r), r.stderr
-    assert "'a'" in r.stderr and "separate" in r.stderr
+    assert "'a'" in r.stderr and "separate" in r.stderr and "--no-side-inputs" in r.stderr
+    assert "For example 'c'" in r.stderr  # a cut that would work: the first separating tensor after it
+    assert not (tmp_path / "pkg" / "model.toml").exists()
+
+
+def test_skip_connection_around_the_cut_is_wired_as_a_side_input(tmp_path: Path):
+    src = residual_around_the_cut(tmp_path)
+    out, r = split_ok(tmp_path, src, "--layer", "b")
+    said = [line for line in r.stdout.splitlines() if line.startswith("side inputs:")]
+    assert len(said) == 1, r.stdout  # one line: what rides along and what it costs
+    assert "does not separate at 'b'" in said[0] and "'a' [N, 6, 4, 4]" in said[0] and "no extra cost" in said[0]
+    ext, head = onnx.load(str(out / "extractor.onnx")), onnx.load(str(out / "head.onnx"))
+    assert [n for n, _ in io(ext)[1]] == ["features", "a"] and [n for n, _ in io(head)[0]] == ["features", "a"]
+    assert [n.op_type for n in head.graph.node][:1] == ["Add"]  # the residual stays in the head
+    text = (out / "model.toml").read_text()
+    assert re.search(r"^#   a \[N, 6, 4, 4\]$", text, re.M) and "does not separate" in text
+    x = random_images(3, seed=5)  # a batch the tool did not try
+    (got,) = run_package(out, x)
+    want = session(src).run(None, {"image": x})[0]
+    assert got.shape == (3, 5) and np.abs(got - want).max() <= 1e-5
+    # A head-only pass with changed features keeps the residual at its clean value, as a PyTorch
+    # hook replacing the layer's output does: scores = fc(pool(b' + a)), not fc(pool(b' + b')).
+    ext_out = dict(zip(["features", "a"], session(out / "extractor.onnx").run(None, {"input": x})))
+    changed = ext_out["features"] * 0.5
+    (ablated,) = session(out / "head.onnx").run(None, {"features": changed, "a": ext_out["a"]})
+    pooled = (changed + ext_out["a"]).mean(axis=(2, 3))
+    fc = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(FULL)).graph.initializer}
+    np.testing.assert_allclose(ablated, pooled @ fc["fc.weight"].T + fc["fc.bias"], rtol=1e-5, atol=1e-5)
 
 
 def test_label_count_mismatch_fails(tmp_path: Path):
@@ -503,6 +535,48 @@ def test_module_followed_by_an_activation_warns_and_names_the_hooked_tensor(tmp_
     assert "warning:" not in r.stdout
 
 
+def resnet_like(path: Path) -> Path:
+    """A ResNet-shaped tail: module layer4.1 ends in its own ReLU (relu_1), which global pooling reads."""
+    h = onnx.helper
+    rng = np.random.default_rng(1)
+    init = [onnx.numpy_helper.from_array(rng.standard_normal((6, 3, 3, 3)).astype(np.float32), "w0"),
+            onnx.numpy_helper.from_array(rng.standard_normal((6, 6, 3, 3)).astype(np.float32), "w1"),
+            onnx.numpy_helper.from_array(rng.standard_normal((5, 6)).astype(np.float32), "wc"),
+            onnx.numpy_helper.from_array(np.zeros(5, np.float32), "bc")]
+    nodes = [
+        h.make_node("Conv", ["x", "w0"], ["/conv1/Conv_output_0"], name="/conv1/Conv", pads=[1, 1, 1, 1]),
+        h.make_node("Conv", ["/conv1/Conv_output_0", "w1"], ["/layer4/layer4.1/conv2/Conv_output_0"],
+                    name="/layer4/layer4.1/conv2/Conv", pads=[1, 1, 1, 1]),
+        h.make_node("Add", ["/layer4/layer4.1/conv2/Conv_output_0", "/conv1/Conv_output_0"], ["/layer4/layer4.1/Add_output_0"],
+                    name="/layer4/layer4.1/Add"),
+        h.make_node("Relu", ["/layer4/layer4.1/Add_output_0"], ["/layer4/layer4.1/relu_1/Relu_output_0"],
+                    name="/layer4/layer4.1/relu_1/Relu"),
+        h.make_node("GlobalAveragePool", ["/layer4/layer4.1/relu_1/Relu_output_0"], ["/avgpool/GlobalAveragePool_output_0"],
+                    name="/avgpool/GlobalAveragePool"),
+        h.make_node("Flatten", ["/avgpool/GlobalAveragePool_output_0"], ["/Flatten_output_0"], name="/Flatten"),
+        h.make_node("Gemm", ["/Flatten_output_0", "wc", "bc"], ["logits"], name="/fc/Gemm", transB=1),
+    ]
+    graph = h.make_graph(nodes, "resnet_like", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 8, 8])],
+                         [h.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 5])], init)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("query", ["layer4", "layer4[-1]", "layer4.1.relu_1"])
+def test_module_ending_in_its_own_activation_does_not_warn(tmp_path: Path, query: str):
+    out, r = split_ok(tmp_path, resnet_like(tmp_path / "resnet_like.onnx"), "--module", query)
+    assert "cutting at its output '/layer4/layer4.1/relu_1/Relu_output_0'" in r.stdout, r.stdout
+    assert "warning:" not in r.stdout and "in place" not in r.stdout
+
+
+def test_module_output_read_by_a_residual_add_does_not_warn(tmp_path: Path):
+    # conv2's output feeds the residual Add, not an activation: nothing can overwrite it.
+    out, r = split_ok(tmp_path, resnet_like(tmp_path / "resnet_like.onnx"), "--module", "layer4.1.conv2")
+    assert "warning:" not in r.stdout
+
+
 def test_module_not_found_lists_close_names(tmp_path: Path):
     r = run_split(VIT, "--module", "encoder.layer.1", "--out", tmp_path / "pkg")
     assert clean_failure(r), r.stderr
@@ -570,11 +644,28 @@ def test_batch_not_first_is_named_as_such(tmp_path: Path):
     assert "/encoder/layers/encoder_layer_1/Add_output_0" in r.stderr  # a usable tensor after it
 
 
+VIT_LN2 = "/encoder/layers/encoder_layer_1/ln_2/LayerNormalization_output_0"
+
+
 def test_cut_inside_a_residual_block_names_the_skip(tmp_path: Path):
-    r = run_split(VIT, "--layer", "/encoder/layers/encoder_layer_1/ln_2/LayerNormalization_output_0", "--out", tmp_path / "p")
+    r = run_split(VIT, "--layer", VIT_LN2, "--no-side-inputs", "--out", tmp_path / "p")
     assert clean_failure(r), r.stderr
     assert "separate" in r.stderr and "'/encoder/layers/encoder_layer_1/Add_output_0'" in r.stderr
     assert "/conv_proj" not in r.stderr  # only the skip itself, not the whole path before the cut
+    assert f"For example {VIT_BLOCK1!r}" in r.stderr  # the block's output separates
+
+
+def test_cut_inside_a_residual_block_passes_the_residual_stream(tmp_path: Path):
+    # The ViT tutorial's kind of layer (a LayerNorm inside the block's residual): the residual
+    # stream rides along as a side input, the tokens layout is read as at the block's output.
+    out, r = split_ok(tmp_path, VIT, "--layer", VIT_LN2)
+    assert "side inputs: the graph does not separate" in r.stdout
+    assert "'/encoder/layers/encoder_layer_1/Add_output_0' [N, 17, 12]" in r.stdout
+    assert target_layer(out)["grid"] == [4, 4] and target_layer(out)["prefix_tokens"] == 1
+    assert "#   /encoder/layers/encoder_layer_1/Add_output_0 [N, 17, 12]" in (out / "model.toml").read_text()
+    x = np.random.default_rng(11).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    (got,) = run_package(out, x)
+    assert np.abs(got - session(VIT).run(None, {"image": x})[0]).max() <= 1e-5
 
 
 def test_tolerance_hint_on_rounding(tmp_path: Path):
@@ -813,18 +904,19 @@ def run_package(out: Path, x: np.ndarray) -> list[np.ndarray]:
     return head.run(None, {i.name: values[i.name] for i in head.get_inputs()})
 
 
-def test_side_inputs_refused_without_the_flag_and_suggested(tmp_path: Path):
+def test_side_inputs_refused_with_no_side_inputs(tmp_path: Path):
     src = unet_like(tmp_path / "unet.onnx")
-    r = run_split(src, "--layer", "enc", "--out", tmp_path / "pkg")
+    r = run_split(src, "--layer", "enc", "--no-side-inputs", "--out", tmp_path / "pkg")
     assert clean_failure(r), r.stderr
-    assert "separate" in r.stderr and "'enc/skip 1'" in r.stderr and "--side-inputs" in r.stderr
+    assert "separate" in r.stderr and "'enc/skip 1'" in r.stderr and "--no-side-inputs" in r.stderr
     assert "'hw'" not in r.stderr  # the shape read of the skip is not a skip connection
     assert not (tmp_path / "pkg" / "model.toml").exists()
 
 
-def test_side_inputs_become_extractor_outputs_and_head_inputs(tmp_path: Path):
+@pytest.mark.parametrize("flag", [(), ("--side-inputs",)])  # the default; the old flag still works
+def test_side_inputs_become_extractor_outputs_and_head_inputs(tmp_path: Path, flag):
     src = unet_like(tmp_path / "unet.onnx")
-    out, r = split_ok(tmp_path, src, "--layer", "enc", "--side-inputs")
+    out, r = split_ok(tmp_path, src, "--layer", "enc", *flag)
     assert "'enc/skip 1' (as 'enc/skip_1') [N, 4, 16, 16]" in r.stdout  # the name sanitised
     assert "read the shape of tensor 'e1'" in r.stdout  # a shape read of a tensor before the cut: rewritten as before
     ext, head = onnx.load(str(out / "extractor.onnx")), onnx.load(str(out / "head.onnx"))
@@ -864,13 +956,28 @@ def test_side_inputs_on_a_separating_cut_change_nothing(tmp_path: Path):
     assert [n for n, _ in io(onnx.load(str(out / "extractor.onnx")))[1]] == ["features"]
 
 
-def test_image_read_after_the_cut_is_refused_even_with_side_inputs(tmp_path: Path):
+def test_image_read_after_the_cut_is_refused_with_no_side_inputs(tmp_path: Path):
     src = unet_like(tmp_path / "unet_img.onnx", image_residual=True)
-    for extra in ((), ("--side-inputs",)):
-        r = run_split(src, "--layer", "enc", "--out", tmp_path / "pkg", *extra)
-        assert clean_failure(r), r.stderr
-        assert "'image'" in r.stderr and "itself" in r.stderr and "not" in r.stderr
+    r = run_split(src, "--layer", "enc", "--out", tmp_path / "pkg", "--no-side-inputs")
+    assert clean_failure(r), r.stderr
+    assert "'image'" in r.stderr and "the image among them" in r.stderr and "--no-side-inputs" in r.stderr
     assert not (tmp_path / "pkg" / "model.toml").exists()
+
+
+def test_image_read_after_the_cut_rides_along_as_a_copy(tmp_path: Path):
+    # The model's input is called `image`, the name the copy gets in the package: the graph input
+    # becomes `input` there, the copy `image`.
+    src = unet_like(tmp_path / "unet_img.onnx", image_residual=True)
+    out, r = split_ok(tmp_path, src, "--layer", "enc")
+    assert "the image itself (an Identity copy) (as 'image') [N, 3, 16, 16]" in r.stdout, r.stdout
+    ext, head = onnx.load(str(out / "extractor.onnx")), onnx.load(str(out / "head.onnx"))
+    assert [n for n, _ in io(ext)[1]] == ["features", "enc/skip_1", "image"]
+    assert [n for n, _ in io(head)[0]] == ["features", "enc/skip_1", "image"]
+    assert "#   image [N, 3, 16, 16] (an Identity copy of the image)" in (out / "model.toml").read_text()
+    x = np.random.default_rng(6).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    np.testing.assert_array_equal(session(out / "extractor.onnx").run(["image"], {"input": x})[0], x)
+    (got,) = run_package(out, x)
+    assert np.abs(got - session(src).run(None, {"image": x})[0]).max() <= 1e-5
 
 
 def test_list_layers_ranks_cuts_needing_side_inputs_after_separating_ones(tmp_path: Path):
@@ -878,10 +985,10 @@ def test_list_layers_ranks_cuts_needing_side_inputs_after_separating_ones(tmp_pa
     rows = listed(run_split(src, "--list-layers").stdout)
     by_name = {row[1]: row for row in rows}
     assert [row[1] for row in rows[:3]] == ["cat", "enc/skip 1", "e1"] and all(len(row) == 6 for row in rows[:3])
-    assert by_name["enc"][6] == "does not separate: needs --side-inputs (1 tensor)"
-    assert all("--side-inputs" in row[6] for row in rows[3:])
+    assert by_name["enc"][6] == "does not separate: 1 side input"
+    assert all("side input" in row[6] for row in rows[3:])
     rows = listed(run_split(unet_like(tmp_path / "unet_img.onnx", image_residual=True), "--list-layers").stdout)
-    assert {row[1]: row for row in rows}["enc"][6] == "does not separate: the image itself is read after it"
+    assert {row[1]: row for row in rows}["enc"][6] == "does not separate: 2 side inputs (the image among them)"
 
 
 # --------------------------------------------------------------------------- detection heads
@@ -953,9 +1060,9 @@ YOLO_PRE = ("--resize", "letterbox", "--resize-filter", "opencv_linear", "--mean
 
 def test_detection_yolo_v8_inferred_with_side_inputs(tmp_path: Path):
     src = detector(tmp_path / "yolo8.onnx")
-    r = run_split(src, "--layer", "p4", "--out", tmp_path / "pkg", *YOLO_PRE)
-    assert clean_failure(r) and "'p3'" in r.stderr and "--side-inputs" in r.stderr  # the neck reads p3 too
-    out, r = split_ok(tmp_path, src, "--layer", "p4", "--side-inputs", *YOLO_PRE)
+    r = run_split(src, "--layer", "p4", "--out", tmp_path / "pkg", "--no-side-inputs", *YOLO_PRE)
+    assert clean_failure(r) and "'p3'" in r.stderr and "--no-side-inputs" in r.stderr  # the neck reads p3 too
+    out, r = split_ok(tmp_path, src, "--layer", "p4", *YOLO_PRE)
     assert "yolo_v8 (inferred)" in r.stdout and "3 class scores for 320 anchors" in r.stdout
     toml = tomllib.loads((out / "model.toml").read_text())
     assert toml["head"] == {"kind": "detection", "format": "yolo_v8", "scores": "probabilities",
@@ -1038,7 +1145,7 @@ def test_detection_flag_checks(tmp_path: Path):
 def test_help_documents_side_inputs_and_detection():
     r = run_split("--help")
     assert r.returncode == 0
-    for word in ("--side-inputs", "--detection-format", "yolo_v8", "yolo_v5", "boxes", "--scores", "--score-threshold",
+    for word in ("--side-inputs", "--no-side-inputs", "--detection-format", "yolo_v8", "yolo_v5", "boxes", "--scores", "--score-threshold",
                  "--iou-threshold", "--resize letterbox --pad-value 114", "opencv_linear"):
         assert word in r.stdout, word
 
