@@ -1,13 +1,16 @@
 """Checks `scorecam explain --preset pytorch_grad_cam` against pytorch-grad-cam 1.5.7's ScoreCAM
-on torchvision architectures. Not part of the test suite.
+on torchvision architectures and timm's DeiT-S. Not part of the test suite.
 
-For each architecture (random weights, `weights=None` under a fixed seed: pretrained weights
-cannot be downloaded here) it
+For each architecture (random weights, `weights=None` / timm's `pretrained=False` under a fixed
+seed: pretrained weights cannot be downloaded here) it
 
   1. exports the model to ONNX (opset 17, dynamic batch, the TorchScript exporter),
   2. cuts it with scripts/tools/split_model.py at the layer pytorch-grad-cam users pick
-     (the ARCHS table below) and checks the extractor's output against that module's
-     output as the library's forward hook records it,
+     (the ARCHS table below; by --module where the row says so, as a user would) and checks
+     the extractor's output against that module's output as the library's forward hook
+     records it. deit_small is cut at the ViT tutorial's `blocks[-1].norm1`, inside the last
+     block's residual: the split tool passes the residual stream to the head as a side input;
+     deit_small_block is the same model cut at `blocks[-1]` (separating), the time reference,
   3. explains each photo with `scorecam explain --preset pytorch_grad_cam --format json`
      and with pytorch-grad-cam's ScoreCAM (ClassifierOutputTarget of the same class, the
      model's top class on the library's input tensor),
@@ -96,6 +99,13 @@ def vit_tokens_to_nchw(t, grid=14):
     return t.transpose(2, 3).transpose(1, 2)
 
 
+def deit_small(weights=None):
+    # timm's DeiT-S (class token only), as in pytorch-grad-cam's ViT tutorial; weights=None is
+    # timm's pretrained=False (random init under the seed).
+    import timm
+    return timm.create_model("deit_small_patch16_224", pretrained=weights is not None)
+
+
 def inception_v3(weights=None):
     # aux_logits=False: one output; init_weights=True: torchvision's own initialisation (what
     # weights=None would warn it defaults to).
@@ -148,6 +158,19 @@ ARCHS = {
         # there: the block output is used (same grid, same reshape_transform).
         ctor=torchvision.models.vit_b_16, module="model.encoder.layers[-1]",
         onnx="after:/encoder/layers/encoder_layer_11", layout="tokens", grid=(14, 14), prefix_tokens=1,
+        reshape=vit_tokens_to_nchw),
+    "deit_small": dict(
+        # The tutorial's own layer: norm1 sits inside the last block's residual (x + attn(norm1(x))),
+        # so the graph does not separate there; the split tool passes the residual stream (the
+        # block's input) to the head as a side input. Cut by --module, as a user would.
+        ctor=deit_small, source="timm", module="model.blocks[-1].norm1", cut_module="blocks[-1].norm1",
+        onnx="after:/blocks/blocks.11/norm1", layout="tokens", grid=(14, 14), prefix_tokens=1,
+        reshape=vit_tokens_to_nchw),
+    "deit_small_block": dict(
+        # The same model cut at the last block's output, which separates: the time reference for
+        # the norm1 package (same passes, no side input).
+        ctor=deit_small, source="timm", module="model.blocks[-1]", cut_module="blocks[-1]",
+        onnx="after:/blocks/blocks.11", layout="tokens", grid=(14, 14), prefix_tokens=1,
         reshape=vit_tokens_to_nchw),
 }
 
@@ -214,16 +237,26 @@ def split_help() -> str:
     return subprocess.run([sys.executable, str(SPLIT), "--help"], capture_output=True, text=True).stdout
 
 
+def provenance(name: str) -> list[str]:
+    if ARCHS[name].get("source") == "timm":
+        import timm
+        return ["--description", f"timm {name}, random weights (seed), cut at {ARCHS[name]['module']}",
+                "--source", f"timm {timm.__version__} create_model(pretrained=False), exported by scripts/bench/verify_architectures.py",
+                "--license", "Apache-2.0 (timm code); random weights"]
+    return ["--description", f"torchvision {name}, random weights (seed), cut at {ARCHS[name]['module']}",
+            "--source", f"torchvision {torchvision.__version__} {name}(weights=None), exported by scripts/bench/verify_architectures.py",
+            "--license", "BSD-3-Clause (torchvision code); random weights"]
+
+
 def split(name: str, full: pathlib.Path, pkg: pathlib.Path, tensor: str) -> None:
     a = ARCHS[name]
     # Split again when the tensor, the model or the split tool changed.
     stamp = f"{tensor}\n{sha256(full)}\n{sha256(SPLIT)}\n{a.get('resize', 'stretch')} {a.get('crop_from')}"
     if (pkg / "model.toml").exists() and (pkg / ".stamp").exists() and (pkg / ".stamp").read_text() == stamp:
         return
-    cmd = [sys.executable, str(SPLIT), str(full), "--layer", tensor, "--out", str(pkg), "--force",
-           "--description", f"torchvision {name}, random weights (seed), cut at {a['module']}",
-           "--source", f"torchvision {torchvision.__version__} {name}(weights=None), exported by scripts/bench/verify_architectures.py",
-           "--license", "BSD-3-Clause (torchvision code); random weights"]
+    # By module name where the row says so (what a user types); the tool must pick `tensor`.
+    which = ["--module", a["cut_module"]] if a.get("cut_module") else ["--layer", tensor]
+    cmd = [sys.executable, str(SPLIT), str(full), *which, "--out", str(pkg), "--force", *provenance(name)]
     if a.get("resize", "stretch") != "stretch":
         cmd += ["--resize", a["resize"], "--crop-from", str(a["crop_from"])]
     help_text = split_help()
@@ -237,7 +270,10 @@ def split(name: str, full: pathlib.Path, pkg: pathlib.Path, tensor: str) -> None
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RowError("split", (r.stderr or r.stdout).strip())
+    if a.get("cut_module") and f"cutting at its output {tensor!r}" not in r.stdout:
+        raise RowError("split", f"--module {a['cut_module']} did not cut at {tensor!r}: {r.stdout.strip()[:500]}")
     (pkg / ".stamp").write_text(stamp)
+    (pkg / "split.log").write_text(r.stdout)
 
 
 def toml_section_set(text: str, section: str, key: str, value: str) -> str:
