@@ -354,7 +354,7 @@ def reference(name, model, x, image_key, args):
 
     a = ARCHS[name]
     with torch.no_grad():
-        cls = int(model(x).argmax())
+        cls = int(model(x).argmax()) if args.target is None else args.target
     version = getattr(pytorch_grad_cam, "__version__", "1.5.7")
     key = hashlib.sha256(json.dumps([name, args.seed, image_key, torch.__version__, torchvision.__version__, version,
                                      args.batch_size, args.threads, cls]).encode()).hexdigest()[:16]
@@ -607,6 +607,9 @@ def main():
     ap.add_argument("--binary", type=pathlib.Path, default=ROOT / "target" / "release" / "scorecam")
     ap.add_argument("--fresh-reference", action="store_true", help="recompute pytorch-grad-cam's maps even when cached")
     ap.add_argument("--pillow-always", action="store_true", help="ask for resize_filter = pillow_bilinear on the 224 photo too")
+    ap.add_argument("--target", type=int, metavar="CLASS",
+                    help="explain this class instead of the top one (e.g. where a random model's top class gives an "
+                         "all-zero map on both sides, which Pearson r cannot judge); results kept as ARCH/PHOTO@CLASS")
     ap.add_argument("--exif-control", action="store_true",
                     help="exif6 photo: also run scorecam with --exif-orientation apply and report how far it is from the library's map")
     ap.add_argument("--table", action="store_true", help="print the cached results as a Markdown table and exit")
@@ -645,7 +648,7 @@ def main():
                 print("    " + row["error"].replace("\n", "\n    ")[:3000], flush=True)
             all_ok &= row["ok"]
             if not args.images:
-                results[f"{name}/{key}"] = row
+                results[f"{name}/{key}" + (f"@{args.target}" if args.target is not None else "")] = row
                 results_path.parent.mkdir(parents=True, exist_ok=True)
                 results_path.write_text(json.dumps(results, indent=1))
         del model
