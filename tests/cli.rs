@@ -209,3 +209,30 @@ fn explain_takes_a_method_and_reports_its_metrics() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("`steps` does not apply to method `ablationcam`"), "{}", stderr(&o));
 }
+
+/// `--score-threshold` and `--iou-threshold` reach a detector's predictions: the generated
+/// torchvision-style package (tests/fixtures/models/detect/torchvision/reference/cases.json)
+/// finds 2 detections at its model.toml's thresholds and more at a lower score threshold
+/// with a stricter NMS (every detection's box listed with its class and score).
+#[test]
+fn predict_takes_a_detectors_thresholds() {
+    let photo = "tests/fixtures/models/detect/photo_40x20.png";
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--models-dir", "tests/fixtures/models/detect", "predict", photo, "--model", "torchvision"];
+        args.extend_from_slice(extra);
+        let o = scorecam(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.trim_start().starts_with("box ")).count()
+    };
+    let cases: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::root().join("tests/fixtures/models/detect/torchvision/reference/cases.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let want = cases["predict"]["detections"].as_array().unwrap().len();
+    assert_eq!(run(&[]), want);
+    let loose = run(&["--score-threshold", "0.1", "--iou-threshold", "0.3", "--top-k", "18"]);
+    assert!(loose > want, "{loose} detections at score 0.1, {want} at the package's threshold");
+    let o = scorecam(&["--models-dir", "tests/fixtures/models/detect", "predict", photo, "--score-threshold", "2"]);
+    assert!(!o.status.success() && stderr(&o).contains("score_threshold"), "{}", stderr(&o));
+}

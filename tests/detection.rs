@@ -1,5 +1,6 @@
 //! Detectors end to end through the real server (YOLOv8, YOLOv5 with objectness and logit
-//! scores, two-output boxes/scores), letterboxed from a non-square photo, against an
+//! scores, two-output boxes/scores, torchvision's labelled post-NMS form exported for one
+//! image with a pass-through head), letterboxed from a non-square photo, against an
 //! independent numpy transcription of docs/head-kinds.md "Detectors"
 //! (tests/fixtures/models/detect, made by scripts/dev/make_side_detect_models.py):
 //! /predict's NMS detections in photo pixels, the D-RISE and box-score targets under
@@ -15,7 +16,7 @@ use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
 const TOLERANCE: f32 = 1e-4;
-const PACKAGES: [&str; 3] = ["yolo_v8", "yolo_v5", "boxes"];
+const PACKAGES: [&str; 4] = ["yolo_v8", "yolo_v5", "boxes", "torchvision"];
 
 fn detect() -> PathBuf {
     common::root().join("tests/fixtures/models/detect")
@@ -196,6 +197,40 @@ async fn predict_top_k_counts_detections_not_classes() {
         }
         check_detections(&format!("/predict?model=yolo_v5{q}"), &body["detections"], want, &mut failures);
     }
+    server.terminate();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A package whose head does not read the target layer (torchvision's form) runs full
+/// passes one image at a time and refuses head-only methods with a 422 that says which work
+/// and how to get the others; `GET /models` says both.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pass_through_head_refuses_head_only_methods() {
+    let server = common::Server::start(&["--models-dir", detect().to_str().unwrap(), "--cache-mib", "0"]);
+    let c = reqwest::Client::new();
+    let models: Value = c.get(server.url("/models")).send().await.unwrap().json().await.unwrap();
+    let find = |name: &str| models["models"].as_array().unwrap().iter().find(|m| m["name"] == name).cloned().unwrap();
+    let (tv, v8) = (find("torchvision"), find("yolo_v8"));
+    let flags = |m: &Value| (m["target_layer"]["head_reads"].as_bool(), m["one_image_per_run"].as_bool());
+    assert_eq!(flags(&tv), (Some(false), Some(true)), "{tv}");
+    assert_eq!(flags(&v8), (Some(true), Some(false)), "{v8}");
+    let mut failures = Vec::new();
+    for method in ["ablationcam", "reciprocam"] {
+        let q = format!("/explain?format=json&model=torchvision&detection=0&method={method}");
+        let resp = c.post(server.url(&q)).multipart(photo()).send().await.unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let message = body["error"].as_str().unwrap_or("");
+        if status != StatusCode::UNPROCESSABLE_ENTITY || !message.contains("does not read the target layer") {
+            failures.push(format!("{method}: {status} {body}"));
+        }
+        if !message.contains("scorecam") || !message.contains("--list-layers") {
+            failures.push(format!("{method}: the message does not say what works: {message}"));
+        }
+    }
+    let ok =
+        c.post(server.url("/explain?format=json&model=torchvision&detection=0&method=eigencam")).multipart(photo());
+    assert_eq!(ok.send().await.unwrap().status(), StatusCode::OK);
     server.terminate();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -110,6 +110,7 @@ import torchvision  # noqa: E402
 from PIL import Image  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT / "scripts" / "tools"))  # export_torchvision_detector (its reshape transform)
 import verify_architectures as va  # noqa: E402  (photos, hooks, scorecam's env)
 
 SPLIT = va.SPLIT
@@ -127,8 +128,13 @@ ROWS = {
     "yolov8n/box_score": dict(method="scorecam", rule="box_score"),
     "yolov8n/eigencam": dict(method="eigencam"),
     "yolov8n/drise": dict(method="rise", rule="d_rise"),
-    "fasterrcnn/split": dict(method="split_only", informational=True),
+    "fasterrcnn/box_score": dict(method="scorecam", rule="box_score", model="fasterrcnn"),
+    "fasterrcnn/d_rise": dict(method="scorecam", rule="d_rise", model="fasterrcnn"),
+    "fasterrcnn/eigencam": dict(method="eigencam", model="fasterrcnn"),
 }
+FRCNN = "fasterrcnn_mobilenet_v3_large_320_fpn"
+FRCNN_CLS_SCALE = 0.05  # the box predictor's class weights ~ N(0, 0.05²): scores spread, not saturated
+EXPORT_TOOL = ROOT / "scripts" / "tools" / "export_torchvision_detector.py"
 
 
 def layout_tools():
@@ -285,7 +291,11 @@ def pick_target(model, x: torch.Tensor, geo: dict) -> dict:
     with torch.no_grad():
         out = model(x)[0]
     best, labels = out[4:].max(dim=0)
-    boxes = xyxy(out).double().numpy()
+    return pick_from(xyxy(out).double().numpy(), best, labels, geo)
+
+
+def pick_from(boxes: np.ndarray, best: torch.Tensor, labels: torch.Tensor, geo: dict) -> dict:
+    """The highest-scoring box that lies on the letterboxed photo (else the best, clipped)."""
     lo_x, lo_y = geo["pad_x"], geo["pad_y"]
     hi_x, hi_y = lo_x + geo["nw"], lo_y + geo["nh"]
     order = [int(j) for j in torch.argsort(best, descending=True, stable=True)]
@@ -307,12 +317,13 @@ def pick_target(model, x: torch.Tensor, geo: dict) -> dict:
 # --------------------------------------------------------------------------- the library's maps
 
 
-def library_map(row_name: str, model, x: torch.Tensor, target: dict, image: pathlib.Path, args):
+def library_map(row_name: str, subject, x: torch.Tensor, target: dict, image: pathlib.Path, args):
     """pytorch-grad-cam's map or the D-RISE transcription's (cached)."""
     import pytorch_grad_cam
     from pytorch_grad_cam import EigenCAM, ScoreCAM
     row = ROWS[row_name]
     version = getattr(pytorch_grad_cam, "__version__", "1.5.7")
+    model = subject.model
     key = hashlib.sha256(json.dumps([row_name, weights_key(model), va.sha256(image), args.size, torch.__version__,
                                      torchvision.__version__, version, args.batch_size, args.threads, {k: v for k, v in target.items() if k != "clean_score"},
                                      RISE if row["method"] == "rise" else None]).encode()).hexdigest()[:16]
@@ -320,13 +331,12 @@ def library_map(row_name: str, model, x: torch.Tensor, target: dict, image: path
     if path.exists() and not args.fresh_reference:
         z = np.load(path)
         return z["map"], float(z["seconds"]), True
-    layer = model.model[-2]
     t = time.perf_counter()
     if row["method"] == "eigencam":
-        m = EigenCAM(model=model, target_layers=[layer])(input_tensor=x, targets=None)[0]
+        m = EigenCAM(**subject.cam_args())(input_tensor=x, targets=subject.eigencam_targets(target))[0]
     elif row["method"] == "scorecam":
-        tgt = (DRiseTarget if row["rule"] == "d_rise" else RawProposalsBoxScore)(target["box_model"], target["cls"])
-        cam = ScoreCAM(model=model, target_layers=[layer])
+        tgt = subject.reference_target(row["rule"], target)
+        cam = ScoreCAM(**subject.cam_args())
         cam.batch_size = args.batch_size
         m = cam(input_tensor=x, targets=[tgt])[0]
     else:
@@ -440,15 +450,13 @@ def yolo_package(model, args) -> tuple[pathlib.Path, str, pathlib.Path]:
     return pkg, out, full
 
 
-def run_row(row_name: str, photo_key: str, image: pathlib.Path, model, args) -> dict:
+def run_row(row_name: str, photo_key: str, image: pathlib.Path, subject, args) -> dict:
     row_spec = ROWS[row_name]
     row = dict(row=row_name, photo=photo_key, method=row_spec["method"], size=args.size,
                image=str(image.relative_to(ROOT) if image.is_relative_to(ROOT) else image))
     t0 = time.perf_counter()
     try:
-        if row_spec["method"] == "split_only":
-            return fasterrcnn_row(row, args)
-        pkg, split_out, _ = yolo_package(model, args)
+        pkg, split_out = subject.package(args)
         row["split_output"] = split_out
         row["model_toml"] = (pkg / "model.toml").read_text()
         row["side_inputs"] = [l.strip() for l in split_out.splitlines() if l.startswith("  '")]
@@ -456,9 +464,9 @@ def run_row(row_name: str, photo_key: str, image: pathlib.Path, model, args) -> 
                               for l in split_out.splitlines() if "cutting at its output" in l), None)
         x, geo = letterbox(image, args.size)
         row["letterbox"] = geo
-        target = pick_target(model, x, geo)
+        target = subject.target(x, geo)
         row["target"] = target
-        hooked, _ = va.hooked_activation(model, model.model[-2], x)
+        hooked = subject.activations(x)
         row["target_shape"] = list(hooked.shape)
         import onnxruntime as ort
         so = ort.SessionOptions()
@@ -466,18 +474,13 @@ def run_row(row_name: str, photo_key: str, image: pathlib.Path, model, args) -> 
         sess = ort.InferenceSession(str(pkg / "extractor.onnx"), so, providers=["CPUExecutionProvider"])
         feats = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
         if feats.shape != hooked.shape:
-            raise RowError("target check", f"extractor output {feats.shape} != hooked model.model[-2] output {hooked.shape}")
+            raise RowError("target check", f"extractor output {feats.shape} != the hooked target layer's {hooked.shape}")
         row["target_check_max_delta"] = float(np.abs(feats - hooked).max())
         if row_spec["method"] == "eigencam":
             row.update(eigen_sign(hooked))
         if row_spec["method"] != "eigencam":  # the target's score on the clean photo, by the reference's own code
-            with torch.no_grad():
-                clean = model(x)[0]
-            if row_spec.get("rule") == "box_score":
-                target["clean_score"] = float(RawProposalsBoxScore(target["box_model"], target["cls"])(clean))
-            else:
-                target["clean_score"] = d_rise_np(clean.numpy(), target["box_model"], target["cls"])
-        ref, ref_s, cached = library_map(row_name, model, x, target, image, args)
+            target["clean_score"] = subject.clean_score(x, row_spec.get("rule"), target)
+        ref, ref_s, cached = library_map(row_name, subject, x, target, image, args)
         row.update(reference_s=round(ref_s, 3), reference_cached=cached)
 
         ours, wall, doc, cmd = run_scorecam(args.binary, pkg.name, image, scorecam_flags(row_spec, target), args.threads)
@@ -507,37 +510,143 @@ def run_row(row_name: str, photo_key: str, image: pathlib.Path, model, args) -> 
     return row
 
 
-def fasterrcnn_row(row: dict, args) -> dict:
-    """Export torchvision's Faster R-CNN (MobileNetV3-320 FPN) and try to split it; report the step that fails."""
-    t0 = time.perf_counter()
-    row["informational"] = True
-    full = CACHE / "onnx" / "fasterrcnn_mobilenet_v3_large_320_fpn.onnx"
-    try:
-        if not full.exists():
-            torch.manual_seed(args.seed)
-            m = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
-                weights=None, weights_backbone=None).eval()
-            full.parent.mkdir(parents=True, exist_ok=True)
-            tmp = full.with_suffix(".tmp.onnx")
-            try:
-                with torch.no_grad():
-                    torch.onnx.export(m, ([torch.rand(3, 320, 320)],), str(tmp), opset_version=17, input_names=["images"],
-                                      output_names=["boxes", "labels", "scores"], dynamo=False)
-            except Exception as e:  # noqa: BLE001
-                raise RowError("export", f"{type(e).__name__}: {str(e)[:500]}") from e
-            tmp.rename(full)
-        g = onnx.load(str(full), load_external_data=False).graph
-        row["onnx_io"] = dict(inputs=[(i.name, va_dims(i)) for i in g.input if i.name not in {t.name for t in g.initializer}],
-                              outputs=[(o.name, va_dims(o)) for o in g.output])
-        split(full, "fasterrcnn", ["--module", "backbone", "--head", "detection", "--detection-format", "boxes",
-                                   "--side-inputs"])
-        row.update(ok=True, status="ok", note="split succeeded (unexpected): check the package by hand")
-    except RowError as e:
-        row.update(ok=False, status=f"{e.step} failed", error=e.text)
-    except Exception as e:  # noqa: BLE001
-        row.update(ok=False, status="error", error=f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=4)}")
-    row["row_s"] = round(time.perf_counter() - t0, 1)
-    return row
+class Yolo:
+    """YOLOv8n with raw proposals: the subject of the yolov8n/* rows."""
+
+    name = "yolov8n"
+
+    def __init__(self, args):
+        self.model = make_yolo(args.seed, args.size)
+        self.layer = self.model.model[-2]
+
+    def package(self, args):
+        pkg, out, _ = yolo_package(self.model, args)
+        return pkg, out
+
+    def target(self, x, geo):
+        return pick_target(self.model, x, geo)
+
+    def activations(self, x):
+        return va.hooked_activation(self.model, self.layer, x)[0]
+
+    def cam_args(self) -> dict:
+        return dict(model=self.model, target_layers=[self.layer])
+
+    def eigencam_targets(self, target):
+        return None  # BaseCAM's argmax of the raw output (EigenCAM ignores it)
+
+    def reference_target(self, rule, target):
+        return (DRiseTarget if rule == "d_rise" else RawProposalsBoxScore)(target["box_model"], target["cls"])
+
+    def clean_score(self, x, rule, target) -> float:
+        with torch.no_grad():
+            clean = self.model(x)[0]
+        if rule == "box_score":
+            return float(RawProposalsBoxScore(target["box_model"], target["cls"])(clean))
+        return d_rise_np(clean.numpy(), target["box_model"], target["cls"])
+
+
+class FasterRCNN:
+    """torchvision's fasterrcnn_mobilenet_v3_large_320_fpn, random weights (seed), made to give distinct
+    detections: BatchNorm statistics recalibrated on the calibration batch (as YOLO's), box_score_thresh 0 (all
+    100 detections kept) and the box predictor's class weights drawn from N(0, FRCNN_CLS_SCALE²). The target
+    layer is pytorch-grad-cam's Faster R-CNN tutorial's: model.backbone with fasterrcnn_reshape_transform."""
+
+    name = "fasterrcnn"
+
+    def __init__(self, args):
+        torch.manual_seed(args.seed)
+        m = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+            weights=None, weights_backbone=None, box_score_thresh=0.0).eval()
+        norms = [b for b in m.modules() if isinstance(b, torch.nn.BatchNorm2d)]
+        for b in norms:
+            b.reset_running_stats()
+            b.momentum = None
+            b.train()
+        with torch.no_grad():
+            m(list(calibration_batch(args.size)))
+            cls = m.roi_heads.box_predictor.cls_score
+            g = torch.Generator().manual_seed(args.seed)
+            cls.weight.copy_(FRCNN_CLS_SCALE * torch.randn(cls.weight.shape, generator=g))
+        for b in norms:
+            b.eval()
+        self.model = m
+
+    def package(self, args):
+        """The export tool, run as a user runs it, on the weights saved to a file."""
+        name = f"fasterrcnn_{args.size}"
+        pkg, weights = CACHE / "models" / name, CACHE / "onnx" / f"{name}.pt"
+        stamp_file = CACHE / "stamps" / f"{name}.txt"
+        stamp = json.dumps([weights_key(self.model), va.sha256(EXPORT_TOOL), args.size])
+        if (pkg / "model.toml").exists() and stamp_file.exists() and stamp_file.read_text().split("\n", 1)[0] == stamp:
+            return pkg, stamp_file.read_text().split("\n", 1)[1]
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(self.model.state_dict(), weights)
+        cmd = [sys.executable, str(EXPORT_TOOL), FRCNN, "--weights", str(weights), "--model-score-thresh", "0",
+               "--size", str(args.size), "--out", str(pkg), "--force", "--score-threshold", "0.05",
+               "--description", f"{FRCNN}, random weights (seed {args.seed}, see verify_detectors.py)",
+               "--license", "BSD-3-Clause (torchvision's model code); random weights"]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RowError("export", (r.stderr or r.stdout).strip()[-2000:])
+        stamp_file.parent.mkdir(parents=True, exist_ok=True)
+        stamp_file.write_text(stamp + "\n" + r.stdout)
+        return pkg, r.stdout
+
+    def detections(self, x):
+        with torch.no_grad():
+            return self.model(x)[0]
+
+    def target(self, x, geo):
+        out = self.detections(x)
+        return pick_from(out["boxes"].double().numpy(), out["scores"], out["labels"], geo)
+
+    def activations(self, x):
+        from export_torchvision_detector import fasterrcnn_reshape_transform
+        got = {}
+        handle = self.model.backbone.register_forward_hook(lambda _m, _i, o: got.setdefault("levels", o))
+        try:
+            self.detections(x)
+        finally:
+            handle.remove()
+        return fasterrcnn_reshape_transform(got["levels"]).numpy()
+
+    def cam_args(self) -> dict:
+        from export_torchvision_detector import fasterrcnn_reshape_transform
+        return dict(model=self.model, target_layers=[self.model.backbone],
+                    reshape_transform=fasterrcnn_reshape_transform)
+
+    def eigencam_targets(self, target):
+        # EigenCAM ignores its targets, but BaseCAM cannot take the argmax of a list of dicts: give one
+        return [self.reference_target("box_score", target)]
+
+    def reference_target(self, rule, target):
+        from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
+        box = np.asarray(target["box_model"], np.float32)
+        if rule == "box_score":
+            return FasterRCNNBoxScoreTarget(labels=[target["cls"]], bounding_boxes=[box], iou_threshold=0.5)
+        return LabelledDRise(box, target["cls"])
+
+    def clean_score(self, x, rule, target) -> float:
+        return float(self.reference_target(rule, target)(self.detections(x)))
+
+
+class LabelledDRise:
+    """The documented d_rise score on post-NMS detections: max over detections j of IoU(box, box_j) · score_j
+    when label_j is the class (0 otherwise)."""
+
+    def __init__(self, box, category: int):
+        self.box = torch.as_tensor(np.asarray(box, np.float32))[None]
+        self.category = category
+
+    def __call__(self, out: dict) -> torch.Tensor:
+        if len(out["boxes"]) == 0:
+            return torch.tensor(0.0)
+        iou = torchvision.ops.box_iou(self.box.to(out["boxes"].dtype), out["boxes"])[0]
+        return (iou * out["scores"] * (out["labels"] == self.category)).max()
+
+
+SUBJECTS = {"yolov8n": Yolo, "fasterrcnn": FasterRCNN}
 
 
 def va_dims(vi) -> list:
@@ -649,13 +758,14 @@ def main():
           f"pass: r >= {R_MIN}, max |Δ| <= {DELTA_MAX:g}; scorecam {args.binary}", flush=True)
     imgs = photos(args.photos)
     all_ok = True
-    model = None
+    subjects = {}
     for row_name in wanted:
         informational = ROWS[row_name].get("informational", False)
         keys = list(imgs)[:1] if informational else list(imgs)
-        if not informational and model is None:
+        kind = ROWS[row_name].get("model", "yolov8n")
+        if kind not in subjects:
             try:
-                model = make_yolo(args.seed, args.size)
+                subjects[kind] = SUBJECTS[kind](args)
             except Exception as e:  # noqa: BLE001 (ultralytics missing, ...)
                 for key in keys:
                     row = dict(row=row_name, photo=key, ok=False, status="model failed", error=f"{type(e).__name__}: {e}")
@@ -664,7 +774,7 @@ def main():
                 all_ok = False
                 continue
         for key in keys:
-            row = run_row(row_name, key, imgs[key], model, args)
+            row = run_row(row_name, key, imgs[key], subjects[kind], args)
             print(fmt(row) + f"  ({row['row_s']:.0f} s)", flush=True)
             if row.get("error") and len(row["error"].strip().splitlines()) > 1:
                 print("    " + row["error"].strip().replace("\n", "\n    ")[:3000], flush=True)

@@ -52,7 +52,7 @@ pub enum Command {
     /// Serve the HTTP API (POST /explain, /predict; GET /models, /methods, /healthz, /readyz, /metrics).
     Serve(ServeArgs),
     /// Explain images: write an overlay PNG, a heatmap PNG or the JSON document per image.
-    Explain(ExplainArgs),
+    Explain(Box<ExplainArgs>),
     /// Faithfulness of every method over a folder of images: a table, CSV/JSON and a plot.
     Evaluate(EvaluateArgs),
     /// Print the top-k classes of images.
@@ -100,6 +100,8 @@ pub struct ExplainArgs {
     /// FasterRCNNBoxScoreTarget: IoU + score of the best-matching proposal of the class).
     #[arg(long, value_name = "RULE")]
     pub box_score: Option<String>,
+    #[command(flatten)]
+    pub thresholds: DetectionThresholds,
     /// An embedding model's reference: a vector file (`.npy` float32/float64, or `.json`
     /// array) or a photo, which the model embeds.
     #[arg(long, value_name = "FILE")]
@@ -437,6 +439,31 @@ pub struct PredictArgs {
     /// As `explain --exif-orientation`.
     #[arg(long, value_enum)]
     pub exif_orientation: Option<ExifArg>,
+    #[command(flatten)]
+    pub thresholds: DetectionThresholds,
+}
+
+/// A detector's prediction thresholds (default: the package's model.toml).
+#[derive(Debug, Default, Args)]
+pub struct DetectionThresholds {
+    /// A detection model's score threshold: detections scoring less are not predicted
+    /// (default: model.toml's `[head] score_threshold`).
+    #[arg(long, value_name = "SCORE")]
+    pub score_threshold: Option<f32>,
+    /// A detection model's NMS threshold: a detection overlapping a better one of its
+    /// class by more IoU is dropped (default: model.toml's `[head] iou_threshold`).
+    #[arg(long, value_name = "IOU")]
+    pub iou_threshold: Option<f32>,
+}
+
+impl DetectionThresholds {
+    /// The thresholds as request parameters.
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        [("score_threshold", self.score_threshold), ("iou_threshold", self.iou_threshold)]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k.to_string(), v.to_string())))
+            .collect()
+    }
 }
 
 #[derive(Debug, Args)]

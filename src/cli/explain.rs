@@ -9,8 +9,8 @@ use std::time::Duration;
 use super::CliError;
 use super::args::{ExplainArgs, FormatArg, PredictArgs};
 use crate::service::{
-    ExifOrientation, ExplainRequest, ImageInput, ImageLimits, Params, PredictRequest, Progress, ReferenceSpec,
-    RegionSpec, Rendered, Service, parse_box, parse_reference, region_mask,
+    ExifOrientation, ExplainRequest, ImageInput, ImageLimits, Params, Progress, ReferenceSpec, RegionSpec, Rendered,
+    Service, parse_box, parse_reference, region_mask,
 };
 
 fn read(path: &Path) -> Result<ImageInput, CliError> {
@@ -48,6 +48,7 @@ pub(super) fn params(args: &ExplainArgs) -> Params {
     if let Some(e) = args.exif_orientation {
         put("exif_orientation", ExifOrientation::from(e).as_str().to_string());
     }
+    pairs.extend(args.thresholds.pairs());
     pairs.extend(args.method.params.iter().cloned());
     pairs.into_iter().collect()
 }
@@ -161,12 +162,18 @@ pub async fn explain(service: &Service, args: ExplainArgs) -> Result<(), CliErro
 
 pub async fn predict(service: &Service, args: PredictArgs) -> Result<(), CliError> {
     for image in &args.images {
-        let request = PredictRequest {
-            model: args.model.clone(),
-            top_k: args.top_k,
-            exif_orientation: args.exif_orientation.map(Into::into),
-            ..Default::default()
-        };
+        // The flags as request parameters: checked as an HTTP request's are.
+        let mut pairs = args.thresholds.pairs();
+        pairs.extend(args.model.iter().map(|m| ("model".to_string(), m.clone())));
+        pairs.extend(args.top_k.map(|k| ("top_k".to_string(), k.to_string())));
+        if let Some(e) = args.exif_orientation {
+            pairs.push(("exif_orientation".into(), ExifOrientation::from(e).as_str().to_string()));
+        }
+        let request = pairs
+            .into_iter()
+            .collect::<Params>()
+            .predict_request()
+            .map_err(|source| CliError::Input { path: image.clone(), source })?;
         let doc = service
             .predict(request, read(image)?)
             .await

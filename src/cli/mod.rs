@@ -51,7 +51,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let result = if args.is_dataset() {
                 dataset::run(&args, config.limits.clone(), Some(service.clone())).await
             } else {
-                explain::explain(&service, args).await
+                explain::explain(&service, *args).await
             };
             (service, result)
         }

@@ -35,7 +35,7 @@ pub struct HeadSpec {
     pub activation: Activation,
     /// A segmentation output's layout: `nchw` (N×C×H×W, the default) or `nhwc`.
     pub layout: MapLayout,
-    /// A detector's output format (`yolo_v8`, `yolo_v5` or `boxes`).
+    /// A detector's output format (`yolo_v8`, `yolo_v5`, `boxes` or `torchvision`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<DetectionFormat>,
     /// A detector's class scores (and objectness): `probabilities` as they are, or
@@ -82,8 +82,9 @@ pub enum HeadKindName {
 
 impl HeadSpec {
     /// The head as the methods see it, given the shapes of the graph's outputs for one
-    /// image (without the batch axis), or why they do not fit the kind.
-    pub fn kind(self, outputs: &[Vec<usize>]) -> Result<HeadKind, String> {
+    /// image (without the batch axis) and the labels file's length, or why they do not
+    /// fit the kind.
+    pub fn kind(self, outputs: &[Vec<usize>], labels: usize) -> Result<HeadKind, String> {
         let activation = self.activation;
         let first = outputs.first().map(Vec::as_slice).unwrap_or(&[]);
         let want = |what: &str| format!("a {} head outputs {what}", self.kind.name());
@@ -98,24 +99,34 @@ impl HeadSpec {
                 };
                 Ok(HeadKind::Segmentation { classes, height, width, layout: self.layout, activation })
             }
-            HeadKindName::Detection => self.detector(outputs).map(HeadKind::Detection),
+            HeadKindName::Detection => self.detector(outputs, labels).map(HeadKind::Detection),
         }
     }
 
-    /// A detector's proposals and classes from its output shapes.
-    fn detector(self, outputs: &[Vec<usize>]) -> Result<Detector, String> {
-        let format =
-            self.format.ok_or("head.kind = \"detection\" needs head.format = \"yolo_v8\", \"yolo_v5\" or \"boxes\"")?;
+    /// A detector's proposals and classes from its output shapes (a labelled format's
+    /// classes from its labels).
+    fn detector(self, outputs: &[Vec<usize>], labels: usize) -> Result<Detector, String> {
+        let format = self.format.ok_or(
+            "head.kind = \"detection\" needs head.format = \"yolo_v8\", \"yolo_v5\", \"boxes\" or \"torchvision\"",
+        )?;
         let logits = self.scores == ScoreScale::Logits;
         let shapes: Vec<&[usize]> = outputs.iter().map(Vec::as_slice).collect();
         let (classes, proposals) = match (format, shapes.as_slice()) {
             (DetectionFormat::YoloV8, [[attrs, anchors], ..]) if *attrs > 4 => (attrs - 4, *anchors),
             (DetectionFormat::YoloV5, [[anchors, attrs], ..]) if *attrs > 5 => (attrs - 5, *anchors),
             (DetectionFormat::Boxes, [[k, 4], [k2, classes], ..]) if k == k2 && *classes > 0 => (*classes, *k),
+            (DetectionFormat::Torchvision, [[k, 4], [k2], [k3], ..]) if k == k2 && k == k3 && labels > 0 => {
+                (labels, *k)
+            }
             (DetectionFormat::YoloV8, _) => return Err("a yolo_v8 head outputs [N, 4 + classes, anchors]".into()),
             (DetectionFormat::YoloV5, _) => return Err("a yolo_v5 head outputs [N, anchors, 5 + classes]".into()),
             (DetectionFormat::Boxes, _) => {
                 return Err("a boxes head outputs boxes [N, K, 4] then scores [N, K, classes]".into());
+            }
+            (DetectionFormat::Torchvision, _) => {
+                return Err("a torchvision head outputs boxes [N, K, 4], labels [N, K] and scores [N, K], and its \
+                            classes are the lines of labels.txt"
+                    .into());
             }
         };
         Ok(Detector { format, classes, proposals, logits })
@@ -131,9 +142,14 @@ impl HeadSpec {
     }
 
     /// How many of the head graph's outputs make its output (a boxes detector's boxes
-    /// and scores; one for every other kind).
+    /// and scores, a torchvision detector's boxes, labels and scores; one for every other
+    /// kind).
     pub fn outputs(self) -> usize {
-        if self.format == Some(DetectionFormat::Boxes) { 2 } else { 1 }
+        match self.format {
+            Some(DetectionFormat::Boxes) if self.kind == HeadKindName::Detection => 2,
+            Some(DetectionFormat::Torchvision) if self.kind == HeadKindName::Detection => 3,
+            _ => 1,
+        }
     }
 }
 
@@ -268,6 +284,12 @@ pub struct TargetLayer {
     pub description: String,
     /// How the extractor's output is laid out, so its channels can be read as maps.
     pub layout: DeclaredLayout,
+    /// Whether the head computes the model's output from the target layer (true unless
+    /// model.toml says `head_reads = false`). A package cut at a tensor the graph does not
+    /// separate at, or at a derived tensor (pytorch-grad-cam's `reshape_transform` of
+    /// several outputs), has an extractor that computes the model's outputs as well and a
+    /// head that passes them through: full passes are right, head-only passes are not.
+    pub head_reads: bool,
 }
 
 /// The target layer's layout as `model.toml` declares it (with the token grid); the runtime
@@ -295,6 +317,16 @@ struct RawTargetLayer {
     grid: Option<[usize; 2]>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     prefix_tokens: Option<usize>,
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    head_reads: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 #[derive(Clone, Copy, Default, Serialize, Deserialize)]
@@ -335,7 +367,7 @@ impl TryFrom<RawTargetLayer> for TargetLayer {
                 if matches!(kind, LayoutKind::Nchw) { DeclaredLayout::Nchw } else { DeclaredLayout::Nhwc }
             }
         };
-        Ok(Self { description: raw.description, layout })
+        Ok(Self { description: raw.description, layout, head_reads: raw.head_reads })
     }
 }
 
@@ -346,7 +378,7 @@ impl From<TargetLayer> for RawTargetLayer {
             DeclaredLayout::Nhwc => (LayoutKind::Nhwc, None, None),
             DeclaredLayout::Tokens { grid: (h, w), prefix } => (LayoutKind::Tokens, Some([h, w]), Some(prefix)),
         };
-        Self { description: t.description, layout, grid, prefix_tokens }
+        Self { description: t.description, layout, grid, prefix_tokens, head_reads: t.head_reads }
     }
 }
 
@@ -431,13 +463,13 @@ description = "t"
     #[test]
     fn the_head_defaults_to_a_softmax_classifier_and_takes_a_sigmoid() {
         assert_eq!(
-            Manifest::parse(GOOD).unwrap().head.kind(&[vec![5]]).unwrap(),
+            Manifest::parse(GOOD).unwrap().head.kind(&[vec![5]], 5).unwrap(),
             HeadKind::Classes { classes: 5, activation: Activation::Softmax }
         );
         let sigmoid =
             Manifest::parse(&format!("{GOOD}[head]\nkind = \"classes\"\nactivation = \"sigmoid\"\n")).unwrap();
         assert_eq!(
-            sigmoid.head.kind(&[vec![14]]).unwrap(),
+            sigmoid.head.kind(&[vec![14]], 14).unwrap(),
             HeadKind::Classes { classes: 14, activation: Activation::Sigmoid }
         );
         assert!(err(&format!("{GOOD}[head]\nkind = \"boxes\"\n")).contains("boxes"));

@@ -28,6 +28,9 @@ pub struct ModelInfo {
     /// Values of one image's side tensors: what the head takes besides the target layer
     /// (skip connections), 0 for a head that reads only the cut.
     pub side_len: usize,
+    /// A graph takes one image per run (its batch axis is fixed at 1): the runtime runs it
+    /// once per image of a batch, which saves the work of stacking but not of the passes.
+    pub one_image_per_run: bool,
 }
 
 impl ModelInfo {
@@ -69,6 +72,7 @@ impl ModelPackage {
             head_outputs: self.manifest.head.outputs(),
             features_names: self.wiring.features_names.clone(),
             sides: self.wiring.sides.clone(),
+            one_image_per_run: i.one_image_per_run,
         }
     }
 
@@ -166,16 +170,17 @@ fn fail<T>(path: &Path, message: String) -> Result<T, ModelError> {
     Err(ModelError::Mismatch { path: path.into(), message })
 }
 
-/// A graph tensor has the rank wanted and a dynamic batch axis.
+/// A graph tensor has the rank wanted and a dynamic batch axis, or one fixed at 1 (a graph
+/// exported for one image, which the runtime then runs once per image).
 fn rank(path: &Path, what: &str, shape: &[i64], want: usize) -> Result<(), ModelError> {
     if shape.len() != want {
         return fail(path, format!("{what} has shape {}, expected rank {want}", dims(shape)));
     }
-    if shape[0] >= 0 {
+    if shape[0] >= 0 && shape[0] != 1 {
         return fail(
             path,
             format!(
-                "{what} has a fixed batch dimension {} ({}); re-export with a dynamic batch axis",
+                "{what} has a fixed batch dimension {} ({}); re-export with a dynamic batch axis (or one of 1)",
                 shape[0],
                 dims(shape)
             ),
@@ -215,6 +220,10 @@ pub fn validate_signatures(
         classes: head_kind.classes(),
         head: head_kind,
         side_len: sides.iter().map(SideTensor::len).sum(),
+        one_image_per_run: [&ext.inputs, &ext.outputs, &head.inputs, &head.outputs]
+            .into_iter()
+            .flatten()
+            .any(|port| port.shape.first() == Some(&1)),
     };
     Ok((info, Wiring { features_names: (features.name.clone(), head_in.name.clone()), sides }))
 }
@@ -351,7 +360,7 @@ fn check_head(dir: &Path, manifest: &Manifest, outputs: &[Port], labels: usize) 
         }
         shapes.push(shape[1..].iter().map(|&d| d as usize).collect::<Vec<_>>());
     }
-    let head = manifest.head.kind(&shapes).map_err(|message| ModelError::Mismatch {
+    let head = manifest.head.kind(&shapes, labels).map_err(|message| ModelError::Mismatch {
         path: head_path.clone(),
         message: format!(
             "{message}; its outputs are {}",

@@ -95,6 +95,9 @@ pub fn open_session(path: &Path, cfg: &SessionConfig, provider: ProviderKind) ->
     builder.commit_from_file(path).map_err(wrap)
 }
 
+/// One of `ModelSessions`' runs on a batch of `n` stacked inputs.
+type RunFn = fn(&mut ModelSessions, &[f32], usize) -> Result<Vec<f32>, RuntimeError>;
+
 /// The two sessions of one model, with the shapes needed to run them.
 pub struct ModelSessions {
     extractor: Session,
@@ -105,6 +108,8 @@ pub struct ModelSessions {
     feature_khw: [usize; 3],
     layout: FeatureLayout,
     feed: HeadFeed,
+    /// The graphs take one image per run (batch axis fixed at 1).
+    one_image_per_run: bool,
 }
 
 /// What the head graph takes and gives besides the target layer's grid.
@@ -157,6 +162,8 @@ pub struct SessionShapes {
     /// The names of the extractor's features output and of the head's features input.
     pub features_names: (String, String),
     pub sides: Vec<SideTensor>,
+    /// The graphs' batch axis is fixed at 1: a batch runs as one run per image.
+    pub one_image_per_run: bool,
 }
 
 impl ModelSessions {
@@ -179,7 +186,21 @@ impl ModelSessions {
                 head_len: shapes.head_len,
                 outputs: shapes.head_outputs.max(1),
             },
+            one_image_per_run: shapes.one_image_per_run,
         })
+    }
+
+    /// `run` on each of the `n` images stacked in `batch`, one at a time, outputs
+    /// concatenated: how graphs exported for one image run a batch.
+    fn each_image(&mut self, batch: &[f32], n: usize, run: RunFn) -> Result<Vec<f32>, RuntimeError> {
+        if n == 0 || !batch.len().is_multiple_of(n) {
+            return Err(RuntimeError::OutputShape(format!("{} values do not split into {n} images", batch.len())));
+        }
+        let mut out = Vec::new();
+        for image in batch.chunks_exact(batch.len() / n) {
+            out.extend(run(self, image, 1)?);
+        }
+        Ok(out)
     }
 
     /// Runs `session` on one tensor and hands its output, checked for length, to `then`
@@ -213,6 +234,9 @@ impl ModelSessions {
     /// The extractor on `n` stacked images: n canonical feature maps (K×h×w, then the
     /// layout's extra values, then the side tensors).
     pub fn features(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
+        if self.one_image_per_run && n > 1 {
+            return self.each_image(batch, n, Self::features);
+        }
         let [c, h, w] = self.input_chw;
         let (len, layout, khw) = (self.features_len(n), self.layout, self.feature_khw);
         if self.feed.sides.is_empty() {
@@ -245,6 +269,9 @@ impl ModelSessions {
     /// The head on `n` stacked canonical feature maps: n head outputs (a classifier's
     /// logits); what they mean is `cam::HeadKind`'s business.
     pub fn head_output(&mut self, features: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
+        if self.one_image_per_run && n > 1 {
+            return self.each_image(features, n, Self::head_output);
+        }
         if self.feed.sides.is_empty() {
             let raw = match self.layout {
                 FeatureLayout::Nchw => Cow::Borrowed(features),
@@ -279,6 +306,9 @@ impl ModelSessions {
     /// to the head as they are: no copy, no layout round trip (this is the masked passes'
     /// hot path).
     pub fn model_output(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
+        if self.one_image_per_run && n > 1 {
+            return self.each_image(batch, n, Self::model_output);
+        }
         let [c, h, w] = self.input_chw;
         let len = self.features_len(n);
         if self.feed.sides.is_empty() && self.feed.outputs == 1 {

@@ -18,7 +18,9 @@ use super::result::{
 use super::targets::detections;
 use super::{Deadline, Service, ServiceError};
 use crate::cam::faithfulness::{Faithfulness, MetricPlan};
-use crate::cam::{self, Activations, HeadKind, MaskPlan, PassSet, PlanPrefix, Readout, Saliency, Target, TargetScores};
+use crate::cam::{
+    self, Activations, Graph, HeadKind, MaskPlan, PassSet, PlanPrefix, Readout, Saliency, Target, TargetScores,
+};
 use crate::engine::{Admission, EngineModel, JobTiming, PassCounts, PassObserver, PassScores, RunOptions};
 use crate::imaging::{self, ImageLimits, ImagingError, Orientation, Preprocessed};
 use crate::model::ExifOrientation;
@@ -89,6 +91,17 @@ fn validate(
     let head = model.package.head();
     super::targets::check(head, r)?;
     r.method.check(model.package.info.feature_khw[0]).map_err(invalid)?;
+    if r.method.graph() == Graph::Head && !model.package.manifest.target_layer.head_reads {
+        return Err(unsupported_by(
+            model,
+            r,
+            "its head graph does not read the target layer (the package was cut at a tensor the graph does not \
+             separate at, or at a derived one, so its extractor computes the model's outputs too), and this method \
+             runs the head alone on changed activations; use scorecam, sscam, iscam, rise or eigencam, or cut the \
+             model where it separates (scripts/tools/split_model.py --list-layers)"
+                .into(),
+        ));
+    }
     if r.method.needs_linear_head() {
         let unsupported = |reason: String| unsupported_by(model, r, reason);
         if !matches!(head, HeadKind::Classes { .. }) {

@@ -49,6 +49,8 @@ pub struct ModelDetails {
     pub labels: usize,
     pub execution_provider: &'static str,
     pub batch_size: usize,
+    /// The graphs take one image per run (a batch runs image by image).
+    pub one_image_per_run: bool,
     pub workers: usize,
     /// Bytes of the two ONNX graphs: roughly what each worker's sessions hold in memory.
     pub weights_bytes: u64,
@@ -75,6 +77,9 @@ pub struct LayerSummary {
     pub channels: usize,
     pub height: usize,
     pub width: usize,
+    /// The head computes the output from the target layer; false for a pass-through head
+    /// (head-only methods refused).
+    pub head_reads: bool,
 }
 
 /// The head's output as a client sees it.
@@ -321,11 +326,13 @@ fn details(m: &EngineModel, workers: usize) -> ModelDetails {
             channels: k,
             height: fh,
             width: fw,
+            head_reads: p.manifest.target_layer.head_reads,
         },
         channels: k,
         labels: p.labels.len(),
         execution_provider: m.provider.as_str(),
         batch_size: m.max_batch,
+        one_image_per_run: p.info.one_image_per_run,
         workers,
         weights_bytes,
         memory_bytes: weights_bytes * workers as u64,

@@ -17,6 +17,11 @@ pub enum DetectionFormat {
     /// Two tensors: boxes [N, K, 4] as x1, y1, x2, y2 and class scores [N, K, C] (RT-DETR,
     /// DETR-style heads).
     Boxes,
+    /// Three tensors after the model's own NMS: boxes [N, K, 4] as x1, y1, x2, y2, labels
+    /// [N, K] (class indices, as floats) and scores [N, K]; K is the most detections the
+    /// model returns, rows past its detections zero (torchvision's Faster R-CNN,
+    /// RetinaNet, SSD as `split_model.py` pads them). The classes are the labels file's.
+    Torchvision,
 }
 
 /// The detector's output shape for one image.
@@ -61,6 +66,7 @@ impl Detector {
             DetectionFormat::YoloV8 => (4 + self.classes) * self.proposals,
             DetectionFormat::YoloV5 => self.proposals * (5 + self.classes),
             DetectionFormat::Boxes => self.proposals * (4 + self.classes),
+            DetectionFormat::Torchvision => self.proposals * 6,
         }
     }
 
@@ -70,8 +76,10 @@ impl Detector {
             DetectionFormat::YoloV8 => output[a * self.proposals + j],
             DetectionFormat::YoloV5 => output[j * (5 + self.classes) + a],
             // Boxes first (K×4), then the scores (K×C).
-            DetectionFormat::Boxes if a < 4 => output[j * 4 + a],
+            DetectionFormat::Boxes | DetectionFormat::Torchvision if a < 4 => output[j * 4 + a],
             DetectionFormat::Boxes => output[self.proposals * 4 + j * self.classes + (a - 4)],
+            // Boxes (K×4), then the labels (K), then the scores (K).
+            DetectionFormat::Torchvision => output[self.proposals * a + j],
         }
     }
 
@@ -79,7 +87,7 @@ impl Detector {
     pub fn bbox(&self, output: &[f32], j: usize) -> [f32; 4] {
         let v = |a| self.raw(output, j, a);
         match self.format {
-            DetectionFormat::Boxes => [v(0), v(1), v(2), v(3)],
+            DetectionFormat::Boxes | DetectionFormat::Torchvision => [v(0), v(1), v(2), v(3)],
             _ => {
                 let (cx, cy, w, h) = (v(0), v(1), v(2), v(3));
                 [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0]
@@ -104,13 +112,31 @@ impl Detector {
         if self.logits { sigmoid(v) } else { v }
     }
 
-    /// Proposal j's probability of `class` (before objectness).
+    /// Proposal j's probability of `class` (before objectness). A labelled detection has
+    /// one class: its score for that class, 0 for any other.
     pub fn class_prob(&self, output: &[f32], j: usize, class: usize) -> f32 {
+        if self.format == DetectionFormat::Torchvision {
+            let (label, score) = self.labelled(output, j);
+            return if label == Some(class) { self.prob(score) } else { 0.0 };
+        }
         self.prob(self.raw(output, j, self.first_class() + class))
+    }
+
+    /// A labelled detection's class (None when the label is not a class index) and score.
+    fn labelled(&self, output: &[f32], j: usize) -> (Option<usize>, f32) {
+        let label = self.raw(output, j, 4);
+        let class = (label >= 0.0 && label.fract() == 0.0 && (label as usize) < self.classes).then_some(label as usize);
+        (class, self.raw(output, j, 5))
     }
 
     /// Proposal j's best class and its score (probability × objectness).
     pub fn best(&self, output: &[f32], j: usize) -> (usize, f32) {
+        if self.format == DetectionFormat::Torchvision {
+            return match self.labelled(output, j) {
+                (Some(class), score) => (class, self.prob(score)),
+                (None, _) => (0, 0.0),
+            };
+        }
         let o = self.objectness(output, j);
         (0..self.classes)
             .map(|c| (c, self.class_prob(output, j, c) * o))
@@ -148,7 +174,10 @@ impl Detector {
         let mut candidates: Vec<Detection> = (0..self.proposals)
             .filter_map(|j| {
                 let (class, score) = self.best(output, j);
-                (score >= score_threshold).then(|| Detection { bbox: self.bbox(output, j), class, score })
+                let bbox = self.bbox(output, j);
+                // An empty box is no detection (a padded row of a labelled output).
+                let empty = bbox[2] <= bbox[0] || bbox[3] <= bbox[1];
+                (score >= score_threshold && !empty).then_some(Detection { bbox, class, score })
             })
             .collect();
         candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -266,5 +295,46 @@ mod tests {
         let p = 1.0 / (1.0 + (-2.0f32).exp());
         assert!((d.best(&out, 0).1 - 0.5 * p).abs() < 1e-6);
         assert!((d.score(&out, &[0.0, 0.0, 10.0, 10.0], 0, BoxScore::DRise) - 0.5 * p).abs() < 1e-6);
+    }
+
+    /// Torchvision's post-NMS output, padded: two detections (class 2 at 0.9, class 1 at
+    /// 0.4) and a zero row.
+    fn labelled() -> (Detector, Vec<f32>) {
+        let d = Detector { format: DetectionFormat::Torchvision, classes: 3, proposals: 3, logits: false };
+        #[rustfmt::skip]
+        let out = vec![
+            0.0, 0.0, 10.0, 10.0,   20.0, 20.0, 30.0, 40.0,   0.0, 0.0, 0.0, 0.0, // boxes
+            2.0, 1.0, 0.0,                                                        // labels
+            0.9, 0.4, 0.0,                                                        // scores
+        ];
+        (d, out)
+    }
+
+    #[test]
+    fn labelled_detections_have_one_class_each() {
+        let (d, out) = labelled();
+        assert_eq!(d.output_len(), out.len());
+        assert_eq!(d.bbox(&out, 1), [20.0, 20.0, 30.0, 40.0]);
+        assert_eq!((d.best(&out, 0), d.best(&out, 1)), ((2, 0.9), (1, 0.4)));
+        assert_eq!((d.class_prob(&out, 0, 2), d.class_prob(&out, 0, 1)), (0.9, 0.0));
+        // The padded row is no detection even at threshold 0.
+        let found = d.detect(&out, 0.0, 0.5);
+        assert_eq!(found.iter().map(|f| (f.class, f.score)).collect::<Vec<_>>(), [(2, 0.9), (1, 0.4)]);
+        // FasterRCNNBoxScoreTarget: the best-overlapping detection, if of the class: IoU + score.
+        let rule = BoxScore::BoxScore { iou_threshold: 0.5 };
+        assert!((d.score(&out, &[0.0, 0.0, 10.0, 10.0], 2, rule) - 1.9).abs() < 1e-6);
+        assert_eq!(d.score(&out, &[0.0, 0.0, 10.0, 10.0], 1, rule), 0.0);
+        // D-RISE: IoU × the detection's score of the class, 0 for other classes.
+        let half = [0.0, 0.0, 10.0, 5.0];
+        assert!((d.score(&out, &half, 2, BoxScore::DRise) - 0.5 * 0.9).abs() < 1e-6);
+        assert_eq!(d.score(&out, &half, 0, BoxScore::DRise), 0.0);
+    }
+
+    #[test]
+    fn a_label_that_is_no_class_index_is_no_detection() {
+        let (d, mut out) = labelled();
+        out[12] = 7.0; // past the 3 classes
+        out[13] = 0.5; // not an integer
+        assert!(d.detect(&out, 0.0, 0.5).is_empty());
     }
 }
