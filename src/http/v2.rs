@@ -345,16 +345,17 @@ fn pixel_inputs(data: TensorData, dims: &[usize], max_pixels: u64) -> Result<Vec
         .filter(|p| ch == 3 && *p > 0 && (*p as u64) <= max_pixels)
         .ok_or_else(|| bad(format!("UINT8 input must be N×H×W×3 within the pixel limit, got {dims:?}")))?;
     let expected = n * pixels * 3;
-    let raw: Vec<u8> = match data {
+    // Binary pixels are the body's own bytes (no copy until each image takes its own).
+    let raw: Bytes = match data {
         TensorData::Json(data) => {
             let byte = |v: &f64| {
                 if (0.0..=255.0).contains(v) { Ok(*v as u8) } else { Err(bad("UINT8 values must be 0..=255")) }
             };
-            numbers(&data, dims, expected)?.iter().map(byte).collect::<Result<_, _>>()?
+            Bytes::from(numbers(&data, dims, expected)?.iter().map(byte).collect::<Result<Vec<u8>, _>>()?)
         }
         TensorData::Binary(bytes) => {
             binary_len(&bytes, dims, expected, 1)?;
-            bytes.to_vec()
+            bytes
         }
     };
     raw.chunks_exact(pixels * 3)
@@ -371,15 +372,17 @@ fn tensor_inputs(data: TensorData, dims: &[usize], [c, h, w]: [usize; 3]) -> Res
     if dims[1..] != [c, h, w] {
         return Err(bad(format!("FP32 input must be N×{c}×{h}×{w}, got {dims:?}")));
     }
-    let expected = dims[0] * c * h * w;
-    let values: Vec<f32> = match data {
-        TensorData::Json(data) => numbers(&data, dims, expected)?.iter().map(|v| *v as f32).collect(),
+    let (expected, image) = (dims[0] * c * h * w, c * h * w);
+    Ok(match data {
+        TensorData::Json(data) => {
+            let values = numbers(&data, dims, expected)?;
+            values.chunks_exact(image).map(|x| ImageInput::Tensor(x.iter().map(|v| *v as f32).collect())).collect()
+        }
         TensorData::Binary(bytes) => {
             binary_len(&bytes, dims, expected, 4)?;
-            binary_data::f32_values(&bytes)
+            bytes.chunks_exact(image * 4).map(|x| ImageInput::Tensor(binary_data::f32_values(x))).collect()
         }
-    };
-    Ok(values.chunks_exact(c * h * w).map(|x| ImageInput::Tensor(x.to_vec())).collect())
+    })
 }
 
 /// A request as the protocol sends it: the JSON header and, with the binary tensor data
