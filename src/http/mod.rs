@@ -2,6 +2,7 @@
 //! A thin face over `service`: handlers parse, call the service, shape the response.
 
 mod auth;
+mod binary_data;
 mod body_guard;
 mod error;
 mod handlers;

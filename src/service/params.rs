@@ -127,12 +127,22 @@ impl Params {
         Method::parse(self.one("method")?.map(str::trim), &own).map_err(ServiceError::InvalidParameter)
     }
 
+    /// The names an explanation takes: its own, then every method's (for a face that
+    /// names them when it refuses one).
+    pub fn explain_names() -> Vec<&'static str> {
+        EXPLAIN_PARAMS.iter().copied().chain(methods::param_names()).collect()
+    }
+
+    /// The names a prediction takes.
+    pub fn predict_names() -> &'static [&'static str] {
+        PREDICT_PARAMS
+    }
+
     /// An explanation request, checked for syntax and bounds that need no model (those
     /// that do are checked when it is prepared). `accepts_json` picks JSON output when no
     /// format is named.
     pub fn explain_request(&self, accepts_json: bool) -> Result<ExplainRequest, ServiceError> {
-        let known: Vec<&str> = EXPLAIN_PARAMS.iter().copied().chain(methods::param_names()).collect();
-        self.only(&known)?;
+        self.only(&Self::explain_names())?;
         let method = self.method()?;
         let targets = self.targets()?;
         let top_k: Option<usize> = self.parse("top_k")?;
