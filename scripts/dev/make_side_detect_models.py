@@ -730,6 +730,10 @@ def build_detect(out: Path, fmt: str, seed: int, photo: np.ndarray) -> dict:
     add("detection0", "detection=0", list(clean.boxes[j0]), top["index"], "d_rise", ["pytorch_grad_cam", "eigencam"],
         top["box"])
     extra = {}
+    if fmt == "yolo_v8":  # a score threshold where NMS drops overlapping detections at IoU 0.1 but not at 0.45
+        extra["predict_overlap"] = [{"score_threshold": 0.82, "iou_threshold": t, "detections": predict(0.82, t)}
+                                    for t in (0.45, 0.1)]
+        assert len(extra["predict_overlap"][0]["detections"]) > len(extra["predict_overlap"][1]["detections"])
     if fmt != "yolo_v5":  # box_score's "its score of C" is unambiguous without objectness
         add("box_score", q + "&box_score=box_score", to_input(pbox), top["index"], "box_score",
             ["pytorch_grad_cam", "official"], pbox)
