@@ -63,10 +63,17 @@ Rows:
                      construction, docs/methods.md "RISE"); each masked input X ⊙ M_i runs through the PyTorch model,
                      w_i is the d_rise score of pass i (computed here in float64), and the map is
                      Σ_i w_i M_i / (N · keep), min-max normalised.
-  fasterrcnn/split   torchvision's fasterrcnn_mobilenet_v3_large_320_fpn (weights=None, weights_backbone=None):
-                     exported to ONNX it returns post-NMS boxes [K, 4], labels [K] and scores [K] with no batch
-                     axis and a data-dependent K; the row reports where that fails (export or split). Not counted
-                     in the exit status (known unsupported).
+  fasterrcnn/*       torchvision's fasterrcnn_mobilenet_v3_large_320_fpn (weights=None, weights_backbone=None,
+                     box_score_thresh=0; BatchNorm statistics recalibrated on the calibration batch; the box
+                     predictor's class weights ~ N(0, FRCNN_CLS_SCALE²) so that scores are distinct and unsaturated),
+                     its state_dict saved and exported by scripts/tools/export_torchvision_detector.py as a user
+                     would (one image per run, post-NMS detections padded to 100, the target the tutorial's
+                     model.backbone with fasterrcnn_reshape_transform, a pass-through head). The library runs the
+                     PyTorch model with target_layers=[model.backbone] and that reshape_transform:
+                       box_score  ScoreCAM with its own FasterRCNNBoxScoreTarget(labels=[C], bounding_boxes=[B]);
+                       d_rise     ScoreCAM with LabelledDRise, the documented d_rise score on labelled detections;
+                       eigencam   EigenCAM.
+                     The target: the highest-scoring detection whose box lies on the letterboxed photo.
 
 Maps are compared at --resolution model (the S×S letterboxed grid): Pearson r and max |Δ|; a row passes when
 r >= 0.9999 and max |Δ| <= 1e-3. A row whose step fails reports the step and its message and the other rows
