@@ -65,6 +65,22 @@ async fn every_route_and_every_input_form() {
     assert_eq!(m["input"]["width"], 224);
     let one: Value = c.get(server.url("/models/efficientnet-lite0")).send().await.unwrap().json().await.unwrap();
     assert_eq!(&one, m);
+    // The int8 package says it is approximate, and how close its maps are (its model.toml's
+    // [quantization]); the fp32 one says it is not.
+    assert_eq!((m["approximate"].as_bool(), m.get("quantization")), (Some(false), None));
+    let int8 = models["models"].as_array().unwrap().iter().find(|m| m["name"] == "efficientnet-lite0-int8").unwrap();
+    assert_eq!(int8["approximate"], true);
+    let q = &int8["quantization"];
+    assert_eq!((q["kind"].as_str(), q["reference"].as_str()), (Some("int8"), Some("efficientnet-lite0")));
+    let f = &q["fidelity"];
+    assert_eq!(
+        (f["photos"].as_u64(), f["held_out"].as_bool(), f["top1_agree"].as_u64()),
+        (Some(136), Some(true), Some(123))
+    );
+    assert_eq!((f["pearson_mean"].as_f64(), f["top20_iou_min"].as_f64()), (Some(0.9924), Some(0.4598)));
+    assert_eq!(f["worst_photo"], "n02808440_bathtub");
+    let one: Value = c.get(server.url("/models/efficientnet-lite0-int8")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(&one, int8);
 
     let spec = c.get(server.url("/openapi.yaml")).send().await.unwrap().text().await.unwrap();
     assert!(spec.starts_with("openapi: 3"));

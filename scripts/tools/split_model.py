@@ -1890,7 +1890,23 @@ def parse_args(argv):
                          "float32 rounding from operator fusion, far below what a wrong split gives)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random probe/verification inputs (default: %(default)s)")
     ap.add_argument("--force", action="store_true", help="overwrite package files already in --out")
+    q8 = ap.add_argument_group("int8 package (scripts/tools/quantize_int8.py on the package just written)")
+    q8.add_argument("--int8", action="store_true",
+                    help="also write an int8 package beside --out (OUT-int8): static quantisation calibrated on "
+                         "--calibrate photos, its Score-CAM maps compared with the fp32 package's; refused below "
+                         "--int8-min-pearson (quantize_int8.py --help)")
+    q8.add_argument("--calibrate", type=Path, metavar="DIR", help="--int8: folder of calibration photos")
+    q8.add_argument("--int8-fidelity", type=int, default=16, metavar="N",
+                    help="--int8: photos whose maps are compared (default: %(default)s)")
+    q8.add_argument("--int8-min-pearson", type=float, default=0.95, metavar="R",
+                    help="--int8: the least mean Pearson r accepted (default: %(default)s)")
+    q8.add_argument("--binary", type=Path, help="--int8: the scorecam binary (default: the newer of target/release "
+                                                "and target/debug)")
     args = ap.parse_args(argv)
+    if args.int8 and args.calibrate is None:
+        ap.error("--int8 needs --calibrate DIR (a folder of photos like the ones the model will explain)")
+    if args.calibrate is not None and not args.int8:
+        ap.error("--calibrate only applies to --int8")
     # `--list-layers model.onnx` : the optional filter swallowed the model path
     if args.model is None and args.list_layers and args.list_layers.lower().endswith(".onnx"):
         args.model, args.list_layers = Path(args.list_layers), ""
@@ -1945,6 +1961,21 @@ def parse_args(argv):
         if not (math.isfinite(v) and v >= 0):
             ap.error(f"--{name} must be a finite number >= 0")
     return args
+
+
+def int8_package(args, out: Path) -> int:
+    """--int8: quantize_int8.py on the package just written (OUT-int8 beside it)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quantize_int8", Path(__file__).with_name("quantize_int8.py"))
+    q8 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(q8)
+    argv = [str(out), "--calibrate", str(args.calibrate), "--fidelity", str(args.int8_fidelity),
+            "--min-pearson", str(args.int8_min_pearson)]
+    if args.binary is not None:
+        argv += ["--binary", str(args.binary)]
+    print(f"int8: scripts/tools/quantize_int8.py {' '.join(argv)}")
+    return q8.main(argv)
 
 
 def input_size(args, in_dims) -> tuple[int, int] | None:
@@ -2321,6 +2352,8 @@ def main(argv=None) -> int:
               f"(allowed: --tolerance {args.tolerance:g} + --rtol {args.rtol:g} × max|output|)")
         written = [n for n in FILES if n != "labels.txt" or labels is not None]
         print(f"wrote {', '.join(written)} to {out}")
+        if args.int8:
+            return int8_package(args, out)
         return 0
     except SplitError as e:
         print(f"error: {e}", file=sys.stderr)

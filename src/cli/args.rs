@@ -59,6 +59,10 @@ pub enum Command {
     Predict(PredictArgs),
     /// List the model packages (and why any failed to load).
     Models,
+    /// Write images as the model's input tensor (decoded and preprocessed as an explanation
+    /// does): one N×C×H×W float32 .npy, for tools that run the graphs themselves
+    /// (calibrating a quantised package).
+    Preprocess(PreprocessArgs),
     /// List the explanation methods and their parameters.
     Methods,
     /// Exit 0 when the local server answers GET /healthz (the container HEALTHCHECK; no curl
@@ -423,6 +427,18 @@ pub struct HealthcheckArgs {
     pub bind: Option<String>,
     #[arg(long, default_value_t = 3000)]
     pub timeout_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct PreprocessArgs {
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// The model package whose model.toml says how (default: the configured default model).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// The .npy file to write (the images in the order given).
+    #[arg(short = 'o', long)]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Args)]

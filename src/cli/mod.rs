@@ -9,6 +9,7 @@ mod evaluate;
 mod explain;
 mod healthcheck;
 mod models;
+mod preprocess;
 mod serve;
 
 pub use args::Cli;
@@ -58,6 +59,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Predict(args) => {
             let service = context::start(&config, Load::One(args.model.clone()), one_shot)?;
             let result = explain::predict(&service, args).await;
+            (service, result)
+        }
+        Command::Preprocess(args) => {
+            let service = context::start(&config, Load::One(args.model.clone()), one_shot)?;
+            let result = preprocess::preprocess(&service, args).await;
             (service, result)
         }
         Command::Evaluate(args) => {

@@ -24,6 +24,21 @@ pub fn list(service: &Service) -> Result<(), CliError> {
             d.execution_provider,
             d.description
         );
+        if let Some(q) = &d.quantization {
+            let f = &q.fidelity;
+            println!(
+                "  APPROXIMATE ({:?} of {}): maps vs its maps over {} photos: Pearson r mean {:.4} (least {:.4}, {}), \
+                 top-20 % IoU mean {:.4} (least {:.4})",
+                q.kind,
+                q.reference,
+                f.photos,
+                f.pearson_mean,
+                f.pearson_min,
+                f.worst_photo,
+                f.top20_iou_mean,
+                f.top20_iou_min
+            );
+        }
     }
     Ok(())
 }

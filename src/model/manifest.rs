@@ -22,6 +22,106 @@ pub struct Manifest {
     /// What the head returns (optional: a softmax classifier when absent).
     #[serde(default)]
     pub head: HeadSpec,
+    /// `[quantization]`: the package is an approximation of another (its graphs quantised),
+    /// with the measured fidelity of its maps to that package's. Absent: an exact package.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<Quantization>,
+}
+
+/// `[quantization]`: how the package was made from another one and how close its maps are
+/// to that package's (what `scripts/tools/quantize_int8.py` measured and wrote).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quantization {
+    /// `int8` (the only kind today): ONNX Runtime static quantisation.
+    pub kind: QuantizationKind,
+    /// The package whose maps this one approximates (its folder name).
+    pub reference: String,
+    /// Which graphs were quantised and how (free text, e.g. "extractor: QDQ, per-channel").
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub method: String,
+    /// Photos the quantisation was calibrated on.
+    pub calibration_photos: u32,
+    /// The maps of this package against the reference's.
+    pub fidelity: Fidelity,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuantizationKind {
+    Int8,
+}
+
+/// Score-CAM maps of the quantised package against the reference package's, each photo
+/// explained for the reference's top class by both.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fidelity {
+    /// Photos compared.
+    pub photos: u32,
+    /// Whether those photos were left out of the calibration (false: the calibration photos).
+    pub held_out: bool,
+    /// The Score-CAM preset the maps were drawn with.
+    pub preset: String,
+    /// Pearson r between the two maps: mean and least over the photos.
+    pub pearson_mean: f64,
+    pub pearson_min: f64,
+    /// IoU of the two maps' top-20 % pixels: mean and least.
+    pub top20_iou_mean: f64,
+    pub top20_iou_min: f64,
+    /// The photo with the least Pearson r.
+    pub worst_photo: String,
+    /// Photos on which both packages' top-1 classes agree.
+    pub top1_agree: u32,
+    /// The least mean Pearson r the tool accepted, and whether it was overridden (`--force`)
+    /// to write a package below it.
+    pub min_pearson_mean: f64,
+    #[serde(default)]
+    pub forced: bool,
+}
+
+impl Quantization {
+    fn check(&self) -> Result<(), String> {
+        if self.reference.trim().is_empty() {
+            return Err("quantization.reference must name the package the maps were compared with".into());
+        }
+        let f = &self.fidelity;
+        if f.photos == 0 {
+            return Err("quantization.fidelity.photos must be at least 1".into());
+        }
+        if f.top1_agree > f.photos {
+            return Err(format!(
+                "quantization.fidelity.top1_agree = {} exceeds fidelity.photos = {}",
+                f.top1_agree, f.photos
+            ));
+        }
+        let ranges = [
+            ("pearson_mean", f.pearson_mean, -1.0),
+            ("pearson_min", f.pearson_min, -1.0),
+            ("min_pearson_mean", f.min_pearson_mean, -1.0),
+            ("top20_iou_mean", f.top20_iou_mean, 0.0),
+            ("top20_iou_min", f.top20_iou_min, 0.0),
+        ];
+        for (name, v, low) in ranges {
+            if !v.is_finite() || v < low || v > 1.0 {
+                return Err(format!("quantization.fidelity.{name} = {v} must be in {low}..=1"));
+            }
+        }
+        for (what, min, mean) in
+            [("pearson", f.pearson_min, f.pearson_mean), ("top20_iou", f.top20_iou_min, f.top20_iou_mean)]
+        {
+            if min > mean {
+                return Err(format!("quantization.fidelity.{what}_min = {min} exceeds {what}_mean = {mean}"));
+            }
+        }
+        if f.pearson_mean < f.min_pearson_mean && !f.forced {
+            return Err(format!(
+                "quantization.fidelity.pearson_mean = {} is below min_pearson_mean = {} and forced is not set",
+                f.pearson_mean, f.min_pearson_mean
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[head]`: the kind of output the head graph returns: `classes` (one logit per class),
@@ -395,6 +495,9 @@ impl Manifest {
     }
 
     fn check(&self) -> Result<(), String> {
+        if let Some(q) = &self.quantization {
+            q.check()?;
+        }
         let i = &self.input;
         for (name, v) in [("input.width", i.width), ("input.height", i.height)] {
             if v == 0 || v > MAX_SIDE {
@@ -569,6 +672,67 @@ description = "t"
         assert_eq!(Manifest::parse(&text).unwrap(), m);
         let plain = Manifest::parse(GOOD).unwrap();
         assert_eq!(Manifest::parse(&toml::to_string(&plain).unwrap()).unwrap(), plain);
+    }
+
+    const QUANTIZED: &str = r#"
+[quantization]
+kind = "int8"
+reference = "fp32-model"
+method = "extractor: ONNX Runtime static QDQ, per-channel"
+calibration_photos = 64
+[quantization.fidelity]
+photos = 136
+held_out = true
+preset = "official"
+pearson_mean = 0.9924
+pearson_min = 0.9095
+top20_iou_mean = 0.9019
+top20_iou_min = 0.4598
+worst_photo = "n02808440_bathtub"
+top1_agree = 123
+min_pearson_mean = 0.95
+"#;
+
+    #[test]
+    fn a_package_is_exact_unless_it_says_it_is_quantized() {
+        assert_eq!(Manifest::parse(GOOD).unwrap().quantization, None);
+        let m = Manifest::parse(&format!("{GOOD}{QUANTIZED}")).unwrap();
+        let q = m.quantization.clone().unwrap();
+        assert_eq!((q.kind, q.reference.as_str(), q.calibration_photos), (QuantizationKind::Int8, "fp32-model", 64));
+        assert_eq!((q.fidelity.photos, q.fidelity.top1_agree, q.fidelity.forced), (136, 123, false));
+        assert_eq!(q.fidelity.pearson_mean, 0.9924);
+        assert_eq!(q.fidelity.worst_photo, "n02808440_bathtub");
+        // It round-trips, and an exact manifest writes no section.
+        assert_eq!(Manifest::parse(&toml::to_string(&m).unwrap()).unwrap(), m);
+        assert!(!toml::to_string(&Manifest::parse(GOOD).unwrap()).unwrap().contains("quantization"));
+    }
+
+    #[test]
+    fn invalid_quantization_sections_name_the_key_at_fault() {
+        let full = format!("{GOOD}{QUANTIZED}");
+        let cases = [
+            ("kind = \"int8\"", "kind = \"int4\"", "int4"),
+            ("reference = \"fp32-model\"", "reference = \" \"", "quantization.reference"),
+            ("reference = \"fp32-model\"\n", "", "reference"),
+            ("photos = 136", "photos = 0", "fidelity.photos"),
+            ("top1_agree = 123", "top1_agree = 137", "top1_agree"),
+            ("pearson_mean = 0.9924", "pearson_mean = 1.5", "pearson_mean"),
+            ("pearson_min = 0.9095", "pearson_min = nan", "pearson_min"),
+            ("top20_iou_min = 0.4598", "top20_iou_min = -0.1", "top20_iou_min"),
+            ("top20_iou_min = 0.4598", "top20_iou_min = 0.95", "exceeds top20_iou_mean"),
+            ("pearson_min = 0.9095", "pearson_min = 0.999", "exceeds pearson_mean"),
+            ("min_pearson_mean = 0.95", "min_pearson_mean = 0.995", "forced is not set"),
+            ("held_out = true", "held_out = true\nspeedup = 2.0", "speedup"),
+            ("worst_photo = \"n02808440_bathtub\"\n", "", "worst_photo"),
+        ];
+        for (from, to, want) in cases {
+            assert!(full.contains(from), "{from:?}");
+            let e = err(&full.replace(from, to));
+            assert!(e.contains(want), "{to:?}: {e:?} does not mention {want:?}");
+        }
+        // Below the gate is accepted when the package says it was forced.
+        let forced = full.replace("min_pearson_mean = 0.95", "min_pearson_mean = 0.995\nforced = true");
+        assert!(Manifest::parse(&forced).unwrap().quantization.unwrap().fidelity.forced);
     }
 
     #[test]

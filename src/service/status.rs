@@ -11,7 +11,7 @@ use super::{Service, ServiceError};
 use crate::cam::{Activation, DetectionFormat, HeadKind};
 use crate::engine::EngineModel;
 use crate::engine::stats::Histogram;
-use crate::model::{ModelPackage, ResizeMode};
+use crate::model::{ModelPackage, Quantization, ResizeMode};
 
 /// The service takes work: every worker alive, not draining, at least one model ready.
 #[derive(Clone, Debug, Serialize)]
@@ -60,6 +60,12 @@ pub struct ModelDetails {
     pub license: String,
     /// What the head returns.
     pub head: HeadSummary,
+    /// The package approximates another (its graphs quantised): its maps are close to that
+    /// package's, not equal, by the measured `quantization.fidelity`.
+    pub approximate: bool,
+    /// How it was quantised and the measured fidelity of its maps (approximate packages).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<Quantization>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -339,5 +345,7 @@ fn details(m: &EngineModel, workers: usize) -> ModelDetails {
         source: p.manifest.source.clone(),
         license: p.manifest.license.clone(),
         head: HeadSummary::of(p),
+        approximate: p.manifest.quantization.is_some(),
+        quantization: p.manifest.quantization.clone(),
     }
 }

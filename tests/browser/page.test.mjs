@@ -166,6 +166,19 @@ test("the page loads under its CSP with every control labelled and the models li
   assert.equal(await page.inputValue("#model"), models.default);
   const options = await page.$$eval("#model option", (os) => os.map((o) => o.value));
   assert.deepEqual(options, models.models.map((m) => m.name));
+  // Approximate (quantised) packages say so in the list and under it, with their fidelity.
+  const texts = await page.$$eval("#model option", (os) => os.map((o) => o.textContent));
+  models.models.forEach((m, i) => assert.equal(/approximate/.test(texts[i]), m.approximate === true, texts[i]));
+  assert.equal(await page.isHidden("#model-approx"), true, "the exact default model is shown as approximate");
+  const approx = models.models.find((m) => m.approximate);
+  if (approx) {
+    await page.selectOption("#model", approx.name);
+    const note = await page.textContent("#model-approx");
+    assert.match(note, new RegExp(`^Approximate: int8 version of ${approx.quantization.reference}`));
+    assert.ok(note.includes(approx.quantization.fidelity.pearson_mean.toFixed(3)), note);
+    await page.selectOption("#model", models.default);
+    assert.equal(await page.isHidden("#model-approx"), true);
+  }
 
   const model = models.models.find((m) => m.name === models.default);
   channels = Number(model?.target_layer?.channels || model?.channels);
