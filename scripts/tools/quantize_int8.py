@@ -28,7 +28,8 @@ sorted by name, every --every-th, the first --calibration of those).
    one with the least r. The real binary rather than a transcription of Score-CAM: the
    figures are those of the maps users get (the preset, the exact savings and the batching
    included), and the tool needs the binary for step 1 anyway.
-4. Gate: a mean Pearson r below --min-pearson (default 0.95) is refused and nothing is
+4. Gate: a mean Pearson r below --min-pearson (default 0.95) is refused (exit status 3: 1 is
+   an error) and nothing is
    written, unless --force (then model.toml says forced = true).
 5. Written to --out (default: PACKAGE-int8 beside PACKAGE): extractor.onnx (int8 QDQ),
    head.onnx and labels.txt (copied), model.toml (PACKAGE's, its description and source

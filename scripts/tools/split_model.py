@@ -194,6 +194,8 @@ Examples:
   python scripts/tools/split_model.py vit_b_16.onnx --list-layers encoder_layer_11
   python scripts/tools/split_model.py vit_b_16.onnx --module encoder.layers.encoder_layer_11 --out models/vit_b_16
   python scripts/tools/split_model.py swin_t.onnx --module 'features[-1]' --out models/swin_t
+  python scripts/tools/split_model.py resnet50.onnx --module layer4 --out models/resnet50 \
+      --int8 --calibrate photos/          # and models/resnet50-int8, with its measured fidelity
   python scripts/tools/split_model.py model.onnx --layer /stage4/Add_output_0 --layout nhwc --out models/x
   python scripts/tools/split_model.py deeplabv3.onnx --module backbone --out models/deeplab   # [N, 21, H, W]: segmentation
   python scripts/tools/split_model.py chest_xray.onnx --module features --out models/cxr \
