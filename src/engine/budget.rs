@@ -12,6 +12,10 @@ use crate::cam::Graph;
 /// that other work slows down, smooth enough that one odd batch does not swing admission.
 const EWMA_WEIGHT: f64 = 0.2;
 
+/// The same for the engine's wall-clock samples, which are noisier (the time between two
+/// completions, whichever workers they came from).
+const WALL_WEIGHT: f64 = 0.1;
+
 /// Entries kept per table before it is cleared (labels and model loads are open-ended;
 /// memory must not be).
 const MAX_ENTRIES: usize = 1024;
@@ -22,8 +26,9 @@ const MAX_ENTRIES: usize = 1024;
 pub(crate) const ANYTIME_SHARE: f64 = 0.25;
 
 /// Part of the time to a deadline kept for the work after the passes (combining,
-/// rendering) and for the estimate's error.
-const DEADLINE_MARGIN: f64 = 0.05;
+/// rendering) and for the estimate's error (a machine shared with other work slows down
+/// between admission and finish).
+const DEADLINE_MARGIN: f64 = 0.1;
 
 /// A running job is ended early only when its estimated finish overruns the time left by
 /// this factor: estimates are noisy, and a job ended is all its work thrown away.
@@ -60,17 +65,41 @@ impl Work {
 
 /// A moving average that starts at its first sample.
 fn ewma(old: Option<f64>, sample: f64) -> f64 {
-    old.map_or(sample, |o| o + EWMA_WEIGHT * (sample - o))
+    weighted(old, sample, EWMA_WEIGHT)
 }
 
-/// Measured seconds per pass of one worker, per model load and graph, and whether the
-/// figure is provisional (a clean batch's, standing in until a pass batch is measured).
+fn weighted(old: Option<f64>, sample: f64, weight: f64) -> f64 {
+    old.map_or(sample, |o| o + weight * (sample - o))
+}
+
+/// Measured seconds per pass, per model load and graph: of one worker running a batch
+/// (with whether the figure is provisional: a clean batch's, standing in until a pass
+/// batch is measured), and of the whole engine by the wall clock while it stays busy,
+/// which also counts what the batches' own times miss (predictions in their lane,
+/// preparing batches, other programs on the machine).
 #[derive(Debug, Default)]
 pub(crate) struct Rates {
     per_pass: HashMap<(u64, Graph), (f64, bool)>,
+    wall: HashMap<(u64, Graph), f64>,
 }
 
 impl Rates {
+    /// `passes` more of a model's passes finished `elapsed` after the engine's previous
+    /// pass batch, with the engine busy all along.
+    pub fn observe_wall(&mut self, model: u64, graph: Graph, passes: usize, elapsed: Duration) {
+        if passes == 0 {
+            return;
+        }
+        if self.wall.len() >= MAX_ENTRIES {
+            self.wall.clear();
+        }
+        let old = self.wall.get(&(model, graph)).copied();
+        // One stall (the machine's other work, a page-in) counts, but as at most four
+        // times the average: a single sample must not swing admission.
+        let sample = (elapsed.as_secs_f64() / passes as f64).min(old.map_or(f64::INFINITY, |o| o * 4.0));
+        self.wall.insert((model, graph), weighted(old, sample, WALL_WEIGHT));
+    }
+
     /// One batch of `passes` took `elapsed` on a worker. A provisional sample only fills a
     /// gap; the first real one replaces it rather than averaging with it.
     pub fn observe(&mut self, model: u64, graph: Graph, passes: usize, elapsed: Duration, provisional: bool) {
@@ -96,13 +125,20 @@ impl Rates {
         self.per_pass.get(&(model, graph)).is_some_and(|(_, provisional)| !provisional)
     }
 
+    /// The engine's seconds per pass of a graph: by the wall clock, else one worker's
+    /// shared over `workers`.
+    fn engine_per_pass(&self, model: u64, graph: Graph, workers: usize) -> Option<f64> {
+        let worker = || self.per_pass.get(&(model, graph)).map(|r| r.0 / workers.max(1) as f64);
+        self.wall.get(&(model, graph)).copied().or_else(worker)
+    }
+
     /// Seconds `work` takes on `workers` busy workers. Cold start: an unmeasured head
     /// graph is assumed as slow as the full one (an upper bound); an unmeasured full graph
     /// is assumed free, so a cold engine admits by capacity alone until its first batch.
     pub fn seconds(&self, model: u64, work: Work, workers: usize) -> f64 {
-        let full = self.per_pass.get(&(model, Graph::Full)).map(|r| r.0);
-        let head = self.per_pass.get(&(model, Graph::Head)).map(|r| r.0).or(full);
-        (work.full * full.unwrap_or(0.0) + work.head * head.unwrap_or(0.0)) / workers.max(1) as f64
+        let full = self.engine_per_pass(model, Graph::Full, workers);
+        let head = self.engine_per_pass(model, Graph::Head, workers).or(full);
+        work.full * full.unwrap_or(0.0) + work.head * head.unwrap_or(0.0)
     }
 }
 
@@ -218,6 +254,30 @@ pub(crate) fn admit(now: Instant, admitted: &[Pending], new: Pending) -> Result<
     })
 }
 
+/// The refused requests told to come back, and when: each later refusal is told to come
+/// back after their work too, so a burst refused together does not return together and
+/// be refused again.
+#[derive(Debug, Default)]
+pub(crate) struct Returns {
+    promised: Vec<(Instant, f64)>,
+}
+
+impl Returns {
+    /// The refusal with its wait pushed back past the work of the requests refused before
+    /// it that have not come back yet (counted for a second after their time: by then
+    /// they are admitted and in the queue, or refused and told again).
+    pub fn stagger(&mut self, now: Instant, mut refusal: Refusal) -> Refusal {
+        self.promised.retain(|(back, _)| *back + Duration::from_secs(1) > now);
+        if !refusal.fits_alone || self.promised.len() >= MAX_ENTRIES {
+            return refusal;
+        }
+        let earlier: f64 = self.promised.iter().map(|(_, seconds)| seconds).sum();
+        refusal.retry_after = secs((refusal.retry_after.as_secs_f64() + earlier).ceil());
+        self.promised.push((now + refusal.retry_after, refusal.own.as_secs_f64()));
+        refusal
+    }
+}
+
 /// Whether a running request can no longer meet its deadline: `before` is the work ahead
 /// of it, `own` its own remaining work (seconds of the whole engine). An anytime request
 /// is answered with its partial map once it cannot get another pass in; the others once
@@ -259,8 +319,8 @@ mod tests {
         assert_eq!(refusal.ahead_jobs, 2);
         assert_eq!(refusal.ahead, Duration::from_secs(35));
         assert_eq!(refusal.own, Duration::from_secs(20));
-        // 35 + 20 = 55 s of work against a budget of 50 × 0.95 = 47.5 s: 7.5 s over.
-        assert_eq!(refusal.retry_after, Duration::from_secs(8));
+        // 35 + 20 = 55 s of work against a budget of 50 × 0.9 = 45 s: 10 s over.
+        assert_eq!(refusal.retry_after, Duration::from_secs(10));
         assert!(refusal.fits_alone);
     }
 
@@ -272,8 +332,8 @@ mod tests {
         let refusal = admit(now, &queue, job(now, 20, 10.0)).unwrap_err();
         assert_eq!(refusal.ahead_jobs, 0);
         assert!(refusal.retry_after >= Duration::from_secs(3));
-        // One that leaves the other its time is admitted.
-        assert_eq!(admit(now, &queue, job(now, 20, 5.0)), Ok(()));
+        // One that leaves the other its time (54 s of budget) is admitted.
+        assert_eq!(admit(now, &queue, job(now, 20, 3.0)), Ok(()));
     }
 
     #[test]
@@ -283,11 +343,11 @@ mod tests {
         assert!(admit(now, &[], new).is_err());
         new.partial_ok = true;
         assert_eq!(admit(now, &[], new), Ok(()), "an idle engine takes any anytime request");
-        // 30 s ahead of a 40 s deadline (38 s of budget) leave it less than a quarter.
+        // 30 s ahead of a 40 s deadline (36 s of budget) leave it less than a quarter.
         let queue = [job(now, 35, 30.0)];
         let refusal = admit(now, &queue, new).unwrap_err();
-        assert_eq!(refusal.retry_after, Duration::from_secs(2), "30 − 38 × 0.75 = 1.5 s too much ahead");
-        let queue = [job(now, 35, 28.0)];
+        assert_eq!(refusal.retry_after, Duration::from_secs(3), "30 − 36 × 0.75 = 3 s too much ahead");
+        let queue = [job(now, 35, 26.0)];
         assert_eq!(admit(now, &queue, new), Ok(()));
     }
 
@@ -333,6 +393,12 @@ mod tests {
         // 0.1 + 0.2 × (0.2 − 0.1) = 0.12 s a pass.
         assert!((rates.seconds(7, Work::of(Graph::Full, 100), 1) - 12.0).abs() < 1e-9);
         assert!(rates.knows(7, Graph::Full) && !rates.knows(7, Graph::Head) && !rates.knows(8, Graph::Full));
+        // The engine's wall clock, once measured, is the engine's rate (no division).
+        rates.observe_wall(7, Graph::Full, 4, Duration::from_millis(200));
+        assert!((rates.seconds(7, Work::of(Graph::Full, 100), 2) - 5.0).abs() < 1e-9);
+        rates.observe_wall(7, Graph::Full, 4, Duration::from_millis(400));
+        // 0.05 + 0.1 × (0.1 − 0.05) = 0.055 s a pass.
+        assert!((rates.seconds(7, Work::of(Graph::Full, 100), 2) - 5.5).abs() < 1e-9);
     }
 
     #[test]
@@ -344,6 +410,26 @@ mod tests {
         estimates.learn("m", 1, Work { full: 1000.0, head: 0.0 });
         assert_eq!(estimates.expect("m", 1, 1280).full, 920.0);
         assert_eq!(estimates.expect("m", 2, 1280).full, 1281.0, "another label is its own estimate");
+    }
+
+    #[test]
+    fn refusals_of_one_burst_are_told_to_come_back_one_after_another() {
+        let now = Instant::now();
+        let mut returns = Returns::default();
+        let refusal = |retry: u64| Refusal {
+            ahead_jobs: 2,
+            ahead: Duration::from_secs(10),
+            own: Duration::from_secs(5),
+            retry_after: Duration::from_secs(retry),
+            fits_alone: true,
+        };
+        let waits: Vec<u64> = (0..3).map(|_| returns.stagger(now, refusal(4)).retry_after.as_secs()).collect();
+        assert_eq!(waits, vec![4, 9, 14]);
+        // Once their time (and a second) has passed, they no longer count.
+        let later = now + Duration::from_secs(16);
+        assert_eq!(returns.stagger(later, refusal(4)).retry_after.as_secs(), 4);
+        let never = Refusal { fits_alone: false, ..refusal(7) };
+        assert_eq!(returns.stagger(later, never).retry_after.as_secs(), 7, "a request too long for its deadline");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::budget::{self, Refusal};
+use super::budget::{self, Refusal, Returns};
 use super::job::{JobEntry, JobOutput, JobTiming, PassCounts, PassScores, Work};
 use super::ledger::{Demand, Ledger};
 use super::model::EngineModel;
@@ -98,6 +98,15 @@ impl Active {
     }
 }
 
+/// A batch sent to a worker and not yet answered.
+#[derive(Clone)]
+struct InFlight {
+    seq: u64,
+    jobs: Vec<usize>,
+    /// A batch of pass-set passes (not clean passes).
+    passes: bool,
+}
+
 pub(crate) struct Scheduler {
     config: EngineConfig,
     pool: Pool,
@@ -106,8 +115,13 @@ pub(crate) struct Scheduler {
     jobs: HashMap<usize, Active>,
     /// Admitted requests, the measured rates and the learned estimates.
     ledger: Ledger,
+    /// Refused requests told when to come back.
+    returns: Returns,
+    /// When the last pass batch finished, and whether others were still in flight then
+    /// (the engine stayed busy, so the time to the next one measures its rate).
+    last_pass_batch: Option<(Instant, bool)>,
     /// Per worker, each batch sent and not yet answered: its number and its jobs.
-    in_flight: Vec<Vec<(u64, Vec<usize>)>>,
+    in_flight: Vec<Vec<InFlight>>,
     next_batch: u64,
     shutting_down: bool,
 }
@@ -117,6 +131,8 @@ impl Scheduler {
         let in_flight = vec![Vec::new(); pool.workers()];
         Self {
             ledger: Ledger::new(pool.workers()),
+            returns: Returns::default(),
+            last_pass_batch: None,
             config,
             pool,
             stats,
@@ -210,7 +226,8 @@ impl Scheduler {
         let now = Instant::now();
         self.ledger.set_workers(self.stats.workers_alive());
         let entry = self.ledger.entry(model, demand, now);
-        budget::admit(now, &self.ledger.all_pending(None), self.ledger.pending(&entry))?;
+        budget::admit(now, &self.ledger.all_pending(None), self.ledger.pending(&entry))
+            .map_err(|refusal| self.returns.stagger(now, refusal))?;
         self.ledger.insert(id, entry);
         Ok(())
     }
@@ -220,7 +237,7 @@ impl Scheduler {
     fn submit(&mut self, entry: Box<JobEntry>) {
         if let Work::Score { passes, .. } = &entry.work
             && self.ledger.planned(entry.admission, passes.graph(), passes.len())
-            && let Err(refusal) = self.fits(entry.admission)
+            && let Some(refusal) = self.refuse(entry.admission)
         {
             self.ledger.cut(entry.admission);
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -238,6 +255,12 @@ impl Scheduler {
         };
         let now = Instant::now();
         budget::admit(now, &self.ledger.all_pending(Some(id)), self.ledger.pending(entry))
+    }
+
+    /// A refusal of an admitted request, its wait staggered like the door's.
+    fn refuse(&mut self, id: usize) -> Option<Refusal> {
+        let refusal = self.fits(id).err()?;
+        Some(self.returns.stagger(Instant::now(), refusal))
     }
 
     /// Ends early the jobs of requests that can no longer make their deadline, so the
@@ -266,12 +289,16 @@ impl Scheduler {
         let running: Vec<usize> =
             self.jobs.values().filter(|j| j.entry.admission == admission).map(|j| j.entry.id).collect();
         let waiting: Vec<usize> = self.waiting.iter().filter(|e| e.admission == admission).map(|e| e.id).collect();
-        if running.is_empty() && waiting.is_empty() {
+        let started = running.iter().any(|id| matches!(&self.jobs[id].state, State::Passes(p) if p.next > 0));
+        // Before its passes start, a request is ended only when the admission test would
+        // refuse it now (the estimates' noise must not turn an admitted request into a 504).
+        let refusal = if started { None } else { self.fits(admission).err() };
+        if (running.is_empty() && waiting.is_empty()) || (!started && refusal.is_none()) {
             return false;
         }
+        let refusal = refusal.map(|r| self.returns.stagger(Instant::now(), r));
         self.ledger.cut(admission);
         self.stats.ended_early.fetch_add(1, Ordering::Relaxed);
-        let refusal = self.fits(admission).err();
         for id in waiting {
             if let Some(pos) = self.waiting.iter().position(|e| e.id == id)
                 && let Some(entry) = self.waiting.remove(pos)
@@ -312,7 +339,7 @@ impl Scheduler {
             return;
         }
         tracing::error!(worker, "worker died; failing its in-flight batches and replacing it");
-        let lost: Vec<usize> = self.in_flight[worker].drain(..).flat_map(|(_, jobs)| jobs).collect();
+        let lost: Vec<usize> = self.in_flight[worker].drain(..).flat_map(|b| b.jobs).collect();
         for job in lost {
             self.fail(job, EngineError::Internal(format!("worker {worker} died while running this job")));
         }
@@ -471,7 +498,8 @@ impl Scheduler {
                     }
                 }
             }
-            self.in_flight[worker].push((batch.seq, batch.segments.iter().map(|s| s.job).collect()));
+            let jobs = batch.segments.iter().map(|s| s.job).collect();
+            self.in_flight[worker].push(InFlight { seq: batch.seq, jobs, passes: batch.kind == BatchKind::Passes });
             if let Err(batch) = self.pool.send(worker, batch, urgent) {
                 self.in_flight[worker].pop();
                 for seg in &batch.segments {
@@ -608,10 +636,20 @@ impl Scheduler {
             let provisional = batch.kind == BatchKind::Clean;
             self.ledger.rates.observe(batch.model.id, batch.graph, batch.len(), result.elapsed, provisional);
         }
+        if batch.kind == BatchKind::Passes {
+            let now = Instant::now();
+            if let Some((last, true)) = self.last_pass_batch {
+                self.ledger.rates.observe_wall(batch.model.id, batch.graph, batch.len(), now - last);
+            }
+            // Busy: a pass batch is still running, so the next one ends within a batch's
+            // time (a gap of idle seconds between bursts is not a rate).
+            let busy = self.in_flight.iter().flatten().any(|b| b.passes);
+            self.last_pass_batch = Some((now, busy));
+        }
     }
 
     fn complete(&mut self, result: BatchResult) {
-        self.in_flight[result.worker].retain(|(seq, _)| *seq != result.batch.seq);
+        self.in_flight[result.worker].retain(|b| b.seq != result.batch.seq);
         self.measure(&result);
         let model_name = result.batch.model.name().to_string();
         let passes = result.batch.len() as u64;

@@ -241,8 +241,10 @@ impl Deadline {
     /// back, and what to ask for instead.
     fn refused(&self, r: &Refusal, anytime: bool) -> ServiceError {
         let (ahead, own) = (r.ahead.as_secs_f64(), r.own.as_secs_f64());
-        // What the deadline would need now, with the margin the admission keeps.
-        let need_ms = ((ahead + own) * 1100.0).ceil() as u64;
+        // What the deadline would need (from the request's start, as `timeout_ms` counts),
+        // with the tenth the admission keeps for the rest, rounded up to 100 ms.
+        let spent = self.ms.saturating_sub(self.at.saturating_duration_since(Instant::now()).as_millis() as u64);
+        let need_ms = (spent + ((ahead + own) * 1000.0 / 0.9) as u64).div_ceil(100) * 100;
         let alone = if r.fits_alone { "" } else { ", more than this deadline allows on an idle server" };
         let anytime = if anytime { "" } else { ", or the best map within this deadline with `anytime=true`" };
         let message = format!(
