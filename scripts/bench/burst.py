@@ -3,7 +3,7 @@
 against one or more scorecam servers, interleaved round by round on the same machine.
 
     scripts/bench/burst.py --server old=http://127.0.0.1:18081 --server new=http://127.0.0.1:18082 \\
-        --image samples/chelsea.png --n 8 --rounds 2 --deadline-factor 2.5
+        --image samples/chelsea.png --n 8 --rounds 2 --deadline-factor 2.5 [--model NAME]
 
 Start each server with --cache-mib 0 (a repeat of the same photo would be answered from the
 result cache) and leave the machine otherwise as it is; say its load. Per round and server,
@@ -47,8 +47,11 @@ def post(url, body, timeout):
     return status, seconds, headers, doc
 
 
+MODEL = ""  # "&model=NAME" when --model is given
+
+
 def explain_url(base, timeout_ms):
-    return f"{base}/explain?format=json&resolution=model&timeout_ms={timeout_ms}"
+    return f"{base}/explain?format=json&resolution=model&timeout_ms={timeout_ms}{MODEL}"
 
 
 def passes(doc):
@@ -80,7 +83,7 @@ def one_client(base, body, timeout_ms, retries, start, out):
 
 def predictor(base, body, stop, out):
     while not stop.is_set():
-        status, seconds, _, _ = post(f"{base}/predict", body, 120)
+        status, seconds, _, _ = post(f"{base}/predict?{MODEL[1:]}", body, 120)
         out.append((status, seconds))
 
 
@@ -141,7 +144,10 @@ def main():
     ap.add_argument("--retries", type=int, default=6)
     ap.add_argument("--deadline-factor", type=float, default=2.5)
     ap.add_argument("--timeout-ms", type=int)
+    ap.add_argument("--model", help="a model the servers serve (default: their default model)")
     args = ap.parse_args()
+    global MODEL
+    MODEL = f"&model={args.model}" if args.model else ""
     servers = [tuple(s.split("=", 1)) for s in args.server]
     body = pathlib.Path(args.image).read_bytes()
     timeout_ms = args.timeout_ms
