@@ -423,9 +423,7 @@ impl Scheduler {
         }
         let max = self.config.max_concurrent_jobs.max(1);
         while self.jobs.values().filter(|j| !j.entry.priority).count() < max {
-            // A follow-up of an admitted request already waited its turn; then the
-            // earliest deadline.
-            let next = self.waiting.iter().enumerate().min_by_key(|(_, e)| (!e.follow_up, e.key, e.id)).map(|(i, _)| i);
+            let next = next_waiting(self.waiting.iter().map(|e| (e.follow_up, e.key, e.id)));
             let Some(entry) = next.and_then(|i| self.waiting.remove(i)) else {
                 break;
             };
@@ -730,6 +728,13 @@ fn rank(jobs: impl Iterator<Item = (Instant, usize)>) -> Vec<usize> {
     keyed.into_iter().map(|(_, id)| id).collect()
 }
 
+/// Which waiting job (by position) takes the next running slot: a follow-up of an
+/// admitted request first (it already waited its turn), then the earliest key, then the
+/// older job.
+fn next_waiting(waiting: impl Iterator<Item = (bool, Instant, usize)>) -> Option<usize> {
+    waiting.enumerate().min_by_key(|(_, (follow_up, key, id))| (!follow_up, *key, *id)).map(|(i, _)| i)
+}
+
 /// How many passes each candidate (job, pending passes), in order, gets of a batch of
 /// `max`: the first job as many as it has, then the next, until the batch is full.
 fn fill(candidates: &[(usize, usize)], max: usize) -> Vec<usize> {
@@ -752,7 +757,7 @@ fn unstarted(refusal: Option<Refusal>) -> EngineError {
 
 #[cfg(test)]
 mod tests {
-    use super::{fill, rank};
+    use super::{fill, next_waiting, rank};
     use std::time::{Duration, Instant};
 
     #[test]
@@ -769,6 +774,16 @@ mod tests {
         let s = |n: u64| t + Duration::from_secs(n);
         let order = rank([(s(30), 4), (s(10), 7), (s(30), 2), (s(20), 9)].into_iter());
         assert_eq!(order, vec![7, 9, 2, 4]);
+    }
+
+    #[test]
+    fn a_running_slot_goes_to_a_follow_up_then_the_earliest_deadline() {
+        let t = Instant::now();
+        let s = |n: u64| t + Duration::from_secs(n);
+        assert_eq!(next_waiting([(false, s(30), 1), (false, s(10), 2), (true, s(50), 3)].into_iter()), Some(2));
+        assert_eq!(next_waiting([(false, s(30), 1), (false, s(10), 2)].into_iter()), Some(1));
+        assert_eq!(next_waiting([(false, s(10), 5), (false, s(10), 4)].into_iter()), Some(1), "ties: the older");
+        assert_eq!(next_waiting(std::iter::empty()), None);
     }
 
     #[test]
