@@ -3,7 +3,7 @@
 against one or more scorecam servers, interleaved round by round on the same machine.
 
     scripts/bench/burst.py --server old=http://127.0.0.1:18081 --server new=http://127.0.0.1:18082 \\
-        --image samples/chelsea.png --n 8 --rounds 2 --deadline-factor 2.5 [--model NAME]
+        --image samples/chelsea.png --n 8 --rounds 2 --deadline-factor 2.5 [--model NAME] [--query max_passes=400]
 
 Start each server with --cache-mib 0 (a repeat of the same photo would be answered from the
 result cache) and leave the machine otherwise as it is; say its load. Per round and server,
@@ -48,10 +48,11 @@ def post(url, body, timeout):
 
 
 MODEL = ""  # "&model=NAME" when --model is given
+EXTRA = ""  # "&..." when --query is given
 
 
 def explain_url(base, timeout_ms):
-    return f"{base}/explain?format=json&resolution=model&timeout_ms={timeout_ms}{MODEL}"
+    return f"{base}/explain?format=json&resolution=model&timeout_ms={timeout_ms}{MODEL}{EXTRA}"
 
 
 def passes(doc):
@@ -145,9 +146,11 @@ def main():
     ap.add_argument("--deadline-factor", type=float, default=2.5)
     ap.add_argument("--timeout-ms", type=int)
     ap.add_argument("--model", help="a model the servers serve (default: their default model)")
+    ap.add_argument("--query", default="", help="more explain parameters, e.g. max_passes=400")
     args = ap.parse_args()
-    global MODEL
+    global MODEL, EXTRA
     MODEL = f"&model={args.model}" if args.model else ""
+    EXTRA = f"&{args.query}" if args.query else ""
     servers = [tuple(s.split("=", 1)) for s in args.server]
     body = pathlib.Path(args.image).read_bytes()
     timeout_ms = args.timeout_ms
