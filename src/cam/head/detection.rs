@@ -175,9 +175,11 @@ impl Detector {
             .filter_map(|j| {
                 let (class, score) = self.best(output, j);
                 let bbox = self.bbox(output, j);
-                // An empty box is no detection (a padded row of a labelled output).
+                // An empty box (a padded row of a labelled output) or a label that is no
+                // class index is no detection.
                 let empty = bbox[2] <= bbox[0] || bbox[3] <= bbox[1];
-                (score >= score_threshold && !empty).then_some(Detection { bbox, class, score })
+                let unlabelled = self.format == DetectionFormat::Torchvision && self.labelled(output, j).0.is_none();
+                (score >= score_threshold && !empty && !unlabelled).then_some(Detection { bbox, class, score })
             })
             .collect();
         candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
