@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::{PngBody, Server};
@@ -340,9 +340,10 @@ async fn metric(server: &Server, name: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_prediction_skips_the_explanations_queue() {
     // Room for two explanations in all: both are admitted, and a third would get a 429.
+    // Their deadline is long, so only the capacity refuses (not the time they need).
     let server = Server::start(&["--max-concurrent-jobs", "1", "--max-queued-jobs", "1"]);
     let c = client();
-    let send = || c.post(server.url("/explain?format=json")).png_body().send();
+    let send = || c.post(server.url("/explain?format=json&timeout_ms=300000")).png_body().send();
     let explanations: Vec<_> = vec![send(), send()].into_iter().map(tokio::spawn).collect();
     // Wait until the first explanation's masked passes run (both are admitted by then).
     for _ in 0..600 {
@@ -481,9 +482,45 @@ async fn anytime_answers_at_the_deadline_with_what_it_has() {
         .await
         .unwrap();
     assert_ne!(again["stats"]["cache"], "hit", "{}", again["stats"]);
-    // The same deadline without `anytime` is a 504.
+    // The same deadline without `anytime` cannot be met (the engine has measured its
+    // passes by now): refused at once, before any pass, saying what to ask for instead.
     let late = c.post(server.url("/explain?format=json&timeout_ms=800")).png_body().send().await.unwrap();
-    assert_eq!(late.status(), 504);
+    assert_eq!(late.status(), 429);
+    let retry: u64 = late.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry >= 1);
+    let error: Value = late.json().await.unwrap();
+    let message = error["error"].as_str().unwrap();
+    assert_eq!(error["error_type"], "overloaded");
+    assert!(message.contains("timeout_ms") && message.contains("anytime=true"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_past_its_deadline_is_answered_or_refused_at_once_never_timed_out() {
+    let server = Server::start(&["--cache-mib", "0"]);
+    let c = client();
+    // One explanation alone: the engine measures its rate and learns the passes it takes.
+    let started = Instant::now();
+    let alone = c.post(server.url("/explain?format=json&timeout_ms=300000")).png_body().send().await.unwrap();
+    assert_eq!(alone.status(), 200);
+    // Six at once with a deadline of one and a half of it: one fits, with room to spare
+    // for a machine that slows down; under round-robin all six would time out together.
+    let deadline_ms = (started.elapsed().as_millis() as u64 * 3 / 2).max(500);
+    let url = server.url(&format!("/explain?format=json&timeout_ms={deadline_ms}"));
+    let answers = futures_join((0..6).map(|_| c.post(url.clone()).png_body().send()).collect()).await;
+    let mut statuses = Vec::new();
+    for answer in answers {
+        let answer = answer.unwrap();
+        statuses.push(answer.status().as_u16());
+        if answer.status() == StatusCode::TOO_MANY_REQUESTS {
+            let retry: u64 = answer.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!(retry >= 1);
+            let error: Value = answer.json().await.unwrap();
+            assert!(error["error"].as_str().unwrap().contains("timeout_ms"), "{error}");
+        }
+    }
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    assert!(statuses.contains(&200), "the engine finished what it admitted: {statuses:?}");
+    assert!(statuses.contains(&429), "what could not finish was refused: {statuses:?}");
 }
 
 async fn futures_join<F: std::future::Future + Send + 'static>(futures: Vec<F>) -> Vec<F::Output>

@@ -123,6 +123,10 @@ pub(crate) type Reply = oneshot::Sender<Result<(JobOutput, PassCounts, JobTiming
 /// A submitted job as the scheduler receives it.
 pub(crate) struct JobEntry {
     pub id: usize,
+    /// The admission (request) it belongs to: the ledger's key.
+    pub admission: usize,
+    /// Its place in the order: earliest first (the request's deadline, or a distant one).
+    pub key: Instant,
     pub model: Arc<EngineModel>,
     pub input: Arc<[f32]>,
     pub work: Work,

@@ -8,14 +8,18 @@
 //! (owns that worker's ONNX Runtime sessions), so building batch n+1 overlaps running batch
 //! n. Callers talk to the scheduler through a channel and await a one-shot reply.
 
+mod budget;
 mod job;
+mod ledger;
 pub mod memory;
 mod model;
 mod scheduler;
 pub mod stats;
 mod worker;
 
+pub use budget::Refusal;
 pub use job::{CleanPass, Fault, JobTiming, PassCounts, PassObserver, PassScores, RunOptions, Scored};
+pub use ledger::Demand;
 pub use model::EngineModel;
 pub use stats::EngineStats;
 
@@ -106,8 +110,15 @@ impl Default for EngineConfig {
 /// Why a job did not produce a result.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
-    #[error("the server is at capacity ({0} jobs admitted); retry shortly")]
-    Overloaded(usize),
+    #[error("the server is at capacity ({capacity} jobs admitted); retry shortly")]
+    Overloaded { capacity: usize, retry_after: Duration },
+    /// The request cannot finish before its deadline behind the work admitted.
+    #[error(
+        "the request cannot finish before its deadline: {} requests are ahead of it with about {} s \
+         of work, and it needs about {} s",
+        .0.ahead_jobs, .0.ahead.as_secs(), .0.own.as_secs()
+    )]
+    Refused(Refusal),
     #[error("the deadline passed before the work finished")]
     DeadlineExceeded,
     #[error("the request was cancelled")]
@@ -207,9 +218,23 @@ impl Engine {
     }
 
     /// Takes an admission slot for one request's jobs (fail fast past capacity rather than
-    /// queue without bound); the slot is freed when the admission drops.
-    pub fn admit(&self, model: &Arc<EngineModel>) -> Result<Admission<'_>, EngineError> {
-        self.take_slot(model, &self.admitted, self.capacity(), false)
+    /// queue without bound), then asks the scheduler whether it can finish before its
+    /// deadline behind the work already admitted (refused at once when not). The slot is
+    /// freed when the admission drops.
+    pub async fn admit(&self, model: &Arc<EngineModel>, demand: Demand) -> Result<Admission<'_>, EngineError> {
+        let mut admission = self.take_slot(model, &self.admitted, self.capacity(), false, &demand)?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let command = Command::Admit { id: admission.id, model: model.clone(), demand, reply };
+        self.commands.send(command).map_err(|_| EngineError::ShuttingDown)?;
+        admission.in_ledger = true;
+        match answer.await {
+            Ok(Ok(())) => Ok(admission),
+            Ok(Err(refusal)) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                Err(EngineError::Refused(refusal))
+            }
+            Err(_) => Err(EngineError::ShuttingDown),
+        }
     }
 
     /// Requests `admit` takes at once (running and queued) before it refuses.
@@ -221,7 +246,8 @@ impl Engine {
     /// skip the explanations' queue and run on the next free worker, so they answer in
     /// about one batch's time under any load. It has its own capacity.
     pub fn admit_priority(&self, model: &Arc<EngineModel>) -> Result<Admission<'_>, EngineError> {
-        self.take_slot(model, &self.admitted_priority, self.config.max_priority_requests, true)
+        let demand = Demand::default();
+        self.take_slot(model, &self.admitted_priority, self.config.max_priority_requests, true, &demand)
     }
 
     fn take_slot(
@@ -230,13 +256,18 @@ impl Engine {
         counter: &Arc<AtomicUsize>,
         capacity: usize,
         priority: bool,
+        demand: &Demand,
     ) -> Result<Admission<'_>, EngineError> {
         if self.is_draining() {
             return Err(EngineError::ShuttingDown);
         }
         let admitted = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        let now = Instant::now();
         let admission = Admission {
             engine: self,
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            key: demand.key(now),
+            in_ledger: false,
             model: model.clone(),
             submitted: AtomicBool::new(false),
             priority,
@@ -244,7 +275,7 @@ impl Engine {
         };
         if admitted > capacity.max(1) {
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(EngineError::Overloaded(capacity));
+            return Err(EngineError::Overloaded { capacity, retry_after: self.stats.retry_after() });
         }
         Ok(admission)
     }
@@ -254,6 +285,12 @@ impl Engine {
 /// ahead of requests still waiting for their first.
 pub struct Admission<'e> {
     engine: &'e Engine,
+    /// Its number in the scheduler's ledger.
+    id: usize,
+    /// Its place in the order of jobs (earliest deadline first).
+    key: Instant,
+    /// Whether the scheduler holds a ledger entry to release.
+    in_ledger: bool,
     model: Arc<EngineModel>,
     submitted: AtomicBool,
     priority: bool,
@@ -310,6 +347,8 @@ impl Admission<'_> {
         let cancelled = Arc::new(AtomicBool::new(false));
         let entry = JobEntry {
             id,
+            admission: self.id,
+            key: self.key,
             model: self.model.clone(),
             input,
             work,
@@ -327,6 +366,14 @@ impl Admission<'_> {
         let result = receive.await.map_err(|_| EngineError::ShuttingDown)?;
         cancel.armed = false;
         result
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if self.in_ledger {
+            let _ = self.engine.commands.send(Command::Release(self.id));
+        }
     }
 }
 

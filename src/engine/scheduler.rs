@@ -1,7 +1,9 @@
-//! The scheduler thread: owns every job and the queue, forms batches across jobs
-//! (round-robin, so a small job is not stuck behind a large one), scatters results back,
-//! enforces deadlines. It knows pass sets, not methods: what the passes mean is the
-//! caller's business.
+//! The scheduler thread: owns every job, the queue and the ledger of admitted requests;
+//! admits a request only when it can finish before its deadline, forms batches across
+//! jobs (earliest deadline first, so the work admitted finishes instead of every job
+//! slowing down together), scatters results back, enforces deadlines and ends early the
+//! jobs that can no longer make theirs. It knows pass sets, not methods: what the passes
+//! mean is the caller's business.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -9,7 +11,9 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use super::budget::{self, Refusal, Returns};
 use super::job::{JobEntry, JobOutput, JobTiming, PassCounts, PassScores, Work};
+use super::ledger::{Demand, Ledger};
 use super::model::EngineModel;
 use super::stats::EngineStats;
 use super::worker::{Batch, BatchKind, BatchResult, Pool, Segment, SegmentOutput, WorkerEvent};
@@ -33,6 +37,15 @@ const WORKER_DEPTH: usize = 2;
 const HEAD_BATCH: usize = 64;
 
 pub(crate) enum Command {
+    /// May this request be admitted (does it finish before its deadline)?
+    Admit {
+        id: usize,
+        model: Arc<EngineModel>,
+        demand: Demand,
+        reply: tokio::sync::oneshot::Sender<Result<(), Refusal>>,
+    },
+    /// The admission is done with the engine.
+    Release(usize),
     Submit(Box<JobEntry>),
     Cancel(usize),
     Worker(WorkerEvent),
@@ -85,16 +98,30 @@ impl Active {
     }
 }
 
+/// A batch sent to a worker and not yet answered.
+#[derive(Clone)]
+struct InFlight {
+    seq: u64,
+    jobs: Vec<usize>,
+    /// A batch of pass-set passes (not clean passes).
+    passes: bool,
+}
+
 pub(crate) struct Scheduler {
     config: EngineConfig,
     pool: Pool,
     stats: Arc<EngineStats>,
     waiting: VecDeque<Box<JobEntry>>,
     jobs: HashMap<usize, Active>,
-    /// Round-robin order of running jobs.
-    order: VecDeque<usize>,
+    /// Admitted requests, the measured rates and the learned estimates.
+    ledger: Ledger,
+    /// Refused requests told when to come back.
+    returns: Returns,
+    /// When the last pass batch finished, and whether others were still in flight then
+    /// (the engine stayed busy, so the time to the next one measures its rate).
+    last_pass_batch: Option<(Instant, bool)>,
     /// Per worker, each batch sent and not yet answered: its number and its jobs.
-    in_flight: Vec<Vec<(u64, Vec<usize>)>>,
+    in_flight: Vec<Vec<InFlight>>,
     next_batch: u64,
     shutting_down: bool,
 }
@@ -103,12 +130,14 @@ impl Scheduler {
     pub fn new(config: EngineConfig, pool: Pool, stats: Arc<EngineStats>) -> Self {
         let in_flight = vec![Vec::new(); pool.workers()];
         Self {
+            ledger: Ledger::new(pool.workers()),
+            returns: Returns::default(),
+            last_pass_batch: None,
             config,
             pool,
             stats,
             waiting: VecDeque::new(),
             jobs: HashMap::new(),
-            order: VecDeque::new(),
             in_flight,
             next_batch: 0,
             shutting_down: false,
@@ -130,15 +159,11 @@ impl Scheduler {
             let mut shutdown = false;
             for cmd in first.into_iter().chain(std::iter::from_fn(|| commands.try_recv().ok())) {
                 match cmd {
-                    Command::Submit(entry) => {
-                        self.stats.queued_jobs.fetch_add(1, Ordering::Relaxed);
-                        // A follow-up of an admitted request already waited its turn.
-                        if entry.follow_up {
-                            self.waiting.push_front(entry);
-                        } else {
-                            self.waiting.push_back(entry);
-                        }
+                    Command::Admit { id, model, demand, reply } => {
+                        let _ = reply.send(self.admit(id, &model, &demand));
                     }
+                    Command::Release(id) => self.ledger.release(id),
+                    Command::Submit(entry) => self.submit(entry),
                     Command::Cancel(id) => self.cancel(id),
                     Command::Worker(WorkerEvent::Done(result)) => self.complete(*result),
                     Command::Worker(WorkerEvent::Exited(worker)) => self.worker_exited(worker),
@@ -155,8 +180,12 @@ impl Scheduler {
             }
             let now = Instant::now();
             self.expire(now);
+            self.ledger.set_workers(self.stats.workers_alive());
+            self.recheck(now);
             self.promote();
             wake = self.dispatch(now);
+            let (backlog, requests) = self.ledger.backlog();
+            self.stats.set_backlog(backlog, requests);
             // Idle for a while after work: give the burst's freed memory back to the OS.
             // Not at once: malloc_trim takes milliseconds, and between back-to-back
             // requests (a /predict client) it would sit in every request's path.
@@ -191,12 +220,126 @@ impl Scheduler {
         }
     }
 
+    /// The admission test: the request goes into the ledger when, earliest deadline
+    /// first, it finishes in time and delays no admitted request past its deadline.
+    fn admit(&mut self, id: usize, model: &Arc<EngineModel>, demand: &Demand) -> Result<(), Refusal> {
+        let now = Instant::now();
+        self.ledger.set_workers(self.stats.workers_alive());
+        let entry = self.ledger.entry(model, demand, now);
+        budget::admit(now, &self.ledger.all_pending(None), self.ledger.pending(&entry))
+            .map_err(|refusal| self.returns.stagger(now, refusal))?;
+        self.ledger.insert(id, entry);
+        Ok(())
+    }
+
+    /// Queues a job. A request's first pass set replaces its estimate with its plan; one
+    /// that no longer fits its deadline is refused now, before any of its passes run.
+    fn submit(&mut self, entry: Box<JobEntry>) {
+        if let Work::Score { passes, .. } = &entry.work
+            && self.ledger.planned(entry.admission, passes.graph(), passes.len())
+            && let Some(refusal) = self.refuse(entry.admission)
+        {
+            self.ledger.cut(entry.admission);
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            let _ = entry.reply.send(Err(EngineError::Refused(refusal)));
+            return;
+        }
+        self.stats.queued_jobs.fetch_add(1, Ordering::Relaxed);
+        self.waiting.push_back(entry);
+    }
+
+    /// The admission test again for an admitted request, now that its plan is known.
+    fn fits(&self, id: usize) -> Result<(), Refusal> {
+        let Some(entry) = self.ledger.get(id) else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        budget::admit(now, &self.ledger.all_pending(Some(id)), self.ledger.pending(entry))
+    }
+
+    /// A refusal of an admitted request, its wait staggered like the door's.
+    fn refuse(&mut self, id: usize) -> Option<Refusal> {
+        let refusal = self.fits(id).err()?;
+        Some(self.returns.stagger(Instant::now(), refusal))
+    }
+
+    /// Ends early the jobs of requests that can no longer make their deadline, so the
+    /// engine's time goes to those that can. The work of each one ended no longer counts
+    /// against those behind it.
+    fn recheck(&mut self, now: Instant) {
+        let mut freed = 0.0;
+        for (admission, before, own) in self.ledger.in_order(now) {
+            let Some(entry) = self.ledger.get(admission) else {
+                continue;
+            };
+            let Some(deadline) = entry.deadline else {
+                continue;
+            };
+            let partial_ok = entry.partial_ok;
+            if budget::hopeless(now, deadline, before - freed, own, partial_ok) && self.end_early(admission) {
+                freed += own;
+            }
+        }
+    }
+
+    /// Ends the current jobs of an admission: an anytime one with the passes scored so
+    /// far; one whose passes have not started is refused (nothing ran, a retry may fit);
+    /// the others fail with the deadline. Returns whether there was a job to end.
+    fn end_early(&mut self, admission: usize) -> bool {
+        let running: Vec<usize> =
+            self.jobs.values().filter(|j| j.entry.admission == admission).map(|j| j.entry.id).collect();
+        let waiting: Vec<usize> = self.waiting.iter().filter(|e| e.admission == admission).map(|e| e.id).collect();
+        let started = running.iter().any(|id| matches!(&self.jobs[id].state, State::Passes(p) if p.next > 0));
+        // Before its passes start, a request is ended only when the admission test would
+        // refuse it now (the estimates' noise must not turn an admitted request into a 504).
+        let refusal = if started { None } else { self.fits(admission).err() };
+        if (running.is_empty() && waiting.is_empty()) || (!started && refusal.is_none()) {
+            return false;
+        }
+        let refusal = refusal.map(|r| self.returns.stagger(Instant::now(), r));
+        self.ledger.cut(admission);
+        self.stats.ended_early.fetch_add(1, Ordering::Relaxed);
+        for id in waiting {
+            if let Some(pos) = self.waiting.iter().position(|e| e.id == id)
+                && let Some(entry) = self.waiting.remove(pos)
+            {
+                self.stats.queued_jobs.fetch_sub(1, Ordering::Relaxed);
+                let _ = entry.reply.send(Err(unstarted(refusal)));
+            }
+        }
+        for id in running {
+            self.end_running(id, refusal);
+        }
+        self.ledger.finish(admission);
+        true
+    }
+
+    fn end_running(&mut self, id: usize, refusal: Option<Refusal>) {
+        let Some(job) = self.remove(id) else {
+            return;
+        };
+        let started = matches!(&job.state, State::Passes(p) if p.next > 0);
+        let timing = job.timing();
+        match job.state {
+            State::Passes(p) if job.entry.options.partial_at_deadline => {
+                let output = JobOutput::Scored { scores: p.scores, done: Some(p.scored) };
+                let _ = job.entry.reply.send(Ok((output, job.counts, timing)));
+            }
+            _ if started => {
+                let _ = job.entry.reply.send(Err(EngineError::DeadlineExceeded));
+            }
+            _ => {
+                let _ = job.entry.reply.send(Err(unstarted(refusal)));
+            }
+        }
+    }
+
     fn worker_exited(&mut self, worker: usize) {
         if self.shutting_down {
             return;
         }
         tracing::error!(worker, "worker died; failing its in-flight batches and replacing it");
-        let lost: Vec<usize> = self.in_flight[worker].drain(..).flat_map(|(_, jobs)| jobs).collect();
+        let lost: Vec<usize> = self.in_flight[worker].drain(..).flat_map(|b| b.jobs).collect();
         for job in lost {
             self.fail(job, EngineError::Internal(format!("worker {worker} died while running this job")));
         }
@@ -205,12 +348,15 @@ impl Scheduler {
 
     fn cancel(&mut self, id: usize) {
         let mut found = false;
-        if let Some(pos) = self.waiting.iter().position(|e| e.id == id) {
-            self.waiting.remove(pos);
+        if let Some(pos) = self.waiting.iter().position(|e| e.id == id)
+            && let Some(entry) = self.waiting.remove(pos)
+        {
             self.stats.queued_jobs.fetch_sub(1, Ordering::Relaxed);
+            self.ledger.cut(entry.admission);
             found = true;
         }
         if let Some(job) = self.remove(id) {
+            self.ledger.cut(job.entry.admission);
             let _ = job.entry.reply.send(Err(EngineError::Cancelled));
             found = true;
         }
@@ -221,13 +367,13 @@ impl Scheduler {
 
     fn remove(&mut self, id: usize) -> Option<Active> {
         let job = self.jobs.remove(&id)?;
-        self.order.retain(|j| *j != id);
         self.stats.running_jobs.fetch_sub(1, Ordering::Relaxed);
         Some(job)
     }
 
     fn fail(&mut self, id: usize, error: EngineError) {
         if let Some(job) = self.remove(id) {
+            self.ledger.cut(job.entry.admission);
             let _ = job.entry.reply.send(Err(error));
         }
     }
@@ -238,6 +384,7 @@ impl Scheduler {
             self.jobs.values().filter(|j| past(j.entry.options.deadline)).map(|j| j.entry.id).collect();
         for id in expired {
             let partial = self.jobs[&id].entry.options.partial_at_deadline;
+            self.ledger.cut(self.jobs[&id].entry.admission);
             match self.remove(id) {
                 Some(job) if partial && matches!(job.state, State::Passes(_)) => {
                     // What is scored so far is the answer; batches still in flight are
@@ -257,6 +404,7 @@ impl Scheduler {
         for entry in self.waiting.drain(..) {
             if past(entry.options.deadline) {
                 self.stats.queued_jobs.fetch_sub(1, Ordering::Relaxed);
+                self.ledger.cut(entry.admission);
                 let _ = entry.reply.send(Err(EngineError::DeadlineExceeded));
             } else {
                 kept.push_back(entry);
@@ -275,7 +423,8 @@ impl Scheduler {
         }
         let max = self.config.max_concurrent_jobs.max(1);
         while self.jobs.values().filter(|j| !j.entry.priority).count() < max {
-            let Some(entry) = self.waiting.pop_front() else {
+            let next = next_waiting(self.waiting.iter().map(|e| (e.follow_up, e.key, e.id)));
+            let Some(entry) = next.and_then(|i| self.waiting.remove(i)) else {
                 break;
             };
             self.activate(entry);
@@ -305,7 +454,6 @@ impl Scheduler {
             })),
         };
         self.jobs.insert(id, Active { entry, state, counts: PassCounts::default(), started: None });
-        self.order.push_back(id);
         self.finish_if_done(id);
     }
 
@@ -334,6 +482,7 @@ impl Scheduler {
             self.stats.batch_size.observe(batch.len() as f64);
             for seg in &batch.segments {
                 if let Some(job) = self.jobs.get_mut(&seg.job) {
+                    self.ledger.dispatched(job.entry.admission, batch.graph, seg.passes.len());
                     job.counts.batch_size = job.counts.batch_size.max(batch.len());
                     match batch.graph {
                         Graph::Head => job.counts.head += seg.passes.len(),
@@ -347,7 +496,8 @@ impl Scheduler {
                     }
                 }
             }
-            self.in_flight[worker].push((batch.seq, batch.segments.iter().map(|s| s.job).collect()));
+            let jobs = batch.segments.iter().map(|s| s.job).collect();
+            self.in_flight[worker].push(InFlight { seq: batch.seq, jobs, passes: batch.kind == BatchKind::Passes });
             if let Err(batch) = self.pool.send(worker, batch, urgent) {
                 self.in_flight[worker].pop();
                 for seg in &batch.segments {
@@ -367,37 +517,43 @@ impl Scheduler {
         }
     }
 
+    /// The running jobs in the order their passes are served: earliest deadline first
+    /// (see [`rank`]).
+    fn ranked(&self) -> Vec<usize> {
+        rank(self.jobs.values().map(|j| (j.entry.key, j.entry.id)))
+    }
+
     /// Picks the next batch and whether it is urgent: priority jobs' clean passes first
     /// (cheap requests), then other clean passes (they gate everything else), then pass
-    /// sets shared round-robin among the jobs of one model. Marks the passes taken. With
-    /// `urgent_only`, only an urgent batch or none.
+    /// sets, earliest deadline first. Marks the passes taken. With `urgent_only`, only an
+    /// urgent batch or none.
     fn form_batch(&mut self, urgent_only: bool) -> Option<(Batch, Instant, bool)> {
         let seq = self.next_batch;
         self.next_batch += 1;
+        let ranked = self.ranked();
         let clean = |j: &Active| matches!(j.state, State::Clean { dispatched: false });
-        let first_clean = self
-            .order
+        let first_clean = ranked
             .iter()
             .find(|id| clean(&self.jobs[id]) && self.jobs[id].entry.priority)
-            .or_else(|| self.order.iter().find(|id| !urgent_only && clean(&self.jobs[id])))
+            .or_else(|| ranked.iter().find(|id| !urgent_only && clean(&self.jobs[id])))
             .copied();
         match first_clean {
-            Some(first) => Some(self.clean_batch(seq, first, urgent_only)),
+            Some(first) => Some(self.clean_batch(seq, first, &ranked, urgent_only)),
             None if urgent_only => None,
-            None => self.pass_batch(seq).map(|(batch, oldest)| (batch, oldest, false)),
+            None => self.pass_batch(seq, &ranked).map(|(batch, oldest)| (batch, oldest, false)),
         }
     }
 
     /// The clean passes of `first`'s model: priority jobs first, then (unless only urgent
     /// work may go) the others, up to the model's batch size.
-    fn clean_batch(&mut self, seq: u64, first: usize, urgent_only: bool) -> (Batch, Instant, bool) {
+    fn clean_batch(&mut self, seq: u64, first: usize, ranked: &[usize], urgent_only: bool) -> (Batch, Instant, bool) {
         let model = self.jobs[&first].entry.model.clone();
         let max = self.batch_limit(&model, Graph::Full);
         let same = |j: &Active| j.entry.model.id == model.id && matches!(j.state, State::Clean { dispatched: false });
         let mut ids: Vec<usize> =
-            self.order.iter().copied().filter(|id| same(&self.jobs[id]) && self.jobs[id].entry.priority).collect();
+            ranked.iter().copied().filter(|id| same(&self.jobs[id]) && self.jobs[id].entry.priority).collect();
         if !urgent_only {
-            ids.extend(self.order.iter().copied().filter(|id| same(&self.jobs[id]) && !self.jobs[id].entry.priority));
+            ids.extend(ranked.iter().copied().filter(|id| same(&self.jobs[id]) && !self.jobs[id].entry.priority));
         }
         ids.truncate(max);
         let urgent = ids.iter().any(|id| self.jobs[id].entry.priority);
@@ -421,26 +577,21 @@ impl Scheduler {
         (Batch { seq, model, kind: BatchKind::Clean, graph: Graph::Full, segments }, oldest, urgent)
     }
 
-    /// The next batch of pass-set passes: the jobs of the first job's model and graph,
-    /// dealt round-robin, starting one job further on each time.
-    fn pass_batch(&mut self, seq: u64) -> Option<(Batch, Instant)> {
-        let first = *self.order.iter().find(|id| self.jobs[id].pending() > 0)?;
+    /// The next batch of pass-set passes: the earliest-deadline job with passes left, then
+    /// (when it has fewer than a batch) the next ones of the same model and graph.
+    fn pass_batch(&mut self, seq: u64, ranked: &[usize]) -> Option<(Batch, Instant)> {
+        let first = *ranked.iter().find(|id| self.jobs[id].pending() > 0)?;
         let model = self.jobs[&first].entry.model.clone();
         // A batch runs one graph: image passes and head-only passes never mix.
         let graph = self.jobs[&first].graph();
         let max = self.batch_limit(&model, graph);
-        // Rotate so the next batch starts with the next job: round-robin across batches too.
-        let start = self.order.iter().position(|id| *id == first).unwrap_or(0);
-        self.order.rotate_left(start);
-        let candidates: Vec<(usize, usize)> = self
-            .order
+        let candidates: Vec<(usize, usize)> = ranked
             .iter()
             .filter(|id| self.jobs[id].entry.model.id == model.id && self.jobs[id].graph() == graph)
             .map(|id| (*id, self.jobs[id].pending()))
             .filter(|(_, p)| *p > 0)
             .collect();
-        let take = deal(&candidates, max);
-        self.order.rotate_left(1.min(self.order.len()));
+        let take = fill(&candidates, max);
         let mut oldest = Instant::now();
         let mut segments = Vec::new();
         for ((id, _), n) in candidates.into_iter().zip(take).filter(|(_, n)| *n > 0) {
@@ -475,8 +626,29 @@ impl Scheduler {
         }
     }
 
+    /// A batch's time teaches the rate of its model and graph. Clean batches (a few
+    /// inputs, slower per pass) only stand in until a pass batch has been measured.
+    fn measure(&mut self, result: &BatchResult) {
+        let batch = &result.batch;
+        if result.outcome.is_ok() {
+            let provisional = batch.kind == BatchKind::Clean;
+            self.ledger.rates.observe(batch.model.id, batch.graph, batch.len(), result.elapsed, provisional);
+        }
+        if batch.kind == BatchKind::Passes {
+            let now = Instant::now();
+            if let Some((last, true)) = self.last_pass_batch {
+                self.ledger.rates.observe_wall(batch.model.id, batch.graph, batch.len(), now - last);
+            }
+            // Busy: a pass batch is still running, so the next one ends within a batch's
+            // time (a gap of idle seconds between bursts is not a rate).
+            let busy = self.in_flight.iter().flatten().any(|b| b.passes);
+            self.last_pass_batch = Some((now, busy));
+        }
+    }
+
     fn complete(&mut self, result: BatchResult) {
-        self.in_flight[result.worker].retain(|(seq, _)| *seq != result.batch.seq);
+        self.in_flight[result.worker].retain(|b| b.seq != result.batch.seq);
+        self.measure(&result);
         let model_name = result.batch.model.name().to_string();
         let passes = result.batch.len() as u64;
         match (result.batch.kind, result.batch.graph) {
@@ -545,37 +717,84 @@ impl Scheduler {
     }
 }
 
-/// How many passes each candidate (job, pending passes) gets of a batch of `max`: slots
-/// dealt one at a time round the jobs until the batch is full or every job is exhausted.
-fn deal(candidates: &[(usize, usize)], max: usize) -> Vec<usize> {
-    let mut pending: Vec<usize> = candidates.iter().map(|(_, p)| *p).collect();
-    let mut take = vec![0usize; candidates.len()];
+/// Job ids (with their keys) in the order their passes are served: earliest key first,
+/// then the older job. A key is the request's deadline, or, for a request without one, a
+/// distant deadline ([`super::ledger::NO_DEADLINE_HORIZON`] after its admission): every
+/// key is finite, so a job is served at the latest once every request admitted after its
+/// key has passed: no job starves, however many arrive with earlier deadlines.
+fn rank(jobs: impl Iterator<Item = (Instant, usize)>) -> Vec<usize> {
+    let mut keyed: Vec<(Instant, usize)> = jobs.collect();
+    keyed.sort_unstable();
+    keyed.into_iter().map(|(_, id)| id).collect()
+}
+
+/// Which waiting job (by position) takes the next running slot: a follow-up of an
+/// admitted request first (it already waited its turn), then the earliest key, then the
+/// older job.
+fn next_waiting(waiting: impl Iterator<Item = (bool, Instant, usize)>) -> Option<usize> {
+    waiting.enumerate().min_by_key(|(_, (follow_up, key, id))| (!follow_up, *key, *id)).map(|(i, _)| i)
+}
+
+/// How many passes each candidate (job, pending passes), in order, gets of a batch of
+/// `max`: the first job as many as it has, then the next, until the batch is full.
+fn fill(candidates: &[(usize, usize)], max: usize) -> Vec<usize> {
     let mut left = max;
-    while left > 0 {
-        let mut progressed = false;
-        for (i, pending) in pending.iter_mut().enumerate() {
-            if left > 0 && *pending > 0 {
-                *pending -= 1;
-                take[i] += 1;
-                left -= 1;
-                progressed = true;
-            }
-        }
-        if !progressed {
-            break;
-        }
-    }
-    take
+    candidates
+        .iter()
+        .map(|(_, pending)| {
+            let n = (*pending).min(left);
+            left -= n;
+            n
+        })
+        .collect()
+}
+
+/// A job ended before its passes: refused (429, come back later) when the admission test
+/// says when it would fit, else failed with the deadline.
+fn unstarted(refusal: Option<Refusal>) -> EngineError {
+    refusal.map_or(EngineError::DeadlineExceeded, EngineError::Refused)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::deal;
+    use super::{fill, next_waiting, rank};
+    use std::time::{Duration, Instant};
 
     #[test]
-    fn slots_are_dealt_round_the_jobs_until_the_batch_is_full() {
-        assert_eq!(deal(&[(1, 5), (2, 1), (3, 5)], 6), vec![3, 1, 2]);
-        assert_eq!(deal(&[(1, 2)], 8), vec![2], "a batch is never padded past the work there is");
-        assert_eq!(deal(&[(1, 9), (2, 9)], 0), vec![0, 0]);
+    fn the_earliest_deadline_fills_the_batch_first() {
+        assert_eq!(fill(&[(1, 5), (2, 1), (3, 5)], 6), vec![5, 1, 0]);
+        assert_eq!(fill(&[(1, 2), (2, 1), (3, 5)], 6), vec![2, 1, 3], "the next jobs top up a short one");
+        assert_eq!(fill(&[(1, 2)], 8), vec![2], "a batch is never padded past the work there is");
+        assert_eq!(fill(&[(1, 9), (2, 9)], 0), vec![0, 0]);
+    }
+
+    #[test]
+    fn jobs_are_served_earliest_deadline_first_then_oldest() {
+        let t = Instant::now();
+        let s = |n: u64| t + Duration::from_secs(n);
+        let order = rank([(s(30), 4), (s(10), 7), (s(30), 2), (s(20), 9)].into_iter());
+        assert_eq!(order, vec![7, 9, 2, 4]);
+    }
+
+    #[test]
+    fn a_running_slot_goes_to_a_follow_up_then_the_earliest_deadline() {
+        let t = Instant::now();
+        let s = |n: u64| t + Duration::from_secs(n);
+        assert_eq!(next_waiting([(false, s(30), 1), (false, s(10), 2), (true, s(50), 3)].into_iter()), Some(2));
+        assert_eq!(next_waiting([(false, s(30), 1), (false, s(10), 2)].into_iter()), Some(1));
+        assert_eq!(next_waiting([(false, s(10), 5), (false, s(10), 4)].into_iter()), Some(1), "ties: the older");
+        assert_eq!(next_waiting(std::iter::empty()), None);
+    }
+
+    #[test]
+    fn a_request_without_a_deadline_is_served_once_its_distant_key_comes_up() {
+        // Admitted at t without a deadline: keyed t + horizon. A stream of requests with
+        // 60 s deadlines goes first only while they were admitted before t + horizon − 60 s.
+        let t = Instant::now();
+        let horizon = super::super::ledger::NO_DEADLINE_HORIZON;
+        let no_deadline = (t + horizon, 1);
+        let early = (t + Duration::from_secs(60), 2);
+        let late = (t + horizon - Duration::from_secs(59) + Duration::from_secs(60), 3);
+        assert_eq!(rank([no_deadline, early, late].into_iter()), vec![2, 1, 3]);
     }
 }

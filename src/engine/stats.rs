@@ -1,6 +1,7 @@
 //! Engine counters (passes, batches, jobs, workers), read by the metrics endpoint.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 /// A fixed-bucket histogram (Prometheus semantics: cumulative on export).
 #[derive(Debug)]
@@ -55,6 +56,15 @@ pub struct EngineStats {
     pub head_passes: AtomicU64,
     pub clean_passes: AtomicU64,
     pub rejected: AtomicU64,
+    /// Requests refused because they could not finish before their deadline.
+    pub refused: AtomicU64,
+    /// Admitted requests ended before their passes because they could no longer make
+    /// their deadline (answered with their partial map when anytime).
+    pub ended_early: AtomicU64,
+    /// The admitted work in milliseconds of the engine (as the scheduler last told it),
+    /// and the requests that hold it.
+    backlog_ms: AtomicU64,
+    backlog_requests: AtomicUsize,
     /// Jobs dropped because their caller went away.
     pub cancelled: AtomicU64,
     pub queued_jobs: AtomicUsize,
@@ -76,11 +86,33 @@ impl EngineStats {
             head_passes: AtomicU64::new(0),
             clean_passes: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            ended_early: AtomicU64::new(0),
+            backlog_ms: AtomicU64::new(0),
+            backlog_requests: AtomicUsize::new(0),
             cancelled: AtomicU64::new(0),
             queued_jobs: AtomicUsize::new(0),
             running_jobs: AtomicUsize::new(0),
             batch_size: Histogram::new(SIZES),
         }
+    }
+
+    /// The scheduler's latest view of the admitted work.
+    pub(crate) fn set_backlog(&self, seconds: f64, requests: usize) {
+        self.backlog_ms.store((seconds * 1e3).clamp(0.0, 1e12) as u64, Ordering::Relaxed);
+        self.backlog_requests.store(requests, Ordering::Relaxed);
+    }
+
+    /// Seconds of work admitted and not yet run (an estimate from the measured rates).
+    pub fn backlog_seconds(&self) -> f64 {
+        self.backlog_ms.load(Ordering::Relaxed) as f64 / 1e3
+    }
+
+    /// When a request refused at capacity should come back: the time one admitted request
+    /// takes on average to leave, at least a second.
+    pub fn retry_after(&self) -> Duration {
+        let requests = self.backlog_requests.load(Ordering::Relaxed).max(1) as f64;
+        Duration::from_secs_f64((self.backlog_seconds() / requests).ceil().clamp(1.0, 3600.0))
     }
 
     pub fn workers_alive(&self) -> usize {

@@ -65,6 +65,8 @@ pub(crate) enum SegmentOutput {
 pub(crate) struct BatchResult {
     pub worker: usize,
     pub batch: Batch,
+    /// How long the inference thread took to run it (the engine's measured rate).
+    pub elapsed: Duration,
     /// The whole batch failed, or each segment's own outcome.
     pub outcome: Result<Vec<Result<SegmentOutput, String>>, String>,
 }
@@ -371,19 +373,22 @@ fn inference_loop(
             return;
         }
         open.retain(|_, o| o.model.strong_count() > 0);
-        let outcome = match open.entry(batch.model.id) {
+        let opened = match open.entry(batch.model.id) {
             std::collections::hash_map::Entry::Occupied(o) => Ok(o.into_mut()),
             std::collections::hash_map::Entry::Vacant(v) => match open_and_warm(&batch.model) {
                 Ok(sessions) => Ok(v.insert(Open { model: Arc::downgrade(&batch.model), sessions })),
                 Err(e) => Err(e.to_string()),
             },
-        }
-        .and_then(|o| run_contained(&mut o.sessions, &batch, &tensor));
+        };
+        // Timed apart from opening the sessions: the rate is the batch's, not the set-up's.
+        let started = Instant::now();
+        let outcome = opened.and_then(|o| run_contained(&mut o.sessions, &batch, &tensor));
+        let elapsed = started.elapsed();
         // The preparation thread may be gone (shutdown); the tensor is then just dropped.
         if recyclable {
             let _ = recycle.send(tensor);
         }
-        let result = BatchResult { worker: setup.id, batch, outcome };
+        let result = BatchResult { worker: setup.id, batch, outcome, elapsed };
         if !(setup.events)(WorkerEvent::Done(Box::new(result))) {
             break;
         }

@@ -65,6 +65,16 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// Seconds a refused client should wait: the service's estimate from the queue, else 1.
+    fn retry_after(&self) -> u64 {
+        match self {
+            ApiError::Service(e) => e.retry_after().unwrap_or(1),
+            _ => 1,
+        }
+    }
+}
+
 /// The status of each kind of service failure.
 fn status_of(kind: ErrorKind) -> StatusCode {
     use ErrorKind as K;
@@ -90,9 +100,10 @@ impl IntoResponse for ApiError {
         } else {
             tracing::info!(error = %self, error_type, "request rejected");
         }
+        let retry_after = self.retry_after();
         let mut response = (status, Json(ErrorBody { error: self.to_string(), error_type })).into_response();
         if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
         if status == StatusCode::UNAUTHORIZED {
             response

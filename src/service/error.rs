@@ -36,6 +36,10 @@ pub enum ServiceError {
          `timeout_ms` (up to {max_ms} ms on this server), or fewer passes (e.g. `max_channels`)"
     )]
     DeadlineExceeded { timeout_ms: u64, max_ms: u64 },
+    /// The request cannot finish before its deadline behind the work admitted: refused
+    /// before any of its passes ran.
+    #[error("{message}")]
+    Refused { message: String, retry_after_s: u64 },
     /// The server is draining for shutdown: new work is refused before any is done.
     #[error("the server is not ready: the server is shutting down")]
     NotAccepting,
@@ -104,6 +108,16 @@ impl ErrorKind {
 }
 
 impl ServiceError {
+    /// When a refused request should come back, in seconds (computed from the queue).
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ServiceError::Refused { retry_after_s, .. } => Some(*retry_after_s),
+            ServiceError::Engine(EngineError::Overloaded { retry_after, .. }) => Some(retry_after.as_secs().max(1)),
+            ServiceError::Engine(EngineError::Refused(r)) => Some(r.retry_after.as_secs().max(1)),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         use ErrorKind as K;
         use ServiceError as S;
@@ -115,6 +129,7 @@ impl ServiceError {
             S::UnknownModel { .. } => K::UnknownModel,
             S::ModelUnavailable { .. } => K::ModelUnavailable,
             S::DeadlineExceeded { .. } => K::DeadlineExceeded,
+            S::Refused { .. } => K::Overloaded,
             S::NotAccepting => K::NotReady,
             // Encoding our own PNG failed: the server's fault, not the request's.
             S::Render(_) | S::Internal(_) | S::Startup(_) => K::Internal,
@@ -125,7 +140,7 @@ impl ServiceError {
                 ImagingError::TooLarge(_) => K::ImageTooLarge,
             },
             S::Engine(e) => match e {
-                EngineError::Overloaded(_) => K::Overloaded,
+                EngineError::Overloaded { .. } | EngineError::Refused(_) => K::Overloaded,
                 EngineError::DeadlineExceeded => K::DeadlineExceeded,
                 EngineError::Cancelled => K::Cancelled,
                 EngineError::ShuttingDown => K::ShuttingDown,

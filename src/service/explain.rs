@@ -21,7 +21,7 @@ use crate::cam::faithfulness::{Faithfulness, MetricPlan};
 use crate::cam::{
     self, Activations, Graph, HeadKind, MaskPlan, PassSet, PlanPrefix, Readout, Saliency, Target, TargetScores,
 };
-use crate::engine::{Admission, EngineModel, JobTiming, PassCounts, PassObserver, PassScores, RunOptions};
+use crate::engine::{Admission, Demand, EngineModel, JobTiming, PassCounts, PassObserver, PassScores, RunOptions};
 use crate::imaging::{self, ImageLimits, ImagingError, Orientation, Preprocessed};
 use crate::model::ExifOrientation;
 
@@ -223,6 +223,18 @@ pub(super) fn options(p: &Prepared, progress: Option<&Arc<Progress>>, stage: Sta
     }
 }
 
+/// What an explanation asks of the engine: its deadline, whether a partial map will do,
+/// and its kind of work (the engine learns the passes of each kind per model: the method
+/// with its parameters, the pass budget and the metrics change them).
+fn demand(p: &Prepared) -> Demand {
+    let r = &p.request;
+    Demand {
+        deadline: p.deadline_at(),
+        partial_ok: r.anytime,
+        label: format!("{} max_passes={:?} metrics={}", r.method, r.max_passes, r.metrics),
+    }
+}
+
 /// A cached result as this request's explanation: its own rendering and upload, no pass.
 fn from_cache(p: Prepared, hit: &CachedResult, started: Instant) -> Explanation {
     let stats = RunStats {
@@ -350,9 +362,9 @@ impl Service {
         if let Some(hit) = key.as_ref().and_then(|k| self.cache.get(k)) {
             return Ok(from_cache(prepared, &hit, started));
         }
-        let deadline = prepared.deadline;
+        let (deadline, anytime) = (prepared.deadline, prepared.request.anytime);
         let (mut explanation, cut_by_deadline) =
-            Deadline::bound(deadline, self.run_unbounded(prepared, progress)).await?;
+            Deadline::bound(deadline, anytime, self.run_unbounded(prepared, progress)).await?;
         // A map the deadline cut short depends on the machine's speed: never cached.
         if let Some(key) = key.filter(|_| !cut_by_deadline) {
             explanation.stats.cache = CacheOutcome::Miss;
@@ -378,7 +390,7 @@ impl Service {
         progress: Option<Arc<Progress>>,
     ) -> Result<(Explanation, bool), ServiceError> {
         let started = Instant::now();
-        let admission = self.engine.admit(&p.model)?;
+        let admission = self.engine.admit(&p.model, demand(&p)).await?;
         let clean = self.clean(&admission, &p, progress.as_ref()).await?;
         let targets = self.targets(&admission, &p, &clean.logits).await?;
         let readout = Arc::new(Readout::new(p.model.package.head(), targets));
@@ -621,7 +633,7 @@ impl Service {
             let logits = admission.clean(tensor, &options).await?.logits;
             Ok((logits, image.map(|(_, pre)| pre), PredictTimings { decode_ms, inference_ms: ms(t.elapsed()) }))
         };
-        let (logits, preprocessed, timings) = Deadline::bound(deadline, work).await?;
+        let (logits, preprocessed, timings) = Deadline::bound(deadline, false, work).await?;
         Ok(Classified {
             model: model.name().to_string(),
             probabilities: model.package.head().class_scores(&logits),
@@ -692,7 +704,8 @@ impl Service {
         }
         let exif = model.package.manifest.input.exif_orientation;
         let p = Prepared { model: model.clone(), request, deadline: None, tensor: input.into(), image: None, exif };
-        let admission = self.engine.admit(&model)?;
+        let demand = Demand { label: "metrics of given maps".into(), ..Default::default() };
+        let admission = self.engine.admit(&model, demand).await?;
         let clean = self.clean(&admission, &p, None).await?;
         let readout = Arc::new(Readout::classes(head, targets));
         let clean_reads = readout.read(&clean.logits);

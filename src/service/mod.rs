@@ -60,7 +60,7 @@ pub use crate::resample::Map;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::engine::{Engine, EngineConfig, EngineError, EngineModel};
+use crate::engine::{Demand, Engine, EngineConfig, EngineError, EngineModel, Refusal};
 
 /// What the service needs besides the engine and the models.
 #[derive(Clone, Debug, Default)]
@@ -185,7 +185,8 @@ impl Service {
             if let Ok(model) = self.models.get(name) {
                 let [c, h, w] = model.package.info.input_chw;
                 let warm = async {
-                    let admission = self.engine.admit(&model)?;
+                    let demand = Demand { label: "warm-up".into(), ..Default::default() };
+                    let admission = self.engine.admit(&model, demand).await?;
                     admission.clean(vec![0.0; c * h * w].into(), &Default::default()).await.map(|_| ())
                 };
                 if let Err(e) = warm.await {
@@ -236,9 +237,35 @@ impl Deadline {
         ServiceError::DeadlineExceeded { timeout_ms: self.ms, max_ms: self.max }
     }
 
-    /// Runs `work` within the deadline (plus slack: the engine enforces it first).
+    /// The engine's refusal in the request's terms: how long the queue is, when to come
+    /// back, and what to ask for instead.
+    fn refused(&self, r: &Refusal, anytime: bool) -> ServiceError {
+        let (ahead, own) = (r.ahead.as_secs_f64(), r.own.as_secs_f64());
+        // What the deadline would need (from the request's start, as `timeout_ms` counts),
+        // with the tenth the admission keeps for the rest, rounded up to 100 ms.
+        let spent = self.ms.saturating_sub(self.at.saturating_duration_since(Instant::now()).as_millis() as u64);
+        let need_ms = (spent + ((ahead + own) * 1000.0 / 0.9) as u64).div_ceil(100) * 100;
+        let alone = if r.fits_alone { "" } else { ", more than this deadline allows on an idle server" };
+        let anytime = if anytime { "" } else { ", or the best map within this deadline with `anytime=true`" };
+        let message = format!(
+            "the server cannot finish this request within its deadline of {} ms: {} admitted requests \
+             run before it with about {ahead:.1} s of work, and it needs about {own:.1} s itself{alone}; \
+             retry after {} s, ask for a longer deadline (`timeout_ms` of about {need_ms}, at most {} on \
+             this server){anytime}",
+            self.ms,
+            r.ahead_jobs,
+            r.retry_after.as_secs(),
+            self.max,
+        );
+        ServiceError::Refused { message, retry_after_s: r.retry_after.as_secs().max(1) }
+    }
+
+    /// Runs `work` within the deadline (plus slack: the engine enforces it first); a
+    /// refusal is told in the request's terms (`anytime`: whether it asked for a partial
+    /// map already).
     async fn bound<T>(
         deadline: Option<Deadline>,
+        anytime: bool,
         work: impl Future<Output = Result<T, ServiceError>>,
     ) -> Result<T, ServiceError> {
         let result = match deadline {
@@ -249,6 +276,7 @@ impl Deadline {
         };
         match (result, deadline) {
             (Err(ServiceError::Engine(EngineError::DeadlineExceeded)), Some(d)) => Err(d.exceeded()),
+            (Err(ServiceError::Engine(EngineError::Refused(r))), Some(d)) => Err(d.refused(&r, anytime)),
             (r, _) => r,
         }
     }

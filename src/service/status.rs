@@ -289,6 +289,16 @@ impl Service {
             ),
             figure("scorecam_rejected_jobs_total", "Jobs refused at admission (429).", load(&engine.rejected)),
             figure(
+                "scorecam_refused_deadline_total",
+                "Explanations refused (429) because they could not finish before their deadline.",
+                load(&engine.refused),
+            ),
+            figure(
+                "scorecam_ended_early_total",
+                "Admitted explanations ended before their passes because they could no longer make their deadline.",
+                load(&engine.ended_early),
+            ),
+            figure(
                 "scorecam_cancelled_jobs_total",
                 "Jobs cancelled because the client went away.",
                 load(&engine.cancelled),
@@ -306,6 +316,11 @@ impl Service {
                 engine.running_jobs.load(Ordering::Relaxed) as u64,
             ),
             figure("scorecam_workers_alive", "Workers with live sessions.", engine.workers_alive() as u64),
+            figure(
+                "scorecam_backlog_milliseconds",
+                "Admitted work not yet run, in milliseconds of the engine (from the measured rates).",
+                (engine.backlog_seconds() * 1e3) as u64,
+            ),
             figure("scorecam_ready", "1 when the server accepts work.", u64::from(self.engine.is_ready())),
             figure("scorecam_cache_bytes", "Bytes the result cache holds.", cache.bytes() as u64),
             figure("scorecam_cache_entries", "Explanations the result cache holds.", cache.len() as u64),
