@@ -113,12 +113,23 @@ fn a_head_with_7_input_channels_does_not_match_the_extractor() {
 }
 
 #[test]
-fn an_extractor_with_a_fixed_batch_is_refused() {
+fn an_extractor_with_a_fixed_batch_other_than_one_is_refused() {
     let (_tmp, dir) = scratch();
-    replace_with_variant(&dir, "extractor.onnx", "extractor_static_batch.onnx");
+    replace_with_variant(&dir, "extractor.onnx", "extractor_batch2.onnx");
     let e = load_err(&dir);
     assert!(matches!(&e, ModelError::Mismatch { path, .. } if *path == dir.join("extractor.onnx")), "{e:?}");
-    assert_names(&e, &dir, "extractor.onnx", &["batch", "1×3×16×16"]);
+    assert_names(&e, &dir, "extractor.onnx", &["batch", "2×3×16×16"]);
+}
+
+/// A graph exported for one image (batch fixed at 1) loads, and the runtime will run it
+/// image by image; the dynamic pair does not.
+#[test]
+fn an_extractor_with_its_batch_fixed_at_one_runs_one_image_per_run() {
+    let (_tmp, dir) = scratch();
+    assert!(!ModelPackage::load(&dir).unwrap().info.one_image_per_run);
+    replace_with_variant(&dir, "extractor.onnx", "extractor_static_batch.onnx");
+    let package = ModelPackage::load(&dir).unwrap();
+    assert!(package.info.one_image_per_run && package.session_shapes().one_image_per_run);
 }
 
 #[test]

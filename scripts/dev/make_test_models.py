@@ -16,6 +16,7 @@ tiny/                      a valid scorecam package (16x16 RGB, 6 feature channe
 variants/
   head_7ch.onnx            head expecting [batch,7,4,4] (channel mismatch with tiny/extractor.onnx)
   extractor_static_batch.onnx   tiny extractor with the batch fixed to 1
+  extractor_batch2.onnx    tiny extractor with the batch fixed to 2
   head_3classes.onnx       head with 3 classes (mismatch with the 5 labels)
   full.onnx                tiny extractor + head fused: image -> ... -> relu_out -> ... -> scores -> Softmax -> probs
   vit_tiny.onnx            ViT-like (torchvision naming, TorchScript-style node names): 32x32 -> patch 8 conv ->
@@ -401,7 +402,8 @@ features equal to relu(bias) in every cell, {gray_f}, and logits
 | file | what | for testing |
 |---|---|---|
 | `head_7ch.onnx` | a head whose input is [batch, 7, 4, 4] | extractor/head channel mismatch with `tiny/extractor.onnx` |
-| `extractor_static_batch.onnx` | `tiny/extractor.onnx` with the batch fixed to 1 ([1, 3, 16, 16] → [1, 6, 4, 4]) | rejecting a non-dynamic batch |
+| `extractor_static_batch.onnx` | `tiny/extractor.onnx` with the batch fixed to 1 ([1, 3, 16, 16] → [1, 6, 4, 4]) | a graph exported for one image: loads, runs one image per run |
+| `extractor_batch2.onnx` | `tiny/extractor.onnx` with the batch fixed to 2 | rejecting a fixed batch other than 1 |
 | `head_3classes.onnx` | a head with 3 outputs ([batch, 3]; other random weights, seed 23) | label count (5) ≠ class count |
 | `full.onnx` | extractor and head fused: `image` → Conv → `conv_out` → Relu → `relu_out` → GlobalAveragePool → `pooled` → Flatten → `flat` → Gemm → `scores` → Softmax(axis 1) → `probs` [batch, 5]; same weights as `tiny/` | `scripts/tools/split_model.py` (`--layer relu_out` gives the `tiny/` pair back, minus the Softmax; `pooled` is a 1×1 map it refuses) |
 
@@ -475,6 +477,7 @@ def main() -> None:
 
     save(make_head(channels=7), out / "variants" / "head_7ch.onnx")
     save(make_extractor(batch=1), out / "variants" / "extractor_static_batch.onnx")
+    save(make_extractor(batch=2), out / "variants" / "extractor_batch2.onnx")
     save(make_head(classes=3), out / "variants" / "head_3classes.onnx")
     save(make_full(), out / "variants" / "full.onnx")
     save(make_vit("torchscript", VIT_NAMES, prefix=1, seed=29), out / "variants" / "vit_tiny.onnx")
