@@ -129,18 +129,19 @@ impl Detector {
         (class, self.raw(output, j, 5))
     }
 
-    /// Proposal j's best class and its score (probability × objectness).
-    pub fn best(&self, output: &[f32], j: usize) -> (usize, f32) {
+    /// Proposal j's best class and its score (probability × objectness); None for a
+    /// labelled row whose label is no class index.
+    pub fn best(&self, output: &[f32], j: usize) -> Option<(usize, f32)> {
         if self.format == DetectionFormat::Torchvision {
-            return match self.labelled(output, j) {
-                (Some(class), score) => (class, self.prob(score)),
-                (None, _) => (0, 0.0),
-            };
+            let (label, score) = self.labelled(output, j);
+            return label.map(|class| (class, self.prob(score)));
         }
         let o = self.objectness(output, j);
-        (0..self.classes)
-            .map(|c| (c, self.class_prob(output, j, c) * o))
-            .fold((0, f32::NEG_INFINITY), |best, x| if x.1 > best.1 { x } else { best })
+        Some(
+            (0..self.classes)
+                .map(|c| (c, self.class_prob(output, j, c) * o))
+                .fold((0, f32::NEG_INFINITY), |best, x| if x.1 > best.1 { x } else { best }),
+        )
     }
 
     /// A detection target's score on one image's output.
@@ -161,8 +162,10 @@ impl Detector {
                 ) else {
                     return 0.0;
                 };
-                let (best, score) = self.best(output, j);
-                if overlap > iou_threshold && best == class { overlap + score } else { 0.0 }
+                match self.best(output, j) {
+                    Some((best, score)) if overlap > iou_threshold && best == class => overlap + score,
+                    _ => 0.0,
+                }
             }
         }
     }
@@ -173,13 +176,11 @@ impl Detector {
     pub fn detect(&self, output: &[f32], score_threshold: f32, iou_threshold: f32) -> Vec<Detection> {
         let mut candidates: Vec<Detection> = (0..self.proposals)
             .filter_map(|j| {
-                let (class, score) = self.best(output, j);
+                let (class, score) = self.best(output, j)?;
                 let bbox = self.bbox(output, j);
-                // An empty box (a padded row of a labelled output) or a label that is no
-                // class index is no detection.
+                // An empty box is no detection (a padded row of a labelled output).
                 let empty = bbox[2] <= bbox[0] || bbox[3] <= bbox[1];
-                let unlabelled = self.format == DetectionFormat::Torchvision && self.labelled(output, j).0.is_none();
-                (score >= score_threshold && !empty && !unlabelled).then_some(Detection { bbox, class, score })
+                (score >= score_threshold && !empty).then_some(Detection { bbox, class, score })
             })
             .collect();
         candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -287,6 +288,7 @@ mod tests {
             assert_eq!(bx.bbox(&out_boxes, j), v8.bbox(&out8, j));
             assert_eq!(v5.best(&out5, j), v8.best(&out8, j));
             assert_eq!(bx.best(&out_boxes, j), v8.best(&out8, j));
+            assert!(v8.best(&out8, j).is_some());
         }
     }
 
@@ -295,7 +297,7 @@ mod tests {
         let d = Detector { format: DetectionFormat::YoloV5, classes: 1, proposals: 1, logits: true };
         let out = [5.0, 5.0, 10.0, 10.0, 0.0, 2.0];
         let p = 1.0 / (1.0 + (-2.0f32).exp());
-        assert!((d.best(&out, 0).1 - 0.5 * p).abs() < 1e-6);
+        assert!((d.best(&out, 0).unwrap().1 - 0.5 * p).abs() < 1e-6);
         assert!((d.score(&out, &[0.0, 0.0, 10.0, 10.0], 0, BoxScore::DRise) - 0.5 * p).abs() < 1e-6);
     }
 
@@ -317,7 +319,7 @@ mod tests {
         let (d, out) = labelled();
         assert_eq!(d.output_len(), out.len());
         assert_eq!(d.bbox(&out, 1), [20.0, 20.0, 30.0, 40.0]);
-        assert_eq!((d.best(&out, 0), d.best(&out, 1)), ((2, 0.9), (1, 0.4)));
+        assert_eq!((d.best(&out, 0), d.best(&out, 1)), (Some((2, 0.9)), Some((1, 0.4))));
         assert_eq!((d.class_prob(&out, 0, 2), d.class_prob(&out, 0, 1)), (0.9, 0.0));
         // The padded row is no detection even at threshold 0.
         let found = d.detect(&out, 0.0, 0.5);
