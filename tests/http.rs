@@ -326,14 +326,17 @@ async fn every_bad_input_gets_its_status_and_the_server_stays_ready() {
 async fn a_burst_past_capacity_gets_429_with_retry_after() {
     let server = Server::start(&["--max-concurrent-jobs", "1", "--max-queued-jobs", "1"]);
     let c = client();
-    let send = || c.post(server.url("/explain?format=json")).png_body().send();
+    // A long deadline, so only the capacity refuses (not the time they need).
+    let send = || c.post(server.url("/explain?format=json&timeout_ms=300000")).png_body().send();
     let results = futures_join(vec![send(), send(), send(), send()]).await;
     let statuses: Vec<u16> = results.iter().map(|r| r.as_ref().unwrap().status().as_u16()).collect();
     assert!(statuses.contains(&429), "{statuses:?}");
     assert!(statuses.contains(&200), "{statuses:?}");
     assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
     let limited = results.into_iter().map(Result::unwrap).find(|r| r.status() == 429).unwrap();
-    assert_eq!(limited.headers()["retry-after"], "1");
+    // The wait is the admitted work's, in seconds (at least one).
+    let retry: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry >= 1);
     assert_eq!(error_of(limited, StatusCode::TOO_MANY_REQUESTS).await, "overloaded");
 }
 
@@ -528,6 +531,33 @@ async fn a_burst_past_its_deadline_is_answered_or_refused_at_once_never_timed_ou
     assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
     assert!(statuses.contains(&200), "the engine finished what it admitted: {statuses:?}");
     assert!(statuses.contains(&429), "what could not finish was refused: {statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_at_a_cold_server_is_refused_at_the_door_not_after_admission() {
+    let c = client();
+    // The deadline comes from another server's explanation: this one has run none, so
+    // it knows only the rate it timed when it opened the model.
+    let probe = Server::start(&["--cache-mib", "0"]);
+    let started = Instant::now();
+    let alone = c.post(probe.url("/explain?format=json&timeout_ms=300000")).png_body().send().await.unwrap();
+    assert_eq!(alone.status(), 200);
+    // Three times one explanation: one fits even if this machine's speed halves between
+    // the two servers; not two, on the count the cold engine assumes (a pass per channel).
+    let deadline_ms = (started.elapsed().as_millis() as u64 * 3).max(500);
+    drop(probe);
+    let server = Server::start(&["--cache-mib", "0"]);
+    let url = server.url(&format!("/explain?format=json&timeout_ms={deadline_ms}"));
+    let answers = futures_join((0..6).map(|_| c.post(url.clone()).png_body().send()).collect()).await;
+    let statuses: Vec<u16> = answers.into_iter().map(|a| a.unwrap().status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    assert!(statuses.contains(&200), "the engine tried and finished one: {statuses:?}");
+    // Admitted by capacity alone, the burst would have been cut short once the engine
+    // measured its rate (ended early: a late 429, or a 504 for a started one).
+    assert_eq!(metric(&server, "scorecam_ended_early_total").await, 0, "{statuses:?}");
+    let refused = metric(&server, "scorecam_refused_deadline_total").await;
+    assert_eq!(refused as usize, statuses.iter().filter(|s| **s == 429).count(), "{statuses:?}");
+    assert!(refused >= 1, "{statuses:?}");
 }
 
 async fn futures_join<F: std::future::Future + Send + 'static>(futures: Vec<F>) -> Vec<F::Output>

@@ -160,11 +160,12 @@ impl Estimates {
         self.passes.insert(key, learned);
     }
 
-    /// The passes an admission is expected to take; before any of its kind finished, one
-    /// pass per feature channel and the clean pass (Score-CAM's count, the default method).
-    pub fn expect(&self, model: &str, label: u64, channels: usize) -> Work {
+    /// The passes an admission is expected to take, and whether that was learned; before
+    /// any of its kind finished, one pass per feature channel and the clean pass
+    /// (Score-CAM's count without its savings, the default method).
+    pub fn expect(&self, model: &str, label: u64, channels: usize) -> (Work, bool) {
         let cold = Work { full: channels as f64 + 1.0, head: 0.0 };
-        self.passes.get(&(model.to_string(), label)).copied().unwrap_or(cold)
+        self.passes.get(&(model.to_string(), label)).map_or((cold, false), |w| (*w, true))
     }
 }
 
@@ -404,12 +405,12 @@ mod tests {
     #[test]
     fn estimates_start_from_the_channels_and_learn_each_kind_of_request() {
         let mut estimates = Estimates::default();
-        assert_eq!(estimates.expect("m", 1, 1280), Work { full: 1281.0, head: 0.0 });
+        assert_eq!(estimates.expect("m", 1, 1280), (Work { full: 1281.0, head: 0.0 }, false));
         estimates.learn("m", 1, Work { full: 900.0, head: 0.0 });
-        assert_eq!(estimates.expect("m", 1, 1280), Work { full: 900.0, head: 0.0 });
+        assert_eq!(estimates.expect("m", 1, 1280), (Work { full: 900.0, head: 0.0 }, true));
         estimates.learn("m", 1, Work { full: 1000.0, head: 0.0 });
-        assert_eq!(estimates.expect("m", 1, 1280).full, 920.0);
-        assert_eq!(estimates.expect("m", 2, 1280).full, 1281.0, "another label is its own estimate");
+        assert_eq!(estimates.expect("m", 1, 1280).0.full, 920.0);
+        assert_eq!(estimates.expect("m", 2, 1280).0.full, 1281.0, "another label is its own estimate");
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub(crate) struct Entry {
     /// Passes expected in all: learned until the plan is known, then the plan's.
     expected: Work,
     planned: bool,
+    /// The expected passes were learned from requests of its kind (not a guess).
+    learned: bool,
     dispatched: Work,
     /// No job of it was cut short (so its passes teach the estimate).
     whole: bool,
@@ -78,17 +80,26 @@ impl Ledger {
     pub fn entry(&self, model: &Arc<EngineModel>, demand: &Demand, now: Instant) -> Entry {
         let label = hash(&demand.label);
         let channels = model.package.info.feature_khw[0];
+        let (expected, learned) = self.estimates.expect(model.name(), label, channels);
         Entry {
             model: model.clone(),
             key: demand.key(now),
             deadline: demand.deadline,
             partial_ok: demand.partial_ok,
             label,
-            expected: self.estimates.expect(model.name(), label, channels),
+            expected,
             planned: false,
+            learned,
             dispatched: Work::default(),
             whole: true,
         }
+    }
+
+    /// Whether the engine must try the entry to learn what it costs: nothing is admitted
+    /// and its kind has never run here. Its plan, known after its clean pass, decides
+    /// then (a request refused on a guess would never teach the guess).
+    pub fn worth_trying(&self, e: &Entry) -> bool {
+        !e.learned && self.entries.is_empty()
     }
 
     pub fn insert(&mut self, id: usize, entry: Entry) {

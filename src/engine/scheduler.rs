@@ -171,6 +171,10 @@ impl Scheduler {
                         tracing::info!(worker, "replacement worker ready");
                         self.pool.revive(worker, sender);
                     }
+                    Command::Worker(WorkerEvent::Timed { model, passes, elapsed }) => {
+                        // Provisional: the first pass batch measured replaces it.
+                        self.ledger.rates.observe(model, Graph::Full, passes, elapsed, true);
+                    }
                     Command::Shutdown => shutdown = true,
                 }
             }
@@ -226,8 +230,10 @@ impl Scheduler {
         let now = Instant::now();
         self.ledger.set_workers(self.stats.workers_alive());
         let entry = self.ledger.entry(model, demand, now);
-        budget::admit(now, &self.ledger.all_pending(None), self.ledger.pending(&entry))
-            .map_err(|refusal| self.returns.stagger(now, refusal))?;
+        if !self.ledger.worth_trying(&entry) {
+            budget::admit(now, &self.ledger.all_pending(None), self.ledger.pending(&entry))
+                .map_err(|refusal| self.returns.stagger(now, refusal))?;
+        }
         self.ledger.insert(id, entry);
         Ok(())
     }

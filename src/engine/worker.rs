@@ -78,6 +78,14 @@ pub(crate) enum WorkerEvent {
     Exited(usize),
     /// A replacement worker is ready.
     Ready(usize, WorkerHandle),
+    /// A worker opened a model and timed one full batch of it: the rate admission uses
+    /// until pass batches are measured (so a burst at a cold server is admitted by time,
+    /// not by capacity alone).
+    Timed {
+        model: u64,
+        passes: usize,
+        elapsed: Duration,
+    },
 }
 
 /// Where workers send their events (the scheduler's queue); a closure, so this file
@@ -345,7 +353,7 @@ fn inference_loop(
     let _close = CloseLanes(lanes.clone());
     let mut open: HashMap<u64, Open> = HashMap::new();
     for model in &setup.warm {
-        match open_and_warm(model) {
+        match open_and_warm(model, &setup.events) {
             Ok(s) => {
                 open.insert(model.id, Open { model: Arc::downgrade(model), sessions: s });
             }
@@ -375,7 +383,7 @@ fn inference_loop(
         open.retain(|_, o| o.model.strong_count() > 0);
         let opened = match open.entry(batch.model.id) {
             std::collections::hash_map::Entry::Occupied(o) => Ok(o.into_mut()),
-            std::collections::hash_map::Entry::Vacant(v) => match open_and_warm(&batch.model) {
+            std::collections::hash_map::Entry::Vacant(v) => match open_and_warm(&batch.model, &setup.events) {
                 Ok(sessions) => Ok(v.insert(Open { model: Arc::downgrade(&batch.model), sessions })),
                 Err(e) => Err(e.to_string()),
             },
@@ -469,7 +477,7 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-fn open_and_warm(model: &EngineModel) -> Result<ModelSessions, RuntimeError> {
+fn open_and_warm(model: &EngineModel, events: &Events) -> Result<ModelSessions, RuntimeError> {
     let started = Instant::now();
     let package = &model.package;
     let mut s = ModelSessions::open(
@@ -479,9 +487,14 @@ fn open_and_warm(model: &EngineModel) -> Result<ModelSessions, RuntimeError> {
         &model.session,
         model.provider,
     )?;
-    // Warm-up: the first run allocates arenas and picks kernels; do it before real work.
+    // Warm-up: the first run allocates arenas and picks kernels; do it before real work,
+    // at the batch size pass batches use, then time a second run of that batch.
     let [c, h, w] = package.info.input_chw;
-    s.model_output(&vec![0.0; c * h * w], 1)?;
+    let batch = vec![0.0; model.max_batch * c * h * w];
+    s.model_output(&batch, model.max_batch)?;
+    let timed = Instant::now();
+    s.model_output(&batch, model.max_batch)?;
+    events(WorkerEvent::Timed { model: model.id, passes: model.max_batch, elapsed: timed.elapsed() });
     tracing::debug!(model = %package.name, ms = started.elapsed().as_millis() as u64, "sessions opened");
     Ok(s)
 }
