@@ -136,6 +136,36 @@ def summary(name, t_alone, p_alone, records, predictions, timeout_ms):
     }
 
 
+def at_once(base, body, n):
+    """N explanations at once with the server's default deadline, no retries (the
+    hostile-input burst): every answer's status and time, and whether the server is
+    still ready after."""
+    out, start = [], time.perf_counter()
+
+    def one():
+        status, seconds, headers, doc = post(f"{base}/explain?format=json{MODEL}{EXTRA}", body, 600)
+        out.append({"status": status, "s": round(seconds, 3), "retry_after": headers.get("Retry-After"),
+                    "error_type": (doc or {}).get("error_type")})
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    statuses = {}
+    for r in out:
+        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+    refused = [r["s"] for r in out if r["status"] == 429]
+    with urllib.request.urlopen(f"{base}/readyz", timeout=10) as r:
+        ready = r.status
+    summary = {"n": n, "statuses": statuses, "429_max_s": max(refused, default=None),
+               "200_s": sorted(r["s"] for r in out if r["status"] == 200),
+               "other": [r for r in out if r["status"] not in (200, 429, 503)],
+               "wall_s": round(time.perf_counter() - start, 1), "ready_after": ready}
+    print(json.dumps(summary), flush=True)
+    return not summary["other"] and ready == 200
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--server", action="append", required=True, help="NAME=URL (repeat)")
@@ -147,12 +177,17 @@ def main():
     ap.add_argument("--timeout-ms", type=int)
     ap.add_argument("--model", help="a model the servers serve (default: their default model)")
     ap.add_argument("--query", default="", help="more explain parameters, e.g. max_passes=400")
+    ap.add_argument("--at-once", type=int, metavar="N",
+                    help="instead: N explanations at once with the server's default deadline, no retries; "
+                         "exit 1 unless every answer is 200, 429 or 503 and the server is ready after")
     args = ap.parse_args()
     global MODEL, EXTRA
     MODEL = f"&model={args.model}" if args.model else ""
     EXTRA = f"&{args.query}" if args.query else ""
     servers = [tuple(s.split("=", 1)) for s in args.server]
     body = pathlib.Path(args.image).read_bytes()
+    if args.at_once:
+        raise SystemExit(0 if all([at_once(base, body, args.at_once) for _, base in servers]) else 1)
     timeout_ms = args.timeout_ms
     rows = []
     for r in range(args.rounds):

@@ -19,6 +19,12 @@ Three groups of client threads run for the whole duration:
   * slow clients (--slow-clients, default 2): bodies trickled in a few bytes at a time,
     half of them never finished (the server must answer 408 at its body-read deadline),
     half finished slowly (an ordinary answer).
+  * with --churn-period S (and --spawn, which then serves a models folder of its own,
+    re-read every second): the live repository. A package (`churn`, a copy of
+    efficientnet-lite0) is added, replaced by another model (the int8 package's files,
+    each swapped in whole, model.toml last), and removed, in a cycle of S seconds, while
+    --churn-clients clients send it explanations, predictions, KServe V1 and v2 infer
+    requests. Each change is timed until the server shows it.
 
 Invariants (exit status 1 if any fails):
   * no 500 (nor any 5xx but 503 / 504);
@@ -28,6 +34,10 @@ Invariants (exit status 1 if any fails):
     {"error": "…", "error_type": "…"} (each request kind lists the statuses it may get);
   * at least one valid explanation and one prediction succeeded;
   * /readyz is 200 after the run;
+  * churn requests get 200, or at once 404 (the package is not there) or 503 (between a
+    change and its load), or the overload answers; never an answer that took longer than
+    --churn-instant-s and then said the model is gone (admitted work must finish on the
+    version it started with); every change was seen by the server;
   * the server's RSS (VmRSS, sampled every 0.5 s) after the run and an idle period is
     within --rss-slack-mb of its baseline, or has fallen back by at least half of the
     rise from baseline to peak.
@@ -39,11 +49,13 @@ import json
 import os
 import pathlib
 import random
+import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zlib
@@ -358,6 +370,59 @@ def mixed_request(rng, photos_, hostile, max_body):
             {"Content-Type": "application/json"}, {200} | BUSY, None)
 
 
+# ---------------------------------------------------------------------------- the live repository
+
+CHURN = "churn"
+PACKAGE_FILES = ("extractor.onnx", "head.onnx", "labels.txt", "model.toml")
+GONE = ("unknown_model", "model_unavailable")  # how the server says the model is not there
+
+
+def churn_request(rng, photos_):
+    """(kind, method, path, body, headers, ok_statuses, check) for one request to the churning model."""
+    name, data, size = rng.choice(photos_)
+    b64 = base64.b64encode(data).decode()
+    ok = {200, 404, 503} | BUSY
+    r = rng.random()
+    if r < 0.4:
+        return ("churn_explain", "POST", f"/explain?model={CHURN}&format=json&resolution=model&max_channels=64",
+                data, {"Content-Type": "image/png"}, ok, check_explain_json((224, 224), 1))
+    if r < 0.6:
+        return ("churn_predict", "POST", f"/predict?model={CHURN}&top_k=3", data, {"Content-Type": "image/png"},
+                ok, check_predict(3))
+    if r < 0.8:
+        doc = {"instances": [{"image": {"b64": b64}}], "parameters": {"top_k": 2}}
+        return ("churn_v1", "POST", f"/v1/models/{CHURN}:predict", json.dumps(doc).encode(),
+                {"Content-Type": "application/json"}, ok, None)
+    doc = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [b64]}]}
+    return ("churn_v2", "POST", f"/v2/models/{CHURN}/infer", json.dumps(doc).encode(),
+            {"Content-Type": "application/json"}, ok, None)
+
+
+def install_package(source, target):
+    """Puts a package's files into `target`, each swapped in whole (written beside, then
+    renamed over the old), model.toml last: a server reading the folder at any moment sees
+    every file whole, old or new."""
+    target.mkdir(parents=True, exist_ok=True)
+    for f in PACKAGE_FILES:
+        staged = target / f".{f}.staged"
+        shutil.copyfile(source / f, staged)
+        os.replace(staged, target / f)
+
+
+def model_version(port):
+    """The churning model's (state, version) in GET /models, or None when it is not listed."""
+    try:
+        status, _, body = request(port, "GET", "/models", timeout=10)
+        if status != 200:
+            return None
+        for m in json.loads(body)["models"]:
+            if m["name"] == CHURN:
+                return m["state"], m["version"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return None
+
+
 # ---------------------------------------------------------------------------- the run
 
 
@@ -372,6 +437,7 @@ class Soak:
         self.photos = photos()
         self.hostile = [(p.name, p.read_bytes()) for p in sorted((ROOT / "tests/fixtures/hostile").iterdir())]
         self.max_body = args.max_body_bytes
+        self.changes = []  # (add | replace | remove, seconds until the server showed it, or None)
 
     def take_ticket(self):
         with self.lock:
@@ -424,24 +490,27 @@ class Soak:
                         f"{framing}\r\nConnection: close\r\n\r\n").encode()
                 resp = raw_exchange(self.port, head, parts, 0, 60)
                 if resp is None:
-                    self.record(Result(kind, route, "closed", None, time.monotonic() - started,
-                                       "connection closed without a response"))
-                    return None
+                    res = Result(kind, route, "closed", None, time.monotonic() - started,
+                                 "connection closed without a response")
+                    self.record(res)
+                    return res
                 status, rheaders, rbody = resp
             else:
                 status, rheaders, rbody = request(self.port, method, path, body, headers)
         except (OSError, http.client.HTTPException) as e:
-            self.record(Result(kind, route, "exception", None, time.monotonic() - started, f"{type(e).__name__}: {e}"))
-            return None
+            res = Result(kind, route, "exception", None, time.monotonic() - started, f"{type(e).__name__}: {e}")
+            self.record(res)
+            return res
         et, problem = judge(kind, route, status, rheaders, rbody, ok, check)
-        self.record(Result(kind, route, status, et, time.monotonic() - started, problem))
-        return status
+        res = Result(kind, route, status, et, time.monotonic() - started, problem)
+        self.record(res)
+        return res
 
     def explain_client(self, seed):
         rng = random.Random(seed)
         while not self.stop.is_set() and self.take_ticket():
             kind, method, path, body, headers, check = explain_request(rng, self.photos)
-            status = self.run_one(kind, method, path, body, headers, {200} | BUSY, check)
+            status = self.run_one(kind, method, path, body, headers, {200} | BUSY, check).status
             if status in (429, 503):
                 self.stop.wait(0.2 + rng.random() * 0.3)  # Retry-After is 1 s; come back a little sooner
 
@@ -487,6 +556,52 @@ class Soak:
             et, problem = judge(kind, "/predict", status, rheaders, rbody, ok, check)
             self.record(Result(kind, "/predict", status, et, time.monotonic() - started, problem))
 
+    def churn_client(self, seed):
+        rng = random.Random(seed)
+        while not self.stop.is_set() and self.take_ticket():
+            kind, method, path, body, headers, ok, check = churn_request(rng, self.photos)
+            res = self.run_one(kind, method, path, body, headers, ok, check)
+            if res.error_type in GONE and res.latency > self.args.churn_instant_s:
+                # Admitted on a version, then told the model is gone: work dropped.
+                self.record(Result(kind, res.route, res.status, "dropped", res.latency,
+                                   f"{res.status} after {res.latency:.1f} s: admitted work dropped by a repository change"))
+            if res.status in (404, 429, 503):
+                self.stop.wait(0.2 + rng.random() * 0.3)
+
+    def wait_for(self, done, limit=120):
+        """Seconds until done(model_version) holds, or None after `limit`."""
+        started = time.monotonic()
+        while time.monotonic() - started < limit:
+            if done(model_version(self.port)):
+                return time.monotonic() - started
+            time.sleep(0.2)
+        return None
+
+    def churn_cycle(self):
+        """Add, replace, remove the churning package, each seen by the server, until stopped."""
+        root, period = self.args.models_dir, self.args.churn_period
+        fp32, int8 = ROOT / "models/efficientnet-lite0", ROOT / "models/efficientnet-lite0-int8"
+        target = root / CHURN
+        while not self.stop.is_set():
+            for change, act, done in [
+                ("add", lambda: install_package(fp32, target), lambda v: v is not None and v[0] == "ready"),
+                ("replace", lambda: install_package(int8, target), None),
+                ("remove", lambda: shutil.rmtree(target), lambda v: v is None),
+            ]:
+                if self.stop.is_set():
+                    break
+                before = model_version(self.port)
+                if done is None:  # a replacement: the version grows and the new load is ready
+                    old = before[1] if before else 0
+                    done = lambda v, old=old: v is not None and v[0] == "ready" and v[1] > old
+                act()
+                seen = self.wait_for(done)
+                self.changes.append((change, seen))
+                if seen is None:
+                    self.record(Result("churn_change", change, "unseen", None, 120,
+                                       f"the server did not show the {change} within 120 s"))
+                self.stop.wait(period / 3)
+
     def run(self):
         args = self.args
         self.sampler_stop = threading.Event()
@@ -501,6 +616,10 @@ class Soak:
             threads.append(threading.Thread(target=self.mixed_client, args=(args.seed * 2000 + i,), daemon=True))
         for i in range(args.slow_clients):
             threads.append(threading.Thread(target=self.slow_client, args=(args.seed * 3000 + i,), daemon=True))
+        if args.churn_period:
+            threads.append(threading.Thread(target=self.churn_cycle, daemon=True))
+            for i in range(args.churn_clients):
+                threads.append(threading.Thread(target=self.churn_client, args=(args.seed * 4000 + i,), daemon=True))
         started = time.monotonic()
         for t in threads:
             t.start()
@@ -562,7 +681,8 @@ def summarise(soak, info, args):
     failures = []
     print(f"\n== scorecam soak: {info['traffic_s']:.0f} s of traffic (all clients done at {info['drained_s']:.0f} s), "
           f"{len(results)} responses ==")
-    print(f"clients: {args.explain_clients} explain, {args.concurrency} mixed, {args.slow_clients} slow")
+    print(f"clients: {args.explain_clients} explain, {args.concurrency} mixed, {args.slow_clients} slow, "
+          f"{args.churn_clients if args.churn_period else 0} churn")
 
     by_route = {}
     for r in results:
@@ -599,6 +719,18 @@ def summarise(soak, info, args):
     for key in sorted(lat):
         v = lat[key]
         print(f"  {key:22} {len(v):>6} {percentile(v, 50):>8.3f} {percentile(v, 99):>8.3f} {max(v):>8.3f}")
+
+    if args.churn_period:
+        print(f"\nlive repository ({args.churn_clients} churn clients, a change every {args.churn_period / 3:.0f} s): "
+              "seconds until the server showed each change")
+        for change in ("add", "replace", "remove"):
+            seen = [t for c, t in soak.changes if c == change]
+            shown = sorted(t for t in seen if t is not None)
+            spread = f"{shown[0]:.1f} / {percentile(shown, 50):.1f} / {shown[-1]:.1f}" if shown else "–"
+            print(f"  {change:8} {len(seen):>3} times, {len(seen) - len(shown)} unseen; min / median / max {spread}")
+        for kind in ("churn_explain", "churn_predict", "churn_v1", "churn_v2"):
+            if not any(r.kind == kind and r.status == 200 for r in results):
+                failures.append(f"no {kind} request succeeded")
 
     mib = lambda k: "n/a" if k is None else f"{k / 1024:.0f} MiB"
     base, peak, after = info["baseline_kib"], info["peak_kib"], info["after_kib"]
@@ -642,6 +774,7 @@ def summarise(soak, info, args):
             "rss_kib": {"baseline": base, "peak": peak, "after_idle": after},
             "rss_timeline_kib": rss_timeline(soak.rss, 5.0),
             "ready_status": info["ready_status"], "failures": failures,
+            "churn_changes": soak.changes,
         }
         pathlib.Path(args.json).write_text(json.dumps(doc, indent=1))
     print()
@@ -683,13 +816,26 @@ def main():
     ap.add_argument("--json", help="also write the figures to this file")
     ap.add_argument("--progress", action="store_true", help="a line every 30 s on stderr")
     ap.add_argument("--verbose", action="store_true", help="print each problem as it happens")
+    ap.add_argument("--churn-period", type=float, default=0,
+                    help="with --spawn: add, replace and remove a package in a cycle of this many seconds (0: off)")
+    ap.add_argument("--churn-clients", type=int, default=2, help="clients of the churning package (default 2)")
+    ap.add_argument("--churn-instant-s", type=float, default=2.0,
+                    help="a 404/503 'model gone' answer slower than this counts as dropped admitted work")
     ap.add_argument("serve_args", nargs="*", help="extra `scorecam serve` flags with --spawn (after --)")
     args = ap.parse_args()
 
     server = None
+    args.models_dir = None
+    if args.churn_period and not args.spawn:
+        sys.exit("--churn-period needs --spawn (the soak serves a models folder of its own)")
     if args.spawn:
         port = args.port or free_port()
         cmd = [args.binary, "serve", "--bind", f"{HOST}:{port}", *args.serve_args]
+        if args.churn_period:
+            # A folder of its own, re-read every second: the default model, and the churn.
+            args.models_dir = pathlib.Path(tempfile.mkdtemp(prefix="scorecam-soak-models-"))
+            install_package(ROOT / "models/efficientnet-lite0", args.models_dir / "efficientnet-lite0")
+            cmd += ["--models-dir", str(args.models_dir), "--models-poll-s", "1"]
         log = open(os.environ.get("SOAK_SERVER_LOG", os.devnull), "wb")
         server = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log)
         pid = server.pid
@@ -718,6 +864,8 @@ def main():
         info = soak.run()
         code = summarise(soak, info, args)
     finally:
+        if args.models_dir is not None:
+            shutil.rmtree(args.models_dir, ignore_errors=True)
         if server is not None:
             server.send_signal(signal.SIGTERM)
             try:
