@@ -5,7 +5,7 @@
 # the model), sends N explanations at once with the server's default deadline and no
 # retries (scripts/bench/burst.py --at-once), and fails unless every answer is 200, 429 or
 # 503 and the server is ready after. Needs root for the cgroup (v2 `cpu.max`, or v1
-# `cpu.cfs_quota_us`), and target/release/scorecam.
+# `cpu.cfs_quota_us`), and target/release/scorecam (or the binary in $SCORECAM_BIN).
 #
 #   scripts/bench/quota_burst.sh [QUOTA [N [server flag…]]]     # defaults: 0.66 24
 set -euo pipefail
@@ -14,7 +14,7 @@ cd "$root"
 quota=${1:-0.66}
 n=${2:-24}
 shift $(($# > 2 ? 2 : $#))
-binary=target/release/scorecam
+binary=${SCORECAM_BIN:-target/release/scorecam}
 [[ -x $binary ]] || { echo "build it first: cargo build --release" >&2; exit 2; }
 
 period=100000
