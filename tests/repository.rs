@@ -94,3 +94,41 @@ async fn packages_come_and_go_while_the_server_runs() {
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["error_type"], "unknown_model");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_package_added_under_load_is_seen_at_the_next_look() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_package(&common::root().join("models/efficientnet-lite0"), &dir.path().join("busy"));
+    let server = Server::start(&[
+        "--models-dir",
+        dir.path().to_str().unwrap(),
+        "--models-poll-s",
+        "1",
+        "--max-concurrent-jobs",
+        "1",
+        "--max-queued-jobs",
+        "8",
+        "--cache-mib",
+        "0",
+    ]);
+    // The explanations' queue holds long work (SS-CAM, ten samples a mask: minutes), with
+    // room left, so a warm-up sent there would be admitted and wait behind it.
+    let url = server.url("/explain?model=busy&method=sscam&samples=10&timeout_ms=300000");
+    let busy: Vec<_> = (0..5)
+        .map(|_| {
+            let request = reqwest::Client::new().post(url.clone()).header("content-type", "image/png");
+            tokio::spawn(request.body(common::sample_png()).send())
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A new package's warm-up is one clean pass in the cheap requests' lane: were it
+    // queued behind the explanations, the folder would not be read again until they end.
+    let tiny = common::root().join("tests/fixtures/models/tiny");
+    copy_package(&tiny, &dir.path().join("first"));
+    wait_for(&server, Duration::from_secs(20), |l| state(l, "first").is_some()).await;
+    copy_package(&tiny, &dir.path().join("second"));
+    let list = wait_for(&server, Duration::from_secs(20), |l| state(l, "second").is_some()).await;
+    assert_eq!(state(&list, "second").unwrap()["state"], "ready", "{list}");
+    // And the explanations were still queued and running all along.
+    assert!(busy.iter().filter(|h| !h.is_finished()).count() >= 3, "the load ended before the test did");
+}

@@ -60,7 +60,7 @@ pub use crate::resample::Map;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::engine::{Demand, Engine, EngineConfig, EngineError, EngineModel, Refusal};
+use crate::engine::{Engine, EngineConfig, EngineError, EngineModel, Refusal};
 
 /// What the service needs besides the engine and the models.
 #[derive(Clone, Debug, Default)]
@@ -184,9 +184,10 @@ impl Service {
         for name in &changes.loaded {
             if let Ok(model) = self.models.get(name) {
                 let [c, h, w] = model.package.info.input_chw;
+                // In the cheap requests' lane: behind a queue of explanations the warm-up
+                // (and the next look at the folder, which waits for it) would wait minutes.
                 let warm = async {
-                    let demand = Demand { label: "warm-up".into(), ..Default::default() };
-                    let admission = self.engine.admit(&model, demand).await?;
+                    let admission = self.engine.admit_priority(&model)?;
                     admission.clean(vec![0.0; c * h * w].into(), &Default::default()).await.map(|_| ())
                 };
                 if let Err(e) = warm.await {
