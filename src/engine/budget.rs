@@ -149,14 +149,22 @@ pub(crate) struct Estimates {
 }
 
 impl Estimates {
-    /// An admission of `label` on `model` ran `work` to the end.
+    /// An admission of `label` on `model` ran `work` to the end. The estimate rises at once
+    /// to a larger count and falls slowly: an estimate too high refuses a request at the
+    /// door, one too low admits a request that its plan then refuses after it waited (a
+    /// kind's count varies with the photo: Score-CAM skips constant channels).
     pub fn learn(&mut self, model: &str, label: u64, work: Work) {
         if self.passes.len() >= MAX_ENTRIES {
             self.passes.clear();
         }
         let key = (model.to_string(), label);
         let old = self.passes.get(&key).copied();
-        let learned = Work { full: ewma(old.map(|o| o.full), work.full), head: ewma(old.map(|o| o.head), work.head) };
+        let follow = |old: Option<f64>, sample: f64| match old {
+            Some(o) if o < sample => sample,
+            _ => ewma(old, sample),
+        };
+        let learned =
+            Work { full: follow(old.map(|o| o.full), work.full), head: follow(old.map(|o| o.head), work.head) };
         self.passes.insert(key, learned);
     }
 
@@ -409,7 +417,9 @@ mod tests {
         estimates.learn("m", 1, Work { full: 900.0, head: 0.0 });
         assert_eq!(estimates.expect("m", 1, 1280), (Work { full: 900.0, head: 0.0 }, true));
         estimates.learn("m", 1, Work { full: 1000.0, head: 0.0 });
-        assert_eq!(estimates.expect("m", 1, 1280).0.full, 920.0);
+        assert_eq!(estimates.expect("m", 1, 1280).0.full, 1000.0, "a larger count is taken at once");
+        estimates.learn("m", 1, Work { full: 500.0, head: 0.0 });
+        assert_eq!(estimates.expect("m", 1, 1280).0.full, 900.0, "a smaller one slowly: 1000 + 0.2 × (500 − 1000)");
         assert_eq!(estimates.expect("m", 2, 1280).0.full, 1281.0, "another label is its own estimate");
     }
 
