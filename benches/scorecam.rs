@@ -138,14 +138,7 @@ fn raw_throughput(model: &ModelPackage, opts: &Options, out: &mut String) -> f64
     let cfg = SessionConfig { intra_threads: threads, spinning: opts.spinning, ..SessionConfig::default() };
     let mut sessions: Vec<ModelSessions> = (0..workers)
         .map(|_| {
-            ModelSessions::open(
-                &model.extractor_path(),
-                &model.head_path(),
-                model.session_shapes(),
-                &cfg,
-                ProviderKind::Cpu,
-            )
-            .unwrap()
+            ModelSessions::open(&model.extractor, &model.head, model.session_shapes(), &cfg, ProviderKind::Cpu).unwrap()
         })
         .collect();
     let [c, h, w] = model.info.input_chw;
@@ -226,14 +219,8 @@ fn anytime_fidelity(model: &ModelPackage, opts: &Options, out: &mut String) {
     };
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let cfg = SessionConfig { intra_threads: cores, ..SessionConfig::default() };
-    let mut s = ModelSessions::open(
-        &model.extractor_path(),
-        &model.head_path(),
-        model.session_shapes(),
-        &cfg,
-        ProviderKind::Cpu,
-    )
-    .unwrap();
+    let mut s =
+        ModelSessions::open(&model.extractor, &model.head, model.session_shapes(), &cfg, ProviderKind::Cpu).unwrap();
     let n = if opts.quick { 1 } else { opts.photos.unwrap_or(opts.images.len()).min(opts.images.len()) };
     let [k, fh, fw] = model.info.feature_khw;
     let method: Method = Preset::Official.into();
@@ -427,14 +414,7 @@ async fn overhead(model: &ModelPackage, name: &str, base: &EngineConfig, opts: &
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let open = |threads: usize| {
         let cfg = SessionConfig { intra_threads: threads, spinning: opts.spinning, ..SessionConfig::default() };
-        ModelSessions::open(
-            &model.extractor_path(),
-            &model.head_path(),
-            model.session_shapes(),
-            &cfg,
-            ProviderKind::Cpu,
-        )
-        .unwrap()
+        ModelSessions::open(&model.extractor, &model.head, model.session_shapes(), &cfg, ProviderKind::Cpu).unwrap()
     };
     // Real masked inputs: the first 64 passes of the first photo's exact plan (the widest
     // channels first), so the floor runs what an explanation runs, not a clean photo.

@@ -371,3 +371,26 @@ fn a_refresh_picks_up_added_changed_and_removed_packages() {
     assert_eq!(repo.refresh().unwrap().removed, ["b"]);
     assert!(matches!(repo.get("b"), Err(ServiceError::UnknownModel { .. })));
 }
+
+#[test]
+fn sessions_come_from_the_graphs_read_at_load_not_from_the_folder() {
+    let (_tmp, dir) = scratch();
+    let p = ModelPackage::load(&dir).unwrap();
+    let open = || {
+        scorecam::runtime::ModelSessions::open(
+            &p.extractor,
+            &p.head,
+            p.session_shapes(),
+            &scorecam::runtime::SessionConfig::default(),
+            scorecam::runtime::ProviderKind::Cpu,
+        )
+    };
+    let input = vec![0.25f32; 3 * 16 * 16];
+    let before = open().unwrap().model_output(&input, 1).unwrap();
+    // The package removed while the load still serves: a worker that opens it now (a
+    // replacement, or one running its first batch of it) runs what was loaded.
+    fs::remove_dir_all(&dir).unwrap();
+    let after = open().expect("opened from the bytes read at load").model_output(&input, 1).unwrap();
+    assert_eq!(before, after);
+    assert_eq!(p.weights_bytes(), (p.extractor.len() + p.head.len()) as u64);
+}

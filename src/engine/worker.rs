@@ -481,8 +481,8 @@ fn open_and_warm(model: &EngineModel, events: &Events) -> Result<ModelSessions, 
     let started = Instant::now();
     let package = &model.package;
     let mut s = ModelSessions::open(
-        &package.extractor_path(),
-        &package.head_path(),
+        &package.extractor,
+        &package.head,
         package.session_shapes(),
         &model.session,
         model.provider,

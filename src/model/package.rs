@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::manifest::HeadKindName;
 use super::{DeclaredLayout, Manifest, ModelError};
 use crate::cam::HeadKind;
-use crate::runtime::{self, GraphSignature, Port, ProviderKind, SessionConfig, SessionShapes, SideTensor};
+use crate::runtime::{self, GraphBytes, GraphSignature, Port, ProviderKind, SessionConfig, SessionShapes, SideTensor};
 
 /// The shapes a validated package guarantees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -58,6 +58,9 @@ pub struct ModelPackage {
     pub labels: Vec<String>,
     pub info: ModelInfo,
     pub wiring: Wiring,
+    /// The two graphs as read and validated: what every worker's sessions are made from.
+    pub extractor: GraphBytes,
+    pub head: GraphBytes,
 }
 
 impl ModelPackage {
@@ -85,13 +88,9 @@ impl ModelPackage {
     }
 
     /// Bytes of the two ONNX graphs (their weights, mostly): what each open pair of
-    /// sessions holds in memory, roughly.
+    /// sessions holds in memory, roughly (and what the load itself holds once).
     pub fn weights_bytes(&self) -> u64 {
-        [self.extractor_path(), self.head_path()]
-            .iter()
-            .filter_map(|p| std::fs::metadata(p).ok())
-            .map(|m| m.len())
-            .sum()
+        (self.extractor.len() + self.head.len()) as u64
     }
 
     /// A detector's default prediction thresholds (score, IoU).
@@ -124,13 +123,13 @@ impl ModelPackage {
         } else {
             read_labels(&labels_path)?
         };
-        let extractor = dir.join("extractor.onnx");
-        let head = dir.join("head.onnx");
+        let extractor = read_graph(&dir.join("extractor.onnx"))?;
+        let head = read_graph(&dir.join("head.onnx"))?;
         let ext_sig = signature(&extractor)?;
         let head_sig = signature(&head)?;
         let (info, wiring) = validate_signatures(dir, &manifest, labels.len(), &ext_sig, &head_sig)?;
         let labels = binary_labels(info.head, labels);
-        Ok(Self { name, dir: dir.to_path_buf(), manifest, labels, info, wiring })
+        Ok(Self { name, dir: dir.to_path_buf(), manifest, labels, info, wiring, extractor, head })
     }
 }
 
@@ -151,12 +150,17 @@ fn read_labels(path: &Path) -> Result<Vec<String>, ModelError> {
     Ok(labels)
 }
 
-fn signature(path: &Path) -> Result<GraphSignature, ModelError> {
+fn read_graph(path: &Path) -> Result<GraphBytes, ModelError> {
     if !path.is_file() {
         return Err(ModelError::Io { path: path.into(), source: std::io::ErrorKind::NotFound.into() });
     }
+    GraphBytes::read(path).map_err(|source| ModelError::Io { path: path.into(), source })
+}
+
+fn signature(graph: &GraphBytes) -> Result<GraphSignature, ModelError> {
+    let path = graph.path.as_path();
     let cfg = SessionConfig { intra_threads: 1, optimization_level: 0, ..Default::default() };
-    let session = runtime::open_session(path, &cfg, ProviderKind::Cpu)
+    let session = runtime::open_session(graph, &cfg, ProviderKind::Cpu)
         .map_err(|e| ModelError::Graph { path: path.into(), message: e.to_string() })?;
     runtime::read_signature(&session).map_err(|message| ModelError::Graph { path: path.into(), message })
 }

@@ -1,7 +1,5 @@
 //! One model's pair of ONNX Runtime sessions (extractor and head), owned by one worker.
 
-use std::path::Path;
-
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use std::borrow::Cow;
@@ -10,7 +8,7 @@ use ort::session::SessionInputValue;
 use ort::value::TensorRef;
 use serde::{Deserialize, Serialize};
 
-use super::{FeatureLayout, ProviderConfig, ProviderKind, RuntimeError};
+use super::{FeatureLayout, GraphBytes, ProviderConfig, ProviderKind, RuntimeError};
 
 /// How sessions are built. Workers × `intra_threads` should not exceed the cores.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,8 +66,9 @@ pub fn read_signature(session: &Session) -> Result<GraphSignature, String> {
     Ok(GraphSignature { inputs, outputs })
 }
 
-/// Opens one session with the configured threads, optimisation and provider.
-pub fn open_session(path: &Path, cfg: &SessionConfig, provider: ProviderKind) -> Result<Session, RuntimeError> {
+/// Opens one session of `graph` with the configured threads, optimisation and provider.
+pub fn open_session(graph: &GraphBytes, cfg: &SessionConfig, provider: ProviderKind) -> Result<Session, RuntimeError> {
+    let path = graph.path.as_path();
     let wrap = |e: ort::Error| RuntimeError::Session { path: path.to_path_buf(), source: e };
     let env = super::library::environment().ok_or_else(|| RuntimeError::LibraryLoad {
         path: path.to_path_buf(),
@@ -91,8 +90,12 @@ pub fn open_session(path: &Path, cfg: &SessionConfig, provider: ProviderKind) ->
         .map_err(|e| wrap(e.into()))?
         .with_execution_providers(cfg.provider.dispatch(provider))
         .map_err(|e| wrap(e.into()))?;
-    let mut builder = builder;
-    builder.commit_from_file(path).map_err(wrap)
+    // A graph over 2 GiB keeps its weights in a file beside it, found from this folder.
+    let folder = path.parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut builder = builder
+        .with_config_entry("session.model_external_initializers_file_folder_path", folder)
+        .map_err(|e| wrap(e.into()))?;
+    builder.commit_from_memory(&graph.bytes).map_err(wrap)
 }
 
 /// One of `ModelSessions`' runs on a batch of `n` stacked inputs.
@@ -168,8 +171,8 @@ pub struct SessionShapes {
 
 impl ModelSessions {
     pub fn open(
-        extractor: &Path,
-        head: &Path,
+        extractor: &GraphBytes,
+        head: &GraphBytes,
         shapes: SessionShapes,
         cfg: &SessionConfig,
         provider: ProviderKind,
