@@ -11,6 +11,13 @@ use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
+/// The tests here run one at a time: several measure how fast this machine explains and
+/// judge deadlines by it, which other tests' servers running beside them would falsify.
+async fn one_server_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ONE.lock().await
+}
+
 fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(300)).build().unwrap()
 }
@@ -43,6 +50,7 @@ async fn send_oversize(request: impl Fn() -> reqwest::RequestBuilder) -> reqwest
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_route_and_every_input_form() {
+    let _alone = one_server_at_a_time().await;
     let server = Server::start(&[]);
     let c = client();
 
@@ -195,6 +203,7 @@ async fn every_route_and_every_input_form() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_bad_input_gets_its_status_and_the_server_stays_ready() {
+    let _alone = one_server_at_a_time().await;
     let server = Server::start(&["--max-body-bytes", "200000"]);
     let c = client();
     let explain = || c.post(server.url("/explain"));
@@ -324,6 +333,7 @@ async fn every_bad_input_gets_its_status_and_the_server_stays_ready() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_past_capacity_gets_429_with_retry_after() {
+    let _alone = one_server_at_a_time().await;
     let server = Server::start(&["--max-concurrent-jobs", "1", "--max-queued-jobs", "1"]);
     let c = client();
     // A long deadline, so only the capacity refuses (not the time they need).
@@ -349,6 +359,7 @@ async fn metric(server: &Server, name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_prediction_skips_the_explanations_queue() {
+    let _alone = one_server_at_a_time().await;
     // Room for two explanations in all: both are admitted, and a third would get a 429.
     // Their deadline is long, so only the capacity refuses (not the time they need).
     let server = Server::start(&["--max-concurrent-jobs", "1", "--max-queued-jobs", "1"]);
@@ -380,6 +391,7 @@ async fn a_prediction_skips_the_explanations_queue() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_repeat_that_differs_only_in_drawing_is_answered_from_the_cache() {
+    let _alone = one_server_at_a_time().await;
     let server = Server::start(&[]);
     let c = client();
     let explain = |query: &str| c.post(server.url(&format!("/explain?{query}"))).png_body().send();
@@ -419,6 +431,7 @@ async fn a_repeat_that_differs_only_in_drawing_is_answered_from_the_cache() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cache_can_be_turned_off() {
+    let _alone = one_server_at_a_time().await;
     let server = Server::start(&["--cache-mib", "0"]);
     let c = client();
     for _ in 0..2 {
@@ -436,6 +449,7 @@ fn saliency(doc: &Value) -> Vec<f64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pass_budget_gives_a_partial_map_with_its_coverage() {
+    let _alone = one_server_at_a_time().await;
     let server = Server::start(&["--cache-mib", "0"]);
     let c = client();
     let explain = |query: &str| c.post(server.url(&format!("/explain?{query}"))).png_body().send();
@@ -471,6 +485,7 @@ async fn a_pass_budget_gives_a_partial_map_with_its_coverage() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn anytime_answers_at_the_deadline_with_what_it_has() {
+    let _alone = one_server_at_a_time().await;
     let server = Server::start(&[]);
     let c = client();
     // About 490 passes take seconds on a CPU; 800 ms is not enough for all of them.
@@ -506,6 +521,7 @@ async fn anytime_answers_at_the_deadline_with_what_it_has() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_past_its_deadline_is_answered_or_refused_at_once_never_timed_out() {
+    let _alone = one_server_at_a_time().await;
     let server = Server::start(&["--cache-mib", "0"]);
     let c = client();
     // One explanation alone: the engine measures its rate and learns the passes it takes.
@@ -535,6 +551,7 @@ async fn a_burst_past_its_deadline_is_answered_or_refused_at_once_never_timed_ou
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_at_a_cold_server_is_refused_at_the_door_not_after_admission() {
+    let _alone = one_server_at_a_time().await;
     let c = client();
     // The deadline comes from another server's explanation: this one has run none, so
     // it knows only the rate it timed when it opened the model.
@@ -574,6 +591,7 @@ where
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_explanations_equal_the_sequential_ones() {
+    let _alone = one_server_at_a_time().await;
     // Without the result cache, so the concurrent runs really run.
     let server = Server::start(&["--cache-mib", "0"]);
     let c = client();
@@ -616,6 +634,7 @@ async fn concurrent_explanations_equal_the_sequential_ones() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
+    let _alone = one_server_at_a_time().await;
     let server = Server::start(&[]);
     let c = client();
     let url = server.url("/explain?format=json");
@@ -644,11 +663,13 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_disconnects_cancels_its_remaining_passes() {
+    let _alone = one_server_at_a_time().await;
     let server = Server::start(&[]);
     let short = reqwest::Client::builder().timeout(Duration::from_millis(1500)).build().unwrap();
     // SS-CAM with 10 samples is ten masked passes per mask (4,880 in all): long enough
-    // that a fast machine is still far from the end when the client leaves at 1.5 s.
-    let r = short.post(server.url("/explain?method=sscam&samples=10")).png_body().send().await;
+    // that a fast machine is still far from the end when the client leaves at 1.5 s (and
+    // a deadline long enough for a slow one to admit it).
+    let r = short.post(server.url("/explain?method=sscam&samples=10&timeout_ms=300000")).png_body().send().await;
     assert!(r.is_err(), "the client gave up");
     let passes = || metric(&server, "scorecam_masked_passes_total");
     // Batches already handed to the worker (at most two) still finish; after that the
@@ -674,6 +695,7 @@ async fn a_client_that_disconnects_cancels_its_remaining_passes() {
 #[cfg(feature = "fault-injection")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_panic_fails_only_its_own_job() {
+    let _alone = one_server_at_a_time().await;
     let server = Server::start(&[]);
     let c = client();
     let normal = tokio::spawn({
@@ -697,6 +719,7 @@ async fn a_panic_fails_only_its_own_job() {
 #[cfg(feature = "fault-injection")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_worker_turns_readiness_off_and_is_replaced() {
+    let _alone = one_server_at_a_time().await;
     let server = Server::start(&[]);
     let c = client();
     let faulty = c
@@ -729,6 +752,7 @@ async fn a_dead_worker_turns_readiness_off_and_is_replaced() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn api_keys_guard_every_route_but_the_probes() {
+    let _alone = one_server_at_a_time().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("keys");
     std::fs::write(&file, "# operators\nfile-key-7f3a\n\n").unwrap();
@@ -767,6 +791,7 @@ async fn api_keys_guard_every_route_but_the_probes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cors_is_off_by_default_and_configurable() {
+    let _alone = one_server_at_a_time().await;
     let c = client();
     let off = Server::start(&[]);
     let r = c.get(off.url("/models")).header("origin", "https://tools.example.com").send().await.unwrap();
@@ -787,6 +812,7 @@ async fn cors_is_off_by_default_and_configurable() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_client_is_cut_off_with_408() {
+    let _alone = one_server_at_a_time().await;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = Server::start(&["--body-read-timeout-ms", "500"]);
     let addr = server.base.trim_start_matches("http://").to_string();

@@ -171,9 +171,14 @@ async fn a_client_that_leaves_the_stream_cancels_the_work() {
     let server = Server::start(&[]);
     let (_, cancelled_before) = masked_passes(&server).await;
     // SS-CAM with 10 samples (4,880 passes), so that even a fast machine is far from
-    // the end when the client leaves after the first progress.
-    let response =
-        client().post(server.url("/explain/stream?method=sscam&samples=10")).png_body().send().await.unwrap();
+    // the end when the client leaves after the first progress; a deadline long enough
+    // for a slow one to admit it.
+    let response = client()
+        .post(server.url("/explain/stream?method=sscam&samples=10&timeout_ms=300000"))
+        .png_body()
+        .send()
+        .await
+        .unwrap();
     let mut events = Events::new(response);
     let total = loop {
         let (event, data) = events.next().await.expect("progress before the end");
