@@ -279,6 +279,36 @@ mod tests {
     }
 
     #[test]
+    fn a_measured_batch_size_applies_on_the_cpu_unless_the_model_is_configured() {
+        use crate::runtime::ProviderKind::{Cpu, Cuda};
+        let cfg: Config =
+            toml::from_str("[engine]\nmax_batch_size = 4\n[engine.models.big]\nmax_batch_size = 64\n").unwrap();
+        let e = &cfg.engine;
+        // The package's measured batch replaces the engine's default on the CPU ...
+        assert_eq!(e.batch_of("vit", Some(2), Cpu), 2);
+        assert_eq!(e.batch_of("vit", None, Cpu), 4);
+        // ... not on a GPU (it was measured on the CPU) ...
+        assert_eq!(e.batch_of("vit", Some(2), Cuda), 4);
+        // ... and never over the model's own setting.
+        assert_eq!(e.batch_of("big", Some(2), Cpu), 64);
+        assert_eq!(e.batch_of("big", None, Cuda), 64);
+    }
+
+    #[test]
+    fn denormals_are_flushed_as_the_package_says_unless_configured() {
+        use crate::model::MeasuredEngine;
+        let yes = MeasuredEngine { max_batch_size: None, flush_denormals: true, measured: String::new() };
+        let no = MeasuredEngine { flush_denormals: false, ..yes.clone() };
+        let auto = Config::default().engine;
+        assert_eq!((auto.flush_of(Some(&yes)), auto.flush_of(Some(&no)), auto.flush_of(None)), (true, false, false));
+        for forced in [true, false] {
+            let cfg: Config = toml::from_str(&format!("[engine.session]\nflush_denormals = {forced}\n")).unwrap();
+            let e = &cfg.engine;
+            assert_eq!((e.flush_of(Some(&yes)), e.flush_of(Some(&no)), e.flush_of(None)), (forced, forced, forced));
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_rejected() {
         let err = toml::from_str::<Config>("[engine]\nworkerz = 3\n").unwrap_err().to_string();
         assert!(err.contains("workerz"), "{err}");

@@ -160,6 +160,25 @@ but cannot in the split, so float32 rounding differences of ~1e-7 relative are n
 wrong split is off by far more. A failure that looks like rounding says so and suggests a
 --tolerance that would accept it.
 
+Batch size and subnormals (model.toml [engine]): for transformer-style graphs (LayerNormalization,
+Softmax and MatMul: ViT, DeiT, Swin; --measure-batch on for any graph, off for none) the tool
+times the written package as scorecam's engine runs it on the CPU: one worker process per
+core (--measure-workers), each with a one-thread session pair, batches of --batch-candidates
+(1 2 4 8), with subnormal floats kept and treated as zero (ONNX Runtime's
+session.set_denormal_as_zero; --flush-denormals off skips it), three interleaved rounds, the
+workers' thread CPU time per image (robust to other load on a shared machine). It writes
+  max_batch_size    the smallest batch within 2 % of the fastest (scorecam's batch for this
+                    model on the CPU unless engine.models.NAME.max_batch_size is configured)
+  flush_denormals   true when flushing was more than 2 % faster and the head's outputs equal
+                    the unflushed ones within --tolerance + --rtol x max |output|
+  measured          the figures, the machine and the load
+A softmax over masked inputs makes many subnormals, which take a slow path in x86
+multiply-adds: Swin-T's passes took ~25 % less CPU time flushed, with the same logits.
+--batch-size B writes B without measuring. ONNX Runtime's transformer optimizer
+(onnxruntime.transformers.optimizer) was measured too and is not applied: on torchvision's
+ViT-B/16 and Swin-T it recognises no attention, and its other fusions (LayerNormalization,
+BiasGelu) are what a session at optimisation level 3 already does (no change in time).
+
 Resize (model.toml [input] resize): stretch (the whole photo to W x H: torchvision's
 Resize((H, W))), shorter_side_crop (shorter side to --crop-from, then the centre W x H:
 Resize(crop_from) + CenterCrop) or letterbox (keep the aspect ratio: scale s = min(W/w0,
@@ -218,6 +237,7 @@ import copy
 import difflib
 import json
 import math
+import os
 import re
 import sys
 import tempfile
@@ -1693,6 +1713,164 @@ def verify(full_path: Path, parts: dict, input_name: str, shape: tuple[int, ...]
     return f.shape, gots[0].shape, diff
 
 
+# --------------------------------------------------------------------------- batch size
+
+
+TRANSFORMER_OPS = ("LayerNormalization", "Softmax")
+BATCH_CANDIDATES = (1, 2, 4, 8)
+MAX_BATCH = 1024  # scorecam refuses a larger model.toml [engine] max_batch_size
+
+
+def transformer_style(model: onnx.ModelProto) -> bool:
+    """Attention and LayerNorm (ViT, DeiT, Swin): graphs of dense matrix products, whose best
+    batch size on a CPU is worth measuring (a CNN's is not: scorecam's default of 4 was measured on them)."""
+    ops = {n.op_type for n in model.graph.node}
+    return all(op in ops for op in TRANSFORMER_OPS) and "MatMul" in ops
+
+
+def cpu_model_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def pick_batch(ms_per_image: dict[int, float], within: float = 0.02) -> int:
+    """The smallest batch whose time per image is within `within` of the fastest: a larger batch
+    costs memory and latency, so it must be measurably faster to be chosen."""
+    fastest = min(ms_per_image.values())
+    return min(b for b, t in ms_per_image.items() if t <= fastest * (1 + within))
+
+
+def timing_worker(conn, out: str, names: list[str], flush: bool) -> None:
+    """One of measure_batch's workers (a process of its own): the package's two sessions, one
+    intra-op thread each, so each run computes on this process's main thread, as a scorecam
+    worker's do. flush: ONNX Runtime's session.set_denormal_as_zero, which the first session of a
+    process also sets on the thread that makes it (this one): subnormal floats read as zero.
+    Messages: (batch tensor, repetitions) -> thread CPU seconds; ("run", tensor) -> head outputs;
+    None -> exit."""
+    import time
+
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if flush:
+        so.add_session_config_entry("session.set_denormal_as_zero", "1")
+    ext = ort.InferenceSession(str(Path(out) / "extractor.onnx"), so, providers=["CPUExecutionProvider"])
+    head = ort.InferenceSession(str(Path(out) / "head.onnx"), so, providers=["CPUExecutionProvider"])
+
+    def once(x):
+        return head.run(None, dict(zip(names, ext.run(names, {INPUT: x}))))
+
+    conn.send("ready")
+    while (msg := conn.recv()) is not None:
+        if isinstance(msg[0], str):  # ("run", tensor)
+            conn.send(once(msg[1]))
+            continue
+        x, reps = msg
+        once(x)  # a new batch size allocates on its first run
+        t = time.thread_time()
+        for _ in range(reps):
+            once(x)
+        conn.send(time.thread_time() - t)
+
+
+def measure_batch(out: Path, channels: int, hw, sides=(), batches=BATCH_CANDIDATES, workers: int = 0,
+                  rounds: int = 3, images: int = 8, seed: int = 0, flush: bool = True):
+    """Times the package's extractor + head as scorecam's engine runs them on the CPU (`workers`
+    processes with one one-thread session pair each, default one per core, all optimisations on)
+    at each batch size, with subnormal floats kept and (flush) treated as zero, in interleaved
+    rounds (the order reversed every other round). The figure is the workers' CPU time per image
+    (thread CPU time: a one-thread session computes on the calling thread), which other load on a
+    shared machine inflates far less than wall time. Returns ({(flush, batch): median ms per
+    image}, {flush: the head's outputs on one random batch}) for pick_engine."""
+    import multiprocessing
+
+    workers = workers or os.cpu_count() or 1
+    names = [FEATURES, *(sd.name for sd in sides)]
+    rng = np.random.default_rng(seed)
+    xs = {b: rng.standard_normal((b, channels, *hw)).astype(np.float32) for b in batches}
+    ctx = multiprocessing.get_context("spawn")
+    modes = (False, True) if flush else (False,)
+    pools: dict[bool, list] = {}
+    try:
+        for mode in modes:
+            pools[mode] = []
+            for _ in range(workers):
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=timing_worker, args=(child, str(out), names, mode), daemon=True)
+                proc.start()
+                pools[mode].append((proc, parent))
+        for pool in pools.values():
+            for proc, conn in pool:
+                if conn.recv() != "ready":
+                    raise SplitError("a timing worker did not start")
+        outputs = {}
+        for mode, pool in pools.items():
+            pool[0][1].send(("run", xs[max(batches)]))
+            outputs[mode] = pool[0][1].recv()
+        keys = [(mode, b) for mode in modes for b in batches]
+        times: dict = {k: [] for k in keys}
+        for r in range(rounds):
+            for mode, b in (keys if r % 2 == 0 else list(reversed(keys))):
+                reps = max(1, images // b)
+                for _, conn in pools[mode]:
+                    conn.send((xs[b], reps))
+                cpu = sum(conn.recv() for _, conn in pools[mode])
+                times[(mode, b)].append(cpu / (workers * reps * b))
+    except (EOFError, OSError) as e:
+        raise SplitError(f"timing the package failed: a worker process ended ({e})") from e
+    finally:
+        for pool in pools.values():
+            for proc, conn in pool:
+                try:
+                    conn.send(None)
+                except OSError:
+                    pass
+            for proc, _ in pool:
+                proc.join(timeout=30)
+                if proc.is_alive():
+                    proc.kill()
+    return {k: float(np.median(v)) * 1e3 for k, v in times.items()}, outputs
+
+
+def pick_engine(med: dict, outputs: dict, atol: float, rtol: float, within: float = 0.02):
+    """From measure_batch's figures: (batch, flush, max |Δ| of the outputs with flush vs without, or
+    None). The batch: pick_batch's over the chosen setting. Flushing subnormals is chosen when its
+    best is more than `within` faster than keeping them and its outputs equal the others to within
+    atol + rtol × max |output| (compare's rule: a subnormal is below 1.2e-38, so any larger
+    change means the graph computes with them and the flush is refused)."""
+    keep = {b: t for (f, b), t in med.items() if not f}
+    flush = {b: t for (f, b), t in med.items() if f}
+    diff = None
+    if flush:
+        diff = max(float(np.abs(a - b).max()) for a, b in zip(outputs[True], outputs[False]))
+        scale = max(float(np.abs(a).max()) for a in outputs[False])
+        if diff <= atol + rtol * scale and min(flush.values()) < min(keep.values()) * (1 - within):
+            return pick_batch(flush, within), True, diff
+    return pick_batch(keep, within), False, diff
+
+
+def engine_summary(med: dict, workers: int, rounds: int) -> str:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    parts = []
+    for f in (False, True):
+        row = {b: t for (ff, b), t in sorted(med.items()) if ff == f}
+        if row:
+            parts.append(("subnormals flushed " if f else "") + ", ".join(f"{b}: {t:.4g}" for b, t in row.items()))
+    return (f"CPU ms per image by batch ({workers} workers x 1 thread, median of {rounds} interleaved rounds, "
+            f"{cpu_model_name()}, load {load:.1f}): " + "; ".join(parts))
+
+
 # --------------------------------------------------------------------------- package files
 
 
@@ -1715,7 +1893,7 @@ def toml_floats(xs) -> str:
 
 
 def model_toml(args, width: int, height: int, description: str, a: Analysis, channels: int = 3,
-               head: dict | None = None, sides=()) -> str:
+               head: dict | None = None, sides=(), engine: dict | None = None) -> str:
     """head: {"kind": ..., "activation": ... (classes), "layout": ... (segmentation)}; sides: the
     side inputs, named in a comment (scorecam reads them from the graphs; the manifest has no key)."""
     lines = [
@@ -1756,6 +1934,9 @@ def model_toml(args, width: int, height: int, description: str, a: Analysis, cha
                   for sd in sides]
     if head:
         lines += ["", "[head]"] + [f"{k} = {toml_value(v)}" for k, v in head.items()]
+    if engine:
+        lines += ["", "[engine]  # how scorecam runs this model on the CPU, unless its config says otherwise"]
+        lines += [f"{k} = {toml_value(v)}" for k, v in engine.items()]
     lines.append("")
     return "\n".join(lines)
 
@@ -1892,6 +2073,22 @@ def parse_args(argv):
                          "float32 rounding from operator fusion, far below what a wrong split gives)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random probe/verification inputs (default: %(default)s)")
     ap.add_argument("--force", action="store_true", help="overwrite package files already in --out")
+    speed = ap.add_argument_group("batch size (model.toml [engine] max_batch_size: scorecam's batch for this model on the CPU)")
+    speed.add_argument("--measure-batch", choices=("auto", "on", "off"), default="auto",
+                       help="time the package at batch sizes --batch-candidates as scorecam's engine runs it (one "
+                            "session of one thread per core) and write the fastest into model.toml [engine]; auto "
+                            "(the default): only for transformer-style graphs (LayerNormalization, Softmax and MatMul: "
+                            "ViT, DeiT, Swin), whose best batch differs from the engine's default of 4")
+    speed.add_argument("--batch-candidates", type=int, nargs="+", default=list(BATCH_CANDIDATES), metavar="B",
+                       help="--measure-batch: the batch sizes timed (default: %(default)s)")
+    speed.add_argument("--measure-workers", type=int, default=0, metavar="N",
+                       help="--measure-batch: sessions run at once (default: one per core, as scorecam's engine)")
+    speed.add_argument("--batch-size", type=int, metavar="B",
+                       help="write this [engine] max_batch_size without measuring")
+    speed.add_argument("--flush-denormals", choices=("auto", "off"), default="auto",
+                       help="--measure-batch: also time the package with subnormal floats treated as zero (ONNX "
+                            "Runtime's session.set_denormal_as_zero, scorecam's [engine] flush_denormals) and choose "
+                            "it when more than 2 %% faster with the same outputs (--tolerance, --rtol); off: never")
     q8 = ap.add_argument_group("int8 package (scripts/tools/quantize_int8.py on the package just written)")
     q8.add_argument("--int8", action="store_true",
                     help="also write an int8 package beside --out (OUT-int8): static quantisation calibrated on "
@@ -1962,7 +2159,35 @@ def parse_args(argv):
         v = getattr(args, name)
         if not (math.isfinite(v) and v >= 0):
             ap.error(f"--{name} must be a finite number >= 0")
+    if args.batch_size is not None and not 1 <= args.batch_size <= MAX_BATCH:
+        ap.error(f"--batch-size must be 1..{MAX_BATCH}")
+    if args.batch_size is not None and args.measure_batch == "on":
+        ap.error("give --batch-size or --measure-batch on, not both")
+    if not all(1 <= b <= MAX_BATCH for b in args.batch_candidates):
+        ap.error(f"--batch-candidates must be 1..{MAX_BATCH}")
+    args.batch_candidates = sorted(set(args.batch_candidates))
+    if args.measure_workers < 0:
+        ap.error("--measure-workers must be >= 0 (0: one per core)")
     return args
+
+
+def package_batch(args, model: onnx.ModelProto, out: Path, channels: int, hw, sides) -> dict | None:
+    """model.toml's [engine] ({max_batch_size, flush_denormals, measured}), or None for the engine's
+    defaults: --batch-size as given, else measured (--measure-batch on, or auto on a
+    transformer-style graph)."""
+    if args.batch_size is not None:
+        return {"max_batch_size": args.batch_size, "measured": "given with --batch-size"}
+    if args.measure_batch == "off" or (args.measure_batch == "auto" and not transformer_style(model)):
+        return None
+    workers = args.measure_workers or os.cpu_count() or 1
+    med, outputs = measure_batch(out, channels, hw, sides, batches=args.batch_candidates, workers=workers,
+                                 seed=args.seed, flush=args.flush_denormals != "off")
+    batch, flush, diff = pick_engine(med, outputs, args.tolerance, args.rtol)
+    summary = engine_summary(med, workers, 3)
+    if diff is not None:
+        summary += f"; outputs with subnormals flushed vs kept: max |Δ| = {diff:.3g}"
+    print(f"batch size: {batch}{', subnormals flushed to zero' if flush else ''} ({summary})")
+    return {"max_batch_size": batch, "flush_denormals": flush, "measured": summary}
 
 
 def int8_package(args, out: Path) -> int:
@@ -2311,7 +2536,9 @@ def main(argv=None) -> int:
         elif (out / "labels.txt").exists():
             (out / "labels.txt").unlink()  # --force over an older package: an embedding has no labels
         desc = layer + (f" (output of module {module})" if module else "")
-        (out / "model.toml").write_text(model_toml(args, w, h, desc, a, channels, head_toml, sides), encoding="utf-8")
+        engine = package_batch(args, model, out, channels, hw, sides)
+        (out / "model.toml").write_text(model_toml(args, w, h, desc, a, channels, head_toml, sides, engine),
+                                        encoding="utf-8")
 
         print(f"cut {full} at {layer!r}")
         for t in rewritten:

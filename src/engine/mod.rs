@@ -80,13 +80,30 @@ impl EngineConfig {
         self.models.get(model).and_then(|o| o.max_batch_size).unwrap_or(self.max_batch_size).max(1)
     }
 
+    /// The largest batch of a model running on `provider`: its override; else, on the CPU,
+    /// the batch size measured for it when its package was made (`measured`, model.toml's
+    /// `[engine] max_batch_size`); else the engine's.
+    pub fn batch_of(&self, model: &str, measured: Option<usize>, provider: crate::runtime::ProviderKind) -> usize {
+        let own = self.models.get(model).and_then(|o| o.max_batch_size);
+        let measured = measured.filter(|_| provider == crate::runtime::ProviderKind::Cpu);
+        own.or(measured).unwrap_or(self.max_batch_size).max(1)
+    }
+
+    /// Whether a model's runs treat subnormal floats as zero: the configured
+    /// `session.flush_denormals`, else what its package measured (model.toml `[engine]`).
+    pub fn flush_of(&self, measured: Option<&crate::model::MeasuredEngine>) -> bool {
+        self.session.flush_denormals.unwrap_or(measured.is_some_and(|e| e.flush_denormals))
+    }
+
     /// A package as the engine will run it: its provider chosen (failing when a required
     /// one is missing), its session settings and batch size fixed.
     pub fn engine_model(&self, package: Arc<ModelPackage>) -> Result<Arc<EngineModel>, RuntimeError> {
         let provider_config = self.provider_for(&package.name).clone();
         let provider = provider_config.select()?;
-        let session = SessionConfig { provider: provider_config, ..self.session.clone() };
-        let batch = self.batch_for(&package.name);
+        let measured = package.manifest.engine.as_ref();
+        let flush = self.flush_of(measured);
+        let session = SessionConfig { provider: provider_config, flush_denormals: Some(flush), ..self.session.clone() };
+        let batch = self.batch_of(&package.name, measured.and_then(|e| e.max_batch_size), provider);
         Ok(Arc::new(EngineModel::new(package, provider, session, batch)))
     }
 }

@@ -26,6 +26,40 @@ pub struct Manifest {
     /// with the measured fidelity of its maps to that package's. Absent: an exact package.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<Quantization>,
+    /// `[engine]`: how this model runs fastest on the CPU, as measured when the package was
+    /// made (`scripts/tools/split_model.py --measure-batch`). Absent: the engine's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<MeasuredEngine>,
+}
+
+/// The largest batch a package may ask for (the engine's own setting has no bound; this one
+/// comes from a file that travels with the model).
+pub const MAX_MEASURED_BATCH: usize = 1024;
+
+/// `[engine]`: how this model ran fastest on the CPU when its package was made. The engine
+/// uses `max_batch_size` as the model's batch size unless `engine.models.NAME.max_batch_size`
+/// is configured, and only when the model runs on the CPU (see `EngineConfig::batch_of`);
+/// `flush_denormals` unless `engine.session.flush_denormals` is configured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasuredEngine {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_batch_size: Option<usize>,
+    /// Treat subnormal floats as zero (measured faster, with the same outputs).
+    #[serde(default)]
+    pub flush_denormals: bool,
+    /// How it was measured (free text: the machine, the layout, the figures).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub measured: String,
+}
+
+impl MeasuredEngine {
+    fn check(&self) -> Result<(), String> {
+        if let Some(b) = self.max_batch_size.filter(|b| !(1..=MAX_MEASURED_BATCH).contains(b)) {
+            return Err(format!("engine.max_batch_size = {b} must be in 1..={MAX_MEASURED_BATCH}"));
+        }
+        Ok(())
+    }
 }
 
 /// `[quantization]`: how the package was made from another one and how close its maps are
@@ -498,6 +532,9 @@ impl Manifest {
         if let Some(q) = &self.quantization {
             q.check()?;
         }
+        if let Some(e) = &self.engine {
+            e.check()?;
+        }
         let i = &self.input;
         for (name, v) in [("input.width", i.width), ("input.height", i.height)] {
             if v == 0 || v > MAX_SIDE {
@@ -733,6 +770,31 @@ min_pearson_mean = 0.95
         // Below the gate is accepted when the package says it was forced.
         let forced = full.replace("min_pearson_mean = 0.95", "min_pearson_mean = 0.995\nforced = true");
         assert!(Manifest::parse(&forced).unwrap().quantization.unwrap().fidelity.forced);
+    }
+
+    #[test]
+    fn a_package_may_carry_its_measured_batch_size() {
+        assert_eq!(Manifest::parse(GOOD).unwrap().engine, None);
+        let text = format!("{GOOD}[engine]\nmax_batch_size = 2\nmeasured = \"2 workers x 1 thread\"\n");
+        let m = Manifest::parse(&text).unwrap();
+        let e = m.engine.clone().unwrap();
+        assert_eq!(
+            (e.max_batch_size, e.flush_denormals, e.measured.as_str()),
+            (Some(2), false, "2 workers x 1 thread")
+        );
+        let flush = Manifest::parse(&format!("{GOOD}[engine]\nflush_denormals = true\n")).unwrap().engine.unwrap();
+        assert_eq!((flush.max_batch_size, flush.flush_denormals), (None, true));
+        assert_eq!(Manifest::parse(&toml::to_string(&m).unwrap()).unwrap(), m);
+        assert!(!toml::to_string(&Manifest::parse(GOOD).unwrap()).unwrap().contains("[engine]"));
+        for (section, want) in [
+            ("[engine]\nmax_batch_size = 0\n", "engine.max_batch_size = 0"),
+            ("[engine]\nmax_batch_size = 1025\n", "1..=1024"),
+            ("[engine]\nflush_denormals = 1\n", "flush_denormals"),
+            ("[engine]\nmax_batch_size = 2\nworkers = 2\n", "workers"),
+        ] {
+            let e = err(&format!("{GOOD}{section}"));
+            assert!(e.contains(want), "{section:?}: {e:?} does not mention {want:?}");
+        }
     }
 
     #[test]

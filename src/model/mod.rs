@@ -6,8 +6,8 @@ mod manifest;
 mod package;
 
 pub use manifest::{
-    DeclaredLayout, ExifOrientation, Fidelity, HeadKindName, HeadSpec, InputSpec, Manifest, Quantization,
-    QuantizationKind, ResizeFilter, ResizeMode, TargetLayer,
+    DeclaredLayout, ExifOrientation, Fidelity, HeadKindName, HeadSpec, InputSpec, Manifest, MeasuredEngine,
+    Quantization, QuantizationKind, ResizeFilter, ResizeMode, TargetLayer,
 };
 pub use package::{ModelInfo, ModelPackage, validate_signatures};
 

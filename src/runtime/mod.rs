@@ -4,12 +4,14 @@
 //! and opened eagerly at start-up: a missing or mismatched library is one clear error here,
 //! never a panic on the first request.
 
+mod denormals;
 mod graph;
 mod layout;
 mod library;
 mod provider;
 mod session;
 
+pub use denormals::{FlushDenormals, flushing};
 pub use graph::GraphBytes;
 pub use layout::FeatureLayout;
 pub use library::{LibrarySource, ORT_VERSION, init, resolve_library};

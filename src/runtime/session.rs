@@ -22,11 +22,22 @@ pub struct SessionConfig {
     /// that mask building could use.
     pub spinning: bool,
     pub provider: ProviderConfig,
+    /// Treat subnormal floats as zero while running (flush-to-zero, denormals-are-zero):
+    /// unset = as the model's package says (model.toml `[engine] flush_denormals`, written
+    /// where it measured faster), true or false = for every model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flush_denormals: Option<bool>,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { intra_threads: 0, optimization_level: 3, spinning: false, provider: ProviderConfig::default() }
+        Self {
+            intra_threads: 0,
+            optimization_level: 3,
+            spinning: false,
+            provider: ProviderConfig::default(),
+            flush_denormals: None,
+        }
     }
 }
 
@@ -90,6 +101,12 @@ pub fn open_session(graph: &GraphBytes, cfg: &SessionConfig, provider: ProviderK
         .map_err(|e| wrap(e.into()))?
         .with_execution_providers(cfg.provider.dispatch(provider))
         .map_err(|e| wrap(e.into()))?;
+    // ONNX Runtime's pool threads (intra_threads > 1); the calling thread is `FlushDenormals`'.
+    let builder = if cfg.flush_denormals == Some(true) {
+        builder.with_flush_to_zero().map_err(|e| wrap(e.into()))?
+    } else {
+        builder
+    };
     // A graph over 2 GiB keeps its weights in a file beside it, found from this folder.
     let folder = path.parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
     let mut builder = builder
@@ -113,6 +130,8 @@ pub struct ModelSessions {
     feed: HeadFeed,
     /// The graphs take one image per run (batch axis fixed at 1).
     one_image_per_run: bool,
+    /// Runs treat subnormal floats as zero (`SessionConfig::flush_denormals`).
+    flush_denormals: bool,
 }
 
 /// What the head graph takes and gives besides the target layer's grid.
@@ -190,6 +209,7 @@ impl ModelSessions {
                 outputs: shapes.head_outputs.max(1),
             },
             one_image_per_run: shapes.one_image_per_run,
+            flush_denormals: cfg.flush_denormals == Some(true),
         })
     }
 
@@ -237,6 +257,7 @@ impl ModelSessions {
     /// The extractor on `n` stacked images: n canonical feature maps (K×h×w, then the
     /// layout's extra values, then the side tensors).
     pub fn features(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
+        let _flush = super::FlushDenormals::new(self.flush_denormals);
         if self.one_image_per_run && n > 1 {
             return self.each_image(batch, n, Self::features);
         }
@@ -272,6 +293,7 @@ impl ModelSessions {
     /// The head on `n` stacked canonical feature maps: n head outputs (a classifier's
     /// logits); what they mean is `cam::HeadKind`'s business.
     pub fn head_output(&mut self, features: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
+        let _flush = super::FlushDenormals::new(self.flush_denormals);
         if self.one_image_per_run && n > 1 {
             return self.each_image(features, n, Self::head_output);
         }
@@ -309,6 +331,7 @@ impl ModelSessions {
     /// to the head as they are: no copy, no layout round trip (this is the masked passes'
     /// hot path).
     pub fn model_output(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
+        let _flush = super::FlushDenormals::new(self.flush_denormals);
         if self.one_image_per_run && n > 1 {
             return self.each_image(batch, n, Self::model_output);
         }

@@ -111,6 +111,19 @@ def models_listing(models: Path) -> str:
 # --------------------------------------------------------------------------- the comparisons
 
 
+def test_the_fp32_packages_measured_engine_section_is_not_copied():
+    text = ('description = "d"\nsource = "s"\nlicense = "l"\n\n[input]\nwidth = 8\n\n[head]\nkind = "classes"\n\n'
+            '[engine]  # how scorecam runs this model\nmax_batch_size = 2\nflush_denormals = true\nmeasured = "x"\n')
+    fig = dict(photos=1, held_out=False, preset="official", pearson_mean=0.99, pearson_min=0.99, top20_iou_mean=0.9,
+               top20_iou_min=0.9, worst_photo="p", top1_agree=1)
+    out = q8.int8_manifest(text, {"description": "d", "source": "s"}, "ref", 4, fig, 0.95, False)
+    assert "[engine]" not in out and "max_batch_size" not in out and "flush_denormals" not in out
+    assert '[head]\nkind = "classes"' in out and "[quantization]" in out
+    # a section after [engine] is kept
+    after = q8.without_engine(text.replace('[head]\nkind = "classes"\n\n', "") + '[head]\nkind = "classes"\n')
+    assert '[head]\nkind = "classes"' in after and "[engine]" not in after and "measured" not in after
+
+
 def test_pearson_and_top_iou():
     a = np.arange(100, dtype=np.float64).reshape(10, 10)
     assert q8.pearson(a, 2 * a + 3) == pytest.approx(1.0)

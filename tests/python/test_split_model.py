@@ -1187,3 +1187,87 @@ def test_grey_and_rgba_inputs_write_their_channels(tmp_path: Path, channels: int
     (z,) = session(out / "head.onnx").run(["logits"], {"features": f})
     (want,) = session(src).run(["scores"], {"image": x})
     assert np.abs(z - want).max() <= 1e-5
+
+
+# --------------------------------------------------------------------------- [engine] max_batch_size
+
+
+def engine_section(out: Path) -> dict | None:
+    return tomllib.loads((out / "model.toml").read_text()).get("engine")
+
+
+@pytest.mark.parametrize("times,want", [
+    ({1: 10.0, 2: 9.9, 4: 9.8, 8: 12.0}, 2),  # 4 is fastest, 2 within 2 % of it: the smaller
+    ({1: 10.0, 2: 9.0, 4: 5.0, 8: 5.2}, 4),
+    ({1: 5.0, 2: 5.0, 4: 5.0}, 1),
+    ({8: 3.0, 1: 9.0}, 8),
+])
+def test_pick_batch_takes_the_smallest_within_two_percent_of_the_fastest(tool, times, want):
+    assert tool.pick_batch(times) == want
+
+
+def test_transformer_style_graphs_get_a_measured_batch_size(tmp_path: Path):
+    out, r = split_ok(tmp_path, VIT, "--layer", VIT_BLOCK1, "--batch-candidates", "1", "2", "--measure-workers", "1")
+    e = engine_section(out)
+    assert e is not None, (out / "model.toml").read_text()
+    assert e["max_batch_size"] in (1, 2)
+    assert "1 workers x 1 thread" in e["measured"] and re.search(r"\): 1: [\d.e+-]+, 2: [\d.e+-]+; subnormals flushed "
+                                                                r"1: [\d.e+-]+, 2: [\d.e+-]+; outputs .* max \|Δ\| = 0$",
+                                                                e["measured"]), e["measured"]
+    assert isinstance(e["flush_denormals"], bool)
+    assert f"batch size: {e['max_batch_size']}" in r.stdout
+    assert_split_equals_full(out, VIT, 32)  # the graphs are the same as without the measurement
+
+
+def test_a_single_candidate_is_written_as_measured(tmp_path: Path):
+    out, _ = split_ok(tmp_path, DEIT, "--module", "blocks[-1]", "--batch-candidates", "3", "--measure-workers", "1")
+    assert engine_section(out)["max_batch_size"] == 3
+
+
+def test_cnns_keep_the_engine_default_unless_asked(tmp_path: Path):
+    out, r = split_ok(tmp_path, FULL, "--layer", "relu_out")
+    assert engine_section(out) is None and "batch size:" not in r.stdout
+    out, _ = split_ok(tmp_path, FULL, "--layer", "relu_out", "--force", "--measure-batch", "on",
+                      "--batch-candidates", "2", "--measure-workers", "1")
+    assert engine_section(out)["max_batch_size"] == 2
+
+
+def test_batch_size_flags(tmp_path: Path):
+    out, _ = split_ok(tmp_path, VIT, "--layer", VIT_BLOCK1, "--measure-batch", "off")
+    assert engine_section(out) is None
+    out, _ = split_ok(tmp_path, VIT, "--layer", VIT_BLOCK1, "--force", "--batch-size", "6")
+    assert engine_section(out) == {"max_batch_size": 6, "measured": "given with --batch-size"}
+    for bad, words in [(["--batch-size", "0"], "--batch-size must be"), (["--batch-candidates", "0"], "--batch-candidates"),
+                       (["--batch-size", "2", "--measure-batch", "on"], "not both")]:
+        r = run_split(VIT, "--layer", VIT_BLOCK1, "--out", tmp_path / "bad", *bad)
+        assert r.returncode != 0 and words in r.stderr, r.stderr
+
+
+def test_flush_denormals_off_times_only_the_graph_as_it_is(tmp_path: Path):
+    out, _ = split_ok(tmp_path, VIT, "--layer", VIT_BLOCK1, "--batch-candidates", "2", "--measure-workers", "1",
+                      "--flush-denormals", "off")
+    e = engine_section(out)
+    assert e["flush_denormals"] is False and "subnormals" not in e["measured"]
+
+
+def outs(*values):
+    return [np.asarray(values, dtype=np.float32)]
+
+
+@pytest.mark.parametrize("med,flushed,want", [
+    # flushing is chosen when more than 2 % faster, with its own best batch ...
+    ({(False, 1): 10.0, (False, 4): 9.0, (True, 1): 8.0, (True, 4): 7.0}, outs(1.0, 2.0), (4, True)),
+    ({(False, 1): 10.0, (False, 4): 9.0, (True, 1): 7.0, (True, 4): 7.1}, outs(1.0, 2.0), (1, True)),
+    # ... not when within 2 % ...
+    ({(False, 1): 10.0, (False, 4): 9.0, (True, 1): 8.9, (True, 4): 8.9}, outs(1.0, 2.0), (4, False)),
+    # ... nor when its outputs differ (the graph computes with subnormals): 1e-3 > 1e-5 + 1e-4 × 2
+    ({(False, 1): 10.0, (False, 4): 9.0, (True, 1): 5.0, (True, 4): 5.0}, outs(1.001, 2.0), (4, False)),
+])
+def test_pick_engine_flushes_only_when_faster_with_the_same_outputs(tool, med, flushed, want):
+    batch, flush, diff = tool.pick_engine(med, {False: outs(1.0, 2.0), True: flushed}, 1e-5, 1e-4)
+    assert (batch, flush) == want
+    assert diff == pytest.approx(float(np.abs(flushed[0] - outs(1.0, 2.0)[0]).max()))
+
+
+def test_pick_engine_without_the_flush_timings(tool):
+    assert tool.pick_engine({(False, 2): 3.0, (False, 8): 1.0}, {False: outs(1.0)}, 1e-5, 1e-4) == (8, False, None)
