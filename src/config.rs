@@ -272,7 +272,8 @@ mod tests {
         )
         .unwrap();
         let e = &cfg.engine;
-        assert_eq!((e.batch_for("big"), e.batch_for("other")), (64, 4));
+        let cpu = crate::runtime::ProviderKind::Cpu;
+        assert_eq!((e.batch_of("big", None, cpu), e.batch_of("other", None, cpu)), (64, 4));
         assert_eq!(e.provider_for("big").kind, crate::runtime::ProviderKind::Cuda);
         assert_eq!(e.provider_for("big").device_id, 1);
         assert_eq!(e.provider_for("other").kind, crate::runtime::ProviderKind::Cpu);

@@ -75,11 +75,6 @@ impl EngineConfig {
         self.models.get(model).and_then(|o| o.provider.as_ref()).unwrap_or(&self.session.provider)
     }
 
-    /// The largest batch of a model: its override, else the engine's.
-    pub fn batch_for(&self, model: &str) -> usize {
-        self.models.get(model).and_then(|o| o.max_batch_size).unwrap_or(self.max_batch_size).max(1)
-    }
-
     /// The largest batch of a model running on `provider`: its override; else, on the CPU,
     /// the batch size measured for it when its package was made (`measured`, model.toml's
     /// `[engine] max_batch_size`); else the engine's.

@@ -151,9 +151,6 @@ fn read_labels(path: &Path) -> Result<Vec<String>, ModelError> {
 }
 
 fn read_graph(path: &Path) -> Result<GraphBytes, ModelError> {
-    if !path.is_file() {
-        return Err(ModelError::Io { path: path.into(), source: std::io::ErrorKind::NotFound.into() });
-    }
     GraphBytes::read(path).map_err(|source| ModelError::Io { path: path.into(), source })
 }
 
