@@ -668,6 +668,26 @@ def test_cut_inside_a_residual_block_passes_the_residual_stream(tmp_path: Path):
     assert np.abs(got - session(VIT).run(None, {"image": x})[0]).max() <= 1e-5
 
 
+def test_class_token_heads_compute_only_the_rows_they_read(tmp_path: Path):
+    # ViT's head reads x[:, 0] (cut inside the last block's residual, as the library's ViT
+    # tutorial), DeiT's x[:, 0] and x[:, 1] (cut after its first block): the last block's MLP,
+    # the residual adds and the final norm run on those rows only. Swin's head pools every
+    # token: nothing to narrow.
+    x = np.random.default_rng(5).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    for src, args, rows, tokens in ((VIT, ["--layer", VIT_LN2], 1, 17), (DEIT, ["--module", "blocks.0"], 2, 18)):
+        out, r = split_ok(tmp_path / src.stem, src, *args)
+        assert f"computes only the {rows} of {tokens} token rows its output reads" in r.stdout
+        head = onnx.shape_inference.infer_shapes(onnx.load(str(out / "head.onnx")))
+        dims = {vi.name: [d.dim_value or d.dim_param for d in vi.type.tensor_type.shape.dim]
+                for vi in list(head.graph.value_info) + list(head.graph.input)}
+        weights = {w.name for w in head.graph.initializer}
+        products = [dims.get(n.input[0]) for n in head.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+        assert sum(1 for d in products if d and d[1] == rows) >= 2, products  # the MLP's two
+        assert np.abs(run_package(out, x)[0] - session(src).run(None, {"image": x})[0]).max() <= 1e-5
+    out, r = split_ok(tmp_path / "swin", SWIN, "--module", "features.3")
+    assert "token rows" not in r.stdout
+
+
 def test_tolerance_hint_on_rounding(tmp_path: Path):
     # ONNX Runtime folds Mul/Add into the Conv in the whole model, not across a cut at conv_out.
     r = run_split(AFFINE, "--layer", "conv_out", "--out", tmp_path / "pkg", "--tolerance", "0", "--rtol", "0")
