@@ -79,14 +79,6 @@ impl ModelPackage {
         }
     }
 
-    pub fn extractor_path(&self) -> PathBuf {
-        self.dir.join("extractor.onnx")
-    }
-
-    pub fn head_path(&self) -> PathBuf {
-        self.dir.join("head.onnx")
-    }
-
     /// Bytes of the two ONNX graphs (their weights, mostly): what each open pair of
     /// sessions holds in memory, roughly (and what the load itself holds once).
     pub fn weights_bytes(&self) -> u64 {

@@ -11,7 +11,7 @@ mod library;
 mod provider;
 mod session;
 
-pub use denormals::{FlushDenormals, flushing};
+use denormals::FlushDenormals;
 pub use graph::GraphBytes;
 pub use layout::FeatureLayout;
 pub use library::{LibrarySource, ORT_VERSION, init, resolve_library};
