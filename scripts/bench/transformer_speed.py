@@ -29,7 +29,9 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tools"))
 import verify_architectures as va  # noqa: E402
+from quantize_int8 import without_engine as manifest_without_engine  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -43,8 +45,7 @@ def without_engine(models_dir: pathlib.Path, variant: str) -> str:
     for f in src.iterdir():
         if f.name != "model.toml" and not (d / f.name).exists():
             (d / f.name).symlink_to(f.resolve())
-    text = (src / "model.toml").read_text()
-    text = re.sub(r"\n\[engine\][^\n]*\n(?:(?!\[)[^\n]*\n?)*", "\n", text)
+    text = manifest_without_engine((src / "model.toml").read_text())
     assert "[engine]" not in text
     (d / "model.toml").write_text(text)
     return name

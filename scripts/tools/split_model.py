@@ -1811,9 +1811,9 @@ def same_outputs(a: onnx.ModelProto, b: onnx.ModelProto, atol: float, rtol: floa
         dims = [2 if not isinstance(d, int) else d for d in i.shape]
         feed[i.name] = rng.standard_normal(dims).astype(np.float32)
     for x, y in zip(sa.run(None, feed), sb.run(None, feed)):
-        diff = float(np.abs(x.astype(np.float64) - y).max()) if x.size else 0.0
-        if x.shape != y.shape or diff > atol + rtol * float(np.abs(x).max() if x.size else 0.0):
-            raise SplitError(f"narrowed head differs by {diff:.3g}")
+        if x.shape != y.shape:
+            raise SplitError(f"the narrowed head gives shape {y.shape}, the head {x.shape}")
+        compare(y, x, atol, rtol, what="the narrowed head differs from the head")
 
 
 # --------------------------------------------------------------------------- verification
@@ -1825,15 +1825,16 @@ def softmax(z: np.ndarray, axis: int) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def compare(got: np.ndarray, want: np.ndarray, atol: float, rtol: float) -> float:
-    """max |got - want|, or SplitError when it exceeds atol + rtol * max|want|."""
+def compare(got: np.ndarray, want: np.ndarray, atol: float, rtol: float,
+            what: str = "head(extractor(x)) differs from the full model") -> float:
+    """max |got - want|, or SplitError (saying `what` differs) when it exceeds atol + rtol * max|want|."""
     want = want.astype(np.float64)
     diff = float(np.abs(got.astype(np.float64) - want).max()) if want.size else 0.0
     scale = float(np.abs(want).max()) if want.size else 0.0
     allowed = atol + rtol * scale
     if diff <= allowed:
         return diff
-    msg = (f"head(extractor(x)) differs from the full model by max |Δ| = {diff:.3e}, more than the allowed "
+    msg = (f"{what} by max |Δ| = {diff:.3e}, more than the allowed "
            f"{allowed:.3e} (--tolerance {atol:g} + --rtol {rtol:g} × max |output| {scale:.3g})")
     spread = float(want.max() - want.min()) if want.size else 0.0
     ref = max(spread, scale)
@@ -1898,6 +1899,7 @@ def verify(full_path: Path, parts: dict, input_name: str, shape: tuple[int, ...]
 
 TRANSFORMER_OPS = ("LayerNormalization", "Softmax")
 BATCH_CANDIDATES = (1, 2, 4, 8)
+MEASURE_ROUNDS = 3  # interleaved rounds of measure_batch; the median is written
 MAX_BATCH = 1024  # scorecam refuses a larger model.toml [engine] max_batch_size
 
 
@@ -1965,7 +1967,7 @@ def timing_worker(conn, out: str, names: list[str], flush: bool) -> None:
 
 
 def measure_batch(out: Path, channels: int, hw, sides=(), batches=BATCH_CANDIDATES, workers: int = 0,
-                  rounds: int = 3, images: int = 8, seed: int = 0, flush: bool = True):
+                  rounds: int = MEASURE_ROUNDS, images: int = 8, seed: int = 0, flush: bool = True):
     """Times the package's extractor + head as scorecam's engine runs them on the CPU (`workers`
     processes with one one-thread session pair each, default one per core, all optimisations on)
     at each batch size, with subnormal floats kept and (flush) treated as zero, in interleaved
@@ -2363,7 +2365,7 @@ def package_batch(args, model: onnx.ModelProto, out: Path, channels: int, hw, si
     med, outputs = measure_batch(out, channels, hw, sides, batches=args.batch_candidates, workers=workers,
                                  seed=args.seed, flush=args.flush_denormals != "off")
     batch, flush, diff = pick_engine(med, outputs, args.tolerance, args.rtol)
-    summary = engine_summary(med, workers, 3)
+    summary = engine_summary(med, workers, MEASURE_ROUNDS)
     if diff is not None:
         summary += f"; outputs with subnormals flushed vs kept: max |Δ| = {diff:.3g}"
     print(f"batch size: {batch}{', subnormals flushed to zero' if flush else ''} ({summary})")
