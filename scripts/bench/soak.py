@@ -317,7 +317,7 @@ def mixed_request(rng, photos_, hostile, max_body):
     if r < 0.70:
         bad = rng.choice([
             "alpha=5", "top_k=0", "top_k=11", "target=1000", "target=-1", "target=1&top_k=2", "bogus=1",
-            "method=gradcam", "timeout_ms=0", "timeout_ms=999999999", "resolution=huge", "colormap=rainbow",
+            "method=nope", "timeout_ms=0", "timeout_ms=999999999", "resolution=huge", "colormap=rainbow",
             "preset=nope", "format=gif", "model=nope", "target=" + ",".join(str(i) for i in range(11)),
         ])
         # (top_k=11 is valid for /predict, which allows up to the class count: /explain only.)
@@ -473,6 +473,13 @@ class Soak:
             self.sampler_stop.wait(0.5)
 
     def run_one(self, kind, method, path, body, headers, ok, check, route_label=None):
+        """One request, judged and recorded."""
+        res = self.exchange(kind, method, path, body, headers, ok, check, route_label)
+        self.record(res)
+        return res
+
+    def exchange(self, kind, method, path, body, headers, ok, check, route_label):
+        """One request, judged: its Result."""
         started = time.monotonic()
         route = route_label or path.split("?")[0]
         try:
@@ -490,21 +497,15 @@ class Soak:
                         f"{framing}\r\nConnection: close\r\n\r\n").encode()
                 resp = raw_exchange(self.port, head, parts, 0, 60)
                 if resp is None:
-                    res = Result(kind, route, "closed", None, time.monotonic() - started,
-                                 "connection closed without a response")
-                    self.record(res)
-                    return res
+                    return Result(kind, route, "closed", None, time.monotonic() - started,
+                                  "connection closed without a response")
                 status, rheaders, rbody = resp
             else:
                 status, rheaders, rbody = request(self.port, method, path, body, headers)
         except (OSError, http.client.HTTPException) as e:
-            res = Result(kind, route, "exception", None, time.monotonic() - started, f"{type(e).__name__}: {e}")
-            self.record(res)
-            return res
+            return Result(kind, route, "exception", None, time.monotonic() - started, f"{type(e).__name__}: {e}")
         et, problem = judge(kind, route, status, rheaders, rbody, ok, check)
-        res = Result(kind, route, status, et, time.monotonic() - started, problem)
-        self.record(res)
-        return res
+        return Result(kind, route, status, et, time.monotonic() - started, problem)
 
     def explain_client(self, seed):
         rng = random.Random(seed)
